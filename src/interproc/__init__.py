@@ -1,0 +1,24 @@
+"""interproc: fast, crash-safe inter-process communication.
+
+A drop-in for multiprocessing's queues on shared memory, with a C core,
+futex waits, no feeder thread and no server process.  See docs/api.md.
+"""
+from __future__ import annotations
+
+from .naming import ObjectInfo, SegmentError, attach, list_objects, unlink
+from .queues import Empty, Full, JoinableQueue, Queue, SimpleQueue
+
+__all__ = [
+    "Queue",
+    "SimpleQueue",
+    "JoinableQueue",
+    "Full",
+    "Empty",
+    "attach",
+    "unlink",
+    "list_objects",
+    "ObjectInfo",
+    "SegmentError",
+]
+
+__version__ = "0.1.0"

@@ -1,0 +1,272 @@
+/* interproc C core: shared layouts and the interfaces between its layers.
+ *
+ * Layers (one C file each):
+ *   segment.c  shared-memory segments: memfd / POSIX shm, header validation
+ *   wait.c     deadlines, futex waits, robust process-shared mutexes
+ *   ring.c     the byte ring with its region chain and redo journals
+ *   queue.c    the QueueCore Python type over one ring
+ *   module.c   module state and functions
+ *
+ * Every structure that lives in shared memory has a fixed layout; any change
+ * to one of them bumps IP_LAYOUT_VERSION.
+ */
+#ifndef INTERPROC_H
+#define INTERPROC_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stddef.h>
+#include <time.h>
+
+#define IP_MAGIC 0x434f525052544e49ULL /* "INTRPROC" read little-endian */
+#define IP_LAYOUT_VERSION 1u
+#define IP_CACHELINE 64
+#define IP_PAGE 4096u
+#define IP_SHM_PREFIX "/interproc."
+#define IP_NAME_MAX 200
+
+enum ip_kind {
+    IP_KIND_QUEUE = 1,
+    IP_KIND_SIMPLE_QUEUE = 2,
+    IP_KIND_JOINABLE_QUEUE = 3,
+};
+
+/* ------------------------------------------------------------------ */
+/* Segment header: the first 256 bytes of every segment.              */
+
+typedef struct {
+    uint64_t magic;        /* stored last, with release order: a reader that sees it sees the rest */
+    uint32_t version;
+    uint32_t kind;
+    uint64_t header_size;  /* bytes before the first data region */
+    uint64_t initial_size; /* file size when created; the file only grows */
+    uint64_t creator_pid;
+    uint64_t file_end;     /* where the next overflow extent goes; guarded by grow_lock */
+    uint64_t uid;          /* random: tells this segment from any other behind a reused fd */
+    uint8_t reserved[8];
+    _Alignas(IP_CACHELINE) pthread_mutex_t grow_lock;
+} ip_seghdr_t;
+
+/* ------------------------------------------------------------------ */
+/* Waiting layer                                                       */
+
+typedef struct {
+    int infinite;
+    struct timespec at; /* CLOCK_MONOTONIC, absolute */
+} ip_deadline_t;
+
+/* Parses multiprocessing's (block, timeout) pair.  Returns -1 with ValueError
+ * set for a negative or non-numeric timeout. */
+int ip_deadline_init(ip_deadline_t *d, int block, PyObject *timeout);
+int ip_deadline_passed(const ip_deadline_t *d);
+double ip_deadline_remaining(const ip_deadline_t *d);
+
+enum ip_wait_result { IP_WAIT_ERROR = -1, IP_WAIT_WOKEN = 0, IP_WAIT_TIMEOUT = 1 };
+
+/* Waits while *word == expected.  Called and returns with the GIL held; the
+ * GIL is released while sleeping.  Spins briefly, then sleeps on the futex in
+ * bounded slices so that signals and lost wake-ups (a waker killed between
+ * its store and its wake) cost at most one slice.  IP_WAIT_ERROR means a
+ * Python exception (KeyboardInterrupt, ...) is set. */
+int ip_futex_wait(uint32_t *word, uint32_t expected, uint32_t *waiters, const ip_deadline_t *d);
+/* Bumps *seq and wakes up to n sleepers if *waiters says there are any. */
+void ip_futex_notify(uint32_t *seq, uint32_t *waiters, int n);
+void ip_futex_wake(uint32_t *word, int n);
+
+/* Robust, process-shared mutexes.  A holder that dies hands the mutex to the
+ * next locker with IP_LOCK_OWNER_DIED; that locker repairs the protected
+ * state and calls ip_mutex_consistent() before unlocking. */
+enum ip_lock_result {
+    IP_LOCK_ERROR = -1,
+    IP_LOCK_OK = 0,
+    IP_LOCK_OWNER_DIED = 1,
+    IP_LOCK_TIMEOUT = 2,
+};
+int ip_mutex_init(pthread_mutex_t *m);
+int ip_mutex_lock(pthread_mutex_t *m, const ip_deadline_t *d);
+/* Blocking lock without a Python thread state: for short internal sections. */
+int ip_mutex_lock_nogil(pthread_mutex_t *m);
+void ip_mutex_consistent(pthread_mutex_t *m);
+void ip_mutex_unlock(pthread_mutex_t *m);
+
+/* ------------------------------------------------------------------ */
+/* Segments                                                            */
+
+int ip_name_check(PyObject *name, char *out, size_t outlen); /* -> "/interproc.<name>" */
+/* Maps the first `len` bytes of fd.  Returns NULL with OSError set. */
+void *ip_map(int fd, size_t len, off_t offset);
+/* Validates the header of a mapped segment of file size `file_size`.
+ * Returns 0, or -1 with SegmentError / TypeError set. */
+int ip_seghdr_check(const ip_seghdr_t *h, uint64_t file_size, int want_kind);
+extern PyObject *ip_SegmentError;
+
+/* Appends an extent of `size` bytes to the file, under the segment's grow
+ * lock, and returns its offset. */
+int ip_segment_alloc(ip_seghdr_t *h, int fd, uint64_t size, uint64_t *offset);
+
+/* ------------------------------------------------------------------ */
+/* Ring                                                                */
+
+#define IP_MAX_REGIONS 32
+#define IP_NO_REGION 0xffffffffu
+#define IP_REC_HDR 16u
+#define IP_REC_ALIGN 16u
+
+enum ip_rec_type {
+    IP_REC_PICKLE = 1, /* payload is a pickle */
+    IP_REC_BYTES = 2,  /* payload is the content of a bytes object */
+    IP_REC_PAD = 3,    /* skip to the end of the region's buffer */
+    IP_REC_FWD = 4,    /* the stream continues in region `len` */
+};
+
+typedef struct {
+    uint32_t type;
+    uint32_t reserved;
+    uint64_t len;
+} ip_rec_t;
+
+/* A region is one ring buffer in the chain.  Its extent (offset, cap) never
+ * changes once assigned, so each process maps it once. */
+typedef struct {
+    uint64_t offset; /* file offset of the buffer; 0 = extent not assigned */
+    uint64_t cap;    /* power of two */
+    uint64_t tail;   /* written by the producer side */
+    uint64_t state;  /* generation << 1 | active */
+} ip_region_t;
+
+/* Redo journal of one side.  A side's critical section prepares every new
+ * value here, sets `valid`, applies them, and clears `valid`.  Whoever takes
+ * the side's lock after its holder died re-applies a valid journal; every
+ * step is idempotent, so dying anywhere leaves either the old state or the
+ * new one. */
+typedef struct {
+    uint64_t valid;
+    uint64_t count;    /* new msg_in / msg_out */
+    uint64_t pos;      /* new tail / head of `region` */
+    uint32_t region;
+    uint32_t cur;      /* new current region of the side */
+    uint32_t other;    /* producer: region to activate; consumer: region to release */
+    uint32_t pad;
+    uint64_t other_state; /* the state word `other` must have (activate: target; release: expected) */
+    uint64_t other_tail;  /* producer: tail of the activated region */
+} ip_journal_t;
+
+typedef struct {
+    _Alignas(IP_CACHELINE) pthread_mutex_t lock;
+    uint32_t cur;   /* current region */
+    uint32_t pad;
+    uint64_t count; /* messages committed by this side so far */
+    _Alignas(IP_CACHELINE) ip_journal_t journal;
+} ip_side_t;
+
+typedef struct {
+    ip_side_t prod;
+    ip_side_t cons;
+    _Alignas(IP_CACHELINE) uint32_t put_seq; /* bumped after every producer commit */
+    uint32_t cons_waiters;
+    _Alignas(IP_CACHELINE) uint32_t get_seq; /* bumped after every consumer commit */
+    uint32_t prod_waiters;
+    _Alignas(IP_CACHELINE) ip_region_t regions[IP_MAX_REGIONS];
+    _Alignas(IP_CACHELINE) uint64_t heads[IP_MAX_REGIONS]; /* written by the consumer side */
+} ip_ring_t;
+
+/* Process-local view of a ring: how to reach its regions. */
+typedef struct {
+    ip_ring_t *ring;
+    ip_seghdr_t *seg;
+    int fd;
+    uint8_t *base;                     /* region 0's buffer, inside the main mapping */
+    uint8_t *maps[IP_MAX_REGIONS];     /* local mappings of the overflow regions */
+} ip_ringview_t;
+
+/* An open transaction on one side of the ring, between lock and commit. */
+typedef struct {
+    uint32_t region;
+    uint64_t pos;
+    uint64_t count;
+    uint32_t other;
+    uint64_t other_state;
+    uint64_t other_tail;
+    uint32_t nrec;  /* messages in this transaction */
+} ip_txn_t;
+
+int ip_ring_init(ip_ring_t *r, uint64_t base_offset, uint64_t base_cap);
+/* Validates a ring read from a segment of `file_size` bytes; -1 with SegmentError. */
+int ip_ring_check(const ip_ring_t *r, uint64_t file_size);
+
+void ip_ring_recover_producer(ip_ringview_t *v);
+void ip_ring_recover_consumer(ip_ringview_t *v);
+
+/* Producer side; called with prod.lock held. */
+void ip_ring_produce_begin(ip_ringview_t *v, ip_txn_t *t);
+/* Reserves room for a record of `len` payload bytes and returns where the
+ * payload goes (NULL with a Python exception set on failure).  May chain a new
+ * region; at most one region switch per transaction (returns NULL with no
+ * exception set when a second would be needed: commit and begin again). */
+uint8_t *ip_ring_reserve(ip_ringview_t *v, ip_txn_t *t, uint32_t type, uint64_t len);
+/* Publishes the transaction, begins the next one, returns the messages published. */
+uint32_t ip_ring_produce_commit(ip_ringview_t *v, ip_txn_t *t);
+
+/* Consumer side; called with cons.lock held. */
+void ip_ring_consume_begin(ip_ringview_t *v, ip_txn_t *t);
+/* Returns 1 and the next record (payload pointer, type, len), 0 when the ring
+ * is empty, IP_PEEK_AGAIN when the transaction must be committed before going
+ * on, -1 with a Python exception set. */
+#define IP_PEEK_AGAIN 2
+int ip_ring_peek(ip_ringview_t *v, ip_txn_t *t, uint32_t *type, const uint8_t **data, uint64_t *len);
+void ip_ring_advance(ip_txn_t *t, uint64_t len);
+uint32_t ip_ring_consume_commit(ip_ringview_t *v, ip_txn_t *t);
+
+uint64_t ip_ring_bytes_used(const ip_ringview_t *v);
+void ip_ringview_unmap(ip_ringview_t *v);
+
+/* ------------------------------------------------------------------ */
+/* Queue segment                                                       */
+
+#define IP_MAX_PIDS 64
+
+typedef struct {
+    ip_seghdr_t seg;
+    _Alignas(IP_CACHELINE) uint64_t maxsize; /* 0 = unbounded */
+    uint64_t base_cap;
+    _Alignas(IP_CACHELINE) uint64_t tasks_done; /* JoinableQueue: unfinished = prod.count - tasks_done */
+    uint32_t done_seq;
+    uint32_t join_waiters;
+    _Alignas(IP_CACHELINE) uint32_t pids[IP_MAX_PIDS];
+    _Alignas(IP_CACHELINE) ip_ring_t ring;
+} ip_queue_hdr_t;
+
+#define IP_QUEUE_HDR_SIZE (((sizeof(ip_queue_hdr_t) + IP_PAGE - 1) / IP_PAGE) * IP_PAGE)
+
+extern PyTypeObject ip_QueueCore_Type;
+
+/* ------------------------------------------------------------------ */
+/* Module state: the serializers the Python layer installs.            */
+
+typedef struct {
+    PyObject *dumps;      /* pickle.dumps */
+    PyObject *loads;      /* pickle.loads */
+    PyObject *slow_dumps; /* ForkingPickler-based dumps for non-plain objects */
+    PyObject *protocol;   /* int */
+    PyObject *Full;
+    PyObject *Empty;
+} ip_state_t;
+
+extern ip_state_t ip_state;
+
+/* Serialization helpers shared by every object that carries Python values. */
+PyObject *ip_serialize(PyObject *obj, uint32_t *type);
+PyObject *ip_deserialize(uint32_t type, PyObject *payload);
+
+/* Parses vectorcall arguments against `names`; vals[] holds the defaults on
+ * entry.  The first `required` names must be given. */
+int ip_parse_args(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+                  const char *const *names, int nnames, int required, PyObject **vals);
+
+/* pid table helpers */
+int ip_pids_register(uint32_t *pids, int n);
+void ip_pids_unregister(uint32_t *pids, int n, int slot);
+
+#endif

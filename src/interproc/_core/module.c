@@ -1,0 +1,176 @@
+/* interproc._core: module state, serialization helpers and initialization. */
+#include "interproc.h"
+
+ip_state_t ip_state;
+
+extern PyMethodDef ip_segment_methods[];
+
+int ip_parse_args(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+                  const char *const *names, int nnames, int required, PyObject **vals)
+{
+    if (nargs > nnames) {
+        PyErr_Format(PyExc_TypeError, "%s() takes at most %d arguments (%zd given)", fname, nnames,
+                     nargs);
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < nargs; i++)
+        vals[i] = args[i];
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    for (Py_ssize_t k = 0; k < nkw; k++) {
+        PyObject *key = PyTuple_GET_ITEM(kwnames, k);
+        int j = 0;
+        while (j < nnames && PyUnicode_CompareWithASCIIString(key, names[j]) != 0)
+            j++;
+        if (j == nnames) {
+            PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument %R", fname, key);
+            return -1;
+        }
+        if (j < nargs) {
+            PyErr_Format(PyExc_TypeError, "%s() got multiple values for argument '%s'", fname,
+                         names[j]);
+            return -1;
+        }
+        vals[j] = args[nargs + k];
+    }
+    for (int i = 0; i < required; i++) {
+        if (vals[i] == NULL) {
+            PyErr_Format(PyExc_TypeError, "%s() missing required argument '%s'", fname, names[i]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Serialization                                                       */
+
+static inline int is_atom(PyObject *o)
+{
+    PyTypeObject *t = Py_TYPE(o);
+    return o == Py_None || t == &PyLong_Type || t == &PyUnicode_Type || t == &PyFloat_Type
+           || t == &PyBytes_Type || t == &PyBool_Type;
+}
+
+/* True when plain pickle.dumps gives the same bytes as ForkingPickler: the
+ * pickler handles exact builtin types itself and never consults the
+ * reducers ForkingPickler adds.  One level deep keeps the check cheap. */
+static int is_plain(PyObject *o)
+{
+    if (is_atom(o))
+        return 1;
+    PyTypeObject *t = Py_TYPE(o);
+    if (t == &PyTuple_Type || t == &PyList_Type) {
+        Py_ssize_t n = Py_SIZE(o);
+        if (n > 32)
+            return 0;
+        PyObject **items = t == &PyTuple_Type ? ((PyTupleObject *)o)->ob_item
+                                              : ((PyListObject *)o)->ob_item;
+        for (Py_ssize_t i = 0; i < n; i++)
+            if (!is_atom(items[i]))
+                return 0;
+        return 1;
+    }
+    if (t == &PyDict_Type && PyDict_GET_SIZE(o) <= 32) {
+        Py_ssize_t pos = 0;
+        PyObject *k, *v;
+        while (PyDict_Next(o, &pos, &k, &v))
+            if (!is_atom(k) || !is_atom(v))
+                return 0;
+        return 1;
+    }
+    return 0;
+}
+
+PyObject *ip_serialize(PyObject *obj, uint32_t *type)
+{
+    if (PyBytes_CheckExact(obj)) {
+        *type = IP_REC_BYTES;
+        return Py_NewRef(obj);
+    }
+    if (ip_state.dumps == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "interproc._core is not configured");
+        return NULL;
+    }
+    PyObject *res;
+    if (is_plain(obj)) {
+        PyObject *args[2] = {obj, ip_state.protocol};
+        res = PyObject_Vectorcall(ip_state.dumps, args, 2, NULL);
+    } else {
+        res = PyObject_CallOneArg(ip_state.slow_dumps, obj);
+    }
+    if (res != NULL && !PyBytes_CheckExact(res)) {
+        PyErr_Format(PyExc_TypeError, "serializer returned %.100s, not bytes", Py_TYPE(res)->tp_name);
+        Py_CLEAR(res);
+    }
+    *type = IP_REC_PICKLE;
+    return res;
+}
+
+PyObject *ip_deserialize(uint32_t type, PyObject *payload)
+{
+    if (type == IP_REC_BYTES)
+        return Py_NewRef(payload);
+    return PyObject_CallOneArg(ip_state.loads, payload);
+}
+
+PyDoc_STRVAR(configure_doc,
+"_configure(dumps, loads, slow_dumps, protocol, Full, Empty)\n--\n\n"
+"Install the serializers and exception types the C core uses.  Called once\n"
+"by interproc.serialization at import.");
+
+static PyObject *configure(PyObject *Py_UNUSED(m), PyObject *args)
+{
+    PyObject *dumps, *loads, *slow, *proto, *full, *empty;
+    if (!PyArg_ParseTuple(args, "OOOOOO:_configure", &dumps, &loads, &slow, &proto, &full, &empty))
+        return NULL;
+    Py_XSETREF(ip_state.dumps, Py_NewRef(dumps));
+    Py_XSETREF(ip_state.loads, Py_NewRef(loads));
+    Py_XSETREF(ip_state.slow_dumps, Py_NewRef(slow));
+    Py_XSETREF(ip_state.protocol, Py_NewRef(proto));
+    Py_XSETREF(ip_state.Full, Py_NewRef(full));
+    Py_XSETREF(ip_state.Empty, Py_NewRef(empty));
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef module_methods[] = {
+    {"_configure", configure, METH_VARARGS, configure_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef core_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "interproc._core",
+    .m_doc = "The C core of interproc: shared-memory segments, futex waits and the ring.",
+    .m_size = -1,
+    .m_methods = module_methods,
+};
+
+PyMODINIT_FUNC PyInit__core(void)
+{
+    PyObject *m = PyModule_Create(&core_module);
+    if (m == NULL)
+        return NULL;
+    if (PyModule_AddFunctions(m, ip_segment_methods) < 0)
+        goto fail;
+    ip_SegmentError = PyErr_NewExceptionWithDoc(
+        "interproc.SegmentError",
+        "A shared-memory segment is truncated, foreign or corrupt.  The message\n"
+        "names the problem.",
+        PyExc_ValueError, NULL);
+    if (ip_SegmentError == NULL || PyModule_AddObjectRef(m, "SegmentError", ip_SegmentError) < 0)
+        goto fail;
+    if (PyType_Ready(&ip_QueueCore_Type) < 0
+        || PyModule_AddObjectRef(m, "QueueCore", (PyObject *)&ip_QueueCore_Type) < 0)
+        goto fail;
+    if (PyModule_AddIntConstant(m, "KIND_QUEUE", IP_KIND_QUEUE) < 0
+        || PyModule_AddIntConstant(m, "KIND_SIMPLE_QUEUE", IP_KIND_SIMPLE_QUEUE) < 0
+        || PyModule_AddIntConstant(m, "KIND_JOINABLE_QUEUE", IP_KIND_JOINABLE_QUEUE) < 0
+        || PyModule_AddIntConstant(m, "LAYOUT_VERSION", IP_LAYOUT_VERSION) < 0
+        || PyModule_AddIntConstant(m, "NAME_MAX", IP_NAME_MAX) < 0
+        || PyModule_AddStringConstant(m, "SHM_PREFIX", IP_SHM_PREFIX) < 0)
+        goto fail;
+    return m;
+fail:
+    Py_DECREF(m);
+    return NULL;
+}

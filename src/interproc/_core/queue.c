@@ -1,0 +1,900 @@
+/* QueueCore: the C half of Queue, SimpleQueue and JoinableQueue.
+ *
+ * One segment holds an ip_queue_hdr_t followed by the ring's base region.
+ * The hot methods (put, get and their batch forms) live here so that a call
+ * from Python reaches the ring without a Python frame in between; everything
+ * else (naming, pickling of the queue itself) is in queues.py.
+ */
+#include "interproc.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* Payloads at least this large are copied without the GIL. */
+#define IP_NOGIL_COPY 262144u
+#define IP_MAX_CAPACITY (1ull << 40)
+
+typedef struct {
+    PyObject_HEAD
+    ip_queue_hdr_t *hdr;
+    size_t map_len;
+    ip_ringview_t view;
+    int fd;
+    int kind;
+    int closed;
+    int released;
+    int active;   /* threads inside a method; resources go when it is 0 and closed */
+    int pid_slot;
+    PyObject *pending; /* list of (type, payload) taken from the ring but not yet returned */
+    PyObject *weakreflist;
+} QueueCore;
+
+static inline uint64_t ld(const uint64_t *p)
+{
+    return __atomic_load_n(p, __ATOMIC_ACQUIRE);
+}
+
+static void release_resources(QueueCore *self)
+{
+    if (self->released)
+        return;
+    self->released = 1;
+    if (self->hdr) {
+        ip_pids_unregister(self->hdr->pids, IP_MAX_PIDS, self->pid_slot);
+        ip_ringview_unmap(&self->view);
+        munmap(self->hdr, self->map_len);
+        self->hdr = NULL;
+    }
+    if (self->fd >= 0) {
+        close(self->fd);
+        self->fd = -1;
+    }
+}
+
+/* Every public method brackets its work with enter/leave so that close()
+ * from another thread never unmaps memory a blocked call still uses. */
+static int enter(QueueCore *self)
+{
+    if (self->closed) {
+        PyErr_Format(PyExc_ValueError, "Queue %R is closed", (PyObject *)self);
+        return -1;
+    }
+    self->active++;
+    return 0;
+}
+
+static PyObject *leave(QueueCore *self, PyObject *result)
+{
+    if (--self->active == 0 && self->closed)
+        release_resources(self);
+    return result;
+}
+
+static uint64_t qsize_of(QueueCore *self)
+{
+    uint64_t out = ld(&self->hdr->ring.cons.count);
+    uint64_t in = ld(&self->hdr->ring.prod.count);
+    return in - out;
+}
+
+static int is_full(QueueCore *self, uint64_t in)
+{
+    uint64_t max = self->hdr->maxsize;
+    return max && in - ld(&self->hdr->ring.cons.count) >= max;
+}
+
+/* Locks one side, replaying the journal of a holder that died. */
+static int lock_side(QueueCore *self, ip_side_t *side, const ip_deadline_t *d)
+{
+    int r = ip_mutex_lock(&side->lock, d);
+    if (r == IP_LOCK_OWNER_DIED) {
+        if (side == &self->hdr->ring.prod)
+            ip_ring_recover_producer(&self->view);
+        else
+            ip_ring_recover_consumer(&self->view);
+        ip_mutex_consistent(&side->lock);
+        r = IP_LOCK_OK;
+    }
+    return r;
+}
+
+static PyObject *raise_with_count(PyObject *type, const char *msg, Py_ssize_t count)
+{
+    PyObject *exc = PyObject_CallFunction(type, "s", msg);
+    if (exc == NULL)
+        return NULL;
+    PyObject *n = PyLong_FromSsize_t(count);
+    if (n == NULL || PyObject_SetAttrString(exc, "count", n) < 0) {
+        Py_XDECREF(n);
+        Py_DECREF(exc);
+        return NULL;
+    }
+    Py_DECREF(n);
+    PyErr_SetObject(type, exc);
+    Py_DECREF(exc);
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* construction                                                        */
+
+static int init_segment(QueueCore *self, int kind, Py_ssize_t maxsize, long long capacity)
+{
+    uint64_t cap = IP_PAGE;
+    while (cap < (uint64_t)capacity)
+        cap <<= 1;
+    uint64_t hsize = IP_QUEUE_HDR_SIZE;
+    if (ftruncate(self->fd, (off_t)(hsize + cap)) != 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    void *p = ip_map(self->fd, (size_t)(hsize + cap), 0);
+    if (p == NULL)
+        return -1;
+    ip_queue_hdr_t *h = p;
+    self->hdr = h;
+    self->map_len = (size_t)(hsize + cap);
+    h->maxsize = maxsize > 0 ? (uint64_t)maxsize : 0;
+    h->base_cap = cap;
+    if (ip_mutex_init(&h->seg.grow_lock) || ip_ring_init(&h->ring, hsize, cap)) {
+        PyErr_SetString(PyExc_OSError, "cannot initialize process-shared mutexes");
+        return -1;
+    }
+    h->seg.version = IP_LAYOUT_VERSION;
+    h->seg.kind = (uint32_t)kind;
+    h->seg.header_size = hsize;
+    h->seg.initial_size = hsize + cap;
+    h->seg.file_end = hsize + cap;
+    h->seg.creator_pid = (uint64_t)getpid();
+    if (getrandom(&h->seg.uid, sizeof h->seg.uid, 0) != (ssize_t)sizeof h->seg.uid)
+        h->seg.uid = ((uint64_t)getpid() << 32) ^ (uint64_t)time(NULL) ^ (uint64_t)(uintptr_t)h;
+    __atomic_store_n(&h->seg.magic, IP_MAGIC, __ATOMIC_RELEASE);
+    return 0;
+}
+
+static int attach_segment(QueueCore *self, int kind)
+{
+    struct stat st;
+    if (fstat(self->fd, &st) != 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    uint64_t size = (uint64_t)st.st_size;
+    ip_seghdr_t probe;
+    if (size < sizeof probe) {
+        PyErr_Format(ip_SegmentError, "segment is truncated: %llu bytes, smaller than any header",
+                     (unsigned long long)size);
+        return -1;
+    }
+    if (pread(self->fd, &probe, sizeof probe, 0) != (ssize_t)sizeof probe) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    if (ip_seghdr_check(&probe, size, kind) < 0)
+        return -1;
+    if (probe.header_size != IP_QUEUE_HDR_SIZE || probe.initial_size <= probe.header_size) {
+        PyErr_SetString(ip_SegmentError, "queue header is corrupt (bad sizes)");
+        return -1;
+    }
+    void *p = ip_map(self->fd, (size_t)probe.initial_size, 0);
+    if (p == NULL)
+        return -1;
+    self->hdr = p;
+    self->map_len = (size_t)probe.initial_size;
+    ip_queue_hdr_t *h = self->hdr;
+    if (h->base_cap != probe.initial_size - probe.header_size
+        || h->ring.regions[0].offset != probe.header_size || h->ring.regions[0].cap != h->base_cap) {
+        PyErr_SetString(ip_SegmentError, "queue header is corrupt (base region does not match)");
+        return -1;
+    }
+    return ip_ring_check(&h->ring, size);
+}
+
+static PyObject *QueueCore_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"fd", "kind", "maxsize", "capacity", NULL};
+    int fd, kind;
+    Py_ssize_t maxsize = 0;
+    long long capacity = -1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "ii|nL:QueueCore", kwlist, &fd, &kind, &maxsize,
+                                     &capacity))
+        return NULL;
+    /* From here on fd is ours, also when we fail. */
+    if (kind < IP_KIND_QUEUE || kind > IP_KIND_JOINABLE_QUEUE) {
+        PyErr_Format(PyExc_ValueError, "unknown queue kind %d", kind);
+        close(fd);
+        return NULL;
+    }
+    if (capacity > (long long)IP_MAX_CAPACITY) {
+        PyErr_Format(PyExc_ValueError, "capacity_bytes must be at most %llu",
+                     (unsigned long long)IP_MAX_CAPACITY);
+        close(fd);
+        return NULL;
+    }
+    QueueCore *self = (QueueCore *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        close(fd);
+        return NULL;
+    }
+    self->fd = fd; /* owned from here on */
+    self->kind = kind;
+    self->pid_slot = -1;
+    int rc = capacity >= 0 ? init_segment(self, kind, maxsize, capacity) : attach_segment(self, kind);
+    if (rc < 0) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    ip_queue_hdr_t *h = self->hdr;
+    self->view.ring = &h->ring;
+    self->view.seg = &h->seg;
+    self->view.fd = self->fd;
+    self->view.base = (uint8_t *)h + h->seg.header_size;
+    self->pid_slot = ip_pids_register(h->pids, IP_MAX_PIDS);
+    return (PyObject *)self;
+}
+
+static void QueueCore_dealloc(QueueCore *self)
+{
+    PyObject_GC_UnTrack(self);
+    if (self->weakreflist)
+        PyObject_ClearWeakRefs((PyObject *)self);
+    release_resources(self);
+    Py_CLEAR(self->pending);
+    PyTypeObject *tp = Py_TYPE(self);
+    tp->tp_free((PyObject *)self);
+}
+
+static int QueueCore_traverse(QueueCore *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->pending);
+    return 0;
+}
+
+static int QueueCore_clear(QueueCore *self)
+{
+    Py_CLEAR(self->pending);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* put                                                                 */
+
+/* Copies serialized payloads into the ring.  Returns how many went in;
+ * *err is set when it stopped on a Python error rather than on a full queue. */
+static Py_ssize_t write_batch(QueueCore *self, PyObject **payloads, uint32_t *types, Py_ssize_t n,
+                              uint32_t *published, int *err)
+{
+    ip_ringview_t *v = &self->view;
+    ip_txn_t t;
+    ip_ring_produce_begin(v, &t);
+    Py_ssize_t i = 0;
+    *err = 0;
+    while (i < n) {
+        if (is_full(self, t.count))
+            break;
+        uint64_t len = (uint64_t)PyBytes_GET_SIZE(payloads[i]);
+        uint8_t *dst = ip_ring_reserve(v, &t, types[i], len);
+        if (dst == NULL) {
+            if (PyErr_Occurred()) {
+                *err = 1;
+                break;
+            }
+            *published += ip_ring_produce_commit(v, &t);
+            continue;
+        }
+        const char *src = PyBytes_AS_STRING(payloads[i]);
+        if (len >= IP_NOGIL_COPY) {
+            Py_BEGIN_ALLOW_THREADS
+            memcpy(dst, src, (size_t)len);
+            Py_END_ALLOW_THREADS
+        } else {
+            memcpy(dst, src, (size_t)len);
+        }
+        i++;
+    }
+    *published += ip_ring_produce_commit(v, &t);
+    return i;
+}
+
+/* Puts payloads[0..n) in order, blocking on maxsize as allowed.
+ * Returns the number put; < n means an exception is set. */
+static Py_ssize_t put_payloads(QueueCore *self, PyObject **payloads, uint32_t *types, Py_ssize_t n,
+                               int block, PyObject *timeout, int batch)
+{
+    ip_deadline_t d;
+    if (ip_deadline_init(&d, block, timeout) < 0)
+        return 0;
+    ip_ring_t *r = &self->hdr->ring;
+    Py_ssize_t done = 0;
+    for (;;) {
+        uint32_t seq = __atomic_load_n(&r->get_seq, __ATOMIC_SEQ_CST);
+        int lr = lock_side(self, &r->prod, &d);
+        if (lr == IP_LOCK_ERROR)
+            return done;
+        if (lr == IP_LOCK_OK) {
+            uint32_t published = 0;
+            int err;
+            done += write_batch(self, payloads + done, types + done, n - done, &published, &err);
+            ip_mutex_unlock(&r->prod.lock);
+            if (published)
+                ip_futex_notify(&r->put_seq, &r->cons_waiters, (int)published);
+            if (err || done == n)
+                return done;
+        }
+        if (self->closed) {
+            PyErr_Format(PyExc_ValueError, "Queue %R is closed", (PyObject *)self);
+            return done;
+        }
+        if (lr == IP_LOCK_TIMEOUT || ip_deadline_passed(&d)) {
+            if (batch)
+                raise_with_count(ip_state.Full, "queue is full", done);
+            else
+                PyErr_SetNone(ip_state.Full);
+            return done;
+        }
+        if (lr == IP_LOCK_OK
+            && ip_futex_wait(&r->get_seq, seq, &r->prod_waiters, &d) == IP_WAIT_ERROR)
+            return done;
+    }
+}
+
+static const char *const put_names[] = {"obj", "block", "timeout"};
+
+static PyObject *QueueCore_put(QueueCore *self, PyObject *const *args, Py_ssize_t nargs,
+                               PyObject *kwnames)
+{
+    PyObject *vals[3] = {NULL, Py_True, Py_None};
+    if (ip_parse_args("put", args, nargs, kwnames, put_names, 3, 1, vals) < 0)
+        return NULL;
+    int block = PyObject_IsTrue(vals[1]);
+    if (block < 0 || enter(self) < 0)
+        return NULL;
+    uint32_t type;
+    PyObject *payload = ip_serialize(vals[0], &type);
+    if (payload == NULL)
+        return leave(self, NULL);
+    Py_ssize_t ok = put_payloads(self, &payload, &type, 1, block, vals[2], 0);
+    Py_DECREF(payload);
+    if (ok != 1)
+        return leave(self, NULL);
+    Py_INCREF(Py_None);
+    return leave(self, Py_None);
+}
+
+static PyObject *QueueCore_put_nowait(QueueCore *self, PyObject *obj)
+{
+    PyObject *args[2] = {obj, Py_False};
+    return QueueCore_put(self, args, 2, NULL);
+}
+
+static const char *const put_many_names[] = {"items", "block", "timeout"};
+
+static PyObject *QueueCore_put_many(QueueCore *self, PyObject *const *args, Py_ssize_t nargs,
+                                    PyObject *kwnames)
+{
+    PyObject *vals[3] = {NULL, Py_True, Py_None};
+    if (ip_parse_args("put_many", args, nargs, kwnames, put_many_names, 3, 1, vals) < 0)
+        return NULL;
+    int block = PyObject_IsTrue(vals[1]);
+    if (block < 0 || enter(self) < 0)
+        return NULL;
+    PyObject *seq = PySequence_Fast(vals[0], "put_many() needs an iterable of items");
+    if (seq == NULL)
+        return leave(self, NULL);
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    PyObject **payloads = PyMem_Calloc((size_t)n + 1, sizeof(PyObject *));
+    uint32_t *types = PyMem_Calloc((size_t)n + 1, sizeof(uint32_t));
+    PyObject *result = NULL;
+    if (payloads == NULL || types == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    /* Every item is pickled before any goes in: a bad one fails the call whole. */
+    for (Py_ssize_t i = 0; i < n; i++) {
+        payloads[i] = ip_serialize(PySequence_Fast_GET_ITEM(seq, i), &types[i]);
+        if (payloads[i] == NULL)
+            goto done;
+    }
+    if (n == 0 || put_payloads(self, payloads, types, n, block, vals[2], 1) == n)
+        result = Py_NewRef(Py_None);
+done:
+    if (payloads) {
+        for (Py_ssize_t i = 0; i < n; i++)
+            Py_XDECREF(payloads[i]);
+    }
+    PyMem_Free(payloads);
+    PyMem_Free(types);
+    Py_DECREF(seq);
+    return leave(self, result);
+}
+
+/* ------------------------------------------------------------------ */
+/* get                                                                 */
+
+/* Takes up to max records into out (a list of (type, payload) pairs, or
+ * payloads appended with types[]).  Returns the number taken, or -1. */
+static Py_ssize_t take_records(QueueCore *self, Py_ssize_t max, PyObject **payloads,
+                               uint32_t *types)
+{
+    ip_ringview_t *v = &self->view;
+    ip_txn_t t;
+    ip_ring_consume_begin(v, &t);
+    Py_ssize_t n = 0;
+    int failed = 0;
+    while (n < max) {
+        uint32_t type;
+        const uint8_t *data;
+        uint64_t len;
+        int rc = ip_ring_peek(v, &t, &type, &data, &len);
+        if (rc == IP_PEEK_AGAIN) {
+            ip_ring_consume_commit(v, &t);
+            continue;
+        }
+        if (rc <= 0) {
+            failed = rc < 0;
+            break;
+        }
+        PyObject *b;
+        if (len >= IP_NOGIL_COPY) {
+            b = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)len);
+            if (b) {
+                char *dst = PyBytes_AS_STRING(b);
+                Py_BEGIN_ALLOW_THREADS
+                memcpy(dst, data, (size_t)len);
+                Py_END_ALLOW_THREADS
+            }
+        } else {
+            b = PyBytes_FromStringAndSize((const char *)data, (Py_ssize_t)len);
+        }
+        if (b == NULL) {
+            failed = 1; /* the record stays in the ring */
+            break;
+        }
+        payloads[n] = b;
+        types[n] = type;
+        n++;
+        ip_ring_advance(&t, len);
+    }
+    ip_ring_consume_commit(v, &t);
+    if (failed && n == 0)
+        return -1;
+    if (failed)
+        PyErr_Clear(); /* what was taken is returned; the error comes back next call */
+    return n;
+}
+
+/* Waits until at least one record can be taken, then takes up to max. */
+static Py_ssize_t get_records(QueueCore *self, Py_ssize_t max, PyObject **payloads, uint32_t *types,
+                              int block, PyObject *timeout)
+{
+    ip_deadline_t d;
+    if (ip_deadline_init(&d, block, timeout) < 0)
+        return -1;
+    ip_ring_t *r = &self->hdr->ring;
+    for (;;) {
+        uint32_t seq = __atomic_load_n(&r->put_seq, __ATOMIC_SEQ_CST);
+        int lr = lock_side(self, &r->cons, &d);
+        if (lr == IP_LOCK_ERROR)
+            return -1;
+        if (lr == IP_LOCK_OK) {
+            Py_ssize_t n = take_records(self, max, payloads, types);
+            ip_mutex_unlock(&r->cons.lock);
+            if (n != 0) {
+                if (n > 0 && self->hdr->maxsize)
+                    ip_futex_notify(&r->get_seq, &r->prod_waiters, (int)n);
+                return n;
+            }
+        }
+        if (self->closed) {
+            PyErr_Format(PyExc_ValueError, "Queue %R is closed", (PyObject *)self);
+            return -1;
+        }
+        if (lr == IP_LOCK_TIMEOUT || ip_deadline_passed(&d)) {
+            PyErr_SetNone(ip_state.Empty);
+            return -1;
+        }
+        if (ip_futex_wait(&r->put_seq, seq, &r->cons_waiters, &d) == IP_WAIT_ERROR)
+            return -1;
+    }
+}
+
+/* Turns taken records into objects.  A record that fails to unpickle is
+ * reported, and the ones after it wait in self->pending for the next call. */
+static PyObject *decode_records(QueueCore *self, PyObject **payloads, uint32_t *types, Py_ssize_t n,
+                                int as_list)
+{
+    PyObject *list = as_list ? PyList_New(0) : NULL;
+    if (as_list && list == NULL)
+        goto fail;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *obj = ip_deserialize(types[i], payloads[i]);
+        Py_CLEAR(payloads[i]);
+        if (obj == NULL) {
+            /* Keep the rest for later; this one is lost, as it would be in
+             * multiprocessing. */
+            if (i + 1 < n) {
+                if (self->pending == NULL && (self->pending = PyList_New(0)) == NULL)
+                    goto fail;
+                for (Py_ssize_t k = i + 1; k < n; k++) {
+                    PyObject *pair = Py_BuildValue("(IN)", types[k], payloads[k]);
+                    payloads[k] = NULL;
+                    if (pair == NULL || PyList_Append(self->pending, pair) < 0) {
+                        Py_XDECREF(pair);
+                        goto fail;
+                    }
+                    Py_DECREF(pair);
+                }
+            }
+            if (list && PyList_GET_SIZE(list) > 0) {
+                PyErr_Clear();
+                return list;
+            }
+            goto fail;
+        }
+        if (!as_list)
+            return obj;
+        if (PyList_Append(list, obj) < 0) {
+            Py_DECREF(obj);
+            goto fail;
+        }
+        Py_DECREF(obj);
+    }
+    return list;
+fail:
+    for (Py_ssize_t k = 0; k < n; k++)
+        Py_CLEAR(payloads[k]);
+    Py_XDECREF(list);
+    return NULL;
+}
+
+/* Moves up to max pending records into payloads/types. */
+static Py_ssize_t take_pending(QueueCore *self, Py_ssize_t max, PyObject **payloads, uint32_t *types)
+{
+    Py_ssize_t avail = PyList_GET_SIZE(self->pending);
+    Py_ssize_t n = avail < max ? avail : max;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *pair = PyList_GET_ITEM(self->pending, i);
+        types[i] = (uint32_t)PyLong_AsUnsignedLong(PyTuple_GET_ITEM(pair, 0));
+        payloads[i] = Py_NewRef(PyTuple_GET_ITEM(pair, 1));
+    }
+    if (PyList_SetSlice(self->pending, 0, n, NULL) < 0)
+        return -1;
+    if (PyList_GET_SIZE(self->pending) == 0)
+        Py_CLEAR(self->pending);
+    return n;
+}
+
+static const char *const get_names[] = {"block", "timeout"};
+
+static PyObject *QueueCore_get(QueueCore *self, PyObject *const *args, Py_ssize_t nargs,
+                               PyObject *kwnames)
+{
+    PyObject *vals[2] = {Py_True, Py_None};
+    if (ip_parse_args("get", args, nargs, kwnames, get_names, 2, 0, vals) < 0)
+        return NULL;
+    int block = PyObject_IsTrue(vals[0]);
+    if (block < 0 || enter(self) < 0)
+        return NULL;
+    PyObject *payload = NULL;
+    uint32_t type;
+    Py_ssize_t n = self->pending ? take_pending(self, 1, &payload, &type)
+                                 : get_records(self, 1, &payload, &type, block, vals[1]);
+    if (n <= 0)
+        return leave(self, NULL);
+    return leave(self, decode_records(self, &payload, &type, 1, 0));
+}
+
+static PyObject *QueueCore_get_nowait(QueueCore *self, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *args[1] = {Py_False};
+    return QueueCore_get(self, args, 1, NULL);
+}
+
+static const char *const get_many_names[] = {"max_items", "block", "timeout"};
+
+static PyObject *QueueCore_get_many(QueueCore *self, PyObject *const *args, Py_ssize_t nargs,
+                                    PyObject *kwnames)
+{
+    PyObject *vals[3] = {Py_None, Py_True, Py_None};
+    if (ip_parse_args("get_many", args, nargs, kwnames, get_many_names, 3, 0, vals) < 0)
+        return NULL;
+    Py_ssize_t max;
+    if (vals[0] == Py_None) {
+        max = -1;
+    } else {
+        max = PyLong_AsSsize_t(vals[0]);
+        if (max == -1 && PyErr_Occurred())
+            return NULL;
+        if (max < 1) {
+            PyErr_Format(PyExc_ValueError, "max_items must be at least 1, not %zd", max);
+            return NULL;
+        }
+    }
+    int block = PyObject_IsTrue(vals[1]);
+    if (block < 0 || enter(self) < 0)
+        return NULL;
+    if (max < 0) {
+        /* Everything present now; more may arrive while we copy, and that
+         * is fine: it is taken too, up to the snapshot's size plus slack. */
+        uint64_t q = qsize_of(self);
+        max = q < 1024 ? 1024 : (q > (uint64_t)(PY_SSIZE_T_MAX / 16) ? PY_SSIZE_T_MAX / 16 : (Py_ssize_t)q + 1024);
+    }
+    PyObject *small_p[64];
+    uint32_t small_t[64];
+    PyObject **payloads = small_p;
+    uint32_t *types = small_t;
+    Py_ssize_t slots = max;
+    if (self->pending == NULL) {
+        /* Bound the scratch arrays by what is there (or soon will be). */
+        uint64_t q = qsize_of(self);
+        if ((uint64_t)slots > q + 64)
+            slots = (Py_ssize_t)(q + 64);
+    }
+    if (slots > 64) {
+        payloads = PyMem_Malloc((size_t)slots * sizeof(PyObject *));
+        types = PyMem_Malloc((size_t)slots * sizeof(uint32_t));
+        if (payloads == NULL || types == NULL) {
+            PyMem_Free(payloads == small_p ? NULL : payloads);
+            PyMem_Free(types == small_t ? NULL : types);
+            PyErr_NoMemory();
+            return leave(self, NULL);
+        }
+    }
+    Py_ssize_t n = self->pending ? take_pending(self, slots, payloads, types)
+                                 : get_records(self, slots, payloads, types, block, vals[2]);
+    PyObject *result = n > 0 ? decode_records(self, payloads, types, n, 1) : NULL;
+    if (payloads != small_p) {
+        PyMem_Free(payloads);
+        PyMem_Free(types);
+    }
+    return leave(self, result);
+}
+
+/* ------------------------------------------------------------------ */
+/* sizes, close, joinable                                              */
+
+static PyObject *QueueCore_qsize(QueueCore *self, PyObject *Py_UNUSED(ignored))
+{
+    if (enter(self) < 0)
+        return NULL;
+    uint64_t n = qsize_of(self);
+    if (self->pending)
+        n += (uint64_t)PyList_GET_SIZE(self->pending);
+    return leave(self, PyLong_FromUnsignedLongLong(n));
+}
+
+static PyObject *QueueCore_empty(QueueCore *self, PyObject *Py_UNUSED(ignored))
+{
+    if (enter(self) < 0)
+        return NULL;
+    return leave(self, PyBool_FromLong(qsize_of(self) == 0 && self->pending == NULL));
+}
+
+static PyObject *QueueCore_full(QueueCore *self, PyObject *Py_UNUSED(ignored))
+{
+    if (enter(self) < 0)
+        return NULL;
+    return leave(self, PyBool_FromLong(is_full(self, ld(&self->hdr->ring.prod.count))));
+}
+
+static PyObject *QueueCore_close(QueueCore *self, PyObject *Py_UNUSED(ignored))
+{
+    if (!self->closed) {
+        self->closed = 1;
+        if (self->active == 0)
+            release_resources(self);
+    }
+    Py_RETURN_NONE;
+}
+
+static int joinable(QueueCore *self)
+{
+    if (self->kind != IP_KIND_JOINABLE_QUEUE) {
+        PyErr_SetString(PyExc_AttributeError, "only a JoinableQueue counts tasks");
+        return -1;
+    }
+    return enter(self);
+}
+
+static PyObject *QueueCore_task_done(QueueCore *self, PyObject *Py_UNUSED(ignored))
+{
+    if (joinable(self) < 0)
+        return NULL;
+    ip_queue_hdr_t *h = self->hdr;
+    uint64_t done = ld(&h->tasks_done);
+    for (;;) {
+        if (done >= ld(&h->ring.prod.count)) {
+            PyErr_SetString(PyExc_ValueError, "task_done() called too many times");
+            return leave(self, NULL);
+        }
+        if (__atomic_compare_exchange_n(&h->tasks_done, &done, done + 1, 0, __ATOMIC_SEQ_CST,
+                                        __ATOMIC_ACQUIRE))
+            break;
+    }
+    ip_futex_notify(&h->done_seq, &h->join_waiters, INT32_MAX);
+    return leave(self, Py_NewRef(Py_None));
+}
+
+static PyObject *QueueCore_join(QueueCore *self, PyObject *Py_UNUSED(ignored))
+{
+    if (joinable(self) < 0)
+        return NULL;
+    ip_queue_hdr_t *h = self->hdr;
+    ip_deadline_t forever = {.infinite = 1};
+    for (;;) {
+        uint32_t seq = __atomic_load_n(&h->done_seq, __ATOMIC_SEQ_CST);
+        if (ld(&h->tasks_done) >= ld(&h->ring.prod.count))
+            break;
+        if (self->closed) {
+            PyErr_Format(PyExc_ValueError, "Queue %R is closed", (PyObject *)self);
+            return leave(self, NULL);
+        }
+        if (ip_futex_wait(&h->done_seq, seq, &h->join_waiters, &forever) == IP_WAIT_ERROR)
+            return leave(self, NULL);
+    }
+    return leave(self, Py_NewRef(Py_None));
+}
+
+static PyObject *QueueCore_register_pid(QueueCore *self, PyObject *Py_UNUSED(ignored))
+{
+    if (enter(self) < 0)
+        return NULL;
+    self->pid_slot = ip_pids_register(self->hdr->pids, IP_MAX_PIDS);
+    return leave(self, Py_NewRef(Py_None));
+}
+
+static PyObject *QueueCore_info(QueueCore *self, PyObject *Py_UNUSED(ignored))
+{
+    if (enter(self) < 0)
+        return NULL;
+    ip_queue_hdr_t *h = self->hdr;
+    PyObject *pids = PyList_New(0);
+    if (pids == NULL)
+        return leave(self, NULL);
+    for (int i = 0; i < IP_MAX_PIDS; i++) {
+        uint32_t p = __atomic_load_n(&h->pids[i], __ATOMIC_ACQUIRE);
+        if (p == 0 || (kill((pid_t)p, 0) == -1 && errno == ESRCH))
+            continue;
+        PyObject *o = PyLong_FromUnsignedLong(p);
+        if (o == NULL || PyList_Append(pids, o) < 0) {
+            Py_XDECREF(o);
+            Py_DECREF(pids);
+            return leave(self, NULL);
+        }
+        Py_DECREF(o);
+    }
+    int regions = 0;
+    for (int i = 0; i < IP_MAX_REGIONS; i++)
+        regions += (ld(&h->ring.regions[i].state) & 1) != 0;
+    struct stat st;
+    long long fsize = fstat(self->fd, &st) == 0 ? (long long)st.st_size : -1;
+    PyObject *d = Py_BuildValue(
+        "{s:i,s:K,s:K,s:K,s:K,s:N,s:i,s:L,s:K,s:K}", "kind", (int)h->seg.kind, "maxsize",
+        (unsigned long long)h->maxsize, "capacity_bytes", (unsigned long long)h->base_cap, "items",
+        (unsigned long long)qsize_of(self), "bytes_used",
+        (unsigned long long)ip_ring_bytes_used(&self->view), "pids", pids, "regions", regions,
+        "file_size", fsize, "put_count", (unsigned long long)ld(&h->ring.prod.count), "creator_pid",
+        (unsigned long long)h->seg.creator_pid);
+    return leave(self, d);
+}
+
+static PyObject *QueueCore_get_maxsize(QueueCore *self, void *Py_UNUSED(c))
+{
+    if (self->released)
+        return PyLong_FromLong(0);
+    return PyLong_FromUnsignedLongLong(self->hdr->maxsize);
+}
+
+static PyObject *QueueCore_get_capacity(QueueCore *self, void *Py_UNUSED(c))
+{
+    if (self->released)
+        return PyLong_FromLong(0);
+    return PyLong_FromUnsignedLongLong(self->hdr->base_cap);
+}
+
+static PyObject *QueueCore_get_fd(QueueCore *self, void *Py_UNUSED(c))
+{
+    return PyLong_FromLong(self->fd);
+}
+
+static PyObject *QueueCore_get_closed(QueueCore *self, void *Py_UNUSED(c))
+{
+    return PyBool_FromLong(self->closed);
+}
+
+static PyObject *QueueCore_get_kind(QueueCore *self, void *Py_UNUSED(c))
+{
+    return PyLong_FromLong(self->kind);
+}
+
+static PyObject *QueueCore_get_uid(QueueCore *self, void *Py_UNUSED(c))
+{
+    if (self->released)
+        return PyLong_FromLong(0);
+    return PyLong_FromUnsignedLongLong(self->hdr->seg.uid);
+}
+
+PyDoc_STRVAR(put_doc,
+"put($self, obj, block=True, timeout=None)\n--\n\n"
+"Put obj into the queue.\n\n"
+"obj is pickled here, in the caller, so an object that cannot be pickled\n"
+"raises at once.  The call blocks only while the queue holds maxsize items\n"
+"(never when maxsize is 0: the shared ring grows instead).  If block is\n"
+"false, or timeout seconds pass, queue.Full is raised.  After close(),\n"
+"ValueError.");
+PyDoc_STRVAR(get_doc,
+"get($self, block=True, timeout=None)\n--\n\n"
+"Remove and return the oldest item.\n\n"
+"Blocks until an item is there; if block is false, or timeout seconds pass,\n"
+"queue.Empty is raised.  The GIL is released while waiting, and Ctrl-C\n"
+"interrupts the wait.  After close(), ValueError.");
+PyDoc_STRVAR(put_many_doc,
+"put_many($self, items, block=True, timeout=None)\n--\n\n"
+"Put every item of items, in order, holding the producer lock once per run.\n\n"
+"All items are pickled before any is put.  If the call gives up on a full\n"
+"queue it raises queue.Full whose .count says how many leading items went in.");
+PyDoc_STRVAR(get_many_doc,
+"get_many($self, max_items=None, block=True, timeout=None)\n--\n\n"
+"Wait, as get() does, for at least one item, then return a list of every\n"
+"item present, at most max_items of them.");
+
+static PyMethodDef QueueCore_methods[] = {
+    {"put", (PyCFunction)(void (*)(void))QueueCore_put, METH_FASTCALL | METH_KEYWORDS, put_doc},
+    {"get", (PyCFunction)(void (*)(void))QueueCore_get, METH_FASTCALL | METH_KEYWORDS, get_doc},
+    {"put_nowait", (PyCFunction)QueueCore_put_nowait, METH_O,
+     "put_nowait($self, obj, /)\n--\n\nput(obj, block=False)."},
+    {"get_nowait", (PyCFunction)QueueCore_get_nowait, METH_NOARGS,
+     "get_nowait($self, /)\n--\n\nget(block=False)."},
+    {"put_many", (PyCFunction)(void (*)(void))QueueCore_put_many, METH_FASTCALL | METH_KEYWORDS,
+     put_many_doc},
+    {"get_many", (PyCFunction)(void (*)(void))QueueCore_get_many, METH_FASTCALL | METH_KEYWORDS,
+     get_many_doc},
+    {"qsize", (PyCFunction)QueueCore_qsize, METH_NOARGS,
+     "qsize($self, /)\n--\n\nThe number of items in the queue (exact, not approximate)."},
+    {"empty", (PyCFunction)QueueCore_empty, METH_NOARGS,
+     "empty($self, /)\n--\n\nTrue if the queue holds no item."},
+    {"full", (PyCFunction)QueueCore_full, METH_NOARGS,
+     "full($self, /)\n--\n\nTrue if the queue holds maxsize items (never when maxsize is 0)."},
+    {"close", (PyCFunction)QueueCore_close, METH_NOARGS,
+     "close($self, /)\n--\n\nRelease this handle: later calls on it raise ValueError.  The "
+     "queue itself, and other handles to it, are unaffected."},
+    {"_task_done", (PyCFunction)QueueCore_task_done, METH_NOARGS, NULL},
+    {"_join", (PyCFunction)QueueCore_join, METH_NOARGS, NULL},
+    {"_register_pid", (PyCFunction)QueueCore_register_pid, METH_NOARGS, NULL},
+    {"_info", (PyCFunction)QueueCore_info, METH_NOARGS, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef QueueCore_getset[] = {
+    {"maxsize", (getter)QueueCore_get_maxsize, NULL, "The item limit (0: unbounded).", NULL},
+    {"capacity_bytes", (getter)QueueCore_get_capacity, NULL,
+     "Bytes in the base region of the shared ring (a power of two).", NULL},
+    {"_fd", (getter)QueueCore_get_fd, NULL, NULL, NULL},
+    {"_closed", (getter)QueueCore_get_closed, NULL, NULL, NULL},
+    {"_kind", (getter)QueueCore_get_kind, NULL, NULL, NULL},
+    {"_uid", (getter)QueueCore_get_uid, NULL, NULL, NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+PyTypeObject ip_QueueCore_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "interproc._core.QueueCore",
+    .tp_basicsize = sizeof(QueueCore),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "QueueCore(fd, kind, maxsize=0, capacity=-1)\n--\n\n"
+              "The shared-memory ring behind a queue.  Takes ownership of fd, also\n"
+              "when it raises.  With\n"
+              "capacity >= 0 it lays out a new segment in the empty file; otherwise\n"
+              "it validates and attaches to an existing one.",
+    .tp_new = QueueCore_new,
+    .tp_dealloc = (destructor)QueueCore_dealloc,
+    .tp_traverse = (traverseproc)QueueCore_traverse,
+    .tp_clear = (inquiry)QueueCore_clear,
+    .tp_methods = QueueCore_methods,
+    .tp_getset = QueueCore_getset,
+    .tp_weaklistoffset = offsetof(QueueCore, weakreflist),
+};

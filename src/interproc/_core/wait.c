@@ -1,0 +1,226 @@
+/* Waiting layer: deadlines, futex waits and robust process-shared mutexes.
+ *
+ * Every blocking call follows the same shape as CPython's SemLock.acquire:
+ * try once with the GIL held, then release the GIL and block in bounded
+ * slices, re-taking the GIL between slices to run signal handlers.  Slices
+ * also bound the cost of a wake-up lost because its sender was killed.
+ */
+#include "interproc.h"
+
+#include <errno.h>
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+/* How long a waiter polls before it sleeps.  Long enough to cover the other
+ * side's turnaround in a ping-pong, short enough to be invisible as CPU. */
+#define IP_SPIN_NS 30000L
+/* The longest single sleep; signals and lost wake-ups cost at most this. */
+#define IP_SLICE_NS 50000000L
+
+static inline void ip_cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+static inline int64_t ts_ns(const struct timespec *t)
+{
+    return (int64_t)t->tv_sec * 1000000000LL + t->tv_nsec;
+}
+
+static inline int64_t now_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return ts_ns(&t);
+}
+
+static inline struct timespec ns_ts(int64_t ns)
+{
+    struct timespec t = {.tv_sec = ns / 1000000000LL, .tv_nsec = ns % 1000000000LL};
+    return t;
+}
+
+int ip_deadline_init(ip_deadline_t *d, int block, PyObject *timeout)
+{
+    d->infinite = 0;
+    if (!block) {
+        d->at = ns_ts(now_ns());
+        return 0;
+    }
+    if (timeout == NULL || timeout == Py_None) {
+        d->infinite = 1;
+        return 0;
+    }
+    double secs = PyFloat_AsDouble(timeout);
+    if (secs == -1.0 && PyErr_Occurred()) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_TypeError, "'timeout' must be a number or None, not %.100s",
+                     Py_TYPE(timeout)->tp_name);
+        return -1;
+    }
+    if (!(secs >= 0)) { /* also rejects NaN */
+        PyErr_SetString(PyExc_ValueError, "'timeout' must be a non-negative number");
+        return -1;
+    }
+    if (secs > 1e9) { /* ~31 years: as good as forever, and no overflow */
+        d->infinite = 1;
+        return 0;
+    }
+    d->at = ns_ts(now_ns() + (int64_t)(secs * 1e9));
+    return 0;
+}
+
+int ip_deadline_passed(const ip_deadline_t *d)
+{
+    return !d->infinite && now_ns() >= ts_ns(&d->at);
+}
+
+double ip_deadline_remaining(const ip_deadline_t *d)
+{
+    if (d->infinite)
+        return -1.0;
+    double r = (double)(ts_ns(&d->at) - now_ns()) / 1e9;
+    return r > 0 ? r : 0.0;
+}
+
+/* The end of the next sleep slice: the deadline or one slice from now. */
+static struct timespec slice_end(const ip_deadline_t *d)
+{
+    int64_t end = now_ns() + IP_SLICE_NS;
+    if (!d->infinite && ts_ns(&d->at) < end)
+        end = ts_ns(&d->at);
+    return ns_ts(end);
+}
+
+static long futex(uint32_t *uaddr, int op, uint32_t val, const struct timespec *ts, uint32_t val3)
+{
+    return syscall(SYS_futex, uaddr, op, val, ts, NULL, val3);
+}
+
+void ip_futex_wake(uint32_t *word, int n)
+{
+    futex(word, FUTEX_WAKE, (uint32_t)n, NULL, 0);
+}
+
+void ip_futex_notify(uint32_t *seq, uint32_t *waiters, int n)
+{
+    __atomic_add_fetch(seq, 1, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(waiters, __ATOMIC_SEQ_CST))
+        ip_futex_wake(seq, n);
+}
+
+int ip_futex_wait(uint32_t *word, uint32_t expected, uint32_t *waiters, const ip_deadline_t *d)
+{
+    /* Short spin with the GIL held: the common case in a busy pipeline. */
+    for (int i = 0; i < 64; i++) {
+        if (__atomic_load_n(word, __ATOMIC_ACQUIRE) != expected)
+            return IP_WAIT_WOKEN;
+        ip_cpu_relax();
+    }
+    if (ip_deadline_passed(d))
+        return IP_WAIT_TIMEOUT;
+
+    Py_BEGIN_ALLOW_THREADS
+    int64_t spin_end = now_ns() + IP_SPIN_NS;
+    int changed = 0;
+    while (!changed && now_ns() < spin_end) {
+        for (int i = 0; i < 32; i++) {
+            if (__atomic_load_n(word, __ATOMIC_ACQUIRE) != expected) {
+                changed = 1;
+                break;
+            }
+            ip_cpu_relax();
+        }
+    }
+    if (!changed) {
+        /* Counted only while asleep, so that wakers skip the syscall while
+         * we spin.  A waiter killed here leaves the count high: wakers then
+         * make a useless syscall, nothing worse. */
+        __atomic_add_fetch(waiters, 1, __ATOMIC_SEQ_CST);
+        if (__atomic_load_n(word, __ATOMIC_SEQ_CST) == expected) {
+            struct timespec end = slice_end(d);
+            /* EINTR and ETIMEDOUT need no handling here: the caller re-checks. */
+            futex(word, FUTEX_WAIT_BITSET, expected, &end, FUTEX_BITSET_MATCH_ANY);
+        }
+        __atomic_sub_fetch(waiters, 1, __ATOMIC_SEQ_CST);
+    }
+    Py_END_ALLOW_THREADS
+    if (PyErr_CheckSignals() < 0)
+        return IP_WAIT_ERROR;
+    if (__atomic_load_n(word, __ATOMIC_ACQUIRE) != expected)
+        return IP_WAIT_WOKEN;
+    return ip_deadline_passed(d) ? IP_WAIT_TIMEOUT : IP_WAIT_WOKEN;
+}
+
+/* ------------------------------------------------------------------ */
+
+int ip_mutex_init(pthread_mutex_t *m)
+{
+    pthread_mutexattr_t a;
+    int rc = pthread_mutexattr_init(&a);
+    if (!rc)
+        rc = pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
+    if (!rc)
+        rc = pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
+    if (!rc)
+        rc = pthread_mutex_init(m, &a);
+    pthread_mutexattr_destroy(&a);
+    return rc;
+}
+
+static int lock_result(int rc)
+{
+    switch (rc) {
+    case 0:
+        return IP_LOCK_OK;
+    case EOWNERDEAD:
+        return IP_LOCK_OWNER_DIED;
+    case ETIMEDOUT:
+    case EBUSY:
+        return IP_LOCK_TIMEOUT;
+    default:
+        errno = rc;
+        PyErr_SetFromErrno(PyExc_OSError);
+        return IP_LOCK_ERROR;
+    }
+}
+
+int ip_mutex_lock(pthread_mutex_t *m, const ip_deadline_t *d)
+{
+    int rc = pthread_mutex_trylock(m);
+    if (rc != EBUSY)
+        return lock_result(rc);
+    for (;;) {
+        struct timespec end = slice_end(d);
+        Py_BEGIN_ALLOW_THREADS
+        rc = pthread_mutex_clocklock(m, CLOCK_MONOTONIC, &end);
+        Py_END_ALLOW_THREADS
+        if (rc != ETIMEDOUT)
+            return lock_result(rc);
+        if (PyErr_CheckSignals() < 0)
+            return IP_LOCK_ERROR;
+        if (ip_deadline_passed(d))
+            return IP_LOCK_TIMEOUT;
+    }
+}
+
+int ip_mutex_lock_nogil(pthread_mutex_t *m)
+{
+    int rc = pthread_mutex_lock(m);
+    return rc == EOWNERDEAD ? IP_LOCK_OWNER_DIED : rc == 0 ? IP_LOCK_OK : IP_LOCK_ERROR;
+}
+
+void ip_mutex_consistent(pthread_mutex_t *m)
+{
+    pthread_mutex_consistent(m);
+}
+
+void ip_mutex_unlock(pthread_mutex_t *m)
+{
+    pthread_mutex_unlock(m);
+}

@@ -1,0 +1,198 @@
+"""Names: opening, creating, attaching, listing and removing named objects.
+
+A named object lives in POSIX shared memory as ``/dev/shm/interproc.<name>``
+until it is unlinked.  An anonymous one is a memfd, freed by the kernel when
+the last process using it is gone.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Callable, Dict, List, Optional
+
+from . import _core
+
+__all__ = ["ObjectInfo", "attach", "list_objects", "unlink", "SegmentError"]
+
+SegmentError = _core.SegmentError
+
+#: Where POSIX shared memory appears in the file system on Linux.
+SHM_DIR = "/dev/shm"
+_PREFIX = _core.SHM_PREFIX.lstrip("/")
+
+# kind number -> class; filled in by the modules that define the kinds.
+_KINDS: Dict[int, type] = {}
+
+
+def register_kind(kind: int, cls: type) -> None:
+    _KINDS[kind] = cls
+
+
+def kind_name(kind: int) -> str:
+    cls = _KINDS.get(kind)
+    return cls.__name__ if cls else f"kind {kind}"
+
+
+def open_segment(name: Optional[str], create: Optional[bool], mode: int) -> "tuple[int, bool]":
+    """Open or create the file behind an object: ``(fd, created)``."""
+    if create is not None and not isinstance(create, bool):
+        raise TypeError(f"create must be None, True or False, not {create!r}")
+    if isinstance(mode, bool) or not isinstance(mode, int):
+        raise TypeError(f"mode must be an int permission mask, not {type(mode).__name__}")
+    return _core.open_segment(name, create, mode)
+
+
+def open_object(
+    name: Optional[str],
+    create: Optional[bool],
+    mode: int,
+    make_new: Callable[[int], Any],
+    attach_existing: Callable[[int], Any],
+) -> Any:
+    """The open/create rules every kind shares.
+
+    ``make_new(fd)`` lays out a fresh segment; ``attach_existing(fd)``
+    validates and attaches to an existing one.  Both take ownership of fd.
+    A new named segment whose layout fails is unlinked again, so a failed
+    constructor leaves nothing behind.
+    """
+    fd, created = open_segment(name, create, mode)
+    if not created:
+        try:
+            _core.segment_kind(fd)  # waits for a creator still laying it out
+        except BaseException:
+            os.close(fd)
+            raise
+        return attach_existing(fd)
+    try:
+        return make_new(fd)
+    except BaseException:
+        if name is not None:
+            try:
+                _core.unlink_segment(name)
+            except OSError:
+                pass
+        raise
+
+
+def attach(name: str) -> Any:
+    """Return the object called ``name``, of whatever kind it is.
+
+    Raises FileNotFoundError if there is none, SegmentError if the segment
+    is truncated, foreign or corrupt.
+    """
+    fd, _ = open_segment(name, False, 0o600)
+    try:
+        kind = _core.segment_kind(fd)
+        cls = _KINDS.get(kind)
+        if cls is None:
+            raise SegmentError(f"{name!r} is of kind {kind}, which this interproc does not know")
+    except BaseException:
+        os.close(fd)
+        raise
+    return cls._attach_fd(fd, name)
+
+
+def unlink(name: str) -> None:
+    """Remove the named object ``name``, of any kind.
+
+    Processes that have it open keep using it; its memory is freed when the
+    last of them lets go.  FileNotFoundError if there is no such object.
+    """
+    _core.unlink_segment(name)
+
+
+@dataclasses.dataclass
+class ObjectInfo:
+    """One named object, as ``interproc ls`` shows it."""
+
+    name: str
+    kind: Optional[str] = None
+    capacity_bytes: Optional[int] = None
+    items: Optional[int] = None
+    bytes_used: Optional[int] = None
+    pids: List[int] = dataclasses.field(default_factory=list)
+    maxsize: Optional[int] = None
+    file_size: Optional[int] = None
+    error: Optional[str] = None
+
+
+def object_info(name: str) -> ObjectInfo:
+    """Describe one named object; a damaged one gets ``error`` set instead."""
+    try:
+        obj = attach(name)
+    except (OSError, ValueError, TypeError) as exc:
+        return ObjectInfo(name=name, error=f"{type(exc).__name__}: {exc}")
+    try:
+        info = obj._info()
+    finally:
+        obj.close()
+    return ObjectInfo(
+        name=name,
+        kind=kind_name(info["kind"]),
+        capacity_bytes=info["capacity_bytes"],
+        items=info["items"],
+        bytes_used=info["bytes_used"],
+        pids=[p for p in info["pids"] if p != os.getpid()],
+        maxsize=info["maxsize"],
+        file_size=info["file_size"],
+    )
+
+
+def list_objects() -> List[ObjectInfo]:
+    """Every named interproc object of this machine that this user can see."""
+    try:
+        entries = sorted(os.listdir(SHM_DIR))
+    except FileNotFoundError:
+        return []
+    return [object_info(e[len(_PREFIX):]) for e in entries if e.startswith(_PREFIX) and len(e) > len(_PREFIX)]
+
+
+# ---------------------------------------------------------------------------
+# How an object travels to another process.
+
+def reference(obj: Any) -> tuple:
+    """A picklable reference to the segment behind ``obj``.
+
+    A named object travels by name.  An anonymous one travels as its memfd:
+    passed along with a child being spawned, or else reopened by the receiver
+    through ``/proc/<sender pid>/fd/<fd>``, which needs the sender alive.
+    ``uid`` guards against a reused pid and fd pointing at another segment.
+    """
+    if obj._closed:
+        raise ValueError(f"{obj!r} is closed")
+    if obj.name is not None:
+        return ("name", obj.name, obj._uid)
+    from multiprocessing import context, reduction
+
+    if context.get_spawning_popen() is not None:
+        return ("dupfd", reduction.DupFd(obj._fd), obj._uid)
+    return ("proc", os.getpid(), obj._fd, obj._uid)
+
+
+def open_reference(ref: tuple) -> "tuple[int, Optional[str]]":
+    """Open what ``reference`` made: ``(fd, name)``."""
+    how = ref[0]
+    if how == "name":
+        fd, _ = open_segment(ref[1], False, 0o600)
+        return fd, ref[1]
+    if how == "dupfd":
+        return ref[1].detach(), None
+    _, pid, fd, _uid = ref
+    if pid == os.getpid():
+        return os.dup(fd), None
+    try:
+        return os.open(f"/proc/{pid}/fd/{fd}", os.O_RDWR | os.O_CLOEXEC), None
+    except FileNotFoundError:
+        raise RuntimeError(
+            f"the process that sent this anonymous object (pid {pid}) has exited or closed it; "
+            "give the object a name= to hand it to processes that outlive its sender"
+        ) from None
+
+
+def check_reference(obj: Any, ref: tuple) -> Any:
+    """Fail if what was opened is not the object that was referenced."""
+    if obj._uid != ref[-1]:
+        obj.close()
+        raise RuntimeError("the anonymous object was gone before it could be received")
+    return obj

@@ -1,0 +1,208 @@
+"""Queue, SimpleQueue and JoinableQueue on shared memory.
+
+Drop-in replacements for multiprocessing's queues.  Items are pickled in the
+caller and copied into a ring in shared memory; there is no feeder thread, no
+pipe and no server process.  The ring is crash-safe: a process killed at any
+instant inside put or get leaves it consistent for the others (see
+docs/design.md).
+"""
+from __future__ import annotations
+
+import operator
+import os
+import queue as _queue
+import weakref
+from typing import Any, Iterable, List, Optional
+
+from . import _core, naming
+from . import serialization as _serialization  # noqa: F401  (installs the serializers)
+
+__all__ = ["Queue", "SimpleQueue", "JoinableQueue", "Full", "Empty"]
+
+Full = _queue.Full
+Empty = _queue.Empty
+
+#: Bytes in the ring's base region unless capacity_bytes says otherwise.  Its
+#: memory is only touched as it fills, so an idle queue costs a few pages.
+DEFAULT_CAPACITY = 8 << 20
+MAX_CAPACITY = 1 << 40
+
+_live: "weakref.WeakSet[_QueueBase]" = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for q in list(_live):
+        if not q._closed:
+            q._register_pid()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _check_capacity(capacity_bytes: Optional[int]) -> int:
+    if capacity_bytes is None:
+        return DEFAULT_CAPACITY
+    if isinstance(capacity_bytes, bool) or not isinstance(capacity_bytes, int):
+        raise TypeError(f"capacity_bytes must be an int, not {type(capacity_bytes).__name__}")
+    if not 1 <= capacity_bytes <= MAX_CAPACITY:
+        raise ValueError(f"capacity_bytes must be between 1 and {MAX_CAPACITY}, not {capacity_bytes}")
+    return capacity_bytes
+
+
+def _rebuild(cls: type, ref: tuple) -> "_QueueBase":
+    fd, name = naming.open_reference(ref)
+    return naming.check_reference(cls._attach_fd(fd, name), ref)
+
+
+class _QueueBase(_core.QueueCore):
+    """What the three queue kinds share."""
+
+    _KIND = 0
+    _name: Optional[str]
+
+    def __new__(
+        cls,
+        maxsize: int = 0,
+        *,
+        name: Optional[str] = None,
+        create: Optional[bool] = None,
+        mode: int = 0o600,
+        capacity_bytes: Optional[int] = None,
+    ):
+        maxsize = operator.index(maxsize)  # TypeError for a non-integer
+        capacity = _check_capacity(capacity_bytes)
+        # As in multiprocessing, maxsize <= 0 means unbounded.
+        maxsize = max(maxsize, 0)
+        self = naming.open_object(
+            name,
+            create,
+            mode,
+            lambda fd: _core.QueueCore.__new__(cls, fd, cls._KIND, maxsize, capacity),
+            lambda fd: _core.QueueCore.__new__(cls, fd, cls._KIND),
+        )
+        return self._setup(name)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass  # everything happens in __new__, which attaches or creates
+
+    @classmethod
+    def _attach_fd(cls, fd: int, name: Optional[str]) -> "_QueueBase":
+        return _core.QueueCore.__new__(cls, fd, cls._KIND)._setup(name)
+
+    def _setup(self, name: Optional[str]) -> "_QueueBase":
+        self._name = name
+        _live.add(self)
+        return self
+
+    @property
+    def name(self) -> Optional[str]:
+        """The name, or None for an anonymous queue."""
+        return self._name
+
+    def unlink(self) -> None:
+        """Remove the queue's name.  Open handles keep working; the memory is
+        freed when the last of them closes.  Does nothing for an anonymous queue."""
+        if self._name is not None:
+            try:
+                naming.unlink(self._name)
+            except FileNotFoundError:
+                pass
+
+    def join_thread(self) -> None:
+        """Accepted for compatibility: there is no feeder thread to join."""
+        if not self._closed:
+            raise ValueError(f"Queue {self!r} not closed")
+
+    def cancel_join_thread(self) -> None:
+        """Accepted for compatibility: there is no feeder thread."""
+
+    def __reduce__(self):
+        return (_rebuild, (type(self), naming.reference(self)))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        where = f"name={self._name!r}" if getattr(self, "_name", None) else "anonymous"
+        if self._closed:
+            return f"<interproc.{type(self).__name__} {where} closed>"
+        return f"<interproc.{type(self).__name__} {where} maxsize={self.maxsize} qsize={self.qsize()}>"
+
+    # Typed signatures of the C methods, for readers and type checkers.
+    if False:  # pragma: no cover
+        def put(self, obj: Any, block: bool = True, timeout: Optional[float] = None) -> None: ...
+        def get(self, block: bool = True, timeout: Optional[float] = None) -> Any: ...
+        def put_many(self, items: Iterable[Any], block: bool = True, timeout: Optional[float] = None) -> None: ...
+        def get_many(self, max_items: Optional[int] = None, block: bool = True, timeout: Optional[float] = None) -> List[Any]: ...
+
+
+class Queue(_QueueBase):
+    """A process-safe FIFO queue in shared memory: ``multiprocessing.Queue``'s
+    API, exceptions and behaviour, with ``put_many``/``get_many`` and names.
+
+    ``Queue(maxsize=0, *, name=None, create=None, mode=0o600, capacity_bytes=None)``
+
+    - ``maxsize``: the item limit; ``put`` blocks while it is reached.  0 (or
+      less) means unbounded, and then ``put`` never blocks: the shared ring
+      grows beyond ``capacity_bytes`` when it must.
+    - ``name``: open the queue of that name, or create it (see ``create``).
+      Anonymous queues vanish with the last process that uses them.
+    - ``create``: None opens or creates; True demands a new queue
+      (FileExistsError); False demands an existing one (FileNotFoundError).
+    - ``mode``: permissions of a new named queue.
+    - ``capacity_bytes``: size of the ring's base region, rounded up to a
+      power of two (default 8 MiB; memory is only used as it fills).
+
+    A process killed inside ``put`` or ``get`` leaves the queue consistent:
+    the others neither hang nor see a torn item.
+    """
+
+    _KIND = _core.KIND_QUEUE
+
+
+class SimpleQueue(_QueueBase):
+    """``multiprocessing.SimpleQueue`` on shared memory: an unbounded queue.
+
+    ``SimpleQueue(*, name=None, create=None, mode=0o600, capacity_bytes=None)``
+    """
+
+    _KIND = _core.KIND_SIMPLE_QUEUE
+
+    def __new__(
+        cls,
+        *,
+        name: Optional[str] = None,
+        create: Optional[bool] = None,
+        mode: int = 0o600,
+        capacity_bytes: Optional[int] = None,
+    ):
+        return super().__new__(cls, 0, name=name, create=create, mode=mode, capacity_bytes=capacity_bytes)
+
+
+class JoinableQueue(_QueueBase):
+    """``multiprocessing.JoinableQueue`` on shared memory: a Queue that counts
+    unfinished tasks.
+
+    Every ``put`` adds a task; ``task_done()`` finishes one; ``join()`` blocks
+    until all are finished.  The count lives in shared memory with the items,
+    so it survives the death of any process.  A consumer killed after ``get``
+    and before ``task_done`` leaves its task unfinished for ever, as in
+    multiprocessing.
+    """
+
+    _KIND = _core.KIND_JOINABLE_QUEUE
+
+    def task_done(self) -> None:
+        """Mark one task finished.  ValueError if called more times than items were put."""
+        self._task_done()
+
+    def join(self) -> None:
+        """Block until every item put so far has been marked done."""
+        self._join()
+
+
+for _cls in (Queue, SimpleQueue, JoinableQueue):
+    naming.register_kind(_cls._KIND, _cls)
