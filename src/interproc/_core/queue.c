@@ -79,13 +79,14 @@ static uint64_t qsize_of(QueueCore *self)
 {
     uint64_t out = ld(&self->hdr->ring.cons.count);
     uint64_t in = ld(&self->hdr->ring.prod.count);
-    return in - out;
+    return in >= out ? in - out : 0; /* only a corrupt header makes it negative */
 }
 
 static int is_full(QueueCore *self, uint64_t in)
 {
     uint64_t max = self->hdr->maxsize;
-    return max && in - ld(&self->hdr->ring.cons.count) >= max;
+    uint64_t out = ld(&self->hdr->ring.cons.count);
+    return max && in >= out && in - out >= max;
 }
 
 /* Locks one side, replaying the journal of a holder that died. */
@@ -742,6 +743,9 @@ static PyObject *QueueCore_join(QueueCore *self, PyObject *Py_UNUSED(ignored))
 
 static PyObject *QueueCore_register_pid(QueueCore *self, PyObject *Py_UNUSED(ignored))
 {
+    /* Called in a freshly forked child, where only the forking thread
+     * exists: no call can be in progress on this object. */
+    self->active = 0;
     if (enter(self) < 0)
         return NULL;
     self->pid_slot = ip_pids_register(self->hdr->pids, IP_MAX_PIDS);

@@ -121,9 +121,10 @@ static void apply_producer(ip_ring_t *r, ip_journal_t *j)
             st(&o->state, j->other_state);
         }
     }
+    /* Counted before it is visible, so that in - out never goes negative. */
+    st(&r->prod.count, j->count);
     st(&r->regions[j->region].tail, j->pos); /* the publication point */
     __atomic_store_n(&r->prod.cur, j->cur, __ATOMIC_RELEASE);
-    st(&r->prod.count, j->count);
 }
 
 static void release_region(ip_ringview_t *v, uint32_t i, uint64_t expected)
