@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <linux/futex.h>
+#include <sched.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -129,13 +130,17 @@ int ip_futex_wait(uint32_t *word, uint32_t expected, uint32_t *waiters, const ip
     int64_t spin_end = now_ns() + IP_SPIN_NS;
     int changed = 0;
     while (!changed && now_ns() < spin_end) {
-        for (int i = 0; i < 32; i++) {
+        for (int i = 0; i < 64; i++) {
             if (__atomic_load_n(word, __ATOMIC_ACQUIRE) != expected) {
                 changed = 1;
                 break;
             }
             ip_cpu_relax();
         }
+        /* When the partner shares our CPU, spinning only delays it: let it
+         * run.  With a CPU to itself this returns at once. */
+        if (!changed)
+            sched_yield();
     }
     if (!changed) {
         /* Counted only while asleep, so that wakers skip the syscall while
