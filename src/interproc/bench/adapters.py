@@ -1,0 +1,194 @@
+"""One small surface over every queue the benchmarks compare.
+
+Each adapter knows how to build its queue and which callables to hand to the
+hot loops.  Those callables are the queues' own bound methods (or a
+``functools.partial`` paid once per batch), so the adapter adds no per-item
+cost and every implementation runs the very same loop.
+"""
+from __future__ import annotations
+
+import functools
+import itertools
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, NamedTuple
+
+from .runner import CTX
+
+__all__ = ["Adapter", "Endpoint", "Sizing", "Unavailable", "label", "load"]
+
+
+@dataclass(frozen=True)
+class Sizing:
+    """How much a queue should hold before producers wait.
+
+    Every implementation gets the same byte budget, so none wins by buffering
+    more of the producer's lead.
+    """
+
+    item_bytes: int
+    in_flight_bytes: int
+
+
+class Endpoint(NamedTuple):
+    put: Callable[[Any], Any]
+    get: Callable[[], Any]
+    put_many: Callable[[list], Any] | None
+    get_many: Callable[[], list] | None
+
+
+class Unavailable(Exception):
+    """The implementation cannot be imported here; its cases are skipped."""
+
+
+class Adapter:
+    key = ""
+    label = ""
+    module = ""
+
+    def load(self) -> None:
+        """Import the implementation; any failure means it is skipped."""
+
+    def make(self, sizing: Sizing | None) -> Any:
+        """A new queue; ``None`` asks for the constructor's defaults."""
+        raise NotImplementedError
+
+    def endpoint(self, q: Any, batch: int = 0) -> Endpoint:
+        return Endpoint(q.put, q.get, None, None)
+
+    def destroy(self, q: Any) -> None:
+        """Release what outlives the parent's handle (names, pipes)."""
+
+
+class InterprocAdapter(Adapter):
+    key = "interproc"
+    label = "interproc.Queue"
+    module = "interproc"
+
+    def load(self) -> None:
+        from interproc import Queue
+
+        self._queue = Queue
+
+    def make(self, sizing: Sizing | None) -> Any:
+        if sizing is None:
+            return self._queue()
+        # Unbounded, the ring grows to hold however far a producer runs ahead;
+        # a bound keeps memory flat on a shared machine, and it can only slow
+        # interproc down, never flatter it.
+        maxsize = max(1, sizing.in_flight_bytes // sizing.item_bytes)
+        return self._queue(maxsize, capacity_bytes=sizing.in_flight_bytes)
+
+    def endpoint(self, q: Any, batch: int = 0) -> Endpoint:
+        get_many = functools.partial(q.get_many, batch) if batch else None
+        return Endpoint(q.put, q.get, q.put_many if batch else None, get_many)
+
+    def destroy(self, q: Any) -> None:
+        q.close()
+
+
+class MultiprocessingAdapter(Adapter):
+    key = "mp"
+    label = "mp.Queue"
+    module = "multiprocessing"
+
+    def make(self, sizing: Sizing | None) -> Any:
+        # Left unbounded whatever the sizing: a maxsize would add a semaphore
+        # round per put and make the baseline look slower than it is.
+        return CTX.Queue()
+
+    def destroy(self, q: Any) -> None:
+        q.close()
+
+
+class FasterFifoAdapter(Adapter):
+    key = "faster_fifo"
+    label = "faster_fifo.Queue"
+    module = "faster_fifo"
+
+    def load(self) -> None:
+        import faster_fifo
+
+        self._queue = faster_fifo.Queue
+
+    def make(self, sizing: Sizing | None) -> Any:
+        if sizing is None:
+            return self._queue()
+        return self._queue(max_size_bytes=sizing.in_flight_bytes)
+
+    def endpoint(self, q: Any, batch: int = 0) -> Endpoint:
+        if not batch:
+            return Endpoint(q.put, q.get, None, None)
+        get_many = functools.partial(q.get_many, max_messages_to_get=batch)
+        return Endpoint(q.put, q.get, q.put_many, get_many)
+
+
+class HyperQAdapter(Adapter):
+    key = "hyperq"
+    label = "hyperq.HyperQ"
+    module = "hyperq"
+    class_name = "HyperQ"
+    # hyperq requires a name and limits it to 28 characters.
+    _names = itertools.count()
+
+    def load(self) -> None:
+        import hyperq
+
+        self._queue = getattr(hyperq, self.class_name)
+
+    def make(self, sizing: Sizing | None) -> Any:
+        if sizing is None:
+            raise ValueError("hyperq has no default capacity")
+        name = f"ipb{os.getpid()}_{next(self._names)}"
+        # A message must fit with its 8-byte length; larger ones block forever.
+        capacity = max(sizing.in_flight_bytes, 4 * (sizing.item_bytes + 8))
+        return self._queue(capacity, name=name)
+
+    def destroy(self, q: Any) -> None:
+        # Forked children inherit the mapping without taking a reference, so
+        # the reference count hyperq keeps cannot be trusted to remove the
+        # names; a child that was killed would leave them behind for good.
+        for name in (q.shm_name, "b_" + q.shm_name):
+            try:
+                os.unlink(os.path.join("/dev/shm", name.lstrip("/")))
+            except FileNotFoundError:
+                pass
+
+
+class BytesHyperQAdapter(HyperQAdapter):
+    key = "hyperq_bytes"
+    label = "hyperq.BytesHyperQ"
+    class_name = "BytesHyperQ"
+
+
+_ADAPTERS: dict[str, type[Adapter]] = {
+    cls.key: cls
+    for cls in (
+        InterprocAdapter,
+        MultiprocessingAdapter,
+        FasterFifoAdapter,
+        HyperQAdapter,
+        BytesHyperQAdapter,
+    )
+}
+_loaded: dict[str, Adapter | Unavailable] = {}
+
+
+def label(key: str) -> str:
+    return _ADAPTERS[key].label
+
+
+def load(key: str) -> Adapter:
+    """The adapter for ``key``, imported once; raises `Unavailable`."""
+    if key not in _loaded:
+        adapter = _ADAPTERS[key]()
+        try:
+            adapter.load()
+        except Exception as exc:  # a broken build must not stop the other cases
+            _loaded[key] = Unavailable(f"{adapter.label}: {type(exc).__name__}: {exc}")
+        else:
+            _loaded[key] = adapter
+    found = _loaded[key]
+    if isinstance(found, Unavailable):
+        raise found
+    return found

@@ -1,0 +1,219 @@
+"""The benchmark cases: who runs, what is measured, and the targets."""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from . import adapters, latency, resources, throughput
+from .runner import Sample, Series, Settings
+from .throughput import BYTES_32, MIB, OBJECT
+
+__all__ = ["Case", "Contender", "Metric", "Target", "all_cases", "bind", "select"]
+
+
+def _significant(value: float) -> str:
+    if value >= 100:
+        return f"{value:,.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+def _ops(value: float) -> str:
+    for scale, suffix in ((1e6, "M"), (1e3, "k")):
+        if value >= scale:
+            return f"{_significant(value / scale)} {suffix}ops/s"
+    return f"{_significant(value)} ops/s"
+
+
+@dataclass(frozen=True)
+class Metric:
+    unit: str
+    higher_is_better: bool
+    format: Callable[[float], str]
+
+    def ratio_text(self, ratio: float) -> str:
+        if self.higher_is_better or ratio <= 0 or ratio >= 1:
+            return f"{ratio:.2f}×"
+        return f"{ratio:.3f}× (1/{1 / ratio:.1f})"
+
+
+OPS = Metric("ops/s", True, _ops)
+GBPS = Metric("GB/s", True, lambda v: f"{v:.2f} GB/s")
+ROUND_TRIP = Metric("µs per round trip", False, lambda v: f"{_significant(v)} µs")
+CPU = Metric("CPU s", False, lambda v: f"{v:.4f} s CPU")
+MEMORY = Metric("KiB per queue", False, lambda v: f"{v:.1f} KiB")
+
+
+@dataclass(frozen=True)
+class Target:
+    """A goal for interproc: a ratio to ``peer``, or its own value when ``peer`` is None."""
+
+    peer: str | None
+    bound: float
+    text: str
+
+    def met(self, value: float, metric: Metric) -> bool:
+        return value >= self.bound if metric.higher_is_better else value <= self.bound
+
+
+@dataclass(frozen=True)
+class Contender:
+    """One implementation in one case.
+
+    ``trial(adapter, n, settings)`` runs one trial in fresh processes.
+    ``adapter`` names the queue adapter; ``None`` marks a reference figure
+    that needs no queue.
+    """
+
+    key: str
+    label: str
+    adapter: str | None
+    trial: Callable[[Any, int, Settings], Sample]
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    title: str
+    description: str
+    metric: Metric
+    contenders: tuple[Contender, ...]
+    targets: tuple[Target, ...] = ()
+    # Sized cases move n items per trial, n scaled to the trial length;
+    # the others are bounded by time or are one-shot.
+    sized: bool = True
+    quick_n: int = 2000
+    n_max: int = 20_000_000
+    # False where peers' values are context only: a ratio of two near-zero
+    # CPU figures is noise.
+    compare: bool = True
+
+
+def _streaming(metric: Metric, **options: Any) -> Callable[[Any, int, Settings], Sample]:
+    def trial(adapter: Any, n: int, settings: Settings) -> Sample:
+        elapsed = throughput.stream(adapter, n, settings, **options)
+        if metric is GBPS:
+            return throughput.gigabytes_per_second(n, len(options["payload"]), elapsed)
+        return throughput.rate(n, elapsed)
+
+    return trial
+
+
+def _memcpy(adapter: Any, n: int, settings: Settings) -> Sample:
+    return throughput.gigabytes_per_second(n, MIB, throughput.memcpy(n, settings))
+
+
+def _queue(key: str, trial: Callable[[Any, int, Settings], Sample], mode: str = "") -> Contender:
+    label = adapters.label(key) + (f" {mode}" if mode else "")
+    return Contender(key, label, key, trial)
+
+
+def all_cases(settings: Settings) -> list[Case]:
+    obj = _streaming(OPS, payload=OBJECT)
+    fan_in = _streaming(OPS, payload=OBJECT, producers=4)
+    small = _streaming(OPS, payload=BYTES_32)
+    batched = _streaming(OPS, payload=OBJECT, batch=100)
+    large = _streaming(GBPS, payload=bytes(MIB))
+    idle_share = 0.01
+    return [
+        Case(
+            "object-1to1", "1→1 object",
+            "one producer, one consumer, the tuple (12345, 'hello world payload')",
+            OPS,
+            (_queue("interproc", obj), _queue("mp", obj), _queue("faster_fifo", obj),
+             _queue("hyperq", obj)),
+            (Target("mp", 6, "≥ 6× mp.Queue"), Target("hyperq", 3, "≥ 3× hyperq.HyperQ")),
+        ),
+        Case(
+            "object-4to1", "4→1 object",
+            "four producers, one consumer, the same tuple",
+            OPS,
+            (_queue("interproc", fan_in), _queue("mp", fan_in), _queue("faster_fifo", fan_in)),
+            (Target("mp", 6, "≥ 6× mp.Queue"),),
+        ),
+        Case(
+            "bytes-32", "32-byte bytes",
+            "one producer, one consumer, a 32-byte bytes object",
+            OPS,
+            (_queue("interproc", small), _queue("hyperq_bytes", small), _queue("mp", small),
+             _queue("faster_fifo", small)),
+            (Target("hyperq_bytes", 1.0, "≥ 1.0× hyperq.BytesHyperQ"),),
+        ),
+        Case(
+            "batch-100", "batches of 100",
+            "put_many/get_many in lists of 100 against mp.Queue's one-at-a-time put/get",
+            OPS,
+            (_queue("interproc", batched, "put_many/get_many"), _queue("mp", obj, "put/get"),
+             _queue("faster_fifo", batched, "put_many/get_many")),
+            (Target("mp", 12, "≥ 12× mp put/get"),),
+        ),
+        Case(
+            "bytes-1mib", "1 MiB bytes",
+            "one producer, one consumer, 1 MiB bytes objects; memcpy for reference",
+            GBPS,
+            (_queue("interproc", large), _queue("mp", large), _queue("faster_fifo", large),
+             Contender("memcpy", "memcpy 1 MiB (reference)", None, _memcpy)),
+            (Target("mp", 4, "≥ 4× mp.Queue"),),
+            quick_n=16, n_max=200_000,
+        ),
+        Case(
+            "ping-pong", "ping-pong",
+            "median round trip through two queues, a child echoing each item",
+            ROUND_TRIP,
+            (_queue("interproc", latency.ping_pong), _queue("mp", latency.ping_pong),
+             _queue("faster_fifo", latency.ping_pong)),
+            (Target("mp", 1 / 8, "≤ 1/8 of mp.Queue"),),
+            sized=False,
+        ),
+        Case(
+            "idle-cpu", "idle CPU",
+            f"CPU used by a child blocked in get() for {settings.idle_seconds:g} s",
+            CPU,
+            (_queue("interproc", resources.idle_cpu), _queue("mp", resources.idle_cpu)),
+            (Target(None, idle_share * settings.idle_seconds,
+                    f"≤ {idle_share * settings.idle_seconds:.3g} s (1% of a core)"),),
+            sized=False, compare=False,
+        ),
+        Case(
+            "memory", "memory per queue",
+            f"resident memory added per new, unused queue "
+            f"({resources.QUEUES_PER_TRIAL} created in a fresh child)",
+            MEMORY,
+            (_queue("interproc", resources.queue_memory), _queue("mp", resources.queue_memory),
+             _queue("faster_fifo", resources.queue_memory)),
+            sized=False,
+        ),
+    ]
+
+
+def select(cases: list[Case], wanted: list[str]) -> list[Case]:
+    """The cases named in ``wanted`` (names or 1-based numbers), in run order."""
+    if not wanted:
+        return cases
+    chosen = set()
+    for word in wanted:
+        if word.isdigit() and 1 <= int(word) <= len(cases):
+            chosen.add(cases[int(word) - 1].name)
+        elif any(case.name == word for case in cases):
+            chosen.add(word)
+        else:
+            names = ", ".join(case.name for case in cases)
+            raise ValueError(f"unknown case {word!r}; choose from {names} (or 1-{len(cases)})")
+    return [case for case in cases if case.name in chosen]
+
+
+def bind(case: Case, settings: Settings) -> list[tuple[Series, Callable[[int], Sample] | None]]:
+    """Each contender's series with its ready-to-run trial, or ``None`` if unavailable."""
+    bound = []
+    for contender in case.contenders:
+        series = Series(contender.key, contender.label)
+        try:
+            adapter = adapters.load(contender.adapter) if contender.adapter else None
+        except adapters.Unavailable as exc:
+            series.skipped = str(exc)
+            bound.append((series, None))
+            continue
+        bound.append((series, functools.partial(contender.trial, adapter, settings=settings)))
+    return bound

@@ -1,0 +1,122 @@
+"""Streams of items from producers to one consumer, and a memcpy reference."""
+from __future__ import annotations
+
+import pickle
+import time
+from typing import Any
+
+from .adapters import Adapter, Sizing
+from .runner import CTX, Sample, Settings, TrialError, run_processes
+
+__all__ = ["MIB", "OBJECT", "BYTES_32", "stream", "memcpy"]
+
+OBJECT = (12345, "hello world payload")
+BYTES_32 = bytes(range(32))
+MIB = 1 << 20
+
+# Enough for tens of thousands of small items or a dozen 1 MiB ones, so the
+# consumer rarely starves, without letting a fast producer run far ahead.
+_SMALL_BUDGET = 4 * MIB
+_LARGE_BUDGET = 16 * MIB
+
+
+def _sizing(payload: Any) -> Sizing:
+    item = len(pickle.dumps(payload, pickle.HIGHEST_PROTOCOL))
+    budget = _LARGE_BUDGET if item >= MIB else _SMALL_BUDGET
+    return Sizing(item_bytes=item, in_flight_bytes=budget)
+
+
+def stream(
+    adapter: Adapter,
+    n: int,
+    settings: Settings,
+    *,
+    payload: Any,
+    producers: int = 1,
+    batch: int = 0,
+) -> float:
+    """Seconds for one consumer to receive ``n`` copies of ``payload``.
+
+    The clock starts when every process has passed a barrier and stops at the
+    last item, both in the consumer.  With ``batch``, items move through
+    ``put_many``/``get_many`` in lists of that size.
+    """
+    q = adapter.make(_sizing(payload))
+    try:
+        barrier = CTX.Barrier(producers + 1)
+        shares = [n // producers + (i < n % producers) for i in range(producers)]
+        jobs: list = [(_consume, (adapter, q, barrier, n, payload, batch))]
+        jobs += [(_produce, (adapter, q, barrier, share, payload, batch)) for share in shares]
+        return run_processes(jobs, settings.timeout)[0]
+    finally:
+        adapter.destroy(q)
+
+
+def _produce(adapter: Adapter, q: Any, barrier: Any, n: int, payload: Any, batch: int) -> None:
+    ends = adapter.endpoint(q, batch)
+    if batch:
+        put_many = ends.put_many
+        chunk = [payload] * batch
+        full, rest = divmod(n, batch)
+        barrier.wait()
+        for _ in range(full):
+            put_many(chunk)
+        if rest:
+            put_many(chunk[:rest])
+    else:
+        put = ends.put
+        barrier.wait()
+        for _ in range(n):
+            put(payload)
+
+
+def _consume(adapter: Adapter, q: Any, barrier: Any, n: int, expected: Any, batch: int) -> float:
+    ends = adapter.endpoint(q, batch)
+    if batch:
+        get_many = ends.get_many
+        got = 0
+        barrier.wait()
+        start = time.perf_counter()
+        while got < n:
+            items = get_many()
+            got += len(items)
+        elapsed = time.perf_counter() - start
+        last = items[-1]
+        if got != n:
+            raise TrialError(f"received {got} items, {n} were sent")
+    else:
+        get = ends.get
+        barrier.wait()
+        start = time.perf_counter()
+        for _ in range(n - 1):
+            get()
+        last = get()
+        elapsed = time.perf_counter() - start
+    # One comparison, outside the clock: a fast queue that mangles data
+    # must not post a record.
+    if last != expected:
+        raise TrialError(f"last item differs from what was sent: {last!r:.80}")
+    return elapsed
+
+
+def memcpy(n: int, settings: Settings) -> float:
+    """Seconds for ``n`` copies of 1 MiB between two buffers in one fresh process."""
+    return run_processes([(_copy, (n,))], settings.timeout)[0]
+
+
+def _copy(n: int) -> float:
+    src = bytes(MIB)
+    dst = bytearray(MIB)
+    dst[:] = src  # fault both buffers in before the clock starts
+    start = time.perf_counter()
+    for _ in range(n):
+        dst[:] = src
+    return time.perf_counter() - start
+
+
+def rate(n: int, elapsed: float) -> Sample:
+    return Sample(value=n / elapsed, elapsed=elapsed)
+
+
+def gigabytes_per_second(n: int, size: int, elapsed: float) -> Sample:
+    return Sample(value=n * size / elapsed / 1e9, elapsed=elapsed)

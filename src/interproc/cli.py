@@ -1,0 +1,404 @@
+"""The ``interproc`` command: ``demo``, ``ls``, ``rm`` and ``bench``.
+
+It is a thin layer over the public API (:func:`interproc.list_objects`,
+:func:`interproc.unlink`, :class:`interproc.Queue`), so whatever it shows or
+does can be done from Python with the same names.  :func:`main` returns an
+exit code instead of exiting, so it can be called from tests and scripts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import multiprocessing.context
+import multiprocessing.process
+import os
+import queue
+import random
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import interproc
+
+__all__ = ["main"]
+
+PROG = "interproc"
+
+
+# --------------------------------------------------------------------- demo
+
+_DEMO_ITEMS = ("A", "B", "C")
+# The seed pauses up to a second per item; a fifth of that keeps the whole
+# section under a second while the writer and reader still visibly interleave.
+_DEMO_MAX_PAUSE = 0.2
+# Only reached if the writer died without sending the sentinel: the reader
+# then reports it instead of waiting forever, which is what the seed's reader
+# would do (and why the seed had to terminate() it).
+_DEMO_GET_TIMEOUT = 10.0
+
+
+def _say(line: str) -> None:
+    # One write per line: print() writes the text and the newline separately,
+    # and with unbuffered stdout (python -u, PYTHONUNBUFFERED) the two
+    # processes' lines then run into each other.
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def _queue_writer(q: interproc.Queue) -> None:
+    _say(f"Process to write: {os.getpid()}")
+    for value in _DEMO_ITEMS:
+        _say(f"Put {value} to queue...")
+        q.put(value)
+        time.sleep(random.random() * _DEMO_MAX_PAUSE)
+    q.put(None)
+
+
+def _queue_reader(q: interproc.Queue) -> None:
+    _say(f"Process to read: {os.getpid()}")
+    while True:
+        try:
+            value = q.get(timeout=_DEMO_GET_TIMEOUT)
+        except queue.Empty:
+            print(
+                f"Nothing from the writer for {_DEMO_GET_TIMEOUT:g} s; giving up.",
+                file=sys.stderr,
+                flush=True,
+            )
+            sys.exit(1)
+        if value is None:
+            return
+        _say(f"Get {value} from queue.")
+
+
+def demo_queue(ctx: multiprocessing.context.BaseContext) -> int:
+    """The seed's Queue example: a writer and a reader sharing one Queue."""
+    q = interproc.Queue()
+    writer = ctx.Process(target=_queue_writer, args=(q,), name="writer")
+    reader = ctx.Process(target=_queue_reader, args=(q,), name="reader")
+    writer.start()
+    reader.start()
+    writer.join()
+    if writer.exitcode != 0:
+        # Let the reader end now rather than after its timeout.
+        q.put(None)
+    reader.join()
+    q.close()
+    return _children_status(writer, reader)
+
+
+class Demo(NamedTuple):
+    key: str
+    title: str
+    run: Callable[[multiprocessing.context.BaseContext], int]
+
+
+# In the order of the seed tutorial; Pipe and Manager sections join as those
+# objects arrive.
+DEMOS: list[Demo] = [
+    Demo("queue", "Queue", demo_queue),
+]
+
+
+def _children_status(*procs: multiprocessing.process.BaseProcess) -> int:
+    status = 0
+    for proc in procs:
+        if proc.exitcode != 0:
+            _error(f"demo: the {proc.name} process exited with code {proc.exitcode}")
+            status = 1
+    return status
+
+
+def _demo_section(text: str) -> str:
+    # A type= check rather than choices=: with choices=, argparse rejects
+    # the empty list that nargs="*" gives when no section is named.
+    key = text.lower()
+    if key not in {demo.key for demo in DEMOS}:
+        known = ", ".join(demo.key for demo in DEMOS)
+        raise argparse.ArgumentTypeError(f"unknown section {text!r} (choose from {known})")
+    return key
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    ctx = multiprocessing.get_context(args.start_method)
+    wanted = set(args.sections) if args.sections else None
+    status = 0
+    for demo in DEMOS:
+        if wanted is not None and demo.key not in wanted:
+            continue
+        # Flushed before any child starts: a forked child inherits unflushed
+        # buffers and would print them a second time.
+        _say(f"== {demo.title} ==")
+        status = max(status, demo.run(ctx))
+    return status
+
+
+# ----------------------------------------------------------------------- ls
+
+_INFO_FIELDS = ("name", "kind", "capacity_bytes", "items", "bytes_used", "pids", "error")
+# More pids than this make the table unreadable; --json has them all.
+_MAX_PIDS_SHOWN = 4
+
+
+def _info_to_dict(info: Any) -> dict[str, Any]:
+    # getattr rather than asdict/_asdict: ObjectInfo's container type is not
+    # part of the documented API, only its field names are.
+    row = {field: getattr(info, field, None) for field in _INFO_FIELDS}
+    if row["pids"] is not None:
+        row["pids"] = [int(pid) for pid in row["pids"]]
+    return row
+
+
+def _human_size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    if n < 1024:
+        return f"{n} B"
+    size = float(n)
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        size /= 1024
+        if size < 1024:
+            break
+    return f"{size:.1f} {unit}"
+
+
+def _show_name(name: str) -> str:
+    # Names may hold any character but '/' and NUL; a newline or escape
+    # sequence in one must not break the table or the terminal.
+    return name if name and name.isprintable() else repr(name)
+
+
+def _show_pids(pids: list[int] | None) -> str:
+    if not pids:
+        return "-"
+    shown = ",".join(str(pid) for pid in pids[:_MAX_PIDS_SHOWN])
+    if len(pids) > _MAX_PIDS_SHOWN:
+        shown += f" +{len(pids) - _MAX_PIDS_SHOWN}"
+    return shown
+
+
+def _format_table(rows: list[dict[str, Any]]) -> list[str]:
+    header = ("NAME", "KIND", "CAPACITY", "ITEMS", "USED", "PIDS", "STATUS")
+    right_aligned = {2, 3, 4}
+    cells = [header]
+    for row in rows:
+        cells.append(
+            (
+                _show_name(str(row["name"])),
+                row["kind"] or "?",
+                _human_size(row["capacity_bytes"]),
+                "-" if row["items"] is None else str(row["items"]),
+                _human_size(row["bytes_used"]),
+                _show_pids(row["pids"]),
+                "ok" if row["error"] is None else f"damaged: {row['error']}",
+            )
+        )
+    widths = [max(len(line[i]) for line in cells) for i in range(len(header))]
+    lines = []
+    for line in cells:
+        parts = [
+            cell.rjust(widths[i]) if i in right_aligned else cell.ljust(widths[i])
+            for i, cell in enumerate(line)
+        ]
+        lines.append("  ".join(parts).rstrip())
+    return lines
+
+
+def _cmd_ls(args: argparse.Namespace) -> int:
+    try:
+        infos = interproc.list_objects()
+    except OSError as exc:
+        _error(f"ls: cannot list named objects: {exc}")
+        return 1
+    rows = sorted((_info_to_dict(info) for info in infos), key=lambda r: str(r["name"]))
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print("No named interproc objects (they live in /dev/shm/interproc.<name>).")
+        return 0
+    for line in _format_table(rows):
+        print(line)
+    damaged = [row["name"] for row in rows if row["error"] is not None]
+    if damaged:
+        # stderr, so that the table on stdout stays clean for scripts.
+        noun = "object is" if len(damaged) == 1 else "objects are"
+        _error(f"{len(damaged)} {noun} damaged; 'interproc rm NAME' removes one.")
+    return 0
+
+
+# ----------------------------------------------------------------------- rm
+
+
+def _cmd_rm(args: argparse.Namespace) -> int:
+    status = 0
+    for name in args.names:
+        try:
+            interproc.unlink(name)
+        except FileNotFoundError:
+            if not args.force:
+                _error(f"rm: {_show_name(name)}: no such object")
+                status = 1
+        except (ValueError, OSError) as exc:
+            # Like rm(1): report and go on with the other names.
+            _error(f"rm: {_show_name(name)}: {exc}")
+            status = 1
+        else:
+            if args.verbose:
+                print(f"removed {_show_name(name)}")
+    return status
+
+
+# -------------------------------------------------------------------- bench
+
+
+def _cmd_bench(argv: list[str]) -> int:
+    try:
+        from interproc import bench
+    except ImportError as exc:
+        _error(
+            f"bench: the benchmark runner cannot be loaded ({exc}). "
+            "Install the package with its bench extras from a source tree: "
+            "pip install '.[bench]' (or run 'make bench')."
+        )
+        return 1
+    return _exit_code(bench.main(argv))
+
+
+# --------------------------------------------------------------------- main
+
+
+def _error(message: str) -> None:
+    print(f"{PROG}: {message}", file=sys.stderr, flush=True)
+
+
+def _exit_code(code: object) -> int:
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)
+    return 1
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+    except ImportError:  # pragma: no cover - always present on 3.10+
+        return str(getattr(interproc, "__version__", "unknown"))
+    try:
+        return version("interproc")
+    except PackageNotFoundError:
+        return str(getattr(interproc, "__version__", "unknown"))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description=(
+            "Fast, crash-safe inter-process communication on shared memory: "
+            "run the demo and benchmarks, list and remove named objects."
+        ),
+        epilog="Run 'interproc COMMAND --help' for the options of a command.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    demo = commands.add_parser(
+        "demo",
+        help="run the tutorial examples on interproc",
+        description=(
+            "Run the tutorial's examples with interproc objects in place of "
+            "multiprocessing's. Queue: a writer process puts A, B and C on an "
+            "interproc.Queue and a reader process gets them, each printing as "
+            "it goes; the reader stops at a None sentinel, so every section "
+            "ends by itself. The exit code is 0 when every child exited cleanly."
+        ),
+    )
+    demo.add_argument(
+        "sections",
+        nargs="*",
+        metavar="SECTION",
+        type=_demo_section,
+        help=f"sections to run, of: {', '.join(d.key for d in DEMOS)} (default: all)",
+    )
+    demo.add_argument(
+        "--start-method",
+        choices=multiprocessing.get_all_start_methods(),
+        default=None,
+        help="how child processes are started (default: the platform's, as multiprocessing)",
+    )
+    demo.set_defaults(handler=_cmd_demo)
+
+    ls = commands.add_parser(
+        "ls",
+        help="list named objects",
+        description=(
+            "List the named objects in /dev/shm/interproc.*: kind, ring "
+            "capacity, items queued, bytes in use and the live processes "
+            "attached. A damaged segment (truncated, foreign or corrupt) is "
+            "listed with what is wrong with it; 'interproc rm NAME' removes it."
+        ),
+    )
+    ls.add_argument(
+        "--json",
+        action="store_true",
+        help="print a JSON list of objects with exact byte counts, for scripts",
+    )
+    ls.set_defaults(handler=_cmd_ls)
+
+    rm = commands.add_parser(
+        "rm",
+        help="remove named objects",
+        description=(
+            "Remove the names of named objects of any kind. Processes that "
+            "have one open keep using it; its memory is freed when the last "
+            "of them closes it. Exits with 1 if any name could not be removed."
+        ),
+    )
+    rm.add_argument("names", nargs="+", metavar="NAME", help="name of an object, as 'interproc ls' shows it")
+    rm.add_argument("-f", "--force", action="store_true", help="ignore names that do not exist")
+    rm.add_argument("-v", "--verbose", action="store_true", help="print each name removed")
+    rm.set_defaults(handler=_cmd_rm)
+
+    # Never parsed here: main() hands everything after "bench" to the
+    # benchmark runner, so 'interproc bench --help' shows the runner's help.
+    bench = commands.add_parser(
+        "bench",
+        help="run the benchmarks (see 'interproc bench --help')",
+        add_help=False,
+    )
+    bench.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    return parser
+
+
+def _run(argv: list[str]) -> int:
+    if argv and argv[0] == "bench":
+        return _cmd_bench(argv[1:])
+    args = build_parser().parse_args(argv)
+    return _exit_code(args.handler(args))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``interproc`` command with ``argv`` (default: ``sys.argv[1:]``).
+
+    Returns the exit code: 0 on success, 1 when the command failed, 2 on a
+    usage error, 130 when interrupted.
+    """
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _run(arguments)
+    except SystemExit as exc:
+        # argparse exits on --help, --version and usage errors.
+        return _exit_code(exc.code)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # The reader of our output went away ('interproc ls | head'). Point
+        # stdout at /dev/null so the interpreter's final flush stays quiet.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
