@@ -124,6 +124,7 @@ def object_info(name: str) -> ObjectInfo:
     except (OSError, ValueError, TypeError) as exc:
         return ObjectInfo(name=name, error=f"{type(exc).__name__}: {exc}")
     try:
+        obj._unregister_pid()  # looking is not using: this handle is not listed
         info = obj._info()
     finally:
         obj.close()
@@ -133,7 +134,7 @@ def object_info(name: str) -> ObjectInfo:
         capacity_bytes=info["capacity_bytes"],
         items=info["items"],
         bytes_used=info["bytes_used"],
-        pids=[p for p in info["pids"] if p != os.getpid()],
+        pids=info["pids"],
         maxsize=info["maxsize"],
         file_size=info["file_size"],
     )

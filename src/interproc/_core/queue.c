@@ -752,6 +752,15 @@ static PyObject *QueueCore_register_pid(QueueCore *self, PyObject *Py_UNUSED(ign
     return leave(self, Py_NewRef(Py_None));
 }
 
+static PyObject *QueueCore_unregister_pid(QueueCore *self, PyObject *Py_UNUSED(ignored))
+{
+    if (enter(self) < 0)
+        return NULL;
+    ip_pids_unregister(self->hdr->pids, IP_MAX_PIDS, self->pid_slot);
+    self->pid_slot = -1;
+    return leave(self, Py_NewRef(Py_None));
+}
+
 static PyObject *QueueCore_info(QueueCore *self, PyObject *Py_UNUSED(ignored))
 {
     if (enter(self) < 0)
@@ -763,6 +772,11 @@ static PyObject *QueueCore_info(QueueCore *self, PyObject *Py_UNUSED(ignored))
     for (int i = 0; i < IP_MAX_PIDS; i++) {
         uint32_t p = __atomic_load_n(&h->pids[i], __ATOMIC_ACQUIRE);
         if (p == 0 || (kill((pid_t)p, 0) == -1 && errno == ESRCH))
+            continue;
+        int seen = 0; /* a process with several handles holds several slots */
+        for (int k = 0; k < i && !seen; k++)
+            seen = __atomic_load_n(&h->pids[k], __ATOMIC_ACQUIRE) == p;
+        if (seen)
             continue;
         PyObject *o = PyLong_FromUnsignedLong(p);
         if (o == NULL || PyList_Append(pids, o) < 0) {
@@ -870,6 +884,7 @@ static PyMethodDef QueueCore_methods[] = {
     {"_task_done", (PyCFunction)QueueCore_task_done, METH_NOARGS, NULL},
     {"_join", (PyCFunction)QueueCore_join, METH_NOARGS, NULL},
     {"_register_pid", (PyCFunction)QueueCore_register_pid, METH_NOARGS, NULL},
+    {"_unregister_pid", (PyCFunction)QueueCore_unregister_pid, METH_NOARGS, NULL},
     {"_info", (PyCFunction)QueueCore_info, METH_NOARGS, NULL},
     {NULL, NULL, 0, NULL},
 };

@@ -153,12 +153,9 @@ int ip_segment_alloc(ip_seghdr_t *h, int fd, uint64_t size, uint64_t *offset)
 
 int ip_pids_register(uint32_t *pids, int n)
 {
+    /* One slot per handle, not per process: closing one of a process's
+     * handles must not unlist it while another is open. */
     uint32_t me = (uint32_t)getpid();
-    for (int i = 0; i < n; i++) {
-        uint32_t p = __atomic_load_n(&pids[i], __ATOMIC_ACQUIRE);
-        if (p == me)
-            return i;
-    }
     for (int i = 0; i < n; i++) {
         uint32_t p = __atomic_load_n(&pids[i], __ATOMIC_ACQUIRE);
         if (p != 0 && !(kill((pid_t)p, 0) == -1 && errno == ESRCH))
