@@ -63,17 +63,33 @@ int ip_deadline_init(ip_deadline_t *d, int block, PyObject *timeout);
 int ip_deadline_passed(const ip_deadline_t *d);
 double ip_deadline_remaining(const ip_deadline_t *d);
 
-enum ip_wait_result { IP_WAIT_ERROR = -1, IP_WAIT_WOKEN = 0, IP_WAIT_TIMEOUT = 1 };
+/* An event count in shared memory: how a side that published a change wakes
+ * whoever sleeps waiting for one.  Signalling costs a fence and a load unless
+ * someone sleeps. */
+typedef struct {
+    uint32_t seq;     /* futex word: bumped by a signal that finds sleepers */
+    uint32_t waiters; /* sleepers; counted only while asleep, not while spinning */
+} ip_event_t;
 
-/* Waits while *word == expected.  Called and returns with the GIL held; the
- * GIL is released while sleeping.  Spins briefly, then sleeps on the futex in
- * bounded slices so that signals and lost wake-ups (a waker killed between
- * its store and its wake) cost at most one slice.  IP_WAIT_ERROR means a
- * Python exception (KeyboardInterrupt, ...) is set. */
-int ip_futex_wait(uint32_t *word, uint32_t expected, uint32_t *waiters, const ip_deadline_t *d);
-/* Bumps *seq and wakes up to n sleepers if *waiters says there are any. */
-void ip_futex_notify(uint32_t *seq, uint32_t *waiters, int n);
-void ip_futex_wake(uint32_t *word, int n);
+/* Call after publishing: wakes up to n sleepers of ev, if there are any. */
+void ip_event_signal(ip_event_t *ev, int n);
+
+/* One try at whatever the caller waits for.  Returns 1 when done, -1 with a
+ * Python exception set, 0 when it must wait; then *watch (if set) points at a
+ * word that changes when trying again is worth it, and *watch_val is its
+ * current value. */
+typedef int (*ip_attempt_fn)(void *ctx, const uint64_t **watch, uint64_t *watch_val);
+
+enum ip_wait_result { IP_WAIT_ERROR = -1, IP_WAIT_TIMEOUT = 0, IP_WAIT_DONE = 1 };
+
+/* Calls attempt() until it is done, fails or the deadline passes.  Called and
+ * returns with the GIL held.  Between tries it spins briefly on the watched
+ * word (with the GIL released after a few rounds), then sleeps on ev in
+ * bounded slices, re-taking the GIL between slices to run signal handlers.
+ * Slices also bound what a lost wake-up costs (a signaller killed between
+ * publishing and waking).  Whoever publishes what attempt() waits for must
+ * call ip_event_signal(ev) afterwards. */
+int ip_wait_for(ip_event_t *ev, const ip_deadline_t *d, ip_attempt_fn attempt, void *ctx);
 
 /* Robust, process-shared mutexes.  A holder that dies hands the mutex to the
  * next locker with IP_LOCK_OWNER_DIED; that locker repairs the protected
@@ -156,18 +172,22 @@ typedef struct {
 typedef struct {
     _Alignas(IP_CACHELINE) pthread_mutex_t lock;
     uint32_t cur;   /* current region */
-    uint32_t pad;
+    uint32_t hint_region; /* the region hint_pos speaks of, or IP_NO_REGION */
     uint64_t count; /* messages committed by this side so far */
+    /* Hints: the other side's last known position in hint_region (producer:
+     * the head; consumer: the tail) and count.  Both only grow, so a stale
+     * hint only understates, and reading the other side's cache line can
+     * wait until the hint runs out. */
+    uint64_t hint_pos;
+    uint64_t hint_count;
     _Alignas(IP_CACHELINE) ip_journal_t journal;
 } ip_side_t;
 
 typedef struct {
     ip_side_t prod;
     ip_side_t cons;
-    _Alignas(IP_CACHELINE) uint32_t put_seq; /* bumped after every producer commit */
-    uint32_t cons_waiters;
-    _Alignas(IP_CACHELINE) uint32_t get_seq; /* bumped after every consumer commit */
-    uint32_t prod_waiters;
+    _Alignas(IP_CACHELINE) ip_event_t put_ev; /* producers published messages */
+    _Alignas(IP_CACHELINE) ip_event_t get_ev; /* consumers made room (maxsize > 0) */
     _Alignas(IP_CACHELINE) ip_region_t regions[IP_MAX_REGIONS];
     _Alignas(IP_CACHELINE) uint64_t heads[IP_MAX_REGIONS]; /* written by the consumer side */
 } ip_ring_t;
@@ -212,7 +232,7 @@ uint32_t ip_ring_produce_commit(ip_ringview_t *v, ip_txn_t *t);
 /* Consumer side; called with cons.lock held. */
 void ip_ring_consume_begin(ip_ringview_t *v, ip_txn_t *t);
 /* Returns 1 and the next record (payload pointer, type, len), 0 when the ring
- * is empty, IP_PEEK_AGAIN when the transaction must be committed before going
+ * is empty (then t->pos is the position whose tail to watch), IP_PEEK_AGAIN when the transaction must be committed before going
  * on, -1 with a Python exception set. */
 #define IP_PEEK_AGAIN 2
 int ip_ring_peek(ip_ringview_t *v, ip_txn_t *t, uint32_t *type, const uint8_t **data, uint64_t *len);
@@ -221,6 +241,10 @@ uint32_t ip_ring_consume_commit(ip_ringview_t *v, ip_txn_t *t);
 
 uint64_t ip_ring_bytes_used(const ip_ringview_t *v);
 void ip_ringview_unmap(ip_ringview_t *v);
+/* The word that changes when the consumer's current region gets data. */
+const uint64_t *ip_ring_tail_word(const ip_ringview_t *v, const ip_txn_t *t);
+/* Producer: is a transaction at message count `in` up against maxsize? */
+int ip_ring_full(ip_ringview_t *v, uint64_t in, uint64_t maxsize);
 
 /* ------------------------------------------------------------------ */
 /* Queue segment                                                       */
@@ -232,8 +256,7 @@ typedef struct {
     _Alignas(IP_CACHELINE) uint64_t maxsize; /* 0 = unbounded */
     uint64_t base_cap;
     _Alignas(IP_CACHELINE) uint64_t tasks_done; /* JoinableQueue: unfinished = prod.count - tasks_done */
-    uint32_t done_seq;
-    uint32_t join_waiters;
+    ip_event_t done_ev;
     _Alignas(IP_CACHELINE) uint32_t pids[IP_MAX_PIDS];
     _Alignas(IP_CACHELINE) ip_ring_t ring;
 } ip_queue_hdr_t;

@@ -85,8 +85,7 @@ static uint64_t qsize_of(QueueCore *self)
 static int is_full(QueueCore *self, uint64_t in)
 {
     uint64_t max = self->hdr->maxsize;
-    uint64_t out = ld(&self->hdr->ring.cons.count);
-    return max && in >= out && in - out >= max;
+    return max && ip_ring_full(&self->view, in, max);
 }
 
 /* Locks one side, replaying the journal of a holder that died. */
@@ -302,6 +301,50 @@ static Py_ssize_t write_batch(QueueCore *self, PyObject **payloads, uint32_t *ty
     return i;
 }
 
+typedef struct {
+    QueueCore *self;
+    PyObject **payloads;
+    uint32_t *types;
+    Py_ssize_t n;
+    Py_ssize_t done;
+    const ip_deadline_t *d;
+} put_ctx;
+
+static int closed_error(QueueCore *self)
+{
+    PyErr_Format(PyExc_ValueError, "Queue %R is closed", (PyObject *)self);
+    return -1;
+}
+
+/* One try at putting what is left; waits only for the lock. */
+static int put_attempt(void *arg, const uint64_t **watch, uint64_t *watch_val)
+{
+    put_ctx *c = arg;
+    QueueCore *self = c->self;
+    if (self->closed)
+        return closed_error(self);
+    ip_ring_t *r = &self->hdr->ring;
+    int lr = lock_side(self, &r->prod, c->d);
+    if (lr == IP_LOCK_ERROR)
+        return -1;
+    if (lr == IP_LOCK_TIMEOUT)
+        return 0;
+    uint32_t published = 0;
+    int err;
+    c->done += write_batch(self, c->payloads + c->done, c->types + c->done, c->n - c->done,
+                           &published, &err);
+    ip_mutex_unlock(&r->prod.lock);
+    if (published)
+        ip_event_signal(&r->put_ev, (int)published);
+    if (err)
+        return -1;
+    if (c->done == c->n)
+        return 1;
+    *watch = &r->cons.count;
+    *watch_val = ld(&r->cons.count);
+    return 0;
+}
+
 /* Puts payloads[0..n) in order, blocking on maxsize as allowed.
  * Returns the number put; < n means an exception is set. */
 static Py_ssize_t put_payloads(QueueCore *self, PyObject **payloads, uint32_t *types, Py_ssize_t n,
@@ -310,38 +353,15 @@ static Py_ssize_t put_payloads(QueueCore *self, PyObject **payloads, uint32_t *t
     ip_deadline_t d;
     if (ip_deadline_init(&d, block, timeout) < 0)
         return 0;
-    ip_ring_t *r = &self->hdr->ring;
-    Py_ssize_t done = 0;
-    for (;;) {
-        uint32_t seq = __atomic_load_n(&r->get_seq, __ATOMIC_SEQ_CST);
-        int lr = lock_side(self, &r->prod, &d);
-        if (lr == IP_LOCK_ERROR)
-            return done;
-        if (lr == IP_LOCK_OK) {
-            uint32_t published = 0;
-            int err;
-            done += write_batch(self, payloads + done, types + done, n - done, &published, &err);
-            ip_mutex_unlock(&r->prod.lock);
-            if (published)
-                ip_futex_notify(&r->put_seq, &r->cons_waiters, (int)published);
-            if (err || done == n)
-                return done;
-        }
-        if (self->closed) {
-            PyErr_Format(PyExc_ValueError, "Queue %R is closed", (PyObject *)self);
-            return done;
-        }
-        if (lr == IP_LOCK_TIMEOUT || ip_deadline_passed(&d)) {
-            if (batch)
-                raise_with_count(ip_state.Full, "queue is full", done);
-            else
-                PyErr_SetNone(ip_state.Full);
-            return done;
-        }
-        if (lr == IP_LOCK_OK
-            && ip_futex_wait(&r->get_seq, seq, &r->prod_waiters, &d) == IP_WAIT_ERROR)
-            return done;
+    put_ctx c = {self, payloads, types, n, 0, &d};
+    int rc = ip_wait_for(&self->hdr->ring.get_ev, &d, put_attempt, &c);
+    if (rc == IP_WAIT_TIMEOUT) {
+        if (batch)
+            raise_with_count(ip_state.Full, "queue is full", c.done);
+        else
+            PyErr_SetNone(ip_state.Full);
     }
+    return c.done;
 }
 
 static const char *const put_names[] = {"obj", "block", "timeout"};
@@ -420,7 +440,7 @@ done:
 /* Takes up to max records into out (a list of (type, payload) pairs, or
  * payloads appended with types[]).  Returns the number taken, or -1. */
 static Py_ssize_t take_records(QueueCore *self, Py_ssize_t max, PyObject **payloads,
-                               uint32_t *types)
+                               uint32_t *types, const uint64_t **watch, uint64_t *watch_val)
 {
     ip_ringview_t *v = &self->view;
     ip_txn_t t;
@@ -438,6 +458,10 @@ static Py_ssize_t take_records(QueueCore *self, Py_ssize_t max, PyObject **paylo
         }
         if (rc <= 0) {
             failed = rc < 0;
+            if (rc == 0) {
+                *watch = ip_ring_tail_word(v, &t);
+                *watch_val = t.pos;
+            }
             break;
         }
         PyObject *b;
@@ -469,6 +493,39 @@ static Py_ssize_t take_records(QueueCore *self, Py_ssize_t max, PyObject **paylo
     return n;
 }
 
+typedef struct {
+    QueueCore *self;
+    Py_ssize_t max;
+    PyObject **payloads;
+    uint32_t *types;
+    Py_ssize_t taken;
+    const ip_deadline_t *d;
+} get_ctx;
+
+static int get_attempt(void *arg, const uint64_t **watch, uint64_t *watch_val)
+{
+    get_ctx *c = arg;
+    QueueCore *self = c->self;
+    if (self->closed)
+        return closed_error(self);
+    ip_ring_t *r = &self->hdr->ring;
+    int lr = lock_side(self, &r->cons, c->d);
+    if (lr == IP_LOCK_ERROR)
+        return -1;
+    if (lr == IP_LOCK_TIMEOUT)
+        return 0;
+    Py_ssize_t n = take_records(self, c->max, c->payloads, c->types, watch, watch_val);
+    ip_mutex_unlock(&r->cons.lock);
+    if (n < 0)
+        return -1;
+    if (n == 0)
+        return 0;
+    c->taken = n;
+    if (self->hdr->maxsize)
+        ip_event_signal(&r->get_ev, (int)n);
+    return 1;
+}
+
 /* Waits until at least one record can be taken, then takes up to max. */
 static Py_ssize_t get_records(QueueCore *self, Py_ssize_t max, PyObject **payloads, uint32_t *types,
                               int block, PyObject *timeout)
@@ -476,32 +533,11 @@ static Py_ssize_t get_records(QueueCore *self, Py_ssize_t max, PyObject **payloa
     ip_deadline_t d;
     if (ip_deadline_init(&d, block, timeout) < 0)
         return -1;
-    ip_ring_t *r = &self->hdr->ring;
-    for (;;) {
-        uint32_t seq = __atomic_load_n(&r->put_seq, __ATOMIC_SEQ_CST);
-        int lr = lock_side(self, &r->cons, &d);
-        if (lr == IP_LOCK_ERROR)
-            return -1;
-        if (lr == IP_LOCK_OK) {
-            Py_ssize_t n = take_records(self, max, payloads, types);
-            ip_mutex_unlock(&r->cons.lock);
-            if (n != 0) {
-                if (n > 0 && self->hdr->maxsize)
-                    ip_futex_notify(&r->get_seq, &r->prod_waiters, (int)n);
-                return n;
-            }
-        }
-        if (self->closed) {
-            PyErr_Format(PyExc_ValueError, "Queue %R is closed", (PyObject *)self);
-            return -1;
-        }
-        if (lr == IP_LOCK_TIMEOUT || ip_deadline_passed(&d)) {
-            PyErr_SetNone(ip_state.Empty);
-            return -1;
-        }
-        if (ip_futex_wait(&r->put_seq, seq, &r->cons_waiters, &d) == IP_WAIT_ERROR)
-            return -1;
-    }
+    get_ctx c = {self, max, payloads, types, 0, &d};
+    int rc = ip_wait_for(&self->hdr->ring.put_ev, &d, get_attempt, &c);
+    if (rc == IP_WAIT_TIMEOUT)
+        PyErr_SetNone(ip_state.Empty);
+    return rc == IP_WAIT_DONE ? c.taken : -1;
 }
 
 /* Turns taken records into objects.  A record that fails to unpickle is
@@ -717,27 +753,31 @@ static PyObject *QueueCore_task_done(QueueCore *self, PyObject *Py_UNUSED(ignore
                                         __ATOMIC_ACQUIRE))
             break;
     }
-    ip_futex_notify(&h->done_seq, &h->join_waiters, INT32_MAX);
+    ip_event_signal(&h->done_ev, INT32_MAX);
     return leave(self, Py_NewRef(Py_None));
+}
+
+static int join_attempt(void *arg, const uint64_t **watch, uint64_t *watch_val)
+{
+    QueueCore *self = arg;
+    if (self->closed)
+        return closed_error(self);
+    ip_queue_hdr_t *h = self->hdr;
+    uint64_t done = ld(&h->tasks_done);
+    if (done >= ld(&h->ring.prod.count))
+        return 1;
+    *watch = &h->tasks_done;
+    *watch_val = done;
+    return 0;
 }
 
 static PyObject *QueueCore_join(QueueCore *self, PyObject *Py_UNUSED(ignored))
 {
     if (joinable(self) < 0)
         return NULL;
-    ip_queue_hdr_t *h = self->hdr;
     ip_deadline_t forever = {.infinite = 1};
-    for (;;) {
-        uint32_t seq = __atomic_load_n(&h->done_seq, __ATOMIC_SEQ_CST);
-        if (ld(&h->tasks_done) >= ld(&h->ring.prod.count))
-            break;
-        if (self->closed) {
-            PyErr_Format(PyExc_ValueError, "Queue %R is closed", (PyObject *)self);
-            return leave(self, NULL);
-        }
-        if (ip_futex_wait(&h->done_seq, seq, &h->join_waiters, &forever) == IP_WAIT_ERROR)
-            return leave(self, NULL);
-    }
+    if (ip_wait_for(&self->hdr->done_ev, &forever, join_attempt, self) != IP_WAIT_DONE)
+        return leave(self, NULL);
     return leave(self, Py_NewRef(Py_None));
 }
 

@@ -33,6 +33,21 @@ static inline void st(uint64_t *p, uint64_t v)
     __atomic_store_n(p, v, __ATOMIC_RELEASE);
 }
 
+/* Records the other side's position in `region`.  The region is cleared
+ * first and set last, so a side killed halfway leaves no hint rather than
+ * one that pairs a region with another region's position. */
+static inline void set_hint(ip_side_t *side, uint32_t region, uint64_t pos)
+{
+    __atomic_store_n(&side->hint_region, IP_NO_REGION, __ATOMIC_RELEASE);
+    st(&side->hint_pos, pos);
+    __atomic_store_n(&side->hint_region, region, __ATOMIC_RELEASE);
+}
+
+static inline void drop_hint(ip_side_t *side)
+{
+    __atomic_store_n(&side->hint_region, IP_NO_REGION, __ATOMIC_RELEASE);
+}
+
 static inline uint64_t rec_space(uint64_t len)
 {
     return IP_REC_HDR + ((len + IP_REC_ALIGN - 1) & ~(uint64_t)(IP_REC_ALIGN - 1));
@@ -54,6 +69,8 @@ int ip_ring_init(ip_ring_t *r, uint64_t base_offset, uint64_t base_cap)
     r->regions[0].cap = base_cap;
     r->regions[0].offset = base_offset;
     r->regions[0].state = (1ull << 1) | ACTIVE;
+    r->prod.hint_region = IP_NO_REGION;
+    r->cons.hint_region = IP_NO_REGION;
     return 0;
 }
 
@@ -113,6 +130,8 @@ void ip_ringview_unmap(ip_ringview_t *v)
 static void apply_producer(ip_ring_t *r, ip_journal_t *j)
 {
     if (j->other != IP_NO_REGION) {
+        /* The head hint may speak of this region's previous life. */
+        drop_hint(&r->prod);
         ip_region_t *o = &r->regions[j->other];
         /* Skipped when already done: the consumer may be reading it by now. */
         if (ld(&o->state) != j->other_state) {
@@ -248,14 +267,30 @@ uint8_t *ip_ring_reserve(ip_ringview_t *v, ip_txn_t *t, uint32_t type, uint64_t 
     for (;;) {
         ip_region_t *rg = &r->regions[t->region];
         uint64_t cap = rg->cap;
-        /* A region activated in this transaction still shows its old head. */
-        uint64_t head = (t->other != IP_NO_REGION) ? 0 : ld(&r->heads[t->region]);
+        uint64_t head;
+        int hinted = 0;
+        if (t->other != IP_NO_REGION) {
+            head = 0; /* activated in this transaction: its stored head is stale */
+        } else if (__atomic_load_n(&r->prod.hint_region, __ATOMIC_ACQUIRE) == t->region) {
+            head = ld(&r->prod.hint_pos);
+            hinted = 1;
+        } else {
+            head = ld(&r->heads[t->region]);
+            set_hint(&r->prod, t->region, head);
+        }
         uint64_t used = t->pos - head;
         uint64_t phys = t->pos & (cap - 1);
         uint64_t contig = cap - phys;
         uint64_t pad = need <= contig ? 0 : contig;
         /* IP_REC_HDR stays free so that a FWD record always fits. */
-        if (used <= cap && used + pad + need + IP_REC_HDR <= cap) {
+        int fits = used <= cap && used + pad + need + IP_REC_HDR <= cap;
+        if (!fits && hinted) {
+            head = ld(&r->heads[t->region]);
+            set_hint(&r->prod, t->region, head);
+            used = t->pos - head;
+            fits = used <= cap && used + pad + need + IP_REC_HDR <= cap;
+        }
+        if (fits) {
             uint8_t *buf = region_buf(v, t->region);
             if (buf == NULL)
                 return NULL;
@@ -358,7 +393,14 @@ int ip_ring_peek(ip_ringview_t *v, ip_txn_t *t, uint32_t *type, const uint8_t **
     ip_ring_t *r = v->ring;
     for (;;) {
         ip_region_t *rg = &r->regions[t->region];
-        uint64_t tail = ld(&rg->tail);
+        uint64_t tail;
+        if (__atomic_load_n(&r->cons.hint_region, __ATOMIC_ACQUIRE) == t->region
+            && ld(&r->cons.hint_pos) > t->pos) {
+            tail = ld(&r->cons.hint_pos);
+        } else {
+            tail = ld(&rg->tail);
+            set_hint(&r->cons, t->region, tail);
+        }
         if (t->pos == tail)
             return 0;
         uint64_t cap = rg->cap;
@@ -380,6 +422,9 @@ int ip_ring_peek(ip_ringview_t *v, ip_txn_t *t, uint32_t *type, const uint8_t **
             if (t->other != IP_NO_REGION)
                 return IP_PEEK_AGAIN; /* one release per transaction */
             uint32_t next = (uint32_t)h->len;
+            /* Not committed yet, but the tail hint must never meet a region
+             * that was released and reused since it was taken. */
+            drop_hint(&r->cons);
             t->other = t->region;
             t->other_state = ld(&rg->state);
             t->region = next;
@@ -440,4 +485,20 @@ uint64_t ip_ring_bytes_used(const ip_ringview_t *v)
             total += used;
     }
     return total;
+}
+
+const uint64_t *ip_ring_tail_word(const ip_ringview_t *v, const ip_txn_t *t)
+{
+    return &v->ring->regions[t->region].tail;
+}
+
+int ip_ring_full(ip_ringview_t *v, uint64_t in, uint64_t maxsize)
+{
+    ip_side_t *p = &v->ring->prod;
+    uint64_t out = ld(&p->hint_count);
+    if (in >= out && in - out < maxsize)
+        return 0;
+    out = ld(&v->ring->cons.count);
+    st(&p->hint_count, out);
+    return in >= out && in - out >= maxsize;
 }

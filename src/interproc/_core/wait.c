@@ -103,32 +103,30 @@ static long futex(uint32_t *uaddr, int op, uint32_t val, const struct timespec *
     return syscall(SYS_futex, uaddr, op, val, ts, NULL, val3);
 }
 
-void ip_futex_wake(uint32_t *word, int n)
+void ip_event_signal(ip_event_t *ev, int n)
 {
-    futex(word, FUTEX_WAKE, (uint32_t)n, NULL, 0);
+    /* Orders the caller's publication before the look at `waiters`; the
+     * sleeper orders its count before its last try the same way, so one of
+     * the two always sees the other. */
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&ev->waiters, __ATOMIC_RELAXED)) {
+        __atomic_add_fetch(&ev->seq, 1, __ATOMIC_SEQ_CST);
+        futex(&ev->seq, FUTEX_WAKE, (uint32_t)n, NULL, 0);
+    }
 }
 
-void ip_futex_notify(uint32_t *seq, uint32_t *waiters, int n)
+/* Spins while *word == expected: a few rounds with the GIL, then up to
+ * IP_SPIN_NS without it.  Returns 1 if it changed. */
+static int spin_while(const uint64_t *word, uint64_t expected)
 {
-    __atomic_add_fetch(seq, 1, __ATOMIC_SEQ_CST);
-    if (__atomic_load_n(waiters, __ATOMIC_SEQ_CST))
-        ip_futex_wake(seq, n);
-}
-
-int ip_futex_wait(uint32_t *word, uint32_t expected, uint32_t *waiters, const ip_deadline_t *d)
-{
-    /* Short spin with the GIL held: the common case in a busy pipeline. */
     for (int i = 0; i < 64; i++) {
         if (__atomic_load_n(word, __ATOMIC_ACQUIRE) != expected)
-            return IP_WAIT_WOKEN;
+            return 1;
         ip_cpu_relax();
     }
-    if (ip_deadline_passed(d))
-        return IP_WAIT_TIMEOUT;
-
+    int changed = 0;
     Py_BEGIN_ALLOW_THREADS
     int64_t spin_end = now_ns() + IP_SPIN_NS;
-    int changed = 0;
     while (!changed && now_ns() < spin_end) {
         for (int i = 0; i < 64; i++) {
             if (__atomic_load_n(word, __ATOMIC_ACQUIRE) != expected) {
@@ -142,24 +140,46 @@ int ip_futex_wait(uint32_t *word, uint32_t expected, uint32_t *waiters, const ip
         if (!changed)
             sched_yield();
     }
-    if (!changed) {
-        /* Counted only while asleep, so that wakers skip the syscall while
-         * we spin.  A waiter killed here leaves the count high: wakers then
-         * make a useless syscall, nothing worse. */
-        __atomic_add_fetch(waiters, 1, __ATOMIC_SEQ_CST);
-        if (__atomic_load_n(word, __ATOMIC_SEQ_CST) == expected) {
-            struct timespec end = slice_end(d);
-            /* EINTR and ETIMEDOUT need no handling here: the caller re-checks. */
-            futex(word, FUTEX_WAIT_BITSET, expected, &end, FUTEX_BITSET_MATCH_ANY);
-        }
-        __atomic_sub_fetch(waiters, 1, __ATOMIC_SEQ_CST);
-    }
     Py_END_ALLOW_THREADS
-    if (PyErr_CheckSignals() < 0)
-        return IP_WAIT_ERROR;
-    if (__atomic_load_n(word, __ATOMIC_ACQUIRE) != expected)
-        return IP_WAIT_WOKEN;
-    return ip_deadline_passed(d) ? IP_WAIT_TIMEOUT : IP_WAIT_WOKEN;
+    return changed;
+}
+
+int ip_wait_for(ip_event_t *ev, const ip_deadline_t *d, ip_attempt_fn attempt, void *ctx)
+{
+    int spun = 0;
+    for (;;) {
+        const uint64_t *watch = NULL;
+        uint64_t watch_val = 0;
+        int rc = attempt(ctx, &watch, &watch_val);
+        if (rc != 0)
+            return rc;
+        if (ip_deadline_passed(d))
+            return IP_WAIT_TIMEOUT;
+        if (!spun && watch) {
+            spun = 1; /* once per call: a long wait should sleep, not burn a core */
+            if (spin_while(watch, watch_val))
+                continue;
+        }
+        /* Counted before the last try: a publication that try misses must
+         * come after the count, and its signaller then sees us. */
+        __atomic_add_fetch(&ev->waiters, 1, __ATOMIC_SEQ_CST);
+        uint32_t seq = __atomic_load_n(&ev->seq, __ATOMIC_SEQ_CST);
+        rc = attempt(ctx, &watch, &watch_val);
+        if (rc == 0) {
+            struct timespec end = slice_end(d);
+            Py_BEGIN_ALLOW_THREADS
+            /* EINTR, EAGAIN and ETIMEDOUT all mean: look again. */
+            futex(&ev->seq, FUTEX_WAIT_BITSET, seq, &end, FUTEX_BITSET_MATCH_ANY);
+            Py_END_ALLOW_THREADS
+        }
+        /* A sleeper killed before this line leaves the count high: signallers
+         * then make a needless syscall, nothing worse. */
+        __atomic_sub_fetch(&ev->waiters, 1, __ATOMIC_SEQ_CST);
+        if (rc != 0)
+            return rc;
+        if (PyErr_CheckSignals() < 0)
+            return IP_WAIT_ERROR;
+    }
 }
 
 /* ------------------------------------------------------------------ */
