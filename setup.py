@@ -8,6 +8,7 @@ sources = [
     "src/interproc/_core/wait.c",
     "src/interproc/_core/ring.c",
     "src/interproc/_core/queue.c",
+    "src/interproc/_core/plain.c",
 ]
 cflags = ["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Wno-missing-field-initializers"]
 ldflags = ["-lpthread"]

@@ -135,6 +135,7 @@ enum ip_rec_type {
     IP_REC_BYTES = 2,  /* payload is the content of a bytes object */
     IP_REC_PAD = 3,    /* skip to the end of the region's buffer */
     IP_REC_FWD = 4,    /* the stream continues in region `len` */
+    IP_REC_PLAIN = 5,  /* payload is in the plain codec (plain.c) */
 };
 
 typedef struct {
@@ -279,9 +280,26 @@ typedef struct {
 
 extern ip_state_t ip_state;
 
-/* Serialization helpers shared by every object that carries Python values. */
-PyObject *ip_serialize(PyObject *obj, uint32_t *type);
+/* A message on its way into a ring: what to write and how long it is. */
+typedef struct {
+    PyObject *obj; /* the bytes to copy (PICKLE, BYTES) or the value to encode (PLAIN) */
+    uint64_t len;
+    uint32_t type;
+} ip_payload_t;
+
+/* Serializes obj in the caller, so that an unpicklable object fails here;
+ * -1 with an exception set.  ip_payload_clear() releases it either way. */
+int ip_payload_init(ip_payload_t *p, PyObject *obj);
+/* Writes the payload's len bytes at dst.  Cannot fail. */
+void ip_payload_write(const ip_payload_t *p, uint8_t *dst);
+void ip_payload_clear(ip_payload_t *p);
+/* Turns a record's payload, copied out of the ring, back into an object. */
 PyObject *ip_deserialize(uint32_t type, PyObject *payload);
+
+/* plain.c */
+Py_ssize_t ip_plain_size(PyObject *obj); /* -1: not plain */
+void ip_plain_write(PyObject *obj, uint8_t *dst);
+PyObject *ip_plain_read(const uint8_t *data, uint64_t len);
 
 /* Parses vectorcall arguments against `names`; vals[] holds the defaults on
  * entry.  The first `required` names must be given. */

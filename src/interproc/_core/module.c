@@ -1,6 +1,8 @@
 /* interproc._core: module state, serialization helpers and initialization. */
 #include "interproc.h"
 
+#include <string.h>
+
 ip_state_t ip_state;
 
 extern PyMethodDef ip_segment_methods[];
@@ -81,15 +83,27 @@ static int is_plain(PyObject *o)
     return 0;
 }
 
-PyObject *ip_serialize(PyObject *obj, uint32_t *type)
+/* Payloads at least this large are copied without the GIL. */
+#define IP_NOGIL_COPY 262144u
+
+int ip_payload_init(ip_payload_t *p, PyObject *obj)
 {
     if (PyBytes_CheckExact(obj)) {
-        *type = IP_REC_BYTES;
-        return Py_NewRef(obj);
+        p->type = IP_REC_BYTES;
+        p->obj = Py_NewRef(obj);
+        p->len = (uint64_t)PyBytes_GET_SIZE(obj);
+        return 0;
+    }
+    Py_ssize_t plain = ip_plain_size(obj);
+    if (plain > 0) {
+        p->type = IP_REC_PLAIN;
+        p->obj = Py_NewRef(obj);
+        p->len = (uint64_t)plain;
+        return 0;
     }
     if (ip_state.dumps == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "interproc._core is not configured");
-        return NULL;
+        return -1;
     }
     PyObject *res;
     if (is_plain(obj)) {
@@ -102,14 +116,40 @@ PyObject *ip_serialize(PyObject *obj, uint32_t *type)
         PyErr_Format(PyExc_TypeError, "serializer returned %.100s, not bytes", Py_TYPE(res)->tp_name);
         Py_CLEAR(res);
     }
-    *type = IP_REC_PICKLE;
-    return res;
+    p->type = IP_REC_PICKLE;
+    p->obj = res;
+    p->len = res ? (uint64_t)PyBytes_GET_SIZE(res) : 0;
+    return res ? 0 : -1;
+}
+
+void ip_payload_write(const ip_payload_t *p, uint8_t *dst)
+{
+    if (p->type == IP_REC_PLAIN) {
+        ip_plain_write(p->obj, dst);
+        return;
+    }
+    const char *src = PyBytes_AS_STRING(p->obj);
+    if (p->len >= IP_NOGIL_COPY) {
+        Py_BEGIN_ALLOW_THREADS
+        memcpy(dst, src, (size_t)p->len);
+        Py_END_ALLOW_THREADS
+    } else {
+        memcpy(dst, src, (size_t)p->len);
+    }
+}
+
+void ip_payload_clear(ip_payload_t *p)
+{
+    Py_CLEAR(p->obj);
 }
 
 PyObject *ip_deserialize(uint32_t type, PyObject *payload)
 {
     if (type == IP_REC_BYTES)
         return Py_NewRef(payload);
+    if (type == IP_REC_PLAIN)
+        return ip_plain_read((const uint8_t *)PyBytes_AS_STRING(payload),
+                             (uint64_t)PyBytes_GET_SIZE(payload));
     return PyObject_CallOneArg(ip_state.loads, payload);
 }
 

@@ -15,7 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* Payloads at least this large are copied without the GIL. */
+/* Payloads at least this large are copied out without the GIL. */
 #define IP_NOGIL_COPY 262144u
 #define IP_MAX_CAPACITY (1ull << 40)
 
@@ -266,7 +266,7 @@ static int QueueCore_clear(QueueCore *self)
 
 /* Copies serialized payloads into the ring.  Returns how many went in;
  * *err is set when it stopped on a Python error rather than on a full queue. */
-static Py_ssize_t write_batch(QueueCore *self, PyObject **payloads, uint32_t *types, Py_ssize_t n,
+static Py_ssize_t write_batch(QueueCore *self, const ip_payload_t *payloads, Py_ssize_t n,
                               uint32_t *published, int *err)
 {
     ip_ringview_t *v = &self->view;
@@ -277,8 +277,7 @@ static Py_ssize_t write_batch(QueueCore *self, PyObject **payloads, uint32_t *ty
     while (i < n) {
         if (is_full(self, t.count))
             break;
-        uint64_t len = (uint64_t)PyBytes_GET_SIZE(payloads[i]);
-        uint8_t *dst = ip_ring_reserve(v, &t, types[i], len);
+        uint8_t *dst = ip_ring_reserve(v, &t, payloads[i].type, payloads[i].len);
         if (dst == NULL) {
             if (PyErr_Occurred()) {
                 *err = 1;
@@ -287,14 +286,7 @@ static Py_ssize_t write_batch(QueueCore *self, PyObject **payloads, uint32_t *ty
             *published += ip_ring_produce_commit(v, &t);
             continue;
         }
-        const char *src = PyBytes_AS_STRING(payloads[i]);
-        if (len >= IP_NOGIL_COPY) {
-            Py_BEGIN_ALLOW_THREADS
-            memcpy(dst, src, (size_t)len);
-            Py_END_ALLOW_THREADS
-        } else {
-            memcpy(dst, src, (size_t)len);
-        }
+        ip_payload_write(&payloads[i], dst);
         i++;
     }
     *published += ip_ring_produce_commit(v, &t);
@@ -303,8 +295,7 @@ static Py_ssize_t write_batch(QueueCore *self, PyObject **payloads, uint32_t *ty
 
 typedef struct {
     QueueCore *self;
-    PyObject **payloads;
-    uint32_t *types;
+    const ip_payload_t *payloads;
     Py_ssize_t n;
     Py_ssize_t done;
     const ip_deadline_t *d;
@@ -331,8 +322,7 @@ static int put_attempt(void *arg, const uint64_t **watch, uint64_t *watch_val)
         return 0;
     uint32_t published = 0;
     int err;
-    c->done += write_batch(self, c->payloads + c->done, c->types + c->done, c->n - c->done,
-                           &published, &err);
+    c->done += write_batch(self, c->payloads + c->done, c->n - c->done, &published, &err);
     ip_mutex_unlock(&r->prod.lock);
     if (published)
         ip_event_signal(&r->put_ev, (int)published);
@@ -347,13 +337,13 @@ static int put_attempt(void *arg, const uint64_t **watch, uint64_t *watch_val)
 
 /* Puts payloads[0..n) in order, blocking on maxsize as allowed.
  * Returns the number put; < n means an exception is set. */
-static Py_ssize_t put_payloads(QueueCore *self, PyObject **payloads, uint32_t *types, Py_ssize_t n,
+static Py_ssize_t put_payloads(QueueCore *self, const ip_payload_t *payloads, Py_ssize_t n,
                                int block, PyObject *timeout, int batch)
 {
     ip_deadline_t d;
     if (ip_deadline_init(&d, block, timeout) < 0)
         return 0;
-    put_ctx c = {self, payloads, types, n, 0, &d};
+    put_ctx c = {self, payloads, n, 0, &d};
     int rc = ip_wait_for(&self->hdr->ring.get_ev, &d, put_attempt, &c);
     if (rc == IP_WAIT_TIMEOUT) {
         if (batch)
@@ -375,12 +365,11 @@ static PyObject *QueueCore_put(QueueCore *self, PyObject *const *args, Py_ssize_
     int block = PyObject_IsTrue(vals[1]);
     if (block < 0 || enter(self) < 0)
         return NULL;
-    uint32_t type;
-    PyObject *payload = ip_serialize(vals[0], &type);
-    if (payload == NULL)
-        return leave(self, NULL);
-    Py_ssize_t ok = put_payloads(self, &payload, &type, 1, block, vals[2], 0);
-    Py_DECREF(payload);
+    ip_payload_t payload = {NULL, 0, 0};
+    Py_ssize_t ok = ip_payload_init(&payload, vals[0]) < 0
+                        ? 0
+                        : put_payloads(self, &payload, 1, block, vals[2], 0);
+    ip_payload_clear(&payload);
     if (ok != 1)
         return leave(self, NULL);
     Py_INCREF(Py_None);
@@ -408,28 +397,25 @@ static PyObject *QueueCore_put_many(QueueCore *self, PyObject *const *args, Py_s
     if (seq == NULL)
         return leave(self, NULL);
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
-    PyObject **payloads = PyMem_Calloc((size_t)n + 1, sizeof(PyObject *));
-    uint32_t *types = PyMem_Calloc((size_t)n + 1, sizeof(uint32_t));
+    ip_payload_t *payloads = PyMem_Calloc((size_t)n + 1, sizeof(ip_payload_t));
     PyObject *result = NULL;
-    if (payloads == NULL || types == NULL) {
+    if (payloads == NULL) {
         PyErr_NoMemory();
         goto done;
     }
-    /* Every item is pickled before any goes in: a bad one fails the call whole. */
+    /* Every item is serialized before any goes in: a bad one fails the call whole. */
     for (Py_ssize_t i = 0; i < n; i++) {
-        payloads[i] = ip_serialize(PySequence_Fast_GET_ITEM(seq, i), &types[i]);
-        if (payloads[i] == NULL)
+        if (ip_payload_init(&payloads[i], PySequence_Fast_GET_ITEM(seq, i)) < 0)
             goto done;
     }
-    if (n == 0 || put_payloads(self, payloads, types, n, block, vals[2], 1) == n)
+    if (n == 0 || put_payloads(self, payloads, n, block, vals[2], 1) == n)
         result = Py_NewRef(Py_None);
 done:
     if (payloads) {
         for (Py_ssize_t i = 0; i < n; i++)
-            Py_XDECREF(payloads[i]);
+            ip_payload_clear(&payloads[i]);
     }
     PyMem_Free(payloads);
-    PyMem_Free(types);
     Py_DECREF(seq);
     return leave(self, result);
 }
