@@ -39,6 +39,8 @@ def open_segment(name: Optional[str], create: Optional[bool], mode: int) -> "tup
         raise TypeError(f"create must be None, True or False, not {create!r}")
     if isinstance(mode, bool) or not isinstance(mode, int):
         raise TypeError(f"mode must be an int permission mask, not {type(mode).__name__}")
+    if not 0 <= mode <= 0o777:
+        raise ValueError(f"mode must be a permission mask between 0 and 0o777, not {mode:#o}")
     return _core.open_segment(name, create, mode)
 
 

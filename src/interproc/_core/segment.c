@@ -192,7 +192,7 @@ static PyObject *open_segment(PyObject *Py_UNUSED(m), PyObject *args)
     if (!PyArg_ParseTuple(args, "OOi:open_segment", &name, &create, &mode))
         return NULL;
     if (mode < 0 || mode > 0777) {
-        PyErr_Format(PyExc_ValueError, "mode must be a permission mask between 0 and 0o777, not %#o",
+        PyErr_Format(PyExc_ValueError, "mode must be a permission mask between 0 and 0o777, not %d",
                      mode);
         return NULL;
     }
