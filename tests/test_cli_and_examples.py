@@ -1,0 +1,70 @@
+"""The command line and the examples, end to end, as a user runs them."""
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+SEED_LINES = [
+    r"Process to write: \d+",
+    r"Put A to queue\.\.\.",
+    r"Get A from queue\.",
+    r"Put B to queue\.\.\.",
+    r"Get B from queue\.",
+    r"Put C to queue\.\.\.",
+    r"Get C from queue\.",
+]
+
+
+def run(*args, timeout=60):
+    return subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT
+    )
+
+
+def check_seed_output(stdout):
+    lines = stdout.splitlines()
+    for pattern in SEED_LINES:
+        assert any(re.fullmatch(pattern, line) for line in lines), (pattern, stdout)
+    assert any(re.fullmatch(r"Process to read: \d+", line) for line in lines), stdout
+    # Each item is put before it is got.
+    for item in "ABC":
+        assert lines.index(f"Put {item} to queue...") < lines.index(f"Get {item} from queue.")
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
+def test_demo_runs_the_seed_queue_example_and_ends_by_itself(method):
+    result = run("-m", "interproc", "demo", "--start-method", method)
+    assert result.returncode == 0, result.stderr
+    check_seed_output(result.stdout)
+
+
+def test_queue_example_runs_unchanged_on_interproc():
+    result = run(os.path.join("examples", "queue_seed.py"))
+    assert result.returncode == 0, result.stderr
+    check_seed_output(result.stdout)
+
+
+@pytest.mark.parametrize("command", [[], ["demo"], ["ls"], ["rm"], ["bench"]])
+def test_help_explains_every_command(command):
+    result = run("-m", "interproc", *command, "--help")
+    assert result.returncode == 0, result.stderr
+    assert "usage:" in result.stdout
+    assert len(result.stdout.splitlines()) > 3
+
+
+def test_unknown_command_fails_with_usage():
+    result = run("-m", "interproc", "frobnicate")
+    assert result.returncode != 0
+    assert "usage:" in result.stderr
+
+
+def test_bench_smoke_run_prints_a_table():
+    # Benchmarks are measured by `make bench`; this only checks the command works.
+    result = run("-m", "interproc", "bench", "--quick", "--case", "ping-pong", timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "interproc.Queue" in result.stdout

@@ -1,0 +1,60 @@
+"""The public surface: every name exported once, and multiprocessing's signatures."""
+
+import inspect
+import multiprocessing.queues
+import queue
+
+import interproc
+
+
+def test_every_public_name_is_exported_once_and_exists():
+    names = interproc.__all__
+    assert len(names) == len(set(names))
+    for name in names:
+        assert hasattr(interproc, name), name
+    public = {n for n in dir(interproc) if not n.startswith("_")}
+    modules = {n for n in public if inspect.ismodule(getattr(interproc, n))}
+    assert public - modules == set(names)
+
+
+def test_exceptions_are_the_standard_librarys():
+    assert interproc.Full is queue.Full
+    assert interproc.Empty is queue.Empty
+    assert issubclass(interproc.SegmentError, ValueError)
+
+
+def params(func):
+    return [(p.name, p.default) for p in inspect.signature(func).parameters.values()][1:]
+
+
+def test_queue_methods_have_multiprocessings_signatures():
+    ours, theirs = interproc.Queue, multiprocessing.queues.Queue
+    for method in ["put", "get", "put_nowait", "get_nowait", "qsize", "empty", "full", "close",
+                   "join_thread", "cancel_join_thread"]:
+        mine = params(getattr(ours, method))
+        mp = params(getattr(theirs, method))
+        # put_nowait(obj) is positional-only here; the names still match.
+        assert [n for n, _ in mine] == [n for n, _ in mp], method
+        assert [d for _, d in mine] == [d for _, d in mp], method
+    for method in ["task_done", "join"]:
+        assert params(getattr(interproc.JoinableQueue, method)) == params(
+            getattr(multiprocessing.queues.JoinableQueue, method))
+    for method in ["put", "get", "empty", "close"]:
+        assert hasattr(interproc.SimpleQueue, method)
+
+
+def test_constructors_take_multiprocessings_arguments():
+    assert list(inspect.signature(interproc.Queue).parameters)[0] == "maxsize"
+    assert list(inspect.signature(interproc.JoinableQueue).parameters)[0] == "maxsize"
+    for cls in (interproc.Queue, interproc.SimpleQueue, interproc.JoinableQueue):
+        sig = inspect.signature(cls)
+        for keyword in ("name", "create", "mode", "capacity_bytes"):
+            assert sig.parameters[keyword].kind is inspect.Parameter.KEYWORD_ONLY
+
+
+def test_public_classes_and_functions_are_documented():
+    for name in interproc.__all__:
+        obj = getattr(interproc, name)
+        assert inspect.getdoc(obj), name
+    for method in ["put", "get", "put_many", "get_many", "qsize", "close", "unlink"]:
+        assert inspect.getdoc(getattr(interproc.Queue, method)), method
