@@ -3,8 +3,6 @@
 A drop-in for multiprocessing's queues on shared memory, with a C core,
 futex waits, no feeder thread and no server process.  See docs/api.md.
 """
-from __future__ import annotations
-
 from .naming import ObjectInfo, SegmentError, attach, list_objects, unlink
 from .queues import Empty, Full, JoinableQueue, Queue, SimpleQueue
 
