@@ -375,23 +375,6 @@ def test_put_many_big_items():
 
 # ------------------------------------------------------------------- close
 
-def test_close_then_put_get_raise_value_error():
-    q = Queue()
-    q.put(1)
-    q.close()
-    with pytest.raises(ValueError, match="closed"):
-        q.put(2)
-    with pytest.raises(ValueError, match="closed"):
-        q.get()
-    with pytest.raises(ValueError, match="closed"):
-        q.get_nowait()
-    with pytest.raises(ValueError, match="closed"):
-        q.put_many([1])
-    with pytest.raises(ValueError, match="closed"):
-        q.get_many()
-    q.close()  # closing twice is allowed, as in multiprocessing
-
-
 def test_close_leaves_other_handles_working(unique_name):
     name = unique_name()
     a = Queue(name=name)

@@ -177,9 +177,12 @@ def test_use_after_close(cls):
     with pytest.raises(ValueError, match="closed"):
         q.get()
     with pytest.raises(ValueError, match="closed"):
+        q.get_nowait()
+    with pytest.raises(ValueError, match="closed"):
         q.put_many([2])
     with pytest.raises(ValueError, match="closed"):
         q.get_many()
+    q.close()  # closing twice is allowed, as in multiprocessing
 
 
 def test_task_done_after_close():

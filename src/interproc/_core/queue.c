@@ -56,14 +56,18 @@ static void release_resources(QueueCore *self)
     }
 }
 
+static int closed_error(QueueCore *self)
+{
+    PyErr_Format(PyExc_ValueError, "Queue %R is closed", (PyObject *)self);
+    return -1;
+}
+
 /* Every public method brackets its work with enter/leave so that close()
  * from another thread never unmaps memory a blocked call still uses. */
 static int enter(QueueCore *self)
 {
-    if (self->closed) {
-        PyErr_Format(PyExc_ValueError, "Queue %R is closed", (PyObject *)self);
-        return -1;
-    }
+    if (self->closed)
+        return closed_error(self);
     self->active++;
     return 0;
 }
@@ -88,9 +92,12 @@ static int is_full(QueueCore *self, uint64_t in)
     return max && ip_ring_full(&self->view, in, max);
 }
 
-/* Locks one side, replaying the journal of a holder that died. */
+/* Locks one side, replaying the journal of a holder that died.  For the
+ * attempt functions: 1 locked, 0 timed out (wait), -1 error. */
 static int lock_side(QueueCore *self, ip_side_t *side, const ip_deadline_t *d)
 {
+    if (self->closed)
+        return closed_error(self);
     int r = ip_mutex_lock(&side->lock, d);
     if (r == IP_LOCK_OWNER_DIED) {
         if (side == &self->hdr->ring.prod)
@@ -100,7 +107,7 @@ static int lock_side(QueueCore *self, ip_side_t *side, const ip_deadline_t *d)
         ip_mutex_consistent(&side->lock);
         r = IP_LOCK_OK;
     }
-    return r;
+    return r == IP_LOCK_OK ? 1 : r == IP_LOCK_TIMEOUT ? 0 : -1;
 }
 
 static PyObject *raise_with_count(PyObject *type, const char *msg, Py_ssize_t count)
@@ -301,25 +308,15 @@ typedef struct {
     const ip_deadline_t *d;
 } put_ctx;
 
-static int closed_error(QueueCore *self)
-{
-    PyErr_Format(PyExc_ValueError, "Queue %R is closed", (PyObject *)self);
-    return -1;
-}
-
 /* One try at putting what is left; waits only for the lock. */
 static int put_attempt(void *arg, const uint64_t **watch, uint64_t *watch_val)
 {
     put_ctx *c = arg;
     QueueCore *self = c->self;
-    if (self->closed)
-        return closed_error(self);
     ip_ring_t *r = &self->hdr->ring;
-    int lr = lock_side(self, &r->prod, c->d);
-    if (lr == IP_LOCK_ERROR)
-        return -1;
-    if (lr == IP_LOCK_TIMEOUT)
-        return 0;
+    int locked = lock_side(self, &r->prod, c->d);
+    if (locked <= 0)
+        return locked;
     uint32_t published = 0;
     int err;
     c->done += write_batch(self, c->payloads + c->done, c->n - c->done, &published, &err);
@@ -492,14 +489,10 @@ static int get_attempt(void *arg, const uint64_t **watch, uint64_t *watch_val)
 {
     get_ctx *c = arg;
     QueueCore *self = c->self;
-    if (self->closed)
-        return closed_error(self);
     ip_ring_t *r = &self->hdr->ring;
-    int lr = lock_side(self, &r->cons, c->d);
-    if (lr == IP_LOCK_ERROR)
-        return -1;
-    if (lr == IP_LOCK_TIMEOUT)
-        return 0;
+    int locked = lock_side(self, &r->cons, c->d);
+    if (locked <= 0)
+        return locked;
     Py_ssize_t n = take_records(self, c->max, c->payloads, c->types, watch, watch_val);
     ip_mutex_unlock(&r->cons.lock);
     if (n < 0)
