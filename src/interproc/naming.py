@@ -197,5 +197,8 @@ def check_reference(obj: Any, ref: tuple) -> Any:
     """Fail if what was opened is not the object that was referenced."""
     if obj._uid != ref[-1]:
         obj.close()
-        raise RuntimeError("the anonymous object was gone before it could be received")
+        raise RuntimeError(
+            "the object that was sent is gone: it was removed, and its name or descriptor "
+            "now belongs to another, before it could be received"
+        )
     return obj
