@@ -7,6 +7,7 @@ sources = [
     "src/interproc/_core/segment.c",
     "src/interproc/_core/wait.c",
     "src/interproc/_core/ring.c",
+    "src/interproc/_core/channel.c",
     "src/interproc/_core/queue.c",
     "src/interproc/_core/plain.c",
 ]

@@ -78,7 +78,8 @@ void ip_event_signal(ip_event_t *ev, int n);
  * Python exception set, 0 when it must wait; then *watch (if set) points at a
  * word that changes when trying again is worth it, and *watch_val is its
  * current value. */
-typedef int (*ip_attempt_fn)(void *ctx, const uint64_t **watch, uint64_t *watch_val);
+typedef int (*ip_attempt_fn)(void *ctx, int before_sleep, const uint64_t **watch,
+                             uint64_t *watch_val);
 
 enum ip_wait_result { IP_WAIT_ERROR = -1, IP_WAIT_TIMEOUT = 0, IP_WAIT_DONE = 1 };
 
@@ -309,5 +310,37 @@ int ip_parse_args(const char *fname, PyObject *const *args, Py_ssize_t nargs, Py
 /* pid table helpers */
 int ip_pids_register(uint32_t *pids, int n);
 void ip_pids_unregister(uint32_t *pids, int n, int slot);
+
+/* ------------------------------------------------------------------ */
+/* Channel: one ring as its users see it (channel.c)                   */
+
+typedef struct {
+    ip_ringview_t view;
+    uint64_t maxsize; /* 0: put never waits */
+    void *owner;      /* passed to the hooks below, any of which may be NULL */
+    /* Before every try: -1 with an exception stops (a closed handle). */
+    int (*check)(void *owner);
+    /* The ring was found empty just before a sleep: -1 with an exception
+     * (EOFError) when nothing can ever arrive. */
+    int (*eof)(void *owner);
+    /* A take left the ring empty / a put published messages. */
+    void (*emptied)(void *owner);
+    void (*published)(void *owner);
+} ip_channel_t;
+
+uint64_t ip_channel_size(const ip_channel_t *ch);
+/* Puts payloads[0..n) in order, waiting on maxsize until the deadline.
+ * Returns how many went in; fewer than n means an exception is set, or
+ * *timed_out (then no exception is set). */
+Py_ssize_t ip_channel_put(ip_channel_t *ch, const ip_payload_t *payloads, Py_ssize_t n,
+                          const ip_deadline_t *d, int *timed_out);
+/* Waits for at least one record, then takes up to max of them as bytes
+ * objects.  Returns how many, 0 when the deadline passed (no exception),
+ * -1 with an exception.  A record longer than max_len is left in the ring
+ * and OSError("bad message length") is raised. */
+Py_ssize_t ip_channel_take(ip_channel_t *ch, Py_ssize_t max, uint64_t max_len, PyObject **payloads,
+                           uint32_t *types, const ip_deadline_t *d);
+/* Waits until a take would not block (data, or end of stream). */
+int ip_channel_wait_ready(ip_channel_t *ch, const ip_deadline_t *d);
 
 #endif

@@ -15,15 +15,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* Payloads at least this large are copied out without the GIL. */
-#define IP_NOGIL_COPY 262144u
 #define IP_MAX_CAPACITY (1ull << 40)
 
 typedef struct {
     PyObject_HEAD
     ip_queue_hdr_t *hdr;
     size_t map_len;
-    ip_ringview_t view;
+    ip_channel_t ch;
     int fd;
     int kind;
     int closed;
@@ -46,7 +44,7 @@ static void release_resources(QueueCore *self)
     self->released = 1;
     if (self->hdr) {
         ip_pids_unregister(self->hdr->pids, IP_MAX_PIDS, self->pid_slot);
-        ip_ringview_unmap(&self->view);
+        ip_ringview_unmap(&self->ch.view);
         munmap(self->hdr, self->map_len);
         self->hdr = NULL;
     }
@@ -81,33 +79,13 @@ static PyObject *leave(QueueCore *self, PyObject *result)
 
 static uint64_t qsize_of(QueueCore *self)
 {
-    uint64_t out = ld(&self->hdr->ring.cons.count);
-    uint64_t in = ld(&self->hdr->ring.prod.count);
-    return in >= out ? in - out : 0; /* only a corrupt header makes it negative */
+    return ip_channel_size(&self->ch);
 }
 
-static int is_full(QueueCore *self, uint64_t in)
+static int check_open(void *owner)
 {
-    uint64_t max = self->hdr->maxsize;
-    return max && ip_ring_full(&self->view, in, max);
-}
-
-/* Locks one side, replaying the journal of a holder that died.  For the
- * attempt functions: 1 locked, 0 timed out (wait), -1 error. */
-static int lock_side(QueueCore *self, ip_side_t *side, const ip_deadline_t *d)
-{
-    if (self->closed)
-        return closed_error(self);
-    int r = ip_mutex_lock(&side->lock, d);
-    if (r == IP_LOCK_OWNER_DIED) {
-        if (side == &self->hdr->ring.prod)
-            ip_ring_recover_producer(&self->view);
-        else
-            ip_ring_recover_consumer(&self->view);
-        ip_mutex_consistent(&side->lock);
-        r = IP_LOCK_OK;
-    }
-    return r == IP_LOCK_OK ? 1 : r == IP_LOCK_TIMEOUT ? 0 : -1;
+    QueueCore *self = owner;
+    return self->closed ? closed_error(self) : 0;
 }
 
 static PyObject *raise_with_count(PyObject *type, const char *msg, Py_ssize_t count)
@@ -237,10 +215,13 @@ static PyObject *QueueCore_new(PyTypeObject *type, PyObject *args, PyObject *kwd
         return NULL;
     }
     ip_queue_hdr_t *h = self->hdr;
-    self->view.ring = &h->ring;
-    self->view.seg = &h->seg;
-    self->view.fd = self->fd;
-    self->view.base = (uint8_t *)h + h->seg.header_size;
+    self->ch.maxsize = h->maxsize;
+    self->ch.owner = self;
+    self->ch.check = check_open;
+    self->ch.view.ring = &h->ring;
+    self->ch.view.seg = &h->seg;
+    self->ch.view.fd = self->fd;
+    self->ch.view.base = (uint8_t *)h + h->seg.header_size;
     self->pid_slot = ip_pids_register(h->pids, IP_MAX_PIDS);
     return (PyObject *)self;
 }
@@ -271,67 +252,6 @@ static int QueueCore_clear(QueueCore *self)
 /* ------------------------------------------------------------------ */
 /* put                                                                 */
 
-/* Copies serialized payloads into the ring.  Returns how many went in;
- * *err is set when it stopped on a Python error rather than on a full queue. */
-static Py_ssize_t write_batch(QueueCore *self, const ip_payload_t *payloads, Py_ssize_t n,
-                              uint32_t *published, int *err)
-{
-    ip_ringview_t *v = &self->view;
-    ip_txn_t t;
-    ip_ring_produce_begin(v, &t);
-    Py_ssize_t i = 0;
-    *err = 0;
-    while (i < n) {
-        if (is_full(self, t.count))
-            break;
-        uint8_t *dst = ip_ring_reserve(v, &t, payloads[i].type, payloads[i].len);
-        if (dst == NULL) {
-            if (PyErr_Occurred()) {
-                *err = 1;
-                break;
-            }
-            *published += ip_ring_produce_commit(v, &t);
-            continue;
-        }
-        ip_payload_write(&payloads[i], dst);
-        i++;
-    }
-    *published += ip_ring_produce_commit(v, &t);
-    return i;
-}
-
-typedef struct {
-    QueueCore *self;
-    const ip_payload_t *payloads;
-    Py_ssize_t n;
-    Py_ssize_t done;
-    const ip_deadline_t *d;
-} put_ctx;
-
-/* One try at putting what is left; waits only for the lock. */
-static int put_attempt(void *arg, const uint64_t **watch, uint64_t *watch_val)
-{
-    put_ctx *c = arg;
-    QueueCore *self = c->self;
-    ip_ring_t *r = &self->hdr->ring;
-    int locked = lock_side(self, &r->prod, c->d);
-    if (locked <= 0)
-        return locked;
-    uint32_t published = 0;
-    int err;
-    c->done += write_batch(self, c->payloads + c->done, c->n - c->done, &published, &err);
-    ip_mutex_unlock(&r->prod.lock);
-    if (published)
-        ip_event_signal(&r->put_ev, (int)published);
-    if (err)
-        return -1;
-    if (c->done == c->n)
-        return 1;
-    *watch = &r->cons.count;
-    *watch_val = ld(&r->cons.count);
-    return 0;
-}
-
 /* Puts payloads[0..n) in order, blocking on maxsize as allowed.
  * Returns the number put; < n means an exception is set. */
 static Py_ssize_t put_payloads(QueueCore *self, const ip_payload_t *payloads, Py_ssize_t n,
@@ -340,15 +260,15 @@ static Py_ssize_t put_payloads(QueueCore *self, const ip_payload_t *payloads, Py
     ip_deadline_t d;
     if (ip_deadline_init(&d, block, timeout) < 0)
         return 0;
-    put_ctx c = {self, payloads, n, 0, &d};
-    int rc = ip_wait_for(&self->hdr->ring.get_ev, &d, put_attempt, &c);
-    if (rc == IP_WAIT_TIMEOUT) {
+    int timed_out;
+    Py_ssize_t done = ip_channel_put(&self->ch, payloads, n, &d, &timed_out);
+    if (timed_out) {
         if (batch)
-            raise_with_count(ip_state.Full, "queue is full", c.done);
+            raise_with_count(ip_state.Full, "queue is full", done);
         else
             PyErr_SetNone(ip_state.Full);
     }
-    return c.done;
+    return done;
 }
 
 static const char *const put_names[] = {"obj", "block", "timeout"};
@@ -420,91 +340,6 @@ done:
 /* ------------------------------------------------------------------ */
 /* get                                                                 */
 
-/* Takes up to max records into out (a list of (type, payload) pairs, or
- * payloads appended with types[]).  Returns the number taken, or -1. */
-static Py_ssize_t take_records(QueueCore *self, Py_ssize_t max, PyObject **payloads,
-                               uint32_t *types, const uint64_t **watch, uint64_t *watch_val)
-{
-    ip_ringview_t *v = &self->view;
-    ip_txn_t t;
-    ip_ring_consume_begin(v, &t);
-    Py_ssize_t n = 0;
-    int failed = 0;
-    while (n < max) {
-        uint32_t type;
-        const uint8_t *data;
-        uint64_t len;
-        int rc = ip_ring_peek(v, &t, &type, &data, &len);
-        if (rc == IP_PEEK_AGAIN) {
-            ip_ring_consume_commit(v, &t);
-            continue;
-        }
-        if (rc <= 0) {
-            failed = rc < 0;
-            if (rc == 0) {
-                *watch = ip_ring_tail_word(v, &t);
-                *watch_val = t.pos;
-            }
-            break;
-        }
-        PyObject *b;
-        if (len >= IP_NOGIL_COPY) {
-            b = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)len);
-            if (b) {
-                char *dst = PyBytes_AS_STRING(b);
-                Py_BEGIN_ALLOW_THREADS
-                memcpy(dst, data, (size_t)len);
-                Py_END_ALLOW_THREADS
-            }
-        } else {
-            b = PyBytes_FromStringAndSize((const char *)data, (Py_ssize_t)len);
-        }
-        if (b == NULL) {
-            failed = 1; /* the record stays in the ring */
-            break;
-        }
-        payloads[n] = b;
-        types[n] = type;
-        n++;
-        ip_ring_advance(&t, len);
-    }
-    ip_ring_consume_commit(v, &t);
-    if (failed && n == 0)
-        return -1;
-    if (failed)
-        PyErr_Clear(); /* what was taken is returned; the error comes back next call */
-    return n;
-}
-
-typedef struct {
-    QueueCore *self;
-    Py_ssize_t max;
-    PyObject **payloads;
-    uint32_t *types;
-    Py_ssize_t taken;
-    const ip_deadline_t *d;
-} get_ctx;
-
-static int get_attempt(void *arg, const uint64_t **watch, uint64_t *watch_val)
-{
-    get_ctx *c = arg;
-    QueueCore *self = c->self;
-    ip_ring_t *r = &self->hdr->ring;
-    int locked = lock_side(self, &r->cons, c->d);
-    if (locked <= 0)
-        return locked;
-    Py_ssize_t n = take_records(self, c->max, c->payloads, c->types, watch, watch_val);
-    ip_mutex_unlock(&r->cons.lock);
-    if (n < 0)
-        return -1;
-    if (n == 0)
-        return 0;
-    c->taken = n;
-    if (self->hdr->maxsize)
-        ip_event_signal(&r->get_ev, (int)n);
-    return 1;
-}
-
 /* Waits until at least one record can be taken, then takes up to max. */
 static Py_ssize_t get_records(QueueCore *self, Py_ssize_t max, PyObject **payloads, uint32_t *types,
                               int block, PyObject *timeout)
@@ -512,11 +347,12 @@ static Py_ssize_t get_records(QueueCore *self, Py_ssize_t max, PyObject **payloa
     ip_deadline_t d;
     if (ip_deadline_init(&d, block, timeout) < 0)
         return -1;
-    get_ctx c = {self, max, payloads, types, 0, &d};
-    int rc = ip_wait_for(&self->hdr->ring.put_ev, &d, get_attempt, &c);
-    if (rc == IP_WAIT_TIMEOUT)
+    Py_ssize_t n = ip_channel_take(&self->ch, max, UINT64_MAX, payloads, types, &d);
+    if (n == 0) {
         PyErr_SetNone(ip_state.Empty);
-    return rc == IP_WAIT_DONE ? c.taken : -1;
+        return -1;
+    }
+    return n;
 }
 
 /* Turns taken records into objects.  A record that fails to unpickle is
@@ -695,7 +531,9 @@ static PyObject *QueueCore_full(QueueCore *self, PyObject *Py_UNUSED(ignored))
 {
     if (enter(self) < 0)
         return NULL;
-    return leave(self, PyBool_FromLong(is_full(self, ld(&self->hdr->ring.prod.count))));
+    uint64_t max = self->hdr->maxsize;
+    return leave(self, PyBool_FromLong(max && ip_ring_full(&self->ch.view,
+                                                           ld(&self->hdr->ring.prod.count), max)));
 }
 
 static PyObject *QueueCore_close(QueueCore *self, PyObject *Py_UNUSED(ignored))
@@ -736,9 +574,10 @@ static PyObject *QueueCore_task_done(QueueCore *self, PyObject *Py_UNUSED(ignore
     return leave(self, Py_NewRef(Py_None));
 }
 
-static int join_attempt(void *arg, const uint64_t **watch, uint64_t *watch_val)
+static int join_attempt(void *arg, int before_sleep, const uint64_t **watch, uint64_t *watch_val)
 {
     QueueCore *self = arg;
+    (void)before_sleep;
     if (self->closed)
         return closed_error(self);
     ip_queue_hdr_t *h = self->hdr;
@@ -814,7 +653,7 @@ static PyObject *QueueCore_info(QueueCore *self, PyObject *Py_UNUSED(ignored))
         "{s:i,s:K,s:K,s:K,s:K,s:N,s:i,s:L,s:K,s:K}", "kind", (int)h->seg.kind, "maxsize",
         (unsigned long long)h->maxsize, "capacity_bytes", (unsigned long long)h->base_cap, "items",
         (unsigned long long)qsize_of(self), "bytes_used",
-        (unsigned long long)ip_ring_bytes_used(&self->view), "pids", pids, "regions", regions,
+        (unsigned long long)ip_ring_bytes_used(&self->ch.view), "pids", pids, "regions", regions,
         "file_size", fsize, "put_count", (unsigned long long)ld(&h->ring.prod.count), "creator_pid",
         (unsigned long long)h->seg.creator_pid);
     return leave(self, d);

@@ -150,7 +150,7 @@ int ip_wait_for(ip_event_t *ev, const ip_deadline_t *d, ip_attempt_fn attempt, v
     for (;;) {
         const uint64_t *watch = NULL;
         uint64_t watch_val = 0;
-        int rc = attempt(ctx, &watch, &watch_val);
+        int rc = attempt(ctx, 0, &watch, &watch_val);
         if (rc != 0)
             return rc;
         if (ip_deadline_passed(d))
@@ -164,7 +164,7 @@ int ip_wait_for(ip_event_t *ev, const ip_deadline_t *d, ip_attempt_fn attempt, v
          * come after the count, and its signaller then sees us. */
         __atomic_add_fetch(&ev->waiters, 1, __ATOMIC_SEQ_CST);
         uint32_t seq = __atomic_load_n(&ev->seq, __ATOMIC_SEQ_CST);
-        rc = attempt(ctx, &watch, &watch_val);
+        rc = attempt(ctx, 1, &watch, &watch_val);
         if (rc == 0) {
             struct timespec end = slice_end(d);
             Py_BEGIN_ALLOW_THREADS

@@ -1,21 +1,26 @@
-"""One small surface over every queue the benchmarks compare.
+"""One small surface over every queue, and another over every pipe, the benchmarks compare.
 
-Each adapter knows how to build its queue and which callables to hand to the
-hot loops.  Those callables are the queues' own bound methods (or a
-``functools.partial`` paid once per batch), so the adapter adds no per-item
-cost and every implementation runs the very same loop.
+Each adapter knows how to build its queue or pipe and which callables to hand
+to the hot loops.  Those callables are the implementations' own bound methods
+(or a ``functools.partial`` paid once per batch), so the adapter adds no
+per-item cost and every implementation runs the very same loop.
 """
 from __future__ import annotations
 
 import functools
 import itertools
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple
 
 from .runner import CTX
 
-__all__ = ["Adapter", "Endpoint", "Sizing", "Unavailable", "label", "load"]
+__all__ = [
+    "Adapter", "Endpoint", "Implementation", "PipeAdapter", "PipeEnd", "Sizing", "Unavailable",
+    "label", "load",
+]
 
 
 @dataclass(frozen=True)
@@ -37,17 +42,31 @@ class Endpoint(NamedTuple):
     get_many: Callable[[], list] | None
 
 
+class PipeEnd(NamedTuple):
+    """One end of a pipe, as a process that uses it sees it."""
+
+    send: Callable[[Any], Any]
+    recv: Callable[[], Any]
+    send_bytes: Callable[[Any], Any]
+    recv_bytes: Callable[[], bytes]
+    close: Callable[[], Any]
+
+
 class Unavailable(Exception):
     """The implementation cannot be imported here; its cases are skipped."""
 
 
-class Adapter:
+class Implementation:
     key = ""
     label = ""
     module = ""
 
     def load(self) -> None:
         """Import the implementation; any failure means it is skipped."""
+
+
+class Adapter(Implementation):
+    """A queue: one object that every producer and consumer shares."""
 
     def make(self, sizing: Sizing | None) -> Any:
         """A new queue; ``None`` asks for the constructor's defaults."""
@@ -161,7 +180,108 @@ class BytesHyperQAdapter(HyperQAdapter):
     class_name = "BytesHyperQ"
 
 
-_ADAPTERS: dict[str, type[Adapter]] = {
+class PipeAdapter(Implementation):
+    """A pipe with two ends, each used by one process.
+
+    The parent makes the pipe before forking; each child then opens its side
+    with `open`, so an implementation whose handles must not cross a fork
+    (pyzmq's contexts) can build them in the child instead.
+    """
+
+    def make(self, duplex: bool) -> Any:
+        """A new pipe; with ``duplex=False`` side 0 only receives and side 1 only sends."""
+        raise NotImplementedError
+
+    def open(self, pipe: Any, side: int) -> PipeEnd:
+        """Side 0 or 1 of ``pipe``, called in the process that will use it."""
+        end = pipe[side]
+        return PipeEnd(end.send, end.recv, end.send_bytes, end.recv_bytes, _nothing)
+
+    def destroy(self, pipe: Any) -> None:
+        """Close the parent's handles once the children are gone."""
+        for end in pipe:
+            end.close()
+
+
+def _nothing() -> None:
+    # A pipe end inherited over fork is released when the child exits;
+    # there is nothing a child must do first.
+    pass
+
+
+class InterprocPipeAdapter(PipeAdapter):
+    key = "interproc_pipe"
+    label = "interproc.Pipe"
+    module = "interproc"
+
+    def load(self) -> None:
+        from interproc import Pipe
+
+        self._pipe = Pipe
+
+    def make(self, duplex: bool) -> Any:
+        return self._pipe(duplex)
+
+
+class MultiprocessingPipeAdapter(PipeAdapter):
+    key = "mp_pipe"
+    label = "mp.Pipe"
+    module = "multiprocessing"
+
+    def make(self, duplex: bool) -> Any:
+        # duplex=False is an OS pipe, duplex=True a socket pair: each case
+        # asks for the form a program moving data that way would use.
+        return CTX.Pipe(duplex)
+
+
+class _ZmqAddress(NamedTuple):
+    directory: str
+    address: str
+
+
+class ZmqAdapter(PipeAdapter):
+    """pyzmq REQ/REP over ``ipc://``: strict request/reply, so round trips only.
+
+    Side 0 is the REQ socket, side 1 the REP socket that binds.  Objects go
+    through ``send_pyobj``/``recv_pyobj``, pickling as the pipes do.
+    """
+
+    key = "pyzmq"
+    label = "pyzmq REQ/REP"
+    module = "zmq"
+
+    def load(self) -> None:
+        import zmq
+
+        self._zmq = zmq
+
+    def make(self, duplex: bool) -> Any:
+        if not duplex:
+            raise ValueError("REQ/REP is a round-trip pattern; there is no one-way form")
+        # A private directory keeps the socket path short (sun_path holds
+        # 107 bytes) and lets destroy() remove whatever the REP socket left.
+        directory = tempfile.mkdtemp(prefix="interproc-bench-")
+        return _ZmqAddress(directory, "ipc://" + os.path.join(directory, "rr.sock"))
+
+    def open(self, pipe: Any, side: int) -> PipeEnd:
+        zmq = self._zmq
+        # Contexts do not survive fork, so each child makes its own.
+        context = zmq.Context()
+        sock = context.socket(zmq.REP if side else zmq.REQ)
+        if side:
+            sock.bind(pipe.address)
+        else:
+            sock.connect(pipe.address)
+        # Linger rather than drop: the echo's last reply may still be queued
+        # when it closes, and the pinger waits for it.
+        close = functools.partial(context.destroy, linger=1000)
+        return PipeEnd(sock.send_pyobj, sock.recv_pyobj, sock.send, sock.recv, close)
+
+    def destroy(self, pipe: Any) -> None:
+        shutil.rmtree(pipe.directory, ignore_errors=True)
+
+
+_ADAPTERS: dict[str, type[Implementation]] = {
     cls.key: cls
     for cls in (
         InterprocAdapter,
@@ -169,16 +289,19 @@ _ADAPTERS: dict[str, type[Adapter]] = {
         FasterFifoAdapter,
         HyperQAdapter,
         BytesHyperQAdapter,
+        InterprocPipeAdapter,
+        MultiprocessingPipeAdapter,
+        ZmqAdapter,
     )
 }
-_loaded: dict[str, Adapter | Unavailable] = {}
+_loaded: dict[str, Implementation | Unavailable] = {}
 
 
 def label(key: str) -> str:
     return _ADAPTERS[key].label
 
 
-def load(key: str) -> Adapter:
+def load(key: str) -> Any:
     """The adapter for ``key``, imported once; raises `Unavailable`."""
     if key not in _loaded:
         adapter = _ADAPTERS[key]()

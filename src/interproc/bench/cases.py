@@ -91,9 +91,11 @@ class Case:
     compare: bool = True
 
 
-def _streaming(metric: Metric, **options: Any) -> Callable[[Any, int, Settings], Sample]:
+def _streaming(
+    metric: Metric, stream: Callable[..., float] = throughput.stream, **options: Any
+) -> Callable[[Any, int, Settings], Sample]:
     def trial(adapter: Any, n: int, settings: Settings) -> Sample:
-        elapsed = throughput.stream(adapter, n, settings, **options)
+        elapsed = stream(adapter, n, settings, **options)
         if metric is GBPS:
             return throughput.gigabytes_per_second(n, len(options["payload"]), elapsed)
         return throughput.rate(n, elapsed)
@@ -110,13 +112,23 @@ def _queue(key: str, trial: Callable[[Any, int, Settings], Sample], mode: str = 
     return Contender(key, label, key, trial)
 
 
+def _pipe(key: str, adapter: str, trial: Callable[[Any, int, Settings], Sample]) -> Contender:
+    # The contender's key is what targets and the report go by ("interproc"
+    # is ours); the adapter's key tells pipes from queues.
+    return Contender(key, adapters.label(adapter), adapter, trial)
+
+
 def all_cases(settings: Settings) -> list[Case]:
     obj = _streaming(OPS, payload=OBJECT)
     fan_in = _streaming(OPS, payload=OBJECT, producers=4)
     small = _streaming(OPS, payload=BYTES_32)
     batched = _streaming(OPS, payload=OBJECT, batch=100)
     large = _streaming(GBPS, payload=bytes(MIB))
+    pipe_obj = _streaming(OPS, throughput.pipe_stream, payload=OBJECT)
+    pipe_large = _streaming(GBPS, throughput.pipe_stream, payload=bytes(MIB), as_bytes=True)
     idle_share = 0.01
+    idle_target = Target(None, idle_share * settings.idle_seconds,
+                         f"≤ {idle_share * settings.idle_seconds:.3g} s (1% of a core)")
     return [
         Case(
             "object-1to1", "1→1 object",
@@ -172,8 +184,7 @@ def all_cases(settings: Settings) -> list[Case]:
             f"CPU used by a child blocked in get() for {settings.idle_seconds:g} s",
             CPU,
             (_queue("interproc", resources.idle_cpu), _queue("mp", resources.idle_cpu)),
-            (Target(None, idle_share * settings.idle_seconds,
-                    f"≤ {idle_share * settings.idle_seconds:.3g} s (1% of a core)"),),
+            (idle_target,),
             sized=False, compare=False,
         ),
         Case(
@@ -184,6 +195,44 @@ def all_cases(settings: Settings) -> list[Case]:
             (_queue("interproc", resources.queue_memory), _queue("mp", resources.queue_memory),
              _queue("faster_fifo", resources.queue_memory)),
             sized=False,
+        ),
+        Case(
+            "pipe-ping-pong", "pipe ping-pong",
+            "median round trip over one duplex Pipe, a child echoing each object; "
+            "pyzmq REQ/REP over ipc:// alongside",
+            ROUND_TRIP,
+            (_pipe("interproc", "interproc_pipe", latency.pipe_ping_pong),
+             _pipe("mp", "mp_pipe", latency.pipe_ping_pong),
+             _pipe("pyzmq", "pyzmq", latency.pipe_ping_pong)),
+            (Target("mp", 1 / 10, "≤ 1/10 of mp.Pipe"),
+             Target("pyzmq", 1 / 2, "≤ 1/2 of pyzmq REQ/REP")),
+            sized=False,
+        ),
+        Case(
+            "pipe-stream", "pipe stream",
+            "one-way Pipe(duplex=False), send/recv of the tuple (12345, 'hello world payload')",
+            OPS,
+            (_pipe("interproc", "interproc_pipe", pipe_obj),
+             _pipe("mp", "mp_pipe", pipe_obj)),
+            (Target("mp", 6, "≥ 6× mp.Pipe"),),
+        ),
+        Case(
+            "pipe-1mib", "pipe 1 MiB",
+            "one-way Pipe(duplex=False), send_bytes/recv_bytes of 1 MiB",
+            GBPS,
+            (_pipe("interproc", "interproc_pipe", pipe_large),
+             _pipe("mp", "mp_pipe", pipe_large)),
+            (Target("mp", 4, "≥ 4× mp.Pipe"),),
+            quick_n=16, n_max=200_000,
+        ),
+        Case(
+            "pipe-idle-cpu", "pipe idle CPU",
+            f"CPU used by a child blocked in recv() for {settings.idle_seconds:g} s",
+            CPU,
+            (_pipe("interproc", "interproc_pipe", resources.pipe_idle_cpu),
+             _pipe("mp", "mp_pipe", resources.pipe_idle_cpu)),
+            (idle_target,),
+            sized=False, compare=False,
         ),
     ]
 

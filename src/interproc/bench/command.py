@@ -14,8 +14,9 @@ __all__ = ["main"]
 
 _DESCRIPTION = """\
 Measure interproc's Queue against multiprocessing.Queue, faster-fifo and
-hyperq, print medians and interproc/peer ratios against the project's targets,
-and optionally append them to a results file.
+hyperq, and its Pipe against multiprocessing.Pipe and pyzmq; print medians and
+interproc/peer ratios against the project's targets, and optionally append
+them to a results file.
 
 Every trial runs in freshly forked processes (producers and consumers apart);
 implementations take turns trial by trial and the median is reported.  Sized
@@ -27,8 +28,9 @@ skipped with a note.
 
 
 def _parser(case_list: list[cases_module.Case]) -> argparse.ArgumentParser:
+    width = max((len(case.name) for case in case_list), default=0)
     listing = "\n".join(
-        f"  {number}. {case.name:<12} {case.description}"
+        f"  {number:>2}. {case.name:<{width}} {case.description}"
         for number, case in enumerate(case_list, 1)
     )
     parser = argparse.ArgumentParser(
@@ -55,7 +57,8 @@ def _parser(case_list: list[cases_module.Case]) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--idle-seconds", type=_positive_float, default=None, metavar="S",
-        help="how long the idle-cpu child stays blocked (default 2; 0.2 with --quick)",
+        help="how long the idle-cpu and pipe-idle-cpu children stay blocked "
+        "(default 2; 0.2 with --quick)",
     )
     parser.add_argument(
         "--append", metavar="FILE",

@@ -1,16 +1,16 @@
-"""What a queue costs when nothing moves: CPU while blocked, memory when new."""
+"""What a queue or pipe costs when nothing moves: CPU while blocked, memory when new."""
 from __future__ import annotations
 
 import gc
 import os
 import resource
 import time
-from typing import Any
+from typing import Any, Callable
 
-from .adapters import Adapter
+from .adapters import Adapter, PipeAdapter
 from .runner import CTX, Sample, Settings, TrialError, run_processes
 
-__all__ = ["idle_cpu", "queue_memory"]
+__all__ = ["idle_cpu", "pipe_idle_cpu", "queue_memory"]
 
 QUEUES_PER_TRIAL = 10
 
@@ -41,11 +41,45 @@ def _cpu_seconds() -> float:
 
 
 def _blocked_get(adapter: Adapter, q: Any, blocked: Any) -> tuple[float, float]:
-    get = adapter.endpoint(q).get
+    return _cpu_while_blocked(adapter.endpoint(q).get, blocked)
+
+
+def _late_put(adapter: Adapter, q: Any, blocked: Any, delay: float) -> None:
+    _wake_later(adapter.endpoint(q).put, blocked, delay)
+
+
+def pipe_idle_cpu(adapter: PipeAdapter, n: int, settings: Settings) -> Sample:
+    """CPU seconds a child burns blocked in ``recv()`` for ``settings.idle_seconds``.
+
+    As `idle_cpu`, over a one-way pipe: a second child sends one object.
+    """
+    pipe = adapter.make(duplex=False)
+    try:
+        blocked = CTX.Event()
+        jobs = [
+            (_blocked_recv, (adapter, pipe, blocked)),
+            (_late_send, (adapter, pipe, blocked, settings.idle_seconds)),
+        ]
+        timeout = settings.idle_seconds + settings.timeout
+        cpu, waited = run_processes(jobs, timeout)[0]
+    finally:
+        adapter.destroy(pipe)
+    return Sample(value=cpu, elapsed=waited)
+
+
+def _blocked_recv(adapter: PipeAdapter, pipe: Any, blocked: Any) -> tuple[float, float]:
+    return _cpu_while_blocked(adapter.open(pipe, 0).recv, blocked)
+
+
+def _late_send(adapter: PipeAdapter, pipe: Any, blocked: Any, delay: float) -> None:
+    _wake_later(adapter.open(pipe, 1).send, blocked, delay)
+
+
+def _cpu_while_blocked(receive: Callable[[], Any], blocked: Any) -> tuple[float, float]:
     blocked.set()
     cpu = _cpu_seconds()
     start = time.perf_counter()
-    item = get()
+    item = receive()
     waited = time.perf_counter() - start
     cpu = _cpu_seconds() - cpu
     if item != "wake":
@@ -53,11 +87,10 @@ def _blocked_get(adapter: Adapter, q: Any, blocked: Any) -> tuple[float, float]:
     return cpu, waited
 
 
-def _late_put(adapter: Adapter, q: Any, blocked: Any, delay: float) -> None:
-    put = adapter.endpoint(q).put
+def _wake_later(send: Callable[[Any], Any], blocked: Any, delay: float) -> None:
     blocked.wait()
     time.sleep(delay)
-    put("wake")
+    send("wake")
 
 
 def queue_memory(adapter: Adapter, n: int, settings: Settings) -> Sample:

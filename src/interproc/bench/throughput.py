@@ -1,14 +1,14 @@
-"""Streams of items from producers to one consumer, and a memcpy reference."""
+"""Streams of items from producers to one consumer, through a queue or a pipe, and a memcpy reference."""
 from __future__ import annotations
 
 import pickle
 import time
 from typing import Any
 
-from .adapters import Adapter, Sizing
+from .adapters import Adapter, PipeAdapter, Sizing
 from .runner import CTX, Sample, Settings, TrialError, run_processes
 
-__all__ = ["MIB", "OBJECT", "BYTES_32", "stream", "memcpy"]
+__all__ = ["MIB", "OBJECT", "BYTES_32", "stream", "pipe_stream", "memcpy"]
 
 OBJECT = (12345, "hello world payload")
 BYTES_32 = bytes(range(32))
@@ -94,6 +94,85 @@ def _consume(adapter: Adapter, q: Any, barrier: Any, n: int, expected: Any, batc
         elapsed = time.perf_counter() - start
     # One comparison, outside the clock: a fast queue that mangles data
     # must not post a record.
+    if last != expected:
+        raise TrialError(f"last item differs from what was sent: {last!r:.80}")
+    return elapsed
+
+
+def pipe_stream(
+    adapter: PipeAdapter, n: int, settings: Settings, *, payload: Any, as_bytes: bool = False
+) -> float:
+    """Seconds for one process to receive ``n`` copies of ``payload`` over a one-way pipe.
+
+    Timed as `stream`.  With ``as_bytes``, ``payload`` goes through
+    ``send_bytes``/``recv_bytes`` instead of ``send``/``recv``.
+
+    A pipe has no ``maxsize``, and one whose ``send`` never blocks would let
+    the sender run as far ahead as memory allows.  So the receiver hands out
+    credit over a second pipe: the sender may be at most two blocks of the
+    queue cases' byte budget ahead.  That is one small message per block,
+    for every implementation alike, and a pipe that blocks on its own (an OS
+    pipe holds 64 KiB) never waits for it.
+    """
+    data = adapter.make(duplex=False)
+    try:
+        credit = adapter.make(duplex=False)
+        try:
+            sizing = _sizing(payload)
+            block = max(1, sizing.in_flight_bytes // (2 * sizing.item_bytes))
+            barrier = CTX.Barrier(2)
+            jobs: list = [
+                (_pipe_receive, (adapter, data, credit, barrier, n, block, payload, as_bytes)),
+                (_pipe_send, (adapter, data, credit, barrier, n, block, payload, as_bytes)),
+            ]
+            return run_processes(jobs, settings.timeout)[0]
+        finally:
+            adapter.destroy(credit)
+    finally:
+        adapter.destroy(data)
+
+
+def _blocks(n: int, block: int) -> list[int]:
+    full, rest = divmod(n, block)
+    return [block] * full + ([rest] if rest else [])
+
+
+def _pipe_send(
+    adapter: PipeAdapter, data: Any, credit: Any, barrier: Any, n: int, block: int,
+    payload: Any, as_bytes: bool,
+) -> None:
+    out = adapter.open(data, 1)
+    send = out.send_bytes if as_bytes else out.send
+    wait_for_credit = adapter.open(credit, 0).recv
+    barrier.wait()
+    for number, count in enumerate(_blocks(n, block)):
+        if number >= 2:
+            wait_for_credit()
+        for _ in range(count):
+            send(payload)
+
+
+def _pipe_receive(
+    adapter: PipeAdapter, data: Any, credit: Any, barrier: Any, n: int, block: int,
+    expected: Any, as_bytes: bool,
+) -> float:
+    source = adapter.open(data, 0)
+    recv = source.recv_bytes if as_bytes else source.recv
+    grant = adapter.open(credit, 1).send
+    blocks = _blocks(n, block)
+    # The sender waits for credit before each block from the third on, so the
+    # last two blocks need none: granting them would write to a pipe that
+    # nobody reads any more.
+    granted = len(blocks) - 2
+    barrier.wait()
+    start = time.perf_counter()
+    for number, count in enumerate(blocks):
+        for _ in range(count - 1):
+            recv()
+        last = recv()
+        if number < granted:
+            grant(None)
+    elapsed = time.perf_counter() - start
     if last != expected:
         raise TrialError(f"last item differs from what was sent: {last!r:.80}")
     return elapsed

@@ -1,0 +1,254 @@
+/* Channel: one ring as its users see it.  Put and take with deadlines,
+ * locking with recovery, waking the other side.  Queue and Connection are
+ * both thin types over channels, so this logic exists once.
+ */
+#include "interproc.h"
+
+#include <string.h>
+
+/* Payloads at least this large are copied out without the GIL. */
+#define IP_NOGIL_COPY 262144u
+
+static inline uint64_t ld(const uint64_t *p)
+{
+    return __atomic_load_n(p, __ATOMIC_ACQUIRE);
+}
+
+/* Locks one side, replaying the journal of a holder that died.
+ * 1 locked, 0 timed out, -1 error (including the owner's check). */
+static int lock_side(ip_channel_t *ch, ip_side_t *side, const ip_deadline_t *d)
+{
+    if (ch->check && ch->check(ch->owner) < 0)
+        return -1;
+    int r = ip_mutex_lock(&side->lock, d);
+    if (r == IP_LOCK_OWNER_DIED) {
+        if (side == &ch->view.ring->prod)
+            ip_ring_recover_producer(&ch->view);
+        else
+            ip_ring_recover_consumer(&ch->view);
+        ip_mutex_consistent(&side->lock);
+        r = IP_LOCK_OK;
+    }
+    return r == IP_LOCK_OK ? 1 : r == IP_LOCK_TIMEOUT ? 0 : -1;
+}
+
+uint64_t ip_channel_size(const ip_channel_t *ch)
+{
+    uint64_t out = ld(&ch->view.ring->cons.count);
+    uint64_t in = ld(&ch->view.ring->prod.count);
+    return in >= out ? in - out : 0; /* only a corrupt header makes it negative */
+}
+
+/* ------------------------------------------------------------------ */
+/* put                                                                 */
+
+/* Copies payloads into the ring under prod.lock.  Returns how many went in;
+ * *err is set when it stopped on a Python error rather than on maxsize. */
+static Py_ssize_t write_batch(ip_channel_t *ch, const ip_payload_t *payloads, Py_ssize_t n,
+                              uint32_t *published, int *err)
+{
+    ip_ringview_t *v = &ch->view;
+    ip_txn_t t;
+    ip_ring_produce_begin(v, &t);
+    Py_ssize_t i = 0;
+    *err = 0;
+    while (i < n) {
+        if (ch->maxsize && ip_ring_full(v, t.count, ch->maxsize))
+            break;
+        uint8_t *dst = ip_ring_reserve(v, &t, payloads[i].type, payloads[i].len);
+        if (dst == NULL) {
+            if (PyErr_Occurred()) {
+                *err = 1;
+                break;
+            }
+            *published += ip_ring_produce_commit(v, &t);
+            continue;
+        }
+        ip_payload_write(&payloads[i], dst);
+        i++;
+    }
+    *published += ip_ring_produce_commit(v, &t);
+    return i;
+}
+
+typedef struct {
+    ip_channel_t *ch;
+    const ip_payload_t *payloads;
+    Py_ssize_t n;
+    Py_ssize_t done;
+    const ip_deadline_t *d;
+} put_ctx;
+
+/* One try at putting what is left; waits only for the lock. */
+static int put_attempt(void *arg, int before_sleep, const uint64_t **watch, uint64_t *watch_val)
+{
+    put_ctx *c = arg;
+    ip_ring_t *r = c->ch->view.ring;
+    (void)before_sleep;
+    int locked = lock_side(c->ch, &r->prod, c->d);
+    if (locked <= 0)
+        return locked;
+    uint32_t published = 0;
+    int err;
+    c->done += write_batch(c->ch, c->payloads + c->done, c->n - c->done, &published, &err);
+    ip_mutex_unlock(&r->prod.lock);
+    if (published) {
+        ip_event_signal(&r->put_ev, (int)published);
+        if (c->ch->published)
+            c->ch->published(c->ch->owner);
+    }
+    if (err)
+        return -1;
+    if (c->done == c->n)
+        return 1;
+    *watch = &r->cons.count;
+    *watch_val = ld(&r->cons.count);
+    return 0;
+}
+
+Py_ssize_t ip_channel_put(ip_channel_t *ch, const ip_payload_t *payloads, Py_ssize_t n,
+                          const ip_deadline_t *d, int *timed_out)
+{
+    put_ctx c = {ch, payloads, n, 0, d};
+    int rc = ip_wait_for(&ch->view.ring->get_ev, d, put_attempt, &c);
+    *timed_out = rc == IP_WAIT_TIMEOUT;
+    return c.done;
+}
+
+/* ------------------------------------------------------------------ */
+/* take                                                                */
+
+/* Copies up to max records out of the ring into new bytes objects, under
+ * cons.lock.  Returns the number taken, or -1.  No object the garbage
+ * collector tracks is made here, so no finalizer can run under the lock. */
+static Py_ssize_t take_records(ip_channel_t *ch, Py_ssize_t max, uint64_t max_len,
+                               PyObject **payloads, uint32_t *types, const uint64_t **watch,
+                               uint64_t *watch_val)
+{
+    ip_ringview_t *v = &ch->view;
+    ip_txn_t t;
+    ip_ring_consume_begin(v, &t);
+    Py_ssize_t n = 0;
+    int failed = 0;
+    while (n < max) {
+        uint32_t type;
+        const uint8_t *data;
+        uint64_t len;
+        int rc = ip_ring_peek(v, &t, &type, &data, &len);
+        if (rc == IP_PEEK_AGAIN) {
+            ip_ring_consume_commit(v, &t);
+            continue;
+        }
+        if (rc <= 0) {
+            failed = rc < 0;
+            if (rc == 0) {
+                *watch = ip_ring_tail_word(v, &t);
+                *watch_val = t.pos;
+            }
+            break;
+        }
+        if (len > max_len) {
+            /* Left where it is, for a reader that can take it. */
+            PyErr_SetString(PyExc_OSError, "bad message length");
+            failed = 1;
+            break;
+        }
+        PyObject *b;
+        if (len >= IP_NOGIL_COPY) {
+            b = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)len);
+            if (b) {
+                char *dst = PyBytes_AS_STRING(b);
+                Py_BEGIN_ALLOW_THREADS
+                memcpy(dst, data, (size_t)len);
+                Py_END_ALLOW_THREADS
+            }
+        } else {
+            b = PyBytes_FromStringAndSize((const char *)data, (Py_ssize_t)len);
+        }
+        if (b == NULL) {
+            failed = 1; /* the record stays in the ring */
+            break;
+        }
+        payloads[n] = b;
+        types[n] = type;
+        n++;
+        ip_ring_advance(&t, len);
+    }
+    ip_ring_consume_commit(v, &t);
+    if (failed && n == 0)
+        return -1;
+    if (failed)
+        PyErr_Clear(); /* what was taken is returned; the error comes back next call */
+    return n;
+}
+
+typedef struct {
+    ip_channel_t *ch;
+    Py_ssize_t max;
+    uint64_t max_len;
+    PyObject **payloads;
+    uint32_t *types;
+    Py_ssize_t taken;
+    const ip_deadline_t *d;
+} take_ctx;
+
+static int take_attempt(void *arg, int before_sleep, const uint64_t **watch, uint64_t *watch_val)
+{
+    take_ctx *c = arg;
+    ip_ring_t *r = c->ch->view.ring;
+    int locked = lock_side(c->ch, &r->cons, c->d);
+    if (locked <= 0)
+        return locked;
+    Py_ssize_t n = take_records(c->ch, c->max, c->max_len, c->payloads, c->types, watch, watch_val);
+    ip_mutex_unlock(&r->cons.lock);
+    if (n < 0)
+        return -1;
+    if (n == 0) {
+        /* Nothing there: the owner may know that nothing ever will be. */
+        if (before_sleep && c->ch->eof && c->ch->eof(c->ch->owner) < 0)
+            return -1;
+        return 0;
+    }
+    c->taken = n;
+    if (c->ch->maxsize)
+        ip_event_signal(&r->get_ev, (int)n);
+    if (c->ch->emptied && ip_channel_size(c->ch) == 0)
+        c->ch->emptied(c->ch->owner);
+    return 1;
+}
+
+Py_ssize_t ip_channel_take(ip_channel_t *ch, Py_ssize_t max, uint64_t max_len, PyObject **payloads,
+                           uint32_t *types, const ip_deadline_t *d)
+{
+    take_ctx c = {ch, max, max_len, payloads, types, 0, d};
+    int rc = ip_wait_for(&ch->view.ring->put_ev, d, take_attempt, &c);
+    return rc == IP_WAIT_DONE ? c.taken : rc == IP_WAIT_TIMEOUT ? 0 : -1;
+}
+
+typedef struct {
+    ip_channel_t *ch;
+} ready_ctx;
+
+static int ready_attempt(void *arg, int before_sleep, const uint64_t **watch, uint64_t *watch_val)
+{
+    ip_channel_t *ch = ((ready_ctx *)arg)->ch;
+    (void)before_sleep;
+    if (ch->check && ch->check(ch->owner) < 0)
+        return -1;
+    if (ip_channel_size(ch) > 0)
+        return 1;
+    /* End of stream counts as ready: recv() would not block. */
+    if (ch->eof && ch->eof(ch->owner) < 0) {
+        PyErr_Clear();
+        return 1;
+    }
+    *watch = &ch->view.ring->prod.count;
+    *watch_val = ld(&ch->view.ring->prod.count);
+    return 0;
+}
+
+int ip_channel_wait_ready(ip_channel_t *ch, const ip_deadline_t *d)
+{
+    ready_ctx c = {ch};
+    return ip_wait_for(&ch->view.ring->put_ev, d, ready_attempt, &c);
+}
