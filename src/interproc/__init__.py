@@ -1,8 +1,9 @@
 """interproc: fast, crash-safe inter-process communication.
 
-A drop-in for multiprocessing's queues on shared memory, with a C core,
+A drop-in for multiprocessing's queues and pipes on shared memory, with a C core,
 futex waits, no feeder thread and no server process.  See docs/api.md.
 """
+from .connection import Connection, Pipe, wait
 from .naming import ObjectInfo, SegmentError, attach, list_objects, unlink
 from .queues import Empty, Full, JoinableQueue, Queue, SimpleQueue
 
@@ -10,6 +11,9 @@ __all__ = [
     "Queue",
     "SimpleQueue",
     "JoinableQueue",
+    "Pipe",
+    "Connection",
+    "wait",
     "Full",
     "Empty",
     "attach",

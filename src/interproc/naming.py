@@ -7,6 +7,7 @@ the last process using it is gone.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 from typing import Any, Callable, Dict, List, Optional
 
@@ -154,48 +155,74 @@ def list_objects() -> List[ObjectInfo]:
 # ---------------------------------------------------------------------------
 # How an object travels to another process.
 
-def reference(obj: Any) -> tuple:
-    """A picklable reference to the segment behind ``obj``.
+def share_fds(fds: "list[int]") -> tuple:
+    """A picklable form of descriptors (-1 for none).
 
-    A named object travels by name.  An anonymous one travels as its memfd:
-    passed along with a child being spawned, or else reopened by the receiver
+    While a child is being spawned they travel with it, through
+    multiprocessing's own ``DupFd``.  Otherwise the receiver reopens them
     through ``/proc/<sender pid>/fd/<fd>``, which needs the sender alive.
-    ``uid`` guards against a reused pid and fd pointing at another segment.
     """
-    if obj._closed:
-        raise ValueError(f"{obj!r} is closed")
-    if obj.name is not None:
-        return ("name", obj.name, obj._uid)
     from multiprocessing import context, reduction
 
     if context.get_spawning_popen() is not None:
-        return ("dupfd", reduction.DupFd(obj._fd), obj._uid)
-    return ("proc", os.getpid(), obj._fd, obj._uid)
+        return ("dupfd", [reduction.DupFd(fd) if fd >= 0 else None for fd in fds])
+    return ("proc", os.getpid(), list(fds))
 
 
-def open_reference(ref: tuple) -> "tuple[int, Optional[str]]":
-    """Open what ``reference`` made: ``(fd, name)``."""
-    how = ref[0]
-    if how == "name":
-        fd, _ = open_segment(ref[1], False, 0o600)
-        return fd, ref[1]
-    if how == "dupfd":
-        return ref[1].detach(), None
-    _, pid, fd, _uid = ref
-    if pid == os.getpid():
-        return os.dup(fd), None
+def receive_fds(shared: tuple, flags: "list[int]") -> "list[int]":
+    """Open what ``share_fds`` made, each with its open flags.  A descriptor
+    that cannot be reopened because nothing is at its other end any more
+    (a pipe without readers) comes back as -1."""
+    if shared[0] == "dupfd":
+        return [d.detach() if d is not None else -1 for d in shared[1]]
+    _, pid, fds = shared
+    out: "list[int]" = []
     try:
-        return os.open(f"/proc/{pid}/fd/{fd}", os.O_RDWR | os.O_CLOEXEC), None
+        for fd, flag in zip(fds, flags):
+            if fd < 0:
+                out.append(-1)
+            elif pid == os.getpid():
+                out.append(os.dup(fd))
+            else:
+                try:
+                    out.append(os.open(f"/proc/{pid}/fd/{fd}", flag | os.O_CLOEXEC))
+                except OSError as exc:
+                    if exc.errno != errno.ENXIO:
+                        raise
+                    out.append(-1)
     except FileNotFoundError:
+        for fd in out:
+            if fd >= 0:
+                os.close(fd)
         raise RuntimeError(
             f"the process that sent this anonymous object (pid {pid}) has exited or closed it; "
             "give the object a name= to hand it to processes that outlive its sender"
         ) from None
+    return out
 
 
-def check_reference(obj: Any, ref: tuple) -> Any:
-    """Fail if what was opened is not the object that was referenced."""
-    if obj._uid != ref[-1]:
+def reference(obj: Any) -> tuple:
+    """A picklable reference to the segment behind ``obj``: its name if it
+    has one, else its descriptor.  ``uid`` guards against a reused pid and
+    fd pointing at another segment."""
+    if obj._closed:
+        raise ValueError(f"{obj!r} is closed")
+    if obj.name is not None:
+        return ("name", obj.name, obj._uid)
+    return ("fd", share_fds([obj._fd]), obj._uid)
+
+
+def open_reference(ref: tuple) -> "tuple[int, Optional[str]]":
+    """Open what ``reference`` made: ``(fd, name)``."""
+    if ref[0] == "name":
+        fd, _ = open_segment(ref[1], False, 0o600)
+        return fd, ref[1]
+    return receive_fds(ref[1], [os.O_RDWR])[0], None
+
+
+def check_reference(obj: Any, uid: int) -> Any:
+    """Fail if what was opened is not the object that was sent."""
+    if obj._uid != uid:
         obj.close()
         raise RuntimeError(
             "the object that was sent is gone: it was removed, and its name or descriptor "

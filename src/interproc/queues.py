@@ -51,7 +51,7 @@ def _check_capacity(capacity_bytes: Optional[int]) -> int:
 
 def _rebuild(cls: type, ref: tuple) -> "_QueueBase":
     fd, name = naming.open_reference(ref)
-    return naming.check_reference(cls._attach_fd(fd, name), ref)
+    return naming.check_reference(cls._attach_fd(fd, name), ref[-1])
 
 
 class _QueueBase(_core.QueueCore):

@@ -13,6 +13,7 @@ reducer, so the bytes are the same and the call is about six times cheaper.
 from __future__ import annotations
 
 import io
+import multiprocessing
 import pickle
 import queue
 
@@ -36,4 +37,6 @@ def dumps(obj: object) -> bytes:
 
 loads = pickle.loads
 
-_core._configure(pickle.dumps, pickle.loads, dumps, PROTOCOL, queue.Full, queue.Empty)
+_core._configure(
+    pickle.dumps, pickle.loads, dumps, PROTOCOL, queue.Full, queue.Empty, multiprocessing.BufferTooShort
+)

@@ -31,6 +31,7 @@ enum ip_kind {
     IP_KIND_QUEUE = 1,
     IP_KIND_SIMPLE_QUEUE = 2,
     IP_KIND_JOINABLE_QUEUE = 3,
+    IP_KIND_PIPE = 4,
 };
 
 /* ------------------------------------------------------------------ */
@@ -137,6 +138,7 @@ enum ip_rec_type {
     IP_REC_PAD = 3,    /* skip to the end of the region's buffer */
     IP_REC_FWD = 4,    /* the stream continues in region `len` */
     IP_REC_PLAIN = 5,  /* payload is in the plain codec (plain.c) */
+    IP_REC_RAW = 6,    /* payload is what Connection.send_bytes() was given */
 };
 
 typedef struct {
@@ -268,6 +270,29 @@ typedef struct {
 extern PyTypeObject ip_QueueCore_Type;
 
 /* ------------------------------------------------------------------ */
+/* Pipe segment                                                        */
+
+/* What one receiving end shares with its senders: the notification pipe's
+ * state, for fileno() users. */
+typedef struct {
+    _Alignas(IP_CACHELINE) pthread_mutex_t lock; /* guards `notified` and the pipe's content */
+    uint32_t armed;    /* fileno() was asked for: keep the pipe in step with the ring */
+    uint32_t notified; /* the notification pipe holds a byte */
+    uint32_t closes;   /* bumped by every close() of this end */
+} ip_pipe_end_t;
+
+typedef struct {
+    ip_seghdr_t seg;
+    _Alignas(IP_CACHELINE) uint64_t base_cap;
+    ip_pipe_end_t ends[2];
+    _Alignas(IP_CACHELINE) ip_ring_t rings[2]; /* ring k carries messages to end k */
+} ip_pipe_hdr_t;
+
+#define IP_PIPE_HDR_SIZE (((sizeof(ip_pipe_hdr_t) + IP_PAGE - 1) / IP_PAGE) * IP_PAGE)
+
+extern PyTypeObject ip_ConnectionCore_Type;
+
+/* ------------------------------------------------------------------ */
 /* Module state: the serializers the Python layer installs.            */
 
 typedef struct {
@@ -277,13 +302,15 @@ typedef struct {
     PyObject *protocol;   /* int */
     PyObject *Full;
     PyObject *Empty;
+    PyObject *BufferTooShort;
 } ip_state_t;
 
 extern ip_state_t ip_state;
 
 /* A message on its way into a ring: what to write and how long it is. */
 typedef struct {
-    PyObject *obj; /* the bytes to copy (PICKLE, BYTES) or the value to encode (PLAIN) */
+    PyObject *obj;    /* owned: the bytes to copy (PICKLE, BYTES) or the value to encode (PLAIN) */
+    const char *data; /* what to copy, for every type but PLAIN */
     uint64_t len;
     uint32_t type;
 } ip_payload_t;

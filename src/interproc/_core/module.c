@@ -91,6 +91,7 @@ int ip_payload_init(ip_payload_t *p, PyObject *obj)
     if (PyBytes_CheckExact(obj)) {
         p->type = IP_REC_BYTES;
         p->obj = Py_NewRef(obj);
+        p->data = PyBytes_AS_STRING(obj);
         p->len = (uint64_t)PyBytes_GET_SIZE(obj);
         return 0;
     }
@@ -118,6 +119,7 @@ int ip_payload_init(ip_payload_t *p, PyObject *obj)
     }
     p->type = IP_REC_PICKLE;
     p->obj = res;
+    p->data = res ? PyBytes_AS_STRING(res) : NULL;
     p->len = res ? (uint64_t)PyBytes_GET_SIZE(res) : 0;
     return res ? 0 : -1;
 }
@@ -128,7 +130,7 @@ void ip_payload_write(const ip_payload_t *p, uint8_t *dst)
         ip_plain_write(p->obj, dst);
         return;
     }
-    const char *src = PyBytes_AS_STRING(p->obj);
+    const char *src = p->data;
     if (p->len >= IP_NOGIL_COPY) {
         Py_BEGIN_ALLOW_THREADS
         memcpy(dst, src, (size_t)p->len);
@@ -150,18 +152,21 @@ PyObject *ip_deserialize(uint32_t type, PyObject *payload)
     if (type == IP_REC_PLAIN)
         return ip_plain_read((const uint8_t *)PyBytes_AS_STRING(payload),
                              (uint64_t)PyBytes_GET_SIZE(payload));
+    /* PICKLE, and RAW: what send_bytes() sent is unpickled by recv(), as in
+     * multiprocessing. */
     return PyObject_CallOneArg(ip_state.loads, payload);
 }
 
 PyDoc_STRVAR(configure_doc,
-"_configure(dumps, loads, slow_dumps, protocol, Full, Empty)\n--\n\n"
+"_configure(dumps, loads, slow_dumps, protocol, Full, Empty, BufferTooShort)\n--\n\n"
 "Install the serializers and exception types the C core uses.  Called once\n"
 "by interproc.serialization at import.");
 
 static PyObject *configure(PyObject *Py_UNUSED(m), PyObject *args)
 {
-    PyObject *dumps, *loads, *slow, *proto, *full, *empty;
-    if (!PyArg_ParseTuple(args, "OOOOOO:_configure", &dumps, &loads, &slow, &proto, &full, &empty))
+    PyObject *dumps, *loads, *slow, *proto, *full, *empty, *tooshort;
+    if (!PyArg_ParseTuple(args, "OOOOOOO:_configure", &dumps, &loads, &slow, &proto, &full, &empty,
+                          &tooshort))
         return NULL;
     Py_XSETREF(ip_state.dumps, Py_NewRef(dumps));
     Py_XSETREF(ip_state.loads, Py_NewRef(loads));
@@ -169,6 +174,7 @@ static PyObject *configure(PyObject *Py_UNUSED(m), PyObject *args)
     Py_XSETREF(ip_state.protocol, Py_NewRef(proto));
     Py_XSETREF(ip_state.Full, Py_NewRef(full));
     Py_XSETREF(ip_state.Empty, Py_NewRef(empty));
+    Py_XSETREF(ip_state.BufferTooShort, Py_NewRef(tooshort));
     Py_RETURN_NONE;
 }
 
@@ -202,9 +208,13 @@ PyMODINIT_FUNC PyInit__core(void)
     if (PyType_Ready(&ip_QueueCore_Type) < 0
         || PyModule_AddObjectRef(m, "QueueCore", (PyObject *)&ip_QueueCore_Type) < 0)
         goto fail;
+    if (PyType_Ready(&ip_ConnectionCore_Type) < 0
+        || PyModule_AddObjectRef(m, "ConnectionCore", (PyObject *)&ip_ConnectionCore_Type) < 0)
+        goto fail;
     if (PyModule_AddIntConstant(m, "KIND_QUEUE", IP_KIND_QUEUE) < 0
         || PyModule_AddIntConstant(m, "KIND_SIMPLE_QUEUE", IP_KIND_SIMPLE_QUEUE) < 0
         || PyModule_AddIntConstant(m, "KIND_JOINABLE_QUEUE", IP_KIND_JOINABLE_QUEUE) < 0
+        || PyModule_AddIntConstant(m, "KIND_PIPE", IP_KIND_PIPE) < 0
         || PyModule_AddIntConstant(m, "LAYOUT_VERSION", IP_LAYOUT_VERSION) < 0
         || PyModule_AddIntConstant(m, "NAME_MAX", IP_NAME_MAX) < 0
         || PyModule_AddStringConstant(m, "SHM_PREFIX", IP_SHM_PREFIX) < 0)

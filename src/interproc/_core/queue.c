@@ -282,7 +282,7 @@ static PyObject *QueueCore_put(QueueCore *self, PyObject *const *args, Py_ssize_
     int block = PyObject_IsTrue(vals[1]);
     if (block < 0 || enter(self) < 0)
         return NULL;
-    ip_payload_t payload = {NULL, 0, 0};
+    ip_payload_t payload = {0};
     Py_ssize_t ok = ip_payload_init(&payload, vals[0]) < 0
                         ? 0
                         : put_payloads(self, &payload, 1, block, vals[2], 0);

@@ -434,6 +434,7 @@ int ip_ring_peek(ip_ringview_t *v, ip_txn_t *t, uint32_t *type, const uint8_t **
         case IP_REC_PICKLE:
         case IP_REC_BYTES:
         case IP_REC_PLAIN:
+        case IP_REC_RAW:
             if (h->len > room)
                 return corrupt("record longer than its region");
             *type = h->type;

@@ -67,6 +67,8 @@ static const char *kind_name(uint32_t kind)
         return "SimpleQueue";
     case IP_KIND_JOINABLE_QUEUE:
         return "JoinableQueue";
+    case IP_KIND_PIPE:
+        return "Pipe";
     default:
         return NULL;
     }

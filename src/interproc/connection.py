@@ -1,0 +1,177 @@
+"""Pipe and Connection on shared memory, and wait().
+
+Drop-in replacements for ``multiprocessing.Pipe`` and
+``multiprocessing.connection.Connection``: the same methods, exceptions and
+end-of-stream behaviour, with messages moving through a ring in shared
+memory instead of a socket.  Each end may be used by several threads and
+processes at once; every message is written and read whole.
+"""
+from __future__ import annotations
+
+import os
+import selectors
+import time
+import weakref
+from multiprocessing import connection as _mp_connection
+from typing import Any, Iterable, List, Optional
+
+from . import _core, naming
+from . import serialization as _serialization  # noqa: F401  (installs the serializers)
+
+__all__ = ["Pipe", "Connection", "wait"]
+
+#: Bytes in each direction's base region; memory is only used as it fills.
+DEFAULT_CAPACITY = 4 << 20
+
+_live: "weakref.WeakSet[Connection]" = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for conn in list(_live):
+        conn._after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+# How each descriptor of a Connection is reopened in another process: the
+# segment read-write; the notification pipes one way only, so that a holder
+# of one end never counts as a holder of the other.
+_REOPEN_FLAGS = [os.O_RDWR, os.O_RDONLY | os.O_NONBLOCK, os.O_WRONLY | os.O_NONBLOCK]
+
+
+def _rebuild(shared: tuple, end: int, readable: bool, writable: bool, uid: int) -> "Connection":
+    fd, rfd, wfd = naming.receive_fds(shared, _REOPEN_FLAGS)
+    conn = Connection._make(fd, end, readable, writable, rfd, wfd)
+    return naming.check_reference(conn, uid)
+
+
+class Connection(_core.ConnectionCore):
+    """One end of a :func:`Pipe`: ``multiprocessing.connection.Connection``'s
+    API on shared memory.
+
+    - ``send(obj)`` / ``recv()``: any picklable object, of any size.
+    - ``send_bytes(buf, offset=0, size=None)`` / ``recv_bytes(maxlength=None)``
+      / ``recv_bytes_into(buf, offset=0)``: raw messages.
+    - ``poll(timeout=0.0)``, ``fileno()``, ``close()``, ``closed``,
+      ``readable``, ``writable``, and use as a context manager.
+
+    End of stream works as with an OS pipe: ``recv()`` raises ``EOFError``
+    once the ring is empty and every process holding the other end has
+    closed it or died (SIGKILL included), and ``send()`` raises
+    ``BrokenPipeError`` once every process holding the other end has.  Under
+    fork a child inherits both ends, so, as with OS pipes, close the end a
+    process does not use.
+    """
+
+    @classmethod
+    def _make(cls, fd: int, end: int, readable: bool, writable: bool, rfd: int, wfd: int,
+              capacity: int = -1) -> "Connection":
+        conn = _core.ConnectionCore.__new__(cls, fd, end, readable, writable, rfd, wfd, capacity)
+        _live.add(conn)
+        return conn
+
+    def __new__(cls, *args: Any, **kwargs: Any):
+        raise TypeError("Connections are made by interproc.Pipe()")
+
+    def __reduce__(self):
+        fd, rfd, wfd, end, readable, writable, uid = self._handles
+        return (_rebuild, (naming.share_fds([fd, rfd, wfd]), end, bool(readable), bool(writable), uid))
+
+    def __enter__(self) -> "Connection":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        if self.closed:
+            return f"<interproc.Connection closed>"
+        mode = "duplex" if self.readable and self.writable else "read-only" if self.readable else "write-only"
+        return f"<interproc.Connection {mode}>"
+
+
+def Pipe(duplex: bool = True, *, capacity_bytes: Optional[int] = None) -> "tuple[Connection, Connection]":
+    """Return two connected :class:`Connection` ends, as ``multiprocessing.Pipe``.
+
+    With ``duplex`` true (the default) both ends send and receive; otherwise
+    the first end only receives and the second only sends.
+    ``capacity_bytes`` sizes each direction's ring (rounded up to a power of
+    two, default 4 MiB); it grows past that when it must, so ``send`` never
+    blocks.
+    """
+    from .queues import _check_capacity
+
+    capacity = DEFAULT_CAPACITY if capacity_bytes is None else _check_capacity(capacity_bytes)
+    duplex = bool(duplex)
+    seg0, _ = naming.open_segment(None, True, 0o600)
+    fds = [seg0]
+    try:
+        fds.append(os.dup(seg0))
+        # pipes[k] notifies end k: end k keeps its read side, the other end its write side.
+        pipes = [os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)]
+        if duplex:
+            pipes.append(os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC))
+        fds += [fd for pair in pipes for fd in pair]
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+    r0, w0 = pipes[0]
+    r1, w1 = pipes[1] if duplex else (-1, -1)
+    try:
+        first = Connection._make(seg0, 0, True, duplex, r0, w1, capacity)
+    except BaseException:
+        for fd in (fds[1], w0, r1):  # the others went to the failed end, which closed them
+            if fd >= 0:
+                os.close(fd)
+        raise
+    second = Connection._make(fds[1], 1, duplex, True, r1, w0)
+    return first, second
+
+
+def _ready_now(obj: Any) -> bool:
+    if isinstance(obj, Connection):
+        return obj.poll(0)
+    from .queues import _QueueBase
+
+    if isinstance(obj, _QueueBase):
+        return not obj.empty()
+    return False
+
+
+def wait(object_list: Iterable[Any], timeout: Optional[float] = None) -> List[Any]:
+    """Wait until any of ``object_list`` is ready; return the ready ones.
+
+    Accepts interproc Connections and Queues (ready when ``recv``/``get``
+    would not block) and anything ``multiprocessing.connection.wait``
+    accepts (its Connections, sockets, objects with ``fileno()``, raw
+    descriptors).  Returns an empty list when ``timeout`` seconds pass.
+
+    Connections and other descriptors are watched by the kernel; Queues have
+    no descriptor, so while any is in the list the wait looks at them in
+    short, growing sleeps (up to 5 ms): they cost no CPU to speak of, but
+    add up to 5 ms of latency.
+    """
+    objects = list(object_list)
+    deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
+    from .queues import _QueueBase
+
+    queues = [o for o in objects if isinstance(o, _QueueBase)]
+    others = [o for o in objects if not isinstance(o, _QueueBase)]
+    ours = [o for o in others if isinstance(o, Connection)]
+    pause = 0.0001
+    while True:
+        ready = [o for o in queues + ours if _ready_now(o)]
+        if ready:
+            # Descriptor-backed objects that are ready too are reported with them.
+            return ready + [o for o in _mp_connection.wait([o for o in others if o not in ours], 0)]
+        remaining = None if deadline is None else deadline - time.monotonic()
+        if remaining is not None and remaining <= 0:
+            return []
+        slice_ = remaining if not queues else (pause if remaining is None else min(pause, remaining))
+        fired = _mp_connection.wait(others, slice_) if others else (time.sleep(slice_) or [])
+        # A Connection's descriptor may lag its ring by a moment; poll() is the truth.
+        fired = [o for o in fired if not isinstance(o, Connection) or o.poll(0)]
+        if fired:
+            return fired + [o for o in queues if _ready_now(o)]
+        pause = min(pause * 2, 0.005)
