@@ -1,9 +1,10 @@
 """The ``interproc`` command: ``demo``, ``ls``, ``rm`` and ``bench``.
 
 It is a thin layer over the public API (:func:`interproc.list_objects`,
-:func:`interproc.unlink`, :class:`interproc.Queue`), so whatever it shows or
-does can be done from Python with the same names.  :func:`main` returns an
-exit code instead of exiting, so it can be called from tests and scripts.
+:func:`interproc.unlink`, :class:`interproc.Queue`, :func:`interproc.Pipe`),
+so whatever it shows or does can be done from Python with the same names.
+:func:`main` returns an exit code instead of exiting, so it can be called
+from tests and scripts.
 """
 
 from __future__ import annotations
@@ -90,16 +91,57 @@ def demo_queue(ctx: multiprocessing.context.BaseContext) -> int:
     return _children_status(writer, reader)
 
 
+def _pipe_child(conn: Any, parent_end: Any) -> None:
+    # Under fork this process inherited the parent's end along with
+    # everything else, and a pipe reaches end of stream only when every
+    # process holding the far end has closed it: were this copy kept, the
+    # parent closing its own would never end the loop below.  Under spawn
+    # and forkserver the copy arrived as an argument and is closed the same.
+    parent_end.close()
+    conn.send([42, None, "hello"])
+    while True:
+        try:
+            msg = conn.recv()
+        except EOFError:
+            # The parent is done: this ends the loop the seed could only
+            # end with terminate().
+            return
+        _say(f"child rec: {msg}")
+
+
+def demo_pipe(ctx: multiprocessing.context.BaseContext) -> int:
+    """The seed's Pipe example: a child sends a list and prints what comes back."""
+    parent_conn, child_conn = interproc.Pipe()
+    child = ctx.Process(target=_pipe_child, args=(child_conn, parent_conn), name="child")
+    child.start()
+    # Only the child may hold its end, so that if it dies the recv() below
+    # raises EOFError instead of waiting for ever; that is also why no
+    # timeout is needed here, unlike the Queue section.
+    child_conn.close()
+    status = 0
+    try:
+        msg = parent_conn.recv()
+        _say(f"parent rec: {msg}")
+        parent_conn.send("666")
+    except (EOFError, BrokenPipeError) as exc:
+        _error(f"demo: the child process went away early ({type(exc).__name__})")
+        status = 1
+    finally:
+        parent_conn.close()
+    child.join()
+    return max(status, _children_status(child))
+
+
 class Demo(NamedTuple):
     key: str
     title: str
     run: Callable[[multiprocessing.context.BaseContext], int]
 
 
-# In the order of the seed tutorial; Pipe and Manager sections join as those
-# objects arrive.
+# In the order of the seed tutorial; the Manager section joins when it arrives.
 DEMOS: list[Demo] = [
     Demo("queue", "Queue", demo_queue),
+    Demo("pipe", "Pipe", demo_pipe),
 ]
 
 
@@ -314,8 +356,11 @@ def build_parser() -> argparse.ArgumentParser:
             "Run the tutorial's examples with interproc objects in place of "
             "multiprocessing's. Queue: a writer process puts A, B and C on an "
             "interproc.Queue and a reader process gets them, each printing as "
-            "it goes; the reader stops at a None sentinel, so every section "
-            "ends by itself. The exit code is 0 when every child exited cleanly."
+            "it goes; the reader stops at a None sentinel. Pipe: a child sends "
+            "a list over an interproc.Pipe, the parent prints it and sends "
+            "'666' back, the child prints that, and the parent's closing its "
+            "end ends the child's loop with EOFError. Every section ends by "
+            "itself. The exit code is 0 when every child exited cleanly."
         ),
     )
     demo.add_argument(

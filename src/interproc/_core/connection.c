@@ -503,8 +503,14 @@ static PyObject *take_one(ConnectionCore *self, uint64_t max_len, uint32_t *type
     Py_ssize_t n = ip_channel_take(&self->rx, 1, max_len, &payload, type, &forever);
     if (n == 1)
         return payload;
-    if (max_len != UINT64_MAX && PyErr_ExceptionMatches(PyExc_OSError))
-        self->closed = 1; /* "bad message length"; released by leave() */
+    if (max_len != UINT64_MAX && PyErr_ExceptionMatches(PyExc_OSError)) {
+        /* "bad message length": as multiprocessing, a duplex end stops
+         * reading and a read-only one closes (released by leave()). */
+        if (self->writable)
+            self->readable = 0;
+        else
+            self->closed = 1;
+    }
     return NULL;
 }
 
@@ -545,21 +551,21 @@ static PyObject *ConnectionCore_recv_bytes(ConnectionCore *self, PyObject *const
     PyObject *vals[1] = {Py_None};
     if (ip_parse_args("recv_bytes", args, nargs, kwnames, names, 1, 0, vals) < 0)
         return NULL;
-    uint64_t max_len = UINT64_MAX;
-    if (vals[0] != Py_None) {
-        Py_ssize_t m = PyLong_AsSsize_t(vals[0]);
-        if (m == -1 && PyErr_Occurred())
-            return NULL;
-        if (m < 0) {
-            PyErr_SetString(PyExc_ValueError, "negative maxlength");
-            return NULL;
-        }
-        max_len = (uint64_t)m;
-    }
     if (enter(self) < 0)
         return NULL;
     if (check_readable(self) < 0)
         return leave(self, NULL);
+    uint64_t max_len = UINT64_MAX;
+    if (vals[0] != Py_None) {
+        Py_ssize_t m = PyLong_AsSsize_t(vals[0]);
+        if (m == -1 && PyErr_Occurred())
+            return leave(self, NULL);
+        if (m < 0) {
+            PyErr_SetString(PyExc_ValueError, "negative maxlength");
+            return leave(self, NULL);
+        }
+        max_len = (uint64_t)m;
+    }
     uint32_t type;
     PyObject *payload = take_one(self, max_len, &type);
     if (payload == NULL)
@@ -579,8 +585,15 @@ static PyObject *ConnectionCore_recv_bytes_into(ConnectionCore *self, PyObject *
     if (check_readable(self) < 0)
         return leave(self, NULL);
     Py_buffer view;
-    if (PyObject_GetBuffer(vals[0], &view, PyBUF_WRITABLE) < 0)
+    if (PyObject_GetBuffer(vals[0], &view, PyBUF_WRITABLE) < 0) {
+        /* Checked before anything is taken, so no message is lost. */
+        if (PyErr_ExceptionMatches(PyExc_BufferError)) {
+            PyErr_Clear();
+            PyErr_Format(PyExc_TypeError, "recv_bytes_into() needs a writable buffer, not %.100s",
+                         Py_TYPE(vals[0])->tp_name);
+        }
         return leave(self, NULL);
+    }
     PyObject *res = NULL;
     Py_ssize_t offset = 0;
     if (vals[1] && (offset = PyLong_AsSsize_t(vals[1])) == -1 && PyErr_Occurred())

@@ -198,8 +198,8 @@ def all_cases(settings: Settings) -> list[Case]:
         ),
         Case(
             "pipe-ping-pong", "pipe ping-pong",
-            "median round trip over one duplex Pipe, a child echoing each object; "
-            "pyzmq REQ/REP over ipc:// alongside",
+            "median round trip over one duplex Pipe (pyzmq: REQ/REP over ipc://), "
+            "a child echoing each object",
             ROUND_TRIP,
             (_pipe("interproc", "interproc_pipe", latency.pipe_ping_pong),
              _pipe("mp", "mp_pipe", latency.pipe_ping_pong),
