@@ -235,22 +235,31 @@ static void tx_published(void *owner)
     lock_end(e);
     if (!e->notified && ip_channel_size(&self->tx) > 0) {
         poke(self->wfd, -1);
-        e->notified = 1;
+        __atomic_store_n(&e->notified, 1, __ATOMIC_SEQ_CST);
     }
     ip_mutex_unlock(&e->lock);
 }
 
-/* After a take left the ring empty: the pipe must stop saying "readable". */
+/* After a take left the ring empty: the pipe must stop saying "readable".
+ * `notified` is only read under the lock here: a sender may be between its
+ * look at the ring and its store of `notified`. */
 static void rx_emptied(void *owner)
 {
     ConnectionCore *self = owner;
     ip_pipe_end_t *e = &self->hdr->ends[self->end];
-    if (!__atomic_load_n(&e->armed, __ATOMIC_ACQUIRE) || !__atomic_load_n(&e->notified, __ATOMIC_ACQUIRE))
+    if (!__atomic_load_n(&e->armed, __ATOMIC_ACQUIRE))
         return;
     lock_end(e);
     if (e->notified && ip_channel_size(&self->rx) == 0) {
         drain(self->rfd);
-        e->notified = 0;
+        __atomic_store_n(&e->notified, 0, __ATOMIC_SEQ_CST);
+        /* A sender that published just now may have seen the old
+         * `notified` and skipped its byte: look once more. */
+        __atomic_thread_fence(__ATOMIC_SEQ_CST);
+        if (ip_channel_size(&self->rx) > 0) {
+            poke(-1, self->rfd);
+            __atomic_store_n(&e->notified, 1, __ATOMIC_SEQ_CST);
+        }
     }
     ip_mutex_unlock(&e->lock);
 }
