@@ -22,6 +22,8 @@
 #include <sys/mman.h>
 
 #define ACTIVE 1ull
+/* Overflow regions up to this many times the base region are kept warm. */
+#define IP_WARM_FACTOR 4
 
 static inline uint64_t ld(const uint64_t *p)
 {
@@ -152,8 +154,10 @@ static void release_region(ip_ringview_t *v, uint32_t i, uint64_t expected)
     /* A different state means a replay: it was released, maybe reused, already. */
     if (ld(&rg->state) != expected)
         return;
-    /* Overflow memory goes back to the kernel; the base region stays warm. */
-    if (i != 0)
+    /* Big overflow regions give their memory back to the kernel.  The base
+     * region and the first overflow sizes stay warm: a stream that overflows
+     * steadily would otherwise fault every page in again on each lap. */
+    if (i != 0 && rg->cap > IP_WARM_FACTOR * v->ring->regions[0].cap)
         fallocate(v->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)rg->offset,
                   (off_t)rg->cap);
     /* Only now may a producer pick it up again. */
