@@ -25,8 +25,6 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/random.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 /* How often send() asks the kernel whether the receiving end still exists,
@@ -285,69 +283,36 @@ static int init_segment(ConnectionCore *self, long long capacity)
     while (cap < (uint64_t)capacity)
         cap <<= 1;
     uint64_t hsize = IP_PIPE_HDR_SIZE, size = hsize + 2 * cap;
-    if (ftruncate(self->fd, (off_t)size) != 0) {
-        PyErr_SetFromErrno(PyExc_OSError);
-        return -1;
-    }
-    ip_pipe_hdr_t *h = ip_map(self->fd, (size_t)size, 0);
+    ip_pipe_hdr_t *h = ip_segment_create(self->fd, IP_KIND_PIPE, hsize, size);
     if (h == NULL)
         return -1;
     self->hdr = h;
     self->map_len = (size_t)size;
     h->base_cap = cap;
-    if (ip_mutex_init(&h->seg.grow_lock) || ip_mutex_init(&h->ends[0].lock)
-        || ip_mutex_init(&h->ends[1].lock) || ip_ring_init(&h->rings[0], hsize, cap)
-        || ip_ring_init(&h->rings[1], hsize + cap, cap)) {
+    if (ip_mutex_init(&h->ends[0].lock) || ip_mutex_init(&h->ends[1].lock)
+        || ip_ring_init(&h->rings[0], hsize, cap) || ip_ring_init(&h->rings[1], hsize + cap, cap)) {
         PyErr_SetString(PyExc_OSError, "cannot initialize process-shared mutexes");
         return -1;
     }
-    h->seg.version = IP_LAYOUT_VERSION;
-    h->seg.kind = IP_KIND_PIPE;
-    h->seg.header_size = hsize;
-    h->seg.initial_size = size;
-    h->seg.file_end = size;
-    h->seg.creator_pid = (uint64_t)getpid();
-    if (getrandom(&h->seg.uid, sizeof h->seg.uid, 0) != (ssize_t)sizeof h->seg.uid)
-        h->seg.uid = ((uint64_t)getpid() << 32) ^ (uint64_t)time(NULL) ^ (uint64_t)(uintptr_t)h;
-    __atomic_store_n(&h->seg.magic, IP_MAGIC, __ATOMIC_RELEASE);
+    ip_segment_publish(&h->seg);
     return 0;
 }
 
 static int attach_segment(ConnectionCore *self)
 {
-    struct stat st;
-    ip_seghdr_t probe;
-    if (fstat(self->fd, &st) != 0) {
-        PyErr_SetFromErrno(PyExc_OSError);
-        return -1;
-    }
-    uint64_t size = (uint64_t)st.st_size;
-    if (size < sizeof probe) {
-        PyErr_SetString(ip_SegmentError, "segment is truncated: smaller than any header");
-        return -1;
-    }
-    if (pread(self->fd, &probe, sizeof probe, 0) != (ssize_t)sizeof probe) {
-        PyErr_SetFromErrno(PyExc_OSError);
-        return -1;
-    }
-    if (ip_seghdr_check(&probe, size, IP_KIND_PIPE) < 0)
-        return -1;
-    if (probe.header_size != IP_PIPE_HDR_SIZE) {
-        PyErr_SetString(ip_SegmentError, "pipe header is corrupt (bad sizes)");
-        return -1;
-    }
-    ip_pipe_hdr_t *h = ip_map(self->fd, (size_t)probe.initial_size, 0);
+    uint64_t file_size;
+    ip_pipe_hdr_t *h =
+        ip_segment_attach(self->fd, IP_KIND_PIPE, IP_PIPE_HDR_SIZE, &self->map_len, &file_size);
     if (h == NULL)
         return -1;
     self->hdr = h;
-    self->map_len = (size_t)probe.initial_size;
-    if (probe.initial_size != probe.header_size + 2 * h->base_cap
-        || h->rings[0].regions[0].offset != probe.header_size
-        || h->rings[1].regions[0].offset != probe.header_size + h->base_cap) {
+    uint64_t hsize = h->seg.header_size;
+    if (self->map_len != hsize + 2 * h->base_cap || h->rings[0].regions[0].offset != hsize
+        || h->rings[1].regions[0].offset != hsize + h->base_cap) {
         PyErr_SetString(ip_SegmentError, "pipe header is corrupt (base regions do not match)");
         return -1;
     }
-    if (ip_ring_check(&h->rings[0], size) < 0 || ip_ring_check(&h->rings[1], size) < 0)
+    if (ip_ring_check(&h->rings[0], file_size) < 0 || ip_ring_check(&h->rings[1], file_size) < 0)
         return -1;
     return 0;
 }

@@ -120,6 +120,19 @@ void *ip_map(int fd, size_t len, off_t offset);
 int ip_seghdr_check(const ip_seghdr_t *h, uint64_t file_size, int want_kind);
 extern PyObject *ip_SegmentError;
 
+/* Lays out a new segment in the empty file fd: sizes it, maps it whole and
+ * fills in the header but the magic.  Returns the mapping, or NULL with an
+ * exception set.  The caller initializes its own part, then publishes. */
+void *ip_segment_create(int fd, uint32_t kind, uint64_t header_size, uint64_t size);
+/* Makes a created segment visible to openers: the magic, stored last. */
+void ip_segment_publish(ip_seghdr_t *h);
+/* Validates the header of an existing segment of `kind` whose header part
+ * is `header_size` bytes, and maps its initial size.  Returns the mapping
+ * (*size_out: its length, *file_size: the file's) or NULL with an
+ * exception set. */
+void *ip_segment_attach(int fd, uint32_t kind, uint64_t header_size, size_t *size_out,
+                        uint64_t *file_size);
+
 /* Appends an extent of `size` bytes to the file, under the segment's grow
  * lock, and returns its offset. */
 int ip_segment_alloc(ip_seghdr_t *h, int fd, uint64_t size, uint64_t *offset);

@@ -11,7 +11,6 @@
 #include <signal.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -114,70 +113,35 @@ static int init_segment(QueueCore *self, int kind, Py_ssize_t maxsize, long long
     while (cap < (uint64_t)capacity)
         cap <<= 1;
     uint64_t hsize = IP_QUEUE_HDR_SIZE;
-    if (ftruncate(self->fd, (off_t)(hsize + cap)) != 0) {
-        PyErr_SetFromErrno(PyExc_OSError);
+    ip_queue_hdr_t *h = ip_segment_create(self->fd, (uint32_t)kind, hsize, hsize + cap);
+    if (h == NULL)
         return -1;
-    }
-    void *p = ip_map(self->fd, (size_t)(hsize + cap), 0);
-    if (p == NULL)
-        return -1;
-    ip_queue_hdr_t *h = p;
     self->hdr = h;
     self->map_len = (size_t)(hsize + cap);
     h->maxsize = maxsize > 0 ? (uint64_t)maxsize : 0;
     h->base_cap = cap;
-    if (ip_mutex_init(&h->seg.grow_lock) || ip_ring_init(&h->ring, hsize, cap)) {
+    if (ip_ring_init(&h->ring, hsize, cap)) {
         PyErr_SetString(PyExc_OSError, "cannot initialize process-shared mutexes");
         return -1;
     }
-    h->seg.version = IP_LAYOUT_VERSION;
-    h->seg.kind = (uint32_t)kind;
-    h->seg.header_size = hsize;
-    h->seg.initial_size = hsize + cap;
-    h->seg.file_end = hsize + cap;
-    h->seg.creator_pid = (uint64_t)getpid();
-    if (getrandom(&h->seg.uid, sizeof h->seg.uid, 0) != (ssize_t)sizeof h->seg.uid)
-        h->seg.uid = ((uint64_t)getpid() << 32) ^ (uint64_t)time(NULL) ^ (uint64_t)(uintptr_t)h;
-    __atomic_store_n(&h->seg.magic, IP_MAGIC, __ATOMIC_RELEASE);
+    ip_segment_publish(&h->seg);
     return 0;
 }
 
 static int attach_segment(QueueCore *self, int kind)
 {
-    struct stat st;
-    if (fstat(self->fd, &st) != 0) {
-        PyErr_SetFromErrno(PyExc_OSError);
+    uint64_t file_size;
+    ip_queue_hdr_t *h = ip_segment_attach(self->fd, (uint32_t)kind, IP_QUEUE_HDR_SIZE,
+                                          &self->map_len, &file_size);
+    if (h == NULL)
         return -1;
-    }
-    uint64_t size = (uint64_t)st.st_size;
-    ip_seghdr_t probe;
-    if (size < sizeof probe) {
-        PyErr_Format(ip_SegmentError, "segment is truncated: %llu bytes, smaller than any header",
-                     (unsigned long long)size);
-        return -1;
-    }
-    if (pread(self->fd, &probe, sizeof probe, 0) != (ssize_t)sizeof probe) {
-        PyErr_SetFromErrno(PyExc_OSError);
-        return -1;
-    }
-    if (ip_seghdr_check(&probe, size, kind) < 0)
-        return -1;
-    if (probe.header_size != IP_QUEUE_HDR_SIZE || probe.initial_size <= probe.header_size) {
-        PyErr_SetString(ip_SegmentError, "queue header is corrupt (bad sizes)");
-        return -1;
-    }
-    void *p = ip_map(self->fd, (size_t)probe.initial_size, 0);
-    if (p == NULL)
-        return -1;
-    self->hdr = p;
-    self->map_len = (size_t)probe.initial_size;
-    ip_queue_hdr_t *h = self->hdr;
-    if (h->base_cap != probe.initial_size - probe.header_size
-        || h->ring.regions[0].offset != probe.header_size || h->ring.regions[0].cap != h->base_cap) {
+    self->hdr = h;
+    if (h->base_cap != self->map_len - h->seg.header_size
+        || h->ring.regions[0].offset != h->seg.header_size || h->ring.regions[0].cap != h->base_cap) {
         PyErr_SetString(ip_SegmentError, "queue header is corrupt (base region does not match)");
         return -1;
     }
-    return ip_ring_check(&h->ring, size);
+    return ip_ring_check(&h->ring, file_size);
 }
 
 static PyObject *QueueCore_new(PyTypeObject *type, PyObject *args, PyObject *kwds)

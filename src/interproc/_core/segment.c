@@ -13,6 +13,7 @@
 #include <signal.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -118,6 +119,69 @@ int ip_seghdr_check(const ip_seghdr_t *h, uint64_t file_size, int want_kind)
         return -1;
     }
     return 0;
+}
+
+void *ip_segment_create(int fd, uint32_t kind, uint64_t header_size, uint64_t size)
+{
+    if (ftruncate(fd, (off_t)size) != 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return NULL;
+    }
+    ip_seghdr_t *h = ip_map(fd, (size_t)size, 0);
+    if (h == NULL)
+        return NULL;
+    if (ip_mutex_init(&h->grow_lock) != 0) {
+        munmap(h, (size_t)size);
+        PyErr_SetString(PyExc_OSError, "cannot initialize a process-shared mutex");
+        return NULL;
+    }
+    h->version = IP_LAYOUT_VERSION;
+    h->kind = kind;
+    h->header_size = header_size;
+    h->initial_size = size;
+    h->file_end = size;
+    h->creator_pid = (uint64_t)getpid();
+    if (getrandom(&h->uid, sizeof h->uid, 0) != (ssize_t)sizeof h->uid)
+        h->uid = ((uint64_t)getpid() << 32) ^ (uint64_t)time(NULL) ^ (uint64_t)(uintptr_t)h;
+    return h;
+}
+
+void ip_segment_publish(ip_seghdr_t *h)
+{
+    __atomic_store_n(&h->magic, IP_MAGIC, __ATOMIC_RELEASE);
+}
+
+void *ip_segment_attach(int fd, uint32_t kind, uint64_t header_size, size_t *size_out,
+                        uint64_t *file_size)
+{
+    struct stat st;
+    ip_seghdr_t probe;
+    if (fstat(fd, &st) != 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return NULL;
+    }
+    uint64_t size = (uint64_t)st.st_size;
+    if (size < sizeof probe) {
+        PyErr_Format(ip_SegmentError, "segment is truncated: %llu bytes, smaller than any header",
+                     (unsigned long long)size);
+        return NULL;
+    }
+    if (pread(fd, &probe, sizeof probe, 0) != (ssize_t)sizeof probe) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return NULL;
+    }
+    if (ip_seghdr_check(&probe, size, (int)kind) < 0)
+        return NULL;
+    if (probe.header_size != header_size || probe.initial_size <= probe.header_size) {
+        PyErr_Format(ip_SegmentError, "%s header is corrupt (bad sizes)", kind_name(kind));
+        return NULL;
+    }
+    void *p = ip_map(fd, (size_t)probe.initial_size, 0);
+    if (p == NULL)
+        return NULL;
+    *size_out = (size_t)probe.initial_size;
+    *file_size = size;
+    return p;
 }
 
 int ip_segment_alloc(ip_seghdr_t *h, int fd, uint64_t size, uint64_t *offset)
