@@ -6,9 +6,6 @@
 
 #include <string.h>
 
-/* Payloads at least this large are copied out without the GIL. */
-#define IP_NOGIL_COPY 262144u
-
 static inline uint64_t ld(const uint64_t *p)
 {
     return __atomic_load_n(p, __ATOMIC_ACQUIRE);

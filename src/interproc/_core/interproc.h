@@ -62,7 +62,6 @@ typedef struct {
  * set for a negative or non-numeric timeout. */
 int ip_deadline_init(ip_deadline_t *d, int block, PyObject *timeout);
 int ip_deadline_passed(const ip_deadline_t *d);
-double ip_deadline_remaining(const ip_deadline_t *d);
 
 /* An event count in shared memory: how a side that published a change wakes
  * whoever sleeps waiting for one.  Signalling costs a fence and a load unless
@@ -143,6 +142,8 @@ int ip_segment_alloc(ip_seghdr_t *h, int fd, uint64_t size, uint64_t *offset);
 #define IP_MAX_REGIONS 32
 #define IP_NO_REGION 0xffffffffu
 #define IP_REC_HDR 16u
+/* Payloads at least this large are copied without the GIL. */
+#define IP_NOGIL_COPY 262144u
 #define IP_REC_ALIGN 16u
 
 enum ip_rec_type {

@@ -83,9 +83,6 @@ static int is_plain(PyObject *o)
     return 0;
 }
 
-/* Payloads at least this large are copied without the GIL. */
-#define IP_NOGIL_COPY 262144u
-
 int ip_payload_init(ip_payload_t *p, PyObject *obj)
 {
     if (PyBytes_CheckExact(obj)) {

@@ -81,14 +81,6 @@ int ip_deadline_passed(const ip_deadline_t *d)
     return !d->infinite && now_ns() >= ts_ns(&d->at);
 }
 
-double ip_deadline_remaining(const ip_deadline_t *d)
-{
-    if (d->infinite)
-        return -1.0;
-    double r = (double)(ts_ns(&d->at) - now_ns()) / 1e9;
-    return r > 0 ? r : 0.0;
-}
-
 /* The end of the next sleep slice: the deadline or one slice from now. */
 static struct timespec slice_end(const ip_deadline_t *d)
 {
