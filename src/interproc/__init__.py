@@ -6,6 +6,7 @@ futex waits, no feeder thread and no server process.  See docs/api.md.
 from .connection import Connection, Pipe, wait
 from .naming import ObjectInfo, SegmentError, attach, list_objects, unlink
 from .queues import Empty, Full, JoinableQueue, Queue, SimpleQueue
+from .synchronize import BoundedSemaphore, Event, Lock, OwnerDiedWarning, RLock, Semaphore
 
 __all__ = [
     "Queue",
@@ -14,6 +15,12 @@ __all__ = [
     "Pipe",
     "Connection",
     "wait",
+    "Lock",
+    "RLock",
+    "Semaphore",
+    "BoundedSemaphore",
+    "Event",
+    "OwnerDiedWarning",
     "Full",
     "Empty",
     "attach",

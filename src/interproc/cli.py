@@ -180,7 +180,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------- ls
 
-_INFO_FIELDS = ("name", "kind", "capacity_bytes", "items", "bytes_used", "pids", "error")
+_INFO_FIELDS = ("name", "kind", "capacity_bytes", "items", "bytes_used", "pids", "state", "error")
 # More pids than this make the table unreadable; --json has them all.
 _MAX_PIDS_SHOWN = 4
 
@@ -235,7 +235,7 @@ def _format_table(rows: list[dict[str, Any]]) -> list[str]:
                 "-" if row["items"] is None else str(row["items"]),
                 _human_size(row["bytes_used"]),
                 _show_pids(row["pids"]),
-                "ok" if row["error"] is None else f"damaged: {row['error']}",
+                f"damaged: {row['error']}" if row["error"] is not None else row["state"] or "ok",
             )
         )
     widths = [max(len(line[i]) for line in cells) for i in range(len(header))]

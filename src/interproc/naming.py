@@ -117,6 +117,7 @@ class ObjectInfo:
     pids: List[int] = dataclasses.field(default_factory=list)
     maxsize: Optional[int] = None
     file_size: Optional[int] = None
+    state: Optional[str] = None
     error: Optional[str] = None
 
 
@@ -126,6 +127,19 @@ def object_info(name: str) -> ObjectInfo:
         obj = attach(name)
     except (OSError, ValueError, TypeError) as exc:
         return ObjectInfo(name=name, error=f"{type(exc).__name__}: {exc}")
+    if not hasattr(obj, "_info"):
+        try:
+            stats = obj.statistics()
+        finally:
+            obj.close()
+        if "locked" in stats:
+            state = f"locked by {stats['owner_pid']}" if stats["locked"] else "unlocked"
+            pids = [stats["owner_pid"]] if stats["locked"] else []
+        elif "value" in stats:
+            state, pids = f"value {stats['value']}", []
+        else:
+            state, pids = "set" if stats["set"] else "unset", []
+        return ObjectInfo(name=name, kind=type(obj).__name__, pids=pids, state=state)
     try:
         obj._unregister_pid()  # looking is not using: this handle is not listed
         info = obj._info()

@@ -32,6 +32,11 @@ enum ip_kind {
     IP_KIND_SIMPLE_QUEUE = 2,
     IP_KIND_JOINABLE_QUEUE = 3,
     IP_KIND_PIPE = 4,
+    IP_KIND_LOCK = 5,
+    IP_KIND_RLOCK = 6,
+    IP_KIND_SEMAPHORE = 7,
+    IP_KIND_BOUNDED_SEMAPHORE = 8,
+    IP_KIND_EVENT = 9,
 };
 
 /* ------------------------------------------------------------------ */
@@ -305,6 +310,25 @@ typedef struct {
 #define IP_PIPE_HDR_SIZE (((sizeof(ip_pipe_hdr_t) + IP_PAGE - 1) / IP_PAGE) * IP_PAGE)
 
 extern PyTypeObject ip_ConnectionCore_Type;
+
+/* ------------------------------------------------------------------ */
+/* Lock, RLock, Semaphore, BoundedSemaphore, Event segment (sync.c)    */
+
+typedef struct {
+    ip_seghdr_t seg;
+    _Alignas(IP_CACHELINE) uint64_t owner; /* locks: the holder's process token, 0 when free */
+    uint64_t thread;     /* RLock: the holding thread's identity */
+    uint64_t count;      /* RLock: recursion depth */
+    uint64_t value;      /* semaphores: the counter; Event: the flag */
+    uint64_t maxvalue;   /* BoundedSemaphore */
+    uint64_t recoveries; /* how often a dead holder's lock was taken over */
+    _Alignas(IP_CACHELINE) ip_event_t ev;
+} ip_sync_hdr_t;
+
+#define IP_SYNC_HDR_SIZE (((sizeof(ip_sync_hdr_t) + IP_PAGE - 1) / IP_PAGE) * IP_PAGE)
+
+extern PyTypeObject ip_SyncCore_Type;
+int ip_sync_init_module(PyObject *m);
 
 /* ------------------------------------------------------------------ */
 /* Module state: the serializers the Python layer installs.            */

@@ -205,6 +205,8 @@ PyMODINIT_FUNC PyInit__core(void)
     if (PyType_Ready(&ip_QueueCore_Type) < 0
         || PyModule_AddObjectRef(m, "QueueCore", (PyObject *)&ip_QueueCore_Type) < 0)
         goto fail;
+    if (ip_sync_init_module(m) < 0)
+        goto fail;
     if (PyType_Ready(&ip_ConnectionCore_Type) < 0
         || PyModule_AddObjectRef(m, "ConnectionCore", (PyObject *)&ip_ConnectionCore_Type) < 0)
         goto fail;
@@ -212,6 +214,11 @@ PyMODINIT_FUNC PyInit__core(void)
         || PyModule_AddIntConstant(m, "KIND_SIMPLE_QUEUE", IP_KIND_SIMPLE_QUEUE) < 0
         || PyModule_AddIntConstant(m, "KIND_JOINABLE_QUEUE", IP_KIND_JOINABLE_QUEUE) < 0
         || PyModule_AddIntConstant(m, "KIND_PIPE", IP_KIND_PIPE) < 0
+        || PyModule_AddIntConstant(m, "KIND_LOCK", IP_KIND_LOCK) < 0
+        || PyModule_AddIntConstant(m, "KIND_RLOCK", IP_KIND_RLOCK) < 0
+        || PyModule_AddIntConstant(m, "KIND_SEMAPHORE", IP_KIND_SEMAPHORE) < 0
+        || PyModule_AddIntConstant(m, "KIND_BOUNDED_SEMAPHORE", IP_KIND_BOUNDED_SEMAPHORE) < 0
+        || PyModule_AddIntConstant(m, "KIND_EVENT", IP_KIND_EVENT) < 0
         || PyModule_AddIntConstant(m, "LAYOUT_VERSION", IP_LAYOUT_VERSION) < 0
         || PyModule_AddIntConstant(m, "NAME_MAX", IP_NAME_MAX) < 0
         || PyModule_AddStringConstant(m, "SHM_PREFIX", IP_SHM_PREFIX) < 0)

@@ -70,6 +70,16 @@ static const char *kind_name(uint32_t kind)
         return "JoinableQueue";
     case IP_KIND_PIPE:
         return "Pipe";
+    case IP_KIND_LOCK:
+        return "Lock";
+    case IP_KIND_RLOCK:
+        return "RLock";
+    case IP_KIND_SEMAPHORE:
+        return "Semaphore";
+    case IP_KIND_BOUNDED_SEMAPHORE:
+        return "BoundedSemaphore";
+    case IP_KIND_EVENT:
+        return "Event";
     default:
         return NULL;
     }
@@ -172,7 +182,7 @@ void *ip_segment_attach(int fd, uint32_t kind, uint64_t header_size, size_t *siz
     }
     if (ip_seghdr_check(&probe, size, (int)kind) < 0)
         return NULL;
-    if (probe.header_size != header_size || probe.initial_size <= probe.header_size) {
+    if (probe.header_size != header_size || probe.initial_size < probe.header_size) {
         PyErr_Format(ip_SegmentError, "%s header is corrupt (bad sizes)", kind_name(kind));
         return NULL;
     }

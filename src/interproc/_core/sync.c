@@ -1,0 +1,615 @@
+/* SyncCore: the C half of Lock, RLock, Semaphore, BoundedSemaphore and
+ * Event.  Each lives in a one-page segment: a few words and an event count.
+ *
+ * A lock's state is one 64-bit word: 0 when free, else the holder's process
+ * token, (start time << 22) | pid, which names one process for the life of
+ * the machine (a pid alone may be reused).  Taking and giving back the lock
+ * is one atomic operation on that word, so any thread or process may
+ * release a Lock, as with multiprocessing's.  A waiter that has spun and is
+ * about to sleep asks whether the holder is still alive; if it died, the
+ * waiter takes the lock over with a compare-and-swap from the dead token,
+ * which only one waiter can win.  No pthread mutex is involved, because a
+ * robust mutex may only be released by the thread that locked it.
+ */
+#include "interproc.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#define PID_BITS 22
+#define PID_MASK ((1ull << PID_BITS) - 1)
+
+PyObject *ip_OwnerDiedWarning;
+
+typedef struct {
+    PyObject_HEAD
+    ip_sync_hdr_t *hdr;
+    size_t map_len;
+    int fd;
+    int kind;
+    int closed;
+    int released;
+    int active;
+    int owner_died; /* the last acquisition here took over from a dead holder */
+    PyObject *weakreflist;
+} SyncCore;
+
+/* ------------------------------------------------------------------ */
+/* process tokens                                                      */
+
+static uint64_t self_token;
+
+static void forget_token(void)
+{
+    self_token = 0; /* a forked child is another process */
+}
+
+/* Reads a process's start time (in clock ticks since boot) and whether it
+ * is still running (not a zombie).  -1 if it cannot be read: it is gone. */
+static int process_start(pid_t pid, uint64_t *start, int *running)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return -1;
+    buf[n] = '\0';
+    /* The command name may hold spaces and parentheses: fields start after the last ')'. */
+    char *p = strrchr(buf, ')');
+    if (p == NULL || p[1] != ' ')
+        return -1;
+    char state = p[2];
+    *running = state != 'Z' && state != 'X' && state != 'x';
+    p += 2;
+    /* state is field 3; starttime is field 22 */
+    for (int field = 3; field < 22; field++) {
+        p = strchr(p, ' ');
+        if (p == NULL)
+            return -1;
+        p++;
+    }
+    *start = strtoull(p, NULL, 10);
+    return 0;
+}
+
+static uint64_t my_token(void)
+{
+    if (self_token == 0) {
+        pid_t pid = getpid();
+        uint64_t start = 0;
+        int running;
+        if (process_start(pid, &start, &running) < 0)
+            start = 0;
+        self_token = ((start << PID_BITS) | ((uint64_t)pid & PID_MASK)) ?: 1;
+    }
+    return self_token;
+}
+
+/* Whether the process a token names still runs. */
+static int token_alive(uint64_t token)
+{
+    pid_t pid = (pid_t)(token & PID_MASK);
+    if (pid <= 0)
+        return 0;
+    if (kill(pid, 0) == -1 && errno == ESRCH)
+        return 0;
+    uint64_t start;
+    int running;
+    if (process_start(pid, &start, &running) < 0)
+        return errno == EACCES; /* another user's process we may not look at */
+    if (!running)
+        return 0;
+    return ((start << PID_BITS) >> PID_BITS) == (token >> PID_BITS);
+}
+
+static inline uint64_t ld(const uint64_t *p)
+{
+    return __atomic_load_n(p, __ATOMIC_ACQUIRE);
+}
+
+static inline int cas(uint64_t *p, uint64_t expected, uint64_t desired)
+{
+    return __atomic_compare_exchange_n(p, &expected, desired, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+}
+
+/* ------------------------------------------------------------------ */
+/* lifetime                                                            */
+
+static void release_resources(SyncCore *self)
+{
+    if (self->released)
+        return;
+    self->released = 1;
+    if (self->hdr) {
+        munmap(self->hdr, self->map_len);
+        self->hdr = NULL;
+    }
+    if (self->fd >= 0) {
+        close(self->fd);
+        self->fd = -1;
+    }
+}
+
+static int closed_error(void)
+{
+    PyErr_SetString(PyExc_ValueError, "the synchronization object is closed");
+    return -1;
+}
+
+static int enter(SyncCore *self)
+{
+    if (self->closed)
+        return closed_error();
+    self->active++;
+    return 0;
+}
+
+static PyObject *leave(SyncCore *self, PyObject *result)
+{
+    if (--self->active == 0 && self->closed)
+        release_resources(self);
+    return result;
+}
+
+static int is_lock(int kind)
+{
+    return kind == IP_KIND_LOCK || kind == IP_KIND_RLOCK;
+}
+
+static int is_semaphore(int kind)
+{
+    return kind == IP_KIND_SEMAPHORE || kind == IP_KIND_BOUNDED_SEMAPHORE;
+}
+
+static PyObject *SyncCore_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"fd", "kind", "value", "maxvalue", "create", NULL};
+    int fd, kind, create = 0;
+    long long value = 0, maxvalue = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "ii|LLp:SyncCore", kwlist, &fd, &kind, &value,
+                                     &maxvalue, &create))
+        return NULL;
+    SyncCore *self = (SyncCore *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        close(fd);
+        return NULL;
+    }
+    self->fd = fd; /* ours from here on, also when we fail */
+    self->kind = kind;
+    if (!is_lock(kind) && !is_semaphore(kind) && kind != IP_KIND_EVENT) {
+        PyErr_Format(PyExc_ValueError, "unknown synchronization kind %d", kind);
+        goto fail;
+    }
+    uint64_t hsize = IP_SYNC_HDR_SIZE;
+    if (create) {
+        if (value < 0 || maxvalue < 0) {
+            PyErr_SetString(PyExc_ValueError, "semaphore initial value must be >= 0");
+            goto fail;
+        }
+        ip_sync_hdr_t *h = ip_segment_create(fd, (uint32_t)kind, hsize, hsize);
+        if (h == NULL)
+            goto fail;
+        self->hdr = h;
+        self->map_len = (size_t)hsize;
+        h->value = (uint64_t)value;
+        h->maxvalue = (uint64_t)maxvalue;
+        ip_segment_publish(&h->seg);
+    } else {
+        uint64_t file_size;
+        self->hdr = ip_segment_attach(fd, (uint32_t)kind, hsize, &self->map_len, &file_size);
+        if (self->hdr == NULL)
+            goto fail;
+    }
+    return (PyObject *)self;
+fail:
+    Py_DECREF(self);
+    return NULL;
+}
+
+static void SyncCore_dealloc(SyncCore *self)
+{
+    if (self->weakreflist)
+        PyObject_ClearWeakRefs((PyObject *)self);
+    release_resources(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* ------------------------------------------------------------------ */
+/* acquiring                                                           */
+
+typedef struct {
+    SyncCore *self;
+    uint64_t token;
+    uint64_t thread;
+    int recovered;
+} acquire_ctx;
+
+static int lock_attempt(void *arg, int before_sleep, const uint64_t **watch, uint64_t *watch_val)
+{
+    acquire_ctx *c = arg;
+    SyncCore *self = c->self;
+    if (self->closed)
+        return closed_error();
+    ip_sync_hdr_t *h = self->hdr;
+    uint64_t cur = ld(&h->owner);
+    if (cur == 0 && cas(&h->owner, 0, c->token))
+        return 1;
+    /* Looking is a syscall or two: only once spinning has not helped. */
+    if (before_sleep && cur != 0 && !token_alive(cur) && cas(&h->owner, cur, c->token)) {
+        c->recovered = 1;
+        return 1;
+    }
+    *watch = &h->owner;
+    *watch_val = ld(&h->owner);
+    return 0;
+}
+
+static int semaphore_attempt(void *arg, int before_sleep, const uint64_t **watch,
+                             uint64_t *watch_val)
+{
+    SyncCore *self = ((acquire_ctx *)arg)->self;
+    (void)before_sleep;
+    if (self->closed)
+        return closed_error();
+    uint64_t *value = &self->hdr->value;
+    uint64_t v = ld(value);
+    while (v > 0) {
+        if (__atomic_compare_exchange_n(value, &v, v - 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+            return 1;
+    }
+    *watch = value;
+    *watch_val = 0;
+    return 0;
+}
+
+static int event_attempt(void *arg, int before_sleep, const uint64_t **watch, uint64_t *watch_val)
+{
+    SyncCore *self = ((acquire_ctx *)arg)->self;
+    (void)before_sleep;
+    if (self->closed)
+        return closed_error();
+    if (ld(&self->hdr->value))
+        return 1;
+    *watch = &self->hdr->value;
+    *watch_val = 0;
+    return 0;
+}
+
+static const char *const acquire_names[] = {"block", "timeout"};
+
+/* acquire(block=True, timeout=None) for every kind but Event. */
+static PyObject *SyncCore_acquire(SyncCore *self, PyObject *const *args, Py_ssize_t nargs,
+                                  PyObject *kwnames)
+{
+    PyObject *vals[2] = {Py_True, Py_None};
+    if (ip_parse_args("acquire", args, nargs, kwnames, acquire_names, 2, 0, vals) < 0)
+        return NULL;
+    int block = PyObject_IsTrue(vals[0]);
+    if (block < 0)
+        return NULL;
+    ip_deadline_t d;
+    /* As multiprocessing: a timeout only counts when blocking, and a
+     * negative one means "do not wait". */
+    PyObject *timeout = vals[1];
+    if (block && timeout != Py_None) {
+        double t = PyFloat_AsDouble(timeout);
+        if (t == -1.0 && PyErr_Occurred())
+            return NULL;
+        if (t < 0)
+            timeout = NULL, block = 0;
+    }
+    if (ip_deadline_init(&d, block, timeout) < 0 || enter(self) < 0)
+        return NULL;
+    ip_sync_hdr_t *h = self->hdr;
+    acquire_ctx c = {self, 0, 0, 0};
+    if (is_lock(self->kind)) {
+        c.token = my_token();
+        if (self->kind == IP_KIND_RLOCK) {
+            c.thread = (uint64_t)PyThread_get_thread_ident();
+            if (ld(&h->owner) == c.token && ld(&h->thread) == c.thread) {
+                h->count++;
+                return leave(self, Py_NewRef(Py_True));
+            }
+        }
+    }
+    ip_attempt_fn attempt = is_lock(self->kind) ? lock_attempt : semaphore_attempt;
+    int rc = ip_wait_for(&h->ev, &d, attempt, &c);
+    if (rc == IP_WAIT_ERROR)
+        return leave(self, NULL);
+    if (rc == IP_WAIT_TIMEOUT)
+        return leave(self, Py_NewRef(Py_False));
+    if (is_lock(self->kind)) {
+        __atomic_store_n(&h->thread, c.thread, __ATOMIC_RELEASE);
+        h->count = 1;
+        self->owner_died = c.recovered;
+        if (c.recovered) {
+            __atomic_add_fetch(&h->recoveries, 1, __ATOMIC_RELAXED);
+            if (PyErr_WarnEx(ip_OwnerDiedWarning,
+                             "the previous holder of this lock died holding it; the data it "
+                             "protects may be half-updated",
+                             1) < 0) {
+                /* Warnings turned into errors: the lock is ours, give it back. */
+                h->thread = 0;
+                h->count = 0;
+                __atomic_store_n(&h->owner, 0, __ATOMIC_RELEASE);
+                ip_event_signal(&h->ev, 1);
+                return leave(self, NULL);
+            }
+        }
+    }
+    return leave(self, Py_NewRef(Py_True));
+}
+
+static PyObject *SyncCore_release(SyncCore *self, PyObject *const *args, Py_ssize_t nargs,
+                                  PyObject *kwnames)
+{
+    static const char *const names[] = {"n"};
+    PyObject *vals[1] = {NULL};
+    if (ip_parse_args("release", args, nargs, kwnames, names, 1, 0, vals) < 0)
+        return NULL;
+    Py_ssize_t n = 1;
+    if (vals[0] && (n = PyLong_AsSsize_t(vals[0])) == -1 && PyErr_Occurred())
+        return NULL;
+    if (n < 1) {
+        PyErr_SetString(PyExc_ValueError, "n must be one or more");
+        return NULL;
+    }
+    if (enter(self) < 0)
+        return NULL;
+    ip_sync_hdr_t *h = self->hdr;
+    if (self->kind == IP_KIND_RLOCK) {
+        if (ld(&h->owner) != my_token() || ld(&h->thread) != (uint64_t)PyThread_get_thread_ident()) {
+            PyErr_SetString(PyExc_AssertionError, "attempt to release recursive lock not owned by thread");
+            return leave(self, NULL);
+        }
+        if (--h->count > 0)
+            return leave(self, Py_NewRef(Py_None));
+        h->thread = 0;
+        __atomic_store_n(&h->owner, 0, __ATOMIC_RELEASE);
+        ip_event_signal(&h->ev, 1);
+    } else if (self->kind == IP_KIND_LOCK) {
+        uint64_t cur = ld(&h->owner);
+        if (cur == 0 || !cas(&h->owner, cur, 0)) {
+            PyErr_SetString(PyExc_ValueError, "semaphore or lock released too many times");
+            return leave(self, NULL);
+        }
+        ip_event_signal(&h->ev, 1);
+    } else {
+        uint64_t v = ld(&h->value);
+        for (;;) {
+            if (self->kind == IP_KIND_BOUNDED_SEMAPHORE && v + (uint64_t)n > h->maxvalue) {
+                PyErr_SetString(PyExc_ValueError, "semaphore or lock released too many times");
+                return leave(self, NULL);
+            }
+            if (__atomic_compare_exchange_n(&h->value, &v, v + (uint64_t)n, 0, __ATOMIC_ACQ_REL,
+                                            __ATOMIC_ACQUIRE))
+                break;
+        }
+        ip_event_signal(&h->ev, (int)(n < INT32_MAX ? n : INT32_MAX));
+    }
+    return leave(self, Py_NewRef(Py_None));
+}
+
+static PyObject *SyncCore_exit(SyncCore *self, PyObject *Py_UNUSED(args))
+{
+    return SyncCore_release(self, NULL, 0, NULL);
+}
+
+static PyObject *SyncCore_locked(SyncCore *self, PyObject *Py_UNUSED(ignored))
+{
+    if (enter(self) < 0)
+        return NULL;
+    int held = is_lock(self->kind) ? ld(&self->hdr->owner) != 0 : ld(&self->hdr->value) == 0;
+    return leave(self, PyBool_FromLong(held));
+}
+
+static PyObject *SyncCore_get_value(SyncCore *self, PyObject *Py_UNUSED(ignored))
+{
+    if (enter(self) < 0)
+        return NULL;
+    return leave(self, PyLong_FromUnsignedLongLong(ld(&self->hdr->value)));
+}
+
+/* ------------------------------------------------------------------ */
+/* Event                                                               */
+
+static PyObject *SyncCore_set(SyncCore *self, PyObject *Py_UNUSED(ignored))
+{
+    if (enter(self) < 0)
+        return NULL;
+    __atomic_store_n(&self->hdr->value, 1, __ATOMIC_SEQ_CST);
+    ip_event_signal(&self->hdr->ev, INT32_MAX);
+    return leave(self, Py_NewRef(Py_None));
+}
+
+static PyObject *SyncCore_clear(SyncCore *self, PyObject *Py_UNUSED(ignored))
+{
+    if (enter(self) < 0)
+        return NULL;
+    __atomic_store_n(&self->hdr->value, 0, __ATOMIC_SEQ_CST);
+    return leave(self, Py_NewRef(Py_None));
+}
+
+static PyObject *SyncCore_is_set(SyncCore *self, PyObject *Py_UNUSED(ignored))
+{
+    if (enter(self) < 0)
+        return NULL;
+    return leave(self, PyBool_FromLong(ld(&self->hdr->value) != 0));
+}
+
+static PyObject *SyncCore_wait(SyncCore *self, PyObject *const *args, Py_ssize_t nargs,
+                               PyObject *kwnames)
+{
+    static const char *const names[] = {"timeout"};
+    PyObject *vals[1] = {Py_None};
+    if (ip_parse_args("wait", args, nargs, kwnames, names, 1, 0, vals) < 0)
+        return NULL;
+    ip_deadline_t d;
+    PyObject *timeout = vals[0];
+    if (timeout != Py_None) {
+        double t = PyFloat_AsDouble(timeout);
+        if (t == -1.0 && PyErr_Occurred())
+            return NULL;
+        if (t < 0)
+            timeout = PyFloat_FromDouble(0.0); /* threading.Event treats it as 0 */
+        else
+            Py_INCREF(timeout);
+    } else {
+        Py_INCREF(timeout);
+    }
+    int rc = ip_deadline_init(&d, 1, timeout);
+    Py_DECREF(timeout);
+    if (rc < 0 || enter(self) < 0)
+        return NULL;
+    acquire_ctx c = {self, 0, 0, 0};
+    rc = ip_wait_for(&self->hdr->ev, &d, event_attempt, &c);
+    if (rc == IP_WAIT_ERROR)
+        return leave(self, NULL);
+    return leave(self, PyBool_FromLong(rc == IP_WAIT_DONE));
+}
+
+/* ------------------------------------------------------------------ */
+
+static PyObject *SyncCore_statistics(SyncCore *self, PyObject *Py_UNUSED(ignored))
+{
+    if (enter(self) < 0)
+        return NULL;
+    ip_sync_hdr_t *h = self->hdr;
+    PyObject *waiters = PyLong_FromUnsignedLong(__atomic_load_n(&h->ev.waiters, __ATOMIC_ACQUIRE));
+    PyObject *d = NULL;
+    if (waiters == NULL)
+        return leave(self, NULL);
+    if (is_lock(self->kind)) {
+        uint64_t owner = ld(&h->owner);
+        PyObject *pid = owner ? PyLong_FromUnsignedLongLong(owner & PID_MASK) : Py_NewRef(Py_None);
+        if (pid)
+            d = Py_BuildValue("{s:O,s:N,s:K,s:N,s:K}", "locked", owner ? Py_True : Py_False,
+                              "owner_pid", pid, "recursion",
+                              (unsigned long long)(owner ? h->count : 0), "waiters",
+                              Py_NewRef(waiters), "owner_deaths",
+                              (unsigned long long)ld(&h->recoveries));
+    } else if (is_semaphore(self->kind)) {
+        d = Py_BuildValue("{s:K,s:N}", "value", (unsigned long long)ld(&h->value), "waiters",
+                          Py_NewRef(waiters));
+    } else {
+        d = Py_BuildValue("{s:O,s:N}", "set", ld(&h->value) ? Py_True : Py_False, "waiters",
+                          Py_NewRef(waiters));
+    }
+    Py_DECREF(waiters);
+    return leave(self, d);
+}
+
+static PyObject *SyncCore_close(SyncCore *self, PyObject *Py_UNUSED(ignored))
+{
+    if (!self->closed) {
+        self->closed = 1;
+        if (self->active == 0)
+            release_resources(self);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *SyncCore_after_fork(SyncCore *self, PyObject *Py_UNUSED(ignored))
+{
+    self->active = 0;
+    Py_RETURN_NONE;
+}
+
+static PyObject *get_owner_died(SyncCore *self, void *Py_UNUSED(c))
+{
+    return PyBool_FromLong(self->owner_died);
+}
+
+static PyObject *get_fd(SyncCore *self, void *Py_UNUSED(c))
+{
+    return PyLong_FromLong(self->fd);
+}
+
+static PyObject *get_closed(SyncCore *self, void *Py_UNUSED(c))
+{
+    return PyBool_FromLong(self->closed);
+}
+
+static PyObject *get_uid(SyncCore *self, void *Py_UNUSED(c))
+{
+    return self->released ? PyLong_FromLong(0) : PyLong_FromUnsignedLongLong(self->hdr->seg.uid);
+}
+
+static PyObject *get_maxvalue(SyncCore *self, void *Py_UNUSED(c))
+{
+    return self->released ? PyLong_FromLong(0) : PyLong_FromUnsignedLongLong(self->hdr->maxvalue);
+}
+
+#define FASTCALL(f) (PyCFunction)(void (*)(void))(f), METH_FASTCALL | METH_KEYWORDS
+
+static PyMethodDef SyncCore_methods[] = {
+    {"_acquire", FASTCALL(SyncCore_acquire), NULL},
+    {"_release", FASTCALL(SyncCore_release), NULL},
+    {"_exit", (PyCFunction)SyncCore_exit, METH_VARARGS, NULL},
+    {"_locked", (PyCFunction)SyncCore_locked, METH_NOARGS, NULL},
+    {"_get_value", (PyCFunction)SyncCore_get_value, METH_NOARGS, NULL},
+    {"_set", (PyCFunction)SyncCore_set, METH_NOARGS, NULL},
+    {"_clear", (PyCFunction)SyncCore_clear, METH_NOARGS, NULL},
+    {"_is_set", (PyCFunction)SyncCore_is_set, METH_NOARGS, NULL},
+    {"_wait", FASTCALL(SyncCore_wait), NULL},
+    {"statistics", (PyCFunction)SyncCore_statistics, METH_NOARGS,
+     "statistics($self, /)\n--\n\nA dict describing the current state: who holds it, how many "
+     "wait."},
+    {"close", (PyCFunction)SyncCore_close, METH_NOARGS,
+     "close($self, /)\n--\n\nRelease this handle; the object itself lives on in other handles."},
+    {"_after_fork", (PyCFunction)SyncCore_after_fork, METH_NOARGS, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef SyncCore_getset[] = {
+    {"owner_died", (getter)get_owner_died, NULL,
+     "True if this handle's last acquisition took the lock over from a process that died "
+     "holding it.",
+     NULL},
+    {"_fd", (getter)get_fd, NULL, NULL, NULL},
+    {"_closed", (getter)get_closed, NULL, NULL, NULL},
+    {"_uid", (getter)get_uid, NULL, NULL, NULL},
+    {"_maxvalue", (getter)get_maxvalue, NULL, NULL, NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+PyTypeObject ip_SyncCore_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "interproc._core.SyncCore",
+    .tp_basicsize = sizeof(SyncCore),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .tp_doc = "SyncCore(fd, kind, value=0, maxvalue=0, create=False)\n--\n\n"
+              "A lock, semaphore or event in a one-page segment.  Takes ownership of fd,\n"
+              "also when it raises.",
+    .tp_new = SyncCore_new,
+    .tp_dealloc = (destructor)SyncCore_dealloc,
+    .tp_methods = SyncCore_methods,
+    .tp_getset = SyncCore_getset,
+    .tp_weaklistoffset = offsetof(SyncCore, weakreflist),
+};
+
+int ip_sync_init_module(PyObject *m)
+{
+    ip_OwnerDiedWarning = PyErr_NewExceptionWithDoc(
+        "interproc.OwnerDiedWarning",
+        "A lock was taken over from a process that died holding it: the data it\n"
+        "protects may be half-updated.",
+        PyExc_RuntimeWarning, NULL);
+    if (ip_OwnerDiedWarning == NULL || PyModule_AddObjectRef(m, "OwnerDiedWarning", ip_OwnerDiedWarning) < 0)
+        return -1;
+    if (PyType_Ready(&ip_SyncCore_Type) < 0
+        || PyModule_AddObjectRef(m, "SyncCore", (PyObject *)&ip_SyncCore_Type) < 0)
+        return -1;
+    if (pthread_atfork(NULL, NULL, forget_token) != 0)
+        return -1;
+    return 0;
+}

@@ -1,0 +1,192 @@
+"""Lock, RLock, Semaphore, BoundedSemaphore and Event in shared memory.
+
+Drop-ins for multiprocessing's primitives that wait on futexes instead of
+POSIX semaphores, can be opened by name from unrelated processes, and do
+not deadlock when a holder dies: the next acquirer takes the lock over and
+is told so (``owner_died``, and an :class:`OwnerDiedWarning`).
+"""
+from __future__ import annotations
+
+import operator
+import os
+import weakref
+from typing import Any, Optional
+
+from . import _core, naming
+
+__all__ = ["Lock", "RLock", "Semaphore", "BoundedSemaphore", "Event", "OwnerDiedWarning"]
+
+OwnerDiedWarning = _core.OwnerDiedWarning
+
+_live: "weakref.WeakSet[_SyncBase]" = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for obj in list(_live):
+        obj._after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _rebuild(cls: type, ref: tuple) -> "_SyncBase":
+    fd, name = naming.open_reference(ref)
+    return naming.check_reference(cls._attach_fd(fd, name), ref[-1])
+
+
+class _SyncBase(_core.SyncCore):
+    _KIND = 0
+    _name: Optional[str]
+
+    @classmethod
+    def _open(cls, name: Optional[str], create: Optional[bool], mode: int, value: int = 0,
+              maxvalue: int = 0) -> Any:
+        obj = naming.open_object(
+            name,
+            create,
+            mode,
+            lambda fd: _core.SyncCore.__new__(cls, fd, cls._KIND, value, maxvalue, True),
+            lambda fd: _core.SyncCore.__new__(cls, fd, cls._KIND),
+        )
+        return obj._setup(name)
+
+    @classmethod
+    def _attach_fd(cls, fd: int, name: Optional[str]) -> "_SyncBase":
+        return _core.SyncCore.__new__(cls, fd, cls._KIND)._setup(name)
+
+    def _setup(self, name: Optional[str]) -> "_SyncBase":
+        self._name = name
+        _live.add(self)
+        return self
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass  # everything happens in __new__, which attaches or creates
+
+    @property
+    def name(self) -> Optional[str]:
+        """The name, or None for an anonymous object."""
+        return self._name
+
+    def unlink(self) -> None:
+        """Remove the name.  Open handles keep working.  Nothing for an anonymous object."""
+        if self._name is not None:
+            try:
+                naming.unlink(self._name)
+            except FileNotFoundError:
+                pass
+
+    def __reduce__(self):
+        return (_rebuild, (type(self), naming.reference(self)))
+
+    def _where(self) -> str:
+        return f"name={self._name!r}" if getattr(self, "_name", None) else "anonymous"
+
+
+class _LockBase(_SyncBase):
+    acquire = _core.SyncCore._acquire
+    release = _core.SyncCore._release
+    __enter__ = _core.SyncCore._acquire
+    __exit__ = _core.SyncCore._exit
+
+    def __new__(cls, *, name: Optional[str] = None, create: Optional[bool] = None,
+                mode: int = 0o600):
+        return cls._open(name, create, mode)
+
+    def locked(self) -> bool:
+        """Whether some thread or process holds the lock."""
+        return self._locked()
+
+    def __repr__(self) -> str:
+        if self._closed:
+            return f"<interproc.{type(self).__name__} {self._where()} closed>"
+        stats = self.statistics()
+        state = f"owner={stats['owner_pid']}" if stats["locked"] else "unlocked"
+        return f"<interproc.{type(self).__name__} {self._where()} {state}>"
+
+
+class Lock(_LockBase):
+    """A non-recursive lock in shared memory: ``multiprocessing.Lock``.
+
+    ``acquire(block=True, timeout=None)`` returns whether it got the lock;
+    ``release()`` raises ValueError if it is not held, and may be called
+    from any thread or process, as with multiprocessing's.  If the holder
+    dies (SIGKILL included), the next acquirer gets the lock, finds
+    ``owner_died`` true and an :class:`OwnerDiedWarning` is emitted.
+    """
+
+    _KIND = _core.KIND_LOCK
+
+
+class RLock(_LockBase):
+    """A re-entrant lock in shared memory: ``multiprocessing.RLock``.
+
+    The thread that holds it may acquire it again; it is free once released
+    as many times.  ``release()`` from a thread that does not hold it raises
+    AssertionError, as multiprocessing's does.  Owner death is handled as
+    for :class:`Lock`.
+    """
+
+    _KIND = _core.KIND_RLOCK
+
+
+class Semaphore(_SyncBase):
+    """A counting semaphore in shared memory: ``multiprocessing.Semaphore``.
+
+    Semaphores have no owner: units taken by a process that dies are not
+    given back, since nothing says which units it meant to return.
+    """
+
+    _KIND = _core.KIND_SEMAPHORE
+    acquire = _core.SyncCore._acquire
+    release = _core.SyncCore._release
+    __enter__ = _core.SyncCore._acquire
+    __exit__ = _core.SyncCore._exit
+    get_value = _core.SyncCore._get_value
+
+    def __new__(cls, value: int = 1, *, name: Optional[str] = None,
+                create: Optional[bool] = None, mode: int = 0o600):
+        value = operator.index(value)
+        if value < 0:
+            raise ValueError("semaphore initial value must be >= 0")
+        return cls._open(name, create, mode, value, value)
+
+    def __repr__(self) -> str:
+        if self._closed:
+            return f"<interproc.{type(self).__name__} {self._where()} closed>"
+        extra = f", maxvalue={self._maxvalue}" if self._KIND == _core.KIND_BOUNDED_SEMAPHORE else ""
+        return f"<interproc.{type(self).__name__} {self._where()} value={self.get_value()}{extra}>"
+
+
+class BoundedSemaphore(Semaphore):
+    """A semaphore that refuses (ValueError) to be released above its initial
+    value: ``multiprocessing.BoundedSemaphore``."""
+
+    _KIND = _core.KIND_BOUNDED_SEMAPHORE
+
+
+class Event(_SyncBase):
+    """An event flag in shared memory: ``multiprocessing.Event``.
+
+    ``set()`` wakes every waiter; ``wait(timeout=None)`` returns the flag,
+    False on timeout.  A process that dies cannot leave an Event stuck: it
+    holds nothing.
+    """
+
+    _KIND = _core.KIND_EVENT
+    set = _core.SyncCore._set
+    clear = _core.SyncCore._clear
+    is_set = _core.SyncCore._is_set
+    wait = _core.SyncCore._wait
+
+    def __new__(cls, *, name: Optional[str] = None, create: Optional[bool] = None,
+                mode: int = 0o600):
+        return cls._open(name, create, mode)
+
+    def __repr__(self) -> str:
+        if self._closed:
+            return f"<interproc.Event {self._where()} closed>"
+        return f"<interproc.Event {self._where()} {'set' if self.is_set() else 'unset'}>"
+
+
+for _cls in (Lock, RLock, Semaphore, BoundedSemaphore, Event):
+    naming.register_kind(_cls._KIND, _cls)
