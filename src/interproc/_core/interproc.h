@@ -78,6 +78,9 @@ typedef struct {
 
 /* Call after publishing: wakes up to n sleepers of ev, if there are any. */
 void ip_event_signal(ip_event_t *ev, int n);
+/* The same, right after a sequentially consistent read-modify-write that
+ * published the change (which already orders it before the look). */
+void ip_event_wake(ip_event_t *ev, int n);
 
 /* One try at whatever the caller waits for.  Returns 1 when done, -1 with a
  * Python exception set, 0 when it must wait; then *watch (if set) points at a
@@ -314,6 +317,8 @@ extern PyTypeObject ip_ConnectionCore_Type;
 /* ------------------------------------------------------------------ */
 /* Lock, RLock, Semaphore, BoundedSemaphore, Event segment (sync.c)    */
 
+#define IP_SYNC_WAITER_SLOTS 64
+
 typedef struct {
     ip_seghdr_t seg;
     _Alignas(IP_CACHELINE) uint64_t owner; /* locks: the holder's process token, 0 when free */
@@ -323,6 +328,9 @@ typedef struct {
     uint64_t maxvalue;   /* BoundedSemaphore */
     uint64_t recoveries; /* how often a dead holder's lock was taken over */
     _Alignas(IP_CACHELINE) ip_event_t ev;
+    /* Tokens of the processes with a thread waiting here, one slot per
+     * waiting thread, for statistics(): counted only while alive. */
+    _Alignas(IP_CACHELINE) uint64_t waiting[IP_SYNC_WAITER_SLOTS];
 } ip_sync_hdr_t;
 
 #define IP_SYNC_HDR_SIZE (((sizeof(ip_sync_hdr_t) + IP_PAGE - 1) / IP_PAGE) * IP_PAGE)

@@ -232,7 +232,56 @@ typedef struct {
     uint64_t token;
     uint64_t thread;
     int recovered;
+    int probe; /* not going to wait: look at the holder's health at once */
 } acquire_ctx;
+
+/* Waiter slots: taken for the length of a wait that did not succeed at
+ * once.  A slot of a process that died is reused and not counted. */
+static int take_waiter_slot(ip_sync_hdr_t *h)
+{
+    uint64_t token = my_token();
+    for (int i = 0; i < IP_SYNC_WAITER_SLOTS; i++) {
+        uint64_t cur = ld(&h->waiting[i]);
+        if ((cur == 0 || (cur != token && !token_alive(cur))) && cas(&h->waiting[i], cur, token))
+            return i;
+    }
+    return -1; /* all taken: this waiter goes uncounted */
+}
+
+static void give_waiter_slot(ip_sync_hdr_t *h, int slot)
+{
+    if (slot >= 0)
+        __atomic_store_n(&h->waiting[slot], 0, __ATOMIC_RELEASE);
+}
+
+static unsigned live_waiters(ip_sync_hdr_t *h)
+{
+    unsigned n = 0;
+    for (int i = 0; i < IP_SYNC_WAITER_SLOTS; i++) {
+        uint64_t cur = ld(&h->waiting[i]);
+        if (cur == 0)
+            continue;
+        if (cur == my_token() || token_alive(cur))
+            n++;
+        else
+            cas(&h->waiting[i], cur, 0);
+    }
+    return n;
+}
+
+/* Waits with a waiter slot taken, unless the first try succeeds. */
+static int wait_counted(ip_sync_hdr_t *h, const ip_deadline_t *d, ip_attempt_fn attempt, void *ctx)
+{
+    const uint64_t *watch;
+    uint64_t watch_val;
+    int rc = attempt(ctx, ((acquire_ctx *)ctx)->probe, &watch, &watch_val);
+    if (rc != 0 || ip_deadline_passed(d))
+        return rc;
+    int slot = take_waiter_slot(h);
+    rc = ip_wait_for(&h->ev, d, attempt, ctx);
+    give_waiter_slot(h, slot);
+    return rc;
+}
 
 static int lock_attempt(void *arg, int before_sleep, const uint64_t **watch, uint64_t *watch_val)
 {
@@ -244,8 +293,10 @@ static int lock_attempt(void *arg, int before_sleep, const uint64_t **watch, uin
     uint64_t cur = ld(&h->owner);
     if (cur == 0 && cas(&h->owner, 0, c->token))
         return 1;
-    /* Looking is a syscall or two: only once spinning has not helped. */
-    if (before_sleep && cur != 0 && !token_alive(cur) && cas(&h->owner, cur, c->token)) {
+    /* Looking is a syscall or two: only once spinning has not helped, or
+     * when the caller will not wait at all. */
+    if ((before_sleep || c->probe) && cur != 0 && !token_alive(cur)
+        && cas(&h->owner, cur, c->token)) {
         c->recovered = 1;
         return 1;
     }
@@ -291,6 +342,15 @@ static const char *const acquire_names[] = {"block", "timeout"};
 static PyObject *SyncCore_acquire(SyncCore *self, PyObject *const *args, Py_ssize_t nargs,
                                   PyObject *kwnames)
 {
+    /* The uncontended Lock, first and with nothing else: it is the case that
+     * has to be as cheap as multiprocessing's. */
+    if (nargs == 0 && kwnames == NULL && self->kind == IP_KIND_LOCK && !self->closed) {
+        uint64_t token = my_token();
+        if (cas(&self->hdr->owner, 0, token)) {
+            self->owner_died = 0;
+            Py_RETURN_TRUE;
+        }
+    }
     PyObject *vals[2] = {Py_True, Py_None};
     if (ip_parse_args("acquire", args, nargs, kwnames, acquire_names, 2, 0, vals) < 0)
         return NULL;
@@ -311,7 +371,7 @@ static PyObject *SyncCore_acquire(SyncCore *self, PyObject *const *args, Py_ssiz
     if (ip_deadline_init(&d, block, timeout) < 0 || enter(self) < 0)
         return NULL;
     ip_sync_hdr_t *h = self->hdr;
-    acquire_ctx c = {self, 0, 0, 0};
+    acquire_ctx c = {self, 0, 0, 0, 0};
     if (is_lock(self->kind)) {
         c.token = my_token();
         if (self->kind == IP_KIND_RLOCK) {
@@ -322,15 +382,18 @@ static PyObject *SyncCore_acquire(SyncCore *self, PyObject *const *args, Py_ssiz
             }
         }
     }
+    c.probe = ip_deadline_passed(&d);
     ip_attempt_fn attempt = is_lock(self->kind) ? lock_attempt : semaphore_attempt;
-    int rc = ip_wait_for(&h->ev, &d, attempt, &c);
+    int rc = wait_counted(h, &d, attempt, &c);
     if (rc == IP_WAIT_ERROR)
         return leave(self, NULL);
     if (rc == IP_WAIT_TIMEOUT)
         return leave(self, Py_NewRef(Py_False));
     if (is_lock(self->kind)) {
-        __atomic_store_n(&h->thread, c.thread, __ATOMIC_RELEASE);
-        h->count = 1;
+        if (self->kind == IP_KIND_RLOCK) {
+            __atomic_store_n(&h->thread, c.thread, __ATOMIC_RELEASE);
+            h->count = 1;
+        }
         self->owner_died = c.recovered;
         if (c.recovered) {
             __atomic_add_fetch(&h->recoveries, 1, __ATOMIC_RELAXED);
@@ -355,9 +418,13 @@ static PyObject *SyncCore_release(SyncCore *self, PyObject *const *args, Py_ssiz
 {
     static const char *const names[] = {"n"};
     PyObject *vals[1] = {NULL};
-    if (ip_parse_args("release", args, nargs, kwnames, names, 1, 0, vals) < 0)
+    if ((nargs || kwnames) && ip_parse_args("release", args, nargs, kwnames, names, 1, 0, vals) < 0)
         return NULL;
     Py_ssize_t n = 1;
+    if (vals[0] && is_lock(self->kind)) {
+        PyErr_SetString(PyExc_TypeError, "release() takes no arguments (1 given)");
+        return NULL;
+    }
     if (vals[0] && (n = PyLong_AsSsize_t(vals[0])) == -1 && PyErr_Occurred())
         return NULL;
     if (n < 1) {
@@ -378,12 +445,11 @@ static PyObject *SyncCore_release(SyncCore *self, PyObject *const *args, Py_ssiz
         __atomic_store_n(&h->owner, 0, __ATOMIC_RELEASE);
         ip_event_signal(&h->ev, 1);
     } else if (self->kind == IP_KIND_LOCK) {
-        uint64_t cur = ld(&h->owner);
-        if (cur == 0 || !cas(&h->owner, cur, 0)) {
+        if (__atomic_exchange_n(&h->owner, 0, __ATOMIC_SEQ_CST) == 0) {
             PyErr_SetString(PyExc_ValueError, "semaphore or lock released too many times");
             return leave(self, NULL);
         }
-        ip_event_signal(&h->ev, 1);
+        ip_event_wake(&h->ev, 1);
     } else {
         uint64_t v = ld(&h->value);
         for (;;) {
@@ -471,8 +537,8 @@ static PyObject *SyncCore_wait(SyncCore *self, PyObject *const *args, Py_ssize_t
     Py_DECREF(timeout);
     if (rc < 0 || enter(self) < 0)
         return NULL;
-    acquire_ctx c = {self, 0, 0, 0};
-    rc = ip_wait_for(&self->hdr->ev, &d, event_attempt, &c);
+    acquire_ctx c = {self, 0, 0, 0, 0};
+    rc = wait_counted(self->hdr, &d, event_attempt, &c);
     if (rc == IP_WAIT_ERROR)
         return leave(self, NULL);
     return leave(self, PyBool_FromLong(rc == IP_WAIT_DONE));
@@ -485,7 +551,7 @@ static PyObject *SyncCore_statistics(SyncCore *self, PyObject *Py_UNUSED(ignored
     if (enter(self) < 0)
         return NULL;
     ip_sync_hdr_t *h = self->hdr;
-    PyObject *waiters = PyLong_FromUnsignedLong(__atomic_load_n(&h->ev.waiters, __ATOMIC_ACQUIRE));
+    PyObject *waiters = PyLong_FromUnsignedLong(live_waiters(h));
     PyObject *d = NULL;
     if (waiters == NULL)
         return leave(self, NULL);
@@ -495,7 +561,8 @@ static PyObject *SyncCore_statistics(SyncCore *self, PyObject *Py_UNUSED(ignored
         if (pid)
             d = Py_BuildValue("{s:O,s:N,s:K,s:N,s:K}", "locked", owner ? Py_True : Py_False,
                               "owner_pid", pid, "recursion",
-                              (unsigned long long)(owner ? h->count : 0), "waiters",
+                              (unsigned long long)(!owner ? 0 : self->kind == IP_KIND_RLOCK ? h->count : 1),
+                              "waiters",
                               Py_NewRef(waiters), "owner_deaths",
                               (unsigned long long)ld(&h->recoveries));
     } else if (is_semaphore(self->kind)) {

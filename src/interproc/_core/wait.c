@@ -95,6 +95,14 @@ static long futex(uint32_t *uaddr, int op, uint32_t val, const struct timespec *
     return syscall(SYS_futex, uaddr, op, val, ts, NULL, val3);
 }
 
+void ip_event_wake(ip_event_t *ev, int n)
+{
+    if (__atomic_load_n(&ev->waiters, __ATOMIC_SEQ_CST)) {
+        __atomic_add_fetch(&ev->seq, 1, __ATOMIC_SEQ_CST);
+        futex(&ev->seq, FUTEX_WAKE, (uint32_t)n, NULL, 0);
+    }
+}
+
 void ip_event_signal(ip_event_t *ev, int n)
 {
     /* Orders the caller's publication before the look at `waiters`; the

@@ -5,7 +5,7 @@ import functools
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from . import adapters, latency, resources, throughput
+from . import adapters, latency, resources, sync, throughput
 from .runner import Sample, Series, Settings
 from .throughput import BYTES_32, MIB, OBJECT
 
@@ -44,6 +44,7 @@ GBPS = Metric("GB/s", True, lambda v: f"{v:.2f} GB/s")
 ROUND_TRIP = Metric("µs per round trip", False, lambda v: f"{_significant(v)} µs")
 CPU = Metric("CPU s", False, lambda v: f"{v:.4f} s CPU")
 MEMORY = Metric("KiB per queue", False, lambda v: f"{v:.1f} KiB")
+NANOS = Metric("ns per call", False, lambda v: f"{_significant(v)} ns")
 
 
 @dataclass(frozen=True)
@@ -234,7 +235,39 @@ def all_cases(settings: Settings) -> list[Case]:
             (idle_target,),
             sized=False, compare=False,
         ),
+        Case(
+            "event-ping-pong", "Event ping-pong",
+            "median set→wait→clear round between two processes",
+            ROUND_TRIP,
+            (_module("interproc", sync.event_ping_pong), _module("mp", sync.event_ping_pong)),
+            (Target("mp", 1 / 10, "≤ 1/10 of multiprocessing's"),),
+            sized=False,
+        ),
+        Case(
+            "lock-uncontended", "uncontended Lock",
+            "acquire+release of a Lock no other process wants",
+            NANOS,
+            (_module("interproc", sync.lock_uncontended), _module("mp", sync.lock_uncontended)),
+            (Target("mp", 1.0, "no slower than multiprocessing's"),),
+            quick_n=20_000,
+        ),
+        Case(
+            "lock-increments", "locked increments",
+            "two processes increment one shared counter under a lock "
+            "(interproc: interproc.Lock around a RawValue; mp: Value with its lock)",
+            OPS,
+            (_module("interproc", sync.locked_increments), _module("mp", sync.locked_increments)),
+            (Target("mp", 2, "≥ 2× multiprocessing's"),),
+            n_max=5_000_000,
+        ),
     ]
+
+
+def _module(key: str, trial: Callable[[str, int, Settings], Sample]) -> Contender:
+    # No adapter: the trial builds the primitives itself from the module.
+    name = "interproc" if key == "interproc" else "multiprocessing"
+    label = "interproc" if key == "interproc" else "multiprocessing"
+    return Contender(key, label, None, lambda _adapter, n, settings: trial(name, n, settings))
 
 
 def select(cases: list[Case], wanted: list[str]) -> list[Case]:

@@ -1,0 +1,100 @@
+"""Synchronization primitives: Event ping-pong, uncontended Lock, locked increments.
+
+Each trial gets the module to measure (``interproc`` or ``multiprocessing``)
+through the contender, so both run the very same loop.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any
+
+from .runner import CTX, Sample, Settings, run_processes
+
+__all__ = ["event_ping_pong", "lock_uncontended", "locked_increments"]
+
+
+def _module(name: str) -> Any:
+    if name == "interproc":
+        import interproc
+
+        return interproc
+    return CTX
+
+
+def event_ping_pong(name: str, n: int, settings: Settings) -> Sample:
+    """Median microseconds for a set→wait→clear round between two processes."""
+    mod = _module(name)
+    ping, pong, done = mod.Event(), mod.Event(), mod.Event()
+    jobs = [(_pinger, (ping, pong, done, settings.trial_seconds)), (_ponger, (ping, pong, done))]
+    median_us, elapsed = run_processes(jobs, settings.timeout)[0]
+    return Sample(value=median_us, elapsed=elapsed)
+
+
+def _ponger(ping: Any, pong: Any, done: Any) -> None:
+    while True:
+        ping.wait()
+        ping.clear()
+        if done.is_set():
+            return
+        pong.set()
+
+
+def _pinger(ping: Any, pong: Any, done: Any, duration: float) -> tuple[float, float]:
+    times = []
+    start = time.perf_counter()
+    while time.perf_counter() - start < duration:
+        t0 = time.perf_counter_ns()
+        ping.set()
+        pong.wait()
+        pong.clear()
+        times.append(time.perf_counter_ns() - t0)
+    elapsed = time.perf_counter() - start
+    done.set()
+    ping.set()
+    return statistics.median(times) / 1000, elapsed
+
+
+def lock_uncontended(name: str, n: int, settings: Settings) -> Sample:
+    """Nanoseconds per acquire+release of a Lock nobody else wants."""
+    lock = _module(name).Lock()
+    ns, elapsed = run_processes([(_acquire_release, (lock, n))], settings.timeout)[0]
+    return Sample(value=ns, elapsed=elapsed)
+
+
+def _acquire_release(lock: Any, n: int) -> tuple[float, float]:
+    acquire, release = lock.acquire, lock.release
+    start = time.perf_counter()
+    for _ in range(n):
+        acquire()
+        release()
+    elapsed = time.perf_counter() - start
+    return elapsed / n * 1e9, elapsed
+
+
+def locked_increments(name: str, n: int, settings: Settings) -> Sample:
+    """Increments per second of one shared counter by two processes, each
+    taking the lock around every increment.  multiprocessing: a Value and
+    its own lock; interproc: an interproc.Lock around a RawValue."""
+    if name == "interproc":
+        import interproc
+
+        counter, lock = CTX.RawValue("q", 0), interproc.Lock()
+    else:
+        counter = CTX.Value("q", 0)
+        lock = counter.get_lock()
+    half = max(n // 2, 1)
+    start = time.perf_counter()
+    run_processes([(_increment, (counter, lock, half))] * 2, settings.timeout)
+    elapsed = time.perf_counter() - start
+    if counter.value != 2 * half:
+        from .runner import TrialError
+
+        raise TrialError(f"lost increments: {counter.value} of {2 * half}")
+    return Sample(value=2 * half / elapsed, elapsed=elapsed)
+
+
+def _increment(counter: Any, lock: Any, n: int) -> None:
+    for _ in range(n):
+        with lock:
+            counter.value += 1
