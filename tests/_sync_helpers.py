@@ -1,0 +1,312 @@
+"""Child-process targets and small helpers for the synchronization tests.
+
+Targets live here, at module level, because spawn and forkserver pickle them
+by reference.  Every blocking call in a child has a timeout, and a child that
+sees something wrong exits with a code of its own (listed below), so a bug
+shows up as a failed child rather than a hung test.
+"""
+
+import os
+import random
+import resource
+import sys
+import time
+import warnings
+
+# Long enough for a loaded 2-core machine, short enough that a lost wake-up
+# fails the test well before pytest-timeout.
+CHILD_TIMEOUT = 30.0
+
+# Exit codes of children, so that a failure says what went wrong.
+EXIT_ACQUIRE_TIMED_OUT = 3
+EXIT_START_TIMED_OUT = 4
+EXIT_EXCLUSION_BROKEN = 5
+EXIT_WARNING_MISMATCH = 6
+EXIT_RAN_TOO_LONG = 7
+
+EXIT_MEANINGS = {
+    EXIT_ACQUIRE_TIMED_OUT: "acquire() timed out",
+    EXIT_START_TIMED_OUT: "never got the start signal",
+    EXIT_EXCLUSION_BROKEN: "found another process inside the critical section",
+    EXIT_WARNING_MISMATCH: "owner_died and OwnerDiedWarning disagreed",
+    EXIT_RAN_TOO_LONG: "was not killed in time",
+}
+
+
+def describe_exit(code):
+    if code is None:
+        return "still running"
+    if code == 0:
+        return "exit 0"
+    if code < 0:
+        return f"killed by signal {-code}"
+    return f"exit {code} ({EXIT_MEANINGS.get(code, 'unexpected')})"
+
+
+def cpu_seconds():
+    """CPU time of this whole process, every thread included."""
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
+def _acquire_or_exit(lock, timeout=CHILD_TIMEOUT):
+    if not lock.acquire(timeout=timeout):
+        sys.exit(EXIT_ACQUIRE_TIMED_OUT)
+
+
+def _wait_start(start):
+    if not start.wait(CHILD_TIMEOUT):
+        sys.exit(EXIT_START_TIMED_OUT)
+
+
+# ------------------------------------------------------ mutual exclusion
+
+def increment_under_lock(lock, counter, inside, n, start, nested):
+    """Increment ``counter`` n times with a read-modify-write that loses
+    updates unless ``lock`` excludes the others.
+
+    ``inside`` is set for the length of each critical section, so overlap is
+    caught directly too, not only through a short count.  The occasional
+    sched_yield() inside the critical section hands the CPU to a competitor
+    at the worst moment, which is what exposes a broken lock on 2 cores.
+    """
+    _wait_start(start)
+    for i in range(n):
+        _acquire_or_exit(lock)
+        if nested:
+            _acquire_or_exit(lock)
+        try:
+            if inside.value:
+                sys.exit(EXIT_EXCLUSION_BROKEN)
+            inside.value = 1
+            v = counter.value
+            if i % 16 == 0:
+                os.sched_yield()
+            counter.value = v + 1
+            inside.value = 0
+        finally:
+            if nested:
+                lock.release()
+            lock.release()
+
+
+def hold_semaphore(sem, oracle_lock, current, peak, n, hold, start):
+    """Take ``sem`` n times, holding it ``hold`` seconds each time, and track
+    how many holders there are at once with an independent lock."""
+    _wait_start(start)
+    for _ in range(n):
+        _acquire_or_exit(sem)
+        try:
+            with oracle_lock:
+                current.value += 1
+                peak.value = max(peak.value, current.value)
+            time.sleep(hold)
+            with oracle_lock:
+                current.value -= 1
+        finally:
+            sem.release()
+
+
+# ------------------------------------------------------ waits and wake-ups
+
+def wait_event_and_report(ev, ready, out, timeout):
+    ready.put(os.getpid())
+    ok = ev.wait(timeout)
+    out.put((os.getpid(), ok, time.monotonic()))
+
+
+def acquire_and_report(lock, ready, out, timeout):
+    """Block in acquire(); report the outcome and when it returned."""
+    ready.put(os.getpid())
+    ok = lock.acquire(timeout=timeout)
+    out.put((ok, time.monotonic()))
+    if ok:
+        lock.release()
+
+
+def acquire_then_wait_forever(lock, ready):
+    """Signal readiness and block in acquire() until killed."""
+    ready.put(os.getpid())
+    lock.acquire(timeout=CHILD_TIMEOUT)
+    sys.exit(EXIT_RAN_TOO_LONG)
+
+
+def wait_event_forever(ev, ready):
+    ready.put(os.getpid())
+    ev.wait(CHILD_TIMEOUT)
+    sys.exit(EXIT_RAN_TOO_LONG)
+
+
+def release_lock(lock):
+    lock.release()
+
+
+def try_release_rlock(rlock, out):
+    """Report what releasing an RLock this process does not own raises."""
+    try:
+        rlock.release()
+    except BaseException as exc:  # noqa: BLE001 - the type is the answer
+        out.put(type(exc).__name__)
+    else:
+        out.put(None)
+
+
+def idle_cpu_in_wait(kind, obj, ready, out):
+    """Block in one untimed wait and report the CPU it cost.
+
+    The wait is untimed on purpose: an implementation that polls for
+    signals while waiting for ever shows up here, not in a timed wait.
+    """
+    ready.put(kind)
+    cpu0, t0 = cpu_seconds(), time.monotonic()
+    if kind == "Event":
+        ok = obj.wait()
+    else:
+        ok = obj.acquire()
+    cpu1, t1 = cpu_seconds(), time.monotonic()
+    if ok and kind != "Event":
+        obj.release()
+    out.put((kind, ok, cpu1 - cpu0, t1 - t0))
+
+
+# ------------------------------------------------------ named and passed
+
+def probe_named_lock(name, out, cmd):
+    """Open an existing named Lock by name and report what it looks like."""
+    import interproc
+
+    lock = interproc.Lock(name=name, create=False)
+    attached = interproc.attach(name)
+    out.put((
+        "opened",
+        type(attached).__name__,
+        lock.acquire(False),
+        lock.locked(),
+        lock.statistics()["owner_pid"],
+    ))
+    ok = lock.acquire(timeout=CHILD_TIMEOUT)
+    out.put(("acquired", ok, lock.statistics()["owner_pid"]))
+    cmd.get(timeout=CHILD_TIMEOUT)
+    lock.release()
+    out.put(("released",))
+
+
+def probe_named_event(name, out):
+    import interproc
+
+    ev = interproc.Event(name=name, create=False)
+    was_set = ev.is_set()
+    ev.clear()
+    out.put(was_set)
+
+
+def exercise_received(q, out, n):
+    """Take ``n`` primitives out of ``q`` and act on each; the parent set
+    them up so that every answer below is known in advance."""
+    for _ in range(n):
+        obj = q.get(timeout=CHILD_TIMEOUT)
+        out.put(_exercise(obj))
+
+
+def _exercise(obj):
+    kind = type(obj).__name__
+    if kind == "Lock":
+        # The parent holds it: a second holder is refused, yet any process
+        # may release a Lock.
+        refused = obj.acquire(False)
+        obj.release()
+        taken = obj.acquire(False)
+        obj.release()
+        return (kind, refused, taken)
+    if kind == "RLock":
+        refused = obj.acquire(False)
+        try:
+            obj.release()
+            raised = None
+        except AssertionError:
+            raised = "AssertionError"
+        return (kind, refused, raised)
+    if kind == "Semaphore":
+        got = [obj.acquire(False) for _ in range(2)]
+        return (kind, got, obj.get_value())
+    if kind == "BoundedSemaphore":
+        obj.acquire(timeout=CHILD_TIMEOUT)
+        obj.release()
+        try:
+            obj.release()
+            raised = None
+        except ValueError:
+            raised = "ValueError"
+        return (kind, obj.get_value(), raised)
+    if kind == "Event":
+        was_set = obj.is_set()
+        obj.clear()
+        return (kind, was_set)
+    return (kind, "unexpected kind")
+
+
+# ------------------------------------------------------ crash-test children
+
+def hold_until_killed(lock, depth, held, seed):
+    """Take ``lock`` (``depth`` times for an RLock), say so, then keep busy
+    holding it so that the kill lands at varied points: in a sleep, in
+    Python code, or inside the lock's own methods."""
+    rng = random.Random(seed)
+    for _ in range(depth):
+        _acquire_or_exit(lock)
+    held.value = 1
+    reentrant = type(lock).__name__ == "RLock"
+    deadline = time.monotonic() + CHILD_TIMEOUT
+    while time.monotonic() < deadline:
+        r = rng.random()
+        if r < 0.25:
+            time.sleep(rng.uniform(0, 0.002))
+        elif r < 0.5:
+            sum(range(rng.randint(1, 5000)))
+        elif r < 0.75 and reentrant:
+            lock.acquire(timeout=CHILD_TIMEOUT)
+            lock.release()
+        else:
+            lock.statistics()
+    sys.exit(EXIT_RAN_TOO_LONG)
+
+
+def churn_lock(lock, inside, deaths_seen, stop, seed, timeout):
+    """Take and release ``lock`` as fast as possible until told to stop.
+
+    Invariants checked on every acquisition:
+    - ``owner_died`` is true exactly when an OwnerDiedWarning came with it;
+    - if the previous holder did not die, nobody is inside the critical
+      section (a holder that died may have left ``inside`` set; the one
+      that inherits the lock repairs it, as real code would).
+    """
+    import interproc
+
+    rng = random.Random(seed)
+    reentrant = type(lock).__name__ == "RLock"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        while not stop.value:
+            del caught[:]
+            # Shorter than CHILD_TIMEOUT: a lock wedged by a kill must fail
+            # the run quickly, not after every churner has waited 30 s.
+            _acquire_or_exit(lock, timeout)
+            died = lock.owner_died
+            warned = any(issubclass(w.category, interproc.OwnerDiedWarning) for w in caught)
+            if died != warned:
+                sys.exit(EXIT_WARNING_MISMATCH)
+            if died:
+                deaths_seen.value += 1
+                inside.value = 0
+            elif inside.value:
+                sys.exit(EXIT_EXCLUSION_BROKEN)
+            inside.value = 1
+            if reentrant and rng.random() < 0.5:
+                _acquire_or_exit(lock, timeout)
+                lock.release()
+            for _ in range(rng.randint(0, 3000)):
+                pass
+            inside.value = 0
+            lock.release()
+            if rng.random() < 0.3:
+                time.sleep(rng.uniform(0, 0.0005))
