@@ -11,6 +11,7 @@ sources = [
     "src/interproc/_core/queue.c",
     "src/interproc/_core/connection.c",
     "src/interproc/_core/sync.c",
+    "src/interproc/_core/atomic.c",
     "src/interproc/_core/plain.c",
 ]
 cflags = ["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Wno-missing-field-initializers"]

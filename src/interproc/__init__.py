@@ -6,6 +6,7 @@ futex waits, no feeder thread and no server process.  See docs/api.md.
 from .connection import Connection, Pipe, wait
 from .naming import ObjectInfo, SegmentError, attach, list_objects, unlink
 from .queues import Empty, Full, JoinableQueue, Queue, SimpleQueue
+from .sharedctypes import Array, RawArray, RawValue, Value, as_ndarray
 from .synchronize import BoundedSemaphore, Event, Lock, OwnerDiedWarning, RLock, Semaphore
 
 __all__ = [
@@ -21,6 +22,11 @@ __all__ = [
     "BoundedSemaphore",
     "Event",
     "OwnerDiedWarning",
+    "Value",
+    "Array",
+    "RawValue",
+    "RawArray",
+    "as_ndarray",
     "Full",
     "Empty",
     "attach",

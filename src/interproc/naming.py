@@ -127,6 +127,14 @@ def object_info(name: str) -> ObjectInfo:
         obj = attach(name)
     except (OSError, ValueError, TypeError) as exc:
         return ObjectInfo(name=name, error=f"{type(exc).__name__}: {exc}")
+    if hasattr(obj, "get_obj"):  # a shared Value or Array: describe its lock, show its type
+        kind = kind_name(obj.get_lock()._segkind)
+        shown = type(obj.get_obj()).__name__
+        lock_stats = obj.get_lock().statistics()
+        obj.get_lock().close()
+        held = f", locked by {lock_stats['owner_pid']}" if lock_stats["locked"] else ""
+        return ObjectInfo(name=name, kind=kind, state=f"{shown}{held}",
+                          pids=[lock_stats["owner_pid"]] if lock_stats["locked"] else [])
     if not hasattr(obj, "_info"):
         try:
             stats = obj.statistics()

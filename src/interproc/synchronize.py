@@ -29,9 +29,9 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def _rebuild(cls: type, ref: tuple) -> "_SyncBase":
+def _rebuild(cls: type, ref: tuple, kind: Optional[int] = None) -> "_SyncBase":
     fd, name = naming.open_reference(ref)
-    return naming.check_reference(cls._attach_fd(fd, name), ref[-1])
+    return naming.check_reference(cls._attach_fd(fd, name, kind), ref[-1])
 
 
 class _SyncBase(_core.SyncCore):
@@ -51,11 +51,14 @@ class _SyncBase(_core.SyncCore):
         return obj._setup(name)
 
     @classmethod
-    def _attach_fd(cls, fd: int, name: Optional[str]) -> "_SyncBase":
-        return _core.SyncCore.__new__(cls, fd, cls._KIND)._setup(name)
+    def _attach_fd(cls, fd: int, name: Optional[str], kind: Optional[int] = None) -> "_SyncBase":
+        kind = cls._KIND if kind is None else kind
+        return _core.SyncCore.__new__(cls, fd, kind)._setup(name, kind)
 
-    def _setup(self, name: Optional[str]) -> "_SyncBase":
+    def _setup(self, name: Optional[str], kind: Optional[int] = None) -> "_SyncBase":
         self._name = name
+        # The segment's own kind: a Value's lock is an RLock living in the Value.
+        self._segkind = self._KIND if kind is None else kind
         _live.add(self)
         return self
 
@@ -76,7 +79,7 @@ class _SyncBase(_core.SyncCore):
                 pass
 
     def __reduce__(self):
-        return (_rebuild, (type(self), naming.reference(self)))
+        return (_rebuild, (type(self), naming.reference(self), self._segkind))
 
     def _where(self) -> str:
         return f"name={self._name!r}" if getattr(self, "_name", None) else "anonymous"

@@ -37,6 +37,8 @@ enum ip_kind {
     IP_KIND_SEMAPHORE = 7,
     IP_KIND_BOUNDED_SEMAPHORE = 8,
     IP_KIND_EVENT = 9,
+    IP_KIND_VALUE = 10, /* a Value: an RLock's words, then the data page(s) */
+    IP_KIND_ARRAY = 11,
 };
 
 /* ------------------------------------------------------------------ */
@@ -318,6 +320,7 @@ extern PyTypeObject ip_ConnectionCore_Type;
 /* Lock, RLock, Semaphore, BoundedSemaphore, Event segment (sync.c)    */
 
 #define IP_SYNC_WAITER_SLOTS 64
+#define IP_SYNC_META_MAX 2048
 
 typedef struct {
     ip_seghdr_t seg;
@@ -331,12 +334,21 @@ typedef struct {
     /* Tokens of the processes with a thread waiting here, one slot per
      * waiting thread, for statistics(): counted only while alive. */
     _Alignas(IP_CACHELINE) uint64_t waiting[IP_SYNC_WAITER_SLOTS];
+    /* Value and Array: how many data bytes follow the header page, and a
+     * description of their type that the Python layer writes and checks. */
+    uint64_t data_size;
+    uint32_t meta_len;
+    uint8_t meta[IP_SYNC_META_MAX];
 } ip_sync_hdr_t;
 
 #define IP_SYNC_HDR_SIZE (((sizeof(ip_sync_hdr_t) + IP_PAGE - 1) / IP_PAGE) * IP_PAGE)
 
 extern PyTypeObject ip_SyncCore_Type;
+extern PyTypeObject ip_AtomicCell_Type;
 int ip_sync_init_module(PyObject *m);
+/* The data area of a Value's or Array's SyncCore, or NULL with an
+ * exception set once it is closed. */
+uint8_t *ip_sync_data(PyObject *obj, uint64_t *size);
 
 /* ------------------------------------------------------------------ */
 /* Module state: the serializers the Python layer installs.            */

@@ -80,6 +80,10 @@ static const char *kind_name(uint32_t kind)
         return "BoundedSemaphore";
     case IP_KIND_EVENT:
         return "Event";
+    case IP_KIND_VALUE:
+        return "Value";
+    case IP_KIND_ARRAY:
+        return "Array";
     default:
         return NULL;
     }

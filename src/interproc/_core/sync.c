@@ -171,22 +171,41 @@ static int is_semaphore(int kind)
     return kind == IP_KIND_SEMAPHORE || kind == IP_KIND_BOUNDED_SEMAPHORE;
 }
 
+/* A Value's or Array's segment behaves as an RLock: its lock. */
+static int semantic_kind(int kind)
+{
+    return kind == IP_KIND_VALUE || kind == IP_KIND_ARRAY ? IP_KIND_RLOCK : kind;
+}
+
 static PyObject *SyncCore_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"fd", "kind", "value", "maxvalue", "create", NULL};
+    static char *kwlist[] = {"fd", "kind", "value", "maxvalue", "create", "data_size", "meta", NULL};
     int fd, kind, create = 0;
-    long long value = 0, maxvalue = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "ii|LLp:SyncCore", kwlist, &fd, &kind, &value,
-                                     &maxvalue, &create))
+    long long value = 0, maxvalue = 0, data_size = 0;
+    Py_buffer meta = {0};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "ii|LLpLy*:SyncCore", kwlist, &fd, &kind, &value,
+                                     &maxvalue, &create, &data_size, &meta))
         return NULL;
+    Py_ssize_t meta_len = meta.buf ? meta.len : 0;
+    uint8_t meta_copy[IP_SYNC_META_MAX];
+    if (meta_len > IP_SYNC_META_MAX) {
+        PyBuffer_Release(&meta);
+        close(fd);
+        PyErr_Format(PyExc_ValueError, "type description too long (%zd bytes)", meta_len);
+        return NULL;
+    }
+    if (meta_len)
+        memcpy(meta_copy, meta.buf, (size_t)meta_len);
+    if (meta.buf)
+        PyBuffer_Release(&meta);
     SyncCore *self = (SyncCore *)type->tp_alloc(type, 0);
     if (self == NULL) {
         close(fd);
         return NULL;
     }
     self->fd = fd; /* ours from here on, also when we fail */
-    self->kind = kind;
-    if (!is_lock(kind) && !is_semaphore(kind) && kind != IP_KIND_EVENT) {
+    self->kind = semantic_kind(kind);
+    if (!is_lock(self->kind) && !is_semaphore(kind) && kind != IP_KIND_EVENT) {
         PyErr_Format(PyExc_ValueError, "unknown synchronization kind %d", kind);
         goto fail;
     }
@@ -196,19 +215,33 @@ static PyObject *SyncCore_new(PyTypeObject *type, PyObject *args, PyObject *kwds
             PyErr_SetString(PyExc_ValueError, "semaphore initial value must be >= 0");
             goto fail;
         }
-        ip_sync_hdr_t *h = ip_segment_create(fd, (uint32_t)kind, hsize, hsize);
+        if (data_size < 0 || data_size > (1ll << 40)) {
+            PyErr_Format(PyExc_ValueError, "bad data size %lld", data_size);
+            goto fail;
+        }
+        uint64_t pages = ((uint64_t)data_size + IP_PAGE - 1) / IP_PAGE * IP_PAGE;
+        ip_sync_hdr_t *h = ip_segment_create(fd, (uint32_t)kind, hsize, hsize + pages);
         if (h == NULL)
             goto fail;
         self->hdr = h;
-        self->map_len = (size_t)hsize;
+        self->map_len = (size_t)(hsize + pages);
         h->value = (uint64_t)value;
         h->maxvalue = (uint64_t)maxvalue;
+        h->data_size = (uint64_t)data_size;
+        h->meta_len = (uint32_t)meta_len;
+        if (meta_len)
+            memcpy(h->meta, meta_copy, (size_t)meta_len);
         ip_segment_publish(&h->seg);
     } else {
         uint64_t file_size;
         self->hdr = ip_segment_attach(fd, (uint32_t)kind, hsize, &self->map_len, &file_size);
         if (self->hdr == NULL)
             goto fail;
+        if (self->hdr->meta_len > IP_SYNC_META_MAX
+            || self->hdr->data_size > self->map_len - hsize) {
+            PyErr_SetString(ip_SegmentError, "shared value header is corrupt (bad sizes)");
+            goto fail;
+        }
     }
     return (PyObject *)self;
 fail:
@@ -344,11 +377,27 @@ static PyObject *SyncCore_acquire(SyncCore *self, PyObject *const *args, Py_ssiz
 {
     /* The uncontended Lock, first and with nothing else: it is the case that
      * has to be as cheap as multiprocessing's. */
-    if (nargs == 0 && kwnames == NULL && self->kind == IP_KIND_LOCK && !self->closed) {
+    if (nargs == 0 && kwnames == NULL && is_lock(self->kind) && !self->closed) {
+        ip_sync_hdr_t *h = self->hdr;
         uint64_t token = my_token();
-        if (cas(&self->hdr->owner, 0, token)) {
-            self->owner_died = 0;
-            Py_RETURN_TRUE;
+        if (self->kind == IP_KIND_LOCK) {
+            if (cas(&h->owner, 0, token)) {
+                self->owner_died = 0;
+                Py_RETURN_TRUE;
+            }
+        } else {
+            uint64_t thread = (uint64_t)PyThread_get_thread_ident();
+            uint64_t owner = ld(&h->owner);
+            if (owner == token && ld(&h->thread) == thread) {
+                h->count++;
+                Py_RETURN_TRUE;
+            }
+            if (owner == 0 && cas(&h->owner, 0, token)) {
+                __atomic_store_n(&h->thread, thread, __ATOMIC_RELEASE);
+                h->count = 1;
+                self->owner_died = 0;
+                Py_RETURN_TRUE;
+            }
         }
     }
     PyObject *vals[2] = {Py_True, Py_None};
@@ -442,8 +491,8 @@ static PyObject *SyncCore_release(SyncCore *self, PyObject *const *args, Py_ssiz
         if (--h->count > 0)
             return leave(self, Py_NewRef(Py_None));
         h->thread = 0;
-        __atomic_store_n(&h->owner, 0, __ATOMIC_RELEASE);
-        ip_event_signal(&h->ev, 1);
+        __atomic_exchange_n(&h->owner, 0, __ATOMIC_SEQ_CST);
+        ip_event_wake(&h->ev, 1);
     } else if (self->kind == IP_KIND_LOCK) {
         if (__atomic_exchange_n(&h->owner, 0, __ATOMIC_SEQ_CST) == 0) {
             PyErr_SetString(PyExc_ValueError, "semaphore or lock released too many times");
@@ -612,6 +661,18 @@ static PyObject *get_uid(SyncCore *self, void *Py_UNUSED(c))
     return self->released ? PyLong_FromLong(0) : PyLong_FromUnsignedLongLong(self->hdr->seg.uid);
 }
 
+static PyObject *get_meta(SyncCore *self, void *Py_UNUSED(c))
+{
+    if (self->released)
+        return closed_error(), NULL;
+    return PyBytes_FromStringAndSize((const char *)self->hdr->meta, self->hdr->meta_len);
+}
+
+static PyObject *get_data_size(SyncCore *self, void *Py_UNUSED(c))
+{
+    return self->released ? PyLong_FromLong(0) : PyLong_FromUnsignedLongLong(self->hdr->data_size);
+}
+
 static PyObject *get_maxvalue(SyncCore *self, void *Py_UNUSED(c))
 {
     return self->released ? PyLong_FromLong(0) : PyLong_FromUnsignedLongLong(self->hdr->maxvalue);
@@ -647,6 +708,8 @@ static PyGetSetDef SyncCore_getset[] = {
     {"_closed", (getter)get_closed, NULL, NULL, NULL},
     {"_uid", (getter)get_uid, NULL, NULL, NULL},
     {"_maxvalue", (getter)get_maxvalue, NULL, NULL, NULL},
+    {"_meta", (getter)get_meta, NULL, NULL, NULL},
+    {"_data_size", (getter)get_data_size, NULL, NULL, NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
@@ -664,6 +727,17 @@ PyTypeObject ip_SyncCore_Type = {
     .tp_weaklistoffset = offsetof(SyncCore, weakreflist),
 };
 
+uint8_t *ip_sync_data(PyObject *obj, uint64_t *size)
+{
+    SyncCore *self = (SyncCore *)obj;
+    if (self->closed || self->released) {
+        closed_error();
+        return NULL;
+    }
+    *size = self->hdr->data_size;
+    return (uint8_t *)self->hdr + IP_SYNC_HDR_SIZE;
+}
+
 int ip_sync_init_module(PyObject *m)
 {
     ip_OwnerDiedWarning = PyErr_NewExceptionWithDoc(
@@ -675,6 +749,9 @@ int ip_sync_init_module(PyObject *m)
         return -1;
     if (PyType_Ready(&ip_SyncCore_Type) < 0
         || PyModule_AddObjectRef(m, "SyncCore", (PyObject *)&ip_SyncCore_Type) < 0)
+        return -1;
+    if (PyType_Ready(&ip_AtomicCell_Type) < 0
+        || PyModule_AddObjectRef(m, "AtomicCell", (PyObject *)&ip_AtomicCell_Type) < 0)
         return -1;
     if (pthread_atfork(NULL, NULL, forget_token) != 0)
         return -1;

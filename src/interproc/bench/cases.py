@@ -252,13 +252,21 @@ def all_cases(settings: Settings) -> list[Case]:
             quick_n=20_000,
         ),
         Case(
-            "lock-increments", "locked increments",
-            "two processes increment one shared counter under a lock "
-            "(interproc: interproc.Lock around a RawValue; mp: Value with its lock)",
+            "value-increments", "Value locked increments",
+            "two processes increment one shared Value('q') under its own lock",
             OPS,
             (_module("interproc", sync.locked_increments), _module("mp", sync.locked_increments)),
             (Target("mp", 2, "≥ 2× multiprocessing's"),),
             n_max=5_000_000,
+        ),
+        Case(
+            "atomic-add", "atomic fetch_add",
+            "one process: interproc Value.fetch_add(1) against multiprocessing's "
+            "increment under the Value's lock",
+            OPS,
+            (_module("interproc", sync.single_increments), _module("mp", sync.single_increments)),
+            (Target(None, 10e6, "≥ 10 M ops/s"), Target("mp", 10, "≥ 10× mp locked increment")),
+            quick_n=20_000,
         ),
     ]
 

@@ -1,4 +1,5 @@
-"""Synchronization primitives: Event ping-pong, uncontended Lock, locked increments.
+"""Synchronization primitives and shared values: Event ping-pong, uncontended
+Lock, locked and atomic increments.
 
 Each trial gets the module to measure (``interproc`` or ``multiprocessing``)
 through the contender, so both run the very same loop.
@@ -11,7 +12,7 @@ from typing import Any
 
 from .runner import CTX, Sample, Settings, run_processes
 
-__all__ = ["event_ping_pong", "lock_uncontended", "locked_increments"]
+__all__ = ["event_ping_pong", "lock_uncontended", "locked_increments", "single_increments"]
 
 
 def _module(name: str) -> Any:
@@ -73,19 +74,12 @@ def _acquire_release(lock: Any, n: int) -> tuple[float, float]:
 
 
 def locked_increments(name: str, n: int, settings: Settings) -> Sample:
-    """Increments per second of one shared counter by two processes, each
-    taking the lock around every increment.  multiprocessing: a Value and
-    its own lock; interproc: an interproc.Lock around a RawValue."""
-    if name == "interproc":
-        import interproc
-
-        counter, lock = CTX.RawValue("q", 0), interproc.Lock()
-    else:
-        counter = CTX.Value("q", 0)
-        lock = counter.get_lock()
+    """Increments per second of one shared Value by two processes, each
+    taking the Value's own lock around every increment."""
+    counter = _module(name).Value("q", 0)
     half = max(n // 2, 1)
     start = time.perf_counter()
-    run_processes([(_increment, (counter, lock, half))] * 2, settings.timeout)
+    run_processes([(_increment, (counter, half))] * 2, settings.timeout)
     elapsed = time.perf_counter() - start
     if counter.value != 2 * half:
         from .runner import TrialError
@@ -94,7 +88,31 @@ def locked_increments(name: str, n: int, settings: Settings) -> Sample:
     return Sample(value=2 * half / elapsed, elapsed=elapsed)
 
 
-def _increment(counter: Any, lock: Any, n: int) -> None:
+def _increment(counter: Any, n: int) -> None:
+    lock = counter.get_lock()
     for _ in range(n):
         with lock:
             counter.value += 1
+
+
+def single_increments(name: str, n: int, settings: Settings) -> Sample:
+    """Increments per second of an integer Value in one process: interproc's
+    atomic fetch_add against multiprocessing's increment under the lock."""
+    counter = _module(name).Value("q", 0)
+    rate, elapsed = run_processes([(_single, (counter, n, name == "interproc"))], settings.timeout)[0]
+    return Sample(value=rate, elapsed=elapsed)
+
+
+def _single(counter: Any, n: int, atomic: bool) -> tuple[float, float]:
+    start = time.perf_counter()
+    if atomic:
+        add = counter.fetch_add
+        for _ in range(n):
+            add(1)
+    else:
+        lock = counter.get_lock()
+        for _ in range(n):
+            with lock:
+                counter.value += 1
+    elapsed = time.perf_counter() - start
+    return n / elapsed, elapsed
