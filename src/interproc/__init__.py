@@ -1,6 +1,6 @@
 """interproc: fast, crash-safe inter-process communication.
 
-A drop-in for multiprocessing's queues and pipes on shared memory, with a C core,
+A drop-in for multiprocessing's queues, pipes, shared values and locks on shared memory, with a C core,
 futex waits, no feeder thread and no server process.  See docs/api.md.
 """
 from .connection import Connection, Pipe, wait
