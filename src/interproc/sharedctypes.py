@@ -79,30 +79,42 @@ def _type_name(base: type, length: Optional[int]) -> str:
 def _view(segment: RLock, base: type, length: Optional[int]) -> Any:
     """The ctypes object over the segment's data, with what it needs to travel."""
     type_ = base if length is None else base * length
-    size = _core.DATA_OFFSET + max(ctypes.sizeof(type_), 1)
-    memory = mmap.mmap(segment._fd, size)
+    memory = mmap.mmap(segment._fd, _core.DATA_OFFSET + ctypes.sizeof(type_))
     obj = type_.from_buffer(memory, _core.DATA_OFFSET)
     obj._interproc_segment = (segment, base, length)
+    _register(type_)
     if base in _INTEGERS and length is None:
         cell = _core.AtomicCell(segment, 0, ctypes.sizeof(base), base(-1).value < 0)
         for method in _ATOMIC_METHODS:
             setattr(obj, method, getattr(cell, method))
-    if type_ not in _registered:
-        ForkingPickler.register(type_, _reduce_ctype)
-        _registered.add(type_)
     return obj
 
 
-_registered: "set[type]" = set()
+# ForkingPickler keeps one reducer per type, and multiprocessing registers
+# its own for a plain ctypes type (c_int, ...) each time it makes a shared
+# value of it, so the two libraries' objects of one type need one reducer.
+# multiprocessing looks its reducer up by name when it registers, so putting
+# ours there makes both registrations install the same function, which
+# hands multiprocessing's objects to multiprocessing's original.
+_mp_reduce_ctype = getattr(_mp_sharedctypes.reduce_ctype, "_original", _mp_sharedctypes.reduce_ctype)
 
 
 def _reduce_ctype(obj: Any):
     shared = getattr(obj, "_interproc_segment", None)
     if shared is not None:
         return (_view, shared)
-    if hasattr(obj, "_wrapper"):  # multiprocessing's own shared ctypes, same type
-        return _mp_sharedctypes.reduce_ctype(obj)
-    return obj.__reduce__()
+    return _mp_reduce_ctype(obj)
+
+
+_reduce_ctype._original = _mp_reduce_ctype  # type: ignore[attr-defined]
+_mp_sharedctypes.reduce_ctype = _reduce_ctype
+_registered: "set[type]" = set()
+
+
+def _register(type_: type) -> None:
+    if type_ not in _registered:
+        ForkingPickler.register(type_, _reduce_ctype)
+        _registered.add(type_)
 
 
 def RawValue(typecode_or_type: Any, *args: Any, name: Optional[str] = None,

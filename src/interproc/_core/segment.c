@@ -128,7 +128,7 @@ int ip_seghdr_check(const ip_seghdr_t *h, uint64_t file_size, int want_kind)
         return -1;
     }
     if (want_kind && (int)h->kind != want_kind) {
-        PyErr_Format(PyExc_TypeError, "segment is a %s, not a %s", kind_name(h->kind),
+        PyErr_Format(PyExc_TypeError, "the segment holds a %s; asked for: %s", kind_name(h->kind),
                      kind_name((uint32_t)want_kind));
         return -1;
     }
