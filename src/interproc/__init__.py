@@ -7,7 +7,16 @@ from .connection import Connection, Pipe, wait
 from .naming import ObjectInfo, SegmentError, attach, list_objects, unlink
 from .queues import Empty, Full, JoinableQueue, Queue, SimpleQueue
 from .sharedctypes import Array, RawArray, RawValue, Value, as_ndarray
-from .synchronize import BoundedSemaphore, Event, Lock, OwnerDiedWarning, RLock, Semaphore
+from .synchronize import (
+    Barrier,
+    BoundedSemaphore,
+    Condition,
+    Event,
+    Lock,
+    OwnerDiedWarning,
+    RLock,
+    Semaphore,
+)
 
 __all__ = [
     "Queue",
@@ -21,6 +30,8 @@ __all__ = [
     "Semaphore",
     "BoundedSemaphore",
     "Event",
+    "Condition",
+    "Barrier",
     "OwnerDiedWarning",
     "Value",
     "Array",

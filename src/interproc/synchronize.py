@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import operator
 import os
+import time
 import weakref
 from typing import Any, Optional
 
 from . import _core, naming
 
-__all__ = ["Lock", "RLock", "Semaphore", "BoundedSemaphore", "Event", "OwnerDiedWarning"]
+__all__ = [
+    "Lock", "RLock", "Semaphore", "BoundedSemaphore", "Event", "Condition", "Barrier",
+    "OwnerDiedWarning",
+]
 
 OwnerDiedWarning = _core.OwnerDiedWarning
 
@@ -193,3 +197,180 @@ class Event(_SyncBase):
 
 for _cls in (Lock, RLock, Semaphore, BoundedSemaphore, Event):
     naming.register_kind(_cls._KIND, _cls)
+
+
+class Condition(_SyncBase):
+    """A condition variable in shared memory: ``multiprocessing.Condition``.
+
+    ``Condition(lock=None)`` uses an RLock that lives with the condition, or
+    the interproc Lock/RLock given.  ``wait``/``wait_for``/``notify``/
+    ``notify_all`` as in threading; calling them without holding the lock
+    raises RuntimeError.  Waiters may wake spuriously (after a waiter died,
+    say), so wait in a loop or use ``wait_for``.
+    """
+
+    _KIND = _core.KIND_CONDITION
+
+    def __new__(cls, lock: Any = None, *, name: Optional[str] = None,
+                create: Optional[bool] = None, mode: int = 0o600):
+        if lock is not None and not isinstance(lock, _LockBase):
+            raise TypeError(f"lock must be an interproc Lock or RLock, not {type(lock).__name__}")
+        self = cls._open(name, create, mode)
+        self._lock = lock
+        return self
+
+    def _owner(self) -> Any:
+        return self if self._lock is None else self._lock
+
+    def acquire(self, block: bool = True, timeout: Optional[float] = None) -> bool:
+        owner = self._owner()
+        return owner._acquire(block, timeout) if owner is self else owner.acquire(block, timeout)
+
+    def release(self) -> None:
+        owner = self._owner()
+        owner._release() if owner is self else owner.release()
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        """Release the lock, wait until notified or ``timeout`` seconds pass,
+        take the lock back; return False on timeout."""
+        owner = self._owner()
+        if not owner._is_owned():
+            raise RuntimeError("cannot wait on un-acquired lock")
+        self._cond_register()
+        depth = owner._release_save()
+        try:
+            return self._cond_wait(timeout)
+        finally:
+            owner._acquire_restore(depth)
+
+    def wait_for(self, predicate: Any, timeout: Optional[float] = None) -> Any:
+        """Wait until ``predicate()`` is true, or ``timeout`` seconds pass;
+        return the predicate's last value."""
+        endtime = None
+        waittime = timeout
+        result = predicate()
+        while not result:
+            if waittime is not None:
+                if endtime is None:
+                    endtime = time.monotonic() + waittime
+                else:
+                    waittime = endtime - time.monotonic()
+                    if waittime <= 0:
+                        break
+            self.wait(waittime)
+            result = predicate()
+        return result
+
+    def notify(self, n: int = 1) -> None:
+        """Wake up to ``n`` of the processes and threads waiting."""
+        if not self._owner()._is_owned():
+            raise RuntimeError("cannot notify on un-acquired lock")
+        self._cond_notify(n)
+
+    def notify_all(self) -> None:
+        """Wake every process and thread waiting."""
+        if not self._owner()._is_owned():
+            raise RuntimeError("cannot notify on un-acquired lock")
+        self._cond_notify(-1)
+
+    def __reduce__(self):
+        return (_rebuild_condition, (naming.reference(self), self._lock))
+
+    def __repr__(self) -> str:
+        if self._closed:
+            return f"<interproc.Condition {self._where()} closed>"
+        return f"<interproc.Condition {self._where()} lock={self._owner()!r}>"
+
+
+def _rebuild_condition(ref: tuple, lock: Any) -> Condition:
+    cond = _rebuild(Condition, ref)
+    cond._lock = lock
+    return cond
+
+
+class Barrier(_SyncBase):
+    """A barrier in shared memory: ``multiprocessing.Barrier``.
+
+    ``wait(timeout=None)`` blocks until ``parties`` processes or threads
+    wait, then returns each its arrival index; the last to arrive runs
+    ``action`` first.  A wait that times out, an ``abort()``, a failing
+    action, or the death of a waiting process (SIGKILL included) breaks the
+    barrier: every waiter gets ``threading.BrokenBarrierError`` instead of
+    hanging, until ``reset()``.
+    """
+
+    _KIND = _core.KIND_BARRIER
+
+    def __new__(cls, parties: int, action: Any = None, timeout: Optional[float] = None, *,
+                name: Optional[str] = None, create: Optional[bool] = None, mode: int = 0o600):
+        parties = operator.index(parties)
+        if parties < 1:
+            raise ValueError(f"parties must be at least 1, not {parties}")
+        if action is not None and not callable(action):
+            raise TypeError("action must be callable")
+        self = cls._open(name, create, mode, 0, parties)
+        self._action = action
+        self._timeout = timeout
+        return self
+
+    @property
+    def parties(self) -> int:
+        return self._maxvalue
+
+    @property
+    def n_waiting(self) -> int:
+        return self._barrier_state()[0]
+
+    @property
+    def broken(self) -> bool:
+        return self._barrier_state()[1]
+
+    def wait(self, timeout: Optional[float] = None) -> int:
+        if timeout is None:
+            timeout = self._timeout
+        index, generation, slot = self._barrier_arrive()
+        if index + 1 == self.parties:
+            try:
+                if self._action is not None:
+                    self._action()
+            except BaseException:
+                self._barrier_abort(slot)
+                raise
+            self._barrier_release(slot)
+            return index
+        self._barrier_wait(generation, slot, timeout)
+        return index
+
+    def reset(self) -> None:
+        """Back to the empty state; processes waiting now get BrokenBarrierError."""
+        self._barrier_reset()
+
+    def abort(self) -> None:
+        """Break the barrier: every wait, now and later, raises BrokenBarrierError until reset()."""
+        self._barrier_abort(None)
+
+    def __reduce__(self):
+        return (_rebuild_barrier, (naming.reference(self), self._action, self._timeout))
+
+    def __repr__(self) -> str:
+        if self._closed:
+            return f"<interproc.Barrier {self._where()} closed>"
+        return (f"<interproc.Barrier {self._where()} waiters={self.n_waiting}/{self.parties}"
+                f"{' broken' if self.broken else ''}>")
+
+
+def _rebuild_barrier(ref: tuple, action: Any, timeout: Optional[float]) -> Barrier:
+    barrier = _rebuild(Barrier, ref)
+    barrier._action = action
+    barrier._timeout = timeout
+    return barrier
+
+
+naming.register_kind(Condition._KIND, Condition)
+naming.register_kind(Barrier._KIND, Barrier)

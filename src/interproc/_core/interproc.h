@@ -39,6 +39,8 @@ enum ip_kind {
     IP_KIND_EVENT = 9,
     IP_KIND_VALUE = 10, /* a Value: an RLock's words, then the data page(s) */
     IP_KIND_ARRAY = 11,
+    IP_KIND_CONDITION = 12, /* an RLock's words; `value` holds waiting << 32 | tokens */
+    IP_KIND_BARRIER = 13,   /* `value` holds generation << 32 | broken << 31 | count */
 };
 
 /* ------------------------------------------------------------------ */

@@ -221,6 +221,8 @@ PyMODINIT_FUNC PyInit__core(void)
         || PyModule_AddIntConstant(m, "KIND_EVENT", IP_KIND_EVENT) < 0
         || PyModule_AddIntConstant(m, "KIND_VALUE", IP_KIND_VALUE) < 0
         || PyModule_AddIntConstant(m, "KIND_ARRAY", IP_KIND_ARRAY) < 0
+        || PyModule_AddIntConstant(m, "KIND_CONDITION", IP_KIND_CONDITION) < 0
+        || PyModule_AddIntConstant(m, "KIND_BARRIER", IP_KIND_BARRIER) < 0
         || PyModule_AddIntConstant(m, "DATA_OFFSET", IP_SYNC_HDR_SIZE) < 0
         || PyModule_AddIntConstant(m, "LAYOUT_VERSION", IP_LAYOUT_VERSION) < 0
         || PyModule_AddIntConstant(m, "NAME_MAX", IP_NAME_MAX) < 0

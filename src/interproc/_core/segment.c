@@ -84,6 +84,10 @@ static const char *kind_name(uint32_t kind)
         return "Value";
     case IP_KIND_ARRAY:
         return "Array";
+    case IP_KIND_CONDITION:
+        return "Condition";
+    case IP_KIND_BARRIER:
+        return "Barrier";
     default:
         return NULL;
     }

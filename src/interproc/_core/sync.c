@@ -37,6 +37,7 @@ typedef struct {
     int released;
     int active;
     int owner_died; /* the last acquisition here took over from a dead holder */
+    int segkind;    /* the segment's own kind; `kind` is how it behaves */
     PyObject *weakreflist;
 } SyncCore;
 
@@ -174,7 +175,9 @@ static int is_semaphore(int kind)
 /* A Value's or Array's segment behaves as an RLock: its lock. */
 static int semantic_kind(int kind)
 {
-    return kind == IP_KIND_VALUE || kind == IP_KIND_ARRAY ? IP_KIND_RLOCK : kind;
+    return kind == IP_KIND_VALUE || kind == IP_KIND_ARRAY || kind == IP_KIND_CONDITION
+               ? IP_KIND_RLOCK
+               : kind;
 }
 
 static PyObject *SyncCore_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
@@ -205,7 +208,9 @@ static PyObject *SyncCore_new(PyTypeObject *type, PyObject *args, PyObject *kwds
     }
     self->fd = fd; /* ours from here on, also when we fail */
     self->kind = semantic_kind(kind);
-    if (!is_lock(self->kind) && !is_semaphore(kind) && kind != IP_KIND_EVENT) {
+    self->segkind = kind;
+    if (!is_lock(self->kind) && !is_semaphore(kind) && kind != IP_KIND_EVENT
+        && kind != IP_KIND_BARRIER) {
         PyErr_Format(PyExc_ValueError, "unknown synchronization kind %d", kind);
         goto fail;
     }
@@ -270,13 +275,17 @@ typedef struct {
 
 /* Waiter slots: taken for the length of a wait that did not succeed at
  * once.  A slot of a process that died is reused and not counted. */
-static int take_waiter_slot(ip_sync_hdr_t *h)
+static int take_waiter_slot(ip_sync_hdr_t *h, int recycle)
 {
     uint64_t token = my_token();
-    for (int i = 0; i < IP_SYNC_WAITER_SLOTS; i++) {
-        uint64_t cur = ld(&h->waiting[i]);
-        if ((cur == 0 || (cur != token && !token_alive(cur))) && cas(&h->waiting[i], cur, token))
-            return i;
+    for (int pass = 0; pass < 1 + recycle; pass++) {
+        for (int i = 0; i < IP_SYNC_WAITER_SLOTS; i++) {
+            uint64_t cur = ld(&h->waiting[i]);
+            /* A dead waiter's slot is reused only when no free one is left. */
+            if ((cur == 0 || (pass && cur != token && !token_alive(cur)))
+                && cas(&h->waiting[i], cur, token))
+                return i;
+        }
     }
     return -1; /* all taken: this waiter goes uncounted */
 }
@@ -296,8 +305,6 @@ static unsigned live_waiters(ip_sync_hdr_t *h)
             continue;
         if (cur == my_token() || token_alive(cur))
             n++;
-        else
-            cas(&h->waiting[i], cur, 0);
     }
     return n;
 }
@@ -310,7 +317,7 @@ static int wait_counted(ip_sync_hdr_t *h, const ip_deadline_t *d, ip_attempt_fn 
     int rc = attempt(ctx, ((acquire_ctx *)ctx)->probe, &watch, &watch_val);
     if (rc != 0 || ip_deadline_passed(d))
         return rc;
-    int slot = take_waiter_slot(h);
+    int slot = take_waiter_slot(h, 1);
     rc = ip_wait_for(&h->ev, d, attempt, ctx);
     give_waiter_slot(h, slot);
     return rc;
@@ -595,6 +602,301 @@ static PyObject *SyncCore_wait(SyncCore *self, PyObject *const *args, Py_ssize_t
 
 /* ------------------------------------------------------------------ */
 
+/* ------------------------------------------------------------------ */
+/* Condition: the lock is this segment's RLock (or one the caller gives);
+ * `value` packs the waiters registered and the wake tokens handed out, so
+ * that notify and a timing-out waiter settle who is woken in one CAS. */
+
+#define HIGH(w) ((w) >> 32)
+#define LOW(w) ((w)&0xffffffffull)
+
+static PyObject *SyncCore_cond_register(SyncCore *self, PyObject *Py_UNUSED(ignored))
+{
+    if (enter(self) < 0)
+        return NULL;
+    __atomic_add_fetch(&self->hdr->value, 1ull << 32, __ATOMIC_SEQ_CST);
+    return leave(self, Py_NewRef(Py_None));
+}
+
+static int token_attempt(void *arg, int before_sleep, const uint64_t **watch, uint64_t *watch_val)
+{
+    SyncCore *self = ((acquire_ctx *)arg)->self;
+    (void)before_sleep;
+    if (self->closed)
+        return closed_error();
+    uint64_t *w = &self->hdr->value;
+    uint64_t cur = ld(w);
+    while (LOW(cur) > 0) {
+        if (__atomic_compare_exchange_n(w, &cur, cur - 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+            return 1;
+    }
+    *watch = w;
+    *watch_val = cur;
+    return 0;
+}
+
+static PyObject *SyncCore_cond_wait(SyncCore *self, PyObject *timeout)
+{
+    ip_deadline_t d;
+    if (ip_deadline_init(&d, 1, timeout) < 0 || enter(self) < 0)
+        return NULL;
+    acquire_ctx c = {self, 0, 0, 0, 0};
+    int rc = ip_wait_for(&self->hdr->ev, &d, token_attempt, &c);
+    if (rc == IP_WAIT_DONE)
+        return leave(self, Py_NewRef(Py_True));
+    /* Timed out or interrupted: withdraw, unless a token came for us
+     * meanwhile, which is then ours to take. */
+    uint64_t *w = &self->hdr->value;
+    uint64_t cur = ld(w);
+    int woken = 0;
+    for (;;) {
+        uint64_t next;
+        if (HIGH(cur) > 0)
+            next = cur - (1ull << 32);
+        else if (LOW(cur) > 0)
+            next = cur - 1, woken = 1;
+        else
+            break;
+        if (__atomic_compare_exchange_n(w, &cur, next, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+            break;
+        woken = 0;
+    }
+    if (rc == IP_WAIT_ERROR)
+        return leave(self, NULL);
+    return leave(self, PyBool_FromLong(woken));
+}
+
+static PyObject *SyncCore_cond_notify(SyncCore *self, PyObject *arg)
+{
+    Py_ssize_t n = PyLong_AsSsize_t(arg);
+    if (n == -1 && PyErr_Occurred())
+        return NULL;
+    if (enter(self) < 0)
+        return NULL;
+    uint64_t *w = &self->hdr->value;
+    uint64_t cur = ld(w), give;
+    do {
+        give = n < 0 || (uint64_t)n > HIGH(cur) ? HIGH(cur) : (uint64_t)n;
+    } while (give && !__atomic_compare_exchange_n(w, &cur, cur - (give << 32) + give, 0,
+                                                  __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE));
+    if (give)
+        ip_event_signal(&self->hdr->ev, INT32_MAX);
+    return leave(self, PyLong_FromUnsignedLongLong(give));
+}
+
+/* For Condition.wait with this segment's RLock: let go entirely and come
+ * back at the same depth. */
+static PyObject *SyncCore_is_owned(SyncCore *self, PyObject *Py_UNUSED(ignored))
+{
+    if (enter(self) < 0)
+        return NULL;
+    ip_sync_hdr_t *h = self->hdr;
+    int mine = ld(&h->owner) == my_token()
+               && (self->kind != IP_KIND_RLOCK || ld(&h->thread) == (uint64_t)PyThread_get_thread_ident());
+    return leave(self, PyBool_FromLong(mine));
+}
+
+static PyObject *SyncCore_release_save(SyncCore *self, PyObject *Py_UNUSED(ignored))
+{
+    if (enter(self) < 0)
+        return NULL;
+    ip_sync_hdr_t *h = self->hdr;
+    uint64_t depth = self->kind == IP_KIND_RLOCK ? h->count : 1;
+    h->count = 1;
+    leave(self, NULL);
+    PyObject *r = SyncCore_release(self, NULL, 0, NULL);
+    if (r == NULL)
+        return NULL;
+    Py_DECREF(r);
+    return PyLong_FromUnsignedLongLong(depth);
+}
+
+static PyObject *SyncCore_acquire_restore(SyncCore *self, PyObject *arg)
+{
+    unsigned long long depth = PyLong_AsUnsignedLongLong(arg);
+    if (depth == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    PyObject *r = SyncCore_acquire(self, NULL, 0, NULL);
+    if (r == NULL)
+        return NULL;
+    Py_DECREF(r);
+    if (self->kind == IP_KIND_RLOCK && !self->closed)
+        self->hdr->count = depth;
+    Py_RETURN_NONE;
+}
+
+/* ------------------------------------------------------------------ */
+/* Barrier: `value` packs generation, broken and the count of arrivals;
+ * `count` records the last generation ended by a reset; the waiter slots
+ * hold the arrived parties' tokens, so that a dead one breaks the barrier. */
+
+#define B_BROKEN (1ull << 31)
+#define B_COUNT(w) ((w) & (B_BROKEN - 1))
+#define B_GEN(w) ((w) >> 32)
+
+static PyObject *broken_error(void)
+{
+    PyObject *mod = PyImport_ImportModule("threading");
+    if (mod) {
+        PyObject *exc = PyObject_GetAttrString(mod, "BrokenBarrierError");
+        Py_DECREF(mod);
+        if (exc) {
+            PyErr_SetNone(exc);
+            Py_DECREF(exc);
+        }
+    }
+    return NULL;
+}
+
+static void barrier_break(ip_sync_hdr_t *h)
+{
+    __atomic_or_fetch(&h->value, B_BROKEN, __ATOMIC_SEQ_CST);
+    ip_event_signal(&h->ev, INT32_MAX);
+}
+
+/* Arrives: returns (index, generation, slot). */
+static PyObject *SyncCore_barrier_arrive(SyncCore *self, PyObject *Py_UNUSED(ignored))
+{
+    if (enter(self) < 0)
+        return NULL;
+    ip_sync_hdr_t *h = self->hdr;
+    uint64_t cur = ld(&h->value);
+    for (;;) {
+        if (cur & B_BROKEN) {
+            leave(self, NULL);
+            return broken_error();
+        }
+        if (__atomic_compare_exchange_n(&h->value, &cur, cur + 1, 0, __ATOMIC_ACQ_REL,
+                                        __ATOMIC_ACQUIRE))
+            break;
+    }
+    /* Dead parties' slots are kept: the waiters' checks must find them. */
+    int slot = take_waiter_slot(h, 0);
+    return leave(self, Py_BuildValue("(KKi)", (unsigned long long)B_COUNT(cur),
+                                     (unsigned long long)B_GEN(cur), slot));
+}
+
+typedef struct {
+    SyncCore *self;
+    uint64_t gen;
+} barrier_ctx;
+
+static int barrier_attempt(void *arg, int before_sleep, const uint64_t **watch, uint64_t *watch_val)
+{
+    barrier_ctx *c = arg;
+    SyncCore *self = c->self;
+    if (self->closed)
+        return closed_error();
+    ip_sync_hdr_t *h = self->hdr;
+    uint64_t cur = ld(&h->value);
+    if (B_GEN(cur) != c->gen) {
+        if (ld(&h->count) == c->gen + 1) /* ended by a reset */
+            return broken_error(), -1;
+        return 1;
+    }
+    if (cur & B_BROKEN)
+        return broken_error(), -1;
+    if (before_sleep) {
+        for (int i = 0; i < IP_SYNC_WAITER_SLOTS; i++) {
+            uint64_t t = ld(&h->waiting[i]);
+            if (t && t != my_token() && !token_alive(t)) {
+                barrier_break(h); /* a party died waiting: nobody else may hang */
+                return broken_error(), -1;
+            }
+        }
+    }
+    *watch = &h->value;
+    *watch_val = cur;
+    return 0;
+}
+
+static PyObject *SyncCore_barrier_wait(SyncCore *self, PyObject *args)
+{
+    unsigned long long gen;
+    int slot;
+    PyObject *timeout;
+    if (!PyArg_ParseTuple(args, "KiO", &gen, &slot, &timeout))
+        return NULL;
+    ip_deadline_t d;
+    if (ip_deadline_init(&d, 1, timeout) < 0 || enter(self) < 0)
+        return NULL;
+    barrier_ctx c = {self, gen};
+    int rc = ip_wait_for(&self->hdr->ev, &d, barrier_attempt, &c);
+    give_waiter_slot(self->hdr, slot);
+    if (rc == IP_WAIT_TIMEOUT) {
+        barrier_break(self->hdr); /* as threading: a timeout breaks the barrier */
+        leave(self, NULL);
+        return broken_error();
+    }
+    if (rc == IP_WAIT_ERROR) {
+        if (PyErr_ExceptionMatches(PyExc_KeyboardInterrupt))
+            barrier_break(self->hdr);
+        return leave(self, NULL);
+    }
+    return leave(self, Py_NewRef(Py_None));
+}
+
+/* The last arrival, after the action: the next generation begins. */
+static PyObject *SyncCore_barrier_release(SyncCore *self, PyObject *slot_obj)
+{
+    int slot = (int)PyLong_AsLong(slot_obj);
+    if (slot == -1 && PyErr_Occurred())
+        return NULL;
+    if (enter(self) < 0)
+        return NULL;
+    ip_sync_hdr_t *h = self->hdr;
+    give_waiter_slot(h, slot);
+    uint64_t cur = ld(&h->value);
+    while (!__atomic_compare_exchange_n(&h->value, &cur, (B_GEN(cur) + 1) << 32, 0, __ATOMIC_ACQ_REL,
+                                        __ATOMIC_ACQUIRE)) {
+    }
+    ip_event_signal(&h->ev, INT32_MAX);
+    return leave(self, Py_NewRef(Py_None));
+}
+
+static PyObject *SyncCore_barrier_abort(SyncCore *self, PyObject *slot_obj)
+{
+    if (enter(self) < 0)
+        return NULL;
+    if (slot_obj != Py_None) {
+        int slot = (int)PyLong_AsLong(slot_obj);
+        if (slot == -1 && PyErr_Occurred())
+            return leave(self, NULL);
+        give_waiter_slot(self->hdr, slot);
+    }
+    barrier_break(self->hdr);
+    return leave(self, Py_NewRef(Py_None));
+}
+
+static PyObject *SyncCore_barrier_reset(SyncCore *self, PyObject *Py_UNUSED(ignored))
+{
+    if (enter(self) < 0)
+        return NULL;
+    ip_sync_hdr_t *h = self->hdr;
+    for (int i = 0; i < IP_SYNC_WAITER_SLOTS; i++) { /* forget parties that died */
+        uint64_t t = ld(&h->waiting[i]);
+        if (t && t != my_token() && !token_alive(t))
+            cas(&h->waiting[i], t, 0);
+    }
+    uint64_t cur = ld(&h->value);
+    /* Waiters of the ending generation see it ended by a reset: broken for them. */
+    __atomic_store_n(&h->count, B_GEN(cur) + 1, __ATOMIC_SEQ_CST);
+    while (!__atomic_compare_exchange_n(&h->value, &cur, (B_GEN(cur) + 1) << 32, 0, __ATOMIC_ACQ_REL,
+                                        __ATOMIC_ACQUIRE))
+        __atomic_store_n(&h->count, B_GEN(cur) + 1, __ATOMIC_SEQ_CST);
+    ip_event_signal(&h->ev, INT32_MAX);
+    return leave(self, Py_NewRef(Py_None));
+}
+
+static PyObject *SyncCore_barrier_state(SyncCore *self, PyObject *Py_UNUSED(ignored))
+{
+    if (enter(self) < 0)
+        return NULL;
+    uint64_t cur = ld(&self->hdr->value);
+    return leave(self, Py_BuildValue("(KO)", (unsigned long long)B_COUNT(cur),
+                                     (cur & B_BROKEN) ? Py_True : Py_False));
+}
+
 static PyObject *SyncCore_statistics(SyncCore *self, PyObject *Py_UNUSED(ignored))
 {
     if (enter(self) < 0)
@@ -614,6 +916,11 @@ static PyObject *SyncCore_statistics(SyncCore *self, PyObject *Py_UNUSED(ignored
                               "waiters",
                               Py_NewRef(waiters), "owner_deaths",
                               (unsigned long long)ld(&h->recoveries));
+    } else if (self->segkind == IP_KIND_BARRIER) {
+        uint64_t cur = ld(&h->value);
+        d = Py_BuildValue("{s:K,s:K,s:O,s:N}", "parties", (unsigned long long)h->maxvalue,
+                          "n_waiting", (unsigned long long)B_COUNT(cur), "broken",
+                          (cur & B_BROKEN) ? Py_True : Py_False, "waiters", Py_NewRef(waiters));
     } else if (is_semaphore(self->kind)) {
         d = Py_BuildValue("{s:K,s:N}", "value", (unsigned long long)ld(&h->value), "waiters",
                           Py_NewRef(waiters));
@@ -696,6 +1003,18 @@ static PyMethodDef SyncCore_methods[] = {
     {"close", (PyCFunction)SyncCore_close, METH_NOARGS,
      "close($self, /)\n--\n\nRelease this handle; the object itself lives on in other handles."},
     {"_after_fork", (PyCFunction)SyncCore_after_fork, METH_NOARGS, NULL},
+    {"_cond_register", (PyCFunction)SyncCore_cond_register, METH_NOARGS, NULL},
+    {"_cond_wait", (PyCFunction)SyncCore_cond_wait, METH_O, NULL},
+    {"_cond_notify", (PyCFunction)SyncCore_cond_notify, METH_O, NULL},
+    {"_is_owned", (PyCFunction)SyncCore_is_owned, METH_NOARGS, NULL},
+    {"_release_save", (PyCFunction)SyncCore_release_save, METH_NOARGS, NULL},
+    {"_acquire_restore", (PyCFunction)SyncCore_acquire_restore, METH_O, NULL},
+    {"_barrier_arrive", (PyCFunction)SyncCore_barrier_arrive, METH_NOARGS, NULL},
+    {"_barrier_wait", (PyCFunction)SyncCore_barrier_wait, METH_VARARGS, NULL},
+    {"_barrier_release", (PyCFunction)SyncCore_barrier_release, METH_O, NULL},
+    {"_barrier_abort", (PyCFunction)SyncCore_barrier_abort, METH_O, NULL},
+    {"_barrier_reset", (PyCFunction)SyncCore_barrier_reset, METH_NOARGS, NULL},
+    {"_barrier_state", (PyCFunction)SyncCore_barrier_state, METH_NOARGS, NULL},
     {NULL, NULL, 0, NULL},
 };
 

@@ -244,6 +244,14 @@ def all_cases(settings: Settings) -> list[Case]:
             sized=False,
         ),
         Case(
+            "barrier-round", "Barrier(2) round",
+            "median round of a Barrier(2) shared by two processes",
+            ROUND_TRIP,
+            (_module("interproc", sync.barrier_round), _module("mp", sync.barrier_round)),
+            (Target("mp", 1 / 10, "≤ 1/10 of multiprocessing's"),),
+            sized=False,
+        ),
+        Case(
             "lock-uncontended", "uncontended Lock",
             "acquire+release of a Lock no other process wants",
             NANOS,

@@ -12,7 +12,9 @@ from typing import Any
 
 from .runner import CTX, Sample, Settings, run_processes
 
-__all__ = ["event_ping_pong", "lock_uncontended", "locked_increments", "single_increments"]
+__all__ = [
+    "barrier_round", "event_ping_pong", "lock_uncontended", "locked_increments", "single_increments",
+]
 
 
 def _module(name: str) -> Any:
@@ -116,3 +118,33 @@ def _single(counter: Any, n: int, atomic: bool) -> tuple[float, float]:
                 counter.value += 1
     elapsed = time.perf_counter() - start
     return n / elapsed, elapsed
+
+
+def barrier_round(name: str, n: int, settings: Settings) -> Sample:
+    """Median microseconds per round of a Barrier(2) between two processes."""
+    barrier = _module(name).Barrier(2)
+    jobs = [(_barrier_timed, (barrier, settings.trial_seconds)), (_barrier_follow, (barrier,))]
+    median_us, elapsed = run_processes(jobs, settings.timeout)[0]
+    return Sample(value=median_us, elapsed=elapsed)
+
+
+def _barrier_follow(barrier: Any) -> None:
+    import threading
+
+    try:
+        while True:
+            barrier.wait()
+    except threading.BrokenBarrierError:
+        return  # the timed side aborts the barrier to end the trial
+
+
+def _barrier_timed(barrier: Any, duration: float) -> tuple[float, float]:
+    times = []
+    start = time.perf_counter()
+    while time.perf_counter() - start < duration:
+        t0 = time.perf_counter_ns()
+        barrier.wait()
+        times.append(time.perf_counter_ns() - t0)
+    elapsed = time.perf_counter() - start
+    barrier.abort()
+    return statistics.median(times) / 1000, elapsed
