@@ -145,6 +145,9 @@ def object_info(name: str) -> ObjectInfo:
             pids = [stats["owner_pid"]] if stats["locked"] else []
         elif "value" in stats:
             state, pids = f"value {stats['value']}", []
+        elif "parties" in stats:
+            state = f"{stats['n_waiting']}/{stats['parties']} waiting"
+            state, pids = state + (", broken" if stats["broken"] else ""), []
         else:
             state, pids = "set" if stats["set"] else "unset", []
         return ObjectInfo(name=name, kind=type(obj).__name__, pids=pids, state=state)
