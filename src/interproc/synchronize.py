@@ -210,6 +210,7 @@ class Condition(_SyncBase):
     """
 
     _KIND = _core.KIND_CONDITION
+    _lock: Any = None  # None: the RLock in this condition's own segment
 
     def __new__(cls, lock: Any = None, *, name: Optional[str] = None,
                 create: Optional[bool] = None, mode: int = 0o600):
@@ -285,7 +286,8 @@ class Condition(_SyncBase):
     def __repr__(self) -> str:
         if self._closed:
             return f"<interproc.Condition {self._where()} closed>"
-        return f"<interproc.Condition {self._where()} lock={self._owner()!r}>"
+        lock = "own RLock" if self._lock is None else repr(self._lock)
+        return f"<interproc.Condition {self._where()} lock={lock}>"
 
 
 def _rebuild_condition(ref: tuple, lock: Any) -> Condition:
@@ -306,6 +308,8 @@ class Barrier(_SyncBase):
     """
 
     _KIND = _core.KIND_BARRIER
+    _action: Any = None
+    _timeout: Optional[float] = None
 
     def __new__(cls, parties: int, action: Any = None, timeout: Optional[float] = None, *,
                 name: Optional[str] = None, create: Optional[bool] = None, mode: int = 0o600):
