@@ -244,6 +244,14 @@ def all_cases(settings: Settings) -> list[Case]:
             sized=False,
         ),
         Case(
+            "event-idle-cpu", "Event idle CPU",
+            f"CPU used by a child blocked in Event.wait() for {settings.idle_seconds:g} s",
+            CPU,
+            (_module("interproc", sync.event_idle_cpu), _module("mp", sync.event_idle_cpu)),
+            (idle_target,),
+            sized=False, compare=False,
+        ),
+        Case(
             "barrier-round", "Barrier(2) round",
             "median round of a Barrier(2) shared by two processes",
             ROUND_TRIP,

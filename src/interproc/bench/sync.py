@@ -13,7 +13,7 @@ from typing import Any
 from .runner import CTX, Sample, Settings, run_processes
 
 __all__ = [
-    "barrier_round", "event_ping_pong", "lock_uncontended", "locked_increments", "single_increments",
+    "barrier_round", "event_idle_cpu", "event_ping_pong", "lock_uncontended", "locked_increments", "single_increments",
 ]
 
 
@@ -148,3 +148,27 @@ def _barrier_timed(barrier: Any, duration: float) -> tuple[float, float]:
     elapsed = time.perf_counter() - start
     barrier.abort()
     return statistics.median(times) / 1000, elapsed
+
+
+def event_idle_cpu(name: str, n: int, settings: Settings) -> Sample:
+    """CPU seconds a child spends blocked in Event.wait() for ``idle_seconds``."""
+    event = _module(name).Event()
+    jobs = [(_blocked_wait, (event,)), (_late_set, (event, settings.idle_seconds))]
+    cpu, waited = run_processes(jobs, settings.idle_seconds + settings.timeout)[0]
+    return Sample(value=cpu, elapsed=waited)
+
+
+def _blocked_wait(event: Any) -> tuple[float, float]:
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    start = time.perf_counter()
+    event.wait()
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return cpu, time.perf_counter() - start
+
+
+def _late_set(event: Any, delay: float) -> None:
+    time.sleep(delay)
+    event.set()
