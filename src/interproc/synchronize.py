@@ -243,6 +243,7 @@ class Condition(_SyncBase):
         owner = self._owner()
         if not owner._is_owned():
             raise RuntimeError("cannot wait on un-acquired lock")
+        timeout = _wait_timeout(timeout)
         self._cond_register()
         depth = owner._release_save()
         try:
@@ -288,6 +289,16 @@ class Condition(_SyncBase):
             return f"<interproc.Condition {self._where()} closed>"
         lock = "own RLock" if self._lock is None else repr(self._lock)
         return f"<interproc.Condition {self._where()} lock={lock}>"
+
+
+def _wait_timeout(timeout: Any) -> Optional[float]:
+    """threading's reading of a wait's timeout: None waits for ever, and a
+    negative one means no wait at all."""
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"timeout must be a number or None, not {type(timeout).__name__}")
+    return max(float(timeout), 0.0)
 
 
 def _rebuild_condition(ref: tuple, lock: Any) -> Condition:
@@ -336,8 +347,7 @@ class Barrier(_SyncBase):
         return self._barrier_state()[1]
 
     def wait(self, timeout: Optional[float] = None) -> int:
-        if timeout is None:
-            timeout = self._timeout
+        timeout = _wait_timeout(self._timeout if timeout is None else timeout)
         index, generation, slot = self._barrier_arrive()
         if index + 1 == self.parties:
             try:

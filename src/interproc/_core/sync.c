@@ -635,17 +635,11 @@ static int token_attempt(void *arg, int before_sleep, const uint64_t **watch, ui
     return 0;
 }
 
-static PyObject *SyncCore_cond_wait(SyncCore *self, PyObject *timeout)
+/* A registered waiter that stops waiting (timeout, signal, bad argument):
+ * withdraw, unless a token came for it meanwhile, which is then its to
+ * take.  Returns whether it was notified after all. */
+static int cond_withdraw(SyncCore *self)
 {
-    ip_deadline_t d;
-    if (ip_deadline_init(&d, 1, timeout) < 0 || enter(self) < 0)
-        return NULL;
-    acquire_ctx c = {self, 0, 0, 0, 0};
-    int rc = ip_wait_for(&self->hdr->ev, &d, token_attempt, &c);
-    if (rc == IP_WAIT_DONE)
-        return leave(self, Py_NewRef(Py_True));
-    /* Timed out or interrupted: withdraw, unless a token came for us
-     * meanwhile, which is then ours to take. */
     uint64_t *w = &self->hdr->value;
     uint64_t cur = ld(w);
     int woken = 0;
@@ -661,6 +655,23 @@ static PyObject *SyncCore_cond_wait(SyncCore *self, PyObject *timeout)
             break;
         woken = 0;
     }
+    return woken;
+}
+
+static PyObject *SyncCore_cond_wait(SyncCore *self, PyObject *timeout)
+{
+    if (enter(self) < 0)
+        return NULL;
+    ip_deadline_t d;
+    if (ip_deadline_init(&d, 1, timeout) < 0) {
+        cond_withdraw(self);
+        return leave(self, NULL);
+    }
+    acquire_ctx c = {self, 0, 0, 0, 0};
+    int rc = ip_wait_for(&self->hdr->ev, &d, token_attempt, &c);
+    if (rc == IP_WAIT_DONE)
+        return leave(self, Py_NewRef(Py_True));
+    int woken = cond_withdraw(self);
     if (rc == IP_WAIT_ERROR)
         return leave(self, NULL);
     return leave(self, PyBool_FromLong(woken));
@@ -817,9 +828,15 @@ static PyObject *SyncCore_barrier_wait(SyncCore *self, PyObject *args)
     PyObject *timeout;
     if (!PyArg_ParseTuple(args, "KiO", &gen, &slot, &timeout))
         return NULL;
-    ip_deadline_t d;
-    if (ip_deadline_init(&d, 1, timeout) < 0 || enter(self) < 0)
+    if (enter(self) < 0)
         return NULL;
+    ip_deadline_t d;
+    if (ip_deadline_init(&d, 1, timeout) < 0) {
+        /* Already arrived: a party that cannot wait must not be counted. */
+        give_waiter_slot(self->hdr, slot);
+        barrier_break(self->hdr);
+        return leave(self, NULL);
+    }
     barrier_ctx c = {self, gen};
     int rc = ip_wait_for(&self->hdr->ev, &d, barrier_attempt, &c);
     give_waiter_slot(self->hdr, slot);
