@@ -222,6 +222,8 @@ def _traveling(cls: type) -> type:
     if sub is None:
         sub = type(cls.__name__, (cls,), {
             "__reduce__": lambda self: (_rewrap, (self._obj, self._lock)),
+            # Python 3.12+ lets a class export a buffer: numpy.frombuffer(arr).
+            "__buffer__": lambda self, flags: memoryview(self._obj),
             "__module__": __name__,
         })
         _traveling_classes[cls] = sub

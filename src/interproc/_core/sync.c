@@ -926,7 +926,13 @@ static PyObject *SyncCore_statistics(SyncCore *self, PyObject *Py_UNUSED(ignored
     if (is_lock(self->kind)) {
         uint64_t owner = ld(&h->owner);
         PyObject *pid = owner ? PyLong_FromUnsignedLongLong(owner & PID_MASK) : Py_NewRef(Py_None);
-        if (pid)
+        if (pid && self->segkind == IP_KIND_CONDITION)
+            d = Py_BuildValue("{s:O,s:N,s:K,s:N,s:K,s:K}", "locked", owner ? Py_True : Py_False,
+                              "owner_pid", pid, "recursion", (unsigned long long)(owner ? h->count : 0),
+                              "waiters", Py_NewRef(waiters), "owner_deaths",
+                              (unsigned long long)ld(&h->recoveries), "condition_waiters",
+                              (unsigned long long)HIGH(ld(&h->value)));
+        else if (pid)
             d = Py_BuildValue("{s:O,s:N,s:K,s:N,s:K}", "locked", owner ? Py_True : Py_False,
                               "owner_pid", pid, "recursion",
                               (unsigned long long)(!owner ? 0 : self->kind == IP_KIND_RLOCK ? h->count : 1),
