@@ -106,8 +106,12 @@ static int token_alive(uint64_t token)
         return 0;
     uint64_t start;
     int running;
-    if (process_start(pid, &start, &running) < 0)
-        return errno == EACCES; /* another user's process we may not look at */
+    if (process_start(pid, &start, &running) < 0) {
+        /* Unreadable: gone since kill() looked, or not ours to read.  Only
+         * the kernel's word that it is gone counts as death: a live holder
+         * taken for dead would break mutual exclusion. */
+        return !(kill(pid, 0) == -1 && errno == ESRCH);
+    }
     if (!running)
         return 0;
     return ((start << PID_BITS) >> PID_BITS) == (token >> PID_BITS);
