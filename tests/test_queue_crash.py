@@ -376,6 +376,14 @@ def test_sigkill_in_tight_loops_never_wedges():
             assert _helpers.check_item(item)[2], f"seed={seed} round {r}: torn item {item!r:.200}"
         assert q.qsize() == 0
         q.put(_helpers.checked_item("parent", r, b"p" * 100), timeout=2)
-        assert _helpers.check_item(q.get(timeout=2)) == ("parent", r, True)
+        # A producer killed after committing its journal but before publishing
+        # has its item published by the next producer's recovery (docs/design.md):
+        # such items may come first, and must be whole.
+        while True:
+            got = _helpers.check_item(q.get(timeout=2))
+            assert got[2], f"seed={seed} round {r}: torn item"
+            if got[0] == "parent":
+                break
+        assert got == ("parent", r, True)
         elapsed = time.monotonic() - t0
         assert elapsed < 1.0, f"seed={seed} round {r}: queue took {elapsed:.2f}s to recover"

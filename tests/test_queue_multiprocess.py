@@ -253,7 +253,8 @@ def test_anonymous_queues_never_touch_dev_shm_and_are_freed(start_method):
         q.close()
     del q, queues, out, got
     gc.collect()
-    assert len(_helpers.memfd_maps()) == maps_before, "memfd mappings outlived their queues"
+    # <=: a mapping counted before may belong to an object collected meanwhile.
+    assert len(_helpers.memfd_maps()) <= maps_before, "memfd mappings outlived their queues"
     assert set(_helpers.memfd_fds()) <= fds_before, "memfd descriptors outlived their queues"
 
 
