@@ -117,6 +117,21 @@ static int token_alive(uint64_t token)
     return ((start << PID_BITS) >> PID_BITS) == (token >> PID_BITS);
 }
 
+/* Stricter than !token_alive(): gone by the kernel's word, or a zombie.  A
+ * start time that does not match, or an entry that cannot be read, is not
+ * taken as proof. */
+static int surely_dead(uint64_t token)
+{
+    pid_t pid = (pid_t)(token & PID_MASK);
+    if (pid <= 0)
+        return 0;
+    if (kill(pid, 0) == -1 && errno == ESRCH)
+        return 1;
+    uint64_t start;
+    int running;
+    return process_start(pid, &start, &running) == 0 && !running;
+}
+
 static inline uint64_t ld(const uint64_t *p)
 {
     return __atomic_load_n(p, __ATOMIC_ACQUIRE);
@@ -814,7 +829,9 @@ static int barrier_attempt(void *arg, int before_sleep, const uint64_t **watch, 
     if (before_sleep) {
         for (int i = 0; i < IP_SYNC_WAITER_SLOTS; i++) {
             uint64_t t = ld(&h->waiting[i]);
-            if (t && t != my_token() && !token_alive(t)) {
+            /* Only the kernel's word that the pid is gone: breaking a healthy
+             * barrier is worse than noticing a death once it is reaped. */
+            if (t && t != my_token() && surely_dead(t) && ld(&h->waiting[i]) == t) {
                 barrier_break(h); /* a party died waiting: nobody else may hang */
                 return broken_error(), -1;
             }
