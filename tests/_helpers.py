@@ -371,3 +371,20 @@ def churn(q, seed):
                         sys.exit(3)
             except queue.Empty:
                 pass
+
+
+# ------------------------------------------------------- crash-test logs
+
+def new_seed():
+    return int.from_bytes(os.urandom(4), "little")
+
+
+def read_lines(path):
+    """Complete lines only: a process killed inside write() may leave a
+    partial last line, which counts as never written."""
+    try:
+        with open(path) as f:
+            data = f.read()
+    except FileNotFoundError:
+        return []
+    return data.split("\n")[:-1]

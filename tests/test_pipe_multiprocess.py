@@ -22,7 +22,7 @@ import interproc
 from interproc import Pipe
 
 import _pipe_helpers as ph
-from _helpers import check_item
+from _helpers import check_item, new_seed, read_lines
 from _pipe_helpers import RING_IDS, RINGS, KiB, MiB, finish_within, ring_pipe, send_until_broken
 
 # Generous: a spawned child imports pytest's __main__ and interproc first.
@@ -390,21 +390,6 @@ IN_FLIGHT = 32        # senders slow down above this many unreceived messages
 KILLS_PER_RUN = 200
 CHAOS_SECONDS = 25    # a cap in case kills are slow; normally KILLS_PER_RUN ends it
 JOIN_TIMEOUT = 30
-
-
-def new_seed():
-    return int.from_bytes(os.urandom(4), "little")
-
-
-def read_lines(path):
-    """Complete lines only: a process killed inside write() may leave a
-    partial last line, which counts as never written."""
-    try:
-        with open(path) as f:
-            data = f.read()
-    except FileNotFoundError:
-        return []
-    return data.split("\n")[:-1]
 
 
 def drain(conn, first_timeout=0.2):

@@ -18,6 +18,7 @@ import pytest
 from interproc import Empty, Queue
 
 import _helpers
+from _helpers import new_seed, read_lines
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -31,21 +32,6 @@ CONSUMER_BATCH = 8   # largest get_many in crash_consumer
 KILLS_PER_RUN = 300
 CHAOS_SECONDS = 25   # a cap in case kills are slow; normally KILLS_PER_RUN ends it
 JOIN_TIMEOUT = 30
-
-
-def new_seed():
-    return int.from_bytes(os.urandom(4), "little")
-
-
-def read_lines(path):
-    """Complete lines only: a process killed inside write() may leave a
-    partial last line, which counts as never written."""
-    try:
-        with open(path) as f:
-            data = f.read()
-    except FileNotFoundError:
-        return []
-    return data.split("\n")[:-1]
 
 
 def drain(q, first_timeout=0.1):
