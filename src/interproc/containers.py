@@ -230,7 +230,8 @@ class _Container:
 
     def _info(self) -> dict:
         info = self._heap.info()
-        return {"kind": self._heap.kind, "capacity_bytes": info["size"], "items": len(self),
+        return {"kind": self._heap.kind, "capacity_bytes": info["size"] - _core.HEAP_START,
+                "items": len(self),
                 "bytes_used": info["live_bytes"], "pids": [], "maxsize": None,
                 "file_size": info["file_size"]}
 

@@ -377,7 +377,8 @@ int ip_heap_checkpoint(ip_heap_t *hp)
     return 1;
 }
 
-int ip_heap_enter(ip_heap_t *hp, const ip_deadline_t *d)
+/* Takes one hold of the lock, as an operation (`op`) or an acquire(). */
+static int hold(ip_heap_t *hp, const ip_deadline_t *d, int op)
 {
     if (hp->base == NULL) {
         PyErr_SetString(PyExc_ValueError, "the shared heap is closed");
@@ -386,6 +387,7 @@ int ip_heap_enter(ip_heap_t *hp, const ip_deadline_t *d)
     unsigned long me = PyThread_get_thread_ident();
     if (hp->depth > 0 && hp->owner_pid == cur_pid && hp->owner_thread == me) {
         hp->depth++;
+        hp->ops += op;
         return 0;
     }
     ip_heap_hdr_t *h = IP_HHDR(hp);
@@ -409,11 +411,12 @@ int ip_heap_enter(ip_heap_t *hp, const ip_deadline_t *d)
     hp->owner_thread = me;
     hp->owner_pid = cur_pid;
     hp->depth = 1;
+    hp->ops = op;
     h = IP_HHDR(hp);
     if (h->size > hp->mapped && remap(hp, h->size) < 0) {
         if (res == IP_LOCK_OWNER_DIED)
             ip_mutex_consistent(&IP_HHDR(hp)->lock);
-        hp->depth = 0;
+        hp->depth = hp->ops = 0;
         pthread_mutex_unlock(&IP_HHDR(hp)->lock);
         return -1;
     }
@@ -428,22 +431,33 @@ int ip_heap_enter(ip_heap_t *hp, const ip_deadline_t *d)
     return 0;
 }
 
+int ip_heap_enter(ip_heap_t *hp, const ip_deadline_t *d)
+{
+    return hold(hp, d, 1);
+}
+
 static void drop_hold(ip_heap_t *hp)
 {
     if (--hp->depth == 0)
         pthread_mutex_unlock(&IP_HHDR(hp)->lock);
 }
 
+/* Only the outermost operation commits or rolls back: an inner one (a
+ * handle collected while an operation allocates Python objects) only adds
+ * to what the outer one frees. */
 void ip_heap_leave(ip_heap_t *hp)
 {
-    commit(hp);
+    if (--hp->ops == 0)
+        commit(hp);
     drop_hold(hp);
 }
 
 void ip_heap_abort(ip_heap_t *hp)
 {
-    rollback(hp);
-    hp->ndeferred = 0;
+    if (--hp->ops == 0) {
+        rollback(hp);
+        hp->ndeferred = 0;
+    }
     drop_hold(hp);
 }
 
@@ -698,7 +712,7 @@ static PyObject *HeapCore_acquire(ip_heap_t *hp, PyObject *const *args, Py_ssize
     }
     if (ip_deadline_init(&d, block, block ? timeout : Py_None) < 0)
         return NULL;
-    int rc = ip_heap_enter(hp, &d);
+    int rc = hold(hp, &d, 0);
     if (rc < 0)
         return NULL;
     return PyBool_FromLong(rc == 0);
@@ -711,7 +725,7 @@ static PyObject *HeapCore_release(ip_heap_t *hp, PyObject *Py_UNUSED(a))
         PyErr_SetString(PyExc_RuntimeError, "cannot release un-acquired lock");
         return NULL;
     }
-    ip_heap_leave(hp);
+    drop_hold(hp);
     Py_RETURN_NONE;
 }
 
@@ -1027,6 +1041,7 @@ int ip_heap_init_module(PyObject *m)
         || PyModule_AddIntConstant(m, "KIND_DICT", IP_KIND_DICT) < 0
         || PyModule_AddIntConstant(m, "KIND_LIST", IP_KIND_LIST) < 0
         || PyModule_AddIntConstant(m, "KIND_NAMESPACE", IP_KIND_NAMESPACE) < 0
+        || PyModule_AddIntConstant(m, "HEAP_START", (long)IP_HEAP_START) < 0
         || PyModule_AddIntConstant(m, "OBJ_DICT", IP_OBJ_DICT) < 0
         || PyModule_AddIntConstant(m, "OBJ_LIST", IP_OBJ_LIST) < 0
         || PyModule_AddIntConstant(m, "OBJ_NAMESPACE", IP_OBJ_NAMESPACE) < 0)

@@ -525,7 +525,8 @@ typedef struct ip_heap_s {
     /* the re-entrant hold of `lock` by one thread of this process */
     unsigned long owner_thread;
     long owner_pid;
-    long depth;
+    long depth; /* holds: operations and explicit acquire()s */
+    long ops;   /* operations in progress; nested ones come from handles freed mid-operation */
     /* blocks to free once the open transaction commits */
     uint64_t *deferred;
     size_t ndeferred, cap_deferred;
