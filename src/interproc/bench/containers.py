@@ -406,8 +406,8 @@ def dict_memory(adapter: Any, n: int, settings: Settings) -> Sample:
     name = _unique_name("ipbench-mem-")
     try:
         run_processes([(_fill, (adapter, name, entries))], settings.timeout)
-        read_all, measured = CTX.Barrier(READERS), CTX.Barrier(READERS)
-        job = (_read_all, (adapter, name, entries, read_all, measured, settings.timeout))
+        barriers = [CTX.Barrier(READERS) for _ in range(3)]
+        job = (_read_all, (adapter, name, entries, barriers, settings.timeout))
         start = time.perf_counter()
         grown = run_processes([job] * READERS, settings.timeout)
         elapsed = time.perf_counter() - start
@@ -436,10 +436,15 @@ def _rollup_kib() -> tuple[int, int]:
 
 
 def _read_all(
-    adapter: Any, name: str, entries: int, read_all: Any, measured: Any, timeout: float,
+    adapter: Any, name: str, entries: int, barriers: list, timeout: float,
 ) -> tuple[int, int]:
-    # The implementation's module was imported by the parent before the
-    # fork: opening the dict counts, loading the module does not.
+    started, read_all, measured = barriers
+    # The first figure waits until every reader is forked: each fork adds a
+    # process to those sharing the parent's pages, which lowers the PSS of
+    # the readers already running.  The implementation's module was
+    # imported by the parent before the fork: opening the dict counts,
+    # loading the module does not.
+    started.wait(timeout)
     pss0, rss0 = _rollup_kib()
     d = adapter.attach(name)
     total = 0
