@@ -270,8 +270,8 @@ def _with_container(
     adapter: ContainerAdapter, capacity: Capacity, job: Callable[..., tuple[float, float]],
     args: tuple, settings: Settings,
 ) -> tuple[float, float]:
-    """Run ``job(container, *args)`` in one fresh child; the container is made and
-    destroyed by the parent."""
+    """Run ``job(adapter, handle, *args)`` in one fresh child, which opens the
+    container from the handle; the parent makes the container and destroys it."""
     handle = adapter.make(capacity)
     try:
         return run_processes([(job, (adapter, handle, *args))], settings.timeout)[0]
