@@ -147,9 +147,11 @@ class SyncManager(_mp_managers.SyncManager):
     def _ensure_server(self) -> None:
         """Start the server of a manager started without one (Manager(), or
         a with statement), the first time it is needed."""
-        if self._server_ready or not self._lazy or self._state.value != State.STARTED:
+        if self._server_ready or not self._lazy:
             return
         with _server_start_lock:
+            # Another thread may have started it while this one waited, or
+            # the manager shut down: then _create() says so.
             if self._server_ready or self._state.value != State.STARTED:
                 return
             # BaseManager.start() only starts an INITIAL manager; _lazy keeps
