@@ -417,8 +417,8 @@ def test_containers_across_processes(start_method):
     d, lst, ns, out = m.dict(parent=0), m.list([0]), m.Namespace(x=41), m.Queue()
     child = start_method.Process(target=mh.use_containers, args=(d, lst, ns, out))
     child.start()
-    assert out.get(timeout=TIMEOUT) == ["child", "parent"]
     join_ok(child)
+    assert out.get(timeout=TIMEOUT) == ["child", "parent"]
     assert d == {"parent": 0, "child": [1, 2]}
     assert lst == [0, "a", "b"]
     assert ns.seen == 42
