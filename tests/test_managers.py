@@ -223,6 +223,9 @@ def test_objects_cannot_be_made_before_start_or_after_shutdown():
         m.Queue()
     with pytest.raises(AssertionError):
         m.Pool()
+    remote = SyncManager(address=("127.0.0.1", 0), authkey=AUTHKEY)
+    with pytest.raises(ManagerStateError, match="connect"):
+        remote.dict()
     m = interproc.Manager()
     lock = m.Lock()
     m.shutdown()
@@ -409,6 +412,9 @@ def test_containers_are_shared_memory_objects():
     assert isinstance(ns, Namespace)
     assert (ns.x, ns.y) == (1, "a")
     assert repr(ns) == repr(multiprocessing.managers.Namespace(x=1, y="a"))
+    # As with multiprocessing's, every keyword is an attribute.
+    ns = m.Namespace(name="n", create=False, mode=1)
+    assert (ns.name, ns.create, ns.mode) == ("n", False, 1)
     assert_no_server(m)
 
 

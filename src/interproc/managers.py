@@ -222,6 +222,11 @@ class SyncManager(_mp_managers.SyncManager):
             return
         if value == State.SHUTDOWN:
             raise ManagerStateError("the manager has shut down")
+        if self._builtins_served:
+            raise ManagerStateError(
+                "the manager is not started: call start() to serve at its address, "
+                "or connect() to join the server there"
+            )
         raise ManagerStateError(
             "the manager is not started: call start(), use it in a with statement, "
             "or make it with interproc.Manager()"
