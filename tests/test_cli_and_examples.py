@@ -41,6 +41,9 @@ def test_demo_runs_the_seed_queue_example_and_ends_by_itself(method):
     result = run("-m", "interproc", "demo", "--start-method", method)
     assert result.returncode == 0, result.stderr
     check_seed_output(result.stdout)
+    # The whole demo runs every section.
+    check_pipe_output(result.stdout)
+    check_manager_output(result.stdout)
 
 
 def test_queue_example_runs_unchanged_on_interproc():
@@ -69,6 +72,33 @@ def test_pipe_example_runs_on_interproc():
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     check_pipe_output(result.stdout)
+
+
+MANAGER_LINES = [
+    "{1: '1', '2': 2}",
+    "[0, 1, 2, 3, 4, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]",
+]
+
+
+def check_manager_output(stdout):
+    lines = stdout.splitlines()
+    for line in MANAGER_LINES:
+        assert lines.count(line) == 1, stdout
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
+def test_demo_runs_the_seed_manager_example(method):
+    result = run("-m", "interproc", "demo", "manager", "--start-method", method)
+    assert result.returncode == 0, result.stderr
+    assert "== Manager ==" in result.stdout
+    check_manager_output(result.stdout)
+
+
+def test_manager_example_runs_on_interproc():
+    result = run(os.path.join("examples", "manager_seed.py"))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert result.stdout.splitlines() == MANAGER_LINES
 
 
 @pytest.mark.parametrize("command", [[], ["demo"], ["ls"], ["rm"], ["bench"]])

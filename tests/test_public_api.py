@@ -58,3 +58,19 @@ def test_public_classes_and_functions_are_documented():
         assert inspect.getdoc(obj), name
     for method in ["put", "get", "put_many", "get_many", "qsize", "close", "unlink"]:
         assert inspect.getdoc(getattr(interproc.Queue, method)), method
+
+
+def test_manager_is_multiprocessings_with_the_same_methods():
+    import multiprocessing.managers
+
+    assert "Manager" in interproc.__all__
+    m = interproc.Manager()
+    assert isinstance(m, multiprocessing.managers.SyncManager)
+    for typeid in ["dict", "list", "Namespace", "Lock", "RLock", "Semaphore", "BoundedSemaphore",
+                   "Condition", "Event", "Barrier", "Queue", "JoinableQueue", "Value", "Array",
+                   "Pool"]:
+        assert inspect.getdoc(getattr(m, typeid)) or typeid == "Pool", typeid
+    for method in ["start", "shutdown", "join", "connect", "get_server", "register",
+                   "__enter__", "__exit__"]:
+        assert callable(getattr(m, method)), method
+    m.shutdown()

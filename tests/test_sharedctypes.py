@@ -910,3 +910,14 @@ def test_anonymous_objects_used_by_children_leave_nothing_behind(start_method):
     del v, a
     gc.collect()
     assert _helpers.shm_entries() - before == set()
+
+
+@pytest.mark.parametrize("ctype", [ctypes.c_char_p, ctypes.c_wchar_p, ctypes.c_void_p,
+                                   ctypes.POINTER(ctypes.c_int)])
+def test_pointer_types_are_refused(ctype):
+    # A pointer stored in shared memory points into one process's memory:
+    # following it from anywhere else crashes.
+    for make in (lambda: interproc.Value(ctype), lambda: interproc.RawValue(ctype),
+                 lambda: interproc.Array(ctype, 2), lambda: interproc.RawArray(ctype, 2)):
+        with pytest.raises(TypeError, match="pointer"):
+            make()

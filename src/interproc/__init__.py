@@ -4,6 +4,8 @@ A drop-in for multiprocessing's queues, pipes, shared values and locks on shared
 futex waits, no feeder thread and no server process: queues, pipes, shared values, locks,
 and dicts, lists and namespaces stored once in shared memory.  See docs/api.md.
 """
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+
 from .connection import Connection, Pipe, wait
 from .containers import Namespace, SharedDict, SharedList
 from .naming import ObjectInfo, SegmentError, attach, list_objects, unlink
@@ -20,6 +22,26 @@ from .synchronize import (
     Semaphore,
 )
 
+if _TYPE_CHECKING:
+    from .managers import SyncManager
+
+
+def Manager() -> "SyncManager":
+    """A started manager: ``multiprocessing.Manager()`` with its built-in types in shared memory.
+
+    ``dict()``, ``list()``, ``Namespace()``, ``Lock()``, ``Queue()``,
+    ``Value()`` and the other built-in typeids return interproc's
+    shared-memory objects and start no server process; ``Pool()``,
+    registered typeids and remote use go through multiprocessing's server,
+    started when first needed.  See :mod:`interproc.managers`.
+    """
+    # Imported here: multiprocessing.managers costs a quarter of
+    # interproc's own import time, and most programs never use it.
+    from .managers import Manager as make_manager
+
+    return make_manager()
+
+
 __all__ = [
     "Queue",
     "SimpleQueue",
@@ -34,6 +56,7 @@ __all__ = [
     "Event",
     "Condition",
     "Barrier",
+    "Manager",
     "OwnerDiedWarning",
     "Value",
     "Array",

@@ -32,15 +32,30 @@ _ATOMIC_METHODS = ("load", "store", "fetch_add", "fetch_sub", "exchange", "compa
 def _ctype(typecode_or_type: Any) -> type:
     if isinstance(typecode_or_type, str):
         try:
-            return typecode_to_type[typecode_or_type]
+            ctype = typecode_to_type[typecode_or_type]
         except KeyError:
             raise TypeError(
                 f"bad typecode {typecode_or_type!r}; use one of {''.join(typecode_to_type)} "
                 "or a ctypes type"
             ) from None
-    if isinstance(typecode_or_type, type) and issubclass(typecode_or_type, ctypes._SimpleCData.__mro__[1]):
-        return typecode_or_type
-    raise TypeError(f"{typecode_or_type!r} is neither a typecode nor a ctypes type")
+    elif isinstance(typecode_or_type, type) and issubclass(typecode_or_type, ctypes._SimpleCData.__mro__[1]):
+        ctype = typecode_or_type
+    else:
+        raise TypeError(f"{typecode_or_type!r} is neither a typecode nor a ctypes type")
+    _refuse_pointer(ctype)
+    return ctype
+
+
+def _refuse_pointer(ctype: type) -> None:
+    """A pointer in shared memory points into the memory of the process that
+    stored it: reading it anywhere else (or from a copy) crashes."""
+    if issubclass(ctype, ctypes._Pointer) or (
+        issubclass(ctype, ctypes._SimpleCData) and getattr(ctype, "_type_", None) in ("z", "Z", "P")
+    ):
+        raise TypeError(
+            f"a pointer type ({ctype.__name__}) cannot be shared: it points into one process's "
+            "memory; use Array('c', ...) for bytes, or a SharedDict or Namespace for other objects"
+        )
 
 
 def _describe(base: type, length: Optional[int]) -> bytes:
