@@ -31,7 +31,7 @@ SYNC_TYPES = {
     "BoundedSemaphore": interproc.BoundedSemaphore,
     "Condition": interproc.Condition,
     "Event": interproc.Event,
-    "Queue": interproc.Queue,
+    "Queue": interproc.JoinableQueue,
     "JoinableQueue": interproc.JoinableQueue,
 }
 
@@ -451,3 +451,12 @@ def test_containers_before_start_or_after_shutdown():
         m.list()
     with pytest.raises(ManagerStateError):
         m.Namespace()
+
+
+def test_manager_queue_has_task_done_and_join():
+    # multiprocessing's manager serves a queue.Queue, which has both.
+    q = interproc.Manager().Queue()
+    q.put(1)
+    assert q.get(timeout=5) == 1
+    q.task_done()
+    q.join()

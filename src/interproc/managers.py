@@ -17,7 +17,6 @@ uses the built-in types never starts one.
 """
 from __future__ import annotations
 
-import ctypes
 import inspect
 import multiprocessing
 import os
