@@ -1104,6 +1104,50 @@ static PyObject *DictCore_state(ip_handle_t *h, PyObject *Py_UNUSED(a))
                          (unsigned long long)__atomic_load_n(&o->version, __ATOMIC_RELAXED));
 }
 
+/* ------------------------------------------------- module functions */
+
+PyDoc_STRVAR(encode_key_doc, "encode_key(key) -> bytes\n--\n\n"
+"The canonical encoding shared dicts compare keys in: equal keys (1, 1.0,\n"
+"True) give equal bytes in every process, whatever its hash seed.\n"
+"TypeError for an unhashable key.");
+
+static PyObject *encode_key_fn(PyObject *Py_UNUSED(m), PyObject *key)
+{
+    kbuf_t b;
+    kbuf_init(&b);
+    if (encode_key(&b, key, 0) < 0) {
+        kbuf_free(&b);
+        return NULL;
+    }
+    PyObject *res = PyBytes_FromStringAndSize((const char *)b.buf, (Py_ssize_t)b.len);
+    kbuf_free(&b);
+    return res;
+}
+
+PyDoc_STRVAR(decode_key_doc, "decode_key(data) -> key\n--\n\n"
+"The key encode_key() encoded, in its canonical type (an int for True or 1.0).");
+
+static PyObject *decode_key_fn(PyObject *Py_UNUSED(m), PyObject *data)
+{
+    Py_buffer view;
+    if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    const uint8_t *p = view.buf, *end = p + view.len;
+    PyObject *res = decode_key(&p, end, 0);
+    if (res != NULL && p != end) {
+        Py_CLEAR(res);
+        PyErr_SetString(PyExc_ValueError, "trailing bytes after an encoded key");
+    }
+    PyBuffer_Release(&view);
+    return res;
+}
+
+PyMethodDef ip_key_functions[] = {
+    {"encode_key", encode_key_fn, METH_O, encode_key_doc},
+    {"decode_key", decode_key_fn, METH_O, decode_key_doc},
+    {NULL, NULL, 0, NULL},
+};
+
 static PyMethodDef DictCore_methods[] = {
     {"get", (PyCFunction)(void (*)(void))DictCore_get, METH_FASTCALL,
      "get(key, default=None)\n--\n\nThe value for key, else default."},

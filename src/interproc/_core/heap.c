@@ -1031,6 +1031,9 @@ int ip_heap_init_module(PyObject *m)
         return -1;
     if (PyType_Ready(&ip_HandleCore_Type) < 0)
         return -1;
+    extern PyMethodDef ip_key_functions[];
+    if (PyModule_AddFunctions(m, ip_key_functions) < 0)
+        return -1;
     if (PyType_Ready(&ip_DictCore_Type) < 0
         || PyModule_AddObjectRef(m, "DictCore", (PyObject *)&ip_DictCore_Type) < 0)
         return -1;
