@@ -91,3 +91,82 @@ def unique_name():
                 os.unlink(path)
     if problems:
         pytest.fail("; ".join(problems), pytrace=False)
+
+
+# ---------------------------------------------------------------------------
+# Redis: real servers, started once per session (see _redis_servers.py).
+# Missing redis-server skips these tests, or fails them when
+# INTERPROC_REQUIRE_REDIS=1 (CI).
+
+REDIS_TEST_PASSWORD = "interproc-test-password"
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """A standalone server without a password: ``.url``, ``.unix_url``, ``.address``."""
+    import _redis_servers
+
+    _redis_servers.require_redis()
+    server = _redis_servers.RedisServer(str(tmp_path_factory.mktemp("redis-standalone"))).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_server):
+    """``redis://127.0.0.1:<port>/0`` of the standalone server."""
+    return redis_server.url
+
+
+@pytest.fixture(scope="session")
+def redis_auth_server(tmp_path_factory):
+    """A standalone server that requires ``.password`` (REDIS_TEST_PASSWORD)."""
+    import _redis_servers
+
+    _redis_servers.require_redis()
+    server = _redis_servers.RedisServer(
+        str(tmp_path_factory.mktemp("redis-auth")), password=REDIS_TEST_PASSWORD
+    ).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_auth_url(redis_auth_server):
+    """``redis://:<password>@127.0.0.1:<port>/0`` of the password-protected server."""
+    return redis_auth_server.auth_url
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory):
+    """A 3-node Redis Cluster (no replicas): ``.url``, ``.servers``."""
+    import _redis_servers
+
+    _redis_servers.require_redis(cli=True)
+    cluster = _redis_servers.RedisClusterServers(str(tmp_path_factory.mktemp("redis-cluster"))).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url(redis_cluster):
+    """The URL of one node of the cluster; clients find the others from it."""
+    return redis_cluster.url
+
+
+@pytest.fixture
+def redis_server_factory(tmp_path):
+    """Start private servers for one test (ones it may kill): ``make(password=None)``."""
+    import _redis_servers
+
+    _redis_servers.require_redis()
+    started = []
+
+    def make(password=None):
+        server = _redis_servers.RedisServer(str(tmp_path / f"redis{len(started)}"), password=password)
+        started.append(server)
+        return server.start()
+
+    yield make
+    for server in started:
+        server.stop()

@@ -1,0 +1,562 @@
+"""Connections to Redis: one client per process and per connection options.
+
+Interface
+---------
+
+``Connection.from_url(url, username=None, password=None, *, cluster=None, **redis_kwargs)``
+    The connection for ``url`` in this process.  Schemes: ``redis://host:port/db``,
+    ``rediss://`` (TLS) and ``unix:///path/to/socket?db=N``.  Credentials may
+    be in the URL (``redis://user:secret@host``, or ``?password=`` on a unix
+    URL) or given as ``username=``/``password=``; the arguments win over the
+    URL.  ``cluster=None`` asks the server (``INFO cluster``) whether it is a
+    Redis Cluster node, ``True``/``False`` skip the question.  Any other
+    keyword goes to redis-py (``socket_timeout=``, ``ssl_ca_certs=``, ...);
+    ``decode_responses`` is always False: the backend reads bytes.
+
+    Calls with equal options return the same object within one process; a
+    forked child never gets its parent's object from this cache, and an
+    object inherited through fork makes its own sockets on first use (the
+    parent's are never read, written or shut down by the child).
+
+``Connection.from_options(options)``
+    The same from ``conn.options``, a picklable dict (``url`` without
+    credentials, ``username``, ``password``, ``cluster``, and the redis-py
+    keywords).  A ``Connection`` itself pickles as its options, so it can
+    be handed to children under every start method and through queues.
+
+Attributes and methods of a ``Connection``
+    ``client``           the redis-py client of this process: ``redis.Redis``,
+                         or ``redis.cluster.RedisCluster`` for a cluster.
+    ``blocking_client``  the client for blocking commands (``BLPOP``,
+                         ``BLMOVE``...): ``client`` itself unless a
+                         ``socket_timeout`` was given, which a long block would
+                         trip; then a second client without one.
+    ``is_cluster``       whether the server is a Redis Cluster (asks it once).
+    ``address``          ``host:port`` or the socket path, for messages.
+    ``url``              the URL without credentials.
+    ``script(source)``   a :class:`Script`: ``script(keys=(), args=())`` runs the
+                         Lua source by ``EVALSHA``, loading it when the server
+                         does not know it yet.  All keys must hash to one slot
+                         on a cluster (see ``keys.py``).
+    ``errors(op)``       context manager translating redis-py errors, below.
+    ``ping()``, ``close()``.
+
+Errors
+------
+
+``translate(exc, server=None, op=None)`` returns the exception to raise in
+place of a redis-py one (see ``errors.py``): refused credentials ->
+``AuthenticationError``; no connection possible -> ``UnreachableError``
+naming ``host:port`` or the socket; connection broken mid-command ->
+``ConnectionLostError``; reply timeout -> ``ServerTimeoutError``;
+``WRONGTYPE`` -> ``TypeError``; server out of memory -> ``MemoryError``;
+read-only replica -> ``PermissionError``.  Other errors (a Lua script's own
+``error_reply``, for instance) come back unchanged so that callers can
+handle them.
+
+Wrap every Redis call of an object in one of::
+
+    with conn.errors("Queue.put"):
+        conn.client.rpush(key, payload)
+
+    @translated("Queue.put")          # takes the server from self._conn
+    def put(self, obj, ...): ...
+
+Retries
+-------
+
+Unless the caller passes its own ``retry=``, a command is never resent after
+a connection error or timeout (redis-py resends up to three times by default).
+A resent command may run twice -- an item pushed twice, a counter incremented
+twice -- so the backend reports the failure instead and leaves the decision
+to the caller.  A stale pooled socket (the server restarted between two
+commands) is still replaced transparently: nothing had been sent on it.
+
+redis-py is imported on first use, so ``import interproc`` works without it;
+a missing redis-py raises ImportError saying ``pip install interproc[redis]``.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import os
+import sys
+import threading
+import urllib.parse
+from typing import Any, Callable, Dict, Iterable, Optional, Tuple
+
+from .errors import (
+    AuthenticationError,
+    ConnectionLostError,
+    ServerTimeoutError,
+    UnreachableError,
+)
+
+__all__ = ["Connection", "Script", "translate", "errors", "translated", "import_redis"]
+
+SCHEMES = ("redis", "rediss", "unix")
+
+#: How long a connect may take before UnreachableError, unless given.
+DEFAULT_CONNECT_TIMEOUT = 10.0
+
+INSTALL_HINT = "pip install interproc[redis]"
+
+
+def import_redis():
+    """redis-py, or an ImportError that says how to install it."""
+    try:
+        import redis
+        import redis.cluster  # noqa: F401
+        import redis.exceptions  # noqa: F401
+    except ImportError as exc:
+        raise ImportError(
+            f"the Redis backend of interproc needs redis-py 5 or newer: {INSTALL_HINT}"
+        ) from exc
+    return redis
+
+
+# ---------------------------------------------------------------------------
+# URLs and options
+
+
+def split_url(url: str) -> Tuple[str, Optional[str], Optional[str]]:
+    """``(url without credentials, username, password)`` of a Redis URL.
+
+    Raises ValueError for anything but ``redis://``, ``rediss://`` and
+    ``unix://``.
+    """
+    if not isinstance(url, str):
+        raise TypeError(f"url must be a str, not {type(url).__name__}")
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in SCHEMES:
+        raise ValueError(
+            f"not a Redis URL: {redact(url)!r}; expected redis://host:port/db, "
+            "rediss://host:port/db (TLS) or unix:///path/to/socket"
+        )
+    username = urllib.parse.unquote(parts.username) if parts.username else None
+    password = urllib.parse.unquote(parts.password) if parts.password else None
+    hostport = parts.netloc.rpartition("@")[2]
+    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    kept = []
+    for k, v in query:
+        if k == "password":
+            password = password or v or None
+        elif k == "username":
+            username = username or v or None
+        else:
+            kept.append((k, v))
+    if parts.scheme == "unix":
+        if not parts.path:
+            raise ValueError(f"a unix:// URL needs a socket path: {redact(url)!r}")
+    elif not parts.hostname:
+        raise ValueError(f"a {parts.scheme}:// URL needs a host: {redact(url)!r}")
+    return _join(parts.scheme, hostport, parts.path, urllib.parse.urlencode(kept)), username, password
+
+
+def _join(scheme: str, netloc: str, path: str, query: str) -> str:
+    # urlunsplit would drop the '//' of unix:///path, which redis-py needs.
+    return f"{scheme}://{netloc}{path}" + (f"?{query}" if query else "")
+
+
+def redact(url: str) -> str:
+    """``url`` with any password replaced by ``***``, for messages."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        netloc = parts.netloc
+        if parts.password is not None:
+            user = parts.username or ""
+            netloc = f"{user}:***@{netloc.rpartition('@')[2]}"
+        query = [
+            (k, "***" if k == "password" else v)
+            for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+        ]
+        return _join(parts.scheme, netloc, parts.path, urllib.parse.urlencode(query))
+    except ValueError:
+        return "<unparsable URL>"
+
+
+def url_address(url: str) -> str:
+    """``host:port`` of a redis(s) URL, or the socket path of a unix one."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme == "unix":
+        return parts.path
+    host = parts.hostname or "localhost"
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port = parts.port or 6379
+    except ValueError:
+        port = "?"
+    return f"{host}:{port}"
+
+
+def _freeze(value: Any) -> Any:
+    """A hashable stand-in for an option value, for the connection cache."""
+    if isinstance(value, dict):
+        return ("dict", tuple(sorted((repr(k), _freeze(v)) for k, v in value.items())))
+    if isinstance(value, (list, tuple)):
+        return (type(value).__name__, tuple(_freeze(v) for v in value))
+    if isinstance(value, (set, frozenset)):
+        return ("set", tuple(sorted(repr(v) for v in value)))
+    try:
+        hash(value)
+    except TypeError:
+        return ("repr", repr(value))
+    return value
+
+
+# ---------------------------------------------------------------------------
+# Error translation
+
+
+def translate(exc: BaseException, server: Optional[str] = None, op: Optional[str] = None) -> BaseException:
+    """The exception to raise in place of the redis-py exception ``exc``.
+
+    ``server`` (``host:port`` or a socket path) and ``op`` (what was being
+    done, "Queue.put" say) go into the message.  Exceptions that are not
+    redis-py's, and redis-py errors with no better equivalent (a Lua
+    script's ``error_reply`` among them), are returned unchanged.
+    """
+    rexc = sys.modules.get("redis.exceptions")
+    if rexc is None or not isinstance(exc, (rexc.RedisError, rexc.RedisClusterException)):
+        return exc
+    where = f"Redis server {server}" if server else "the Redis server"
+    during = f" during {op}" if op else ""
+    detail = str(exc) or type(exc).__name__
+
+    if isinstance(exc, (rexc.AuthenticationError, rexc.AuthenticationWrongNumberOfArgsError)):
+        if "without any password configured" in detail or "wrong number of arguments" in detail:
+            return AuthenticationError(
+                f"{where} has no password set, but one was given ({detail})"
+            )
+        return AuthenticationError(f"{where} refused the credentials{during}: {detail}")
+    if isinstance(exc, getattr(rexc, "AuthorizationError", ())) or isinstance(exc, rexc.NoPermissionError):
+        return AuthenticationError(f"the user is not allowed to do this on {where}{during}: {detail}")
+    if isinstance(exc, rexc.BusyLoadingError):
+        return UnreachableError(f"{where} is loading its data set into memory; try again shortly ({detail})")
+    if isinstance(exc, rexc.ConnectionError):
+        if _while_connecting(exc):
+            return UnreachableError(f"cannot connect to {where}{during}: {detail}")
+        return ConnectionLostError(
+            f"lost the connection to {where}{during}; the command was sent and "
+            f"may or may not have taken effect ({detail})"
+        )
+    if isinstance(exc, rexc.TimeoutError):
+        if "connecting" in detail.lower():
+            return UnreachableError(f"cannot connect to {where}{during}: timed out ({detail})")
+        return ServerTimeoutError(
+            f"no reply from {where}{during} within the socket timeout; the command "
+            f"may or may not have taken effect ({detail})"
+        )
+    if isinstance(exc, rexc.ClusterDownError):  # MasterDownError included
+        return UnreachableError(f"the Redis Cluster of {where} is down{during}: {detail}")
+    if isinstance(exc, rexc.RedisClusterException):
+        return UnreachableError(f"cannot use the Redis Cluster of {where}{during}: {detail}")
+    if isinstance(exc, rexc.MovedError) or (isinstance(exc, rexc.ResponseError) and detail.startswith("MOVED")):
+        return ValueError(
+            f"{where} is a Redis Cluster node, but this connection was made for a single "
+            f"server (cluster=False); connect with cluster=None or cluster=True ({detail})"
+        )
+    if isinstance(exc, rexc.OutOfMemoryError):
+        return MemoryError(f"{where} is out of memory (maxmemory reached){during}: {detail}")
+    if isinstance(exc, rexc.ReadOnlyError):
+        return PermissionError(f"{where} is a read-only replica{during}: {detail}")
+    if isinstance(exc, rexc.ResponseError) and detail.startswith("WRONGTYPE"):
+        return TypeError(f"a key{during} on {where} holds another type of Redis value: {detail}")
+    return exc
+
+
+def _while_connecting(exc: BaseException) -> bool:
+    """Whether a redis-py ConnectionError happened before anything was sent."""
+    text = str(exc)
+    if " connecting to " in text or text.startswith("Error connecting to"):
+        return True
+    ctx = exc.__cause__ or exc.__context__
+    return isinstance(ctx, (ConnectionRefusedError, FileNotFoundError)) or type(ctx).__name__ == "gaierror"
+
+
+class errors(contextlib.ContextDecorator):
+    """Translate redis-py exceptions raised inside the block (see ``translate``).
+
+    ``with errors(conn, "Queue.put"): ...`` or, on a function,
+    ``@errors(conn, "op")``.  ``conn`` may be a Connection, an address string
+    or None.  The original exception is kept as ``__cause__``.
+    """
+
+    __slots__ = ("_server", "_op")
+
+    def __init__(self, conn: "Connection | str | None" = None, op: Optional[str] = None):
+        self._server = conn.address if isinstance(conn, Connection) else conn
+        self._op = op
+
+    def __enter__(self) -> "errors":
+        return self
+
+    def __exit__(self, et, ev, tb) -> bool:
+        if ev is None:
+            return False
+        new = translate(ev, self._server, self._op)
+        if new is ev:
+            return False
+        raise new.with_traceback(None) from ev
+
+
+def translated(op: Optional[str] = None) -> Callable:
+    """Decorator for methods of objects that keep their Connection in
+    ``self._conn``: translate redis-py errors raised by the method."""
+
+    def deco(fn: Callable) -> Callable:
+        name = op or fn.__qualname__
+
+        @functools.wraps(fn)
+        def wrapper(self, *args, **kwargs):
+            try:
+                return fn(self, *args, **kwargs)
+            except BaseException as exc:
+                conn = getattr(self, "_conn", None)
+                new = translate(exc, conn.address if conn is not None else None, name)
+                if new is exc:
+                    raise
+                raise new from exc
+
+        return wrapper
+
+    return deco
+
+
+# ---------------------------------------------------------------------------
+# Lua scripts
+
+
+class Script:
+    """A Lua script bound to a Connection; ``script(keys=(), args=())`` runs it.
+
+    Runs by ``EVALSHA``; a server that does not have the script yet (new,
+    restarted, flushed, or another cluster node) gets it through ``EVAL``,
+    which also caches it there.  Errors are returned untranslated: callers
+    wrap the call in ``conn.errors(...)`` with the operation's name.
+    """
+
+    __slots__ = ("_conn", "source", "sha")
+
+    def __init__(self, conn: "Connection", source: str):
+        self._conn = conn
+        self.source = source
+        self.sha = hashlib.sha1(source.encode("utf-8")).hexdigest()
+
+    def __call__(self, keys: Iterable[Any] = (), args: Iterable[Any] = (), client: Any = None) -> Any:
+        keys = list(keys)
+        args = list(args)
+        client = self._conn.client if client is None else client
+        rexc = import_redis().exceptions
+        try:
+            return client.evalsha(self.sha, len(keys), *keys, *args)
+        except rexc.NoScriptError:
+            return client.eval(self.source, len(keys), *keys, *args)
+
+    def __repr__(self) -> str:
+        return f"<Script {self.sha[:12]} on {self._conn!r}>"
+
+
+# ---------------------------------------------------------------------------
+# Connections
+
+
+_cache: Dict[Any, "Connection"] = {}
+_cache_lock = threading.Lock()
+
+
+def _after_fork_in_child() -> None:
+    # The lock may have been held by another thread of the parent at fork
+    # time; the cache holds the parent's objects, which the child must not use.
+    global _cache_lock
+    _cache_lock = threading.Lock()
+    _cache.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class Connection:
+    """The way to one Redis server or cluster, for one process (see the module docstring)."""
+
+    def __init__(self, options: Dict[str, Any]):
+        # Use from_url/from_options, which share one object per process.
+        self._options = dict(options)
+        self.url: str = options["url"]
+        self.address: str = url_address(self.url)
+        self._cluster: Optional[bool] = options.get("cluster")
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+        self._client: Any = None
+        self._blocking: Any = None
+        self._scripts: Dict[str, Script] = {}
+
+    # -- construction
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        username: Optional[str] = None,
+        password: Optional[str] = None,
+        *,
+        cluster: Optional[bool] = None,
+        **redis_kwargs: Any,
+    ) -> "Connection":
+        clean, url_user, url_password = split_url(url)
+        if cluster is not None and not isinstance(cluster, bool):
+            raise TypeError(f"cluster must be None, True or False, not {cluster!r}")
+        if redis_kwargs.pop("decode_responses", False):
+            raise ValueError("decode_responses=True is not supported: the Redis backend reads bytes")
+        for k in ("url", "host", "port", "path", "unix_socket_path", "connection_pool"):
+            if k in redis_kwargs:
+                raise TypeError(f"{k}= cannot be combined with a URL; put it into the URL")
+        options: Dict[str, Any] = {
+            "url": clean,
+            "username": username if username is not None else url_user,
+            "password": password if password is not None else url_password,
+            "cluster": cluster,
+        }
+        options.update(redis_kwargs)
+        return cls.from_options(options)
+
+    @classmethod
+    def from_options(cls, options: Dict[str, Any]) -> "Connection":
+        if "url" not in options:
+            raise TypeError("connection options need a 'url'")
+        key = (os.getpid(), _freeze(options))
+        with _cache_lock:
+            conn = _cache.get(key)
+            if conn is None:
+                conn = _cache[key] = cls(options)
+            return conn
+
+    @property
+    def options(self) -> Dict[str, Any]:
+        """Picklable options; ``Connection.from_options`` makes the same connection."""
+        opts = dict(self._options)
+        if opts.get("cluster") is None and self._cluster is not None:
+            opts["cluster"] = self._cluster  # spare the receiver the question
+        return opts
+
+    def __reduce__(self):
+        return (Connection.from_options, (self.options,))
+
+    def __repr__(self) -> str:
+        kind = " cluster" if self._cluster else ""
+        return f"<interproc Redis{kind} connection {self.url}>"
+
+    # -- clients
+
+    def _check_pid(self) -> None:
+        # Inherited through fork: the parent's sockets stay the parent's.
+        # redis-py only shuts a socket down in the process that opened it, so
+        # dropping the references here does not disturb the parent.
+        if self._pid != os.getpid():
+            self._lock = threading.Lock()
+            self._pid = os.getpid()
+            self._client = self._blocking = None
+
+    @property
+    def client(self) -> Any:
+        self._check_pid()
+        c = self._client
+        if c is None:
+            with self._lock:
+                if self._client is None:
+                    self._client = self._make_client()
+                c = self._client
+        return c
+
+    @property
+    def blocking_client(self) -> Any:
+        if self._options.get("socket_timeout") is None:
+            return self.client
+        self._check_pid()
+        c = self._blocking
+        if c is None:
+            with self._lock:
+                if self._blocking is None:
+                    self._blocking = self._make_client(socket_timeout=None)
+                c = self._blocking
+        return c
+
+    @property
+    def is_cluster(self) -> bool:
+        if self._cluster is None:
+            self.client  # asks the server
+        return bool(self._cluster)
+
+    def _client_kwargs(self, **override: Any) -> Dict[str, Any]:
+        redis = import_redis()
+        kw = {k: v for k, v in self._options.items() if k not in ("url", "cluster")}
+        if kw.get("username") is None:
+            kw.pop("username", None)
+        if kw.get("password") is None:
+            kw.pop("password", None)
+        if "retry" not in kw:
+            from redis.backoff import NoBackoff
+            from redis.retry import Retry
+
+            kw["retry"] = Retry(NoBackoff(), 0)
+        kw.setdefault("socket_connect_timeout", DEFAULT_CONNECT_TIMEOUT)
+        kw["decode_responses"] = False
+        kw.update(override)
+        del redis
+        return kw
+
+    def _make_client(self, **override: Any) -> Any:
+        redis = import_redis()
+        kw = self._client_kwargs(**override)
+        with errors(self.address, "connecting"):
+            if self._cluster is None:
+                plain = redis.Redis.from_url(self.url, **kw)
+                try:
+                    info = plain.info("cluster")
+                except redis.exceptions.NoPermissionError:
+                    info = {}  # INFO not allowed: assume a single server
+                self._cluster = bool(int(info.get("cluster_enabled", 0) or 0))
+                if not self._cluster:
+                    return plain
+                plain.close()
+            if not self._cluster:
+                return redis.Redis.from_url(self.url, **kw)
+            if self.url.startswith("unix:"):
+                raise ValueError(f"{self.url}: Redis Cluster needs a redis:// or rediss:// URL")
+            path = urllib.parse.urlsplit(self.url).path.strip("/")
+            if path not in ("", "0") or kw.get("db", 0) not in (0, "0"):
+                raise ValueError(f"{self.url}: a Redis Cluster has only database 0")
+            return redis.cluster.RedisCluster.from_url(self.url, **kw)
+
+    # -- helpers
+
+    def script(self, source: str) -> Script:
+        """The :class:`Script` for this Lua source (one object per source)."""
+        s = self._scripts.get(source)
+        if s is None:
+            s = self._scripts[source] = Script(self, source)
+        return s
+
+    def errors(self, op: Optional[str] = None) -> errors:
+        """``with conn.errors("Queue.put"): ...`` translates redis-py errors."""
+        return errors(self.address, op)
+
+    def ping(self) -> bool:
+        """Round trip to the server; raises the translated error if there is none."""
+        with self.errors("ping"):
+            return bool(self.client.ping())
+
+    def close(self) -> None:
+        """Close this process's sockets; the next use opens new ones."""
+        self._check_pid()
+        with self._lock:
+            clients = [c for c in (self._client, self._blocking) if c is not None]
+            self._client = self._blocking = None
+        for c in clients:
+            try:
+                c.close()
+            except Exception:
+                pass

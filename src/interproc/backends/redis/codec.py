@@ -1,0 +1,391 @@
+"""How values are turned into bytes for Redis, and back.
+
+Interface
+---------
+
+``Codec(serializer="pickle", authkey=None, *, context=None)``
+    ``serializer``: ``"pickle"`` (any picklable object), ``"json"`` or
+    ``"msgpack"`` (plain data only, see below; msgpack needs the ``msgpack``
+    package, part of ``interproc[redis]``).  ``authkey``: bytes; when given,
+    every payload is signed with HMAC-SHA256 and ``loads`` refuses payloads
+    that are unsigned, signed with another key or altered, with
+    :class:`SignatureError` -- before unpickling anything.
+    ``context``: handed to reference factories (below); typically the
+    Connection of the object whose values are decoded.
+
+``codec.dumps(obj) -> bytes`` and ``codec.loads(data, key=None) -> obj``
+    ``key`` (the Redis key the payload came from) only goes into error
+    messages.  ``codec.options`` is a picklable dict (``serializer``,
+    ``authkey``) and ``Codec(**options)`` remakes the codec;
+    ``codec.bind(context)`` is a copy with another context.
+
+Payload format
+--------------
+
+One header byte names the serializer: ``p``, ``j`` or ``m`` for an unsigned
+payload, ``P``, ``J`` or ``M`` for a signed one, which continues with the
+32-byte HMAC-SHA256 of header and body under the authkey.  The body follows.
+A codec reads only its own serializer (a json codec never unpickles), and
+only signed payloads when it has an authkey; a signed payload read by a codec
+without one is refused too, since it means the processes disagree on the key.
+
+Plain data (json and msgpack)
+-----------------------------
+
+``None``, ``bool``, ``int``, ``float``, ``str``, ``list`` and ``dict`` with
+``str`` keys -- exactly those types, not subclasses -- and ``bytes`` under
+msgpack.  Anything else raises TypeError at ``dumps`` naming the type and
+where it sits, rather than coming back changed (a tuple as a list, an int
+key as a str).  msgpack integers must fit in 64 bits (OverflowError).
+
+References to other Redis objects
+---------------------------------
+
+A value may contain shared objects of this backend (a list stored in a
+dict, a Queue sent through a Queue).  Such an object has a method
+``__interproc_redis_ref__()`` returning ``(tag, *args)``: ``tag`` a str
+registered with ``register_ref(tag, factory)``, ``args`` plain data
+(tuples are allowed and arrive as lists).  ``dumps`` stores the reference
+and ``loads`` calls ``factory(args, context)`` with ``args`` as a list.
+Every serializer stores references its own way (a persistent id under
+pickle, a marked object under json, an extension type under msgpack), and
+none of them confuses a reference with ordinary data.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import io
+import json
+import pickle
+from typing import Any, Callable, Dict, List, Optional
+
+from .errors import SignatureError
+
+__all__ = ["Codec", "register_ref", "REF_METHOD", "SERIALIZERS"]
+
+SERIALIZERS = ("pickle", "json", "msgpack")
+
+#: The method that makes an object travel as a reference.
+REF_METHOD = "__interproc_redis_ref__"
+
+#: The pickle protocol: fixed, so that machines with different Pythons
+#: (3.10 and newer) read each other's payloads.
+PICKLE_PROTOCOL = 5
+
+MAC_SIZE = 32
+_HEADERS = {"pickle": b"p", "json": b"j", "msgpack": b"m"}
+_SERIALIZER_OF = {h[0]: s for s, h in _HEADERS.items()}
+_SERIALIZER_OF.update({h.upper()[0]: s for s, h in _HEADERS.items()})
+
+# json: a dict whose only key is this stands for a reference.  Keys of user
+# dicts that start with NUL get one more NUL, so they never look like it.
+_JSON_REF = "\x00ref"
+# msgpack: the extension type code of a reference.
+_MSGPACK_REF = 1
+
+_REF_FACTORIES: Dict[str, Callable[[List[Any], Any], Any]] = {}
+
+
+def register_ref(tag: str, factory: Callable[[List[Any], Any], Any]) -> None:
+    """Make references tagged ``tag`` decode as ``factory(args, context)``."""
+    if not isinstance(tag, str) or not tag:
+        raise TypeError("a reference tag must be a non-empty str")
+    _REF_FACTORIES[tag] = factory
+
+
+def _ref_of(obj: Any) -> List[Any]:
+    """``[tag, args]`` of an object that travels as a reference."""
+    parts = getattr(obj, REF_METHOD)()
+    if not isinstance(parts, tuple) or not parts or not isinstance(parts[0], str):
+        raise TypeError(
+            f"{type(obj).__name__}.{REF_METHOD}() must return a tuple (tag: str, *args), not {parts!r}"
+        )
+    return [parts[0], _ref_args(list(parts[1:]))]
+
+
+def _ref_args(value: Any) -> Any:
+    t = type(value)
+    if t in (list, tuple):
+        return [_ref_args(v) for v in value]
+    if t is dict:
+        if not all(type(k) is str for k in value):
+            raise TypeError(f"reference arguments: dict keys must be str: {value!r}")
+        return {k: _ref_args(v) for k, v in value.items()}
+    if value is None or t in (bool, int, float, str):
+        return value
+    raise TypeError(f"reference arguments must be plain data, not {t.__name__}: {value!r}")
+
+
+def _make_ref(tag: Any, args: Any, context: Any) -> Any:
+    if not isinstance(tag, str) or not isinstance(args, list):
+        raise ValueError(f"malformed reference to a Redis object: {[tag, args]!r}")
+    factory = _REF_FACTORIES.get(tag)
+    if factory is None:
+        raise ValueError(
+            f"a reference to a Redis object of kind {tag!r}, which this process does not know "
+            "(is the module that defines it imported?)"
+        )
+    return factory(args, context)
+
+
+# ---------------------------------------------------------------------------
+# Plain data
+
+
+class _NotPlain(TypeError):
+    def __init__(self, message: str, path: str = ""):
+        super().__init__(message)
+        self.message = message
+        self.path = path
+
+
+_SCALARS = (type(None), bool, int, float, str)
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
+
+
+def _plain(obj: Any, serializer: str, active: set) -> Any:
+    """A copy of ``obj`` ready for json or msgpack; raises _NotPlain."""
+    t = type(obj)
+    if t in _SCALARS:
+        if t is int and serializer == "msgpack" and not _INT_MIN <= obj <= _INT_MAX:
+            raise OverflowError(
+                f"msgpack stores integers from -2**63 to 2**64-1, not {obj}; "
+                "use serializer='pickle' or 'json' for larger ones"
+            )
+        return obj
+    if t is bytes and serializer == "msgpack":
+        return obj
+    if t is list or t is dict:
+        if id(obj) in active:
+            raise ValueError(f"{serializer} cannot store a {t.__name__} that contains itself")
+        active.add(id(obj))
+        try:
+            if t is list:
+                out_list = []
+                for i, v in enumerate(obj):
+                    try:
+                        out_list.append(_plain(v, serializer, active))
+                    except _NotPlain as exc:
+                        exc.path = f"[{i}]{exc.path}"
+                        raise
+                return out_list
+            out: Dict[str, Any] = {}
+            for k, v in obj.items():
+                if type(k) is not str:
+                    raise _NotPlain(f"has a key of type {type(k).__name__} ({k!r})")
+                try:
+                    pv = _plain(v, serializer, active)
+                except _NotPlain as exc:
+                    exc.path = f"[{k!r}]{exc.path}"
+                    raise
+                if serializer == "json" and k.startswith("\x00"):
+                    k = "\x00" + k
+                out[k] = pv
+            return out
+        finally:
+            active.discard(id(obj))
+    if hasattr(t, REF_METHOD):
+        tag, args = _ref_of(obj)
+        if serializer == "json":
+            return {_JSON_REF: [tag, args]}
+        msgpack = _import_msgpack()
+        return msgpack.ExtType(_MSGPACK_REF, msgpack.packb([tag, args], use_bin_type=True))
+    raise _NotPlain(f"is a {t.__module__}.{t.__qualname__}" if t.__module__ != "builtins"
+                    else f"is a {t.__qualname__}")
+
+
+def _import_msgpack():
+    try:
+        import msgpack
+    except ImportError as exc:
+        raise ImportError(
+            "serializer='msgpack' needs the msgpack package: pip install interproc[redis]"
+        ) from exc
+    return msgpack
+
+
+# ---------------------------------------------------------------------------
+# Pickle with references
+
+
+class _Pickler(pickle.Pickler):
+    def persistent_id(self, obj: Any) -> Any:
+        if hasattr(type(obj), REF_METHOD):
+            return ("ref", *_ref_of(obj))
+        return None
+
+
+class _Unpickler(pickle.Unpickler):
+    def __init__(self, file: Any, context: Any):
+        super().__init__(file)
+        self._context = context
+
+    def persistent_load(self, pid: Any) -> Any:
+        if isinstance(pid, tuple) and len(pid) == 3 and pid[0] == "ref":
+            return _make_ref(pid[1], pid[2], self._context)
+        raise pickle.UnpicklingError(f"unknown persistent id in a payload: {pid!r}")
+
+
+_PICKLE_DIRECT = (type(None), bool, int, float, str, bytes)
+
+
+# ---------------------------------------------------------------------------
+# The codec
+
+
+class Codec:
+    """Serializer plus optional signing (see the module docstring)."""
+
+    __slots__ = ("serializer", "authkey", "context", "_header")
+
+    def __init__(self, serializer: str = "pickle", authkey: Optional[bytes] = None, *, context: Any = None):
+        if serializer not in SERIALIZERS:
+            raise ValueError(f"serializer must be one of {', '.join(map(repr, SERIALIZERS))}, not {serializer!r}")
+        if authkey is not None:
+            if isinstance(authkey, str) or not isinstance(authkey, (bytes, bytearray, memoryview)):
+                raise TypeError(f"authkey must be bytes, not {type(authkey).__name__}")
+            authkey = bytes(authkey)
+            if not authkey:
+                raise ValueError("authkey must not be empty")
+        if serializer == "msgpack":
+            _import_msgpack()
+        self.serializer = serializer
+        self.authkey = authkey
+        self.context = context
+        h = _HEADERS[serializer]
+        self._header = h.upper() if authkey else h
+
+    @property
+    def options(self) -> Dict[str, Any]:
+        """Picklable: ``Codec(**codec.options)`` is an equal codec (without the context)."""
+        return {"serializer": self.serializer, "authkey": self.authkey}
+
+    def bind(self, context: Any) -> "Codec":
+        """This codec with another context for reference factories."""
+        return Codec(self.serializer, self.authkey, context=context)
+
+    def __reduce__(self):
+        return (_rebuild, (self.serializer, self.authkey))
+
+    def __eq__(self, other: Any) -> bool:
+        if not isinstance(other, Codec):
+            return NotImplemented
+        return (self.serializer, self.authkey) == (other.serializer, other.authkey)
+
+    def __hash__(self) -> int:
+        return hash((self.serializer, self.authkey))
+
+    def __repr__(self) -> str:
+        signed = ", signed" if self.authkey else ""
+        return f"<Codec {self.serializer}{signed}>"
+
+    # -- encoding
+
+    def dumps(self, obj: Any) -> bytes:
+        body = self._body(obj)
+        if self.authkey is None:
+            return self._header + body
+        mac = hmac.new(self.authkey, self._header + body, hashlib.sha256).digest()
+        return self._header + mac + body
+
+    def _body(self, obj: Any) -> bytes:
+        if self.serializer == "pickle":
+            if type(obj) in _PICKLE_DIRECT:
+                return pickle.dumps(obj, PICKLE_PROTOCOL)
+            buf = io.BytesIO()
+            _Pickler(buf, PICKLE_PROTOCOL).dump(obj)
+            return buf.getvalue()
+        try:
+            plain = _plain(obj, self.serializer, set())
+        except _NotPlain as exc:
+            allowed = "None, bool, int, float, str, list, dict with str keys"
+            if self.serializer == "msgpack":
+                allowed += ", bytes"
+            raise TypeError(
+                f"serializer {self.serializer!r} stores plain data only ({allowed}): "
+                f"value{exc.path} {exc.message}; use serializer='pickle' for other objects"
+            ) from None
+        if self.serializer == "json":
+            return json.dumps(plain, separators=(",", ":")).encode("ascii")
+        return _import_msgpack().packb(plain, use_bin_type=True)
+
+    # -- decoding
+
+    def loads(self, data: Any, key: Any = None) -> Any:
+        where = f" at key {_show_key(key)}" if key is not None else ""
+        if data is None:
+            raise ValueError(f"no payload{where} (a missing key?)")
+        data = bytes(data)
+        if not data:
+            raise ValueError(f"empty payload{where}")
+        head = data[0]
+        serializer = _SERIALIZER_OF.get(head)
+        signed = 65 <= head <= 90  # upper case
+        if self.authkey is not None:
+            if serializer is None or not signed:
+                raise SignatureError(
+                    f"unsigned payload{where}: this codec has an authkey and reads signed payloads only"
+                )
+            if len(data) < 1 + MAC_SIZE:
+                raise SignatureError(f"truncated signature{where}")
+            mac, body = data[1:1 + MAC_SIZE], data[1 + MAC_SIZE:]
+            expected = hmac.new(self.authkey, data[:1] + body, hashlib.sha256).digest()
+            if not hmac.compare_digest(mac, expected):
+                raise SignatureError(
+                    f"bad signature{where}: the payload was signed with another authkey, or altered"
+                )
+        else:
+            if serializer is None:
+                raise ValueError(f"not an interproc payload{where} (unknown header byte {head:#04x})")
+            if signed:
+                raise SignatureError(
+                    f"signed payload{where}, but this codec has no authkey: give the authkey "
+                    "the writer used"
+                )
+            body = data[1:]
+        if serializer != self.serializer:
+            raise ValueError(
+                f"payload{where} was written with serializer {serializer!r}; this codec reads "
+                f"{self.serializer!r}"
+            )
+        return self._load_body(body)
+
+    def _load_body(self, body: bytes) -> Any:
+        if self.serializer == "pickle":
+            return _Unpickler(io.BytesIO(body), self.context).load()
+        if self.serializer == "json":
+            return json.loads(body, object_hook=self._json_object)
+        msgpack = _import_msgpack()
+        return msgpack.unpackb(body, raw=False, ext_hook=self._msgpack_ext, strict_map_key=True)
+
+    def _json_object(self, d: Dict[str, Any]) -> Any:
+        if len(d) == 1 and _JSON_REF in d:
+            ref = d[_JSON_REF]
+            if not isinstance(ref, list) or len(ref) != 2:
+                raise ValueError(f"malformed reference to a Redis object: {ref!r}")
+            return _make_ref(ref[0], ref[1], self.context)
+        if any(k.startswith("\x00") for k in d):
+            return {(k[1:] if k.startswith("\x00") else k): v for k, v in d.items()}
+        return d
+
+    def _msgpack_ext(self, code: int, data: bytes) -> Any:
+        if code != _MSGPACK_REF:
+            raise ValueError(f"unknown msgpack extension type {code} in a payload")
+        ref = _import_msgpack().unpackb(data, raw=False)
+        if not isinstance(ref, list) or len(ref) != 2:
+            raise ValueError(f"malformed reference to a Redis object: {ref!r}")
+        return _make_ref(ref[0], ref[1], self.context)
+
+
+def _rebuild(serializer: str, authkey: Optional[bytes]) -> Codec:
+    return Codec(serializer, authkey)
+
+
+def _show_key(key: Any) -> str:
+    if isinstance(key, (bytes, bytearray)):
+        try:
+            return repr(bytes(key).decode("utf-8"))
+        except UnicodeDecodeError:
+            pass
+    return repr(key)

@@ -1,0 +1,55 @@
+"""The exceptions of the Redis backend.
+
+Each one subclasses the built-in exception a caller of the shared-memory
+objects would already catch, so code written for one backend handles the
+other's failures too:
+
+- :class:`AuthenticationError` (a ``PermissionError``): the server refused the
+  credentials (wrong password, unknown or disabled user, ``NOAUTH``) or the
+  ACL user may not run a command the backend needs (``NOPERM``).
+- :class:`UnreachableError` (a ``ConnectionError``): no connection could be
+  made: refused, unknown host, missing socket file, connect timeout, a server
+  still loading its data set, a cluster that is down.  Nothing was sent, so
+  the operation did not happen.
+- :class:`ConnectionLostError` (a ``ConnectionError``): the connection broke
+  after a command was sent and before its reply came back.  The command may or
+  may not have taken effect; the backend does not resend it (a resent push
+  could add an item twice), it reports it.
+- :class:`ServerTimeoutError` (a ``TimeoutError``): the reply did not come
+  within the ``socket_timeout`` given to the connection.  As with a lost
+  connection, the command may or may not have taken effect.
+- :class:`SignatureError` (a ``ValueError``): with an ``authkey``, a payload
+  read from Redis was unsigned or its signature did not match.
+
+All of them carry the server (``host:port`` or the socket path) in their
+message, and never the password.
+"""
+from __future__ import annotations
+
+__all__ = [
+    "AuthenticationError",
+    "UnreachableError",
+    "ConnectionLostError",
+    "ServerTimeoutError",
+    "SignatureError",
+]
+
+
+class AuthenticationError(PermissionError):
+    """The Redis server refused our credentials or our ACL permissions."""
+
+
+class UnreachableError(ConnectionError):
+    """No connection to the Redis server could be made; nothing was sent."""
+
+
+class ConnectionLostError(ConnectionError):
+    """The connection broke mid-command: it may or may not have taken effect."""
+
+
+class ServerTimeoutError(TimeoutError):
+    """No reply within ``socket_timeout``: the command may or may not have taken effect."""
+
+
+class SignatureError(ValueError):
+    """A payload was unsigned, or signed with another key, or altered."""

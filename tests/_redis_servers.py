@@ -1,0 +1,289 @@
+"""Real Redis servers for the tests: ``redis-server`` processes on loopback.
+
+- :class:`RedisServer`: one standalone server on a free port of 127.0.0.1
+  and on a unix socket, optionally with a password, in its own directory,
+  with persistence off.
+- :class:`RedisClusterServers`: three cluster-enabled servers joined into a
+  Redis Cluster by ``redis-cli --cluster create`` (no replicas), ready once
+  every node reports ``cluster_state:ok``.
+
+Servers die with the process that started them (``PR_SET_PDEATHSIG``), so a
+test run that is killed leaves none behind.  ``require_redis()`` skips the
+calling test when the binaries are missing, or fails it when
+``INTERPROC_REQUIRE_REDIS=1`` (as in CI).
+"""
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from typing import List, Optional
+
+REDIS_SERVER = "redis-server"
+REDIS_CLI = "redis-cli"
+STARTUP_TIMEOUT = 20.0
+INSTALL_HINT = (
+    "install Redis to run these tests (Debian/Ubuntu: apt-get install redis-server; "
+    "CI: .ci/run installs it and runs make test)"
+)
+
+
+def require_redis(cli: bool = False) -> None:
+    """Skip (or, with INTERPROC_REQUIRE_REDIS=1, fail) when Redis is missing."""
+    import pytest
+
+    missing = [b for b in ([REDIS_SERVER] + ([REDIS_CLI] if cli else [])) if shutil.which(b) is None]
+    if not missing:
+        return
+    msg = f"{' and '.join(missing)} not found: {INSTALL_HINT}"
+    if os.environ.get("INTERPROC_REQUIRE_REDIS") == "1":
+        pytest.fail(f"INTERPROC_REQUIRE_REDIS=1, but {msg}", pytrace=False)
+    pytest.skip(msg)
+
+
+def _die_with_parent() -> None:
+    # Runs in the child between fork and exec.
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
+def free_port(cluster_bus: bool = False) -> int:
+    """A TCP port of 127.0.0.1 free right now (and port + 10000, for a cluster bus)."""
+    for _ in range(200):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if not cluster_bus:
+            return port
+        if port + 10000 > 65535:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port pair found on 127.0.0.1")
+
+
+def _encode(args) -> bytes:
+    out = f"*{len(args)}\r\n".encode()
+    for a in args:
+        b = a.encode() if isinstance(a, str) else bytes(a)
+        out += b"$%d\r\n%s\r\n" % (len(b), b)
+    return out
+
+
+def _read_reply(f) -> bytes:
+    """One RESP2 reply from a socket file, as raw bytes (arrays flattened)."""
+    line = f.readline()
+    if not line:
+        raise ConnectionError("connection closed")
+    if line[:1] == b"$":
+        size = int(line[1:])
+        return line + (f.read(size + 2) if size >= 0 else b"")
+    if line[:1] == b"*":
+        n = int(line[1:])
+        return line + b"".join(_read_reply(f) for _ in range(max(n, 0)))
+    return line
+
+
+def _commands(address, *commands, timeout: float = 5.0) -> List[bytes]:
+    """Send commands on one connection and return their raw replies (no redis-py needed)."""
+    family = socket.AF_UNIX if isinstance(address, str) else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        s.connect(address)
+        s.sendall(b"".join(_encode(c) for c in commands))
+        with s.makefile("rb") as f:
+            return [_read_reply(f) for _ in commands]
+
+
+class RedisServer:
+    """One ``redis-server`` on 127.0.0.1:<free port> and a unix socket."""
+
+    def __init__(self, workdir: str, password: Optional[str] = None, cluster: bool = False,
+                 port: Optional[int] = None):
+        self.workdir = workdir
+        self.password = password
+        self.cluster = cluster
+        self.port = port
+        self.proc: Optional[subprocess.Popen] = None
+        os.makedirs(workdir, exist_ok=True)
+        self.socket_path = os.path.join(workdir, "redis.sock")
+        self.logfile = os.path.join(workdir, "redis.log")
+
+    # -- addresses
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """``redis://127.0.0.1:<port>/0``, without credentials."""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def unix_url(self) -> str:
+        return f"unix://{self.socket_path}"
+
+    @property
+    def auth_url(self) -> str:
+        """The URL with the password in it (the plain URL if there is none)."""
+        if self.password is None:
+            return self.url
+        return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
+
+    # -- life cycle
+
+    def start(self) -> "RedisServer":
+        last_error = ""
+        fixed_port = self.port
+        for _ in range(5):  # another process may take the port between choosing and binding
+            self.port = fixed_port or free_port(cluster_bus=self.cluster)
+            args = [
+                REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1",
+                "--dir", self.workdir, "--logfile", self.logfile,
+                "--unixsocket", self.socket_path, "--unixsocketperm", "700",
+                "--save", "", "--appendonly", "no", "--daemonize", "no",
+                "--protected-mode", "no",
+            ]
+            if self.password is not None:
+                args += ["--requirepass", self.password]
+            if self.cluster:
+                args += ["--cluster-enabled", "yes",
+                         "--cluster-config-file", os.path.join(self.workdir, "nodes.conf"),
+                         "--cluster-node-timeout", "5000"]
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(self.workdir, "nodes.conf"))
+            self.proc = subprocess.Popen(
+                args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent,
+            )
+            if self._wait_ready():
+                return self
+            last_error = self._log_tail()
+            self.stop()
+            if fixed_port:
+                break
+        raise RuntimeError(f"redis-server did not start in {self.workdir}:\n{last_error}")
+
+    def _wait_ready(self) -> bool:
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                return False
+            try:
+                reply = _commands(("127.0.0.1", self.port), ("PING",), timeout=1.0)[0]
+            except OSError:
+                reply = b""
+            # With a password, NOAUTH is the answer of a ready server.
+            if reply.startswith(b"+PONG") or b"NOAUTH" in reply:
+                return True
+            time.sleep(0.05)
+        return False
+
+    def _log_tail(self) -> str:
+        try:
+            with open(self.logfile, errors="replace") as f:
+                return "".join(f.readlines()[-20:])
+        except OSError:
+            return "(no log)"
+
+    def command(self, *args: str) -> bytes:
+        """One command, authenticated if needed; its raw reply."""
+        cmds = [("AUTH", self.password)] if self.password is not None else []
+        return _commands(("127.0.0.1", self.port), *cmds, args)[-1]
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def __enter__(self) -> "RedisServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class RedisClusterServers:
+    """Three cluster-enabled servers joined into one Redis Cluster."""
+
+    def __init__(self, workdir: str, nodes: int = 3):
+        self.workdir = workdir
+        self.servers: List[RedisServer] = [
+            RedisServer(os.path.join(workdir, f"node{i}"), cluster=True) for i in range(nodes)
+        ]
+
+    @property
+    def url(self) -> str:
+        """The URL of the first node: redis-py finds the others from it."""
+        return self.servers[0].url
+
+    @property
+    def addresses(self) -> List[str]:
+        return [s.address for s in self.servers]
+
+    def start(self) -> "RedisClusterServers":
+        try:
+            for s in self.servers:
+                s.start()
+            out = subprocess.run(
+                [REDIS_CLI, "--cluster", "create", *self.addresses,
+                 "--cluster-replicas", "0", "--cluster-yes"],
+                stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
+            )
+            if out.returncode != 0:
+                raise RuntimeError(f"redis-cli --cluster create failed:\n{out.stdout}\n{out.stderr}")
+            self._wait_ok()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_ok(self) -> None:
+        deadline = time.monotonic() + 30.0
+        pending = list(self.servers)
+        while pending:
+            pending = [s for s in pending if b"cluster_state:ok" not in s.command("CLUSTER", "INFO")]
+            if not pending:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    "the Redis Cluster did not reach cluster_state:ok; nodes not ready: "
+                    + ", ".join(s.address for s in pending)
+                )
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        for s in self.servers:
+            s.stop()
+
+    def __enter__(self) -> "RedisClusterServers":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
