@@ -1,0 +1,1032 @@
+"""RedisDict, RedisList and RedisNamespace: SharedDict, SharedList and Namespace on Redis.
+
+Same API and semantics as the shared-memory containers (docs/api.md,
+"Shared containers"), with the data on a Redis server or cluster so that
+processes on several machines share them.  Every operation is one Lua
+script on the container's keys (one hash slot: ``ip:{<id>}:<part>``), so it
+is atomic; ``with c.lock:`` makes several atomic together (see _objects).
+
+**dict** (and Namespace), parts after ``lock``:
+
+- ``h``: hash, canonical key encoding (``interproc._core.encode_key``) ->
+  the value's payload (the codec's bytes).  Keys therefore compare exactly
+  as in a SharedDict, in every process, whatever its hash seed.
+- ``k``: hash, encoding -> the payload of the *original* key, only for keys
+  that the encoding does not give back as they were (``True`` and ``1.0``
+  decode as ``1``, an ``IntEnum`` as its int, other objects are pickled);
+  the first key stored is the one kept, as in a dict.
+- ``o``: sorted set, encoding scored by the insertion counter: insertion
+  order (O(log n) per insert or delete, about one more copy of the
+  encodings in memory), LIFO ``popitem``, iteration by rank.
+- ``ver``: counter bumped by every change of the key set; the insertion
+  scores come from it.  Iteration compares it at each chunk and at the end
+  and raises RuntimeError when it moved; changes made through this process's
+  handles are noticed at the next item, as with a dict.
+
+**list**: ``l``, a Redis list of payloads (LINDEX/LSET/RPUSH/LRANGE; Lua for
+insert, slices, pop at an index, reverse, ``*=``); ``ver``, bumped by every
+change, lets ``sort()`` and ``remove()`` compute in Python and commit only if
+nothing changed meanwhile (optimistic retry).
+
+``increment`` reads the value, adds in Python, and stores it only if the
+payload is still the one read (compare-and-set in Lua, retried): atomic
+for any codec, signed or not, and for any number type.
+"""
+from __future__ import annotations
+
+import collections.abc
+import operator
+import sys
+from typing import Any, Iterable, Iterator, Optional
+
+from ... import _core
+from . import _objects
+from ._objects import RedisObject, lua, register
+from .codec import Codec
+from .errors import SignatureError
+
+__all__ = ["RedisDict", "RedisList", "RedisNamespace"]
+
+_CHUNK_FIRST = 32
+_CHUNK_MAX = 1024
+# Indexes handed to Lua (doubles) are clamped to this: no list is that long.
+_INDEX_LIMIT = 1 << 50
+
+# id -> number of key-set changes made through this process's handles:
+# lets an iteration notice its own process's changes at the next item.
+_local_changes: "dict[str, int]" = {}
+
+
+def _default_codec() -> Any:
+    return Codec()
+
+
+# ------------------------------------------------------------------ keys
+
+_EXACT = (int, str, bytes, type(None))
+
+
+def _exact(key: Any) -> bool:
+    """Whether decode_key(encode_key(key)) gives key back, type included."""
+    t = type(key)
+    if t in _EXACT:
+        return True
+    if t is float:
+        return not (key == key and key not in (float("inf"), float("-inf")) and key == int(key))
+    if t is tuple or t is frozenset:
+        return all(_exact(e) for e in key)
+    return False
+
+
+def _pickle_free(data: bytes) -> bool:
+    """Whether decoding this key encoding would unpickle nothing."""
+    pos, todo, end = 0, 1, len(data)
+    while todo:
+        if pos >= end:
+            return False
+        tag = data[pos:pos + 1]
+        todo -= 1
+        if tag == b"n":
+            pos += 1
+        elif tag in (b"i", b"f"):
+            pos += 9
+        elif tag in (b"s", b"b", b"I"):
+            pos += 5 + int.from_bytes(data[pos + 1:pos + 5], sys.byteorder)
+        elif tag in (b"t", b"F"):
+            todo += int.from_bytes(data[pos + 1:pos + 5], sys.byteorder)
+            pos += 5
+        else:
+            return False
+    return pos == end
+
+
+# ---------------------------------------------------------------- scripts
+
+# KEYS: 1 lock, 2 h, 3 k, 4 o, 5 ver.  ARGV[1]: the caller's token.
+_D = """
+local function put(f, p, ok)
+  if redis.call('HSET', KEYS[2], f, p) == 1 then
+    redis.call('ZADD', KEYS[4], redis.call('INCR', KEYS[5]), f)
+    if ok ~= '' then redis.call('HSET', KEYS[3], f, ok) end
+    return 1
+  end
+  return 0
+end
+local function drop(f)
+  if redis.call('HDEL', KEYS[2], f) == 0 then return 0 end
+  redis.call('HDEL', KEYS[3], f)
+  redis.call('ZREM', KEYS[4], f)
+  redis.call('INCR', KEYS[5])
+  return 1
+end
+local function mget(key, fs)
+  local out = {}
+  for i = 1, #fs, 1000 do
+    local part = redis.call('HMGET', key, unpack(fs, i, math.min(i + 999, #fs)))
+    for j = 1, #part do out[#out + 1] = part[j] end
+  end
+  return out
+end
+"""
+D_GET = lua("return redis.call('HGET', KEYS[2], ARGV[2])")
+D_CONTAINS = lua("return redis.call('HEXISTS', KEYS[2], ARGV[2])")
+D_LEN = lua("return redis.call('HLEN', KEYS[2])")
+D_STATE = lua("return {tonumber(redis.call('GET', KEYS[5]) or '0'), redis.call('HLEN', KEYS[2])}")
+D_SET = lua(_D + "return put(ARGV[2], ARGV[3], ARGV[4])")
+D_SETDEFAULT = lua(_D + """
+local cur = redis.call('HGET', KEYS[2], ARGV[2])
+if cur then return cur end
+put(ARGV[2], ARGV[3], ARGV[4])
+return false
+""")
+D_DEL = lua(_D + "return drop(ARGV[2])")
+D_POP = lua(_D + """
+local cur = redis.call('HGET', KEYS[2], ARGV[2])
+if cur then drop(ARGV[2]) end
+return cur
+""")
+D_POPITEM = lua(_D + """
+local last = redis.call('ZREVRANGE', KEYS[4], 0, 0)
+if #last == 0 then return false end
+local f = last[1]
+local out = {f, redis.call('HGET', KEYS[2], f), redis.call('HGET', KEYS[3], f)}
+drop(f)
+return out
+""")
+D_UPDATE = lua(_D + """
+local added = 0
+for i = 2, #ARGV, 3 do added = added + put(ARGV[i], ARGV[i + 1], ARGV[i + 2]) end
+return added
+""")
+D_CLEAR = lua("""
+if redis.call('HLEN', KEYS[2]) == 0 then return 0 end
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
+redis.call('INCR', KEYS[5])
+return 1
+""")
+# ARGV: 2 first rank, 3 count (-1: all), 4 what (0 keys, 1 values, 2 items).
+D_CHUNK = lua(_D + """
+local first = tonumber(ARGV[2])
+local n = tonumber(ARGV[3])
+local last = -1
+if n >= 0 then last = first + n - 1 end
+local fs = redis.call('ZRANGE', KEYS[4], first, last)
+local oks, ps = {}, {}
+if #fs > 0 then
+  if ARGV[4] ~= '1' then oks = mget(KEYS[3], fs) end
+  if ARGV[4] ~= '0' then ps = mget(KEYS[2], fs) end
+end
+return {tonumber(redis.call('GET', KEYS[5]) or '0'), redis.call('HLEN', KEYS[2]), fs, oks, ps}
+""")
+# ARGV: 2 field, 3 the payload read ('' if absent), 4 new payload, 5 original key.
+D_CAS = lua(_D + """
+local cur = redis.call('HGET', KEYS[2], ARGV[2])
+if ARGV[3] == '' then
+  if cur then return -1 end
+elseif cur ~= ARGV[3] then
+  return -1
+end
+return put(ARGV[2], ARGV[4], ARGV[5])
+""")
+
+
+def _changed(size: int, now: int) -> None:
+    if now != size:
+        raise RuntimeError("dictionary changed size during iteration")
+    raise RuntimeError("dictionary keys changed during iteration")
+
+
+def _pairs(args: tuple, kwargs: dict) -> list:
+    """What dict.update(*args, **kwargs) would store, as (key, value) pairs."""
+    if len(args) > 1:
+        raise TypeError(f"update expected at most 1 argument, got {len(args)}")
+    pairs: list = []
+    if args:
+        src = args[0]
+        if isinstance(src, _HashBase):
+            pairs = src._all(2)
+        elif isinstance(src, dict):
+            pairs = list(src.items())
+        elif hasattr(src, "keys"):
+            pairs = [(k, src[k]) for k in src.keys()]
+        else:
+            for i, item in enumerate(src):
+                try:
+                    pair = tuple(item)
+                except TypeError:
+                    raise TypeError(f"cannot convert dictionary update sequence element #{i} "
+                                    "to a sequence") from None
+                if len(pair) != 2:
+                    raise ValueError(f"dictionary update sequence element #{i} has length "
+                                     f"{len(pair)}; 2 is required")
+                pairs.append(pair)
+    if kwargs:
+        pairs.extend(kwargs.items())
+    return pairs
+
+
+_MISSING = object()
+
+
+class _HashBase(RedisObject):
+    """The dict machinery RedisDict and RedisNamespace share."""
+
+    _PARTS = ("h", "k", "o", "ver")
+
+    # ---------------------------------------------------------- encoding
+
+    def _field(self, key: Any) -> bytes:
+        return _core.encode_key(key)
+
+    def _okey(self, key: Any) -> bytes:
+        return b"" if _exact(key) else self._dumps(key)
+
+    def _key_of(self, field: bytes, okey: Optional[bytes]) -> Any:
+        if okey is not None:
+            return self._loads(okey)
+        if self._untrusted_keys() and not _pickle_free(field):
+            raise _signature_error(f"a key of {self._id!r} is not one this codec stored")
+        return _core.decode_key(field)
+
+    def _untrusted_keys(self) -> bool:
+        codec = self._codec
+        return bool(getattr(codec, "authkey", None)) or getattr(codec, "serializer", "pickle") != "pickle"
+
+    def _changed_keys(self, n: int = 1) -> None:
+        if n:
+            _local_changes[self._id] = _local_changes.get(self._id, 0) + n
+
+    # ---------------------------------------------------------- operations
+
+    def _get(self, key: Any) -> Any:
+        payload = self._run(D_GET, self._field(key))
+        if payload is None:
+            raise KeyError(key)
+        return self._loads(payload)
+
+    def _set(self, key: Any, value: Any) -> None:
+        field = self._field(key)
+        payload = self._dumps(value)
+        self._changed_keys(self._run(D_SET, field, payload, self._okey(key)))
+
+    def _del(self, key: Any) -> None:
+        if not self._run(D_DEL, self._field(key)):
+            raise KeyError(key)
+        self._changed_keys()
+
+    def _update_pairs(self, pairs: list) -> None:
+        if not pairs:
+            return
+        args: list = []
+        for key, value in pairs:
+            args += [self._field(key), self._dumps(value), self._okey(key)]
+        self._changed_keys(self._run(D_UPDATE, *args))
+
+    def _state(self) -> "tuple[int, int]":
+        ver, size = self._run(D_STATE)
+        return int(ver), int(size)
+
+    def _decode(self, what: int, fields: list, okeys: list, payloads: list) -> list:
+        if what == 0:
+            return [self._key_of(f, o) for f, o in zip(fields, okeys)]
+        if what == 1:
+            return [self._loads(p) for p in payloads]
+        return [(self._key_of(f, o), self._loads(p)) for f, o, p in zip(fields, okeys, payloads)]
+
+    def _all(self, what: int) -> list:
+        """Every key, value or item (what = 0, 1, 2), read atomically."""
+        _, _, fields, okeys, payloads = self._run(D_CHUNK, 0, -1, what)
+        return self._decode(what, fields, okeys, payloads)
+
+    def _iterate(self, what: int) -> Iterator[Any]:
+        """Iterate like a dict: RuntimeError if the keys change meanwhile."""
+        local = _local_changes.get(self._id, 0)
+        pos, want = 0, _CHUNK_FIRST
+        version = size = None
+        while True:
+            ver, n, fields, okeys, payloads = self._run(D_CHUNK, pos, want, what)
+            if version is None:
+                version, size = ver, n
+            elif ver != version:
+                _changed(size, n)
+            if not fields:
+                return
+            for x in self._decode(what, fields, okeys, payloads):
+                yield x
+                if _local_changes.get(self._id, 0) != local:
+                    ver, n = self._state()
+                    if ver != version:
+                        _changed(size, n)
+            pos += len(fields)
+            want = min(want * 4, _CHUNK_MAX)
+
+
+def _signature_error(message: str) -> Exception:
+    return SignatureError(message)
+
+
+class _KeysView(collections.abc.KeysView):
+    def __iter__(self) -> Iterator[Any]:
+        return self._mapping._iterate(0)
+
+
+class _ValuesView(collections.abc.ValuesView):
+    def __iter__(self) -> Iterator[Any]:
+        return self._mapping._iterate(1)
+
+
+class _ItemsView(collections.abc.ItemsView):
+    def __iter__(self) -> Iterator[Any]:
+        return self._mapping._iterate(2)
+
+
+class _FromKeys:
+    """``fromkeys`` called on a RedisDict makes a new anonymous one on its
+    connection; on the class it needs the connection first."""
+
+    def __get__(self, obj: Any, cls: type) -> Any:
+        if obj is None:
+            def fromkeys(conn: Any, iterable: Iterable[Any], value: Any = None, **options: Any) -> Any:
+                return cls(conn, [(k, value) for k in iterable], **options)
+        else:
+            def fromkeys(iterable: Iterable[Any], value: Any = None) -> Any:
+                return cls(obj._conn, [(k, value) for k in iterable], codec=obj._codec,
+                           lease=obj._lease)
+        fromkeys.__doc__ = "A new anonymous RedisDict with keys from iterable, each set to value."
+        return fromkeys
+
+
+@register
+class RedisDict(_HashBase):
+    """A dict on Redis, shared by every process (on any machine) with a handle on it.
+
+    ``RedisDict(conn, *args, name=None, create=None, codec=None, lease=10.0,
+    **kwargs)``: ``conn`` is a ``client.Connection``; the content is given
+    as to ``dict()``; ``name``/``create`` follow the rules of every interproc
+    object; ``codec`` turns values into bytes (``codec.Codec``); ``lease``
+    is the lock's lease in seconds.  The API and semantics are SharedDict's.
+    """
+
+    _KIND = "dict"
+
+    def __init__(self, conn: Any, *args: Any, name: Optional[str] = None,
+                 create: Optional[bool] = None, codec: Any = None, lease: float = 10.0,
+                 **kwargs: Any) -> None:
+        pairs = _pairs(args, kwargs) if (args or kwargs) else []
+        if codec is None:
+            codec = _default_codec()
+        meta = _objects.open_object(conn, self._KIND, name, create, self._PARTS)
+        self._setup(conn, codec, meta.name, name, lease)
+        if (args or kwargs) and not meta.created:
+            raise ValueError(f"RedisDict {name!r} already exists; content can only be given "
+                             "when it is created")
+        if pairs:
+            self._update_pairs(pairs)
+
+    fromkeys = _FromKeys()
+
+    @property
+    def lock(self) -> _objects.LeaseLock:
+        """The lock that makes compound updates atomic (see LeaseLock)."""
+        return self._lock
+
+    # --------------------------------------------------------- mapping API
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._get(key)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self._set(key, value)
+
+    def __delitem__(self, key: Any) -> None:
+        self._del(key)
+
+    def __contains__(self, key: Any) -> bool:
+        try:
+            field = self._field(key)
+        except TypeError:
+            raise
+        return bool(self._run(D_CONTAINS, field))
+
+    def __len__(self) -> int:
+        return int(self._run(D_LEN))
+
+    def __iter__(self) -> Iterator[Any]:
+        return self._iterate(0)
+
+    def __reversed__(self) -> Iterator[Any]:
+        return reversed(self._all(0))
+
+    def keys(self) -> _KeysView:
+        return _KeysView(self)
+
+    def values(self) -> _ValuesView:
+        return _ValuesView(self)
+
+    def items(self) -> _ItemsView:
+        return _ItemsView(self)
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        payload = self._run(D_GET, self._field(key))
+        return default if payload is None else self._loads(payload)
+
+    def setdefault(self, key: Any, default: Any = None) -> Any:
+        """``d[key]`` if present, else store ``default`` and return it; atomic."""
+        field = self._field(key)
+        payload = self._run(D_SETDEFAULT, field, self._dumps(default), self._okey(key))
+        if payload is None:
+            self._changed_keys()
+            return default
+        return self._loads(payload)
+
+    def pop(self, key: Any, default: Any = _MISSING) -> Any:
+        payload = self._run(D_POP, self._field(key))
+        if payload is None:
+            if default is _MISSING:
+                raise KeyError(key)
+            return default
+        self._changed_keys()
+        return self._loads(payload)
+
+    def popitem(self) -> tuple:
+        """Remove and return the last inserted (key, value) pair; KeyError if empty."""
+        reply = self._run(D_POPITEM)
+        if reply is None:
+            raise KeyError("popitem(): dictionary is empty")
+        self._changed_keys()
+        field, payload, okey = reply
+        return self._key_of(field, okey), self._loads(payload)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        """Store every pair of ``dict(*args, **kwargs)`` in one atomic step."""
+        self._update_pairs(_pairs(args, kwargs))
+
+    def clear(self) -> None:
+        self._changed_keys(self._run(D_CLEAR))
+
+    def copy(self) -> dict:
+        """A plain dict with the same content, read atomically."""
+        return dict(self._all(2))
+
+    def increment(self, key: Any, delta: Any = 1, default: Any = 0) -> Any:
+        """Atomically ``d[key] = d.get(key, default) + delta``; returns the new value."""
+        field = self._field(key)
+        okey = self._okey(key)
+        while True:
+            seen = self._run(D_GET, field)
+            value = (default if seen is None else self._loads(seen)) + delta
+            done = self._run(D_CAS, field, b"" if seen is None else seen, self._dumps(value), okey)
+            if done >= 0:
+                self._changed_keys(done)
+                return value
+
+    # ---------------------------------------------------------- comparisons
+
+    def __eq__(self, other: Any) -> bool:
+        if isinstance(other, RedisDict):
+            return self.copy() == other.copy()
+        if isinstance(other, dict):
+            return self.copy() == other
+        return NotImplemented
+
+    def __ne__(self, other: Any) -> bool:
+        eq = self.__eq__(other)
+        return eq if eq is NotImplemented else not eq
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __or__(self, other: Any) -> dict:
+        if not isinstance(other, (dict, RedisDict)):
+            return NotImplemented
+        out = self.copy()
+        out.update(other.copy() if isinstance(other, RedisDict) else other)
+        return out
+
+    def __ror__(self, other: Any) -> dict:
+        if not isinstance(other, dict):
+            return NotImplemented
+        out = dict(other)
+        out.update(self.copy())
+        return out
+
+    def __ior__(self, other: Any) -> "RedisDict":
+        self.update(other)
+        return self
+
+    def __copy__(self) -> dict:
+        return self.copy()
+
+    def __str__(self) -> str:
+        return repr(self.copy())
+
+    def __repr__(self) -> str:
+        if self._closed:
+            return "<RedisDict (closed)>"
+        return f"RedisDict({self.copy()!r})"
+
+
+collections.abc.MutableMapping.register(RedisDict)
+
+
+# ------------------------------------------------------------- Namespace
+
+_ns_get = object.__getattribute__
+_NAMESPACE_OWN = frozenset({"closed", "close", "unlink"})
+
+
+@register
+class RedisNamespace(_HashBase):
+    """multiprocessing's ``Manager().Namespace()`` on Redis, in a hash.
+
+    ``RedisNamespace(conn, *, name=None, create=None, codec=None,
+    lease=10.0, **attrs)``.  Reading, setting and deleting an attribute are
+    atomic operations on the server; attributes starting with ``_`` stay
+    local to the handle, as with multiprocessing's namespace proxy.
+    """
+
+    _KIND = "Namespace"
+
+    def __init__(self, conn: Any, *, name: Optional[str] = None, create: Optional[bool] = None,
+                 codec: Any = None, lease: float = 10.0, **attrs: Any) -> None:
+        if codec is None:
+            codec = _default_codec()
+        meta = _objects.open_object(conn, self._KIND, name, create, self._PARTS)
+        self._setup(conn, codec, meta.name, name, lease)
+        if attrs and not meta.created:
+            raise ValueError(f"Namespace {name!r} already exists; attributes can only be given "
+                             "when it is created")
+        if attrs:
+            self._update_pairs(list(attrs.items()))
+
+    def __getattribute__(self, key: str) -> Any:
+        if key[:1] == "_" or key in _NAMESPACE_OWN:
+            return _ns_get(self, key)
+        try:
+            return _ns_get(self, "_get")(key)
+        except KeyError:
+            raise AttributeError(f"'Namespace' object has no attribute {key!r}") from None
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        if key[:1] == "_":
+            object.__setattr__(self, key, value)
+        else:
+            self._set(key, value)
+
+    def __delattr__(self, key: str) -> None:
+        if key[:1] == "_":
+            object.__delattr__(self, key)
+            return
+        try:
+            self._del(key)
+        except KeyError:
+            raise AttributeError(key) from None
+
+    def __repr__(self) -> str:
+        if self._closed:
+            return "<Namespace (closed)>"
+        shown = sorted(f"{k}={v!r}" for k, v in self._all(2) if not str(k).startswith("_"))
+        return f"Namespace({', '.join(shown)})"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: Any) -> bool:
+        if isinstance(other, RedisNamespace):
+            return dict(self._all(2)) == dict(other._all(2))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __dir__(self) -> list:
+        return sorted(k for k in self._all(0))
+
+
+# ------------------------------------------------------------------ list
+
+# KEYS: 1 lock, 2 l, 3 ver.
+_L = """
+local function changed() redis.call('INCR', KEYS[3]) end
+local function push(key, items, first, last)
+  for i = first, last, 1000 do
+    redis.call('RPUSH', key, unpack(items, i, math.min(i + 999, last)))
+  end
+end
+local function bounds(n, a, b, step)
+  -- Python's slice.indices(n); a or b is nil for an omitted bound.
+  local start, stop
+  if step > 0 then
+    if a == nil then start = 0 elseif a < 0 then start = math.max(a + n, 0) else start = math.min(a, n) end
+    if b == nil then stop = n elseif b < 0 then stop = math.max(b + n, 0) else stop = math.min(b, n) end
+    if start < stop then return start, stop, math.floor((stop - start - 1) / step) + 1 end
+  else
+    if a == nil then start = n - 1 elseif a < 0 then start = math.max(a + n, -1) else start = math.min(a, n - 1) end
+    if b == nil then stop = -1 elseif b < 0 then stop = math.max(b + n, -1) else stop = math.min(b, n - 1) end
+    if stop < start then return start, stop, math.floor((start - stop - 1) / -step) + 1 end
+  end
+  return start, stop, 0
+end
+local function opt(s) if s == '' then return nil end return tonumber(s) end
+local TOMB = '\\0ip:gone\\0'
+local function remove_at(indexes)
+  for _, i in ipairs(indexes) do redis.call('LSET', KEYS[2], i, TOMB) end
+  redis.call('LREM', KEYS[2], 0, TOMB)
+end
+"""
+L_LEN = lua("return redis.call('LLEN', KEYS[2])")
+L_GET = lua("return redis.call('LINDEX', KEYS[2], ARGV[2])")
+# 1 done, 0 out of range.
+L_SET = lua(_L + """
+local n = redis.call('LLEN', KEYS[2])
+local i = tonumber(ARGV[2])
+if i < 0 then i = i + n end
+if i < 0 or i >= n then return 0 end
+redis.call('LSET', KEYS[2], i, ARGV[3])
+changed()
+return 1
+""")
+# ARGV: 2 index or '' for the last.  {status, payload}: 1 done, 0 out of range, -1 empty.
+L_POP = lua(_L + """
+local n = redis.call('LLEN', KEYS[2])
+if n == 0 then return {-1} end
+local i = n - 1
+if ARGV[2] ~= '' then i = tonumber(ARGV[2]) if i < 0 then i = i + n end end
+if i < 0 or i >= n then return {0} end
+local v
+if i == n - 1 then v = redis.call('RPOP', KEYS[2])
+elseif i == 0 then v = redis.call('LPOP', KEYS[2])
+else v = redis.call('LINDEX', KEYS[2], i) remove_at({i}) end
+changed()
+return {1, v}
+""")
+L_EXTEND = lua(_L + """
+if #ARGV < 2 then return redis.call('LLEN', KEYS[2]) end
+push(KEYS[2], ARGV, 2, #ARGV)
+changed()
+return redis.call('LLEN', KEYS[2])
+""")
+L_INSERT = lua(_L + """
+local n = redis.call('LLEN', KEYS[2])
+local i = tonumber(ARGV[2])
+if i < 0 then i = math.max(i + n, 0) end
+if i >= n then redis.call('RPUSH', KEYS[2], ARGV[3])
+elseif i == 0 then redis.call('LPUSH', KEYS[2], ARGV[3])
+else
+  local old = redis.call('LINDEX', KEYS[2], i)
+  redis.call('LSET', KEYS[2], i, TOMB)
+  redis.call('LINSERT', KEYS[2], 'BEFORE', TOMB, ARGV[3])
+  redis.call('LSET', KEYS[2], i + 1, old)
+end
+changed()
+return 1
+""")
+# ARGV: 2 start, 3 stop ('' = omitted), 4 step.
+L_GETSLICE = lua(_L + """
+local step = tonumber(ARGV[4])
+local start, stop, len = bounds(redis.call('LLEN', KEYS[2]), opt(ARGV[2]), opt(ARGV[3]), step)
+if len == 0 then return {} end
+if step == 1 then return redis.call('LRANGE', KEYS[2], start, start + len - 1) end
+local last = start + (len - 1) * step
+local lo, hi = math.min(start, last), math.max(start, last)
+local span = redis.call('LRANGE', KEYS[2], lo, hi)
+local out = {}
+for j = 0, len - 1 do out[#out + 1] = span[start + j * step - lo + 1] end
+return out
+""")
+# ARGV: 2 start, 3 stop, 4 step, 5.. payloads.  {1} done; {0, slice length} size mismatch.
+L_SETSLICE = lua(_L + """
+local step = tonumber(ARGV[4])
+local n = redis.call('LLEN', KEYS[2])
+local start, stop, len = bounds(n, opt(ARGV[2]), opt(ARGV[3]), step)
+local count = #ARGV - 4
+if step == 1 then
+  if stop < start then stop = start end
+  local tail = redis.call('LRANGE', KEYS[2], stop, -1)
+  if start == 0 then redis.call('DEL', KEYS[2]) else redis.call('LTRIM', KEYS[2], 0, start - 1) end
+  if count > 0 then push(KEYS[2], ARGV, 5, #ARGV) end
+  if #tail > 0 then push(KEYS[2], tail, 1, #tail) end
+else
+  if count ~= len then return {0, len} end
+  for j = 0, len - 1 do redis.call('LSET', KEYS[2], start + j * step, ARGV[5 + j]) end
+end
+changed()
+return {1}
+""")
+L_DELSLICE = lua(_L + """
+local step = tonumber(ARGV[4])
+local start, stop, len = bounds(redis.call('LLEN', KEYS[2]), opt(ARGV[2]), opt(ARGV[3]), step)
+if len == 0 then return 0 end
+if step == 1 then
+  local tail = redis.call('LRANGE', KEYS[2], stop, -1)
+  if start == 0 then redis.call('DEL', KEYS[2]) else redis.call('LTRIM', KEYS[2], 0, start - 1) end
+  if #tail > 0 then push(KEYS[2], tail, 1, #tail) end
+else
+  local gone = {}
+  for j = 0, len - 1 do gone[#gone + 1] = start + j * step end
+  remove_at(gone)
+end
+changed()
+return len
+""")
+L_SNAPSHOT = lua("return {tonumber(redis.call('GET', KEYS[3]) or '0'), "
+                 "redis.call('LRANGE', KEYS[2], 0, -1)}")
+# ARGV: 2 the version read, 3.. the new content.  1 done, 0 changed meanwhile.
+L_REPLACE_IF = lua(_L + """
+if tonumber(redis.call('GET', KEYS[3]) or '0') ~= tonumber(ARGV[2]) then return 0 end
+redis.call('DEL', KEYS[2])
+if #ARGV >= 3 then push(KEYS[2], ARGV, 3, #ARGV) end
+changed()
+return 1
+""")
+# ARGV: 2 the version read, 3 index.  1 done, 0 changed meanwhile.
+L_DEL_IF = lua(_L + """
+if tonumber(redis.call('GET', KEYS[3]) or '0') ~= tonumber(ARGV[2]) then return 0 end
+remove_at({tonumber(ARGV[3])})
+changed()
+return 1
+""")
+L_REVERSE = lua(_L + """
+local all = redis.call('LRANGE', KEYS[2], 0, -1)
+if #all < 2 then return 0 end
+local rev = {}
+for j = #all, 1, -1 do rev[#rev + 1] = all[j] end
+redis.call('DEL', KEYS[2])
+push(KEYS[2], rev, 1, #rev)
+changed()
+return 1
+""")
+L_IMUL = lua(_L + """
+local times = tonumber(ARGV[2])
+local all = redis.call('LRANGE', KEYS[2], 0, -1)
+if #all == 0 then return 0 end
+if times <= 0 then redis.call('DEL', KEYS[2]) changed() return 1 end
+for t = 2, times do push(KEYS[2], all, 1, #all) end
+if times > 1 then changed() end
+return 1
+""")
+L_CLEAR = lua(_L + """
+if redis.call('DEL', KEYS[2]) == 1 then changed() end
+return 1
+""")
+
+
+def _clamp(i: int) -> int:
+    return max(-_INDEX_LIMIT, min(_INDEX_LIMIT, i))
+
+
+def _slice_args(slc: slice) -> "tuple[Any, Any, int]":
+    step = 1 if slc.step is None else operator.index(slc.step)
+    if step == 0:
+        raise ValueError("slice step cannot be zero")
+    start = "" if slc.start is None else _clamp(operator.index(slc.start))
+    stop = "" if slc.stop is None else _clamp(operator.index(slc.stop))
+    return start, stop, _clamp(step)
+
+
+def _index(i: Any) -> int:
+    try:
+        return operator.index(i)
+    except TypeError:
+        raise TypeError(f"list indices must be integers or slices, not {type(i).__name__}") from None
+
+
+def _snapshot(iterable: Any, message: str = "") -> list:
+    if isinstance(iterable, RedisList):
+        return iterable[:]
+    try:
+        return list(iterable)
+    except TypeError:
+        if message:
+            raise TypeError(message) from None
+        raise
+
+
+@register
+class RedisList(RedisObject):
+    """A list on Redis, shared by every process (on any machine) with a handle on it.
+
+    ``RedisList(conn, iterable=(), *, name=None, create=None, codec=None,
+    lease=10.0)``.  The API and semantics are SharedList's: every single
+    operation is atomic, ``with l.lock:`` makes several atomic together.
+    """
+
+    _KIND = "list"
+    _PARTS = ("l", "ver")
+
+    def __init__(self, conn: Any, iterable: Iterable[Any] = (), *, name: Optional[str] = None,
+                 create: Optional[bool] = None, codec: Any = None, lease: float = 10.0) -> None:
+        values = _snapshot(iterable)
+        if codec is None:
+            codec = _default_codec()
+        payloads = [codec.dumps(v) for v in values]
+        # A new list gets its content in the step that creates it.
+        meta = _objects.open_object(conn, self._KIND, name, create, self._PARTS,
+                                    init={"l": payloads})
+        self._setup(conn, codec, meta.name, name, lease)
+        if values and not meta.created:
+            raise ValueError(f"RedisList {name!r} already exists; content can only be given "
+                             "when it is created")
+
+    @property
+    def lock(self) -> _objects.LeaseLock:
+        """The lock that makes compound updates atomic (see LeaseLock)."""
+        return self._lock
+
+    # ------------------------------------------------------------ indexing
+
+    def __len__(self) -> int:
+        return int(self._run(L_LEN))
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [self._loads(p) for p in self._run(L_GETSLICE, *_slice_args(i))]
+        i = _index(i)
+        payload = self._run(L_GET, _clamp(i)) if -_INDEX_LIMIT <= i <= _INDEX_LIMIT else None
+        if payload is None:
+            raise IndexError("list index out of range")
+        return self._loads(payload)
+
+    def __setitem__(self, i: Any, value: Any) -> None:
+        if isinstance(i, slice):
+            values = _snapshot(value, "can only assign an iterable")
+            payloads = [self._dumps(v) for v in values]
+            start, stop, step = _slice_args(i)
+            status = self._run(L_SETSLICE, start, stop, step, *payloads)
+            if status[0] == 0:
+                raise ValueError(f"attempt to assign sequence of size {len(values)} to extended "
+                                 f"slice of size {status[1]}")
+            return
+        i = _index(i)
+        payload = self._dumps(value)
+        if not (-_INDEX_LIMIT <= i <= _INDEX_LIMIT) or not self._run(L_SET, i, payload):
+            raise IndexError("list assignment index out of range")
+
+    def __delitem__(self, i: Any) -> None:
+        if isinstance(i, slice):
+            self._run(L_DELSLICE, *_slice_args(i))
+            return
+        i = _index(i)
+        if not (-_INDEX_LIMIT <= i <= _INDEX_LIMIT) or self._run(L_POP, i)[0] != 1:
+            raise IndexError("list assignment index out of range")
+
+    # ------------------------------------------------------------ methods
+
+    def append(self, value: Any) -> None:
+        self._run(L_EXTEND, self._dumps(value))
+
+    def extend(self, iterable: Iterable[Any]) -> None:
+        """Append every value of iterable, in one atomic step."""
+        payloads = [self._dumps(v) for v in _snapshot(iterable)]
+        if payloads:
+            self._run(L_EXTEND, *payloads)
+
+    def insert(self, i: Any, value: Any) -> None:
+        self._run(L_INSERT, _clamp(_index(i)), self._dumps(value))
+
+    def pop(self, i: Any = -1) -> Any:
+        i = _index(i)
+        reply = self._run(L_POP, _clamp(i))
+        if reply[0] == -1:
+            raise IndexError("pop from empty list")
+        if reply[0] == 0:
+            raise IndexError("pop index out of range")
+        return self._loads(reply[1])
+
+    def _snapshot(self) -> "tuple[int, list]":
+        ver, payloads = self._run(L_SNAPSHOT)
+        return ver, payloads
+
+    def remove(self, value: Any) -> None:
+        """Remove the first occurrence of value, atomically; ValueError if absent."""
+        while True:
+            ver, payloads = self._snapshot()
+            for i, p in enumerate(payloads):
+                if self._loads(p) == value:
+                    break
+            else:
+                raise ValueError("list.remove(x): x not in list")
+            if self._run(L_DEL_IF, ver, i):
+                return
+
+    def index(self, value: Any, start: int = 0, stop: int = sys.maxsize) -> int:
+        """The first index of value in [start, stop); ValueError if absent."""
+        try:
+            return self[:].index(value, start, stop)
+        except ValueError:
+            raise ValueError(f"{value!r} is not in list") from None
+
+    def count(self, value: Any) -> int:
+        return self[:].count(value)
+
+    def clear(self) -> None:
+        self._run(L_CLEAR)
+
+    def copy(self) -> list:
+        """A plain list with the same content, read atomically."""
+        return self[:]
+
+    def sort(self, *, key: Any = None, reverse: bool = False) -> None:
+        """Sort in place, stably, atomically: computed here, committed only if
+        the list did not change meanwhile (else done again)."""
+        while True:
+            ver, payloads = self._snapshot()
+            values = [self._loads(p) for p in payloads]
+            keyed = values if key is None else [key(v) for v in values]
+            order = sorted(range(len(values)), key=keyed.__getitem__, reverse=reverse)
+            if self._run(L_REPLACE_IF, ver, *[payloads[j] for j in order]):
+                return
+
+    def reverse(self) -> None:
+        self._run(L_REVERSE)
+
+    # ------------------------------------------------------------ protocol
+
+    def __iter__(self) -> Iterator[Any]:
+        pos, want = 0, _CHUNK_FIRST
+        while True:
+            chunk = self[pos:pos + want]
+            if not chunk:
+                return
+            yield from chunk
+            pos += len(chunk)
+            want = min(want * 4, _CHUNK_MAX)
+
+    def __reversed__(self) -> Iterator[Any]:
+        return reversed(self[:])
+
+    def __contains__(self, value: Any) -> bool:
+        return value in self[:]
+
+    def __iadd__(self, other: Iterable[Any]) -> "RedisList":
+        self.extend(other)
+        return self
+
+    def __imul__(self, n: Any) -> "RedisList":
+        if not hasattr(n, "__index__"):
+            return NotImplemented
+        self._run(L_IMUL, _clamp(operator.index(n)))
+        return self
+
+    def __add__(self, other: Any) -> list:
+        if isinstance(other, RedisList):
+            return self[:] + other[:]
+        if isinstance(other, list):
+            return self[:] + other
+        return NotImplemented
+
+    def __radd__(self, other: Any) -> list:
+        if isinstance(other, list):
+            return other + self[:]
+        return NotImplemented
+
+    def __mul__(self, n: Any) -> list:
+        if not hasattr(n, "__index__"):
+            return NotImplemented
+        return self[:] * n
+
+    __rmul__ = __mul__
+
+    def _cmp_value(self, other: Any) -> Any:
+        if isinstance(other, RedisList):
+            return other[:]
+        if isinstance(other, list):
+            return other
+        return NotImplemented
+
+    def __eq__(self, other: Any) -> bool:
+        o = self._cmp_value(other)
+        return o if o is NotImplemented else self[:] == o
+
+    def __ne__(self, other: Any) -> bool:
+        o = self._cmp_value(other)
+        return o if o is NotImplemented else self[:] != o
+
+    def __lt__(self, other: Any) -> bool:
+        o = self._cmp_value(other)
+        return o if o is NotImplemented else self[:] < o
+
+    def __le__(self, other: Any) -> bool:
+        o = self._cmp_value(other)
+        return o if o is NotImplemented else self[:] <= o
+
+    def __gt__(self, other: Any) -> bool:
+        o = self._cmp_value(other)
+        return o if o is NotImplemented else self[:] > o
+
+    def __ge__(self, other: Any) -> bool:
+        o = self._cmp_value(other)
+        return o if o is NotImplemented else self[:] >= o
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __copy__(self) -> list:
+        return self.copy()
+
+    def __str__(self) -> str:
+        return repr(self[:])
+
+    def __repr__(self) -> str:
+        if self._closed:
+            return "<RedisList (closed)>"
+        return f"RedisList({self[:]!r})"
+
+
+collections.abc.MutableSequence.register(RedisList)
