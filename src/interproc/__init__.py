@@ -5,6 +5,7 @@ futex waits, no feeder thread and no server process: queues, pipes, shared value
 and dicts, lists and namespaces stored once in shared memory.  See docs/api.md.
 """
 from typing import TYPE_CHECKING as _TYPE_CHECKING
+from typing import Any as _Any
 
 from .connection import Connection, Pipe, wait
 from .containers import Namespace, SharedDict, SharedList
@@ -23,10 +24,11 @@ from .synchronize import (
 )
 
 if _TYPE_CHECKING:
+    from .backends.redis import RedisManager
     from .managers import SyncManager
 
 
-def Manager() -> "SyncManager":
+def Manager(url: "str | None" = None, **kwargs: _Any) -> "SyncManager | RedisManager":
     """A started manager: ``multiprocessing.Manager()`` with its built-in types in shared memory.
 
     ``dict()``, ``list()``, ``Namespace()``, ``Lock()``, ``Queue()``,
@@ -34,12 +36,16 @@ def Manager() -> "SyncManager":
     shared-memory objects and start no server process; ``Pool()``,
     registered typeids and remote use go through multiprocessing's server,
     started when first needed.  See :mod:`interproc.managers`.
+
+    ``Manager("redis://host:6379/0", **options)`` returns a started
+    ``interproc.backends.redis.RedisManager`` instead: the same objects on
+    a Redis server or cluster, shared between machines.
     """
     # Imported here: multiprocessing.managers costs a quarter of
     # interproc's own import time, and most programs never use it.
     from .managers import Manager as make_manager
 
-    return make_manager()
+    return make_manager(url, **kwargs)
 
 
 __all__ = [

@@ -142,12 +142,29 @@ def _manager_child(d: Any, lst: Any) -> None:
     lst.append(1)
 
 
-def demo_manager(ctx: multiprocessing.context.BaseContext) -> int:
-    """The seed's Manager example: ten processes fill a shared dict and list."""
-    # As in the seed, one Manager() each; neither starts a server process:
-    # the dict and the list live in shared memory.
-    d = interproc.Manager().dict()
-    lst = interproc.Manager().list(range(5))
+def demo_manager(ctx: multiprocessing.context.BaseContext, url: str | None = None) -> int:
+    """The seed's Manager example: ten processes fill a shared dict and list.
+
+    With ``url`` (a Redis URL) the same code runs on ``Manager(url)``: the
+    dict and the list live on that Redis server, and the manager deletes
+    them when the section ends.
+    """
+    if url is None:
+        # As in the seed, one Manager() each; neither starts a server
+        # process: the dict and the list live in shared memory.
+        return _run_manager_section(ctx, interproc.Manager().dict(),
+                                    interproc.Manager().list(range(5)))
+    try:
+        manager = interproc.Manager(url)
+    except (ImportError, ValueError, OSError) as exc:
+        # A bad URL, no redis-py, an unreachable server, refused credentials.
+        _error(f"demo: cannot use the Redis server: {exc}")
+        return 1
+    with manager:
+        return _run_manager_section(ctx, manager.dict(), manager.list(range(5)))
+
+
+def _run_manager_section(ctx: multiprocessing.context.BaseContext, d: Any, lst: Any) -> int:
     workers = [
         ctx.Process(target=_manager_child, args=(d, lst), name=f"worker {i}")
         for i in range(_MANAGER_WORKERS)
@@ -204,7 +221,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         # Flushed before any child starts: a forked child inherits unflushed
         # buffers and would print them a second time.
         _say(f"== {demo.title} ==")
-        status = max(status, demo.run(ctx))
+        if demo.key == "manager" and args.url is not None:
+            status = max(status, demo_manager(ctx, args.url))
+        else:
+            status = max(status, demo.run(ctx))
     return status
 
 
@@ -392,7 +412,9 @@ def build_parser() -> argparse.ArgumentParser:
             "end ends the child's loop with EOFError. Manager: ten processes "
             "each set two keys of a dict and append to a list made by "
             "interproc.Manager(), which keeps both in shared memory without a "
-            "server process, and the parent prints them. Every section ends by "
+            "server process, and the parent prints them; with --url the same "
+            "code runs on interproc.Manager(URL), which keeps them on a Redis "
+            "server, so the workers could be on other machines. Every section ends by "
             "itself. The exit code is 0 when every child exited cleanly."
         ),
     )
@@ -408,6 +430,17 @@ def build_parser() -> argparse.ArgumentParser:
         choices=multiprocessing.get_all_start_methods(),
         default=None,
         help="how child processes are started (default: the platform's, as multiprocessing)",
+    )
+    demo.add_argument(
+        "--url",
+        metavar="URL",
+        default=None,
+        help=(
+            "run the Manager section on a Redis server: redis://host:port/db, "
+            "rediss://... (TLS) or unix:///path (a Redis Cluster is recognized); "
+            "the Queue and Pipe sections stay in shared memory. Needs redis-py "
+            "(pip install interproc[redis])"
+        ),
     )
     demo.set_defaults(handler=_cmd_demo)
 

@@ -326,15 +326,32 @@ class SyncManager(_mp_managers.SyncManager):
         return sharedctypes.Array(typecode, sequence, lock=lock)
 
 
-def Manager() -> SyncManager:
-    """A started :class:`SyncManager`: ``multiprocessing.Manager()``.
+def Manager(url: Any = None, **kwargs: Any) -> Any:
+    """A started manager.
 
+    Without ``url``: a :class:`SyncManager`, ``multiprocessing.Manager()``.
     No server process is started: the built-in types (``dict``, ``list``,
     ``Namespace``, ``Lock``, ``Queue``, ``Value``, ...) are made in shared
     memory, and the server starts only if ``Pool()`` or another served
     typeid is used.  Usable as ``with Manager() as m:``, like
     multiprocessing's.
+
+    With a Redis URL (``redis://host:6379/0``, ``rediss://...``,
+    ``unix:///path``): a started
+    :class:`interproc.backends.redis.RedisManager`, whose objects live on
+    that server or cluster so that processes on several machines share
+    them.  ``kwargs`` are its options (``username``, ``password``,
+    ``authkey``, ``serializer``, ``lease`` and redis-py's keywords).
     """
-    manager = SyncManager(ctx=multiprocessing.get_context())
-    manager._start_lazily()
-    return manager
+    if url is None:
+        if kwargs:
+            raise TypeError(f"Manager() without a url takes no keyword arguments, got "
+                            f"{', '.join(sorted(kwargs))}")
+        manager = SyncManager(ctx=multiprocessing.get_context())
+        manager._start_lazily()
+        return manager
+    from .backends.redis import RedisManager
+
+    redis_manager = RedisManager(url, **kwargs)
+    redis_manager.start()
+    return redis_manager

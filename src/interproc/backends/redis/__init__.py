@@ -35,10 +35,36 @@ __all__ = [
     "ServerTimeoutError",
     "SignatureError",
     "UnreachableError",
-    # "RedisManager",  -- added with the manager (managers module of this package)
+    "RedisManager",
 ]
 
-# The manager: `from .managers import RedisManager` goes here, and
-# "RedisManager" into __all__, once it exists.  Import the modules that
-# register reference factories (containers, queues, ...) here as well, so
-# that decoding a reference never meets an unknown kind.
+from . import codec as _codec
+from .managers import RedisManager
+
+
+def _register_lazily(kind: str, module: str, cls: str) -> None:
+    """Make references of ``kind`` decodable from the start, without
+    importing ``module`` (and redis-py) before one is met."""
+
+    def factory(args, context):
+        import importlib
+
+        from . import _objects
+
+        target = getattr(importlib.import_module(f"{__name__}.{module}"), cls)
+        return _objects._from_reference(target)(args, context)
+
+    _codec.register_ref(kind, factory)
+
+
+# Containers and values stored in other objects come back as references
+# (see codec); importing their modules replaces these with the real ones.
+for _kind, _module, _cls in (
+    ("dict", "containers", "RedisDict"),
+    ("list", "containers", "RedisList"),
+    ("Namespace", "containers", "RedisNamespace"),
+    ("Value", "sharedctypes", "RedisValue"),
+    ("Array", "sharedctypes", "RedisArray"),
+):
+    _register_lazily(_kind, _module, _cls)
+del _kind, _module, _cls

@@ -547,7 +547,10 @@ class RedisNamespace(_HashBase):
     _KIND = "Namespace"
 
     def __init__(self, conn: Any, *, name: Optional[str] = None, create: Optional[bool] = None,
-                 codec: Any = None, lease: float = 10.0, **attrs: Any) -> None:
+                 codec: Any = None, lease: float = 10.0, _attrs: Optional[dict] = None,
+                 **attrs: Any) -> None:
+        if _attrs:
+            attrs = {**_attrs, **attrs}  # attributes called codec, lease...
         if codec is None:
             codec = _default_codec()
         meta = _objects.open_object(conn, self._KIND, name, create, self._PARTS)

@@ -1,0 +1,269 @@
+"""RedisManager: ``interproc.Manager("redis://host:6379/0")``.
+
+The Manager API (docs/api.md, "Manager") with every object on a Redis server
+or cluster, so that the processes sharing them may run on several machines.
+There is no server process of ours: the manager is a factory that remembers
+the anonymous objects it made, and ``shutdown()`` deletes their keys.
+"""
+from __future__ import annotations
+
+import inspect
+import os
+import threading
+import weakref
+from multiprocessing import ProcessError
+from typing import Any, Optional
+
+from .client import Connection
+from .codec import Codec
+
+__all__ = ["RedisManager"]
+
+_INITIAL, _STARTED, _SHUTDOWN = "initial", "started", "shutdown"
+
+
+def _destroy_all(pid: int, made: list, lock: threading.Lock) -> None:
+    """Delete the keys of the anonymous objects in ``made`` (once, and only
+    in the process that made them: a forked child's exit must not)."""
+    if os.getpid() != pid:
+        return
+    with lock:
+        objects, made[:] = list(made), []
+    errors = []
+    for obj in objects:
+        try:
+            obj._destroy()
+        except FileNotFoundError:
+            pass
+        except Exception as exc:  # keep going: delete what can be deleted
+            errors.append(exc)
+    if errors:
+        raise errors[0]
+
+
+class RedisManager:
+    """A manager whose objects live on Redis (see the module docstring).
+
+    ``RedisManager(url, *, username=None, password=None, authkey=None,
+    serializer="pickle", lease=10.0, **redis_kwargs)``:
+
+    - ``url``: ``redis://host:port/db``, ``rediss://`` (TLS) or
+      ``unix:///path``; a Redis Cluster is recognized by itself.
+      ``username``/``password`` override the URL's; ``redis_kwargs`` go to
+      redis-py (``socket_timeout=``, ``ssl_ca_certs=``...).
+    - ``authkey``: bytes; every stored value is signed with HMAC-SHA256 and
+      a value without a valid signature is refused (``SignatureError``)
+      before it is decoded.  Every process must use the same key.
+    - ``serializer``: ``"pickle"`` (any picklable value), ``"json"`` or
+      ``"msgpack"`` (plain data only: TypeError for anything else).
+    - ``lease``: seconds a lock stays held by a process that stops renewing
+      it (it died, or lost the server).
+
+    Methods return the Redis objects, with multiprocessing's signatures plus
+    the keywords ``name=`` and ``create=`` (the rules of every named
+    interproc object: ``create=None`` opens or creates, ``True`` must
+    create, ``False`` must open).  Anonymous objects (no ``name``) are
+    deleted by :meth:`shutdown`, or when the process that made the manager
+    exits; named ones stay until ``unlink()``.  Objects pass to other
+    processes (any start method, queues, other containers) by reference.
+    """
+
+    def __init__(self, url: str, *, username: Optional[str] = None,
+                 password: Optional[str] = None, authkey: Optional[bytes] = None,
+                 serializer: str = "pickle", lease: float = 10.0, **redis_kwargs: Any) -> None:
+        if isinstance(lease, bool) or not isinstance(lease, (int, float)) or not lease > 0:
+            raise ValueError(f"lease must be a positive number of seconds, not {lease!r}")
+        self._codec = Codec(serializer, authkey)
+        self._conn = Connection.from_url(url, username, password, **redis_kwargs)
+        self._lease = float(lease)
+        self._state = _INITIAL
+        self._made: list = []
+        self._made_lock = threading.Lock()
+        self._finalizer = weakref.finalize(self, _destroy_all, os.getpid(), self._made,
+                                           self._made_lock)
+
+    # ------------------------------------------------------------ life cycle
+
+    def start(self) -> None:
+        """Check that the server answers (the translated error if not) and
+        start making objects.  ProcessError if started or shut down already."""
+        if self._state == _STARTED:
+            raise ProcessError("Already started server")
+        if self._state == _SHUTDOWN:
+            raise ProcessError("Manager has shut down")
+        self._conn.ping()
+        self._state = _STARTED
+
+    def connect(self) -> None:
+        """Nothing to do: every process talks to Redis directly.  Accepted
+        so that code written for a remote multiprocessing manager runs."""
+        if self._state == _INITIAL:
+            self.start()
+
+    def shutdown(self) -> None:
+        """Delete the keys of every anonymous object this manager made, and
+        refuse to make more.  Named objects stay.  A second call does nothing."""
+        if self._state != _SHUTDOWN:
+            self._state = _SHUTDOWN
+            self._finalizer()
+
+    def join(self, timeout: Optional[float] = None) -> None:
+        """Nothing to wait for: there is no server process."""
+
+    def __enter__(self) -> "RedisManager":
+        if self._state == _INITIAL:
+            self.start()
+        elif self._state == _SHUTDOWN:
+            from ...managers import ManagerStateError
+            raise ManagerStateError("the manager has shut down")
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.shutdown()
+
+    @property
+    def address(self) -> str:
+        """The server: ``host:port`` or the socket path."""
+        return self._conn.address
+
+    @property
+    def url(self) -> str:
+        """The server's URL, without credentials."""
+        return self._conn.url
+
+    @property
+    def connection(self) -> Connection:
+        return self._conn
+
+    @property
+    def codec(self) -> Codec:
+        return self._codec
+
+    def __repr__(self) -> str:
+        return f"<RedisManager {self._conn.url} {self._state}>"
+
+    # --------------------------------------------------------------- objects
+
+    def _check_state(self) -> None:
+        if self._state == _STARTED:
+            return
+        from ...managers import ManagerStateError
+        if self._state == _SHUTDOWN:
+            raise ManagerStateError("the manager has shut down")
+        raise ManagerStateError("the manager is not started: call start() or use it in a "
+                                "with statement, or make it with interproc.Manager(url)")
+
+    def _make(self, cls: Any, *args: Any, name: Optional[str] = None,
+              create: Optional[bool] = None, **kwargs: Any) -> Any:
+        self._check_state()
+        kwargs["codec"] = self._codec
+        if _accepts(cls, "lease"):
+            kwargs["lease"] = self._lease
+        obj = cls(self._conn, *args, name=name, create=create, **kwargs)
+        if name is None:
+            with self._made_lock:
+                self._made.append(obj)
+            # As a multiprocessing proxy keeps its manager: a manager dropped
+            # at once (Manager(url).dict()) must not delete what it made.
+            try:
+                object.__setattr__(obj, "_manager", self)
+            except (AttributeError, TypeError):
+                pass
+        return obj
+
+    def dict(self, *args: Any, name: Optional[str] = None, create: Optional[bool] = None,
+             **kwds: Any) -> Any:
+        """A ``RedisDict`` holding ``dict(*args, **kwds)``.
+
+        ``name`` and ``create`` are the naming keywords here (as for
+        ``SharedDict``), not keys: pass a dict to store keys of those names.
+        """
+        from .containers import RedisDict
+        content = dict(*args, **kwds)  # so that no key is taken for an option
+        return self._make(RedisDict, *((content,) if content else ()), name=name, create=create)
+
+    def list(self, sequence: Any = (), *, name: Optional[str] = None,
+             create: Optional[bool] = None) -> Any:
+        """A ``RedisList`` holding the items of ``sequence``."""
+        from .containers import RedisList
+        return self._make(RedisList, sequence, name=name, create=create)
+
+    def Namespace(self, *, name: Optional[str] = None, create: Optional[bool] = None,
+                  **kwds: Any) -> Any:
+        """A ``RedisNamespace`` with ``kwds`` as its attributes (``name`` and
+        ``create`` name it; set attributes of those names afterwards)."""
+        from .containers import RedisNamespace
+        return self._make(RedisNamespace, name=name, create=create, _attrs=kwds)
+
+    def Value(self, typecode: Any, value: Any, lock: Any = True, *, name: Optional[str] = None,
+              create: Optional[bool] = None) -> Any:
+        """A Redis ``Value(typecode, value, lock=lock)``: ``.value``, ``get_lock()``."""
+        from . import sharedctypes
+        return self._make(sharedctypes.Value, typecode, value, lock=lock, name=name,
+                          create=create)
+
+    def Array(self, typecode: Any, sequence: Any, lock: Any = True, *,
+              name: Optional[str] = None, create: Optional[bool] = None) -> Any:
+        """A Redis ``Array(typecode, sequence, lock=lock)``."""
+        from . import sharedctypes
+        return self._make(sharedctypes.Array, typecode, sequence, lock=lock, name=name,
+                          create=create)
+
+    # ---------------------------------------------------- queues and locks
+
+    def Queue(self, maxsize: int = 0, *, name: Optional[str] = None,
+              create: Optional[bool] = None) -> Any:
+        """A Redis ``JoinableQueue``: the manager's ``queue.Queue`` has
+        ``task_done()`` and ``join()``, as with the shared-memory manager."""
+        from . import queues
+        return self._make(queues.JoinableQueue, maxsize, name=name, create=create)
+
+    def JoinableQueue(self, maxsize: int = 0, *, name: Optional[str] = None,
+                      create: Optional[bool] = None) -> Any:
+        from . import queues
+        return self._make(queues.JoinableQueue, maxsize, name=name, create=create)
+
+    def SimpleQueue(self, *, name: Optional[str] = None, create: Optional[bool] = None) -> Any:
+        from . import queues
+        return self._make(queues.SimpleQueue, name=name, create=create)
+
+    def Lock(self, *, name: Optional[str] = None, create: Optional[bool] = None) -> Any:
+        from . import synchronize
+        return self._make(synchronize.Lock, name=name, create=create)
+
+    def RLock(self, *, name: Optional[str] = None, create: Optional[bool] = None) -> Any:
+        from . import synchronize
+        return self._make(synchronize.RLock, name=name, create=create)
+
+    def Semaphore(self, value: int = 1, *, name: Optional[str] = None,
+                  create: Optional[bool] = None) -> Any:
+        from . import synchronize
+        return self._make(synchronize.Semaphore, value, name=name, create=create)
+
+    def BoundedSemaphore(self, value: int = 1, *, name: Optional[str] = None,
+                         create: Optional[bool] = None) -> Any:
+        from . import synchronize
+        return self._make(synchronize.BoundedSemaphore, value, name=name, create=create)
+
+    def Condition(self, lock: Any = None, *, name: Optional[str] = None,
+                  create: Optional[bool] = None) -> Any:
+        from . import synchronize
+        return self._make(synchronize.Condition, lock, name=name, create=create)
+
+    def Event(self, *, name: Optional[str] = None, create: Optional[bool] = None) -> Any:
+        from . import synchronize
+        return self._make(synchronize.Event, name=name, create=create)
+
+    def Barrier(self, parties: int, action: Any = None, timeout: Any = None, *,
+                name: Optional[str] = None, create: Optional[bool] = None) -> Any:
+        from . import synchronize
+        return self._make(synchronize.Barrier, parties, action, timeout, name=name,
+                          create=create)
+
+
+def _accepts(cls: Any, keyword: str) -> bool:
+    try:
+        params = inspect.signature(cls).parameters
+    except (TypeError, ValueError):
+        return False
+    return keyword in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
