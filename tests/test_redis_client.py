@@ -318,8 +318,11 @@ def test_translated_decorator(redis_auth_server):
         def poke(self):
             return self._conn.client.ping()
 
-    with pytest.raises(AuthenticationError, match="Thing.poke|refused"):
+    # with cluster=None the first contact is the cluster question, made while connecting
+    with pytest.raises(AuthenticationError, match="refused the credentials during connecting"):
         Thing(Connection.from_url(redis_auth_server.url, password="bad")).poke()
+    with pytest.raises(AuthenticationError, match="refused the credentials during Thing.poke"):
+        Thing(Connection.from_url(redis_auth_server.url, password="bad", cluster=False)).poke()
     assert Thing(Connection.from_url(redis_auth_server.auth_url)).poke()
 
 
@@ -346,11 +349,14 @@ def test_script_runs_and_survives_a_script_flush(any_url):
 # Processes
 
 
-def test_forked_child_gets_its_own_socket(redis_url):
+def test_forked_child_gets_its_own_socket(any_url):
     import multiprocessing
 
-    conn = Connection.from_url(redis_url)
-    parent_id = conn.client.client_id()
+    conn = Connection.from_url(any_url)
+    probe = [f"ip-test:{uname()}:{i}" for i in range(20)]  # on every node of a cluster
+    for k in probe:
+        conn.client.set(k, b"1")
+    parent_id = None if conn.is_cluster else conn.client.client_id()
     key = f"ip-test:{uname()}"
     ctx = multiprocessing.get_context("fork")
     out = ctx.Queue()
@@ -359,11 +365,15 @@ def test_forked_child_gets_its_own_socket(redis_url):
     status, child_id, _ = out.get(timeout=CHILD_TIMEOUT)
     p.join(CHILD_TIMEOUT)
     assert status == "ok", child_id
-    assert child_id != parent_id
-    # the parent's socket is intact and still its own
-    assert conn.client.client_id() == parent_id
+    assert p.exitcode == 0
+    # the parent's sockets are intact and still its own
+    if parent_id is not None:
+        assert child_id != parent_id
+        assert conn.client.client_id() == parent_id
+    assert [conn.client.get(k) for k in probe] == [b"1"] * len(probe)
     assert conn.client.get(key) == str(p.pid).encode()
-    conn.client.delete(key)
+    for k in [key, *probe]:
+        conn.client.delete(k)
 
 
 @pytest.mark.parametrize("start", ["spawn", "forkserver"])
@@ -605,7 +615,7 @@ def test_bad_reference_method():
 def test_keys_of_one_object_share_a_slot(redis_cluster_url):
     conn = Connection.from_url(redis_cluster_url)
     for name in ["jobs", "a:b", "ünïcode", keys.anonymous_name(), "x" * 200]:
-        ks = [keys.meta_key(name)] + [keys.object_key(name, p) for p in ("items", "state", "a:b{c")]
+        ks = [keys.meta_key(name)] + [keys.object_key(name, p) for p in ("", "items", "state", "a:b{c")]
         slots = {redis.cluster.key_slot(k.encode()) for k in ks}
         assert len(slots) == 1, (name, ks)
         server_slots = {conn.client.cluster_keyslot(k) for k in ks}
@@ -622,8 +632,9 @@ def test_names():
             keys.check_name(bad)
     a, b = keys.anonymous_name(), keys.anonymous_name()
     assert a != b and a.startswith("anon:")
-    with pytest.raises(ValueError):
-        keys.object_key("jobs", "")
+    assert keys.object_key("jobs") == "ip:{jobs}"
+    with pytest.raises(TypeError):
+        keys.object_key("jobs", None)
 
 
 def test_create_meta_rules(any_url, names):
