@@ -308,7 +308,7 @@ class Codec:
             ) from None
         if self.serializer == "json":
             return json.dumps(plain, separators=(",", ":")).encode("ascii")
-        return _import_msgpack().packb(plain, use_bin_type=True)
+        return _import_msgpack().packb(plain, use_bin_type=True, unicode_errors="surrogatepass")
 
     # -- decoding
 
@@ -357,7 +357,8 @@ class Codec:
         if self.serializer == "json":
             return json.loads(body, object_hook=self._json_object)
         msgpack = _import_msgpack()
-        return msgpack.unpackb(body, raw=False, ext_hook=self._msgpack_ext, strict_map_key=True)
+        return msgpack.unpackb(body, raw=False, ext_hook=self._msgpack_ext, strict_map_key=True,
+                              unicode_errors="surrogatepass")
 
     def _json_object(self, d: Dict[str, Any]) -> Any:
         if len(d) == 1 and _JSON_REF in d:

@@ -1,0 +1,41 @@
+"""Child-process targets of the Redis backend tests (module level, so that
+spawn and forkserver can import them by name)."""
+
+import os
+
+
+def child_uses_connection(conn, key, out):
+    """Write through a Connection handed to a child; report the child's client id."""
+    try:
+        client = conn.client
+        client.set(key, str(os.getpid()).encode())
+        out.put(("ok", client.client_id(), conn.options))
+    except BaseException as exc:  # reported, not lost in the child's stderr
+        out.put(("error", f"{type(exc).__name__}: {exc}", None))
+
+
+def child_reconnects_from_options(options, key, out):
+    """Rebuild a Connection from its pickled options in a child."""
+    try:
+        from interproc.backends.redis.client import Connection
+
+        conn = Connection.from_options(options)
+        conn.client.set(key, b"from-options")
+        out.put(("ok", conn.client.client_id(), conn.is_cluster))
+    except BaseException as exc:
+        out.put(("error", f"{type(exc).__name__}: {exc}", None))
+
+
+def child_creates_meta(url, name, barrier, out):
+    """Race other children to create one object; report whether this one made it."""
+    try:
+        from interproc.backends.redis import keys
+        from interproc.backends.redis.client import Connection
+
+        conn = Connection.from_url(url)
+        conn.ping()
+        barrier.wait(30)
+        meta = keys.create_meta(conn, name, "Queue", {"maxsize": os.getpid()}, None, parts=["items"])
+        out.put(("ok", meta.created, meta["maxsize"], meta.uid))
+    except BaseException as exc:
+        out.put(("error", f"{type(exc).__name__}: {exc}", None, None))
