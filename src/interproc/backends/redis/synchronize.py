@@ -1,0 +1,972 @@
+"""Lock, RLock, Semaphore, BoundedSemaphore, Event, Condition and Barrier on Redis.
+
+The semantics of interproc's shared-memory primitives (docs/api.md), for
+processes on several machines.  Each object is a few keys sharing one hash
+tag (one Redis Cluster slot); every change of state is one Lua script, and
+every wait blocks in Redis (``BLPOP`` on the waiter's own wake key, see
+``_common``), never in a polling loop.
+
+Key layout of an object whose keys start with ``ip:{name}:``:
+
+- Lock/RLock: ``owner`` (hash: token, re-entry count, pid; expires after the
+  lease), ``state`` (hash: token of the last acquirer that has not released,
+  owner deaths), waiters ``w``/``w.e`` and their wake keys ``wk:<id>``.
+- Semaphore: ``st`` (hash: value), waiters ``w``/``w.e``, ``wk:<id>``.
+- Event: ``st`` (hash: flag, generation), waiters ``w``/``w.e``, ``wk:<id>``.
+- Condition: waiters ``cw``/``cw.e``, wake keys ``cwk:<id>``, and, unless a
+  lock is given, its own RLock under ``lock.owner``, ``lock.state``...
+- Barrier: ``bar`` (hash: arrived count, generation, broken), ``out`` (hash:
+  generation -> how it ended), waiters ``w``/``w.e``, ``wk:<id>``.
+
+Locks are leases: the holder's process renews them from a background thread
+(every third of the lease), so a holder that dies, or whose host vanishes,
+loses the lock at most ``lease`` seconds later; the next acquirer gets it
+with ``owner_died`` set and an :class:`~interproc.OwnerDiedWarning`.
+"""
+from __future__ import annotations
+
+import operator
+import os
+import socket
+import threading
+import time
+import warnings
+from threading import BrokenBarrierError
+from typing import Any, Dict, Optional, Tuple
+
+from ...synchronize import OwnerDiedWarning
+from . import _common
+from ._common import Deadline, RedisObject, call, lua, register, thread_token
+
+__all__ = [
+    "Lock", "RLock", "Semaphore", "BoundedSemaphore", "Event", "Condition", "Barrier",
+    "LockNotOwnedError", "OwnerDiedWarning", "DEFAULT_LEASE",
+]
+
+#: Seconds a lock stays held after its holder stops renewing it.
+DEFAULT_LEASE = 10.0
+
+
+class LockNotOwnedError(RuntimeError, AssertionError):
+    """release() of a lock this thread does not hold.
+
+    A RuntimeError (threading's error) and an AssertionError (what
+    multiprocessing's RLock raises), so code written for either catches it.
+    """
+
+
+# ------------------------------------------------------------------ leases
+
+_RENEW_LUA = """
+if redis.call('HGET', KEYS[1], 't') == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"""
+
+
+class _Renewer:
+    """One daemon thread per process renewing the leases of the locks that
+    this process's threads hold."""
+
+    def __init__(self) -> None:
+        self._cv = threading.Condition(threading.Lock())
+        self._held: Dict[Tuple[str, str], list] = {}  # (owner key, token) -> [conn, lease, due]
+        self._lost: set = set()
+        self._thread: Optional[threading.Thread] = None
+
+    def add(self, conn: Any, key: str, token: str, lease: float) -> None:
+        with self._cv:
+            self._held[(key, token)] = [conn, lease, time.monotonic() + lease / 3.0]
+            self._lost.discard((key, token))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="interproc-lease-renewer",
+                                                daemon=True)
+                self._thread.start()
+            self._cv.notify()
+
+    def remove(self, key: str, token: str) -> bool:
+        """Forget a lock; whether this thread was holding it (its lease may
+        have been found lost since)."""
+        with self._cv:
+            held = self._held.pop((key, token), None) is not None
+            lost = (key, token) in self._lost
+            self._lost.discard((key, token))
+            return held or lost
+
+    def holds(self, key: str, token: str) -> bool:
+        with self._cv:
+            return (key, token) in self._held
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                now = time.monotonic()
+                due = [(k, v) for k, v in self._held.items() if v[2] <= now]
+                if not due:
+                    nxt = min((v[2] for v in self._held.values()), default=now + 60.0)
+                    self._cv.wait(max(nxt - now, 0.001))
+                    continue
+                for _, v in due:
+                    v[2] = now + v[1] / 3.0
+            for (key, token), (conn, lease, _) in due:
+                try:
+                    ok = conn.script(_RENEW_LUA)(keys=[key], args=[token, int(lease * 1000)])
+                except Exception:
+                    # Try again soon: the lease is not lost until it runs out.
+                    with self._cv:
+                        entry = self._held.get((key, token))
+                        if entry is not None:
+                            entry[2] = time.monotonic() + min(entry[1] / 10.0, 0.5)
+                    continue
+                if not ok:
+                    with self._cv:
+                        if self._held.pop((key, token), None) is not None:
+                            self._lost.add((key, token))
+
+
+_renewer = _Renewer()
+
+
+def _renewer_after_fork() -> None:
+    # The child holds none of its parent's locks (its thread tokens differ).
+    global _renewer
+    _renewer = _Renewer()
+
+
+os.register_at_fork(after_in_child=_renewer_after_fork)
+
+_HOST = socket.gethostname()
+
+
+# ------------------------------------------------------------------ locks
+
+_ACQUIRE_LUA = lua("""
+local owner, state, z, e = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local token, wid, mode, p = ARGV[1], ARGV[4], tonumber(ARGV[5]), ARGV[7]
+local cur = redis.call('HGET', owner, 't')
+if not cur then
+  redis.call('HSET', owner, 't', token, 'n', ARGV[8], 'pid', ARGV[9])
+  redis.call('PEXPIRE', owner, ARGV[2])
+  local died = 0
+  if redis.call('HGET', state, 'holder') then
+    died = 1
+    redis.call('HINCRBY', state, 'deaths', 1)
+  end
+  redis.call('HSET', state, 'holder', token)
+  w_done(z, e, p, wid)
+  return {1, died}
+end
+if cur == token and ARGV[3] == '1' then
+  redis.call('HINCRBY', owner, 'n', tonumber(ARGV[8]))
+  redis.call('PEXPIRE', owner, ARGV[2])
+  w_done(z, e, p, wid)
+  return {1, 0}
+end
+w_fail(z, e, p, wid, mode, tonumber(ARGV[6]))
+return {0, redis.call('PTTL', owner)}
+""")
+
+# ARGV: token, reentrant, wake prefix, full.  Returns {status, depth}:
+# 0 released (depth: the re-entry count it had), 1 still held (re-entered),
+# -1 not locked, -2 held by another owner.
+_RELEASE_LUA = lua("""
+local owner, state, z, e = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local token, p = ARGV[1], ARGV[3]
+local cur = redis.call('HGET', owner, 't')
+if cur ~= token then
+  if redis.call('HGET', state, 'holder') == token then
+    -- Our lease ran out and nobody took the lock since: it was never
+    -- shared, so this is an ordinary release.
+    redis.call('HDEL', state, 'holder')
+    w_wake(z, e, p, 1)
+    return {0, 1}
+  end
+  if not cur then return {-1, 0} end
+  return {-2, 0}
+end
+local depth = tonumber(redis.call('HGET', owner, 'n') or '1')
+if ARGV[2] == '1' and ARGV[4] ~= '1' and depth > 1 then
+  redis.call('HINCRBY', owner, 'n', -1)
+  return {1, depth - 1}
+end
+redis.call('DEL', owner)
+redis.call('HDEL', state, 'holder')
+w_wake(z, e, p, 1)
+return {0, depth}
+""")
+
+_LOCK_STATS_LUA = lua("""
+local o = redis.call('HMGET', KEYS[1], 't', 'n', 'pid')
+local deaths = redis.call('HGET', KEYS[2], 'deaths') or '0'
+return {o[1] or '', o[2] or '0', o[3] or '', deaths, w_count(KEYS[4])}
+""")
+
+
+class _LockBase(RedisObject):
+    _REENTRANT = False
+    _prefix = ""
+
+    def __init__(self, conn: Any, *, name: Optional[str] = None, create: Optional[bool] = None,
+                 codec: Any = None, lease: float = DEFAULT_LEASE) -> None:
+        self._lease = self._check_lease(lease)
+        self._open(conn, name, create, codec, {})
+
+    @staticmethod
+    def _check_lease(lease: Any) -> float:
+        if isinstance(lease, bool) or not isinstance(lease, (int, float)):
+            raise TypeError(f"lease must be a number of seconds, not {type(lease).__name__}")
+        if not 0.05 <= lease <= 86400:
+            raise ValueError(f"lease must be between 0.05 and 86400 seconds, not {lease}")
+        return float(lease)
+
+    def _setup(self) -> None:
+        self.owner_died = False
+        p = self._prefix
+        self._keys = [self._key(p + "owner"), self._key(p + "state"), self._key(p + "w"),
+                      self._key(p + "w.e")]
+        self._wake_prefix = self._key(p + "wk:")
+
+    _PARTS = ("owner", "state")
+    _REGISTRIES = {"w": "wk:"}
+
+    def _pickle_extra(self) -> Any:
+        return self._lease
+
+    def _unpickled(self, extra: Any) -> None:
+        self._lease = extra
+
+    @property
+    def lease(self) -> float:
+        """Seconds the lock stays held after its holder stops renewing it."""
+        return self._lease
+
+    def _try(self, token: str, count: int, wid: str, mode: int) -> Tuple[bool, Any, Optional[float]]:
+        res = self._script(_ACQUIRE_LUA, self._keys, [
+            token, int(self._lease * 1000), "1" if self._REENTRANT else "0", wid, mode,
+            _common.REGISTRATION_TTL_MS, self._wake_prefix, count, f"{_HOST}:{os.getpid()}"])
+        if int(res[0]) == 1:
+            return True, int(res[1]), None
+        pttl = int(res[1])
+        # Wake up when the holder's lease would run out, to take over.
+        return False, 0, (pttl / 1000.0 + 0.005) if pttl > 0 else 0.005
+
+    def _acquire_count(self, block: bool, timeout: Any, count: int) -> bool:
+        token = thread_token()
+        ok, died = self._wait(lambda wid, mode: self._try(token, count, wid, mode),
+                              Deadline(block, timeout), self._prefix + "wk:")
+        if not ok:
+            return False
+        _renewer.add(self._conn, self._keys[0], token, self._lease)
+        self.owner_died = bool(died)
+        if died:
+            warnings.warn(OwnerDiedWarning(
+                f"the previous holder of {self!r} died (or lost its lease) while holding it; "
+                "the data it protected may be inconsistent"), stacklevel=3)
+        return True
+
+    def acquire(self, block: bool = True, timeout: Optional[float] = None) -> bool:
+        """Take the lock; return whether it was taken (False after ``timeout``
+        seconds, or at once if ``block`` is false)."""
+        return self._acquire_count(block, timeout, 1)
+
+    def _release(self, full: bool) -> int:
+        token = thread_token()
+        status, depth = (int(x) for x in self._script(
+            _RELEASE_LUA, self._keys,
+            [token, "1" if self._REENTRANT else "0", self._wake_prefix, "1" if full else "0"]))
+        if status == 0:
+            _renewer.remove(self._keys[0], token)
+            return depth
+        if status == 1:
+            return depth
+        lost = _renewer.remove(self._keys[0], token)
+        if lost:
+            raise LockNotOwnedError(
+                f"{self!r}: this thread's lease ran out (it was not renewed for {self._lease} s) "
+                "and another process took the lock")
+        if self._REENTRANT:
+            raise LockNotOwnedError("attempt to release recursive lock not owned by thread")
+        if status == -1:
+            raise ValueError("semaphore or lock released too many times")
+        raise LockNotOwnedError(
+            f"{self!r} is held by another thread or process; only its owner may release it")
+
+    def release(self) -> None:
+        """Release the lock (once, for an RLock).  Only the thread that holds
+        it may: see the class documentation."""
+        self._release(False)
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+    def locked(self) -> bool:
+        """Whether some thread or process holds the lock."""
+        self._check()
+        return bool(self._call(self._client.exists, self._keys[0]))
+
+    def _is_owned(self) -> bool:
+        self._check()
+        return self._call(self._client.hget, self._keys[0], "t") == thread_token().encode()
+
+    def _release_save(self) -> int:
+        return self._release(True)
+
+    def _acquire_restore(self, depth: int) -> None:
+        self._acquire_count(True, None, depth)
+
+    def statistics(self) -> Dict[str, Any]:
+        t, n, pid, deaths, waiters = self._script(_LOCK_STATS_LUA, self._keys, [])
+        owner = pid.decode() if t else None
+        stats = {"locked": bool(t), "owner_pid": None, "owner": owner,
+                 "waiters": int(waiters), "owner_deaths": int(deaths)}
+        if owner is not None:
+            host, _, p = owner.rpartition(":")
+            stats["owner_pid"] = int(p) if host == _HOST else None
+        if self._REENTRANT:
+            stats["recursion"] = int(n) if t else 0
+        return stats
+
+    def __repr__(self) -> str:
+        if self._closed:
+            return f"<interproc.redis.{type(self).__name__} {self._where()} closed>"
+        return f"<interproc.redis.{type(self).__name__} {self._where()}>"
+
+
+@register
+class Lock(_LockBase):
+    """A non-recursive lock in Redis: ``multiprocessing.Lock``'s API.
+
+    ``Lock(conn, *, name=None, create=None, codec=None, lease=10.0)``
+
+    Unlike multiprocessing's (and the shared-memory) Lock, only the thread
+    that acquired it may release it: a lease belongs to its holder.
+    ``release()`` of an unlocked Lock raises ValueError; of a Lock held by
+    someone else, :class:`LockNotOwnedError` (a RuntimeError).
+    """
+
+    _KIND = "Lock"
+
+
+@register
+class RLock(_LockBase):
+    """A re-entrant lock in Redis: ``multiprocessing.RLock``'s API.
+
+    ``release()`` by a thread that does not hold it raises
+    :class:`LockNotOwnedError` (a RuntimeError and an AssertionError).
+    """
+
+    _KIND = "RLock"
+    _REENTRANT = True
+
+
+# ------------------------------------------------------------------ semaphores
+
+_SEM_ACQUIRE_LUA = lua("""
+local st, z, e = KEYS[1], KEYS[2], KEYS[3]
+local wid, mode, p = ARGV[1], tonumber(ARGV[2]), ARGV[4]
+local v = tonumber(redis.call('HGET', st, 'v') or ARGV[5])
+if v > 0 then
+  redis.call('HSET', st, 'v', v - 1)
+  w_done(z, e, p, wid)
+  return 1
+end
+w_fail(z, e, p, wid, mode, tonumber(ARGV[3]))
+return 0
+""")
+
+_SEM_RELEASE_LUA = lua("""
+local st, z, e = KEYS[1], KEYS[2], KEYS[3]
+local n, maxv, p = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[4]
+local v = tonumber(redis.call('HGET', st, 'v') or ARGV[3])
+if maxv >= 0 and v + n > maxv then return -1 end
+redis.call('HSET', st, 'v', v + n)
+w_wake(z, e, p, n)
+return v + n
+""")
+
+_SEM_STATS_LUA = lua("""
+return {redis.call('HGET', KEYS[1], 'v') or ARGV[1], w_count(KEYS[3])}
+""")
+
+
+@register
+class Semaphore(RedisObject):
+    """A counting semaphore in Redis: ``multiprocessing.Semaphore``.
+
+    ``Semaphore(conn, value=1, *, name=None, create=None, codec=None)``.
+    Semaphores have no owner: units taken by a process that dies are not
+    given back.
+    """
+
+    _KIND = "Semaphore"
+    _BOUNDED = False
+    _PARTS = ("st",)
+    _REGISTRIES = {"w": "wk:"}
+
+    def __init__(self, conn: Any, value: int = 1, *, name: Optional[str] = None,
+                 create: Optional[bool] = None, codec: Any = None) -> None:
+        value = operator.index(value)
+        if value < 0:
+            raise ValueError("semaphore initial value must be >= 0")
+        self._open(conn, name, create, codec, {"value": value}, init={"st": {"v": value}})
+
+    def _setup(self) -> None:
+        self._initial = int(self._opts["value"])
+        self._keys = [self._key("st"), self._key("w"), self._key("w.e")]
+        self._wake_prefix = self._key("wk:")
+
+    def acquire(self, block: bool = True, timeout: Optional[float] = None) -> bool:
+        """Take one unit; return whether it was taken."""
+        def attempt(wid: str, mode: int) -> Tuple[bool, Any, Optional[float]]:
+            ok = self._script(_SEM_ACQUIRE_LUA, self._keys, [
+                wid, mode, _common.REGISTRATION_TTL_MS, self._wake_prefix, self._initial])
+            return bool(ok), None, None
+        return self._wait(attempt, Deadline(block, timeout), "wk:")[0]
+
+    def release(self, n: int = 1) -> None:
+        """Give back ``n`` units, waking up to ``n`` waiters."""
+        n = operator.index(n)
+        if n < 1:
+            raise ValueError("n must be one or more")
+        res = self._script(_SEM_RELEASE_LUA, self._keys, [
+            n, self._initial if self._BOUNDED else -1, self._initial, self._wake_prefix])
+        if int(res) < 0:
+            raise ValueError("semaphore or lock released too many times")
+
+    def get_value(self) -> int:
+        self._check()
+        v = self._call(self._client.hget, self._keys[0], "v")
+        return self._initial if v is None else int(v)
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+    def statistics(self) -> Dict[str, Any]:
+        v, waiters = self._script(_SEM_STATS_LUA, self._keys, [self._initial])
+        return {"value": int(v), "waiters": int(waiters)}
+
+    def __repr__(self) -> str:
+        if self._closed:
+            return f"<interproc.redis.{type(self).__name__} {self._where()} closed>"
+        extra = f", maxvalue={self._initial}" if self._BOUNDED else ""
+        return f"<interproc.redis.{type(self).__name__} {self._where()} value={self.get_value()}{extra}>"
+
+
+@register
+class BoundedSemaphore(Semaphore):
+    """A semaphore that refuses (ValueError) to be released above its
+    initial value: ``multiprocessing.BoundedSemaphore``."""
+
+    _KIND = "BoundedSemaphore"
+    _BOUNDED = True
+
+
+# ------------------------------------------------------------------ event
+
+_EVENT_WAIT_LUA = lua("""
+local st, z, e = KEYS[1], KEYS[2], KEYS[3]
+local wid, mode, p = ARGV[1], tonumber(ARGV[2]), ARGV[4]
+local f = redis.call('HGET', st, 'f')
+local g = redis.call('HGET', st, 'g') or '0'
+if f == '1' or (ARGV[5] ~= '' and g ~= ARGV[5]) then
+  w_done(z, e, p, wid)
+  return {1, g}
+end
+w_fail(z, e, p, wid, mode, tonumber(ARGV[3]))
+return {0, g}
+""")
+
+_EVENT_SET_LUA = lua("""
+redis.call('HSET', KEYS[1], 'f', '1')
+redis.call('HINCRBY', KEYS[1], 'g', 1)
+return w_wake(KEYS[2], KEYS[3], ARGV[1], -1)
+""")
+
+_EVENT_STATS_LUA = lua("""
+return {redis.call('HGET', KEYS[1], 'f') or '0', w_count(KEYS[3])}
+""")
+
+
+@register
+class Event(RedisObject):
+    """An event flag in Redis: ``multiprocessing.Event``.
+
+    ``set()`` wakes every waiter; a waiter woken by a ``set()`` returns True
+    even if the flag was cleared again before it looked (threading's rule).
+    """
+
+    _KIND = "Event"
+    _PARTS = ("st",)
+    _REGISTRIES = {"w": "wk:"}
+
+    def __init__(self, conn: Any, *, name: Optional[str] = None, create: Optional[bool] = None,
+                 codec: Any = None) -> None:
+        self._open(conn, name, create, codec, {})
+
+    def _setup(self) -> None:
+        self._keys = [self._key("st"), self._key("w"), self._key("w.e")]
+        self._wake_prefix = self._key("wk:")
+
+    def is_set(self) -> bool:
+        self._check()
+        return self._call(self._client.hget, self._keys[0], "f") == b"1"
+
+    def set(self) -> None:
+        self._script(_EVENT_SET_LUA, self._keys, [self._wake_prefix])
+
+    def clear(self) -> None:
+        self._check()
+        self._call(self._client.hset, self._keys[0], "f", "0")
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        """Block until the flag is set, or ``timeout`` seconds pass; return
+        True, or False on timeout."""
+        seen = [""]
+
+        def attempt(wid: str, mode: int) -> Tuple[bool, Any, Optional[float]]:
+            ok, gen = self._script(_EVENT_WAIT_LUA, self._keys, [
+                wid, mode, _common.REGISTRATION_TTL_MS, self._wake_prefix, seen[0]])
+            if not seen[0]:
+                seen[0] = gen.decode() if isinstance(gen, bytes) else str(gen)
+            return bool(ok), None, None
+        return self._wait(attempt, Deadline(True, timeout), "wk:")[0]
+
+    def statistics(self) -> Dict[str, Any]:
+        f, waiters = self._script(_EVENT_STATS_LUA, self._keys, [])
+        return {"set": f == b"1", "waiters": int(waiters)}
+
+    def __repr__(self) -> str:
+        if self._closed:
+            return f"<interproc.redis.Event {self._where()} closed>"
+        return f"<interproc.redis.Event {self._where()} {'set' if self.is_set() else 'unset'}>"
+
+
+# ------------------------------------------------------------------ condition
+
+_COND_REGISTER_LUA = lua("""
+w_add(KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2]))
+return 1
+""")
+
+# Whether the waiter is still registered (then refresh it: mode 1, or drop
+# it: mode 2); 1 means it was notified.
+_COND_CHECK_LUA = lua("""
+local z, e, wid, mode, p = KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2]), ARGV[4]
+if redis.call('ZSCORE', z, wid) then
+  w_fail(z, e, p, wid, mode, tonumber(ARGV[3]))
+  return 0
+end
+redis.call('DEL', p .. wid)
+return 1
+""")
+
+_COND_NOTIFY_LUA = lua("""
+return w_wake(KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2]))
+""")
+
+
+@register
+class Condition(RedisObject):
+    """A condition variable in Redis: ``multiprocessing.Condition``.
+
+    ``Condition(conn, lock=None, *, name=None, create=None, codec=None)``
+    uses an RLock living with the condition, or the Redis Lock/RLock given
+    (which may live in another hash slot: no script spans both).  Waiters
+    may wake spuriously; use ``wait_for`` or a loop.
+    """
+
+    _KIND = "Condition"
+    # Its own RLock's keys are declared here, with the prefix "lock.".
+    _REGISTRIES = {"cw": "cwk:", "lock.w": "lock.wk:"}
+    _PARTS = ("lock.owner", "lock.state")
+    _lock: Any = None
+
+    def __init__(self, conn: Any, lock: Any = None, *, name: Optional[str] = None,
+                 create: Optional[bool] = None, codec: Any = None) -> None:
+        if lock is not None and not isinstance(lock, _LockBase):
+            raise TypeError(f"lock must be a Redis Lock or RLock, not {type(lock).__name__}")
+        self._given_lock = lock
+        self._open(conn, name, create, codec, {})
+
+    def _setup(self) -> None:
+        self._keys = [self._key("cw"), self._key("cw.e")]
+        self._wake_prefix = self._key("cwk:")
+        lock = getattr(self, "_given_lock", None)
+        if lock is None:
+            lock = RLock.__new__(RLock)
+            lock._prefix = "lock."
+            lock._lease = DEFAULT_LEASE
+            lock._attach(self._conn, self._codec, self._ident, self._anonymous, {})
+        self._lock = lock
+
+    def _pickle_extra(self) -> Any:
+        return (self._given_lock, self._lock._lease)
+
+    def _unpickled(self, extra: Any) -> None:
+        given, lease = extra
+        self._given_lock = given
+        if given is not None:
+            self._lock = given
+        else:
+            self._lock._lease = lease
+
+    def _ref_extra(self) -> Any:
+        given = self._given_lock
+        return [None if given is None else list(given.__interproc_redis_ref__()), self._lock._lease]
+
+    def _extra_from_ref(self, extra: Any) -> Any:
+        ref, lease = extra
+        if ref is None:
+            return (None, lease)
+        cls = {"Lock": Lock, "RLock": RLock}[ref[0]]
+        return (_common._from_reference(cls)(ref[1:], self._conn), lease)
+
+    def acquire(self, block: bool = True, timeout: Optional[float] = None) -> bool:
+        return self._lock.acquire(block, timeout)
+
+    def release(self) -> None:
+        self._lock.release()
+
+    def __enter__(self) -> bool:
+        return self._lock.acquire()
+
+    def __exit__(self, *exc: Any) -> None:
+        self._lock.release()
+
+    def _cond_check(self, wid: str, mode: int) -> bool:
+        return bool(self._script(_COND_CHECK_LUA, self._keys,
+                                 [wid, mode, _common.REGISTRATION_TTL_MS, self._wake_prefix]))
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        """Release the lock, wait until notified or ``timeout`` seconds pass,
+        take the lock back; return False on timeout."""
+        deadline = Deadline(True, timeout)
+        wid = _common.secrets.token_hex(8)
+        self._script(_COND_REGISTER_LUA, self._keys, [wid, _common.REGISTRATION_TTL_MS])
+        try:
+            depth = self._lock._release_save()
+        except (LockNotOwnedError, ValueError):
+            self._cond_check(wid, 2)
+            raise RuntimeError("cannot wait on un-acquired lock") from None
+        try:
+            wake = self._wake_prefix + wid
+            limit = _common.WAIT_CHUNK
+            while True:
+                left = deadline.remaining()
+                if left is not None and left <= 0:
+                    return self._cond_check(wid, 2)
+                chunk = limit if left is None else min(limit, left)
+                if self._blpop(wake, chunk) is not None:
+                    return True
+                if self._cond_check(wid, 1):
+                    return True
+        finally:
+            self._lock._acquire_restore(depth)
+
+    def wait_for(self, predicate: Any, timeout: Optional[float] = None) -> Any:
+        """Wait until ``predicate()`` is true, or ``timeout`` seconds pass;
+        return the predicate's last value."""
+        endtime = None
+        waittime = timeout
+        result = predicate()
+        while not result:
+            if waittime is not None:
+                if endtime is None:
+                    endtime = time.monotonic() + waittime
+                else:
+                    waittime = endtime - time.monotonic()
+                    if waittime <= 0:
+                        break
+            self.wait(waittime)
+            result = predicate()
+        return result
+
+    def notify(self, n: int = 1) -> None:
+        """Wake up to ``n`` of the processes and threads waiting."""
+        if not self._lock._is_owned():
+            raise RuntimeError("cannot notify on un-acquired lock")
+        self._script(_COND_NOTIFY_LUA, self._keys, [self._wake_prefix, operator.index(n)])
+
+    def notify_all(self) -> None:
+        """Wake every process and thread waiting."""
+        if not self._lock._is_owned():
+            raise RuntimeError("cannot notify on un-acquired lock")
+        self._script(_COND_NOTIFY_LUA, self._keys, [self._wake_prefix, -1])
+
+    def statistics(self) -> Dict[str, Any]:
+        stats = self._lock.statistics()
+        stats["condition_waiters"] = int(self._call(self._client.zcard, self._keys[0]))
+        return stats
+
+    def close(self) -> None:
+        super().close()
+        if self._given_lock is None:
+            self._lock.close()
+
+    def __repr__(self) -> str:
+        if self._closed:
+            return f"<interproc.redis.Condition {self._where()} closed>"
+        lock = "own RLock" if self._given_lock is None else repr(self._lock)
+        return f"<interproc.redis.Condition {self._where()} lock={lock}>"
+
+
+# ------------------------------------------------------------------ barrier
+
+_BARRIER_LUA = """
+local function break_barrier(bar, out, z, e, p, g)
+  redis.call('HSET', bar, 'b', '1')
+  redis.call('HSET', out, g, 'broken')
+  w_wake(z, e, p, -1)
+end
+"""
+
+# Arrival.  Returns {index, generation}; index -1: broken, -2: the previous
+# round is still finishing (wait for the next generation, then arrive again).
+_ARRIVE_LUA = lua(_BARRIER_LUA + """
+local bar, out, z, e = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local parties, wid, mode, ttl, p = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
+local g = redis.call('HGET', bar, 'g') or '0'
+if redis.call('HGET', bar, 'b') == '1' then
+  w_done(z, e, p, wid)
+  return {-1, g}
+end
+local c = tonumber(redis.call('HGET', bar, 'c') or '0')
+if c >= parties then
+  w_fail(z, e, p, wid, mode, ttl)
+  return {-2, g}
+end
+c = c + 1
+redis.call('HSET', bar, 'c', c)
+if c < parties then w_add(z, e, wid, ttl) else w_done(z, e, p, wid) end
+return {c - 1, g}
+""")
+
+# A waiter's check: 1 passed, -1 broken, 0 keep waiting (mode 1) - or, when
+# giving up (mode 2), break the barrier.  A waiter whose registration expired
+# (it died) breaks it too.
+_BARRIER_CHECK_LUA = lua(_BARRIER_LUA + """
+local bar, out, z, e = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local mine, wid, mode, ttl, p = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
+local g = redis.call('HGET', bar, 'g') or '0'
+if g ~= mine then
+  w_done(z, e, p, wid)
+  if redis.call('HGET', out, mine) == 'ok' then return 1 end
+  return -1
+end
+if redis.call('HGET', bar, 'b') == '1' then
+  w_done(z, e, p, wid)
+  return -1
+end
+local now = now_ms()
+local dead = false
+local all = redis.call('HGETALL', e)
+for i = 1, #all, 2 do
+  if all[i] ~= '#' and all[i] ~= wid and tonumber(all[i + 1]) < now then dead = true end
+end
+if dead or mode == 2 then
+  w_done(z, e, p, wid)
+  break_barrier(bar, out, z, e, p, g)
+  return -1
+end
+w_add(z, e, wid, ttl)
+return 0
+""")
+
+_BARRIER_RELEASE_LUA = lua(_BARRIER_LUA + """
+local bar, out, z, e = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local g = redis.call('HGET', bar, 'g') or '0'
+if g ~= ARGV[1] or redis.call('HGET', bar, 'b') == '1' then return -1 end
+redis.call('HSET', out, g, 'ok')
+redis.call('HDEL', out, tostring(tonumber(g) - 64))
+redis.call('HSET', bar, 'g', tonumber(g) + 1, 'c', 0)
+w_wake(z, e, ARGV[2], -1)
+return 1
+""")
+
+_BARRIER_ABORT_LUA = lua(_BARRIER_LUA + """
+local g = redis.call('HGET', KEYS[1], 'g') or '0'
+break_barrier(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], g)
+return 1
+""")
+
+_BARRIER_RESET_LUA = lua(_BARRIER_LUA + """
+local bar, out, z, e = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local g = redis.call('HGET', bar, 'g') or '0'
+if redis.call('HGET', bar, 'b') ~= '1' then
+  if tonumber(redis.call('HGET', bar, 'c') or '0') > 0 then
+    redis.call('HSET', out, g, 'broken')
+  end
+end
+redis.call('HDEL', out, tostring(tonumber(g) - 64))
+redis.call('HSET', bar, 'g', tonumber(g) + 1, 'c', 0, 'b', '0')
+w_wake(z, e, ARGV[1], -1)
+return 1
+""")
+
+_BARRIER_STATE_LUA = lua("""
+local s = redis.call('HMGET', KEYS[1], 'c', 'b')
+return {s[1] or '0', s[2] or '0', w_count(KEYS[4])}
+""")
+
+
+@register
+class Barrier(RedisObject):
+    """A barrier in Redis: ``multiprocessing.Barrier``.
+
+    ``Barrier(conn, parties, action=None, timeout=None, *, name=None,
+    create=None, codec=None)``.  ``wait(timeout=None)`` returns the arrival
+    index; the last to arrive runs ``action`` first.  A wait that times out,
+    ``abort()``, a failing action, or a waiting process that dies (noticed
+    once its registration expires, within about
+    ``3 * WAIT_CHUNK`` seconds) breaks the barrier: waiters get
+    ``threading.BrokenBarrierError`` until ``reset()``.
+    """
+
+    _KIND = "Barrier"
+    _PARTS = ("bar", "out")
+    _REGISTRIES = {"w": "wk:"}
+    _action: Any = None
+    _timeout: Optional[float] = None
+
+    def __init__(self, conn: Any, parties: int, action: Any = None, timeout: Optional[float] = None,
+                 *, name: Optional[str] = None, create: Optional[bool] = None,
+                 codec: Any = None) -> None:
+        parties = operator.index(parties)
+        if parties < 1:
+            raise ValueError(f"parties must be at least 1, not {parties}")
+        if action is not None and not callable(action):
+            raise TypeError("action must be callable")
+        self._action = action
+        self._timeout = timeout
+        self._open(conn, name, create, codec, {"parties": parties})
+
+    def _setup(self) -> None:
+        self._parties = int(self._opts["parties"])
+        self._keys = [self._key("bar"), self._key("out"), self._key("w"), self._key("w.e")]
+        self._wake_prefix = self._key("wk:")
+
+    def _pickle_extra(self) -> Any:
+        return (self._action, self._timeout)
+
+    def _unpickled(self, extra: Any) -> None:
+        self._action, self._timeout = extra
+
+    def _ref_extra(self) -> Any:
+        # A reference holds plain data: the action travels by its name.
+        action = self._action
+        if action is None:
+            return [None, self._timeout]
+        module, qualname = getattr(action, "__module__", None), getattr(action, "__qualname__", "")
+        if not module or "<" in qualname:
+            raise TypeError(f"a Barrier's action must be importable by name to travel by "
+                            f"reference, not {action!r}")
+        return [f"{module}:{qualname}", self._timeout]
+
+    def _extra_from_ref(self, extra: Any) -> Any:
+        name, timeout = extra
+        action = None
+        if name is not None:
+            import importlib
+            module, _, qualname = name.partition(":")
+            action = importlib.import_module(module)
+            for attr in qualname.split("."):
+                action = getattr(action, attr)
+        return (action, timeout)
+
+    @property
+    def parties(self) -> int:
+        return self._parties
+
+    def _state(self) -> Tuple[int, bool, int]:
+        c, b, w = self._script(_BARRIER_STATE_LUA, self._keys, [])
+        return int(c), b == b"1", int(w)
+
+    @property
+    def n_waiting(self) -> int:
+        c, broken, _ = self._state()
+        return 0 if broken else min(c, self._parties)
+
+    @property
+    def broken(self) -> bool:
+        return self._state()[1]
+
+    def wait(self, timeout: Optional[float] = None) -> int:
+        """Wait for all parties; return this one's arrival index."""
+        deadline = Deadline(True, self._timeout if timeout is None else timeout)
+        ttl = _common.REGISTRATION_TTL_MS
+        wid = _common.secrets.token_hex(8)
+        wake = self._wake_prefix + wid
+        limit = _common.WAIT_CHUNK
+
+        def chunk() -> Optional[float]:
+            left = deadline.remaining()
+            return limit if left is None else min(limit, left)
+
+        # Arrive; while the previous round is still finishing (its last
+        # party running the action), wait for it to end.
+        while True:
+            index, gen = self._script(_ARRIVE_LUA, self._keys, [
+                self._parties, wid, 1, ttl, self._wake_prefix])
+            index, gen = int(index), gen.decode() if isinstance(gen, bytes) else str(gen)
+            if index == -1:
+                raise BrokenBarrierError
+            if index >= 0:
+                break
+            wait = chunk()
+            if wait <= 0:
+                # A wait that times out breaks the barrier, as in threading.
+                self._script(_BARRIER_CHECK_LUA, self._keys, [gen, wid, 2, ttl, self._wake_prefix])
+                raise BrokenBarrierError
+            self._blpop(wake, wait)
+        if index + 1 == self._parties:
+            try:
+                if self._action is not None:
+                    self._action()
+            except BaseException:
+                self.abort()
+                raise
+            if int(self._script(_BARRIER_RELEASE_LUA, self._keys, [gen, self._wake_prefix])) < 0:
+                raise BrokenBarrierError
+            return index
+        while True:
+            wait = chunk()
+            if wait <= 0:
+                mode = 2
+            else:
+                self._blpop(wake, wait)
+                mode = 1
+            res = int(self._script(_BARRIER_CHECK_LUA, self._keys,
+                                   [gen, wid, mode, ttl, self._wake_prefix]))
+            if res == 1:
+                return index
+            if res == -1:
+                raise BrokenBarrierError
+
+    def abort(self) -> None:
+        """Break the barrier: every wait, now and later, raises
+        BrokenBarrierError until reset()."""
+        self._script(_BARRIER_ABORT_LUA, self._keys, [self._wake_prefix])
+
+    def reset(self) -> None:
+        """Back to the empty state; processes waiting now get BrokenBarrierError."""
+        self._script(_BARRIER_RESET_LUA, self._keys, [self._wake_prefix])
+
+    def statistics(self) -> Dict[str, Any]:
+        c, broken, w = self._state()
+        return {"parties": self._parties, "n_waiting": 0 if broken else min(c, self._parties),
+                "broken": broken, "waiters": w}
+
+    def __repr__(self) -> str:
+        if self._closed:
+            return f"<interproc.redis.Barrier {self._where()} closed>"
+        c, broken, _ = self._state()
+        return (f"<interproc.redis.Barrier {self._where()} waiters={c}/{self._parties}"
+                f"{' broken' if broken else ''}>")
