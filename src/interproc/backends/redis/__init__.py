@@ -42,29 +42,32 @@ from . import codec as _codec
 from .managers import RedisManager
 
 
-def _register_lazily(kind: str, module: str, cls: str) -> None:
+def _register_lazily(kind: str, module: str) -> None:
     """Make references of ``kind`` decodable from the start, without
-    importing ``module`` (and redis-py) before one is met."""
+    importing ``module`` (and redis-py) before one is met: importing it
+    registers the real factory, which then takes over."""
 
     def factory(args, context):
         import importlib
 
-        from . import _objects
-
-        target = getattr(importlib.import_module(f"{__name__}.{module}"), cls)
-        return _objects._from_reference(target)(args, context)
+        importlib.import_module(f"{__name__}.{module}")
+        real = _codec._REF_FACTORIES.get(kind)
+        if real is None or real is factory:
+            raise ValueError(f"{__name__}.{module} defines no reference factory for {kind!r}")
+        return real(args, context)
 
     _codec.register_ref(kind, factory)
 
 
-# Containers and values stored in other objects come back as references
-# (see codec); importing their modules replaces these with the real ones.
-for _kind, _module, _cls in (
-    ("dict", "containers", "RedisDict"),
-    ("list", "containers", "RedisList"),
-    ("Namespace", "containers", "RedisNamespace"),
-    ("Value", "sharedctypes", "RedisValue"),
-    ("Array", "sharedctypes", "RedisArray"),
+# Objects stored in other objects (a list in a dict, a queue sent through a
+# queue) come back as references (see codec), in any process.
+for _module, _kinds in (
+    ("containers", ("dict", "list", "Namespace")),
+    ("sharedctypes", ("Value", "Array")),
+    ("queues", ("Queue", "SimpleQueue", "JoinableQueue")),
+    ("synchronize", ("Lock", "RLock", "Semaphore", "BoundedSemaphore", "Event", "Condition",
+                     "Barrier")),
 ):
-    _register_lazily(_kind, _module, _cls)
-del _kind, _module, _cls
+    for _kind in _kinds:
+        _register_lazily(_kind, _module)
+del _module, _kinds, _kind

@@ -36,6 +36,7 @@ import redis
 from . import client as _client
 from . import codec as _codec_module
 from . import keys as _keys
+from ._common import _reading  # the codec of the handle decoding a payload
 from .codec import Codec as _Codec
 
 __all__ = ["RedisObject", "LeaseLock", "open_object", "register"]
@@ -296,7 +297,7 @@ class RedisObject:
         d(self, "_conn", conn)
         d(self, "_codec", codec)
         d(self, "_reader", codec.bind(conn))
-        _codecs[id(conn)] = (codec, lease)
+        _codecs[id(conn)] = codec
         d(self, "_id", obj_id)
         d(self, "_name", name)
         d(self, "_lease", lease)
@@ -359,9 +360,10 @@ class RedisObject:
 
     def _loads(self, payload: bytes) -> Any:
         # References to other objects read here open them with this
-        # handle's codec (see _from_reference).
+        # handle's codec (see _from_reference; the queues and locks read it
+        # from the same place).
         previous = getattr(_reading, "codec", None)
-        _reading.codec = (self._codec, self._lease)
+        _reading.codec = self._codec
         try:
             return self._reader.loads(payload, self._id)
         finally:
@@ -386,12 +388,9 @@ class RedisObject:
         return (self._KIND, self._id, self._name, self._lease, self._extra())
 
 
-# The codec and lease of the handle whose value is being decoded, for the
-# references found in it.
-_reading = threading.local()
 # The codec last used with each connection in this process: the codec for a
-# reference decoded by an object of another module (a queue, say).
-_codecs: "dict[int, tuple]" = {}
+# reference decoded without a handle's (by Codec.loads called directly).
+_codecs: "dict[int, Any]" = {}
 
 
 def _from_reference(cls: type) -> Any:
@@ -400,10 +399,9 @@ def _from_reference(cls: type) -> Any:
         if context is None:
             raise ValueError(f"a reference to the {cls._KIND} {obj_id!r} was read without "
                              "a connection to open it with")
-        codec, reader_lease = (getattr(_reading, "codec", None)
-                               or _codecs.get(id(context)) or (_Codec(), lease))
+        codec = getattr(_reading, "codec", None) or _codecs.get(id(context)) or _Codec()
         obj = object.__new__(cls)
-        obj._setup(context, codec, obj_id, name, lease if lease is not None else reader_lease)
+        obj._setup(context, codec, obj_id, name, lease)
         obj._restore(extra)
         return obj
     return factory
