@@ -126,6 +126,13 @@ def test_cluster_option_skips_detection(redis_url, redis_cluster_url):
         Connection.from_url(redis_url, cluster="yes")
 
 
+def test_cluster_has_only_database_0(redis_cluster):
+    for url in (f"redis://{redis_cluster.servers[0].address}/1",
+                f"redis://{redis_cluster.servers[0].address}?db=2"):
+        with pytest.raises(ValueError, match="only database 0"):
+            Connection.from_url(url).ping()
+
+
 def test_one_connection_per_process_and_options(redis_url):
     a = Connection.from_url(redis_url)
     assert Connection.from_url(redis_url) is a
@@ -509,6 +516,35 @@ def test_codec_round_trips(serializer, authkey):
         back = c.loads(data)
         assert back == value and type(back) is type(value), (value, back)
     assert math.isinf(c.loads(c.dumps(float("inf"))))
+
+
+def _plain_data(with_bytes):
+    from hypothesis import strategies as st
+
+    leaves = st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.text() | st.floats(
+        allow_nan=False)
+    if with_bytes:
+        leaves = leaves | st.binary()
+    return st.recursive(
+        leaves,
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4),
+        max_leaves=20,
+    )
+
+
+@pytest.mark.parametrize("serializer", ["json", "msgpack"])
+def test_plain_round_trips_property(serializer):
+    from hypothesis import given, settings
+
+    c = Codec(serializer, b"k")
+
+    @settings(max_examples=200, deadline=None)
+    @given(_plain_data(serializer == "msgpack"))
+    def check(value):
+        back = c.loads(c.dumps(value))
+        assert back == value and repr(back) == repr(value)  # types too, -0.0 included
+
+    check()
 
 
 def test_codec_keeps_types_apart():

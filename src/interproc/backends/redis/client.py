@@ -274,6 +274,8 @@ def translate(exc: BaseException, server: Optional[str] = None, op: Optional[str
             f"{where} is a Redis Cluster node, but this connection was made for a single "
             f"server (cluster=False); connect with cluster=None or cluster=True ({detail})"
         )
+    if isinstance(exc, rexc.ResponseError) and "SELECT is not allowed in cluster mode" in detail:
+        return ValueError(f"{where} is a Redis Cluster node: a Redis Cluster has only database 0 ({detail})")
     if isinstance(exc, rexc.OutOfMemoryError):
         return MemoryError(f"{where} is out of memory (maxmemory reached){during}: {detail}")
     if isinstance(exc, rexc.ReadOnlyError):
@@ -512,7 +514,6 @@ class Connection:
         return bool(self._cluster)
 
     def _client_kwargs(self, **override: Any) -> Dict[str, Any]:
-        redis = import_redis()
         kw = {k: v for k, v in self._options.items() if k not in ("url", "cluster")}
         if kw.get("username") is None:
             kw.pop("username", None)
@@ -526,7 +527,6 @@ class Connection:
         kw.setdefault("socket_connect_timeout", DEFAULT_CONNECT_TIMEOUT)
         kw["decode_responses"] = False
         kw.update(override)
-        del redis
         return kw
 
     def _make_client(self, **override: Any) -> Any:
@@ -547,8 +547,10 @@ class Connection:
                 return redis.Redis.from_url(self.url, **kw)
             if self.url.startswith("unix:"):
                 raise ValueError(f"{self.url}: Redis Cluster needs a redis:// or rediss:// URL")
-            path = urllib.parse.urlsplit(self.url).path.strip("/")
-            if path not in ("", "0") or kw.get("db", 0) not in (0, "0"):
+            parts = urllib.parse.urlsplit(self.url)
+            dbs = {parts.path.strip("/") or "0", str(kw.get("db", 0))}
+            dbs.update(v for k, v in urllib.parse.parse_qsl(parts.query) if k == "db")
+            if dbs != {"0"}:
                 raise ValueError(f"{self.url}: a Redis Cluster has only database 0")
             return redis.cluster.RedisCluster.from_url(self.url, **kw)
 
