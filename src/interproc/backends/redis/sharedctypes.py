@@ -128,6 +128,16 @@ class _Shared(RedisObject):
             raise AttributeError(f"{self._ctype.__name__!r} object has no attribute 'get_lock'")
         return self._lock if self._user_lock is True else self._user_lock
 
+    def get_obj(self) -> Any:
+        """The object without its lock: reads and writes that take no lock
+        (multiprocessing's raw ctypes object)."""
+        raw = object.__new__(type(self))
+        raw._setup(self._conn, self._codec, self._id, self._name, self._lease)
+        extra = list(self._extra())
+        extra[1] = False
+        raw._restore(tuple(extra))
+        return raw
+
     def acquire(self, *args: Any, **kwargs: Any) -> bool:
         return self.get_lock().acquire(*args, **kwargs)
 
