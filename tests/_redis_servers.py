@@ -3,9 +3,12 @@
 - :class:`RedisServer`: one standalone server on a free port of 127.0.0.1
   and on a unix socket, optionally with a password, in its own directory,
   with persistence off.
-- :class:`RedisClusterServers`: three cluster-enabled servers joined into a
-  Redis Cluster by ``redis-cli --cluster create`` (no replicas), ready once
-  every node reports ``cluster_state:ok``.
+- :class:`RedisClusterServers`: three cluster-enabled servers (optionally
+  with a password) joined into a Redis Cluster by
+  ``redis-cli --cluster create`` (no replicas), ready once every node
+  reports ``cluster_state:ok``.
+- ``make_tls_files``: a throw-away CA and server certificate (openssl), for
+  ``RedisServer(tls=True)``.
 
 Servers die with the process that started them (``PR_SET_PDEATHSIG``), so a
 test run that is killed leaves none behind.  ``require_redis()`` skips the
@@ -107,15 +110,44 @@ def _commands(address, *commands, timeout: float = 5.0) -> List[bytes]:
             return [_read_reply(f) for _ in commands]
 
 
+def make_tls_files(directory: str) -> dict:
+    """A throw-away CA and a server certificate for 127.0.0.1, made by openssl.
+
+    Returns the paths: ``ca``, ``cert``, ``key``.
+    """
+    os.makedirs(directory, exist_ok=True)
+    p = {n: os.path.join(directory, f) for n, f in [
+        ("ca", "ca.crt"), ("ca_key", "ca.key"), ("cert", "server.crt"), ("key", "server.key"),
+        ("csr", "server.csr"), ("ext", "server.ext")]}
+    with open(p["ext"], "w") as f:
+        f.write("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    for cmd in (
+        ["openssl", "req", "-x509", *ec, "-keyout", p["ca_key"], "-out", p["ca"], "-days", "2",
+         "-subj", "/CN=interproc test CA"],
+        ["openssl", "req", *ec, "-keyout", p["key"], "-out", p["csr"], "-subj", "/CN=127.0.0.1"],
+        ["openssl", "x509", "-req", "-in", p["csr"], "-CA", p["ca"], "-CAkey", p["ca_key"],
+         "-CAcreateserial", "-out", p["cert"], "-days", "2", "-extfile", p["ext"]],
+    ):
+        out = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+        if out.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed:\n{out.stderr}")
+    return {"ca": p["ca"], "cert": p["cert"], "key": p["key"]}
+
+
 class RedisServer:
-    """One ``redis-server`` on 127.0.0.1:<free port> and a unix socket."""
+    """One ``redis-server`` on 127.0.0.1:<free port> and a unix socket
+    (and, with ``tls=True``, a TLS port with a certificate from a throw-away CA)."""
 
     def __init__(self, workdir: str, password: Optional[str] = None, cluster: bool = False,
-                 port: Optional[int] = None):
+                 port: Optional[int] = None, tls: bool = False):
         self.workdir = workdir
         self.password = password
         self.cluster = cluster
         self.port = port
+        self.tls = tls
+        self.tls_port: Optional[int] = None
+        self.tls_files: Optional[dict] = None
         self.proc: Optional[subprocess.Popen] = None
         os.makedirs(workdir, exist_ok=True)
         self.socket_path = os.path.join(workdir, "redis.sock")
@@ -135,6 +167,11 @@ class RedisServer:
     @property
     def unix_url(self) -> str:
         return f"unix://{self.socket_path}"
+
+    @property
+    def tls_url(self) -> str:
+        """``rediss://127.0.0.1:<tls port>/0``; connect with ``ssl_ca_certs=tls_files["ca"]``."""
+        return f"rediss://127.0.0.1:{self.tls_port}/0"
 
     @property
     def auth_url(self) -> str:
@@ -158,7 +195,16 @@ class RedisServer:
                 "--protected-mode", "no",
             ]
             if self.password is not None:
-                args += ["--requirepass", self.password]
+                args += ["--requirepass", self.password, "--masterauth", self.password]
+            if self.tls:
+                if self.tls_files is None:
+                    self.tls_files = make_tls_files(os.path.join(self.workdir, "tls"))
+                self.tls_port = free_port()
+                args += ["--tls-port", str(self.tls_port),
+                         "--tls-cert-file", self.tls_files["cert"],
+                         "--tls-key-file", self.tls_files["key"],
+                         "--tls-ca-cert-file", self.tls_files["ca"],
+                         "--tls-auth-clients", "no"]
             if self.cluster:
                 args += ["--cluster-enabled", "yes",
                          "--cluster-config-file", os.path.join(self.workdir, "nodes.conf"),
@@ -232,16 +278,22 @@ class RedisServer:
 class RedisClusterServers:
     """Three cluster-enabled servers joined into one Redis Cluster."""
 
-    def __init__(self, workdir: str, nodes: int = 3):
+    def __init__(self, workdir: str, nodes: int = 3, password: Optional[str] = None):
         self.workdir = workdir
+        self.password = password
         self.servers: List[RedisServer] = [
-            RedisServer(os.path.join(workdir, f"node{i}"), cluster=True) for i in range(nodes)
+            RedisServer(os.path.join(workdir, f"node{i}"), cluster=True, password=password)
+            for i in range(nodes)
         ]
 
     @property
     def url(self) -> str:
         """The URL of the first node: redis-py finds the others from it."""
         return self.servers[0].url
+
+    @property
+    def auth_url(self) -> str:
+        return self.servers[0].auth_url
 
     @property
     def addresses(self) -> List[str]:
@@ -251,10 +303,13 @@ class RedisClusterServers:
         try:
             for s in self.servers:
                 s.start()
+            env = dict(os.environ)
+            if self.password is not None:
+                env["REDISCLI_AUTH"] = self.password  # not on the command line
             out = subprocess.run(
                 [REDIS_CLI, "--cluster", "create", *self.addresses,
                  "--cluster-replicas", "0", "--cluster-yes"],
-                stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
+                stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60, env=env,
             )
             if out.returncode != 0:
                 raise RuntimeError(f"redis-cli --cluster create failed:\n{out.stdout}\n{out.stderr}")

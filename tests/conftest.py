@@ -138,12 +138,40 @@ def redis_auth_url(redis_auth_server):
 
 
 @pytest.fixture(scope="session")
+def redis_tls_server(tmp_path_factory):
+    """A standalone server with a TLS port: ``.tls_url``, ``.tls_files["ca"]``."""
+    import shutil
+
+    import _redis_servers
+
+    _redis_servers.require_redis()
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make the certificates of the TLS tests")
+    server = _redis_servers.RedisServer(str(tmp_path_factory.mktemp("redis-tls")), tls=True).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
 def redis_cluster(tmp_path_factory):
     """A 3-node Redis Cluster (no replicas): ``.url``, ``.servers``."""
     import _redis_servers
 
     _redis_servers.require_redis(cli=True)
     cluster = _redis_servers.RedisClusterServers(str(tmp_path_factory.mktemp("redis-cluster"))).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_auth_cluster(tmp_path_factory):
+    """A 3-node Redis Cluster whose nodes require ``.password``: ``.url``, ``.auth_url``."""
+    import _redis_servers
+
+    _redis_servers.require_redis(cli=True)
+    cluster = _redis_servers.RedisClusterServers(
+        str(tmp_path_factory.mktemp("redis-auth-cluster")), password=REDIS_TEST_PASSWORD
+    ).start()
     yield cluster
     cluster.stop()
 

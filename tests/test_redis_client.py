@@ -107,11 +107,30 @@ def test_connect_cluster(redis_cluster_url):
             conn.client.delete(k)
 
 
+def test_connect_tls(redis_tls_server):
+    ca = redis_tls_server.tls_files["ca"]
+    conn = Connection.from_url(redis_tls_server.tls_url, ssl_ca_certs=ca)
+    assert conn.ping()
+    assert conn.options["ssl_ca_certs"] == ca
+    assert pickle.loads(pickle.dumps(conn)).ping()
+    # the server's certificate is checked: without the CA it is refused
+    with pytest.raises(UnreachableError, match=f"127.0.0.1:{redis_tls_server.tls_port}") as info:
+        Connection.from_url(redis_tls_server.tls_url).ping()
+    assert "CERTIFICATE_VERIFY_FAILED" in str(info.value)
+
+
 def test_cluster_option_skips_detection(redis_url, redis_cluster_url):
     assert Connection.from_url(redis_url, cluster=False).is_cluster is False
     assert Connection.from_url(redis_cluster_url, cluster=True).is_cluster is True
     with pytest.raises(TypeError):
         Connection.from_url(redis_url, cluster="yes")
+
+
+def test_cluster_has_only_database_0(redis_cluster):
+    for url in (f"redis://{redis_cluster.servers[0].address}/1",
+                f"redis://{redis_cluster.servers[0].address}?db=2"):
+        with pytest.raises(ValueError, match="only database 0"):
+            Connection.from_url(url).ping()
 
 
 def test_one_connection_per_process_and_options(redis_url):
@@ -170,6 +189,45 @@ def test_credentials_from_url_or_arguments(redis_auth_server):
     for conn in (by_url, by_arg):
         assert pw not in conn.url and pw not in repr(conn)
         assert conn.options["password"] == pw  # it must travel with the options
+
+
+def test_cluster_with_a_password(redis_auth_cluster):
+    pw = redis_auth_cluster.password
+    for conn in (Connection.from_url(redis_auth_cluster.auth_url),
+                 Connection.from_url(redis_auth_cluster.url, password=pw)):
+        assert conn.is_cluster
+        written = [f"ip-test:{uname()}:{i}" for i in range(12)]  # on every node
+        for k in written:
+            conn.client.set(k, b"x")
+        assert all(conn.client.get(k) == b"x" for k in written)
+        for k in written:
+            conn.client.delete(k)
+    for cluster in (None, True):  # refused by the question, or by the cluster client
+        with pytest.raises(AuthenticationError, match=redis_auth_cluster.servers[0].address):
+            Connection.from_url(redis_auth_cluster.url, password="wrong", cluster=cluster).ping()
+
+
+def test_cluster_node_down(tmp_path):
+    import _redis_servers
+
+    _redis_servers.require_redis(cli=True)
+    with _redis_servers.RedisClusterServers(str(tmp_path)) as cluster:
+        conn = Connection.from_url(cluster.url)
+        assert conn.is_cluster
+        # a key on each node
+        by_node = {}
+        for i in range(200):
+            k = f"ip-test:{i}"
+            by_node.setdefault(conn.client.get_node_from_key(k).name, k)
+        assert len(by_node) == 3
+        dead = cluster.servers[2]
+        dead.kill()
+        with pytest.raises(UnreachableError) as info:
+            with conn.errors("GET"):
+                conn.client.get(by_node[dead.address])
+        text = str(info.value)
+        assert f"Redis Cluster at {cluster.servers[0].address}" in text
+        assert dead.address in text and "during GET" in text
 
 
 # ---------------------------------------------------------------------------
@@ -318,8 +376,11 @@ def test_translated_decorator(redis_auth_server):
         def poke(self):
             return self._conn.client.ping()
 
-    with pytest.raises(AuthenticationError, match="Thing.poke|refused"):
+    # with cluster=None the first contact is the cluster question, made while connecting
+    with pytest.raises(AuthenticationError, match="refused the credentials during connecting"):
         Thing(Connection.from_url(redis_auth_server.url, password="bad")).poke()
+    with pytest.raises(AuthenticationError, match="refused the credentials during Thing.poke"):
+        Thing(Connection.from_url(redis_auth_server.url, password="bad", cluster=False)).poke()
     assert Thing(Connection.from_url(redis_auth_server.auth_url)).poke()
 
 
@@ -346,11 +407,14 @@ def test_script_runs_and_survives_a_script_flush(any_url):
 # Processes
 
 
-def test_forked_child_gets_its_own_socket(redis_url):
+def test_forked_child_gets_its_own_socket(any_url):
     import multiprocessing
 
-    conn = Connection.from_url(redis_url)
-    parent_id = conn.client.client_id()
+    conn = Connection.from_url(any_url)
+    probe = [f"ip-test:{uname()}:{i}" for i in range(20)]  # on every node of a cluster
+    for k in probe:
+        conn.client.set(k, b"1")
+    parent_id = None if conn.is_cluster else conn.client.client_id()
     key = f"ip-test:{uname()}"
     ctx = multiprocessing.get_context("fork")
     out = ctx.Queue()
@@ -359,11 +423,15 @@ def test_forked_child_gets_its_own_socket(redis_url):
     status, child_id, _ = out.get(timeout=CHILD_TIMEOUT)
     p.join(CHILD_TIMEOUT)
     assert status == "ok", child_id
-    assert child_id != parent_id
-    # the parent's socket is intact and still its own
-    assert conn.client.client_id() == parent_id
+    assert p.exitcode == 0
+    # the parent's sockets are intact and still its own
+    if parent_id is not None:
+        assert child_id != parent_id
+        assert conn.client.client_id() == parent_id
+    assert [conn.client.get(k) for k in probe] == [b"1"] * len(probe)
     assert conn.client.get(key) == str(p.pid).encode()
-    conn.client.delete(key)
+    for k in [key, *probe]:
+        conn.client.delete(k)
 
 
 @pytest.mark.parametrize("start", ["spawn", "forkserver"])
@@ -448,6 +516,35 @@ def test_codec_round_trips(serializer, authkey):
         back = c.loads(data)
         assert back == value and type(back) is type(value), (value, back)
     assert math.isinf(c.loads(c.dumps(float("inf"))))
+
+
+def _plain_data(with_bytes):
+    from hypothesis import strategies as st
+
+    leaves = st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.text() | st.floats(
+        allow_nan=False)
+    if with_bytes:
+        leaves = leaves | st.binary()
+    return st.recursive(
+        leaves,
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4),
+        max_leaves=20,
+    )
+
+
+@pytest.mark.parametrize("serializer", ["json", "msgpack"])
+def test_plain_round_trips_property(serializer):
+    from hypothesis import given, settings
+
+    c = Codec(serializer, b"k")
+
+    @settings(max_examples=200, deadline=None)
+    @given(_plain_data(serializer == "msgpack"))
+    def check(value):
+        back = c.loads(c.dumps(value))
+        assert back == value and repr(back) == repr(value)  # types too, -0.0 included
+
+    check()
 
 
 def test_codec_keeps_types_apart():
@@ -605,7 +702,7 @@ def test_bad_reference_method():
 def test_keys_of_one_object_share_a_slot(redis_cluster_url):
     conn = Connection.from_url(redis_cluster_url)
     for name in ["jobs", "a:b", "ünïcode", keys.anonymous_name(), "x" * 200]:
-        ks = [keys.meta_key(name)] + [keys.object_key(name, p) for p in ("items", "state", "a:b{c")]
+        ks = [keys.meta_key(name)] + [keys.object_key(name, p) for p in ("", "items", "state", "a:b{c")]
         slots = {redis.cluster.key_slot(k.encode()) for k in ks}
         assert len(slots) == 1, (name, ks)
         server_slots = {conn.client.cluster_keyslot(k) for k in ks}
@@ -622,8 +719,9 @@ def test_names():
             keys.check_name(bad)
     a, b = keys.anonymous_name(), keys.anonymous_name()
     assert a != b and a.startswith("anon:")
-    with pytest.raises(ValueError):
-        keys.object_key("jobs", "")
+    assert keys.object_key("jobs") == "ip:{jobs}"
+    with pytest.raises(TypeError):
+        keys.object_key("jobs", None)
 
 
 def test_create_meta_rules(any_url, names):

@@ -224,6 +224,12 @@ class _Container:
     def __copy__(self) -> Any:
         return self.copy()
 
+    def __deepcopy__(self, memo: dict) -> Any:
+        # A deep copy is a private copy: plain types, not another handle on
+        # the same shared memory (which is what pickling gives).
+        import copy
+        return copy.deepcopy(self.copy(), memo)
+
     # naming.object_info: what `interproc ls` shows
     def _unregister_pid(self) -> None:
         pass
@@ -710,6 +716,14 @@ class Namespace(_Container, _core.DictCore):
 
     def __dir__(self) -> list:
         return sorted(k for k, _ in self._attrs())
+
+    def __copy__(self) -> Any:
+        from multiprocessing.managers import Namespace as LocalNamespace
+        return LocalNamespace(**dict(self._attrs()))
+
+    def __deepcopy__(self, memo: dict) -> Any:
+        import copy
+        return copy.deepcopy(self.__copy__(), memo)
 
 
 # What a Namespace keeps as ordinary attributes (not shared ones).

@@ -299,6 +299,14 @@ class SyncManager(_mp_managers.SyncManager):
             return super().Queue(maxsize)
         return queues.JoinableQueue(maxsize)
 
+    def SimpleQueue(self) -> Any:
+        """An ``interproc.SimpleQueue`` (not a typeid of multiprocessing's
+        manager; here so that every interproc backend offers the same types)."""
+        if self._served():
+            raise ValueError("SimpleQueue() is not served by a multiprocessing manager server; "
+                             "use Queue()")
+        return queues.SimpleQueue()
+
     def JoinableQueue(self, maxsize: int = 0) -> Any:
         """An ``interproc.JoinableQueue``."""
         if self._served():

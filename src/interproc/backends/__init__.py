@@ -1,7 +1,10 @@
-"""Backends: where interproc's objects keep their state.
+"""Backends: where interproc's objects live.
 
-The default backend is shared memory (the objects of the top-level
-``interproc`` package).  :mod:`interproc.backends.redis` keeps the same
-objects in a Redis server or Redis Cluster, so that processes on several
-machines can share them.  Importing this package imports no backend.
+- shared memory, the default: ``interproc.Manager()`` and the classes of
+  the top-level package;
+- Redis, for processes on several machines: ``interproc.Manager(url)``
+  (:mod:`interproc.backends.redis`; needs ``pip install interproc[redis]``).
+
+Both answer to the contract in :mod:`interproc.backends.contract`.
+Importing this package imports no backend, and never redis-py.
 """

@@ -44,7 +44,7 @@ Attributes and methods of a ``Connection``
 Errors
 ------
 
-``translate(exc, server=None, op=None)`` returns the exception to raise in
+``translate(exc, server=None, op=None, *, cluster=False)`` returns the exception to raise in
 place of a redis-py one (see ``errors.py``): refused credentials ->
 ``AuthenticationError``; no connection possible -> ``UnreachableError``
 naming ``host:port`` or the socket; connection broken mid-command ->
@@ -210,18 +210,32 @@ def _freeze(value: Any) -> Any:
 # Error translation
 
 
-def translate(exc: BaseException, server: Optional[str] = None, op: Optional[str] = None) -> BaseException:
+# How servers word refused credentials, for errors that redis-py passes on
+# as text only (a cluster client that could reach no node, say).
+_AUTH_WORDS = (
+    "WRONGPASS", "NOAUTH", "invalid username-password", "Authentication required",
+    "HELLO must be called with the client already authenticated", "invalid password",
+)
+
+
+def translate(exc: BaseException, server: Optional[str] = None, op: Optional[str] = None,
+              *, cluster: bool = False) -> BaseException:
     """The exception to raise in place of the redis-py exception ``exc``.
 
-    ``server`` (``host:port`` or a socket path) and ``op`` (what was being
-    done, "Queue.put" say) go into the message.  Exceptions that are not
+    ``server`` (``host:port`` or a socket path; for a cluster, the node the
+    connection was made through) and ``op`` (what was being done,
+    "Queue.put" say) go into the message.  Exceptions that are not
     redis-py's, and redis-py errors with no better equivalent (a Lua
     script's ``error_reply`` among them), are returned unchanged.
     """
     rexc = sys.modules.get("redis.exceptions")
     if rexc is None or not isinstance(exc, (rexc.RedisError, rexc.RedisClusterException)):
         return exc
-    where = f"Redis server {server}" if server else "the Redis server"
+    if cluster:
+        # the failing node is named in redis-py's own text, kept as the detail
+        where = f"a node of the Redis Cluster at {server}" if server else "a Redis Cluster node"
+    else:
+        where = f"Redis server {server}" if server else "the Redis server"
     during = f" during {op}" if op else ""
     detail = str(exc) or type(exc).__name__
 
@@ -252,12 +266,16 @@ def translate(exc: BaseException, server: Optional[str] = None, op: Optional[str
     if isinstance(exc, rexc.ClusterDownError):  # MasterDownError included
         return UnreachableError(f"the Redis Cluster of {where} is down{during}: {detail}")
     if isinstance(exc, rexc.RedisClusterException):
-        return UnreachableError(f"cannot use the Redis Cluster of {where}{during}: {detail}")
+        if any(w in detail for w in _AUTH_WORDS):
+            return AuthenticationError(f"{where} refused the credentials{during}: {detail}")
+        return UnreachableError(f"cannot use the Redis Cluster through {where}{during}: {detail}")
     if isinstance(exc, rexc.MovedError) or (isinstance(exc, rexc.ResponseError) and detail.startswith("MOVED")):
         return ValueError(
             f"{where} is a Redis Cluster node, but this connection was made for a single "
             f"server (cluster=False); connect with cluster=None or cluster=True ({detail})"
         )
+    if isinstance(exc, rexc.ResponseError) and "SELECT is not allowed in cluster mode" in detail:
+        return ValueError(f"{where} is a Redis Cluster node: a Redis Cluster has only database 0 ({detail})")
     if isinstance(exc, rexc.OutOfMemoryError):
         return MemoryError(f"{where} is out of memory (maxmemory reached){during}: {detail}")
     if isinstance(exc, rexc.ReadOnlyError):
@@ -284,10 +302,10 @@ class errors(contextlib.ContextDecorator):
     or None.  The original exception is kept as ``__cause__``.
     """
 
-    __slots__ = ("_server", "_op")
+    __slots__ = ("_conn", "_op")
 
     def __init__(self, conn: "Connection | str | None" = None, op: Optional[str] = None):
-        self._server = conn.address if isinstance(conn, Connection) else conn
+        self._conn = conn
         self._op = op
 
     def __enter__(self) -> "errors":
@@ -296,10 +314,16 @@ class errors(contextlib.ContextDecorator):
     def __exit__(self, et, ev, tb) -> bool:
         if ev is None:
             return False
-        new = translate(ev, self._server, self._op)
+        new = _translate_for(ev, self._conn, self._op)
         if new is ev:
             return False
         raise new.with_traceback(None) from ev
+
+
+def _translate_for(exc: BaseException, conn: "Connection | str | None", op: Optional[str]) -> BaseException:
+    if isinstance(conn, Connection):
+        return translate(exc, conn.address, op, cluster=bool(conn._cluster))
+    return translate(exc, conn, op)
 
 
 def translated(op: Optional[str] = None) -> Callable:
@@ -314,8 +338,7 @@ def translated(op: Optional[str] = None) -> Callable:
             try:
                 return fn(self, *args, **kwargs)
             except BaseException as exc:
-                conn = getattr(self, "_conn", None)
-                new = translate(exc, conn.address if conn is not None else None, name)
+                new = _translate_for(exc, getattr(self, "_conn", None), name)
                 if new is exc:
                     raise
                 raise new from exc
@@ -491,7 +514,6 @@ class Connection:
         return bool(self._cluster)
 
     def _client_kwargs(self, **override: Any) -> Dict[str, Any]:
-        redis = import_redis()
         kw = {k: v for k, v in self._options.items() if k not in ("url", "cluster")}
         if kw.get("username") is None:
             kw.pop("username", None)
@@ -505,13 +527,12 @@ class Connection:
         kw.setdefault("socket_connect_timeout", DEFAULT_CONNECT_TIMEOUT)
         kw["decode_responses"] = False
         kw.update(override)
-        del redis
         return kw
 
     def _make_client(self, **override: Any) -> Any:
         redis = import_redis()
         kw = self._client_kwargs(**override)
-        with errors(self.address, "connecting"):
+        with errors(self, "connecting"):
             if self._cluster is None:
                 plain = redis.Redis.from_url(self.url, **kw)
                 try:
@@ -526,8 +547,10 @@ class Connection:
                 return redis.Redis.from_url(self.url, **kw)
             if self.url.startswith("unix:"):
                 raise ValueError(f"{self.url}: Redis Cluster needs a redis:// or rediss:// URL")
-            path = urllib.parse.urlsplit(self.url).path.strip("/")
-            if path not in ("", "0") or kw.get("db", 0) not in (0, "0"):
+            parts = urllib.parse.urlsplit(self.url)
+            dbs = {parts.path.strip("/") or "0", str(kw.get("db", 0))}
+            dbs.update(v for k, v in urllib.parse.parse_qsl(parts.query) if k == "db")
+            if dbs != {"0"}:
                 raise ValueError(f"{self.url}: a Redis Cluster has only database 0")
             return redis.cluster.RedisCluster.from_url(self.url, **kw)
 
@@ -542,7 +565,7 @@ class Connection:
 
     def errors(self, op: Optional[str] = None) -> errors:
         """``with conn.errors("Queue.put"): ...`` translates redis-py errors."""
-        return errors(self.address, op)
+        return errors(self, op)
 
     def ping(self) -> bool:
         """Round trip to the server; raises the translated error if there is none."""

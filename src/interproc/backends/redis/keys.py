@@ -16,8 +16,9 @@ name for a named object and ``anon:<32 hex digits>`` for an anonymous one.
     (reserved).  TypeError for a non-str, ValueError otherwise.
 ``anonymous_name() -> str``
     A fresh ``anon:<hex>`` name.
-``object_key(name, part) -> str`` and ``meta_key(name) -> str``
-    The key of one part of an object, and of its metadata hash.
+``object_key(name, part="") -> str`` and ``meta_key(name) -> str``
+    The key of one part of an object (``ip:{name}`` itself for the empty
+    part, which may be declared like any other), and of its metadata hash.
 
 ``create_meta(conn, name, kind, options, create=None, *, parts=(), init=None) -> Meta``
     The open/create step of every kind, in one atomic Lua script:
@@ -125,10 +126,12 @@ def _check_any_name(name: Any) -> str:
     return check_name(name)
 
 
-def object_key(name: str, part: str) -> str:
-    """The key of one part of the object ``name``."""
-    if not isinstance(part, str) or not part:
-        raise ValueError(f"a part name must be a non-empty str, not {part!r}")
+def object_key(name: str, part: str = "") -> str:
+    """The key of one part of the object ``name``; ``part=""`` is ``ip:{name}`` itself."""
+    if not isinstance(part, str):
+        raise TypeError(f"a part name must be a str, not {type(part).__name__}")
+    if not part:
+        return f"{PREFIX}:{{{name}}}"
     return f"{PREFIX}:{{{name}}}:{part}"
 
 

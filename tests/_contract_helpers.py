@@ -1,0 +1,89 @@
+"""Child-process bodies for the backend contract tests (importable by
+spawn and forkserver children)."""
+import time
+
+TIMEOUT = 60
+
+
+def run_all(procs, started=False):
+    if not started:
+        for p in procs:
+            p.start()
+    deadline = time.monotonic() + TIMEOUT
+    for p in procs:
+        p.join(max(0.0, deadline - time.monotonic()))
+        if p.is_alive():
+            p.kill()
+            p.join(10)
+            raise AssertionError(f"child {p.pid} did not finish within {TIMEOUT} s")
+    assert [p.exitcode for p in procs] == [0] * len(procs)
+
+
+def increment_many(d, key, n):
+    for _ in range(n):
+        d.increment(key)
+
+
+def locked_add(d, n):
+    for _ in range(n):
+        with d.lock:
+            d["total"] = d["total"] + 1
+
+
+def seed_f(d, lst):
+    d[1] = "1"
+    d["2"] = 2
+    lst.append(1)
+
+
+def append_to_inner(d, value):
+    d["inner"].append(value)
+
+
+def append_many(lst, i, n):
+    for j in range(n):
+        lst.append(i * 1000 + j)
+
+
+def set_attr(ns, name, value):
+    setattr(ns, name, value)
+
+
+def produce(q, i, n):
+    for j in range(n):
+        q.put(i * 1000 + j)
+
+
+def consume_and_ack(q, n):
+    for _ in range(n):
+        q.get(timeout=TIMEOUT)
+        q.task_done()
+
+
+def lock_guarded_add(lock, d, n):
+    for _ in range(n):
+        with lock:
+            d["n"] = d["n"] + 1
+
+
+def wait_event(ev, out):
+    out.put(ev.wait(TIMEOUT))
+
+
+def wait_condition(cond, out):
+    with cond:
+        out.put("waiting")
+        out.put(cond.wait(TIMEOUT))
+
+
+def barrier_rounds(b, rounds):
+    for _ in range(rounds):
+        b.wait(timeout=TIMEOUT)
+
+
+def bump_value_and_array(v, a, n):
+    for _ in range(n):
+        with v.get_lock():
+            v.value += 1
+        with a.get_lock():
+            a[0] += 1.0

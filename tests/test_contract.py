@@ -1,0 +1,328 @@
+"""The behaviour every backend must show: one suite, run against each.
+
+Each test gets a manager from the ``manager`` fixture, parametrized over the
+backends: shared memory (``interproc.Manager()``) and Redis
+(``interproc.Manager(url)`` on a real redis-server, skipped where none can
+be started).  Tests only use what the contract in
+``interproc.backends.contract`` names, so a backend that passes them can
+replace another.
+"""
+import queue
+import threading
+import time
+
+import pytest
+
+import interproc
+from interproc.backends import contract
+
+import _contract_helpers as ch
+
+BACKENDS = ("shm", "redis")
+
+
+@pytest.fixture(params=BACKENDS)
+def manager(request):
+    if request.param == "shm":
+        m = interproc.Manager()
+    else:
+        try:
+            url = request.getfixturevalue("redis_url")
+        except pytest.FixtureLookupError:
+            pytest.skip("no redis_url fixture in this test suite")
+        try:
+            m = interproc.Manager(url)
+        except TypeError:
+            pytest.skip("this interproc has no Redis manager yet")
+    with m:
+        yield m
+
+
+def test_manager_matches_the_contract(manager):
+    assert contract.check_manager(manager) == []
+
+
+# ----------------------------------------------------------------- dict
+
+def test_dict_behaves_as_a_dict(manager):
+    d = manager.dict({"a": 1}, b=2)
+    d["c"] = [1, 2]
+    d[(1, "x")] = None
+    assert d == {"a": 1, "b": 2, "c": [1, 2], (1, "x"): None}
+    assert len(d) == 4 and "a" in d and "z" not in d
+    assert d.get("z", 5) == 5 and d.setdefault("a", 9) == 1 and d.setdefault("e", 3) == 3
+    assert d.pop("e") == 3 and d.pop("e", None) is None
+    assert list(d.keys()) == ["a", "b", "c", (1, "x")]
+    assert list(d.values())[:2] == [1, 2]
+    assert d.popitem() == ((1, "x"), None)
+    d.update([("f", 6)], g=7)
+    assert d.copy() == {"a": 1, "b": 2, "c": [1, 2], "f": 6, "g": 7}
+    assert type(d.copy()) is dict
+    del d["a"]
+    d.clear()
+    assert len(d) == 0 and d == {}
+
+
+def test_dict_errors(manager):
+    d = manager.dict()
+    with pytest.raises(KeyError):
+        d["missing"]
+    with pytest.raises(KeyError):
+        del d["missing"]
+    with pytest.raises(TypeError):
+        d[["unhashable"]] = 1
+    with pytest.raises(Exception):
+        d["x"] = threading.Lock()  # unpicklable
+    assert len(d) == 0
+
+
+def test_dict_keys_are_canonical(manager):
+    d = manager.dict()
+    d[1] = "int"
+    d[1.0] = "float"
+    d[True] = "bool"
+    assert len(d) == 1 and d[1] == "bool"
+    assert list(d.keys()) == [1] and type(list(d.keys())[0]) is int
+    d[(1, 2)] = "t"
+    assert d[(1.0, 2)] == "t" and d[(True, 2.0)] == "t"
+    d[frozenset({1, 2})] = "s"
+    assert d[frozenset({2.0, 1})] == "s"
+
+
+def test_dict_iteration_raises_when_the_size_changes(manager):
+    d = manager.dict({i: i for i in range(10)})
+    with pytest.raises(RuntimeError):
+        for k in d:
+            d[k + 100] = 1
+
+
+def test_dict_increment_is_atomic_across_processes(manager, start_method):
+    d = manager.dict()
+    procs = [start_method.Process(target=ch.increment_many, args=(d, "n", 200)) for _ in range(3)]
+    ch.run_all(procs)
+    assert d["n"] == 600
+
+
+def test_dict_lock_makes_a_compound_update_atomic(manager, start_method):
+    d = manager.dict(total=0)
+    procs = [start_method.Process(target=ch.locked_add, args=(d, 100)) for _ in range(3)]
+    ch.run_all(procs)
+    assert d["total"] == 300
+
+
+def test_the_seed_program(manager, start_method):
+    d, lst = manager.dict(), manager.list(range(5))
+    procs = [start_method.Process(target=ch.seed_f, args=(d, lst)) for _ in range(10)]
+    ch.run_all(procs)
+    assert str(d) == "{1: '1', '2': 2}"
+    assert str(lst) == "[0, 1, 2, 3, 4, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]"
+
+
+def test_a_container_stored_in_another_stays_shared(manager, start_method):
+    d = manager.dict()
+    d["inner"] = manager.list()
+    p = start_method.Process(target=ch.append_to_inner, args=(d, "x"))
+    ch.run_all([p])
+    assert list(d["inner"]) == ["x"]
+
+
+# ----------------------------------------------------------------- list
+
+def test_list_behaves_as_a_list(manager):
+    lst = manager.list([3, 1, 2])
+    lst.append(5)
+    lst.extend([4])
+    lst.insert(0, 0)
+    assert lst == [0, 3, 1, 2, 5, 4] and len(lst) == 6
+    assert lst[1] == 3 and lst[-1] == 4 and lst[1:3] == [3, 1] and lst[::2] == [0, 1, 5]
+    lst[0] = 9
+    lst[1:3] = ["a", "b", "c"]
+    assert lst.copy() == [9, "a", "b", "c", 2, 5, 4]
+    del lst[1:4]
+    assert lst == [9, 2, 5, 4]
+    lst.sort()
+    assert lst == [2, 4, 5, 9]
+    lst.reverse()
+    assert lst == [9, 5, 4, 2] and lst.index(4) == 2 and lst.count(5) == 1 and 9 in lst
+    assert lst.pop() == 2 and lst.pop(0) == 9
+    lst.remove(5)
+    lst += [7]
+    lst *= 2
+    assert lst == [4, 7, 4, 7]
+    assert lst + [1] == [4, 7, 4, 7, 1] and type(lst.copy()) is list
+    lst.clear()
+    assert len(lst) == 0
+
+
+def test_list_errors(manager):
+    lst = manager.list([1])
+    with pytest.raises(IndexError):
+        lst[5]
+    with pytest.raises(IndexError):
+        manager.list().pop()
+    with pytest.raises(ValueError):
+        lst.remove(7)
+    with pytest.raises(ValueError):
+        lst.index(7)
+    with pytest.raises(TypeError):
+        lst["x"]
+
+
+def test_list_appends_from_processes_lose_nothing(manager, start_method):
+    lst = manager.list()
+    procs = [start_method.Process(target=ch.append_many, args=(lst, i, 100)) for i in range(3)]
+    ch.run_all(procs)
+    assert sorted(lst) == sorted(i * 1000 + j for i in range(3) for j in range(100))
+
+
+# ------------------------------------------------------------ Namespace
+
+def test_namespace(manager, start_method):
+    ns = manager.Namespace(x=1)
+    ns.name = "Bob"
+    assert ns.x == 1 and ns.name == "Bob"
+    assert repr(ns) == "Namespace(name='Bob', x=1)"
+    with pytest.raises(AttributeError):
+        ns.missing
+    del ns.x
+    with pytest.raises(AttributeError):
+        ns.x
+    ch.run_all([start_method.Process(target=ch.set_attr, args=(ns, "y", 42))])
+    assert ns.y == 42
+
+
+# ----------------------------------------------------------------- queues
+
+def test_queue_fifo_maxsize_and_timeouts(manager):
+    q = manager.Queue(2)
+    q.put(1)
+    q.put_nowait(2)
+    assert q.full() and q.qsize() == 2
+    with pytest.raises(queue.Full):
+        q.put(3, timeout=0.05)
+    with pytest.raises(queue.Full):
+        q.put_nowait(3)
+    assert q.get() == 1 and q.get_nowait() == 2 and q.empty()
+    started = time.monotonic()
+    with pytest.raises(queue.Empty):
+        q.get(timeout=0.1)
+    assert time.monotonic() - started >= 0.09
+    with pytest.raises(queue.Empty):
+        q.get_nowait()
+
+
+def test_queue_batches(manager):
+    q = manager.Queue()
+    q.put_many(list(range(10)))
+    assert q.get_many(4) == [0, 1, 2, 3]
+    assert q.get_many(100) == [4, 5, 6, 7, 8, 9]
+
+
+def test_queue_between_processes(manager, start_method):
+    q = manager.Queue()
+    procs = [start_method.Process(target=ch.produce, args=(q, i, 50)) for i in range(2)]
+    ch.run_all(procs)
+    got = [q.get(timeout=10) for _ in range(100)]
+    for i in range(2):
+        mine = [x for x in got if x // 1000 == i]
+        assert mine == sorted(mine)  # each producer's items in order
+
+
+def test_joinable_queue(manager, start_method):
+    q = manager.JoinableQueue()
+    for i in range(5):
+        q.put(i)
+    p = start_method.Process(target=ch.consume_and_ack, args=(q, 5))
+    p.start()
+    q.join()
+    ch.run_all([p], started=True)
+    with pytest.raises(ValueError):
+        q.task_done()
+
+
+def test_simple_queue(manager):
+    q = manager.SimpleQueue()
+    assert q.empty()
+    q.put("x")
+    assert not q.empty() and q.get() == "x"
+
+
+# ---------------------------------------------------------- sync primitives
+
+def test_lock_excludes_across_processes(manager, start_method):
+    lock, d = manager.Lock(), manager.dict(n=0)
+    procs = [start_method.Process(target=ch.lock_guarded_add, args=(lock, d, 100)) for _ in range(3)]
+    ch.run_all(procs)
+    assert d["n"] == 300
+
+
+def test_lock_and_rlock_rules(manager):
+    lock = manager.Lock()
+    assert lock.acquire() and not lock.acquire(False) and not lock.acquire(timeout=0.05)
+    lock.release()
+    with pytest.raises((ValueError, RuntimeError)):
+        lock.release()
+    rlock = manager.RLock()
+    with rlock:
+        with rlock:
+            pass
+    with pytest.raises((AssertionError, RuntimeError)):
+        rlock.release()
+
+
+def test_semaphores(manager):
+    s = manager.Semaphore(2)
+    assert s.acquire() and s.acquire() and not s.acquire(timeout=0.05)
+    s.release()
+    s.release()
+    b = manager.BoundedSemaphore(1)
+    b.acquire()
+    b.release()
+    with pytest.raises(ValueError):
+        b.release()
+
+
+def test_event_wakes_other_processes(manager, start_method):
+    ev, out = manager.Event(), manager.Queue()
+    p = start_method.Process(target=ch.wait_event, args=(ev, out))
+    p.start()
+    assert not ev.is_set() and not ev.wait(0.05)
+    ev.set()
+    assert out.get(timeout=10) is True
+    ch.run_all([p], started=True)
+    ev.clear()
+    assert not ev.is_set()
+
+
+def test_condition_notify(manager, start_method):
+    cond, out = manager.Condition(), manager.Queue()
+    p = start_method.Process(target=ch.wait_condition, args=(cond, out))
+    p.start()
+    assert out.get(timeout=10) == "waiting"
+    with cond:
+        cond.notify_all()
+    assert out.get(timeout=10) is True
+    ch.run_all([p], started=True)
+
+
+def test_barrier(manager, start_method):
+    b = manager.Barrier(2)
+    p = start_method.Process(target=ch.barrier_rounds, args=(b, 3))
+    p.start()
+    for _ in range(3):
+        b.wait(timeout=10)
+    ch.run_all([p], started=True)
+    assert b.parties == 2 and not b.broken
+    b.abort()
+    with pytest.raises(threading.BrokenBarrierError):
+        b.wait(timeout=1)
+
+
+# ---------------------------------------------------------- Value and Array
+
+def test_value_and_array(manager, start_method):
+    v, a = manager.Value("i", 0), manager.Array("d", [0.0, 0.0])
+    procs = [start_method.Process(target=ch.bump_value_and_array, args=(v, a, 100)) for _ in range(2)]
+    ch.run_all(procs)
+    assert v.value == 200
+    assert a[0] == 200.0 and list(a[:]) == [200.0, 0.0] and len(a) == 2
