@@ -242,7 +242,7 @@ class _QueueBase(RedisObject):
         c = self._consumer()
         if c.recover:
             self._recover(c)
-        limit = GET_CHUNK
+        limit = _common.block_limit(self._conn, GET_CHUNK)
         more = max_items - 1
         extra = more > 0 or self._maxsize > 0
         while True:

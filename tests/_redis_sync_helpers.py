@@ -1,0 +1,143 @@
+"""Child-process targets of the Redis queue and synchronization tests.
+
+Module level, so that spawn and forkserver can import them by name.  Every
+blocking call has a timeout, and a child that sees something wrong exits
+with a code of its own, so a bug shows up as a failed child, not a hang.
+"""
+
+import os
+import sys
+import time
+import warnings
+
+CHILD_TIMEOUT = 30.0
+
+EXIT_TIMED_OUT = 3
+EXIT_EXCLUSION_BROKEN = 5
+EXIT_WRONG = 6
+
+
+def produce(q, tag, n):
+    for i in range(n):
+        q.put((tag, i))
+
+
+def consume_and_finish(q, n, results):
+    """Take n items from a JoinableQueue, mark each done, report them."""
+    got = []
+    for _ in range(n):
+        got.append(q.get(timeout=CHILD_TIMEOUT))
+        q.task_done()
+    results.put_many(got)
+
+
+def increment_under_lock(lock, counter_key, n, nested):
+    """A read-modify-write of a Redis key that loses updates unless ``lock``
+    excludes the other processes; a second key catches overlap directly."""
+    client = lock._conn.client
+    inside = counter_key + ":inside"
+    for _ in range(n):
+        if not lock.acquire(timeout=CHILD_TIMEOUT):
+            sys.exit(EXIT_TIMED_OUT)
+        if nested and not lock.acquire(timeout=CHILD_TIMEOUT):
+            sys.exit(EXIT_TIMED_OUT)
+        try:
+            if client.incr(inside) != 1:
+                sys.exit(EXIT_EXCLUSION_BROKEN)
+            value = int(client.get(counter_key) or 0)
+            time.sleep(0.0005)
+            client.set(counter_key, value + 1)
+            client.decr(inside)
+        finally:
+            if nested:
+                lock.release()
+            lock.release()
+
+
+def hold_lock_forever(lock, started):
+    """Take the lock, say so, and wait to be killed."""
+    if not lock.acquire(timeout=CHILD_TIMEOUT):
+        sys.exit(EXIT_TIMED_OUT)
+    started.set()
+    time.sleep(CHILD_TIMEOUT)
+    sys.exit(EXIT_WRONG)
+
+
+def try_release(lock):
+    """Release a lock this process does not hold: must raise."""
+    try:
+        lock.release()
+    except RuntimeError:
+        sys.exit(0)
+    sys.exit(EXIT_WRONG)
+
+
+def take_lock_briefly(lock, result_q):
+    """Report whether the lock could be taken within a short timeout."""
+    got = lock.acquire(timeout=0.5)
+    if got:
+        lock.release()
+    result_q.put(got)
+
+
+def use_semaphore(sem, key, n):
+    """Hold the semaphore n times; a Redis counter records the concurrency."""
+    client = sem._conn.client
+    for _ in range(n):
+        if not sem.acquire(timeout=CHILD_TIMEOUT):
+            sys.exit(EXIT_TIMED_OUT)
+        try:
+            now = client.incr(key)
+            client.execute_command("EVAL", "local m = tonumber(redis.call('GET', KEYS[1]) or '0') "
+                                   "if tonumber(ARGV[1]) > m then redis.call('SET', KEYS[1], ARGV[1]) end",
+                                   1, key + ":max", now)
+            time.sleep(0.002)
+            client.decr(key)
+        finally:
+            sem.release()
+
+
+def wait_event(event, ready, result_q):
+    ready.put("waiting")
+    t0 = time.monotonic()
+    ok = event.wait(CHILD_TIMEOUT)
+    result_q.put((ok, time.monotonic() - t0))
+
+
+def wait_condition(cond, key, result_q):
+    """Wait under ``cond`` until the Redis key is set, then report it."""
+    client = cond._conn.client
+    with cond:
+        result_q.put("waiting")
+        ok = cond.wait_for(lambda: client.get(key) is not None, CHILD_TIMEOUT)
+        result_q.put(client.get(key) if ok else None)
+
+
+def barrier_rounds(barrier, rounds, result_q):
+    out = []
+    for _ in range(rounds):
+        out.append(barrier.wait(CHILD_TIMEOUT))
+    result_q.put(out)
+
+
+def barrier_expect_broken(barrier, result_q):
+    import threading
+
+    try:
+        barrier.wait(CHILD_TIMEOUT)
+    except threading.BrokenBarrierError:
+        result_q.put("broken")
+        return
+    result_q.put("passed")
+
+
+def barrier_action():
+    """An importable barrier action: counts its runs in Redis."""
+    from interproc.backends.redis.client import Connection
+
+    conn = Connection.from_url(os.environ["IP_TEST_REDIS_URL"])
+    conn.client.incr(os.environ["IP_TEST_ACTION_KEY"])
+
+
+def ignore_warnings():
+    warnings.simplefilter("ignore")
