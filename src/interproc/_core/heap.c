@@ -475,14 +475,28 @@ int ip_handle_check(ip_handle_t *h)
 int ip_value_init(ip_heap_t *hp, ip_value_t *v, PyObject *obj)
 {
     v->ref = 0;
+    v->p.obj = NULL;
     if ((PyObject_TypeCheck(obj, &ip_DictCore_Type) || PyObject_TypeCheck(obj, &ip_ListCore_Type))
-        && ((ip_handle_t *)obj)->heap != NULL && ((ip_handle_t *)obj)->heap->uid == hp->uid) {
-        v->ref = ((ip_handle_t *)obj)->off;
-        v->p.type = IP_VAL_REF;
-        v->p.obj = NULL;
-        v->p.data = NULL;
-        v->p.len = 8;
-        return 0;
+        && ((ip_handle_t *)obj)->heap != NULL) {
+        ip_heap_t *other = ((ip_handle_t *)obj)->heap;
+        if (other->uid == hp->uid) {
+            v->ref = ((ip_handle_t *)obj)->off;
+            v->p.type = IP_VAL_REF;
+            v->p.data = NULL;
+            v->p.len = 8;
+            return 0;
+        }
+        /* Only the heap holding a container keeps it alive; stored elsewhere,
+         * an anonymous one would be freed with its last handle and leave a
+         * dangling reference behind.  A named one lives until unlinked. */
+        if (other->kind == IP_KIND_HEAP) {
+            PyErr_Format(PyExc_ValueError,
+                         "an anonymous %.100s can only be stored in containers of its own heap "
+                         "(the anonymous containers made in the same process); give it a name= "
+                         "to store it in a named container",
+                         Py_TYPE(obj)->tp_name);
+            return -1;
+        }
     }
     return ip_payload_init(&v->p, obj);
 }
