@@ -73,6 +73,8 @@ static inline uint64_t class_size(uint32_t c)
     return (1ull << b) + (uint64_t)(j + 1) * (1ull << (b - 2));
 }
 
+#define HEAP_LOCK(hp) (&(hp)->fixed->lock)
+
 static inline uint64_t *word(ip_heap_t *hp, uint64_t off)
 {
     return (uint64_t *)(hp->base + off);
@@ -391,14 +393,14 @@ static int hold(ip_heap_t *hp, const ip_deadline_t *d, int op)
         return 0;
     }
     ip_heap_hdr_t *h = IP_HHDR(hp);
-    int rc = pthread_mutex_trylock(&h->lock);
+    int rc = pthread_mutex_trylock(HEAP_LOCK(hp));
     int res;
     if (rc == 0)
         res = IP_LOCK_OK;
     else if (rc == EOWNERDEAD)
         res = IP_LOCK_OWNER_DIED;
     else if (rc == EBUSY)
-        res = ip_mutex_lock(&h->lock, d);
+        res = ip_mutex_lock(HEAP_LOCK(hp), d);
     else {
         errno = rc;
         PyErr_SetFromErrno(PyExc_OSError);
@@ -415,9 +417,9 @@ static int hold(ip_heap_t *hp, const ip_deadline_t *d, int op)
     h = IP_HHDR(hp);
     if (h->size > hp->mapped && remap(hp, h->size) < 0) {
         if (res == IP_LOCK_OWNER_DIED)
-            ip_mutex_consistent(&IP_HHDR(hp)->lock);
+            ip_mutex_consistent(HEAP_LOCK(hp));
         hp->depth = hp->ops = 0;
-        pthread_mutex_unlock(&IP_HHDR(hp)->lock);
+        pthread_mutex_unlock(HEAP_LOCK(hp));
         return -1;
     }
     h = IP_HHDR(hp);
@@ -425,7 +427,7 @@ static int hold(ip_heap_t *hp, const ip_deadline_t *d, int op)
         rollback(hp);
         h->recoveries++;
         if (res == IP_LOCK_OWNER_DIED)
-            ip_mutex_consistent(&h->lock);
+            ip_mutex_consistent(HEAP_LOCK(hp));
     }
     hp->ndeferred = 0;
     return 0;
@@ -439,7 +441,7 @@ int ip_heap_enter(ip_heap_t *hp, const ip_deadline_t *d)
 static void drop_hold(ip_heap_t *hp)
 {
     if (--hp->depth == 0)
-        pthread_mutex_unlock(&IP_HHDR(hp)->lock);
+        pthread_mutex_unlock(HEAP_LOCK(hp));
 }
 
 /* Only the outermost operation commits or rolls back: an inner one (a
@@ -603,7 +605,9 @@ static int heap_layout(ip_heap_t *hp, uint32_t kind, int create)
             return -1;
         hp->base = (uint8_t *)h;
         hp->mapped = IP_HEAP_START + INITIAL_HEAP;
-        if (ip_mutex_init(&h->lock) != 0) {
+        if ((hp->fixed = ip_map(hp->fd, IP_HEAP_HDR_SIZE, 0)) == NULL)
+            return -1;
+        if (ip_mutex_init(HEAP_LOCK(hp)) != 0) {
             PyErr_SetString(PyExc_OSError, "cannot initialize a process-shared mutex");
             return -1;
         }
@@ -636,6 +640,8 @@ static int heap_layout(ip_heap_t *hp, uint32_t kind, int create)
     hp->mapped = size;
     hp->uid = h->seg.uid;
     hp->kind = kind;
+    if ((hp->fixed = ip_map(hp->fd, IP_HEAP_HDR_SIZE, 0)) == NULL)
+        return -1;
     if (size < IP_HEAP_START || h->size < size || h->size > file_size || h->top < IP_HEAP_START
         || h->top > h->size) {
         PyErr_SetString(ip_SegmentError, "shared heap header is corrupt (bad sizes)");
@@ -676,10 +682,12 @@ static void HeapCore_dealloc(ip_heap_t *hp)
     PyObject_GC_UnTrack(hp);
     if (hp->weakrefs)
         PyObject_ClearWeakRefs((PyObject *)hp);
-    if (hp->depth > 0 && hp->owner_pid == cur_pid && hp->base)
-        pthread_mutex_unlock(&IP_HHDR(hp)->lock);
+    if (hp->depth > 0 && hp->owner_pid == cur_pid && hp->fixed)
+        pthread_mutex_unlock(HEAP_LOCK(hp));
     if (hp->base)
         munmap(hp->base, (size_t)hp->mapped);
+    if (hp->fixed)
+        munmap(hp->fixed, IP_HEAP_HDR_SIZE);
     if (hp->fd >= 0)
         close(hp->fd);
     PyMem_Free(hp->deferred);

@@ -517,7 +517,11 @@ typedef struct {
 /* One process's view of a heap. */
 typedef struct ip_heap_s {
     PyObject_HEAD
-    uint8_t *base;
+    /* The header page mapped on its own, never moved: the robust mutex
+     * must stay at the address it had when locked, because the kernel finds
+     * a dead holder's mutexes through a list of their addresses. */
+    ip_heap_hdr_t *fixed;
+    uint8_t *base; /* the whole file; mremap may move it */
     uint64_t mapped;
     int fd;
     uint32_t kind;
