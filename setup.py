@@ -12,6 +12,9 @@ sources = [
     "src/interproc/_core/connection.c",
     "src/interproc/_core/sync.c",
     "src/interproc/_core/atomic.c",
+    "src/interproc/_core/heap.c",
+    "src/interproc/_core/dict.c",
+    "src/interproc/_core/list.c",
     "src/interproc/_core/plain.c",
 ]
 cflags = ["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Wno-missing-field-initializers"]

@@ -90,3 +90,14 @@ def test_bench_smoke_run_prints_a_table():
     result = run("-m", "interproc", "bench", "--quick", "--case", "ping-pong", timeout=120)
     assert result.returncode == 0, result.stderr
     assert "interproc.Queue" in result.stdout
+
+
+def test_bench_container_cases_smoke_run():
+    # The container cases, their Manager peers, and a case with a second
+    # figure (RSS beside PSS) in the measurements.
+    result = run("-m", "interproc", "bench", "--quick", "--case", "dict-child-set-get",
+                 "--case", "list-read", "--case", "dict-memory", timeout=120)
+    assert result.returncode == 0, result.stderr
+    for text in ("interproc.SharedDict", "interproc.SharedList", "mp Manager().dict()",
+                 "MiB PSS", "MiB RSS"):
+        assert text in result.stdout

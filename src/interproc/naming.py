@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import os
+import weakref
 from typing import Any, Callable, Dict, List, Optional
 
 from . import _core
@@ -189,9 +190,25 @@ def share_fds(fds: "list[int]") -> tuple:
     """
     from multiprocessing import context, reduction
 
-    if context.get_spawning_popen() is not None:
-        return ("dupfd", [reduction.DupFd(fd) if fd >= 0 else None for fd in fds])
+    popen = context.get_spawning_popen()
+    if popen is not None:
+        # One descriptor may back several objects (containers share a heap):
+        # the child must be handed each descriptor once.
+        handed = _handed_to.setdefault(popen, {})
+        out = []
+        for fd in fds:
+            if fd < 0:
+                out.append(None)
+            else:
+                if fd not in handed:
+                    handed[fd] = reduction.DupFd(fd)
+                out.append(handed[fd])
+        return ("dupfd", out)
     return ("proc", os.getpid(), list(fds))
+
+
+# spawning Popen -> {fd: what DupFd made of it}, for share_fds
+_handed_to: "weakref.WeakKeyDictionary[Any, Dict[int, Any]]" = weakref.WeakKeyDictionary()
 
 
 def receive_fds(shared: tuple, flags: "list[int]") -> "list[int]":

@@ -41,6 +41,10 @@ enum ip_kind {
     IP_KIND_ARRAY = 11,
     IP_KIND_CONDITION = 12, /* an RLock's words; `value` holds waiting << 32 | tokens */
     IP_KIND_BARRIER = 13,   /* `value` holds generation << 32 | broken << 31 | count */
+    IP_KIND_HEAP = 14,      /* containers (heap.c) with no root: anonymous only */
+    IP_KIND_DICT = 15,      /* a heap whose root is a SharedDict */
+    IP_KIND_LIST = 16,      /* ... a SharedList */
+    IP_KIND_NAMESPACE = 17, /* ... a Namespace */
 };
 
 /* ------------------------------------------------------------------ */
@@ -429,5 +433,180 @@ Py_ssize_t ip_channel_take(ip_channel_t *ch, Py_ssize_t max, uint64_t max_len, P
                            uint32_t *types, const ip_deadline_t *d);
 /* Waits until a take would not block (data, or end of stream). */
 int ip_channel_wait_ready(ip_channel_t *ch, const ip_deadline_t *d);
+
+/* ------------------------------------------------------------------ */
+/* Heap of containers (heap.c, dict.c, list.c)                         */
+
+/* Size classes: 16..256 bytes in steps of 16, then four per doubling. */
+#define IP_HEAP_NCLASSES 176
+/* Undo entries: enough for a few thousand keys in one update(); the log
+ * lives in sparse file space, so unused entries cost no memory. */
+#define IP_HEAP_LOG_CAP (1u << 20)
+
+typedef struct {
+    uint64_t off; /* heap offset of the word */
+    uint64_t old; /* its value before the transaction */
+} ip_undo_t;
+
+typedef struct {
+    ip_seghdr_t seg;
+    _Alignas(IP_CACHELINE) pthread_mutex_t lock; /* guards everything below and every object */
+    uint64_t size;       /* bytes of the file the heap may use; only grows */
+    uint64_t top;        /* first never-allocated byte */
+    uint64_t root;       /* offset of the root object of a named container, else 0 */
+    uint64_t log_count;  /* undo entries of the open transaction; 0 between transactions */
+    uint64_t recoveries; /* transactions rolled back after their process died */
+    uint64_t live_bytes; /* bytes in allocated blocks */
+    uint64_t objects;    /* live containers */
+    uint64_t free_heads[IP_HEAP_NCLASSES];
+} ip_heap_hdr_t;
+
+#define IP_HEAP_HDR_SIZE (((sizeof(ip_heap_hdr_t) + IP_PAGE - 1) / IP_PAGE) * IP_PAGE)
+#define IP_HEAP_LOG_OFFSET IP_HEAP_HDR_SIZE
+#define IP_HEAP_START (IP_HEAP_LOG_OFFSET + (uint64_t)IP_HEAP_LOG_CAP * sizeof(ip_undo_t))
+
+enum ip_obj_type { IP_OBJ_DICT = 1, IP_OBJ_LIST = 2, IP_OBJ_NAMESPACE = 3 };
+
+/* A container inside a heap.  Dicts keep CPython's split layout: `index`
+ * is a table of `mask + 1` u32 slots (0 empty, UINT32_MAX deleted, else
+ * entry number + 1) and `items` an array of ip_dentry_t in insertion order.
+ * Lists keep `items` as an array of item offsets. */
+typedef struct {
+    uint32_t type;
+    uint32_t pad;
+    uint64_t oid;     /* random, zeroed when freed: tells a live object from a stale reference */
+    uint64_t handles; /* process-local handles that counted themselves in */
+    uint64_t refs;    /* values in this heap that hold the object, +1 for a root */
+    uint64_t used;    /* dict: keys; list: length */
+    uint64_t version; /* dict: bumped by every key insertion or removal */
+    uint64_t index;   /* dict: offset of the slot table */
+    uint64_t mask;    /* dict: slots - 1 */
+    uint64_t items;   /* offset of the entry / item array */
+    uint64_t nitems;  /* dict: entries in use, holes included */
+    uint64_t cap;     /* capacity of the array, in entries */
+} ip_obj_t;
+
+typedef struct {
+    uint64_t hash;
+    uint64_t item; /* offset of the ip_ditem_t, 0 for a hole */
+} ip_dentry_t;
+
+/* Item types beyond the ring's record types: a container of the same heap. */
+#define IP_VAL_REF 16
+
+/* A stored dict entry: the key in canonical form (what equality compares),
+ * the key as given when that loses its type (True, 1.0, tuples of them),
+ * then the value.  Immutable once written: a new value is a new item. */
+typedef struct {
+    uint64_t hash;
+    uint64_t vlen;
+    uint32_t klen;
+    uint32_t olen;
+    uint8_t otype;
+    uint8_t vtype;
+    uint8_t pad[6];
+} ip_ditem_t;
+
+/* A stored list element. */
+typedef struct {
+    uint64_t vlen;
+    uint8_t vtype;
+    uint8_t pad[7];
+} ip_litem_t;
+
+/* One process's view of a heap. */
+typedef struct ip_heap_s {
+    PyObject_HEAD
+    uint8_t *base;
+    uint64_t mapped;
+    int fd;
+    uint32_t kind;
+    uint64_t uid;
+    /* the re-entrant hold of `lock` by one thread of this process */
+    unsigned long owner_thread;
+    long owner_pid;
+    long depth; /* holds: operations and explicit acquire()s */
+    long ops;   /* operations in progress; nested ones come from handles freed mid-operation */
+    /* blocks to free once the open transaction commits */
+    uint64_t *deferred;
+    size_t ndeferred, cap_deferred;
+    PyObject *factory; /* factory(offset, type) -> handle for a stored container */
+    PyObject *weakrefs;
+} ip_heap_t;
+
+#define IP_HOFF(hp, off) ((void *)((hp)->base + (off)))
+#define IP_HHDR(hp) ((ip_heap_hdr_t *)(hp)->base)
+
+extern PyTypeObject ip_HeapCore_Type;
+extern PyTypeObject ip_DictCore_Type;
+extern PyTypeObject ip_ListCore_Type;
+
+/* Takes the heap's lock (re-entrant for the holding thread): 0, or -1 with
+ * an exception set, or 1 when the deadline passed.  A dead holder's open
+ * transaction is rolled back first. */
+int ip_heap_enter(ip_heap_t *hp, const ip_deadline_t *d);
+/* Commits the open transaction, frees what it released, drops one hold. */
+void ip_heap_leave(ip_heap_t *hp);
+/* Rolls the open transaction back (after an error), then drops one hold. */
+void ip_heap_abort(ip_heap_t *hp);
+/* Stores v at heap offset `off`, remembering the old word for a rollback.
+ * Returns -1 with MemoryError set if the undo log is full. */
+int ip_heap_set(ip_heap_t *hp, uint64_t off, uint64_t v);
+/* Allocates a block with room for `size` bytes: its payload's offset, or
+ * 0 with an exception set.  May move hp->base: re-derive pointers after. */
+uint64_t ip_heap_alloc(ip_heap_t *hp, uint64_t size);
+/* Frees a block once the transaction commits. */
+int ip_heap_free_later(ip_heap_t *hp, uint64_t off);
+/* Commits the open transaction early, between whole operations, when the
+ * undo log is nearly full.  Returns 1 if it did. */
+int ip_heap_checkpoint(ip_heap_t *hp);
+/* A container that lost a reference: freed once nothing holds it. */
+int ip_heap_obj_release(ip_heap_t *hp, uint64_t obj);
+/* The object at off, if it is a live container of `type` (0: any) with `oid` (0: any). */
+ip_obj_t *ip_heap_obj(ip_heap_t *hp, uint64_t off, uint32_t type, uint64_t oid);
+/* Allocates an empty container.  Its offset, or 0 with an exception set. */
+uint64_t ip_heap_obj_new(ip_heap_t *hp, uint32_t type);
+
+/* A handle on one container: the base of DictCore and ListCore. */
+typedef struct {
+    PyObject_HEAD
+    ip_heap_t *heap;
+    uint64_t off;
+    uint64_t oid;
+    uint32_t type;
+    long pid; /* the process whose count this handle holds */
+    PyObject *dict;
+    PyObject *weakrefs;
+} ip_handle_t;
+
+/* Values as stored items: serializes v (a container of the same heap
+ * becomes a reference). */
+typedef struct {
+    ip_payload_t p;
+    uint64_t ref; /* IP_VAL_REF: the object */
+} ip_value_t;
+int ip_value_init(ip_heap_t *hp, ip_value_t *v, PyObject *obj);
+void ip_value_clear(ip_value_t *v);
+/* Writes it at dst (len bytes); a reference gains a count. */
+void ip_value_write(const ip_value_t *v, uint8_t *dst);
+/* Under the lock, before the item is published: a reference's count. */
+int ip_value_hold(ip_heap_t *hp, const ip_value_t *v);
+/* Under the lock: the copy of a stored value that outlives the lock: bytes
+ * (pickles), a finished object (plain, bytes), or a counted reference.
+ * Returns a new reference or NULL with an exception set; *kind tells which. */
+enum { IP_COPY_DONE = 0, IP_COPY_PICKLE = 1, IP_COPY_REF = 2 };
+PyObject *ip_value_copy(ip_heap_t *hp, uint32_t vtype, const uint8_t *data, uint64_t len, int *kind);
+/* After the lock: turns what ip_value_copy gave into the value. */
+PyObject *ip_value_finish(ip_heap_t *hp, PyObject *copy, int kind);
+/* A stored value is being dropped: a reference loses its count. */
+int ip_value_drop(ip_heap_t *hp, uint32_t vtype, const uint8_t *data);
+int ip_handle_check(ip_handle_t *h);
+PyObject *ip_handle_new(PyTypeObject *type, PyObject *args, PyObject *kwds, uint32_t want);
+void ip_handle_dealloc(ip_handle_t *h);
+int ip_handle_traverse(ip_handle_t *h, visitproc visit, void *arg);
+int ip_handle_clear(ip_handle_t *h);
+/* The base type of DictCore and ListCore: close(), closed. */
+extern PyTypeObject ip_HandleCore_Type;
+int ip_heap_init_module(PyObject *m);
 
 #endif

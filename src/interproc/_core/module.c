@@ -207,6 +207,8 @@ PyMODINIT_FUNC PyInit__core(void)
         goto fail;
     if (ip_sync_init_module(m) < 0)
         goto fail;
+    if (ip_heap_init_module(m) < 0)
+        goto fail;
     if (PyType_Ready(&ip_ConnectionCore_Type) < 0
         || PyModule_AddObjectRef(m, "ConnectionCore", (PyObject *)&ip_ConnectionCore_Type) < 0)
         goto fail;

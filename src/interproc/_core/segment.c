@@ -88,6 +88,14 @@ static const char *kind_name(uint32_t kind)
         return "Condition";
     case IP_KIND_BARRIER:
         return "Barrier";
+    case IP_KIND_HEAP:
+        return "heap";
+    case IP_KIND_DICT:
+        return "SharedDict";
+    case IP_KIND_LIST:
+        return "SharedList";
+    case IP_KIND_NAMESPACE:
+        return "Namespace";
     default:
         return NULL;
     }

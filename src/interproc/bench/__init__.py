@@ -1,11 +1,14 @@
 """Benchmarks of interproc's Queue against multiprocessing, faster-fifo and hyperq,
-and of its Pipe against multiprocessing and pyzmq.
+of its Pipe against multiprocessing and pyzmq, of its synchronization
+primitives against multiprocessing's, and of its SharedDict and SharedList
+against multiprocessing's Manager proxies and UltraDict.
 
 ``interproc bench`` and ``benchmarks/run.py`` both call `main`.  The cases
-live in `cases`, one module per family (`throughput`, `latency`,
-`resources`); `runner` owns processes, trials and medians; `adapters` gives
-every queue, and every pipe, the same small surface; `report` and `machine`
-write the results.
+are listed in `cases`; their trials live in one module per family
+(`throughput`, `latency`, `resources`, `sync`, `containers`); `runner` owns
+processes, trials and medians; `adapters` gives every queue, and every pipe,
+the same small surface (`containers` registers its own dicts and lists
+there); `report` and `machine` write the results.
 """
 from .command import main
 

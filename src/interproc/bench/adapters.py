@@ -19,7 +19,7 @@ from .runner import CTX
 
 __all__ = [
     "Adapter", "Endpoint", "Implementation", "PipeAdapter", "PipeEnd", "Sizing", "Unavailable",
-    "label", "load",
+    "label", "load", "register",
 ]
 
 
@@ -295,6 +295,12 @@ _ADAPTERS: dict[str, type[Implementation]] = {
     )
 }
 _loaded: dict[str, Implementation | Unavailable] = {}
+
+
+def register(cls: type[Implementation]) -> None:
+    """Make ``cls`` loadable by its key (for implementations defined beside their cases)."""
+    if _ADAPTERS.setdefault(cls.key, cls) is not cls:
+        raise ValueError(f"two implementations share the key {cls.key!r}")
 
 
 def label(key: str) -> str:

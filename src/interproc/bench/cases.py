@@ -5,7 +5,7 @@ import functools
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from . import adapters, latency, resources, sync, throughput
+from . import adapters, containers, latency, resources, sync, throughput
 from .runner import Sample, Series, Settings
 from .throughput import BYTES_32, MIB, OBJECT
 
@@ -45,6 +45,8 @@ ROUND_TRIP = Metric("µs per round trip", False, lambda v: f"{_significant(v)} �
 CPU = Metric("CPU s", False, lambda v: f"{v:.4f} s CPU")
 MEMORY = Metric("KiB per queue", False, lambda v: f"{v:.1f} KiB")
 NANOS = Metric("ns per call", False, lambda v: f"{_significant(v)} ns")
+PSS_SUM = Metric("MiB PSS, summed over processes", False, lambda v: f"{v:,.1f} MiB PSS")
+RSS_SUM = Metric("MiB RSS, summed over processes", False, lambda v: f"{v:,.1f} MiB RSS")
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,9 @@ class Case:
     # False where peers' values are context only: a ratio of two near-zero
     # CPU figures is noise.
     compare: bool = True
+    # Further figures each trial reports beside the main one; shown in the
+    # measurements only.
+    more: tuple[Metric, ...] = ()
 
 
 def _streaming(
@@ -283,6 +288,80 @@ def all_cases(settings: Settings) -> list[Case]:
             (_module("interproc", sync.single_increments), _module("mp", sync.single_increments)),
             (Target(None, 10e6, "≥ 10 M ops/s"), Target("mp", 10, "≥ 10× mp locked increment")),
             quick_n=20_000,
+        ),
+        *_container_cases(settings),
+    ]
+
+
+def _container(key: str, adapter: str, trial: Callable[[Any, int, Settings], Sample]) -> Contender:
+    return Contender(key, adapters.label(adapter), adapter, trial)
+
+
+def _container_cases(settings: Settings) -> list[Case]:
+    entries = containers.memory_entries(settings)
+    one_million = Target(None, 1e6, "≥ 1 M ops/s")
+    return [
+        Case(
+            "dict-child-set-get", "dict set+get in a child",
+            "a child does d[i] = i, then d[i], for i in range(n), on a dict the parent made "
+            "(2n operations)",
+            OPS,
+            (_container("interproc", "interproc_dict", containers.dict_child_set_get),
+             _container("mp", "mp_dict", containers.dict_child_set_get),
+             _container("ultradict", "ultradict", containers.dict_child_set_get)),
+            (Target("mp", 50, "≥ 50× Manager().dict()"),
+             Target("ultradict", 1.0, "≥ 1.0× UltraDict")),
+            n_max=5_000_000,
+        ),
+        Case(
+            "dict-read", "dict d[k] reads",
+            f"one process reads d[k], cycling over the keys of a dict prefilled with "
+            f"{containers.PREFILL:,} small ints",
+            OPS,
+            (_container("interproc", "interproc_dict", containers.dict_reads),
+             _container("reference", "builtin_dict", containers.dict_reads),
+             _container("ultradict", "ultradict", containers.dict_reads)),
+            (Target(None, 2e6, "≥ 2 M ops/s"),),
+        ),
+        Case(
+            "dict-write", "dict d[k] = v writes",
+            f"one process writes d[k] = v, giving each of {containers.PREFILL:,} existing "
+            f"small-int keys in turn a new small int",
+            OPS,
+            (_container("interproc", "interproc_dict", containers.dict_writes),
+             _container("reference", "builtin_dict", containers.dict_writes),
+             _container("ultradict", "ultradict", containers.dict_writes)),
+            (one_million,),
+            n_max=10_000_000,
+        ),
+        Case(
+            "list-append", "list append",
+            "one process appends small ints to an empty list",
+            OPS,
+            (_container("interproc", "interproc_list", containers.list_appends),
+             _container("mp", "mp_list", containers.list_appends),
+             _container("reference", "builtin_list", containers.list_appends)),
+            (one_million,),
+            n_max=10_000_000,
+        ),
+        Case(
+            "list-read", "list l[i] reads",
+            f"one process reads l[i], cycling over the indexes of a list of "
+            f"{containers.PREFILL:,} small ints",
+            OPS,
+            (_container("interproc", "interproc_list", containers.list_reads),
+             _container("mp", "mp_list", containers.list_reads),
+             _container("reference", "builtin_list", containers.list_reads)),
+            (one_million,),
+        ),
+        Case(
+            "dict-memory", "dict memory",
+            f"memory {containers.READERS} processes gain by reading every entry of one shared "
+            f"dict of {entries:,} small ints: sum of their PSS increases (and of RSS)",
+            PSS_SUM,
+            (_container("interproc", "interproc_dict", containers.dict_memory),
+             _container("ultradict", "ultradict", containers.dict_memory)),
+            sized=False, more=(RSS_SUM,),
         ),
     ]
 

@@ -14,7 +14,9 @@ __all__ = ["main"]
 
 _DESCRIPTION = """\
 Measure interproc's Queue against multiprocessing.Queue, faster-fifo and
-hyperq, and its Pipe against multiprocessing.Pipe and pyzmq; print medians and
+hyperq, its Pipe against multiprocessing.Pipe and pyzmq, its synchronization
+primitives against multiprocessing's, and its SharedDict and SharedList
+against multiprocessing's Manager proxies and UltraDict; print medians and
 interproc/peer ratios against the project's targets, and optionally append
 them to a results file.
 

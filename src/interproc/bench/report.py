@@ -1,6 +1,8 @@
 """Markdown tables of medians, ratios and targets."""
 from __future__ import annotations
 
+import statistics
+
 from .cases import Case
 from .runner import Series, Settings
 
@@ -53,14 +55,16 @@ def _comparisons(case: Case, series: list[Series]) -> list[list[str]]:
 
 def _measurements(case: Case, series: list[Series]) -> list[list[str]]:
     rows = []
-    fmt = case.metric.format
     for s in series:
         if s.skipped:
             rows.append([case.title, s.label, "skipped", "—", "0", "—"])
         elif s.values:
-            spread = f"{fmt(min(s.values))} … {fmt(max(s.values))}" if len(s.values) > 1 else "—"
-            rows.append([case.title, s.label, fmt(s.median), spread, str(len(s.values)),
-                         f"{s.n:,}" if s.n else "—"])
+            # The case's own figure, then any further ones from the same trials.
+            for metric, values in zip((case.metric, *case.more), (s.values, *s.more)):
+                fmt = metric.format
+                spread = f"{fmt(min(values))} … {fmt(max(values))}" if len(values) > 1 else "—"
+                rows.append([case.title, s.label, fmt(statistics.median(values)), spread,
+                             str(len(values)), f"{s.n:,}" if s.n else "—"])
         else:
             rows.append([case.title, s.label, "failed" if s.error else "n/a", "—", "0", "—"])
     return rows

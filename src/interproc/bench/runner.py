@@ -48,6 +48,9 @@ class Settings:
 class Sample:
     value: float
     elapsed: float
+    # Further figures from the same trial, one for each of the case's
+    # ``more`` metrics (e.g. RSS beside PSS).
+    more: tuple[float, ...] = ()
 
 
 @dataclass
@@ -58,6 +61,8 @@ class Series:
     label: str
     n: int = 0
     values: list[float] = field(default_factory=list)
+    # One list per further figure of the case, trial by trial.
+    more: list[list[float]] = field(default_factory=list)
     error: str | None = None
     skipped: str | None = None
 
@@ -174,6 +179,12 @@ def run_case(
                 log(f"{case.name}: {s.label} failed: {exc}")
                 continue
             s.values.append(sample.value)
+            if not s.more:
+                s.more = [[] for _ in sample.more]
+            for values, value in zip(s.more, sample.more):
+                values.append(value)
+            figures = [case.metric.format(sample.value)]
+            figures += [metric.format(value) for metric, value in zip(case.more, sample.more)]
             log(f"{case.name}: {s.label} trial {number}/{settings.trials}: "
-                f"{case.metric.format(sample.value)}")
+                f"{', '.join(figures)}")
     return [s for s, _ in contenders]

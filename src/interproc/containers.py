@@ -1,0 +1,720 @@
+"""SharedDict, SharedList and Namespace: containers stored once, in shared memory.
+
+Every process reads and writes them directly: there is no server process
+and no per-process replica.  They live in a *heap*, a shared-memory segment
+with one lock, an allocator and an undo log (``_core/heap.c``):
+
+- every operation holds the heap's lock, so single operations (``d[k] = v``,
+  ``setdefault``, ``pop``, ``update``, ``append``...) are atomic;
+- ``with d.lock:`` holds it across several operations, for compound
+  updates; ``d.increment(k)`` is the atomic ``d[k] += 1``;
+- a process killed in the middle of an operation leaves the container as it
+  was before that operation: whoever takes the lock next rolls it back;
+- the heap grows while memory lasts and reuses what is freed.
+
+Anonymous containers made in one process share that process's heap (which
+forked children inherit), so a container stored in another stays the same
+container: reading it back anywhere gives a handle on it, not a copy.  A
+named container (``name=...``) has a heap of its own, ``/dev/shm/interproc.<name>``,
+that lives until :meth:`unlink`.
+
+Keys behave as dict keys do, in every process, whatever its hash seed:
+they are compared in a canonical encoding, in which ``1``, ``1.0`` and
+``True`` are one key, for None, bool, int, float, str, bytes and tuples and
+frozensets of these (subclasses such as IntEnum count as their base value).
+Any other hashable key is compared by its pickle: two such keys are one key
+when they pickle to the same bytes.
+"""
+from __future__ import annotations
+
+import collections.abc
+import threading
+import weakref
+from typing import Any, Iterable, Iterator, Optional
+
+from . import _core, naming, serialization  # noqa: F401  (serialization configures _core)
+
+__all__ = ["SharedDict", "SharedList", "Namespace"]
+
+# Keys, values or items fetched per hold of the lock while iterating.
+_CHUNK_FIRST = 32
+_CHUNK_MAX = 1024
+
+# uid -> this process's view of that heap, so a reference to a heap that is
+# already open reuses its mapping (and its in-heap references stay valid).
+_heaps: "weakref.WeakValueDictionary[int, _core.HeapCore]" = weakref.WeakValueDictionary()
+_heap_names: "dict[int, str]" = {}
+_default: Optional[_core.HeapCore] = None
+_default_lock = threading.Lock()
+
+
+def _register(heap: _core.HeapCore, name: Optional[str]) -> _core.HeapCore:
+    heap.factory = _from_value
+    _heaps[heap.uid] = heap
+    if name is not None:
+        _heap_names[heap.uid] = name
+    return heap
+
+
+def _default_heap() -> _core.HeapCore:
+    """The heap of this process's anonymous containers, made on first use.
+
+    A forked child keeps its parent's; a spawned one adopts the first
+    anonymous heap it receives a container from.
+    """
+    global _default
+    heap = _default
+    if heap is None:
+        with _default_lock:
+            if _default is None:
+                fd, _ = naming.open_segment(None, True, 0o600)
+                _default = _register(_core.HeapCore(fd, _core.KIND_HEAP, True), None)
+            heap = _default
+    return heap
+
+
+def _class_of(obj_type: int) -> type:
+    return {_core.OBJ_DICT: SharedDict, _core.OBJ_LIST: SharedList,
+            _core.OBJ_NAMESPACE: Namespace}[obj_type]
+
+
+def _handle(cls: type, heap: _core.HeapCore, offset: int, oid: int, counted: bool = False,
+            name: Optional[str] = None) -> Any:
+    base = _core.ListCore if issubclass(cls, _core.ListCore) else _core.DictCore
+    obj = base.__new__(cls, heap, offset, oid, counted)
+    object.__setattr__(obj, "_name", name)
+    return obj
+
+
+def _from_value(heap: _core.HeapCore, ref: tuple) -> Any:
+    """Called by the core for a container read back out of another: the
+    core has already counted this handle in."""
+    offset, obj_type, oid = ref
+    return _handle(_class_of(obj_type), heap, offset, oid, counted=True)
+
+
+def _open(cls: type, kind: int, obj_type: int, name: Optional[str], create: Optional[bool],
+          mode: int, fill: Any) -> Any:
+    """Create or attach a container; ``fill(obj)`` gives a new one its content."""
+    if name is None:
+        if create is False:
+            raise ValueError("create=False needs a name: there is nothing to attach to")
+        heap = _default_heap()
+        offset, oid = heap.new_object(obj_type)
+        obj = _handle(cls, heap, offset, oid)
+        fill(obj)
+        return obj
+
+    def make_new(fd: int) -> Any:
+        heap = _register(_core.HeapCore(fd, kind, True), name)
+        offset, oid = heap.root
+        obj = _handle(cls, heap, offset, oid, name=name)
+        fill(obj)
+        return obj
+
+    def attach_existing(fd: int) -> Any:
+        heap = _register(_core.HeapCore(fd, kind, False), name)
+        offset, oid = heap.root
+        obj = _handle(cls, heap, offset, oid, name=name)
+        if fill is not _nothing:
+            obj.close()
+            raise ValueError(f"{cls.__name__} {name!r} already exists; content can only be "
+                             "given when it is created")
+        return obj
+
+    return naming.open_object(name, create, mode, make_new, attach_existing)
+
+
+def _nothing(obj: Any) -> None:
+    pass
+
+
+def _heap_reference(heap: _core.HeapCore) -> tuple:
+    name = _heap_names.get(heap.uid)
+    if name is not None:
+        return ("name", name, heap.uid)
+    return ("fd", naming.share_fds([heap.fd]), heap.uid)
+
+
+def _rebuild(cls: type, ref: tuple, kind: int, offset: int, oid: int) -> Any:
+    global _default
+    uid = ref[-1]
+    heap = _heaps.get(uid)
+    name = ref[1] if ref[0] == "name" else None
+    if heap is None:
+        fd, name = naming.open_reference(ref)
+        heap = _core.HeapCore(fd, kind, False)
+        if heap.uid != uid:
+            raise RuntimeError(
+                "the container that was sent is gone: its name or descriptor now belongs to "
+                "another object")
+        _register(heap, name)
+        if name is None and kind == _core.KIND_HEAP:
+            with _default_lock:
+                if _default is None:
+                    _default = heap
+    return _handle(cls, heap, offset, oid, name=name)
+
+
+class ContainerLock:
+    """The lock of a container's heap: ``with d.lock:`` makes a compound
+    update atomic with respect to every other process and thread.
+
+    Re-entrant for the thread holding it, so the container's own operations
+    work inside the ``with`` block.  It covers every container of the same
+    heap.  A process killed while holding it releases it; the operations it
+    had finished stay done, one it was in the middle of is undone.
+    """
+
+    __slots__ = ("_heap",)
+
+    def __init__(self, heap: _core.HeapCore) -> None:
+        self._heap = heap
+
+    def acquire(self, block: bool = True, timeout: Optional[float] = None) -> bool:
+        """Take the lock; False if ``block`` is false or ``timeout`` passed first."""
+        return self._heap.acquire(block, timeout)
+
+    def release(self) -> None:
+        """Drop one hold; RuntimeError if this thread does not hold it."""
+        self._heap.release()
+
+    def locked_by_me(self) -> bool:
+        return self._heap._is_owned()
+
+    def __enter__(self) -> bool:
+        return self._heap.acquire()
+
+    def __exit__(self, *exc: Any) -> None:
+        self._heap.release()
+
+    def __repr__(self) -> str:
+        return f"<ContainerLock held={self._heap._is_owned()}>"
+
+
+class _Container:
+    """What the three containers share: names, the lock, pickling."""
+
+    _KIND = 0
+    _name: Optional[str]
+
+    @property
+    def name(self) -> Optional[str]:
+        """The name, or None for an anonymous container."""
+        return self._name
+
+    @property
+    def lock(self) -> ContainerLock:
+        """The lock that makes compound updates atomic (see ContainerLock)."""
+        return ContainerLock(self._heap)
+
+    def unlink(self) -> None:
+        """Remove the name.  Open handles keep working; the memory goes with the
+        last of them.  Nothing happens for an anonymous container."""
+        if self._name is not None:
+            try:
+                naming.unlink(self._name)
+            except FileNotFoundError:
+                pass
+
+    def __reduce__(self) -> tuple:
+        heap = self._heap
+        return (_rebuild, (type(self), _heap_reference(heap), heap.kind, self._offset, self._oid))
+
+    def __copy__(self) -> Any:
+        return self.copy()
+
+    # naming.object_info: what `interproc ls` shows
+    def _unregister_pid(self) -> None:
+        pass
+
+    def _info(self) -> dict:
+        info = self._heap.info()
+        return {"kind": self._heap.kind, "capacity_bytes": info["size"] - _core.HEAP_START,
+                "items": len(self),
+                "bytes_used": info["live_bytes"], "pids": [], "maxsize": None,
+                "file_size": info["file_size"]}
+
+    @classmethod
+    def _attach_fd(cls, fd: int, name: Optional[str], kind: Optional[int] = None) -> Any:
+        heap = _register(_core.HeapCore(fd, cls._KIND, False), name)
+        offset, oid = heap.root
+        return _handle(cls, heap, offset, oid, name=name)
+
+
+def _iterate(d: Any, what: int) -> Iterator[Any]:
+    """Iterate a SharedDict/Namespace like a dict: RuntimeError if its keys
+    change (in any process) while it runs."""
+    size, version = d._state()
+    pos, want = 0, _CHUNK_FIRST
+    while True:
+        chunk, pos, ver = d._chunk(pos, want, what)
+        if ver != version:
+            _changed(d, size)
+        if not chunk:
+            return
+        for x in chunk:
+            yield x
+            now_size, now_version = d._state()
+            if now_version != version:
+                _changed(d, size, now_size)
+        want = min(want * 4, _CHUNK_MAX)
+
+
+def _changed(d: Any, size: int, now: Optional[int] = None) -> None:
+    if now is None:
+        now = d._state()[0]
+    if now != size:
+        raise RuntimeError("dictionary changed size during iteration")
+    raise RuntimeError("dictionary keys changed during iteration")
+
+
+class _KeysView(collections.abc.KeysView):
+    def __iter__(self) -> Iterator[Any]:
+        return _iterate(self._mapping, 0)
+
+
+class _ValuesView(collections.abc.ValuesView):
+    def __iter__(self) -> Iterator[Any]:
+        return _iterate(self._mapping, 1)
+
+
+class _ItemsView(collections.abc.ItemsView):
+    def __iter__(self) -> Iterator[Any]:
+        return _iterate(self._mapping, 2)
+
+
+def _pairs(args: tuple, kwargs: dict) -> list:
+    """What dict.update(*args, **kwargs) would store, as (key, value) pairs."""
+    if len(args) > 1:
+        raise TypeError(f"update expected at most 1 argument, got {len(args)}")
+    pairs: list = []
+    if args:
+        src = args[0]
+        if isinstance(src, SharedDict):
+            pairs = src._all(2)
+        elif isinstance(src, dict):
+            pairs = list(src.items())
+        elif hasattr(src, "keys"):
+            pairs = [(k, src[k]) for k in src.keys()]
+        else:
+            for i, item in enumerate(src):
+                try:
+                    pair = tuple(item)
+                except TypeError:
+                    raise TypeError(f"cannot convert dictionary update sequence element #{i} "
+                                    "to a sequence") from None
+                if len(pair) != 2:
+                    raise ValueError(f"dictionary update sequence element #{i} has length "
+                                     f"{len(pair)}; 2 is required")
+                pairs.append(pair)
+    if kwargs:
+        pairs.extend(kwargs.items())
+    return pairs
+
+
+_MISSING = object()
+
+
+class SharedDict(_Container, _core.DictCore):
+    """A dict in shared memory, shared by every process that has a handle on it.
+
+    ``SharedDict(*args, name=None, create=None, mode=0o600, **kwargs)`` takes
+    its content as ``dict(*args, **kwargs)`` does; ``name``, ``create`` and
+    ``mode`` are the usual interproc naming arguments (to store a key called
+    ``name``, pass a dict).  Content is only accepted when the dict is
+    created, not when an existing name is attached.
+
+    It has the whole dict API.  Keys are any hashable objects (see the
+    module's notes on how they compare), values any picklable objects; a
+    SharedDict, SharedList or Namespace stored as a value stays shared.
+    ``str(d)`` is the plain dict's text; ``copy()`` returns a plain dict.
+    Iterating while the keys change, in any process, raises RuntimeError as
+    a dict does.  Single operations are atomic; ``with d.lock:`` makes a
+    sequence of them atomic; ``d.increment(k)`` is an atomic ``d[k] += 1``.
+    """
+
+    _KIND = _core.KIND_DICT
+
+    def __new__(cls, *args: Any, name: Optional[str] = None, create: Optional[bool] = None,
+                mode: int = 0o600, **kwargs: Any) -> "SharedDict":
+        if args or kwargs:
+            pairs = _pairs(args, kwargs)  # bad content fails before anything is made
+            fill = lambda obj: obj._update_pairs(pairs)  # noqa: E731
+        else:
+            fill = _nothing
+        return _open(cls, cls._KIND, _core.OBJ_DICT, name, create, mode, fill)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass  # everything happens in __new__
+
+    @classmethod
+    def fromkeys(cls, iterable: Iterable[Any], value: Any = None) -> "SharedDict":
+        """A new anonymous SharedDict with keys from iterable, each set to value."""
+        return cls([(k, value) for k in iterable])
+
+    def _all(self, what: int) -> list:
+        with self.lock:
+            out: list = []
+            pos = 0
+            while True:
+                chunk, pos, _ = self._chunk(pos, 1 << 20, what)
+                if not chunk:
+                    return out
+                out.extend(chunk)
+
+    def __iter__(self) -> Iterator[Any]:
+        return _iterate(self, 0)
+
+    def __reversed__(self) -> Iterator[Any]:
+        return reversed(self._all(0))
+
+    def keys(self) -> _KeysView:
+        return _KeysView(self)
+
+    def values(self) -> _ValuesView:
+        return _ValuesView(self)
+
+    def items(self) -> _ItemsView:
+        return _ItemsView(self)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        """Store every pair of ``dict(*args, **kwargs)`` in one atomic step."""
+        self._update_pairs(_pairs(args, kwargs))
+
+    def copy(self) -> dict:
+        """A plain dict with the same content, read atomically."""
+        return dict(self._all(2))
+
+    def increment(self, key: Any, delta: Any = 1, default: Any = 0) -> Any:
+        """Atomically ``d[key] = d.get(key, default) + delta``; returns the new value."""
+        with self.lock:
+            value = self.get(key, default) + delta
+            self[key] = value
+            return value
+
+    def __eq__(self, other: Any) -> bool:
+        if isinstance(other, SharedDict):
+            return self.copy() == other.copy()
+        if isinstance(other, dict):
+            return self.copy() == other
+        return NotImplemented
+
+    def __ne__(self, other: Any) -> bool:
+        eq = self.__eq__(other)
+        return eq if eq is NotImplemented else not eq
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __or__(self, other: Any) -> dict:
+        if not isinstance(other, (dict, SharedDict)):
+            return NotImplemented
+        out = self.copy()
+        out.update(other.copy() if isinstance(other, SharedDict) else other)
+        return out
+
+    def __ror__(self, other: Any) -> dict:
+        if not isinstance(other, dict):
+            return NotImplemented
+        out = dict(other)
+        out.update(self.copy())
+        return out
+
+    def __ior__(self, other: Any) -> "SharedDict":
+        self.update(other)
+        return self
+
+    def __str__(self) -> str:
+        return repr(self.copy())
+
+    def __repr__(self) -> str:
+        if self.closed:
+            return "<SharedDict (closed)>"
+        return f"SharedDict({self.copy()!r})"
+
+
+collections.abc.MutableMapping.register(SharedDict)
+
+
+class SharedList(_Container, _core.ListCore):
+    """A list in shared memory, shared by every process that has a handle on it.
+
+    ``SharedList(iterable=(), *, name=None, create=None, mode=0o600)``.  It
+    has the whole list API, with list's errors; ``+`` and ``*`` and
+    ``copy()`` give plain lists, ``+=`` and ``*=`` change it in place.
+    Values are any picklable objects; a shared container stored in it stays
+    shared.  Single operations are atomic (``append``, ``insert``, ``pop``,
+    slice assignment, ``sort``...); ``with l.lock:`` makes a sequence of
+    them atomic.
+    """
+
+    _KIND = _core.KIND_LIST
+
+    def __new__(cls, iterable: Iterable[Any] = (), *, name: Optional[str] = None,
+                create: Optional[bool] = None, mode: int = 0o600) -> "SharedList":
+        values = _snapshot(iterable)
+        fill = (lambda obj: obj._replace(None, None, values)) if values else _nothing
+        return _open(cls, cls._KIND, _core.OBJ_LIST, name, create, mode, fill)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __iter__(self) -> Iterator[Any]:
+        pos, want = 0, _CHUNK_FIRST
+        while True:
+            chunk = self[pos:pos + want]
+            if not chunk:
+                return
+            yield from chunk
+            pos += len(chunk)
+            want = min(want * 4, _CHUNK_MAX)
+
+    def __reversed__(self) -> Iterator[Any]:
+        return reversed(self[:])
+
+    def __contains__(self, value: Any) -> bool:
+        return value in self[:]
+
+    def index(self, value: Any, start: int = 0, stop: int = 2**63 - 1) -> int:
+        """The first index of value in [start, stop); ValueError if absent."""
+        try:
+            return self[:].index(value, start, stop)
+        except ValueError:
+            raise ValueError(f"{value!r} is not in list") from None
+
+    def count(self, value: Any) -> int:
+        return self[:].count(value)
+
+    def extend(self, iterable: Iterable[Any]) -> None:
+        """Append every value of iterable, in one atomic step."""
+        self._replace(None, None, _snapshot(iterable))
+
+    def remove(self, value: Any) -> None:
+        """Remove the first occurrence of value, atomically; ValueError if absent."""
+        with self.lock:
+            try:
+                i = self[:].index(value)
+            except ValueError:
+                raise ValueError("list.remove(x): x not in list") from None
+            del self[i]
+
+    def clear(self) -> None:
+        self._replace(0, None, [])
+
+    def copy(self) -> list:
+        """A plain list with the same content, read atomically."""
+        return self[:]
+
+    def sort(self, *, key: Any = None, reverse: bool = False) -> None:
+        """Sort in place, stably, atomically.  Values are moved, not rewritten."""
+        with self.lock:
+            values = self[:]
+            keyed = values if key is None else [key(v) for v in values]
+            order = sorted(range(len(values)), key=keyed.__getitem__, reverse=reverse)
+            self._select(order)
+
+    def reverse(self) -> None:
+        with self.lock:
+            self._select(range(len(self) - 1, -1, -1))
+
+    def _assign_slice(self, slc: slice, value: Any) -> None:
+        values = _snapshot(value, "can only assign an iterable")
+        with self.lock:
+            start, stop, step = slc.indices(len(self))
+            if step == 1:
+                self._replace(start, max(start, stop), values)
+                return
+            indices = range(start, stop, step)
+            if len(values) != len(indices):
+                raise ValueError(f"attempt to assign sequence of size {len(values)} to extended "
+                                 f"slice of size {len(indices)}")
+            for i, v in zip(indices, values):
+                self[i] = v
+
+    def _delete_slice(self, slc: slice) -> None:
+        with self.lock:
+            n = len(self)
+            start, stop, step = slc.indices(n)
+            if step == 1:
+                self._replace(start, max(start, stop), [])
+                return
+            gone = set(range(start, stop, step))
+            if gone:
+                self._select([i for i in range(n) if i not in gone])
+
+    def __iadd__(self, other: Iterable[Any]) -> "SharedList":
+        self.extend(other)
+        return self
+
+    def __imul__(self, n: int) -> "SharedList":
+        if not hasattr(n, "__index__"):
+            return NotImplemented
+        with self.lock:
+            values = self[:]
+            if n <= 0:
+                self.clear()
+            elif values:
+                self._replace(None, None, values * (n - 1))
+        return self
+
+    def __add__(self, other: Any) -> list:
+        if isinstance(other, SharedList):
+            return self[:] + other[:]
+        if isinstance(other, list):
+            return self[:] + other
+        return NotImplemented
+
+    def __radd__(self, other: Any) -> list:
+        if isinstance(other, list):
+            return other + self[:]
+        return NotImplemented
+
+    def __mul__(self, n: int) -> list:
+        if not hasattr(n, "__index__"):
+            return NotImplemented
+        return self[:] * n
+
+    __rmul__ = __mul__
+
+    def _cmp_value(self, other: Any) -> Any:
+        if isinstance(other, SharedList):
+            return other[:]
+        if isinstance(other, list):
+            return other
+        return NotImplemented
+
+    def __eq__(self, other: Any) -> bool:
+        o = self._cmp_value(other)
+        return o if o is NotImplemented else self[:] == o
+
+    def __ne__(self, other: Any) -> bool:
+        o = self._cmp_value(other)
+        return o if o is NotImplemented else self[:] != o
+
+    def __lt__(self, other: Any) -> bool:
+        o = self._cmp_value(other)
+        return o if o is NotImplemented else self[:] < o
+
+    def __le__(self, other: Any) -> bool:
+        o = self._cmp_value(other)
+        return o if o is NotImplemented else self[:] <= o
+
+    def __gt__(self, other: Any) -> bool:
+        o = self._cmp_value(other)
+        return o if o is NotImplemented else self[:] > o
+
+    def __ge__(self, other: Any) -> bool:
+        o = self._cmp_value(other)
+        return o if o is NotImplemented else self[:] >= o
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __str__(self) -> str:
+        return repr(self[:])
+
+    def __repr__(self) -> str:
+        if self.closed:
+            return "<SharedList (closed)>"
+        return f"SharedList({self[:]!r})"
+
+
+collections.abc.MutableSequence.register(SharedList)
+
+
+def _snapshot(iterable: Any, message: str = "") -> list:
+    if isinstance(iterable, SharedList):
+        return iterable[:]
+    if isinstance(iterable, list):
+        return list(iterable)
+    try:
+        return list(iterable)
+    except TypeError:
+        if message:
+            raise TypeError(message) from None
+        raise
+
+
+_dict_get = _core.DictCore.__getitem__
+_dict_set = _core.DictCore.__setitem__
+_dict_del = _core.DictCore.__delitem__
+
+
+class Namespace(_Container, _core.DictCore):
+    """Attributes in shared memory: multiprocessing's Manager().Namespace().
+
+    ``Namespace(*, name=None, create=None, mode=0o600, **attrs)``.  Setting,
+    reading and deleting an attribute are atomic operations on shared
+    memory; attributes whose names start with ``_`` stay local to the
+    handle, as with multiprocessing's namespace proxy.  (An attribute called
+    ``name`` is set after creation: ``ns.name = 'Bob'``.)
+    """
+
+    _KIND = _core.KIND_NAMESPACE
+
+    def __new__(cls, *, name: Optional[str] = None, create: Optional[bool] = None,
+                mode: int = 0o600, **attrs: Any) -> "Namespace":
+        pairs = list(attrs.items())
+        fill = (lambda obj: obj._update_pairs(pairs)) if pairs else _nothing
+        return _open(cls, cls._KIND, _core.OBJ_NAMESPACE, name, create, mode, fill)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __getattribute__(self, key: str) -> Any:
+        if key[:1] == "_" or key in _NAMESPACE_OWN:
+            return object.__getattribute__(self, key)
+        try:
+            return _dict_get(self, key)
+        except KeyError:
+            raise AttributeError(f"'Namespace' object has no attribute {key!r}") from None
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        if key[:1] == "_":
+            object.__setattr__(self, key, value)
+        else:
+            _dict_set(self, key, value)
+
+    def __delattr__(self, key: str) -> None:
+        if key[:1] == "_":
+            object.__delattr__(self, key)
+            return
+        try:
+            _dict_del(self, key)
+        except KeyError:
+            raise AttributeError(key) from None
+
+    def _attrs(self) -> list:
+        with ContainerLock(self._heap):
+            out: list = []
+            pos = 0
+            while True:
+                chunk, pos, _ = self._chunk(pos, 1 << 20, 2)
+                if not chunk:
+                    return out
+                out.extend(chunk)
+
+    def __repr__(self) -> str:
+        if object.__getattribute__(self, "closed"):
+            return "<Namespace (closed)>"
+        shown = sorted(f"{k}={v!r}" for k, v in self._attrs() if not str(k).startswith("_"))
+        return f"Namespace({', '.join(shown)})"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: Any) -> bool:
+        if isinstance(other, Namespace):
+            return dict(self._attrs()) == dict(other._attrs())
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __dir__(self) -> list:
+        return sorted(k for k, _ in self._attrs())
+
+
+# What a Namespace keeps as ordinary attributes (not shared ones).
+_NAMESPACE_OWN = frozenset({"closed", "close", "unlink"})
+
+naming.register_kind(_core.KIND_DICT, SharedDict)
+naming.register_kind(_core.KIND_LIST, SharedList)
+naming.register_kind(_core.KIND_NAMESPACE, Namespace)
