@@ -443,6 +443,10 @@ def list_writer(lst, seed, max_len):
             else:
                 if len(bounds) > 1 and bounds[-2] == len(lst) - 1:
                     lst.pop()
+        # The lock is held for a whole read-parse-write here; without a
+        # pause the writers would pass it to each other and starve the
+        # checker, which this test is not about.
+        time.sleep(0.0005)
 
 
 def increment_and_log(d, key, log_path):
@@ -540,3 +544,10 @@ def update_many_then_exit(d, seq, n):
 def list_assign_then_exit(lst, seq, n):
     """Replace the whole list by one block of n elements, in one operation."""
     lst[:] = [checked_item(seq, i, n, b"x" * (i % 7)) for i in range(n)]
+
+
+def make_named_nested_and_exit(d, list_name, dict_name):
+    import interproc
+
+    d["named_list"] = interproc.SharedList(["named", "in", "child"], name=list_name)
+    d["named_dict"] = interproc.SharedDict({"k": "v"}, name=dict_name)

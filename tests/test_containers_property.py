@@ -23,8 +23,8 @@ TIMEOUT = 30
 pytestmark = pytest.mark.timeout(120)
 
 SETTINGS = settings(
-    max_examples=40,
-    stateful_step_count=40,
+    max_examples=150,
+    stateful_step_count=50,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
