@@ -533,21 +533,13 @@ def expected_total(n):
 FORK = multiprocessing.get_context("fork")
 
 
-def set_big_then_exit(d, key, seq, size, seed):
-    d[key] = checked_value(key, seq, random.Random(seed).randbytes(size))
-
-
-def update_many_then_exit(d, seq, n):
-    d.update({("u", i): checked_value(("u", i), seq, b"") for i in range(n)})
-
-
-def list_assign_then_exit(lst, seq, n):
-    """Replace the whole list by one block of n elements, in one operation."""
-    lst[:] = [checked_item(seq, i, n, b"x" * (i % 7)) for i in range(n)]
-
-
 def make_named_nested_and_exit(d, list_name, dict_name):
     import interproc
 
     d["named_list"] = interproc.SharedList(["named", "in", "child"], name=list_name)
     d["named_dict"] = interproc.SharedDict({"k": "v"}, name=dict_name)
+
+
+def apply_then_exit(obj, op, *args):
+    """One operation on arguments prepared by the parent (fork: no copying)."""
+    apply_op(obj, op, *args)

@@ -109,7 +109,7 @@ def test_dict_writers_killed_at_random():
     seed = new_seed()
     rng = random.Random(seed)
     ctx0 = f"seed={seed}"
-    n_single, n_groups, n_writers, kills = 20, 8, 2, 250
+    n_single, n_groups, n_writers, kills = 20, 8, 2, 200
     d = SharedDict()
     writers = [start(ch.dict_writer, d, rng.getrandbits(31), n_single, n_groups) for _ in range(n_writers)]
     started = n_writers
@@ -167,7 +167,7 @@ def test_list_writers_killed_at_random():
     seed = new_seed()
     rng = random.Random(seed)
     ctx0 = f"seed={seed}"
-    n_writers, kills, max_len = 2, 200, 300
+    n_writers, kills, max_len = 2, 150, 300
     lst = SharedList()
     writers = [start(ch.list_writer, lst, rng.getrandbits(31), max_len) for _ in range(n_writers)]
     started = n_writers
@@ -277,20 +277,22 @@ def test_big_operations_killed_midway():
     size, n_keys, n_items = 20 * MiB, 20_000, 20_000
     key = ("big",)
 
-    spans = {
-        "set": _span(ch.set_big_then_exit, d, key, -1, size, 0),
-        "update": _span(ch.update_many_then_exit, d, -1, n_keys),
-        "slice": _span(ch.list_assign_then_exit, lst, -1, n_items),
-    }
+    def prepare(what, r):
+        """The operation's arguments, made here so that the child spends
+        its short life in the operation itself."""
+        if what == "set":
+            return d, "__setitem__", key, ch.checked_value(key, r, random.Random(r).randbytes(size))
+        if what == "update":
+            return d, "update", {("u", i): ch.checked_value(("u", i), r, b"") for i in range(n_keys)}
+        return lst, "__setitem__", slice(None), [ch.checked_item(r, i, n_items, b"x" * (i % 7))
+                                                for i in range(n_items)]
+
+    spans = {what: _span(ch.apply_then_exit, *prepare(what, -1)) for what in ("set", "update", "slice")}
     outcomes = collections.Counter()
     cur = {"set": -1, "update": -1, "slice": -1}
     for r in range(45):
         what = ("set", "update", "slice")[r % 3]
-        target, args = {
-            "set": (ch.set_big_then_exit, (d, key, r, size, r)),
-            "update": (ch.update_many_then_exit, (d, r, n_keys)),
-            "slice": (ch.list_assign_then_exit, (lst, r, n_items)),
-        }[what]
+        target, args = ch.apply_then_exit, prepare(what, r)
         p = start(target, *args)
         time.sleep(rng.uniform(0, 1.1 * spans[what]))
         code = kill_and_reap(p)
