@@ -794,10 +794,15 @@ def test_nested_container_read_back_is_the_same_container(outer, inner):
 
 @pytest.mark.parametrize("outer", ["anonymous", "named"])
 def test_nested_container_without_other_reference_survives(unique_name, outer):
-    d = SharedDict(name=unique_name()) if outer == "named" else SharedDict()
-    d["l"] = SharedList([1])
-    d["d"] = SharedDict({"a": 1})
-    d["ns"] = Namespace(a=1)
+    named = outer == "named"
+
+    def make(cls, *args, **kwargs):
+        return cls(*args, name=unique_name(), **kwargs) if named else cls(*args, **kwargs)
+
+    d = make(SharedDict)
+    d["l"] = make(SharedList, [1])
+    d["d"] = make(SharedDict, {"a": 1})
+    d["ns"] = make(Namespace, a=1)
     gc.collect()
     d["l"].append(2)
     d["d"]["b"] = 2
@@ -807,6 +812,21 @@ def test_nested_container_without_other_reference_survives(unique_name, outer):
     assert d["d"] == {"a": 1, "b": 2}
     assert d["ns"].b == 2
     assert str(d["l"]) == "[1, 2]"
+
+
+@pytest.mark.parametrize("cls", [SharedList, SharedDict, Namespace])
+def test_an_anonymous_container_cannot_go_into_a_named_one(unique_name, cls):
+    # It would be freed with its last handle and leave a dangling reference.
+    d = SharedDict({"k": 1}, name=unique_name())
+    lst = SharedList([SharedDict()])
+    with pytest.raises(ValueError, match="name="):
+        d["x"] = cls()
+    with pytest.raises(ValueError, match="name="):
+        d.update(x=cls())
+    named_list = SharedList(name=unique_name())
+    with pytest.raises(ValueError, match="name="):
+        named_list.append(cls())
+    assert d == {"k": 1} and len(named_list) == 0 and len(lst) == 1
 
 
 def test_nested_deeply():
