@@ -1,7 +1,31 @@
-"""Child-process targets of the Redis backend tests (module level, so that
-spawn and forkserver can import them by name)."""
+"""Helpers of the Redis backend tests: ``require_redis()``, and child-process
+targets (module level, so that spawn and forkserver can import them by name).
+
+The servers themselves come from ``interproc.backends.redis.local_server``,
+which the benchmarks use too.
+"""
 
 import os
+
+INSTALL_HINT = (
+    "install Redis to run these tests (Debian/Ubuntu: apt-get install redis-server; "
+    "CI: .ci/run installs it and runs make test)"
+)
+
+
+def require_redis(cli: bool = False) -> None:
+    """Skip (or, with INTERPROC_REQUIRE_REDIS=1, fail) when Redis is missing."""
+    import pytest
+
+    from interproc.backends.redis.local_server import missing_binaries
+
+    missing = missing_binaries(cli)
+    if not missing:
+        return
+    msg = f"{' and '.join(missing)} not found: {INSTALL_HINT}"
+    if os.environ.get("INTERPROC_REQUIRE_REDIS") == "1":
+        pytest.fail(f"INTERPROC_REQUIRE_REDIS=1, but {msg}", pytrace=False)
+    pytest.skip(msg)
 
 
 def child_uses_connection(conn, key, out):

@@ -94,7 +94,8 @@ def unique_name():
 
 
 # ---------------------------------------------------------------------------
-# Redis: real servers, started once per session (see _redis_servers.py).
+# Redis: real servers, started once per session (see
+# interproc.backends.redis.local_server).
 # Missing redis-server skips these tests, or fails them when
 # INTERPROC_REQUIRE_REDIS=1 (CI).
 
@@ -104,10 +105,11 @@ REDIS_TEST_PASSWORD = "interproc-test-password"
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory):
     """A standalone server without a password: ``.url``, ``.unix_url``, ``.address``."""
-    import _redis_servers
+    import _redis_helpers
+    from interproc.backends.redis import local_server
 
-    _redis_servers.require_redis()
-    server = _redis_servers.RedisServer(str(tmp_path_factory.mktemp("redis-standalone"))).start()
+    _redis_helpers.require_redis()
+    server = local_server.RedisServer(str(tmp_path_factory.mktemp("redis-standalone"))).start()
     yield server
     server.stop()
 
@@ -121,10 +123,11 @@ def redis_url(redis_server):
 @pytest.fixture(scope="session")
 def redis_auth_server(tmp_path_factory):
     """A standalone server that requires ``.password`` (REDIS_TEST_PASSWORD)."""
-    import _redis_servers
+    import _redis_helpers
+    from interproc.backends.redis import local_server
 
-    _redis_servers.require_redis()
-    server = _redis_servers.RedisServer(
+    _redis_helpers.require_redis()
+    server = local_server.RedisServer(
         str(tmp_path_factory.mktemp("redis-auth")), password=REDIS_TEST_PASSWORD
     ).start()
     yield server
@@ -142,12 +145,13 @@ def redis_tls_server(tmp_path_factory):
     """A standalone server with a TLS port: ``.tls_url``, ``.tls_files["ca"]``."""
     import shutil
 
-    import _redis_servers
+    import _redis_helpers
+    from interproc.backends.redis import local_server
 
-    _redis_servers.require_redis()
+    _redis_helpers.require_redis()
     if shutil.which("openssl") is None:
         pytest.skip("openssl is needed to make the certificates of the TLS tests")
-    server = _redis_servers.RedisServer(str(tmp_path_factory.mktemp("redis-tls")), tls=True).start()
+    server = local_server.RedisServer(str(tmp_path_factory.mktemp("redis-tls")), tls=True).start()
     yield server
     server.stop()
 
@@ -155,10 +159,11 @@ def redis_tls_server(tmp_path_factory):
 @pytest.fixture(scope="session")
 def redis_cluster(tmp_path_factory):
     """A 3-node Redis Cluster (no replicas): ``.url``, ``.servers``."""
-    import _redis_servers
+    import _redis_helpers
+    from interproc.backends.redis import local_server
 
-    _redis_servers.require_redis(cli=True)
-    cluster = _redis_servers.RedisClusterServers(str(tmp_path_factory.mktemp("redis-cluster"))).start()
+    _redis_helpers.require_redis(cli=True)
+    cluster = local_server.RedisClusterServers(str(tmp_path_factory.mktemp("redis-cluster"))).start()
     yield cluster
     cluster.stop()
 
@@ -166,10 +171,11 @@ def redis_cluster(tmp_path_factory):
 @pytest.fixture(scope="session")
 def redis_auth_cluster(tmp_path_factory):
     """A 3-node Redis Cluster whose nodes require ``.password``: ``.url``, ``.auth_url``."""
-    import _redis_servers
+    import _redis_helpers
+    from interproc.backends.redis import local_server
 
-    _redis_servers.require_redis(cli=True)
-    cluster = _redis_servers.RedisClusterServers(
+    _redis_helpers.require_redis(cli=True)
+    cluster = local_server.RedisClusterServers(
         str(tmp_path_factory.mktemp("redis-auth-cluster")), password=REDIS_TEST_PASSWORD
     ).start()
     yield cluster
@@ -185,13 +191,14 @@ def redis_cluster_url(redis_cluster):
 @pytest.fixture
 def redis_server_factory(tmp_path):
     """Start private servers for one test (ones it may kill): ``make(password=None)``."""
-    import _redis_servers
+    import _redis_helpers
+    from interproc.backends.redis import local_server
 
-    _redis_servers.require_redis()
+    _redis_helpers.require_redis()
     started = []
 
     def make(password=None):
-        server = _redis_servers.RedisServer(str(tmp_path / f"redis{len(started)}"), password=password)
+        server = local_server.RedisServer(str(tmp_path / f"redis{len(started)}"), password=password)
         started.append(server)
         return server.start()
 

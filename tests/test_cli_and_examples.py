@@ -131,3 +131,18 @@ def test_bench_container_cases_smoke_run():
     for text in ("interproc.SharedDict", "interproc.SharedList", "mp Manager().dict()",
                  "MiB PSS", "MiB RSS"):
         assert text in result.stdout
+
+
+def test_bench_redis_cases_smoke_run():
+    # Each Redis case starts and stops its own redis-server on loopback.
+    import _redis_helpers
+
+    _redis_helpers.require_redis()
+    result = run("-m", "interproc", "bench", "--quick", "--case", "redis-queue",
+                 "--case", "redis-dict", "--case", "redis-batch", timeout=120)
+    assert result.returncode == 0, result.stderr
+    for text in ("interproc Manager(url).Queue()", "redis-py RPUSH/BLPOP",
+                 "interproc Manager(url).dict()", "redis-py HSET/HGET",
+                 "interproc put_many/get_many", "local redis-server"):
+        assert text in result.stdout
+    assert "skipped" not in result.stdout and "failed" not in result.stdout

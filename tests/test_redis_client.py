@@ -1,7 +1,8 @@
 """The Redis backend's base layer: connections, errors, codec and keys.
 
-Against real servers (tests/_redis_servers.py): a standalone server, one
-with a password, a 3-node cluster, and private servers that tests kill.
+Against real servers (interproc.backends.redis.local_server): a standalone
+server, one with a password, a 3-node cluster, and private servers that
+tests kill.
 """
 
 import json
@@ -31,6 +32,7 @@ from interproc.backends.redis import (  # noqa: E402
 )
 from interproc.backends.redis import codec as codec_mod  # noqa: E402
 from interproc.backends.redis import keys  # noqa: E402
+from interproc.backends.redis import local_server  # noqa: E402
 from interproc.backends.redis.client import Connection, redact, split_url, translate  # noqa: E402
 from interproc.backends.redis.codec import Codec, register_ref  # noqa: E402
 from interproc.naming import SegmentError  # noqa: E402
@@ -208,10 +210,8 @@ def test_cluster_with_a_password(redis_auth_cluster):
 
 
 def test_cluster_node_down(tmp_path):
-    import _redis_servers
-
-    _redis_servers.require_redis(cli=True)
-    with _redis_servers.RedisClusterServers(str(tmp_path)) as cluster:
+    _redis_helpers.require_redis(cli=True)
+    with local_server.RedisClusterServers(str(tmp_path)) as cluster:
         conn = Connection.from_url(cluster.url)
         assert conn.is_cluster
         # a key on each node
@@ -256,9 +256,7 @@ def test_unknown_user(redis_auth_server):
 
 
 def test_unreachable_port():
-    import _redis_servers
-
-    port = _redis_servers.free_port()
+    port = local_server.free_port()
     conn = Connection.from_url(f"redis://127.0.0.1:{port}/0")
     t0 = time.monotonic()
     with pytest.raises(UnreachableError) as info:

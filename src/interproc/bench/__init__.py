@@ -1,11 +1,12 @@
 """Benchmarks of interproc's Queue against multiprocessing, faster-fifo and hyperq,
 of its Pipe against multiprocessing and pyzmq, of its synchronization
-primitives against multiprocessing's, and of its SharedDict and SharedList
-against multiprocessing's Manager proxies and UltraDict.
+primitives against multiprocessing's, of its SharedDict and SharedList
+against multiprocessing's Manager proxies and UltraDict, and of its Redis
+backend's queue and dict against hand-written redis-py.
 
 ``interproc bench`` and ``benchmarks/run.py`` both call `main`.  The cases
 are listed in `cases`; their trials live in one module per family
-(`throughput`, `latency`, `resources`, `sync`, `containers`); `runner` owns
+(`throughput`, `latency`, `resources`, `sync`, `containers`, `redis`); `runner` owns
 processes, trials and medians; `adapters` gives every queue, and every pipe,
 the same small surface (`containers` registers its own dicts and lists
 there); `report` and `machine` write the results.

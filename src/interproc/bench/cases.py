@@ -1,15 +1,17 @@
 """The benchmark cases: who runs, what is measured, and the targets."""
 from __future__ import annotations
 
+import contextlib
 import functools
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, ContextManager, Iterator
 
 from . import adapters, containers, latency, resources, sync, throughput
+from . import redis as redis_cases
 from .runner import Sample, Series, Settings
 from .throughput import BYTES_32, MIB, OBJECT
 
-__all__ = ["Case", "Contender", "Metric", "Target", "all_cases", "bind", "select"]
+__all__ = ["Case", "Contender", "Metric", "Target", "all_cases", "bind", "select", "session"]
 
 
 def _significant(value: float) -> str:
@@ -95,6 +97,11 @@ class Case:
     # Further figures each trial reports beside the main one; shown in the
     # measurements only.
     more: tuple[Metric, ...] = ()
+    # What the case needs around all of its trials (a Redis server): a
+    # context manager that takes the settings and yields the settings its
+    # trials get.  It may raise adapters.Unavailable (every contender is
+    # then skipped) or TrialError (every contender failed).
+    around: Callable[[Settings], ContextManager[Settings]] | None = None
 
 
 def _streaming(
@@ -290,6 +297,7 @@ def all_cases(settings: Settings) -> list[Case]:
             quick_n=20_000,
         ),
         *_container_cases(settings),
+        *_redis_cases(),
     ]
 
 
@@ -366,6 +374,55 @@ def _container_cases(settings: Settings) -> list[Case]:
     ]
 
 
+def _redis(key: str, label: str, adapter: str,
+           trial: Callable[[str, int, Settings], Sample]) -> Contender:
+    return Contender(key, label, adapter, lambda _adapter, n, settings: trial(key, n, settings))
+
+
+def _redis_cases() -> list[Case]:
+    overhead = Target("redis_py", 0.87, "≥ 0.87× redis-py (overhead ≤ 15%)")
+    batch = redis_cases.BATCH
+    return [
+        Case(
+            "redis-queue", "Redis queue put+get",
+            "one process: put(x) then get() of the tuple (12345, 'hello world payload'), "
+            "n times (2n operations), over TCP; interproc "
+            "Manager(url).Queue() against RPUSH/BLPOP of pickled items with redis-py",
+            OPS,
+            (_redis("interproc", "interproc Manager(url).Queue()", "interproc_redis",
+                    redis_cases.queue_put_get),
+             _redis("redis_py", "redis-py RPUSH/BLPOP", "redis_py", redis_cases.queue_put_get)),
+            (overhead,),
+            quick_n=200, n_max=2_000_000, around=redis_cases.server,
+        ),
+        Case(
+            "redis-dict", "Redis dict set+get",
+            "one process: d[i] = i for i in range(n), then d[i] (2n operations), over TCP; "
+            "interproc Manager(url).dict() against HSET/HGET of "
+            "pickled keys and values with redis-py",
+            OPS,
+            (_redis("interproc", "interproc Manager(url).dict()", "interproc_redis",
+                    redis_cases.dict_set_get),
+             _redis("redis_py", "redis-py HSET/HGET", "redis_py", redis_cases.dict_set_get)),
+            (overhead,),
+            quick_n=200, n_max=2_000_000, around=redis_cases.server,
+        ),
+        Case(
+            "redis-batch", f"Redis batches of {batch}",
+            f"one process: put_many of {batch} tuples, then get_many until they are back, "
+            f"against put(x) then get() one at a time, both on interproc "
+            f"Manager(url).Queue() (2 operations per item)",
+            OPS,
+            (Contender("interproc", "interproc put_many/get_many", "interproc_redis",
+                       lambda _adapter, n, settings: redis_cases.queue_batches(n, settings)),
+             _redis("single", "interproc put/get", "interproc_redis",
+                    lambda _key, n, settings: redis_cases.queue_put_get("interproc", n, settings))),
+            (Target("single", 5, "≥ 5× single put/get"),),
+            quick_n=2000, n_max=20_000_000, around=redis_cases.server,
+        ),
+    ]
+
+
 def _module(key: str, trial: Callable[[str, int, Settings], Sample]) -> Contender:
     # No adapter: the trial builds the primitives itself from the module.
     name = "interproc" if key == "interproc" else "multiprocessing"
@@ -387,6 +444,17 @@ def select(cases: list[Case], wanted: list[str]) -> list[Case]:
             names = ", ".join(case.name for case in cases)
             raise ValueError(f"unknown case {word!r}; choose from {names} (or 1-{len(cases)})")
     return [case for case in cases if case.name in chosen]
+
+
+@contextlib.contextmanager
+def session(case: Case, settings: Settings) -> Iterator[Settings]:
+    """What ``case`` needs around its trials (see ``Case.around``); yields
+    the settings the trials get."""
+    if case.around is None:
+        yield settings
+    else:
+        with case.around(settings) as inner:
+            yield inner
 
 
 def bind(case: Case, settings: Settings) -> list[tuple[Series, Callable[[int], Sample] | None]]:

@@ -5,27 +5,32 @@ import argparse
 import sys
 import time
 
+from . import adapters
 from . import cases as cases_module
+from . import redis as redis_cases
 from .machine import Machine, command_line, describe
 from .report import section
-from .runner import Settings, run_case
+from .runner import Series, Settings, TrialError, run_case
 
 __all__ = ["main"]
 
 _DESCRIPTION = """\
 Measure interproc's Queue against multiprocessing.Queue, faster-fifo and
 hyperq, its Pipe against multiprocessing.Pipe and pyzmq, its synchronization
-primitives against multiprocessing's, and its SharedDict and SharedList
-against multiprocessing's Manager proxies and UltraDict; print medians and
-interproc/peer ratios against the project's targets, and optionally append
-them to a results file.
+primitives against multiprocessing's, its SharedDict and SharedList
+against multiprocessing's Manager proxies and UltraDict, and its Redis
+backend's queue and dict against the same operations written with redis-py;
+print medians and interproc/peer ratios against the project's targets, and
+optionally append them to a results file.
 
 Every trial runs in freshly forked processes (producers and consumers apart);
 implementations take turns trial by trial and the median is reported.  Sized
 cases first scale their item count so that one trial lasts --trial-seconds.
 A full run takes a minute or two and wants an otherwise idle machine; trust the
 ratios more than the absolute rates.  Peers that cannot be imported are
-skipped with a note.
+skipped with a note.  The Redis cases start a throw-away redis-server on a
+free loopback port for each case (or use --redis-url), and are skipped when
+there is neither.
 """
 
 
@@ -63,6 +68,11 @@ def _parser(case_list: list[cases_module.Case]) -> argparse.ArgumentParser:
         "(default 2; 0.2 with --quick)",
     )
     parser.add_argument(
+        "--redis-url", metavar="URL",
+        help="run the Redis cases on this server (redis://host:port/db) instead of a "
+        "throw-away local redis-server per case; each trial removes the keys it made",
+    )
+    parser.add_argument(
         "--append", metavar="FILE",
         help="also append the report as a new section to FILE (e.g. benchmarks/RESULTS.md); "
         "not with --quick",
@@ -88,6 +98,20 @@ def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def _run(case: cases_module.Case, settings: Settings) -> list[Series]:
+    """Every contender's series; all skipped (or failed) when what the case
+    needs around its trials (a Redis server) is missing (or broken)."""
+    try:
+        with cases_module.session(case, settings) as inner:
+            return run_case(case, cases_module.bind(case, inner), inner, _log)
+    except adapters.Unavailable as exc:
+        _log(f"{case.name}: skipped: {exc}")
+        return [Series(c.key, c.label, skipped=str(exc)) for c in case.contenders]
+    except TrialError as exc:
+        _log(f"{case.name}: failed: {exc}")
+        return [Series(c.key, c.label, error=str(exc)) for c in case.contenders]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmarks; 0 when every trial ran, 1 when one failed, 2 on bad options.
 
@@ -101,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         quick=args.quick,
         trial_seconds=args.trial_seconds or (0.05 if args.quick else 0.5),
         idle_seconds=args.idle_seconds or (0.2 if args.quick else 2.0),
+        redis_url=args.redis_url,
     )
     try:
         chosen = cases_module.select(cases_module.all_cases(settings), args.case)
@@ -121,10 +146,12 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for number, case in enumerate(chosen, 1):
         _log(f"[{number}/{len(chosen)}] {case.name}: {case.description}")
-        results.append((case, run_case(case, cases_module.bind(case, settings), settings, _log)))
+        results.append((case, _run(case, settings)))
     _log(f"done in {time.monotonic() - started:.0f} s")
 
     facts = [f"command: `{command}`", *describe(machine)]
+    if any(case.around is redis_cases.server for case in chosen):
+        facts.append(redis_cases.describe(settings))
     title = machine.when + (" (quick smoke run)" if settings.quick else "")
     text = section(title, facts, results, settings)
     print(text, end="")

@@ -37,6 +37,9 @@ class Settings:
     quick: bool = False
     trial_seconds: float = 0.5
     idle_seconds: float = 2.0
+    # The Redis server of the Redis cases: given with --redis-url, or set
+    # by each case to the throw-away server it starts.
+    redis_url: str | None = None
 
     @property
     def timeout(self) -> float:

@@ -313,6 +313,11 @@ class Codec:
     # -- decoding
 
     def loads(self, data: Any, key: Any = None) -> Any:
+        if data is not None and type(data) is bytes and data[:1] == self._header \
+                and self.authkey is None:
+            # The common case, first: an unsigned payload of this codec's
+            # serializer, whose errors need no key in their message.
+            return self._load_body(data[1:])
         where = f" at key {_show_key(key)}" if key is not None else ""
         if data is None:
             raise ValueError(f"no payload{where} (a missing key?)")

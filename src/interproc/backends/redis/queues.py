@@ -66,6 +66,15 @@ if room == n then w_done(z, e, p, wid) else w_fail(z, e, p, wid, mode, tonumber(
 return room
 """)
 
+# An unbounded JoinableQueue's put: it never waits, so there is no waiter
+# to register, forget or wake.  KEYS items, tasks.  ARGV payloads.
+_PUT_UNBOUNDED_LUA = """
+for i = 1, #ARGV, 1000 do
+  redis.call('RPUSH', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+end
+return redis.call('INCRBY', KEYS[2], #ARGV)
+"""
+
 # After a take moved one item into the processing list: take up to
 # ARGV[1] more, wake as many waiting producers (bounded queue), return the
 # processing list.  KEYS items, proc, z, e.
@@ -186,8 +195,13 @@ class _QueueBase(RedisObject):
         self._check()
         if not payloads:
             return
-        if self._maxsize == 0 and not self._JOINABLE:
-            self._call(self._client.rpush, self._items, *payloads)
+        if self._maxsize == 0:
+            # Unbounded: one round trip, and no waiter id (block and timeout
+            # cannot matter).
+            if self._JOINABLE:
+                self._script(_PUT_UNBOUNDED_LUA, [self._items, self._tasks], payloads)
+            else:
+                self._call(self._client.rpush, self._items, *payloads)
             return
         keys = [self._items, self._tasks] + self._pw
         done = [0]

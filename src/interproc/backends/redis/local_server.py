@@ -1,4 +1,7 @@
-"""Real Redis servers for the tests: ``redis-server`` processes on loopback.
+"""Throw-away Redis servers on loopback, for the tests and the benchmarks.
+
+``redis-server`` (and, for a cluster, ``redis-cli``) must be installed;
+nothing here imports redis-py.
 
 - :class:`RedisServer`: one standalone server on a free port of 127.0.0.1
   and on a unix socket, optionally with a password, in its own directory,
@@ -11,9 +14,8 @@
   ``RedisServer(tls=True)``.
 
 Servers die with the process that started them (``PR_SET_PDEATHSIG``), so a
-test run that is killed leaves none behind.  ``require_redis()`` skips the
-calling test when the binaries are missing, or fails it when
-``INTERPROC_REQUIRE_REDIS=1`` (as in CI).
+run that is killed leaves none behind.  ``missing_binaries()`` names the
+binaries that are not installed.
 """
 from __future__ import annotations
 
@@ -27,26 +29,21 @@ import subprocess
 import time
 from typing import List, Optional
 
+__all__ = [
+    "REDIS_CLI", "REDIS_SERVER", "RedisClusterServers", "RedisServer", "free_port",
+    "make_tls_files", "missing_binaries",
+]
+
 REDIS_SERVER = "redis-server"
 REDIS_CLI = "redis-cli"
 STARTUP_TIMEOUT = 20.0
-INSTALL_HINT = (
-    "install Redis to run these tests (Debian/Ubuntu: apt-get install redis-server; "
-    "CI: .ci/run installs it and runs make test)"
-)
 
 
-def require_redis(cli: bool = False) -> None:
-    """Skip (or, with INTERPROC_REQUIRE_REDIS=1, fail) when Redis is missing."""
-    import pytest
-
-    missing = [b for b in ([REDIS_SERVER] + ([REDIS_CLI] if cli else [])) if shutil.which(b) is None]
-    if not missing:
-        return
-    msg = f"{' and '.join(missing)} not found: {INSTALL_HINT}"
-    if os.environ.get("INTERPROC_REQUIRE_REDIS") == "1":
-        pytest.fail(f"INTERPROC_REQUIRE_REDIS=1, but {msg}", pytrace=False)
-    pytest.skip(msg)
+def missing_binaries(cli: bool = False) -> List[str]:
+    """The Redis binaries (``redis-server``, and ``redis-cli`` with ``cli``)
+    not found on PATH."""
+    wanted = [REDIS_SERVER] + ([REDIS_CLI] if cli else [])
+    return [b for b in wanted if shutil.which(b) is None]
 
 
 def _die_with_parent() -> None:
