@@ -170,36 +170,6 @@ class Deadline:
         return max(self.end - time.monotonic(), 0.0)
 
 
-_limits: Dict[Tuple[int, int], float] = {}
-
-
-def block_limit(conn: Any, base: float) -> float:
-    """``base``, shortened so that a blocking command always answers within
-    the socket timeout of the connection's blocking client (redis-py applies
-    its default one, 5 s, even where none was given)."""
-    key = (id(conn), os.getpid())
-    st = _limits.get(key)
-    if st is None:
-        client = conn.blocking_client
-        try:
-            kw = client.connection_pool.connection_kwargs
-        except AttributeError:  # a cluster client: ask one of its nodes
-            try:
-                kw = client.get_default_node().redis_connection.connection_pool.connection_kwargs
-            except Exception:
-                kw = {}
-        if "socket_timeout" in kw:
-            st = kw["socket_timeout"]
-        else:  # redis-py's own default (5 s in redis-py 6 and later)
-            try:
-                from redis import _defaults
-                st = kw.get("orig_socket_timeout", _defaults.DEFAULT_SOCKET_TIMEOUT)
-            except ImportError:
-                st = kw.get("orig_socket_timeout")
-        st = _limits[key] = float(st or 0.0)
-    return base if st <= 0 else max(min(base, st * 0.6), 0.05)
-
-
 # The codec of the handle decoding a payload, for the references found in it.
 _reading = threading.local()
 
@@ -346,7 +316,7 @@ class RedisObject:
             return ok, value
         wid = secrets.token_hex(8)
         wake = self._key(wake_part + wid)
-        limit = block_limit(self._conn, WAIT_CHUNK)
+        limit = WAIT_CHUNK
         ok, value, bound = attempt(wid, 1)
         while not ok:
             chunk = limit if bound is None else min(limit, bound)

@@ -41,9 +41,9 @@ __all__ = ["Queue", "JoinableQueue", "SimpleQueue", "Full", "Empty"]
 Full = _queue.Full
 Empty = _queue.Empty
 
-#: Longest single BLMOVE of a waiting get, in seconds (shortened to fit the
-#: connection's socket_timeout).  Items arrive at once; this only bounds how
-#: long one command stays on the server.
+#: Longest single BLMOVE of a waiting get, in seconds (at most
+#: client.MAX_BLOCK).  Items arrive at once; this only bounds how long one
+#: command stays on the server.
 GET_CHUNK = 10.0
 #: A consumer's processing list expires this long after its last take.
 PROC_TTL_MS = 3_600_000
@@ -242,7 +242,7 @@ class _QueueBase(RedisObject):
         c = self._consumer()
         if c.recover:
             self._recover(c)
-        limit = _common.block_limit(self._conn, GET_CHUNK)
+        limit = GET_CHUNK
         more = max_items - 1
         extra = more > 0 or self._maxsize > 0
         while True:

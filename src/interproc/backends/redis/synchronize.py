@@ -658,7 +658,7 @@ class Condition(RedisObject):
             raise RuntimeError("cannot wait on un-acquired lock") from None
         try:
             wake = self._wake_prefix + wid
-            limit = _common.block_limit(self._conn, _common.WAIT_CHUNK)
+            limit = _common.WAIT_CHUNK
             while True:
                 left = deadline.remaining()
                 if left is not None and left <= 0:
@@ -904,7 +904,7 @@ class Barrier(RedisObject):
         ttl = _common.REGISTRATION_TTL_MS
         wid = _common.secrets.token_hex(8)
         wake = self._wake_prefix + wid
-        limit = _common.block_limit(self._conn, _common.WAIT_CHUNK)
+        limit = _common.WAIT_CHUNK
 
         def chunk() -> Optional[float]:
             left = deadline.remaining()
