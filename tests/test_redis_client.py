@@ -670,7 +670,7 @@ class FakeShared:
 
 register_ref(
     "FakeShared",
-    lambda args, context: FakeShared(args[0], args[1][0], context) if args[2] == {"opt": True} else None,
+    lambda args, codec: FakeShared(args[0], args[1][0], codec.context) if args[2] == {"opt": True} else None,
 )
 
 

@@ -240,8 +240,9 @@ def test_lock_holds_back_other_processes_operations(mk, conn):
 def test_lock_lease_expires_for_a_dead_holder(conn, made):
     d = RedisDict(conn, lease=0.5)
     made.append(d)
-    key = d._keylist[0]
-    conn.client.set(key, "someone-dead:1", px=500)  # a holder that stopped renewing
+    key = d._keylist[0]  # the lock's owner
+    conn.client.hset(key, mapping={"t": "someone-dead", "n": 1, "pid": "elsewhere:1"})
+    conn.client.pexpire(key, 500)  # a holder that stopped renewing
     start = time.monotonic()
     d["k"] = 1  # waits for the lease to run out
     assert 0.2 < time.monotonic() - start < 5

@@ -32,9 +32,10 @@ import secrets
 import threading
 from typing import Any, Iterable, List, Optional, Tuple
 
-from . import _common
+from . import _waiters
 from . import client as _client
-from ._common import Deadline, RedisObject, call, lua, register
+from ._base import call, register
+from ._waiters import Deadline, WaitingObject, lua
 
 __all__ = ["Queue", "JoinableQueue", "SimpleQueue", "Full", "Empty"]
 
@@ -142,7 +143,7 @@ class _Consumer:
         self.recover = False
 
 
-class _QueueBase(RedisObject):
+class _QueueBase(WaitingObject):
     _KIND = "Queue"
     _JOINABLE = False
     _PARTS = ("items", "tasks")
@@ -165,10 +166,6 @@ class _QueueBase(RedisObject):
         self._jw_prefix = self._key("jwk:")
         self._local = threading.local()
         self._pending: List[bytes] = []
-
-    def _check(self) -> None:
-        if self._closed:
-            raise ValueError(f"Queue {self!r} is closed")
 
     @property
     def maxsize(self) -> int:
@@ -195,7 +192,7 @@ class _QueueBase(RedisObject):
         def attempt(wid: str, mode: int) -> Tuple[bool, Any, Optional[float]]:
             n = self._script(_PUT_LUA, keys, [
                 self._maxsize, "1" if self._JOINABLE else "0", wid, mode,
-                _common.REGISTRATION_TTL_MS, self._pw_prefix, *payloads[done[0]:]])
+                _waiters.REGISTRATION_TTL_MS, self._pw_prefix, *payloads[done[0]:]])
             done[0] += int(n)
             return done[0] == len(payloads), None, None
 
@@ -254,7 +251,7 @@ class _QueueBase(RedisObject):
             blocking = deadline.waits and (left is None or left > 0)
             if blocking:
                 wait = limit if left is None else min(limit, left)
-                pipe.blmove(self._items, c.proc, _common.server_seconds(wait), "LEFT", "RIGHT")
+                pipe.blmove(self._items, c.proc, _waiters.server_seconds(wait), "LEFT", "RIGHT")
             else:
                 pipe.lmove(self._items, c.proc, "LEFT", "RIGHT")
             if extra:
@@ -288,7 +285,7 @@ class _QueueBase(RedisObject):
         out = []
         for i, payload in enumerate(raw):
             try:
-                obj = _common.decode(self._codec, self._conn, payload, self._items)
+                obj = self._loads(payload, self._items)
             except BaseException:
                 # This one is lost, as it would be in multiprocessing; the
                 # ones after it wait for the next call.
@@ -349,11 +346,6 @@ class _QueueBase(RedisObject):
         return self._maxsize > 0 and self.qsize() >= self._maxsize
 
     # ------------------------------------------------------------ life
-
-    def close(self) -> None:
-        """This handle can no longer be used; the queue and other handles are
-        unaffected."""
-        self._closed = True
 
     def join_thread(self) -> None:
         """Accepted for compatibility: there is no feeder thread to join."""
@@ -420,6 +412,6 @@ class JoinableQueue(_QueueBase):
         """Block until every item put so far has been marked done."""
         def attempt(wid: str, mode: int) -> Tuple[bool, Any, Optional[float]]:
             ok = self._script(_JOIN_LUA, [self._tasks] + self._jw, [
-                wid, mode, _common.REGISTRATION_TTL_MS, self._jw_prefix])
+                wid, mode, _waiters.REGISTRATION_TTL_MS, self._jw_prefix])
             return bool(ok), None, None
         self._wait(attempt, Deadline(True, None), "jwk:")
