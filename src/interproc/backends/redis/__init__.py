@@ -31,6 +31,7 @@ connection is made: importing this package does not import it.
 from .errors import (
     AuthenticationError,
     ConnectionLostError,
+    LockNotOwnedError,
     ServerTimeoutError,
     SignatureError,
     UnreachableError,
@@ -39,6 +40,7 @@ from .errors import (
 __all__ = [
     "AuthenticationError",
     "ConnectionLostError",
+    "LockNotOwnedError",
     "ServerTimeoutError",
     "SignatureError",
     "UnreachableError",

@@ -31,6 +31,13 @@ nothing changed meanwhile (optimistic retry).
 ``increment`` reads the value, adds in Python, and stores it only if the
 payload is still the one read (compare-and-set in Lua, retried): atomic
 for any codec, signed or not, and for any number type.
+
+Timeouts, peer death, lost connections and closed handles: as for every
+object guarded by its own lock (``_guarded``).  An operation has no timeout
+(it waits while another holds ``lock``); a holder that dies is taken over
+when its lease runs out; a lost connection raises ConnectionLostError, the
+operation having happened entirely or not at all; a closed handle raises
+ValueError.
 """
 from __future__ import annotations
 

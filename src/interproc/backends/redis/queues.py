@@ -7,7 +7,7 @@ keys start with ``ip:{name}:``:
 - ``items``: the list of serialized items (``RPUSH`` to put, pop on the left);
 - ``tasks``: unfinished tasks of a JoinableQueue (put adds, task_done subtracts);
 - ``pw``/``pw.e`` and ``pwk:<id>``: producers waiting for room in a bounded
-  queue, woken by the consumer that takes items (see ``_common``);
+  queue, woken by the consumer that takes items (see ``_waiters``);
 - ``jw``/``jw.e`` and ``jwk:<id>``: processes waiting in ``join()``;
 - ``proc:<id>``: each consumer's processing list, listed in the set ``procs``.
 
@@ -22,6 +22,23 @@ queue.  (An item the server handed over whose reply never arrived may thus
 be delivered again, to the next consumer: at-least-once across connection
 failures, exactly-once otherwise.)  Processing lists expire after an hour of
 disuse, so an item whose recovery failed for longer than that is lost.
+
+- **Timeout**: ``get`` raises queue.Empty and ``put`` on a full bounded
+  queue queue.Full when the timeout passes (``put_many``'s Full says in
+  ``.count`` how many went in).  A waiting ``get`` is one ``BLMOVE`` of at
+  most ``GET_CHUNK`` seconds after another, so items arrive at once.
+- **Peer death**: a consumer that dies holds nothing back but what it took:
+  items returned to it were its own (as with multiprocessing), and one the
+  server moved to its processing list while it died is lost with it when
+  that list expires.
+  A producer waiting for room that dies is skipped by wake-ups once its
+  registration expires (``_waiters``).  Unfinished tasks of a
+  JoinableQueue are counted in Redis, so ``join()`` waits for the
+  ``task_done()`` of whoever takes over.
+- **Lost connection**: see above; ``put`` raises ConnectionLostError and the
+  item may or may not be in the queue (it is never pushed twice).
+- **Close**: ``close()`` ends this handle only; ``put``/``get`` then raise
+  ValueError; the queue and other handles are unaffected.
 """
 from __future__ import annotations
 

@@ -21,6 +21,12 @@ is atomic, as with multiprocessing.  ``lock=False`` returns the object
 without ``get_lock()``; any other object with ``acquire`` is taken around
 every read and write, as multiprocessing does, and returned by
 ``get_lock()``.
+
+Timeouts, peer death, lost connections and closed handles: as for every
+object guarded by its own lock (``_guarded``): a read or write waits while
+another holds the lock, a dead holder is taken over when its lease runs out
+(OwnerDiedWarning), a lost connection raises ConnectionLostError, a closed
+handle ValueError.
 """
 from __future__ import annotations
 

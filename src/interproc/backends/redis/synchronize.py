@@ -18,10 +18,30 @@ Key layout of an object whose keys start with ``ip:{name}:``:
 - Barrier: ``bar`` (hash: arrived count, generation, broken), ``out`` (hash:
   generation -> how it ended), waiters ``w``/``w.e``, ``wk:<id>``.
 
-Locks are leases: the holder's process renews them from a background thread
-(every third of the lease), so a holder that dies, or whose host vanishes,
-loses the lock at most ``lease`` seconds later; the next acquirer gets it
-with ``owner_died`` set and an :class:`~interproc.OwnerDiedWarning`.
+- **Timeout**: ``acquire``/``wait`` return False when their timeout passes
+  (threading's reading: None waits for ever, a negative one not at all);
+  ``Barrier.wait`` breaks the barrier and raises BrokenBarrierError.
+- **Peer death**: locks are leases: the holder's process renews them from a
+  background thread (every third of the lease), so a holder that dies, or
+  whose host vanishes, loses the lock at most ``lease`` seconds later; the
+  next acquirer gets it with ``owner_died`` set and an
+  :class:`~interproc.OwnerDiedWarning`.  Semaphore units taken by a process
+  that dies are not given back (they have no owner).  A dead waiter is
+  skipped by wake-ups once its registration expires (``_waiters``); a dead
+  waiter at a Barrier breaks it.
+- **Lease lost by a live holder** (it stalled or lost the server for longer
+  than the lease): if another took the lock meanwhile, ``release()`` raises
+  :class:`~.errors.LockNotOwnedError` saying so; otherwise it releases.
+- **Release by another thread**: only the thread that acquired a Lock may
+  release it (LockNotOwnedError), unlike multiprocessing's and the
+  shared-memory Lock, so that a holder whose lease ran out can never release
+  the next holder's lock (docs/api.md, "Manager on Redis").
+- **Lost connection**: the call raises ConnectionLostError (it may or may not
+  have happened: an ``acquire`` may hold the lock, whose lease then runs out
+  unless released); ``ServerTimeoutError`` likewise.
+- **Close**: a closed handle raises ValueError; a lock held by the thread
+  stays held (and renewed) until that thread releases it through another
+  handle, or its process exits.
 """
 from __future__ import annotations
 
@@ -41,6 +61,7 @@ from . import _waiters
 from . import codec as _codec
 from ._base import register, thread_token
 from ._waiters import Deadline, WaitingObject, lua
+from .errors import LockNotOwnedError
 
 __all__ = [
     "Lock", "RLock", "Semaphore", "BoundedSemaphore", "Event", "Condition", "Barrier",
@@ -50,13 +71,6 @@ __all__ = [
 #: Seconds a lock stays held after its holder stops renewing it.
 DEFAULT_LEASE = 10.0
 
-
-class LockNotOwnedError(RuntimeError, AssertionError):
-    """release() of a lock this thread does not hold.
-
-    A RuntimeError (threading's error) and an AssertionError (what
-    multiprocessing's RLock raises), so code written for either catches it.
-    """
 
 
 # ------------------------------------------------------------------ leases
