@@ -343,6 +343,10 @@ class _LockBase(WaitingObject):
         self._check()
         return bool(self._call(self._client.exists, self._keys[0]))
 
+    def locked_by_me(self) -> bool:
+        """Whether the calling thread holds the lock."""
+        return self._is_owned()
+
     def _is_owned(self) -> bool:
         self._check()
         return self._call(self._client.hget, self._keys[0], "t") == thread_token().encode()
@@ -621,10 +625,11 @@ return w_wake(KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2]))
 class Condition(WaitingObject):
     """A condition variable in Redis: ``multiprocessing.Condition``.
 
-    ``Condition(conn, lock=None, *, name=None, create=None, codec=None)``
-    uses an RLock living with the condition, or the Redis Lock/RLock given
-    (which may live in another hash slot: no script spans both).  Waiters
-    may wake spuriously; use ``wait_for`` or a loop.
+    ``Condition(conn, lock=None, *, name=None, create=None, codec=None,
+    lease=10.0)`` uses an RLock living with the condition (with that
+    lease), or the Redis Lock/RLock given (which may live in another hash
+    slot: no script spans both).  Waiters may wake spuriously; use
+    ``wait_for`` or a loop.
     """
 
     _KIND = "Condition"
@@ -634,11 +639,12 @@ class Condition(WaitingObject):
     _lock: Any = None
 
     def __init__(self, conn: Any, lock: Any = None, *, name: Optional[str] = None,
-                 create: Optional[bool] = None, codec: Any = None) -> None:
+                 create: Optional[bool] = None, codec: Any = None,
+                 lease: float = DEFAULT_LEASE) -> None:
         if lock is not None and not isinstance(lock, _LockBase):
             raise TypeError(f"lock must be a Redis Lock or RLock, not {type(lock).__name__}")
         self._given_lock = lock
-        self._own_lease = DEFAULT_LEASE
+        self._own_lease = check_lease(lease)  # of its own RLock
         self._open(conn, name, create, codec, {})
 
     def _setup(self) -> None:
