@@ -13,7 +13,7 @@ writes that contract down:
 - :func:`check_manager`: compares a manager (and one object of each type it
   makes) with the contract and returns what differs.
 
-The behaviour side of the contract is the test suite ``tests/test_contract_*.py``,
+The behaviour side of the contract is the test suite ``tests/test_contract.py``,
 which runs unchanged against every backend.
 """
 from __future__ import annotations
