@@ -10,6 +10,7 @@ replace another.
 import queue
 import threading
 import time
+import uuid
 
 import pytest
 
@@ -18,7 +19,8 @@ from interproc.backends import contract
 
 import _contract_helpers as ch
 
-BACKENDS = ("shm", "redis")
+BACKENDS = ("shm", "redis", "redis-cluster")
+_URL_FIXTURE = {"redis": "redis_url", "redis-cluster": "redis_cluster_url"}
 
 
 @pytest.fixture(params=BACKENDS)
@@ -27,9 +29,9 @@ def manager(request):
         m = interproc.Manager()
     else:
         try:
-            url = request.getfixturevalue("redis_url")
+            url = request.getfixturevalue(_URL_FIXTURE[request.param])
         except pytest.FixtureLookupError:
-            pytest.skip("no redis_url fixture in this test suite")
+            pytest.skip(f"no {_URL_FIXTURE[request.param]} fixture in this test suite")
         try:
             m = interproc.Manager(url)
         except TypeError:
@@ -40,6 +42,69 @@ def manager(request):
 
 def test_manager_matches_the_contract(manager):
     assert contract.check_manager(manager) == []
+
+
+# ------------------------------------------------------------- naming
+
+# typeid -> positional arguments that make one object
+_FACTORY_ARGS = {
+    "dict": (), "list": (), "Namespace": (), "Lock": (), "RLock": (), "Semaphore": (),
+    "BoundedSemaphore": (), "Condition": (), "Event": (), "Barrier": (2,), "Queue": (),
+    "JoinableQueue": (), "SimpleQueue": (), "Value": ("i", 0), "Array": ("i", [0, 0]),
+}
+
+
+def test_name_keywords_are_data_on_shm_and_names_on_redis(manager):
+    """The one signature difference between the managers (see contract.py)."""
+    if not contract.names_objects(manager):
+        # multiprocessing's signatures: name= and create= are data
+        d = manager.dict(name="jobs", create=True)
+        assert d == {"name": "jobs", "create": True}
+        ns = manager.Namespace(name="Bob")
+        assert ns.name == "Bob"
+        with pytest.raises(TypeError):
+            manager.Lock(name="jobs")
+        return
+    d = manager.dict(name=f"t-{uuid.uuid4().hex}")
+    try:
+        assert len(d) == 0 and d.name is not None
+    finally:
+        d.unlink()
+
+
+def _assert_same_object(typeid, made, opened, name):
+    if typeid == "Namespace":  # its attributes are the shared data: name is one
+        made.probe = name
+        assert opened.probe == name
+    else:
+        assert made.name == opened.name == name
+
+
+@pytest.mark.parametrize("typeid", sorted(_FACTORY_ARGS))
+def test_every_factory_follows_the_open_create_rules(manager, typeid):
+    if not contract.names_objects(manager):
+        pytest.skip("this manager's factories do not name objects (see contract.py)")
+    factory, args = getattr(manager, typeid), _FACTORY_ARGS[typeid]
+    name = f"t-{typeid}-{uuid.uuid4().hex}"
+    with pytest.raises(FileNotFoundError):
+        factory(*args, name=name, create=False)
+    with pytest.raises(ValueError):
+        factory(*args, create=False)  # nothing to open without a name
+    made = factory(*args, name=name, create=True)
+    try:
+        with pytest.raises(FileExistsError):
+            factory(*args, name=name, create=True)
+        _assert_same_object(typeid, made, factory(*args, name=name, create=False), name)
+        _assert_same_object(typeid, made, factory(*args, name=name), name)  # create=None opens
+        other = "Lock" if typeid not in ("Lock", "RLock") else "Event"
+        with pytest.raises(TypeError):
+            getattr(manager, other)(name=name)  # another kind under that name
+        if typeid != "Namespace":
+            assert factory(*args).name is None  # anonymous
+    finally:
+        made.unlink()
+    with pytest.raises(FileNotFoundError):
+        factory(*args, name=name, create=False)
 
 
 # ----------------------------------------------------------------- dict

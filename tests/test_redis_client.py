@@ -338,6 +338,19 @@ def test_reply_timeout_and_blocking_client(redis_url, redis_server):
         assert conn.blocking_client.blpop([key], timeout=0.5) is None
 
 
+def test_blocking_client_outlasts_redis_py_default_timeout(redis_url):
+    # redis-py applies a 5 s socket timeout even where none is given; a
+    # blocking command up to client.MAX_BLOCK long must not trip it.
+    from interproc.backends.redis import client as client_module
+    conn = Connection.from_url(redis_url)
+    assert conn.blocking_socket_timeout >= client_module.MAX_BLOCK + 5
+    key = f"ip-test:{uname()}"
+    started = time.monotonic()
+    with conn.errors("BLPOP"):
+        assert conn.blocking_client.blpop([key], timeout=5.5) is None
+    assert time.monotonic() - started >= 5.4
+
+
 def test_wrongtype_is_a_type_error(any_url):
     conn = Connection.from_url(any_url)
     key = f"ip-test:{uname()}"
@@ -655,7 +668,7 @@ class FakeShared:
 
 register_ref(
     "FakeShared",
-    lambda args, context: FakeShared(args[0], args[1][0], context) if args[2] == {"opt": True} else None,
+    lambda args, codec: FakeShared(args[0], args[1][0], codec.context) if args[2] == {"opt": True} else None,
 )
 
 

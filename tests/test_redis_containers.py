@@ -240,12 +240,45 @@ def test_lock_holds_back_other_processes_operations(mk, conn):
 def test_lock_lease_expires_for_a_dead_holder(conn, made):
     d = RedisDict(conn, lease=0.5)
     made.append(d)
-    key = d._keylist[0]
-    conn.client.set(key, "someone-dead:1", px=500)  # a holder that stopped renewing
+    key = d._keylist[0]  # the lock's owner
+    conn.client.hset(key, mapping={"t": "someone-dead", "n": 1, "pid": "elsewhere:1"})
+    conn.client.pexpire(key, 500)  # a holder that stopped renewing
     start = time.monotonic()
     d["k"] = 1  # waits for the lease to run out
     assert 0.2 < time.monotonic() - start < 5
     assert d["k"] == 1
+
+
+def test_a_dead_holder_is_taken_over_with_a_warning(conn, made):
+    from interproc import OwnerDiedWarning
+
+    d = RedisDict(conn, lease=0.5)
+    made.append(d)
+    # what a holder leaves when it dies holding the lock
+    conn.client.hset(d._keylist[0], mapping={"t": "someone-dead", "n": 1, "pid": "elsewhere:1"})
+    conn.client.pexpire(d._keylist[0], 300)
+    conn.client.hset(d._key("lock.state"), "holder", "someone-dead")
+    with pytest.warns(OwnerDiedWarning):
+        d["k"] = 1
+    assert d["k"] == 1 and d.lock.owner_died
+
+
+def test_the_lock_travels_with_its_container(mk, conn):
+    from interproc.backends.redis.queues import Queue
+
+    d = mk(RedisDict)
+    q = mk(Queue)
+    q.put(d.lock)
+    for lock in (pickle.loads(pickle.dumps(d.lock)), q.get(timeout=10)):
+        done = []
+        with lock:
+            assert d.lock.locked() and d.lock.locked_by_me()
+            t = threading.Thread(target=lambda: done.append(d.setdefault("x", 1)))
+            t.start()
+            time.sleep(0.3)
+            assert not done  # the other thread's operation waits for the lock
+        t.join(10)
+        assert done == [1]
 
 
 def test_nested_containers_stay_shared(mk, start_method):

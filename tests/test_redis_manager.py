@@ -232,7 +232,7 @@ def test_cluster_manager_smoke(redis_cluster_url):
         q.put(d)
         assert q.get() == {"a": 1, "l": [0, 1, 2, 3]}
         assert (ns.x, v.value, a[:]) == (1, 1, [5, 0])
-        ids = [o._id for o in (d, lst, ns, v, a)]
+        ids = [o._ident for o in (d, lst, ns, v, a)]
         client = m.connection.client
     assert not any(_keys_of(client, i) for i in ids)
 

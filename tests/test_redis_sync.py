@@ -84,6 +84,10 @@ def test_only_the_owner_releases(conn, made):
             return exc
     exc = in_thread(other)
     assert isinstance(exc, rs.LockNotOwnedError)
+    assert isinstance(exc, RuntimeError) and isinstance(exc, AssertionError)
+    assert "only be released by the thread that acquired it" in str(exc)
+    from interproc.backends.redis import LockNotOwnedError
+    assert LockNotOwnedError is rs.LockNotOwnedError
     assert lock.locked()
     lock.release()
 

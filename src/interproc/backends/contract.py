@@ -13,7 +13,7 @@ writes that contract down:
 - :func:`check_manager`: compares a manager (and one object of each type it
   makes) with the contract and returns what differs.
 
-The behaviour side of the contract is the test suite ``tests/test_contract_*.py``,
+The behaviour side of the contract is the test suite ``tests/test_contract.py``,
 which runs unchanged against every backend.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ from __future__ import annotations
 import inspect
 from typing import Any, Callable, Dict, List, Tuple
 
-__all__ = ["MANAGER_METHODS", "OBJECT_METHODS", "check_manager", "parameters"]
+__all__ = ["MANAGER_METHODS", "OBJECT_METHODS", "check_manager", "parameters", "names_objects"]
 
 _P = inspect.Parameter
 _EMPTY = _P.empty
@@ -88,6 +88,36 @@ SAMPLE_ARGS: Dict[str, Tuple[tuple, dict]] = {
     "Value": (("i", 0), {}),
     "Array": (("i", [0, 0]), {}),
 }
+
+
+#: Where the backends differ by design, so the behaviour suite checks each
+#: side explicitly:
+#:
+#: - **Naming keywords.**  The shared-memory manager keeps multiprocessing's
+#:   signatures exactly: ``m.dict(name=...)`` stores a key called ``name``,
+#:   ``m.Namespace(name=...)`` sets an attribute, and the other factories
+#:   take no ``name=`` at all (TypeError); named shared-memory objects are
+#:   made with ``interproc.SharedDict(name=...)``, ``interproc.Lock(name=...)``...
+#:   The Redis manager's factories take keyword-only ``name=`` and
+#:   ``create=``, which name the object (the open/create rules of every named
+#:   interproc object), ``dict`` and ``Namespace`` included.
+#:   :func:`names_objects` tells which a manager does.
+#: - **Lock release.**  Any thread or process may release a shared-memory
+#:   Lock (as multiprocessing's); a Redis Lock is a lease owned by the thread
+#:   that acquired it, and only that thread may release it
+#:   (``LockNotOwnedError``, a RuntimeError).
+NAMING_KEYWORDS = ("name", "create")
+
+
+def names_objects(manager: Any) -> bool:
+    """Whether ``manager``'s factories take ``name=``/``create=`` as the
+    object's name (keyword-only, on every factory), rather than as data."""
+    for typeid in MANAGER_METHODS:
+        params = inspect.signature(getattr(manager, typeid)).parameters
+        if any(params.get(k) is None or params[k].kind is not _P.KEYWORD_ONLY
+               for k in NAMING_KEYWORDS):
+            return False
+    return True
 
 
 def parameters(func: Callable[..., Any]) -> inspect.Signature:

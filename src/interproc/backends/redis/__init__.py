@@ -14,6 +14,13 @@ Modules
                    HMAC signing, references to other Redis objects;
 - ``keys``         key names (one cluster slot per object) and the metadata
                    hash behind open/create/attach (``create_meta``);
+- ``_base``        :class:`~._base.RedisObject`, the base of every object:
+                   open/create rules, name, close/unlink, pickling and
+                   references;
+- ``_waiters``     the waiter registry: how every blocking call waits in
+                   Redis (timeouts, dead waiters, lost connections);
+- ``_guarded``     the objects whose every operation honours their own lock
+                   (containers, Value, Array);
 - ``synchronize``  Lock, RLock, Semaphore, BoundedSemaphore, Condition, Event, Barrier;
 - ``queues``       Queue, JoinableQueue, SimpleQueue;
 - ``containers``, ``sharedctypes``: dict, list, Namespace; Value, Array.
@@ -24,6 +31,7 @@ connection is made: importing this package does not import it.
 from .errors import (
     AuthenticationError,
     ConnectionLostError,
+    LockNotOwnedError,
     ServerTimeoutError,
     SignatureError,
     UnreachableError,
@@ -32,6 +40,7 @@ from .errors import (
 __all__ = [
     "AuthenticationError",
     "ConnectionLostError",
+    "LockNotOwnedError",
     "ServerTimeoutError",
     "SignatureError",
     "UnreachableError",
@@ -47,14 +56,14 @@ def _register_lazily(kind: str, module: str) -> None:
     importing ``module`` (and redis-py) before one is met: importing it
     registers the real factory, which then takes over."""
 
-    def factory(args, context):
+    def factory(args, codec):
         import importlib
 
         importlib.import_module(f"{__name__}.{module}")
         real = _codec._REF_FACTORIES.get(kind)
         if real is None or real is factory:
             raise ValueError(f"{__name__}.{module} defines no reference factory for {kind!r}")
-        return real(args, context)
+        return real(args, codec)
 
     _codec.register_ref(kind, factory)
 

@@ -28,9 +28,18 @@ Attributes and methods of a ``Connection``
     ``client``           the redis-py client of this process: ``redis.Redis``,
                          or ``redis.cluster.RedisCluster`` for a cluster.
     ``blocking_client``  the client for blocking commands (``BLPOP``,
-                         ``BLMOVE``...): ``client`` itself unless a
-                         ``socket_timeout`` was given, which a long block would
-                         trip; then a second client without one.
+                         ``BLMOVE``...): a second client whose socket
+                         timeout is ``MAX_BLOCK`` seconds longer than the
+                         connection's (its ``socket_timeout=``, else
+                         redis-py's default of 5 s, which redis-py applies
+                         even where none is given).  A blocking command
+                         whose own timeout is at most ``MAX_BLOCK`` never
+                         trips it; a server that died or vanished while the
+                         command waited is still noticed (ConnectionLostError
+                         at once when the socket closes, ServerTimeoutError
+                         at the latest ``MAX_BLOCK`` + the socket timeout
+                         after the command was sent).  Longer waits are
+                         made of several commands.
     ``is_cluster``       whether the server is a Redis Cluster (asks it once).
     ``address``          ``host:port`` or the socket path, for messages.
     ``url``              the URL without credentials.
@@ -99,6 +108,11 @@ SCHEMES = ("redis", "rediss", "unix")
 
 #: How long a connect may take before UnreachableError, unless given.
 DEFAULT_CONNECT_TIMEOUT = 10.0
+
+#: The longest server-side timeout of one blocking command on
+#: ``Connection.blocking_client``, in seconds; the backend cuts longer waits
+#: into commands of at most this long.
+MAX_BLOCK = 30.0
 
 INSTALL_HINT = "pip install interproc[redis]"
 
@@ -495,15 +509,25 @@ class Connection:
         return c
 
     @property
+    def blocking_socket_timeout(self) -> float:
+        """The socket timeout of ``blocking_client``: ``MAX_BLOCK`` more
+        than the connection's own (given, or redis-py's default)."""
+        base = self._options.get("socket_timeout")
+        if base is None:
+            try:  # what redis-py applies when none is given (5 s since redis-py 6)
+                from redis._defaults import DEFAULT_SOCKET_TIMEOUT as base
+            except ImportError:
+                base = 5.0
+        return MAX_BLOCK + float(base)
+
+    @property
     def blocking_client(self) -> Any:
-        if self._options.get("socket_timeout") is None:
-            return self.client
         self._check_pid()
         c = self._blocking
         if c is None:
             with self._lock:
                 if self._blocking is None:
-                    self._blocking = self._make_client(socket_timeout=None)
+                    self._blocking = self._make_client(socket_timeout=self.blocking_socket_timeout)
                 c = self._blocking
         return c
 

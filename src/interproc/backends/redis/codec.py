@@ -10,14 +10,15 @@ Interface
     every payload is signed with HMAC-SHA256 and ``loads`` refuses payloads
     that are unsigned, signed with another key or altered, with
     :class:`SignatureError` -- before unpickling anything.
-    ``context``: handed to reference factories (below); typically the
-    Connection of the object whose values are decoded.
+    ``context``: what reference factories (below) open references with;
+    the Connection of the object whose values are decoded.
 
 ``codec.dumps(obj) -> bytes`` and ``codec.loads(data, key=None) -> obj``
     ``key`` (the Redis key the payload came from) only goes into error
     messages.  ``codec.options`` is a picklable dict (``serializer``,
     ``authkey``) and ``Codec(**options)`` remakes the codec;
-    ``codec.bind(context)`` is a copy with another context.
+    ``codec.bind(context)`` is a copy with another context (an object's
+    handle keeps its codec bound to its connection).
 
 Payload format
 --------------
@@ -46,7 +47,9 @@ dict, a Queue sent through a Queue).  Such an object has a method
 ``__interproc_redis_ref__()`` returning ``(tag, *args)``: ``tag`` a str
 registered with ``register_ref(tag, factory)``, ``args`` plain data
 (tuples are allowed and arrive as lists).  ``dumps`` stores the reference
-and ``loads`` calls ``factory(args, context)`` with ``args`` as a list.
+and ``loads`` calls ``factory(args, codec)`` with ``args`` as a list and
+the codec that is reading: the object read gets that codec, and opens
+itself on ``codec.context``.  This is the one way a factory learns both.
 Every serializer stores references its own way (a persistent id under
 pickle, a marked object under json, an extension type under msgpack), and
 none of them confuses a reference with ordinary data.
@@ -62,7 +65,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from .errors import SignatureError
 
-__all__ = ["Codec", "register_ref", "REF_METHOD", "SERIALIZERS"]
+__all__ = ["Codec", "register_ref", "read_ref", "REF_METHOD", "SERIALIZERS"]
 
 SERIALIZERS = ("pickle", "json", "msgpack")
 
@@ -87,8 +90,8 @@ _MSGPACK_REF = 1
 _REF_FACTORIES: Dict[str, Callable[[List[Any], Any], Any]] = {}
 
 
-def register_ref(tag: str, factory: Callable[[List[Any], Any], Any]) -> None:
-    """Make references tagged ``tag`` decode as ``factory(args, context)``."""
+def register_ref(tag: str, factory: Callable[[List[Any], "Codec"], Any]) -> None:
+    """Make references tagged ``tag`` decode as ``factory(args, codec)``."""
     if not isinstance(tag, str) or not tag:
         raise TypeError("a reference tag must be a non-empty str")
     _REF_FACTORIES[tag] = factory
@@ -117,7 +120,13 @@ def _ref_args(value: Any) -> Any:
     raise TypeError(f"reference arguments must be plain data, not {t.__name__}: {value!r}")
 
 
-def _make_ref(tag: Any, args: Any, context: Any) -> Any:
+def read_ref(tag: Any, args: Any, codec: "Codec") -> Any:
+    """The object a reference ``[tag, args]`` names, as ``codec`` reads it
+    (for a reference kept inside another's reference state)."""
+    return _make_ref(tag, args, codec)
+
+
+def _make_ref(tag: Any, args: Any, codec: "Codec") -> Any:
     if not isinstance(tag, str) or not isinstance(args, list):
         raise ValueError(f"malformed reference to a Redis object: {[tag, args]!r}")
     factory = _REF_FACTORIES.get(tag)
@@ -126,7 +135,7 @@ def _make_ref(tag: Any, args: Any, context: Any) -> Any:
             f"a reference to a Redis object of kind {tag!r}, which this process does not know "
             "(is the module that defines it imported?)"
         )
-    return factory(args, context)
+    return factory(args, codec)
 
 
 # ---------------------------------------------------------------------------
@@ -217,13 +226,13 @@ class _Pickler(pickle.Pickler):
 
 
 class _Unpickler(pickle.Unpickler):
-    def __init__(self, file: Any, context: Any):
+    def __init__(self, file: Any, codec: "Codec"):
         super().__init__(file)
-        self._context = context
+        self._codec = codec
 
     def persistent_load(self, pid: Any) -> Any:
         if isinstance(pid, tuple) and len(pid) == 3 and pid[0] == "ref":
-            return _make_ref(pid[1], pid[2], self._context)
+            return _make_ref(pid[1], pid[2], self._codec)
         raise pickle.UnpicklingError(f"unknown persistent id in a payload: {pid!r}")
 
 
@@ -358,7 +367,7 @@ class Codec:
 
     def _load_body(self, body: bytes) -> Any:
         if self.serializer == "pickle":
-            return _Unpickler(io.BytesIO(body), self.context).load()
+            return _Unpickler(io.BytesIO(body), self).load()
         if self.serializer == "json":
             return json.loads(body, object_hook=self._json_object)
         msgpack = _import_msgpack()
@@ -370,7 +379,7 @@ class Codec:
             ref = d[_JSON_REF]
             if not isinstance(ref, list) or len(ref) != 2:
                 raise ValueError(f"malformed reference to a Redis object: {ref!r}")
-            return _make_ref(ref[0], ref[1], self.context)
+            return _make_ref(ref[0], ref[1], self)
         if any(k.startswith("\x00") for k in d):
             return {(k[1:] if k.startswith("\x00") else k): v for k, v in d.items()}
         return d
@@ -381,7 +390,7 @@ class Codec:
         ref = _import_msgpack().unpackb(data, raw=False)
         if not isinstance(ref, list) or len(ref) != 2:
             raise ValueError(f"malformed reference to a Redis object: {ref!r}")
-        return _make_ref(ref[0], ref[1], self.context)
+        return _make_ref(ref[0], ref[1], self)
 
 
 def _rebuild(serializer: str, authkey: Optional[bytes]) -> Codec:

@@ -4,7 +4,7 @@ Same API and semantics as the shared-memory containers (docs/api.md,
 "Shared containers"), with the data on a Redis server or cluster so that
 processes on several machines share them.  Every operation is one Lua
 script on the container's keys (one hash slot: ``ip:{<id>}:<part>``), so it
-is atomic; ``with c.lock:`` makes several atomic together (see _objects).
+is atomic; ``with c.lock:`` makes several atomic together (see _guarded).
 
 **dict** (and Namespace), parts after ``lock``:
 
@@ -31,6 +31,13 @@ nothing changed meanwhile (optimistic retry).
 ``increment`` reads the value, adds in Python, and stores it only if the
 payload is still the one read (compare-and-set in Lua, retried): atomic
 for any codec, signed or not, and for any number type.
+
+Timeouts, peer death, lost connections and closed handles: as for every
+object guarded by its own lock (``_guarded``).  An operation has no timeout
+(it waits while another holds ``lock``); a holder that dies is taken over
+when its lease runs out; a lost connection raises ConnectionLostError, the
+operation having happened entirely or not at all; a closed handle raises
+ValueError.
 """
 from __future__ import annotations
 
@@ -40,8 +47,9 @@ import sys
 from typing import Any, Iterable, Iterator, Optional
 
 from ... import _core
-from . import _objects
-from ._objects import RedisObject, lua, register
+from ._base import register
+from ._guarded import GuardedObject, lua
+from .synchronize import DEFAULT_LEASE, RLock, check_lease
 from .codec import Codec
 from .errors import SignatureError
 
@@ -55,10 +63,6 @@ _INDEX_LIMIT = 1 << 50
 # id -> number of key-set changes made through this process's handles:
 # lets an iteration notice its own process's changes at the next item.
 _local_changes: "dict[str, int]" = {}
-
-
-def _default_codec() -> Any:
-    return Codec()
 
 
 # ------------------------------------------------------------------ keys
@@ -228,7 +232,7 @@ def _pairs(args: tuple, kwargs: dict) -> list:
 _MISSING = object()
 
 
-class _HashBase(RedisObject):
+class _HashBase(GuardedObject):
     """The dict machinery RedisDict and RedisNamespace share."""
 
     _PARTS = ("h", "k", "o", "ver")
@@ -245,7 +249,7 @@ class _HashBase(RedisObject):
         if okey is not None:
             return self._loads(okey)
         if self._untrusted_keys() and not _pickle_free(field):
-            raise _signature_error(f"a key of {self._id!r} is not one this codec stored")
+            raise _signature_error(f"a key of {self._ident!r} is not one this codec stored")
         return _core.decode_key(field)
 
     def _untrusted_keys(self) -> bool:
@@ -254,7 +258,7 @@ class _HashBase(RedisObject):
 
     def _changed_keys(self, n: int = 1) -> None:
         if n:
-            _local_changes[self._id] = _local_changes.get(self._id, 0) + n
+            _local_changes[self._ident] = _local_changes.get(self._ident, 0) + n
 
     # ---------------------------------------------------------- operations
 
@@ -300,7 +304,7 @@ class _HashBase(RedisObject):
 
     def _iterate(self, what: int) -> Iterator[Any]:
         """Iterate like a dict: RuntimeError if the keys change meanwhile."""
-        local = _local_changes.get(self._id, 0)
+        local = _local_changes.get(self._ident, 0)
         pos, want = 0, _CHUNK_FIRST
         version = size = None
         while True:
@@ -313,7 +317,7 @@ class _HashBase(RedisObject):
                 return
             for x in self._decode(what, fields, okeys, payloads):
                 yield x
-                if _local_changes.get(self._id, 0) != local:
+                if _local_changes.get(self._ident, 0) != local:
                     ver, n = self._state()
                     if ver != version:
                         _changed(size, n)
@@ -370,13 +374,11 @@ class RedisDict(_HashBase):
     _KIND = "dict"
 
     def __init__(self, conn: Any, *args: Any, name: Optional[str] = None,
-                 create: Optional[bool] = None, codec: Any = None, lease: float = 10.0,
+                 create: Optional[bool] = None, codec: Any = None, lease: float = DEFAULT_LEASE,
                  **kwargs: Any) -> None:
         pairs = _pairs(args, kwargs) if (args or kwargs) else []
-        if codec is None:
-            codec = _default_codec()
-        meta = _objects.open_object(conn, self._KIND, name, create, self._PARTS)
-        self._setup(conn, codec, meta.name, name, lease)
+        self._lease = check_lease(lease)
+        meta = self._open(conn, name, create, codec, {})
         if (args or kwargs) and not meta.created:
             raise ValueError(f"RedisDict {name!r} already exists; content can only be given "
                              "when it is created")
@@ -386,8 +388,8 @@ class RedisDict(_HashBase):
     fromkeys = _FromKeys()
 
     @property
-    def lock(self) -> _objects.LeaseLock:
-        """The lock that makes compound updates atomic (see LeaseLock)."""
+    def lock(self) -> RLock:
+        """The lock that makes compound updates atomic: a Redis RLock (see _guarded)."""
         return self._lock
 
     # --------------------------------------------------------- mapping API
@@ -547,14 +549,12 @@ class RedisNamespace(_HashBase):
     _KIND = "Namespace"
 
     def __init__(self, conn: Any, *, name: Optional[str] = None, create: Optional[bool] = None,
-                 codec: Any = None, lease: float = 10.0, _attrs: Optional[dict] = None,
+                 codec: Any = None, lease: float = DEFAULT_LEASE, _attrs: Optional[dict] = None,
                  **attrs: Any) -> None:
         if _attrs:
             attrs = {**_attrs, **attrs}  # attributes called codec, lease...
-        if codec is None:
-            codec = _default_codec()
-        meta = _objects.open_object(conn, self._KIND, name, create, self._PARTS)
-        self._setup(conn, codec, meta.name, name, lease)
+        self._lease = check_lease(lease)
+        meta = self._open(conn, name, create, codec, {})
         if attrs and not meta.created:
             raise ValueError(f"Namespace {name!r} already exists; attributes can only be given "
                              "when it is created")
@@ -803,7 +803,7 @@ def _snapshot(iterable: Any, message: str = "") -> list:
 
 
 @register
-class RedisList(RedisObject):
+class RedisList(GuardedObject):
     """A list on Redis, shared by every process (on any machine) with a handle on it.
 
     ``RedisList(conn, iterable=(), *, name=None, create=None, codec=None,
@@ -815,22 +815,22 @@ class RedisList(RedisObject):
     _PARTS = ("l", "ver")
 
     def __init__(self, conn: Any, iterable: Iterable[Any] = (), *, name: Optional[str] = None,
-                 create: Optional[bool] = None, codec: Any = None, lease: float = 10.0) -> None:
+                 create: Optional[bool] = None, codec: Any = None,
+                 lease: float = DEFAULT_LEASE) -> None:
         values = _snapshot(iterable)
         if codec is None:
-            codec = _default_codec()
+            codec = Codec()
         payloads = [codec.dumps(v) for v in values]
+        self._lease = check_lease(lease)
         # A new list gets its content in the step that creates it.
-        meta = _objects.open_object(conn, self._KIND, name, create, self._PARTS,
-                                    init={"l": payloads})
-        self._setup(conn, codec, meta.name, name, lease)
+        meta = self._open(conn, name, create, codec, {}, init={"l": payloads})
         if values and not meta.created:
             raise ValueError(f"RedisList {name!r} already exists; content can only be given "
                              "when it is created")
 
     @property
-    def lock(self) -> _objects.LeaseLock:
-        """The lock that makes compound updates atomic (see LeaseLock)."""
+    def lock(self) -> RLock:
+        """The lock that makes compound updates atomic: a Redis RLock (see _guarded)."""
         return self._lock
 
     # ------------------------------------------------------------ indexing

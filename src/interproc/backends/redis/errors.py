@@ -20,6 +20,12 @@ other's failures too:
   connection, the command may or may not have taken effect.
 - :class:`SignatureError` (a ``ValueError``): with an ``authkey``, a payload
   read from Redis was unsigned or its signature did not match.
+- :class:`LockNotOwnedError` (a ``RuntimeError`` and an ``AssertionError``):
+  ``release()`` of a Lock or RLock by a thread that does not hold it.  A
+  Redis lock is a lease owned by the thread that acquired it; unlike the
+  shared-memory and multiprocessing ``Lock``, no other thread or process may
+  release it, so that a holder whose lease ran out cannot release the lock
+  of the one that took it over.
 
 All of them carry the server (``host:port`` or the socket path) in their
 message, and never the password.
@@ -32,6 +38,7 @@ __all__ = [
     "ConnectionLostError",
     "ServerTimeoutError",
     "SignatureError",
+    "LockNotOwnedError",
 ]
 
 
@@ -53,3 +60,11 @@ class ServerTimeoutError(TimeoutError):
 
 class SignatureError(ValueError):
     """A payload was unsigned, or signed with another key, or altered."""
+
+
+class LockNotOwnedError(RuntimeError, AssertionError):
+    """release() of a Redis lock this thread does not hold.
+
+    A RuntimeError (threading's error) and an AssertionError (what
+    multiprocessing's RLock raises), so code written for either catches it.
+    """

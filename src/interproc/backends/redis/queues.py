@@ -7,7 +7,7 @@ keys start with ``ip:{name}:``:
 - ``items``: the list of serialized items (``RPUSH`` to put, pop on the left);
 - ``tasks``: unfinished tasks of a JoinableQueue (put adds, task_done subtracts);
 - ``pw``/``pw.e`` and ``pwk:<id>``: producers waiting for room in a bounded
-  queue, woken by the consumer that takes items (see ``_common``);
+  queue, woken by the consumer that takes items (see ``_waiters``);
 - ``jw``/``jw.e`` and ``jwk:<id>``: processes waiting in ``join()``;
 - ``proc:<id>``: each consumer's processing list, listed in the set ``procs``.
 
@@ -22,6 +22,23 @@ queue.  (An item the server handed over whose reply never arrived may thus
 be delivered again, to the next consumer: at-least-once across connection
 failures, exactly-once otherwise.)  Processing lists expire after an hour of
 disuse, so an item whose recovery failed for longer than that is lost.
+
+- **Timeout**: ``get`` raises queue.Empty and ``put`` on a full bounded
+  queue queue.Full when the timeout passes (``put_many``'s Full says in
+  ``.count`` how many went in).  A waiting ``get`` is one ``BLMOVE`` of at
+  most ``GET_CHUNK`` seconds after another, so items arrive at once.
+- **Peer death**: a consumer that dies holds nothing back but what it took:
+  items returned to it were its own (as with multiprocessing), and one the
+  server moved to its processing list while it died is lost with it when
+  that list expires.
+  A producer waiting for room that dies is skipped by wake-ups once its
+  registration expires (``_waiters``).  Unfinished tasks of a
+  JoinableQueue are counted in Redis, so ``join()`` waits for the
+  ``task_done()`` of whoever takes over.
+- **Lost connection**: see above; ``put`` raises ConnectionLostError and the
+  item may or may not be in the queue (it is never pushed twice).
+- **Close**: ``close()`` ends this handle only; ``put``/``get`` then raise
+  ValueError; the queue and other handles are unaffected.
 """
 from __future__ import annotations
 
@@ -32,18 +49,19 @@ import secrets
 import threading
 from typing import Any, Iterable, List, Optional, Tuple
 
-from . import _common
+from . import _waiters
 from . import client as _client
-from ._common import Deadline, RedisObject, call, lua, register
+from ._base import call, register
+from ._waiters import Deadline, WaitingObject, lua
 
 __all__ = ["Queue", "JoinableQueue", "SimpleQueue", "Full", "Empty"]
 
 Full = _queue.Full
 Empty = _queue.Empty
 
-#: Longest single BLMOVE of a waiting get, in seconds (shortened to fit the
-#: connection's socket_timeout).  Items arrive at once; this only bounds how
-#: long one command stays on the server.
+#: Longest single BLMOVE of a waiting get, in seconds (at most
+#: client.MAX_BLOCK).  Items arrive at once; this only bounds how long one
+#: command stays on the server.
 GET_CHUNK = 10.0
 #: A consumer's processing list expires this long after its last take.
 PROC_TTL_MS = 3_600_000
@@ -151,7 +169,7 @@ class _Consumer:
         self.recover = False
 
 
-class _QueueBase(RedisObject):
+class _QueueBase(WaitingObject):
     _KIND = "Queue"
     _JOINABLE = False
     _PARTS = ("items", "tasks")
@@ -174,10 +192,6 @@ class _QueueBase(RedisObject):
         self._jw_prefix = self._key("jwk:")
         self._local = threading.local()
         self._pending: List[bytes] = []
-
-    def _check(self) -> None:
-        if self._closed:
-            raise ValueError(f"Queue {self!r} is closed")
 
     @property
     def maxsize(self) -> int:
@@ -209,7 +223,7 @@ class _QueueBase(RedisObject):
         def attempt(wid: str, mode: int) -> Tuple[bool, Any, Optional[float]]:
             n = self._script(_PUT_LUA, keys, [
                 self._maxsize, "1" if self._JOINABLE else "0", wid, mode,
-                _common.REGISTRATION_TTL_MS, self._pw_prefix, *payloads[done[0]:]])
+                _waiters.REGISTRATION_TTL_MS, self._pw_prefix, *payloads[done[0]:]])
             done[0] += int(n)
             return done[0] == len(payloads), None, None
 
@@ -256,7 +270,7 @@ class _QueueBase(RedisObject):
         c = self._consumer()
         if c.recover:
             self._recover(c)
-        limit = _common.block_limit(self._conn, GET_CHUNK)
+        limit = GET_CHUNK
         more = max_items - 1
         extra = more > 0 or self._maxsize > 0
         while True:
@@ -268,7 +282,7 @@ class _QueueBase(RedisObject):
             blocking = deadline.waits and (left is None or left > 0)
             if blocking:
                 wait = limit if left is None else min(limit, left)
-                pipe.blmove(self._items, c.proc, _common.server_seconds(wait), "LEFT", "RIGHT")
+                pipe.blmove(self._items, c.proc, _waiters.server_seconds(wait), "LEFT", "RIGHT")
             else:
                 pipe.lmove(self._items, c.proc, "LEFT", "RIGHT")
             if extra:
@@ -302,7 +316,7 @@ class _QueueBase(RedisObject):
         out = []
         for i, payload in enumerate(raw):
             try:
-                obj = _common.decode(self._codec, self._conn, payload, self._items)
+                obj = self._loads(payload, self._items)
             except BaseException:
                 # This one is lost, as it would be in multiprocessing; the
                 # ones after it wait for the next call.
@@ -363,11 +377,6 @@ class _QueueBase(RedisObject):
         return self._maxsize > 0 and self.qsize() >= self._maxsize
 
     # ------------------------------------------------------------ life
-
-    def close(self) -> None:
-        """This handle can no longer be used; the queue and other handles are
-        unaffected."""
-        self._closed = True
 
     def join_thread(self) -> None:
         """Accepted for compatibility: there is no feeder thread to join."""
@@ -434,6 +443,6 @@ class JoinableQueue(_QueueBase):
         """Block until every item put so far has been marked done."""
         def attempt(wid: str, mode: int) -> Tuple[bool, Any, Optional[float]]:
             ok = self._script(_JOIN_LUA, [self._tasks] + self._jw, [
-                wid, mode, _common.REGISTRATION_TTL_MS, self._jw_prefix])
+                wid, mode, _waiters.REGISTRATION_TTL_MS, self._jw_prefix])
             return bool(ok), None, None
         self._wait(attempt, Deadline(True, None), "jwk:")

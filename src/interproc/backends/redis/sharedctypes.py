@@ -14,13 +14,19 @@ Layout (one hash slot, ``ip:{<id>}:<part>``): ``meta`` holds ``typecode``
 for ``'c'``/``'u'``).  They are parsed, never unpickled, whatever the codec.
 Every read or write is one Lua script, so single reads and writes are atomic.
 
-``lock=True`` (the default) gives the object's own lease lock (see
-_objects): ``get_lock()`` returns it, and every read and write waits while
+``lock=True`` (the default) gives the object's own RLock (see
+_guarded): ``get_lock()`` returns it, and every read and write waits while
 another process or thread holds it, so ``with v.get_lock(): v.value += 1``
 is atomic, as with multiprocessing.  ``lock=False`` returns the object
 without ``get_lock()``; any other object with ``acquire`` is taken around
 every read and write, as multiprocessing does, and returned by
 ``get_lock()``.
+
+Timeouts, peer death, lost connections and closed handles: as for every
+object guarded by its own lock (``_guarded``): a read or write waits while
+another holds the lock, a dead holder is taken over when its lease runs out
+(OwnerDiedWarning), a lost connection raises ConnectionLostError, a closed
+handle ValueError.
 """
 from __future__ import annotations
 
@@ -29,9 +35,9 @@ import operator
 from multiprocessing.sharedctypes import typecode_to_type
 from typing import Any, Optional
 
-from . import _objects
-from ._objects import RedisObject, lua, register
-from .codec import Codec
+from ._base import register
+from ._guarded import GuardedObject, lua
+from .synchronize import DEFAULT_LEASE, check_lease
 
 __all__ = ["Value", "Array", "RedisValue", "RedisArray"]
 
@@ -99,21 +105,23 @@ return 1
 """)
 
 
-class _Shared(RedisObject):
+class _Shared(GuardedObject):
     """The lock handling of Value and Array."""
 
     _ctype: type
     _code: str
     _user_lock: Any
 
-    def _extra(self) -> Any:
-        return self._code, self._user_lock
+    def _setup(self) -> None:
+        super()._setup()
+        self._code = self._opts["typecode"]
+        self._ctype = _TYPES[self._code]
 
-    def _restore(self, extra: Any) -> None:
-        code, user_lock = extra
-        object.__setattr__(self, "_code", code)
-        object.__setattr__(self, "_ctype", _TYPES[code])
-        object.__setattr__(self, "_user_lock", user_lock)
+    def _handle_state(self) -> Any:
+        return (self._lease, self._user_lock)
+
+    def _set_handle_state(self, state: Any) -> None:
+        self._lease, self._user_lock = state
 
     def _do(self, source: str, *args: Any) -> Any:
         lock = self._user_lock
@@ -131,12 +139,8 @@ class _Shared(RedisObject):
     def get_obj(self) -> Any:
         """The object without its lock: reads and writes that take no lock
         (multiprocessing's raw ctypes object)."""
-        raw = object.__new__(type(self))
-        raw._setup(self._conn, self._codec, self._id, self._name, self._lease)
-        extra = list(self._extra())
-        extra[1] = False
-        raw._restore(tuple(extra))
-        return raw
+        return self._handle(self._conn, self._codec, self._ident, self._anonymous, self._opts,
+                            (self._lease, False))
 
     def acquire(self, *args: Any, **kwargs: Any) -> bool:
         return self.get_lock().acquire(*args, **kwargs)
@@ -160,11 +164,13 @@ def _check_lock(lock: Any) -> Any:
 
 
 def _open(cls: type, conn: Any, code: str, length: Optional[int], name: Optional[str],
-          create: Optional[bool], codec: Any, lease: float, init: dict) -> Any:
+          create: Optional[bool], codec: Any, lease: float, lock: Any, init: dict) -> Any:
     options: dict = {"typecode": code}
     if length is not None:
         options["length"] = length
-    meta = _objects.open_object(conn, cls._KIND, name, create, cls._PARTS, options, init)
+    obj = cls.__new__(cls)
+    obj._set_handle_state((check_lease(lease), lock))
+    meta = obj._open(conn, name, create, codec, options, init)
     if not meta.created and (meta.get("typecode"), meta.get("length")) != (code, length):
         def show(c: Any, n: Optional[int]) -> str:
             t = _TYPES.get(c)
@@ -172,8 +178,6 @@ def _open(cls: type, conn: Any, code: str, length: Optional[int], name: Optional
             return base if n is None else f"{base} * {n}"
         raise TypeError(f"{name!r} holds {show(meta.get('typecode'), meta.get('length'))}, "
                         f"not {show(code, length)}")
-    obj = object.__new__(cls)
-    obj._setup(conn, codec if codec is not None else Codec(), meta.name, name, lease)
     return obj
 
 
@@ -207,12 +211,9 @@ class RedisArray(_Shared):
     _PARTS = ("a",)
     _length: int
 
-    def _extra(self) -> Any:
-        return self._code, self._user_lock, self._length
-
-    def _restore(self, extra: Any) -> None:
-        super()._restore(extra[:2])
-        object.__setattr__(self, "_length", extra[2])
+    def _setup(self) -> None:
+        super()._setup()
+        self._length = int(self._opts["length"])
 
     def __len__(self) -> int:
         return self._length
@@ -305,7 +306,7 @@ class RedisArray(_Shared):
 
 def Value(conn: Any, typecode_or_type: Any, *args: Any, lock: Any = True,
           name: Optional[str] = None, create: Optional[bool] = None, codec: Any = None,
-          lease: float = 10.0) -> RedisValue:
+          lease: float = DEFAULT_LEASE) -> RedisValue:
     """multiprocessing's ``Value(typecode_or_type, *args, lock=True)`` on Redis.
 
     ``name``/``create`` as for every named object: opening an existing name
@@ -317,14 +318,12 @@ def Value(conn: Any, typecode_or_type: Any, *args: Any, lock: Any = True,
     ctype = _TYPES[code]
     lock = _check_lock(lock)
     initial = _encode(ctype, ctype(*args).value)
-    obj = _open(RedisValue, conn, code, None, name, create, codec, lease, {"v": initial})
-    obj._restore((code, lock))
-    return obj
+    return _open(RedisValue, conn, code, None, name, create, codec, lease, lock, {"v": initial})
 
 
 def Array(conn: Any, typecode_or_type: Any, size_or_initializer: Any, *, lock: Any = True,
           name: Optional[str] = None, create: Optional[bool] = None, codec: Any = None,
-          lease: float = 10.0) -> RedisArray:
+          lease: float = DEFAULT_LEASE) -> RedisArray:
     """multiprocessing's ``Array(typecode_or_type, size_or_initializer, lock=True)`` on Redis.
 
     ``size_or_initializer`` is a length (zeros) or a sequence to copy in.
@@ -341,6 +340,5 @@ def Array(conn: Any, typecode_or_type: Any, size_or_initializer: Any, *, lock: A
         if ctype is ctypes.c_char and isinstance(size_or_initializer, bytes):
             values = [bytes([b]) for b in size_or_initializer]
         items = [_encode(ctype, v) for v in values]
-    obj = _open(RedisArray, conn, code, len(items), name, create, codec, lease, {"a": items})
-    obj._restore((code, lock, len(items)))
-    return obj
+    return _open(RedisArray, conn, code, len(items), name, create, codec, lease, lock,
+                 {"a": items})

@@ -4,7 +4,7 @@ The semantics of interproc's shared-memory primitives (docs/api.md), for
 processes on several machines.  Each object is a few keys sharing one hash
 tag (one Redis Cluster slot); every change of state is one Lua script, and
 every wait blocks in Redis (``BLPOP`` on the waiter's own wake key, see
-``_common``), never in a polling loop.
+``_waiters``), never in a polling loop.
 
 Key layout of an object whose keys start with ``ip:{name}:``:
 
@@ -18,10 +18,30 @@ Key layout of an object whose keys start with ``ip:{name}:``:
 - Barrier: ``bar`` (hash: arrived count, generation, broken), ``out`` (hash:
   generation -> how it ended), waiters ``w``/``w.e``, ``wk:<id>``.
 
-Locks are leases: the holder's process renews them from a background thread
-(every third of the lease), so a holder that dies, or whose host vanishes,
-loses the lock at most ``lease`` seconds later; the next acquirer gets it
-with ``owner_died`` set and an :class:`~interproc.OwnerDiedWarning`.
+- **Timeout**: ``acquire``/``wait`` return False when their timeout passes
+  (threading's reading: None waits for ever, a negative one not at all);
+  ``Barrier.wait`` breaks the barrier and raises BrokenBarrierError.
+- **Peer death**: locks are leases: the holder's process renews them from a
+  background thread (every third of the lease), so a holder that dies, or
+  whose host vanishes, loses the lock at most ``lease`` seconds later; the
+  next acquirer gets it with ``owner_died`` set and an
+  :class:`~interproc.OwnerDiedWarning`.  Semaphore units taken by a process
+  that dies are not given back (they have no owner).  A dead waiter is
+  skipped by wake-ups once its registration expires (``_waiters``); a dead
+  waiter at a Barrier breaks it.
+- **Lease lost by a live holder** (it stalled or lost the server for longer
+  than the lease): if another took the lock meanwhile, ``release()`` raises
+  :class:`~.errors.LockNotOwnedError` saying so; otherwise it releases.
+- **Release by another thread**: only the thread that acquired a Lock may
+  release it (LockNotOwnedError), unlike multiprocessing's and the
+  shared-memory Lock, so that a holder whose lease ran out can never release
+  the next holder's lock (docs/api.md, "Manager on Redis").
+- **Lost connection**: the call raises ConnectionLostError (it may or may not
+  have happened: an ``acquire`` may hold the lock, whose lease then runs out
+  unless released); ``ServerTimeoutError`` likewise.
+- **Close**: a closed handle raises ValueError; a lock held by the thread
+  stays held (and renewed) until that thread releases it through another
+  handle, or its process exits.
 """
 from __future__ import annotations
 
@@ -35,8 +55,13 @@ from threading import BrokenBarrierError
 from typing import Any, Dict, Optional, Tuple
 
 from ...synchronize import OwnerDiedWarning
-from . import _common
-from ._common import Deadline, RedisObject, call, lua, register, thread_token
+import secrets
+
+from . import _waiters
+from . import codec as _codec
+from ._base import register, thread_token
+from ._waiters import Deadline, WaitingObject, lua
+from .errors import LockNotOwnedError
 
 __all__ = [
     "Lock", "RLock", "Semaphore", "BoundedSemaphore", "Event", "Condition", "Barrier",
@@ -46,13 +71,6 @@ __all__ = [
 #: Seconds a lock stays held after its holder stops renewing it.
 DEFAULT_LEASE = 10.0
 
-
-class LockNotOwnedError(RuntimeError, AssertionError):
-    """release() of a lock this thread does not hold.
-
-    A RuntimeError (threading's error) and an AssertionError (what
-    multiprocessing's RLock raises), so code written for either catches it.
-    """
 
 
 # ------------------------------------------------------------------ leases
@@ -204,22 +222,24 @@ return {o[1] or '', o[2] or '0', o[3] or '', deaths, w_count(KEYS[4])}
 """)
 
 
-class _LockBase(RedisObject):
+def check_lease(lease: Any) -> float:
+    """A lock's lease in seconds, checked: TypeError, ValueError."""
+    if isinstance(lease, bool) or not isinstance(lease, (int, float)):
+        raise TypeError(f"lease must be a number of seconds, not {type(lease).__name__}")
+    if not 0.05 <= lease <= 86400:
+        raise ValueError(f"lease must be between 0.05 and 86400 seconds, not {lease}")
+    return float(lease)
+
+
+class _LockBase(WaitingObject):
     _REENTRANT = False
     _prefix = ""
 
     def __init__(self, conn: Any, *, name: Optional[str] = None, create: Optional[bool] = None,
                  codec: Any = None, lease: float = DEFAULT_LEASE) -> None:
-        self._lease = self._check_lease(lease)
+        self._lease = check_lease(lease)
         self._open(conn, name, create, codec, {})
 
-    @staticmethod
-    def _check_lease(lease: Any) -> float:
-        if isinstance(lease, bool) or not isinstance(lease, (int, float)):
-            raise TypeError(f"lease must be a number of seconds, not {type(lease).__name__}")
-        if not 0.05 <= lease <= 86400:
-            raise ValueError(f"lease must be between 0.05 and 86400 seconds, not {lease}")
-        return float(lease)
 
     def _setup(self) -> None:
         self.owner_died = False
@@ -231,11 +251,23 @@ class _LockBase(RedisObject):
     _PARTS = ("owner", "state")
     _REGISTRIES = {"w": "wk:"}
 
-    def _pickle_extra(self) -> Any:
-        return self._lease
+    def _handle_state(self) -> Any:
+        return (self._lease, self._prefix)
 
-    def _unpickled(self, extra: Any) -> None:
-        self._lease = extra
+    def _set_handle_state(self, state: Any) -> None:
+        self._lease, self._prefix = state
+
+    def _destroy(self) -> None:
+        if self._prefix:
+            return  # a lock living with another object goes with it
+        super()._destroy()
+
+    @classmethod
+    def _embedded(cls, owner: WaitingObject, prefix: str, lease: float) -> "_LockBase":
+        """The lock living with ``owner`` under its parts ``prefix + "owner"``...
+        (see :func:`embedded_parts`): a Condition's own lock, a container's."""
+        return cls._handle(owner._conn, owner._codec, owner._ident, owner._anonymous, {},
+                           (lease, prefix))
 
     @property
     def lease(self) -> float:
@@ -245,7 +277,7 @@ class _LockBase(RedisObject):
     def _try(self, token: str, count: int, wid: str, mode: int) -> Tuple[bool, Any, Optional[float]]:
         res = self._script(_ACQUIRE_LUA, self._keys, [
             token, int(self._lease * 1000), "1" if self._REENTRANT else "0", wid, mode,
-            _common.REGISTRATION_TTL_MS, self._wake_prefix, count, f"{_HOST}:{os.getpid()}"])
+            _waiters.REGISTRATION_TTL_MS, self._wake_prefix, count, f"{_HOST}:{os.getpid()}"])
         if int(res[0]) == 1:
             return True, int(res[1]), None
         pttl = int(res[1])
@@ -291,7 +323,9 @@ class _LockBase(RedisObject):
         if status == -1:
             raise ValueError("semaphore or lock released too many times")
         raise LockNotOwnedError(
-            f"{self!r} is held by another thread or process; only its owner may release it")
+            f"{self!r} is held by another thread or process, and a Redis Lock may only be "
+            "released by the thread that acquired it (unlike multiprocessing's and the "
+            "shared-memory Lock): its lease belongs to its holder")
 
     def release(self) -> None:
         """Release the lock (once, for an RLock).  Only the thread that holds
@@ -308,6 +342,10 @@ class _LockBase(RedisObject):
         """Whether some thread or process holds the lock."""
         self._check()
         return bool(self._call(self._client.exists, self._keys[0]))
+
+    def locked_by_me(self) -> bool:
+        """Whether the calling thread holds the lock."""
+        return self._is_owned()
 
     def _is_owned(self) -> bool:
         self._check()
@@ -335,6 +373,16 @@ class _LockBase(RedisObject):
         if self._closed:
             return f"<interproc.redis.{type(self).__name__} {self._where()} closed>"
         return f"<interproc.redis.{type(self).__name__} {self._where()}>"
+
+
+#: The parts of a lock that lives with another object (a Condition's own
+#: RLock, a container's): the owner declares them (``_PARTS``,
+#: ``_REGISTRIES``) and makes the lock with ``RLock._embedded(self,
+#: EMBEDDED_PREFIX, lease)``.
+EMBEDDED_PREFIX = "lock."
+EMBEDDED_PARTS = tuple(EMBEDDED_PREFIX + p for p in _LockBase._PARTS)
+EMBEDDED_REGISTRIES = {EMBEDDED_PREFIX + z: EMBEDDED_PREFIX + p
+                       for z, p in _LockBase._REGISTRIES.items()}
 
 
 @register
@@ -395,7 +443,7 @@ return {redis.call('HGET', KEYS[1], 'v') or ARGV[1], w_count(KEYS[3])}
 
 
 @register
-class Semaphore(RedisObject):
+class Semaphore(WaitingObject):
     """A counting semaphore in Redis: ``multiprocessing.Semaphore``.
 
     ``Semaphore(conn, value=1, *, name=None, create=None, codec=None)``.
@@ -424,7 +472,7 @@ class Semaphore(RedisObject):
         """Take one unit; return whether it was taken."""
         def attempt(wid: str, mode: int) -> Tuple[bool, Any, Optional[float]]:
             ok = self._script(_SEM_ACQUIRE_LUA, self._keys, [
-                wid, mode, _common.REGISTRATION_TTL_MS, self._wake_prefix, self._initial])
+                wid, mode, _waiters.REGISTRATION_TTL_MS, self._wake_prefix, self._initial])
             return bool(ok), None, None
         return self._wait(attempt, Deadline(block, timeout), "wk:")[0]
 
@@ -496,7 +544,7 @@ return {redis.call('HGET', KEYS[1], 'f') or '0', w_count(KEYS[3])}
 
 
 @register
-class Event(RedisObject):
+class Event(WaitingObject):
     """An event flag in Redis: ``multiprocessing.Event``.
 
     ``set()`` wakes every waiter; a waiter woken by a ``set()`` returns True
@@ -533,7 +581,7 @@ class Event(RedisObject):
 
         def attempt(wid: str, mode: int) -> Tuple[bool, Any, Optional[float]]:
             ok, gen = self._script(_EVENT_WAIT_LUA, self._keys, [
-                wid, mode, _common.REGISTRATION_TTL_MS, self._wake_prefix, seen[0]])
+                wid, mode, _waiters.REGISTRATION_TTL_MS, self._wake_prefix, seen[0]])
             if not seen[0]:
                 seen[0] = gen.decode() if isinstance(gen, bytes) else str(gen)
             return bool(ok), None, None
@@ -574,60 +622,55 @@ return w_wake(KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2]))
 
 
 @register
-class Condition(RedisObject):
+class Condition(WaitingObject):
     """A condition variable in Redis: ``multiprocessing.Condition``.
 
-    ``Condition(conn, lock=None, *, name=None, create=None, codec=None)``
-    uses an RLock living with the condition, or the Redis Lock/RLock given
-    (which may live in another hash slot: no script spans both).  Waiters
-    may wake spuriously; use ``wait_for`` or a loop.
+    ``Condition(conn, lock=None, *, name=None, create=None, codec=None,
+    lease=10.0)`` uses an RLock living with the condition (with that
+    lease), or the Redis Lock/RLock given (which may live in another hash
+    slot: no script spans both).  Waiters may wake spuriously; use
+    ``wait_for`` or a loop.
     """
 
     _KIND = "Condition"
     # Its own RLock's keys are declared here, with the prefix "lock.".
-    _REGISTRIES = {"cw": "cwk:", "lock.w": "lock.wk:"}
-    _PARTS = ("lock.owner", "lock.state")
+    _REGISTRIES = {"cw": "cwk:", **EMBEDDED_REGISTRIES}
+    _PARTS = EMBEDDED_PARTS
     _lock: Any = None
 
     def __init__(self, conn: Any, lock: Any = None, *, name: Optional[str] = None,
-                 create: Optional[bool] = None, codec: Any = None) -> None:
+                 create: Optional[bool] = None, codec: Any = None,
+                 lease: float = DEFAULT_LEASE) -> None:
         if lock is not None and not isinstance(lock, _LockBase):
             raise TypeError(f"lock must be a Redis Lock or RLock, not {type(lock).__name__}")
         self._given_lock = lock
+        self._own_lease = check_lease(lease)  # of its own RLock
         self._open(conn, name, create, codec, {})
 
     def _setup(self) -> None:
         self._keys = [self._key("cw"), self._key("cw.e")]
         self._wake_prefix = self._key("cwk:")
-        lock = getattr(self, "_given_lock", None)
+        lock = self._given_lock
         if lock is None:
-            lock = RLock.__new__(RLock)
-            lock._prefix = "lock."
-            lock._lease = DEFAULT_LEASE
-            lock._attach(self._conn, self._codec, self._ident, self._anonymous, {})
+            lock = RLock._embedded(self, EMBEDDED_PREFIX, self._own_lease)
         self._lock = lock
 
-    def _pickle_extra(self) -> Any:
+    def _handle_state(self) -> Any:
         return (self._given_lock, self._lock._lease)
 
-    def _unpickled(self, extra: Any) -> None:
-        given, lease = extra
-        self._given_lock = given
-        if given is not None:
-            self._lock = given
-        else:
-            self._lock._lease = lease
+    def _set_handle_state(self, state: Any) -> None:
+        self._given_lock, self._own_lease = state
 
-    def _ref_extra(self) -> Any:
+    def _ref_state(self) -> Any:
         given = self._given_lock
         return [None if given is None else list(given.__interproc_redis_ref__()), self._lock._lease]
 
-    def _extra_from_ref(self, extra: Any) -> Any:
-        ref, lease = extra
+    @classmethod
+    def _state_from_ref(cls, state: Any, codec: Any) -> Any:
+        ref, lease = state
         if ref is None:
             return (None, lease)
-        cls = {"Lock": Lock, "RLock": RLock}[ref[0]]
-        return (_common._from_reference(cls)(ref[1:], self._conn), lease)
+        return (_codec.read_ref(ref[0], ref[1:], codec), lease)
 
     def acquire(self, block: bool = True, timeout: Optional[float] = None) -> bool:
         return self._lock.acquire(block, timeout)
@@ -643,14 +686,14 @@ class Condition(RedisObject):
 
     def _cond_check(self, wid: str, mode: int) -> bool:
         return bool(self._script(_COND_CHECK_LUA, self._keys,
-                                 [wid, mode, _common.REGISTRATION_TTL_MS, self._wake_prefix]))
+                                 [wid, mode, _waiters.REGISTRATION_TTL_MS, self._wake_prefix]))
 
     def wait(self, timeout: Optional[float] = None) -> bool:
         """Release the lock, wait until notified or ``timeout`` seconds pass,
         take the lock back; return False on timeout."""
         deadline = Deadline(True, timeout)
-        wid = _common.secrets.token_hex(8)
-        self._script(_COND_REGISTER_LUA, self._keys, [wid, _common.REGISTRATION_TTL_MS])
+        wid = secrets.token_hex(8)
+        self._script(_COND_REGISTER_LUA, self._keys, [wid, _waiters.REGISTRATION_TTL_MS])
         try:
             depth = self._lock._release_save()
         except (LockNotOwnedError, ValueError):
@@ -658,7 +701,7 @@ class Condition(RedisObject):
             raise RuntimeError("cannot wait on un-acquired lock") from None
         try:
             wake = self._wake_prefix + wid
-            limit = _common.block_limit(self._conn, _common.WAIT_CHUNK)
+            limit = _waiters.WAIT_CHUNK
             while True:
                 left = deadline.remaining()
                 if left is not None and left <= 0:
@@ -818,7 +861,7 @@ return {s[1] or '0', s[2] or '0', w_count(KEYS[4])}
 
 
 @register
-class Barrier(RedisObject):
+class Barrier(WaitingObject):
     """A barrier in Redis: ``multiprocessing.Barrier``.
 
     ``Barrier(conn, parties, action=None, timeout=None, *, name=None,
@@ -853,13 +896,13 @@ class Barrier(RedisObject):
         self._keys = [self._key("bar"), self._key("out"), self._key("w"), self._key("w.e")]
         self._wake_prefix = self._key("wk:")
 
-    def _pickle_extra(self) -> Any:
+    def _handle_state(self) -> Any:
         return (self._action, self._timeout)
 
-    def _unpickled(self, extra: Any) -> None:
-        self._action, self._timeout = extra
+    def _set_handle_state(self, state: Any) -> None:
+        self._action, self._timeout = state
 
-    def _ref_extra(self) -> Any:
+    def _ref_state(self) -> Any:
         # A reference holds plain data: the action travels by its name.
         action = self._action
         if action is None:
@@ -870,8 +913,9 @@ class Barrier(RedisObject):
                             f"reference, not {action!r}")
         return [f"{module}:{qualname}", self._timeout]
 
-    def _extra_from_ref(self, extra: Any) -> Any:
-        name, timeout = extra
+    @classmethod
+    def _state_from_ref(cls, state: Any, codec: Any) -> Any:
+        name, timeout = state
         action = None
         if name is not None:
             import importlib
@@ -901,10 +945,10 @@ class Barrier(RedisObject):
     def wait(self, timeout: Optional[float] = None) -> int:
         """Wait for all parties; return this one's arrival index."""
         deadline = Deadline(True, self._timeout if timeout is None else timeout)
-        ttl = _common.REGISTRATION_TTL_MS
-        wid = _common.secrets.token_hex(8)
+        ttl = _waiters.REGISTRATION_TTL_MS
+        wid = secrets.token_hex(8)
         wake = self._wake_prefix + wid
-        limit = _common.block_limit(self._conn, _common.WAIT_CHUNK)
+        limit = _waiters.WAIT_CHUNK
 
         def chunk() -> Optional[float]:
             left = deadline.remaining()

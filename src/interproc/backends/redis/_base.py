@@ -1,0 +1,252 @@
+"""What every object of the Redis backend is: a name, its keys, a connection and a codec.
+
+:class:`RedisObject` is the base of every kind (queues, synchronization
+primitives, containers, Value and Array).  It holds:
+
+- **Keys**: every key of an object is ``ip:{<id>}:<part>`` (``keys.object_key``),
+  one Redis Cluster hash slot per object, so that one Lua script may touch
+  them all.  ``<id>`` is the user's name for a named object and
+  ``anon:<hex>`` for an anonymous one.  Subclasses declare their parts in
+  ``_PARTS``; ``meta`` (kind and creation options) is ``keys``' own.
+- **Open/create rules** (:meth:`RedisObject._open`): ``name=None`` makes a
+  new anonymous object (``create=False`` is then a ValueError: there is
+  nothing to open); with a name, ``create=None`` opens or creates, ``True``
+  must create (FileExistsError), ``False`` must open (FileNotFoundError),
+  and opening a name that holds another kind raises TypeError -- the rules
+  of the shared-memory objects.  An opener gets the creator's options.
+- **Pickling**: to another process (a child under any start method), a
+  handle pickles as the connection options (credentials included), the
+  codec options (authkey included), the id and the per-handle state
+  (:meth:`_handle_state`).  Inside a stored value (an object put in a queue or a
+  dict) it is a *reference* (``codec.REF_METHOD``), plain data naming the
+  object; the codec that reads it back hands itself to the factory
+  registered by :func:`register`, and the object opens on that codec's
+  connection (``codec.context``).
+- **Life**: ``close()`` ends this handle only (its operations then raise
+  ValueError; the object and other handles are unaffected); ``unlink()``
+  deletes a named object's keys for every handle (nothing for an anonymous
+  one); ``_destroy()`` deletes every key of the object (the manager's
+  ``shutdown()`` does this for the anonymous objects it made).
+
+Errors: every Redis call goes through :meth:`_call` or :meth:`_script`, which
+raise the backend's exceptions (``client.translate``): a server that cannot
+be reached -> ``UnreachableError`` (nothing happened); a connection lost
+mid-command -> ``ConnectionLostError`` and a reply that did not come within
+the socket timeout -> ``ServerTimeoutError`` (both: the operation may or may
+not have happened; nothing is resent).  Timeouts of blocking operations and
+the death of other processes are the subclasses' business
+(``_waiters``, ``_guarded``).
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import threading
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+
+from . import client as _client
+from . import codec as _codec
+from . import keys as _keys
+
+__all__ = ["RedisObject", "register", "thread_token", "call"]
+
+_local = threading.local()
+
+
+def thread_token() -> str:
+    """Who the caller is, for lock ownership: this thread of this process
+    (random, so never reused; a new one after a fork)."""
+    pid = os.getpid()
+    tok = getattr(_local, "token", None)
+    if tok is None or tok[0] != pid:
+        tok = (pid, f"{pid}:{threading.get_ident()}:{secrets.token_hex(8)}")
+        _local.token = tok
+    return tok[1]
+
+
+def call(conn: Any, op: str, fn: Callable, *args: Any, **kwargs: Any) -> Any:
+    """Run a redis-py call, raising the backend's exceptions (client.translate)."""
+    with _client.errors(conn, op):
+        return fn(*args, **kwargs)
+
+
+def _rebuild(cls: type, conn_options: Dict[str, Any], codec_options: Dict[str, Any], ident: str,
+             anonymous: bool, opts: Dict[str, Any], state: Any) -> "RedisObject":
+    return cls._handle(_client.Connection.from_options(conn_options),
+                       _codec.Codec(**codec_options), ident, anonymous, opts, state)
+
+
+def register(cls: type) -> type:
+    """Class decorator: references to instances, read back out of stored
+    values, become handles opened with the reading codec."""
+    def factory(args: List[Any], codec: Any) -> Any:
+        ident, anonymous, opts, state = args
+        if codec.context is None:
+            raise ValueError(f"a reference to the {cls._KIND} {ident!r} was read by a codec "
+                             "without a connection to open it with")
+        return cls._handle(codec.context, codec, ident, bool(anonymous), dict(opts),
+                           cls._state_from_ref(state, codec))
+
+    _codec.register_ref(cls._KIND, factory)
+    return cls
+
+
+class RedisObject:
+    """Base of every Redis object (see the module docstring).
+
+    Subclasses set ``_KIND`` (the kind in the metadata, and the reference
+    tag) and ``_PARTS`` (their data keys), set their per-handle state
+    before calling :meth:`_open`, and read their keys and options in
+    :meth:`_setup`.
+    """
+
+    _KIND = "object"
+    _PARTS: Tuple[str, ...] = ()
+    _closed = False
+
+    _conn: Any
+    _codec: Any
+    _ident: str
+    _anonymous: bool
+    _opts: Dict[str, Any]
+
+    # ------------------------------------------------------------ opening
+
+    @classmethod
+    def _declared_parts(cls) -> Tuple[str, ...]:
+        """Every part the object may ever have (``keys.create_meta``)."""
+        return tuple(cls._PARTS)
+
+    def _open(self, conn: Any, name: Optional[str], create: Optional[bool], codec: Any,
+              options: Dict[str, Any], init: Optional[Dict[str, Any]] = None) -> Any:
+        """Create or open the object (the rules in the module docstring) and
+        attach this handle to it; returns the ``keys.Meta`` (``.created``)."""
+        if name is None:
+            if create is False:
+                raise ValueError("create=False needs a name: there is nothing to open")
+            ident, anonymous, create = _keys.anonymous_name(), True, True
+        else:
+            ident, anonymous = _keys.check_name(name), False
+        meta = _keys.create_meta(conn, ident, self._KIND, options, create,
+                                 parts=self._declared_parts(), init=init)
+        self._attach(conn, codec, ident, anonymous, dict(meta))
+        return meta
+
+    def _attach(self, conn: Any, codec: Any, ident: str, anonymous: bool,
+                opts: Dict[str, Any]) -> None:
+        self._conn = conn
+        # Bound to the connection: references read with it open there.
+        self._codec = (codec if codec is not None else _codec.Codec()).bind(conn)
+        self._ident = ident
+        self._anonymous = anonymous
+        self._opts = dict(opts)
+        self._setup()
+
+    def _setup(self) -> None:
+        """Subclasses compute their keys and read their options (``self._opts``) here."""
+
+    @classmethod
+    def _handle(cls, conn: Any, codec: Any, ident: str, anonymous: bool,
+                opts: Dict[str, Any], state: Any) -> "RedisObject":
+        """Another handle on an existing object, with per-handle ``state``."""
+        self = cls.__new__(cls)
+        self._set_handle_state(state)
+        self._attach(conn, codec, ident, anonymous, opts)
+        return self
+
+    # ------------------------------------------------- per-handle state
+
+    def _handle_state(self) -> Any:
+        """What else a pickled handle carries (a lock's lease, a Barrier's action...)."""
+        return None
+
+    def _set_handle_state(self, state: Any) -> None:
+        """Restore :meth:`_handle_state`; runs before :meth:`_setup`."""
+
+    def _ref_state(self) -> Any:
+        """:meth:`_handle_state` as plain data, for a reference."""
+        return self._handle_state()
+
+    @classmethod
+    def _state_from_ref(cls, state: Any, codec: Any) -> Any:
+        """The inverse of :meth:`_ref_state`."""
+        return state
+
+    def __reduce__(self):
+        # To another process (a child): everything, credentials and authkey
+        # included, as the connection and codec pickle themselves.
+        return (_rebuild, (type(self), self._conn.options, self._codec.options, self._ident,
+                           self._anonymous, self._opts, self._handle_state()))
+
+    def __interproc_redis_ref__(self) -> tuple:
+        # Inside a stored value: only what names the object; the reader
+        # supplies the connection and codec.
+        return (self._KIND, self._ident, self._anonymous, self._opts, self._ref_state())
+
+    # ------------------------------------------------------------ running
+
+    def _key(self, part: str) -> str:
+        return _keys.object_key(self._ident, part)
+
+    def _check(self) -> None:
+        if self._closed:
+            raise ValueError(f"{self._KIND} {self._where()} is closed")
+
+    def _op(self) -> str:
+        return f"{self._KIND} {self._ident!r}"
+
+    def _call(self, fn: Callable, *args: Any, **kwargs: Any) -> Any:
+        """``fn(*args, **kwargs)``, a redis-py call, on an open handle."""
+        self._check()
+        return call(self._conn, self._op(), fn, *args, **kwargs)
+
+    def _script(self, source: str, keys: Iterable[str], args: Iterable[Any]) -> Any:
+        """Run the Lua ``source`` on an open handle."""
+        self._check()
+        return call(self._conn, self._op(), self._conn.script(source), list(keys), list(args))
+
+    @property
+    def _client(self) -> Any:
+        return self._conn.client
+
+    def _dumps(self, value: Any) -> bytes:
+        return self._codec.dumps(value)
+
+    def _loads(self, payload: bytes, key: Optional[str] = None) -> Any:
+        """Decode a payload read from this object; references in it open
+        with this handle's connection and codec."""
+        return self._codec.loads(payload, self._ident if key is None else key)
+
+    # ------------------------------------------------------------ public
+
+    @property
+    def name(self) -> Optional[str]:
+        """The name, or None for an anonymous object."""
+        return None if self._anonymous else self._ident
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """This handle can no longer be used (ValueError); the object and
+        other handles stay."""
+        self._closed = True
+
+    def unlink(self) -> None:
+        """Delete a named object's keys from Redis: the object is gone for
+        every handle.  Nothing for an anonymous one (whoever made it, the
+        manager, deletes those with :meth:`_destroy`)."""
+        if not self._anonymous:
+            self._destroy()
+
+    def _destroy(self) -> None:
+        """Delete every declared key of the object and its metadata
+        (``keys.delete_object``); nothing if it is gone already."""
+        try:
+            _keys.delete_object(self._conn, self._ident, self._KIND)
+        except FileNotFoundError:
+            pass
+
+    def _where(self) -> str:
+        return "anonymous" if self._anonymous else f"name={self._ident!r}"

@@ -1,0 +1,225 @@
+"""Waiting in Redis: the waiter registry every blocking Redis object uses.
+
+A process that must wait (for an item, a lock, a unit, an event...) registers
+a random waiter id in a sorted set (arrival order) together with an expiry
+time, in the same Lua script that found it had to wait; it then blocks in
+``BLPOP`` on its own wake key (on ``Connection.blocking_client``).  Whoever
+changes the state in a way that lets waiters proceed pops live waiters from
+the set and pushes a token onto their wake keys, in the script that made the
+change: a wake-up is never lost between the check and the wait.
+
+- **Timeout**: a wait gives up when its ``timeout`` (threading's reading:
+  None waits for ever, a negative one does not wait) has passed, removing
+  its registration in the script that makes the last check, so that no
+  wake-up is spent on it.
+- **Chunks**: waits are cut into server-side waits of at most
+  :data:`WAIT_CHUNK` seconds, after which the waiter checks again and
+  refreshes its registration.  So no command blocks longer than
+  ``client.MAX_BLOCK``, and a lost wake-up costs at most one chunk.
+- **Peer death**: a waiter that died stops refreshing its registration; it
+  is skipped once that has expired (``REGISTRATION_TTL_MS``), so a wake-up
+  sent to it delays the others by at most one chunk.  Its wake key expires
+  by itself (``WAKE_TTL_MS``).
+- **Lost connection**: the blocked command raises ``ConnectionLostError``
+  (or ``ServerTimeoutError`` if the server vanished without closing the
+  socket, within ``client.MAX_BLOCK`` plus the socket timeout); the wait
+  ends with that error and its registration expires like a dead waiter's.
+- **Close**: a closed handle's waits raise ValueError before talking to Redis.
+
+Every key of an object shares its ``{name}`` hash tag, so each script
+touches a single Redis Cluster slot; the wake keys of other waiters are
+derived inside the scripts, from the same tag.
+"""
+from __future__ import annotations
+
+import math
+import secrets
+import time
+from typing import Any, Callable, Dict, Optional, Tuple
+
+from ._base import RedisObject, call
+
+#: Longest single server-side wait of a registered waiter, in seconds.  It
+#: bounds how long a wake-up sent to a dead waiter can delay the others.
+WAIT_CHUNK = 2.0
+#: A waiter's registration lasts this long after its last refresh.
+REGISTRATION_TTL_MS = 3 * int(WAIT_CHUNK * 1000)
+#: Wake keys vanish after this long if nobody reads them (dead waiters).
+WAKE_TTL_MS = 60_000
+
+LUA_PRELUDE = """
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+-- The waiter registry: sorted set z (score: arrival order), hash e
+-- (waiter id -> expiry in ms; field '#' numbers the arrivals), and one wake
+-- list per waiter, named p .. id.
+local function w_add(z, e, wid, ttl)
+  if not redis.call('ZSCORE', z, wid) then
+    redis.call('ZADD', z, redis.call('HINCRBY', e, '#', 1), wid)
+  end
+  redis.call('HSET', e, wid, now_ms() + ttl)
+end
+local function w_done(z, e, p, wid)
+  if wid ~= '' then
+    redis.call('ZREM', z, wid)
+    redis.call('HDEL', e, wid)
+    redis.call('DEL', p .. wid)
+    if redis.call('ZCARD', z) == 0 then redis.call('DEL', e) end
+  end
+end
+-- Wakes up to n live waiters (all of them when n < 0), oldest first;
+-- expired registrations (dead waiters) are dropped on the way.
+local function w_wake(z, e, p, n)
+  local now = now_ms()
+  local woken = 0
+  while n < 0 or woken < n do
+    local first = redis.call('ZRANGE', z, 0, 0)
+    if #first == 0 then break end
+    local wid = first[1]
+    local exp = tonumber(redis.call('HGET', e, wid) or '0')
+    redis.call('ZREM', z, wid)
+    redis.call('HDEL', e, wid)
+    if exp >= now then
+      redis.call('RPUSH', p .. wid, '1')
+      redis.call('PEXPIRE', p .. wid, __WAKE_TTL__)
+      woken = woken + 1
+    end
+  end
+  if redis.call('ZCARD', z) == 0 then redis.call('DEL', e) end
+  return woken
+end
+-- Live registered waiters.
+local function w_count(e)
+  local now = now_ms()
+  local n = 0
+  local all = redis.call('HGETALL', e)
+  for i = 1, #all, 2 do
+    if all[i] ~= '#' and tonumber(all[i + 1]) >= now then n = n + 1 end
+  end
+  return n
+end
+-- After a failed attempt: mode 0 is a try without waiting, 1 registers (or
+-- refreshes) the waiter, 2 gives up and unregisters it.
+local function w_fail(z, e, p, wid, mode, ttl)
+  if mode == 1 then w_add(z, e, wid, ttl) elseif mode == 2 then w_done(z, e, p, wid) end
+end
+""".replace("__WAKE_TTL__", str(WAKE_TTL_MS))
+
+
+def lua(body: str) -> str:
+    """A script: the waiter registry's functions, then ``body``."""
+    return LUA_PRELUDE + body
+
+
+def wait_timeout(timeout: Any) -> Optional[float]:
+    """threading's reading of a timeout: None waits for ever, a negative one
+    does not wait at all."""
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"timeout must be a number or None, not {type(timeout).__name__}")
+    return max(float(timeout), 0.0)
+
+
+def server_seconds(seconds: float) -> float:
+    """A blocking command's timeout: Redis reads it in whole milliseconds and
+    takes 0 to mean for ever, so it is rounded up, never down to 0."""
+    return max(math.ceil(seconds * 1000.0), 1) / 1000.0
+
+
+class Deadline:
+    """When a blocking call gives up: never (None), at once, or at a time."""
+
+    __slots__ = ("end",)
+
+    def __init__(self, block: bool, timeout: Any) -> None:
+        timeout = wait_timeout(timeout)
+        if not block or timeout == 0.0:
+            self.end: Optional[float] = 0.0
+        elif timeout is None:
+            self.end = None
+        else:
+            self.end = time.monotonic() + timeout
+
+    @property
+    def waits(self) -> bool:
+        return self.end != 0.0
+
+    def remaining(self) -> Optional[float]:
+        if self.end is None:
+            return None
+        return max(self.end - time.monotonic(), 0.0)
+
+
+class WaitingObject(RedisObject):
+    """A Redis object with waiter registries (see the module docstring).
+
+    ``_REGISTRIES`` maps each registry's sorted-set part to the prefix part
+    of its wake keys; the registry's hash is the part plus ``.e``.  Both are
+    declared parts of the object; wake keys are deleted with it.
+    """
+
+    _REGISTRIES: Dict[str, str] = {}
+
+    @classmethod
+    def _declared_parts(cls) -> Tuple[str, ...]:
+        parts = super()._declared_parts()
+        for z in cls._REGISTRIES:
+            parts += (z, z + ".e")
+        return parts
+
+    def _blpop(self, key: str, seconds: float) -> Any:
+        """Block on a wake key for at most ``seconds`` (at most WAIT_CHUNK)."""
+        return self._call(self._conn.blocking_client.blpop, [key], server_seconds(seconds))
+
+    def _wait(self, attempt: Callable[[str, int], Tuple[bool, Any, Optional[float]]],
+              deadline: Deadline, wake_part: str) -> Tuple[bool, Any]:
+        """Run ``attempt(wid, mode)`` until it succeeds or ``deadline`` passes.
+
+        ``attempt`` runs one script that tries, and on failure registers
+        (mode 1) or unregisters (mode 2) the waiter ``wid``; it returns
+        ``(ok, value, bound)``, where ``bound`` (seconds or None) caps the
+        next wait, e.g. by the remaining lease of a lock's holder.  Between
+        attempts the caller blocks in Redis on its wake key.
+        """
+        if not deadline.waits:
+            ok, value, _ = attempt("", 0)
+            return ok, value
+        wid = secrets.token_hex(8)
+        wake = self._key(wake_part + wid)
+        ok, value, bound = attempt(wid, 1)
+        while not ok:
+            chunk = WAIT_CHUNK if bound is None else min(WAIT_CHUNK, bound)
+            left = deadline.remaining()
+            if left is not None:
+                if left <= 0:
+                    ok, value, _ = attempt(wid, 2)
+                    break
+                chunk = min(chunk, left)
+            self._blpop(wake, chunk)
+            ok, value, bound = attempt(wid, 1)
+        return ok, value
+
+    # Deletes the wake keys of the waiters still registered (ARGV: one
+    # prefix per registry, KEYS: its sorted set).
+    _WAKE_KEYS_LUA = """
+local n = 0
+for i = 1, #KEYS do
+  for _, wid in ipairs(redis.call('ZRANGE', KEYS[i], 0, -1)) do
+    n = n + redis.call('DEL', ARGV[i] .. wid)
+  end
+end
+return n
+"""
+
+    def _destroy(self) -> None:
+        """Delete every key of the object: the wake keys of registered
+        waiters, then the declared parts and metadata.  Wake keys of waiters
+        that are gone expire on their own."""
+        regs = self._REGISTRIES
+        if regs:
+            call(self._conn, self._op(), self._conn.script(self._WAKE_KEYS_LUA),
+                 [self._key(z) for z in regs], [self._key(p) for p in regs.values()])
+        super()._destroy()
