@@ -45,8 +45,10 @@ Attributes and methods of a ``Connection``
     ``url``              the URL without credentials.
     ``script(source)``   a :class:`Script`: ``script(keys=(), args=())`` runs the
                          Lua source by ``EVALSHA``, loading it when the server
-                         does not know it yet.  All keys must hash to one slot
-                         on a cluster (see ``keys.py``).
+                         does not know it yet (``script.execute(client,
+                         numkeys, *keys_and_args)``: the same on a given
+                         client, with EVALSHA's own arguments).  All keys
+                         must hash to one slot on a cluster (see ``keys.py``).
     ``errors(op)``       context manager translating redis-py errors, below.
     ``ping()``, ``close()``.
 
@@ -366,6 +368,16 @@ def translated(op: Optional[str] = None) -> Callable:
 # Lua scripts
 
 
+_NoScriptError: Any = None
+
+
+def _no_script_error() -> type:
+    global _NoScriptError
+    if _NoScriptError is None:
+        _NoScriptError = import_redis().exceptions.NoScriptError
+    return _NoScriptError
+
+
 class Script:
     """A Lua script bound to a Connection; ``script(keys=(), args=())`` runs it.
 
@@ -383,14 +395,21 @@ class Script:
         self.sha = hashlib.sha1(source.encode("utf-8")).hexdigest()
 
     def __call__(self, keys: Iterable[Any] = (), args: Iterable[Any] = (), client: Any = None) -> Any:
-        keys = list(keys)
-        args = list(args)
-        client = self._conn.client if client is None else client
-        rexc = import_redis().exceptions
+        if type(keys) is not list:
+            keys = list(keys)
+        if type(args) is not list:
+            args = list(args)
+        return self.execute(self._conn.client if client is None else client, len(keys), *keys, *args)
+
+    def execute(self, client: Any, numkeys: int, *keys_and_args: Any) -> Any:
+        """Run on ``client`` with ``numkeys`` keys first in ``keys_and_args``
+        (the arguments of ``EVALSHA``, without the sha)."""
         try:
-            return client.evalsha(self.sha, len(keys), *keys, *args)
-        except rexc.NoScriptError:
-            return client.eval(self.source, len(keys), *keys, *args)
+            return client.evalsha(self.sha, numkeys, *keys_and_args)
+        except Exception as exc:
+            if not isinstance(exc, _no_script_error()):
+                raise
+        return client.eval(self.source, numkeys, *keys_and_args)
 
     def __repr__(self) -> str:
         return f"<Script {self.sha[:12]} on {self._conn!r}>"
