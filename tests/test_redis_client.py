@@ -76,7 +76,8 @@ def test_connect_standalone(redis_url):
     conn = Connection.from_url(redis_url)
     assert conn.ping()
     assert not conn.is_cluster
-    assert type(conn.client) is redis.Redis
+    assert isinstance(conn.client, redis.Redis)
+    assert not isinstance(conn.client, redis.cluster.RedisCluster)
     key = f"ip-test:{uname()}"
     conn.client.set(key, b"v")
     try:
@@ -323,6 +324,27 @@ def test_server_restarted_between_commands(redis_server_factory):
     server.stop()
     server.start()  # same port: the pooled socket is stale, nothing was sent on it
     assert conn.ping()
+
+
+def test_each_thread_has_a_client_and_gives_its_connection_back(redis_url):
+    conn = Connection.from_url(redis_url, socket_timeout=6.5)  # an object of this test's own
+    main = conn.client
+    assert conn.client is main
+    ids = []
+
+    def work():
+        c = conn.client
+        assert c is not main and conn.client is c
+        ids.append(c.client_id())
+
+    for _ in range(5):  # one after the other: each ended thread's connection is reused
+        t = threading.Thread(target=work)
+        t.start()
+        t.join()
+    assert len(ids) == 5 and main.client_id() not in ids
+    assert len(set(ids)) == 1
+    conn.close()
+    assert conn.client is not main and conn.ping()
 
 
 def test_reply_timeout_and_blocking_client(redis_url, redis_server):

@@ -157,8 +157,12 @@ def test_put_and_get_many_are_one_round_trip(conn, made):
         q.put_many(range(100))
         assert calls == ["cmd"]  # one RPUSH
         calls.clear()
+        # items present: one script, no pipeline
         assert q.get_many(50) == list(range(50))
-        assert calls == [] and len(pipes) == 1
+        assert calls == ["cmd"] and pipes == []
+        calls.clear()
+        assert q.get() == 50
+        assert calls == ["cmd"] and pipes == []
     finally:
         mp.undo()
     del real_evalsha

@@ -66,8 +66,19 @@ def thread_token() -> str:
 
 def call(conn: Any, op: str, fn: Callable, *args: Any, **kwargs: Any) -> Any:
     """Run a redis-py call, raising the backend's exceptions (client.translate)."""
-    with _client.errors(conn, op):
+    try:
         return fn(*args, **kwargs)
+    except BaseException as exc:
+        raise_translated(exc, conn, op)
+
+
+def raise_translated(exc: BaseException, conn: Any, op: Optional[str]) -> None:
+    """Raise what ``client.translate`` makes of ``exc`` (the original as
+    ``__cause__``), or ``exc`` itself; call it in the ``except`` clause."""
+    new = _client._translate_for(exc, conn, op)
+    if new is exc:
+        raise exc
+    raise new.with_traceback(None) from exc
 
 
 def _rebuild(cls: type, conn_options: Dict[str, Any], codec_options: Dict[str, Any], ident: str,
@@ -140,6 +151,7 @@ class RedisObject:
         self._ident = ident
         self._anonymous = anonymous
         self._opts = dict(opts)
+        self._opname = f"{self._KIND} {ident!r}"
         self._setup()
 
     def _setup(self) -> None:
@@ -193,17 +205,26 @@ class RedisObject:
             raise ValueError(f"{self._KIND} {self._where()} is closed")
 
     def _op(self) -> str:
-        return f"{self._KIND} {self._ident!r}"
+        return self._opname
 
     def _call(self, fn: Callable, *args: Any, **kwargs: Any) -> Any:
         """``fn(*args, **kwargs)``, a redis-py call, on an open handle."""
-        self._check()
-        return call(self._conn, self._op(), fn, *args, **kwargs)
+        if self._closed:
+            self._check()
+        try:
+            return fn(*args, **kwargs)
+        except BaseException as exc:
+            raise_translated(exc, self._conn, self._opname)
 
     def _script(self, source: str, keys: Iterable[str], args: Iterable[Any]) -> Any:
         """Run the Lua ``source`` on an open handle."""
-        self._check()
-        return call(self._conn, self._op(), self._conn.script(source), list(keys), list(args))
+        if self._closed:
+            self._check()
+        conn = self._conn
+        try:
+            return conn.script(source)(keys, args)
+        except BaseException as exc:
+            raise_translated(exc, conn, self._opname)
 
     @property
     def _client(self) -> Any:

@@ -26,11 +26,12 @@ that finds the lock free costs one round trip.
 """
 from __future__ import annotations
 
-from typing import Any, Tuple
+import re
+from typing import Any, Dict, Tuple
 
 import redis
 
-from ._base import thread_token
+from ._base import raise_translated, thread_token
 from ._waiters import WaitingObject
 from .synchronize import (
     DEFAULT_LEASE,
@@ -48,11 +49,23 @@ if holder and holder ~= ARGV[1] then return redis.error_reply('IPLOCKED') end
 """
 
 
+# How many of the object's keys each operation uses: KEYS[1] up to the
+# highest KEYS[n] its source names.  Only those are sent.
+_NKEYS: Dict[str, int] = {}
+_KEY_REF = re.compile(r"KEYS\[(\d+)\]")
+
+
 def lua(body: str) -> str:
     """An operation: KEYS[1] is the object's lock owner, KEYS[2:] its data
     parts (``_PARTS``, in order), ARGV[1] the caller's token; it refuses to
-    run while another holds the lock."""
-    return _GUARD + body
+    run while another holds the lock.  It must name its keys literally
+    (``KEYS[3]``, not ``KEYS[i]``): the keys after the highest one it names
+    are not passed to it."""
+    source = _GUARD + body
+    if "#KEYS" in source or re.search(r"KEYS\[[^\]0-9]", source):
+        raise ValueError("an operation must name its keys as KEYS[<number>]")
+    _NKEYS[source] = max(int(n) for n in _KEY_REF.findall(source))
+    return source
 
 
 class GuardedObject(WaitingObject):
@@ -81,12 +94,18 @@ class GuardedObject(WaitingObject):
 
     def _run(self, source: str, *args: Any) -> Any:
         """Run the operation ``source`` (made with :func:`lua`) on this object's keys."""
-        argv = [thread_token(), *args]
+        if self._closed:
+            self._check()
+        conn = self._conn
+        n = _NKEYS[source]
+        argv = (*self._keylist[:n], thread_token(), *args)
         try:
-            return self._script(source, self._keylist, argv)
+            return conn.script(source).execute(conn.client, n, *argv)
         except redis.ResponseError as exc:
             if str(exc) != "IPLOCKED":
-                raise
+                raise_translated(exc, conn, self._opname)
+        except BaseException as exc:
+            raise_translated(exc, conn, self._opname)
         # Another holds the lock: wait for it, and run under it.
         with self._lock:
-            return self._script(source, self._keylist, argv)
+            return self._script(source, self._keylist[:n], argv[n:])

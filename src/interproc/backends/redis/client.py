@@ -25,8 +25,11 @@ Interface
     be handed to children under every start method and through queues.
 
 Attributes and methods of a ``Connection``
-    ``client``           the redis-py client of this process: ``redis.Redis``,
-                         or ``redis.cluster.RedisCluster`` for a cluster.
+    ``client``           the redis-py client of this thread: ``redis.Redis``
+                         holding one connection of the process's pool for
+                         the thread (given back when the thread's client is
+                         dropped), or the process's
+                         ``redis.cluster.RedisCluster`` for a cluster.
     ``blocking_client``  the client for blocking commands (``BLPOP``,
                          ``BLMOVE``...): a second client whose socket
                          timeout is ``MAX_BLOCK`` seconds longer than the
@@ -45,8 +48,10 @@ Attributes and methods of a ``Connection``
     ``url``              the URL without credentials.
     ``script(source)``   a :class:`Script`: ``script(keys=(), args=())`` runs the
                          Lua source by ``EVALSHA``, loading it when the server
-                         does not know it yet.  All keys must hash to one slot
-                         on a cluster (see ``keys.py``).
+                         does not know it yet (``script.execute(client,
+                         numkeys, *keys_and_args)``: the same on a given
+                         client, with EVALSHA's own arguments).  All keys
+                         must hash to one slot on a cluster (see ``keys.py``).
     ``errors(op)``       context manager translating redis-py errors, below.
     ``ping()``, ``close()``.
 
@@ -366,6 +371,16 @@ def translated(op: Optional[str] = None) -> Callable:
 # Lua scripts
 
 
+_NoScriptError: Any = None
+
+
+def _no_script_error() -> type:
+    global _NoScriptError
+    if _NoScriptError is None:
+        _NoScriptError = import_redis().exceptions.NoScriptError
+    return _NoScriptError
+
+
 class Script:
     """A Lua script bound to a Connection; ``script(keys=(), args=())`` runs it.
 
@@ -383,14 +398,21 @@ class Script:
         self.sha = hashlib.sha1(source.encode("utf-8")).hexdigest()
 
     def __call__(self, keys: Iterable[Any] = (), args: Iterable[Any] = (), client: Any = None) -> Any:
-        keys = list(keys)
-        args = list(args)
-        client = self._conn.client if client is None else client
-        rexc = import_redis().exceptions
+        if type(keys) is not list:
+            keys = list(keys)
+        if type(args) is not list:
+            args = list(args)
+        return self.execute(self._conn.client if client is None else client, len(keys), *keys, *args)
+
+    def execute(self, client: Any, numkeys: int, *keys_and_args: Any) -> Any:
+        """Run on ``client`` with ``numkeys`` keys first in ``keys_and_args``
+        (the arguments of ``EVALSHA``, without the sha)."""
         try:
-            return client.evalsha(self.sha, len(keys), *keys, *args)
-        except rexc.NoScriptError:
-            return client.eval(self.source, len(keys), *keys, *args)
+            return client.evalsha(self.sha, numkeys, *keys_and_args)
+        except Exception as exc:
+            if not isinstance(exc, _no_script_error()):
+                raise
+        return client.eval(self.source, numkeys, *keys_and_args)
 
     def __repr__(self) -> str:
         return f"<Script {self.sha[:12]} on {self._conn!r}>"
@@ -416,6 +438,35 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+_ThreadClient: Any = None
+
+
+def _thread_client_class() -> type:
+    """``redis.Redis`` for a client that keeps one connection: before each
+    command it checks that connection as the pool checks one it hands out,
+    so that a socket gone stale between commands (a server restarted or
+    killed meanwhile) is replaced, or fails to connect, before anything is
+    sent on it."""
+    global _ThreadClient
+    if _ThreadClient is None:
+        redis = import_redis()
+        stale = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+
+        class ThreadClient(redis.Redis):
+            def execute_command(self, *args: Any, **options: Any) -> Any:
+                conn = self.connection
+                if conn is not None and getattr(conn, "_sock", None) is not None:
+                    try:
+                        if conn.can_read():
+                            raise redis.exceptions.ConnectionError("Connection has data")
+                    except stale:
+                        conn.disconnect()
+                return super().execute_command(*args, **options)
+
+        _ThreadClient = ThreadClient
+    return _ThreadClient
+
+
 class Connection:
     """The way to one Redis server or cluster, for one process (see the module docstring)."""
 
@@ -429,6 +480,7 @@ class Connection:
         self._pid = os.getpid()
         self._client: Any = None
         self._blocking: Any = None
+        self._threads = threading.local()
         self._scripts: Dict[str, Script] = {}
 
     # -- construction
@@ -496,9 +548,33 @@ class Connection:
             self._lock = threading.Lock()
             self._pid = os.getpid()
             self._client = self._blocking = None
+            self._threads = threading.local()
 
     @property
     def client(self) -> Any:
+        self._check_pid()
+        c = getattr(self._threads, "client", None)
+        if c is None:
+            c = self._thread_client()
+        return c
+
+    def _thread_client(self) -> Any:
+        # Each thread has a client of its own that keeps one connection of
+        # the shared pool for itself (redis-py's single_connection_client),
+        # which spares every command taking a connection from the pool and
+        # giving it back.  The connection returns to the pool when the
+        # thread's client is dropped (the thread ended, or close()).  A
+        # cluster client has no such mode: the shared one serves every thread.
+        shared = self._shared_client()
+        if self._cluster:
+            c = shared
+        else:
+            c = _thread_client_class()(connection_pool=shared.connection_pool,
+                                       single_connection_client=True)
+        self._threads.client = c
+        return c
+
+    def _shared_client(self) -> Any:
         self._check_pid()
         c = self._client
         if c is None:
@@ -534,7 +610,7 @@ class Connection:
     @property
     def is_cluster(self) -> bool:
         if self._cluster is None:
-            self.client  # asks the server
+            self._shared_client()  # asks the server
         return bool(self._cluster)
 
     def _client_kwargs(self, **override: Any) -> Dict[str, Any]:
@@ -600,8 +676,12 @@ class Connection:
         """Close this process's sockets; the next use opens new ones."""
         self._check_pid()
         with self._lock:
-            clients = [c for c in (self._client, self._blocking) if c is not None]
+            mine = getattr(self._threads, "client", None)
+            clients = [c for c in (mine, self._client, self._blocking) if c is not None]
             self._client = self._blocking = None
+            # Other threads' clients hold connections of the pool closed
+            # below; they make new clients on their next use.
+            self._threads = threading.local()
         for c in clients:
             try:
                 c.close()

@@ -11,8 +11,10 @@ keys start with ``ip:{name}:``:
 - ``jw``/``jw.e`` and ``jwk:<id>``: processes waiting in ``join()``;
 - ``proc:<id>``: each consumer's processing list, listed in the set ``procs``.
 
-A blocked ``get`` waits in Redis: ``BLMOVE items -> proc:<id>`` with the
-remaining timeout.  The item stays in the consumer's processing list until
+A ``get`` first takes without waiting, in one Lua script (delete the
+processing list, ``LMOVE items -> proc:<id>``, set its expiry); only when
+the queue is empty does it wait in Redis: ``BLMOVE items -> proc:<id>`` with
+the remaining timeout.  The item stays in the consumer's processing list until
 that consumer's next call, which deletes it in the same round trip as it
 takes the next one.  If the connection breaks while a take is in flight the
 caller gets the error and the processing list is moved back to the head of
@@ -110,6 +112,32 @@ if more > 0 then
 end
 redis.call('PEXPIRE', proc, ARGV[4])
 local all = redis.call('LRANGE', proc, 0, -1)
+if tonumber(ARGV[2]) > 0 then w_wake(z, e, ARGV[3], #all) end
+return all
+""")
+
+# A take that does not wait: delete the processing list (what it held was
+# delivered by the previous call), move the first item into it, and return
+# that item, or nil when the queue is empty.  KEYS items, proc.  ARGV ttl.
+_TAKE_ONE_LUA = """
+redis.call('DEL', KEYS[2])
+local item = redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT')
+if item then redis.call('PEXPIRE', KEYS[2], ARGV[1]) end
+return item
+"""
+
+# The same for up to ARGV[1] items, waking as many waiting producers of a
+# bounded queue (ARGV[2] > 0).  KEYS items, proc, z, e.  ARGV count,
+# maxsize, prefix, ttl.  Returns the items taken (none: the queue is empty).
+_TAKE_NOW_LUA = lua("""
+local items, proc, z, e = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+redis.call('DEL', proc)
+local all = redis.call('LPOP', items, tonumber(ARGV[1]))
+if not all then return {} end
+for i = 1, #all, 1000 do
+  redis.call('RPUSH', proc, unpack(all, i, math.min(i + 999, #all)))
+end
+redis.call('PEXPIRE', proc, ARGV[4])
 if tonumber(ARGV[2]) > 0 then w_wake(z, e, ARGV[3], #all) end
 return all
 """)
@@ -270,9 +298,25 @@ class _QueueBase(WaitingObject):
         c = self._consumer()
         if c.recover:
             self._recover(c)
-        limit = GET_CHUNK
         more = max_items - 1
         extra = more > 0 or self._maxsize > 0
+        if c.registered:
+            # First without waiting: one script, one round trip.  Only an
+            # empty queue makes the blocking take below necessary.
+            try:
+                if extra:
+                    got = self._conn.script(_TAKE_NOW_LUA).execute(
+                        self._conn.client, 4, self._items, c.proc, *self._pw,
+                        max_items, self._maxsize, self._pw_prefix, PROC_TTL_MS)
+                else:
+                    got = self._conn.script(_TAKE_ONE_LUA).execute(
+                        self._conn.client, 2, self._items, c.proc, PROC_TTL_MS)
+                    got = [] if got is None else [got]
+            except BaseException as exc:
+                self._take_failed(c, exc)
+            if got or not deadline.waits or deadline.remaining() == 0:
+                return list(got)
+        limit = GET_CHUNK
         while True:
             pipe = self._conn.blocking_client.pipeline(transaction=False)
             if not c.registered:
@@ -293,24 +337,27 @@ class _QueueBase(WaitingObject):
             try:
                 res = pipe.execute()
             except BaseException as exc:
-                # The server may have moved an item into our processing list
-                # before the failure: put it back, now if we can, and in any
-                # case before this consumer's next take.
-                c.recover = True
-                try:
-                    self._recover(c)
-                except BaseException:
-                    pass
-                new = _client.translate(exc, self._conn.address, self._op())
-                if new is exc:
-                    raise
-                raise new from exc
+                self._take_failed(c, exc)
             c.registered = True
             got = res[-1] if extra else ([res[-2]] if res[-2] is not None else [])
             if got or not blocking:
                 return list(got)
             if deadline.remaining() == 0:
                 return []
+
+    def _take_failed(self, c: _Consumer, exc: BaseException) -> None:
+        """Raise for a take that failed: the server may have moved items
+        into our processing list before the failure, so they are put back,
+        now if we can, and in any case before this consumer's next take."""
+        c.recover = True
+        try:
+            self._recover(c)
+        except BaseException:
+            pass
+        new = _client.translate(exc, self._conn.address, self._op())
+        if new is exc:
+            raise exc
+        raise new from exc
 
     def _decode(self, raw: List[bytes], as_list: bool) -> Any:
         out = []
