@@ -15,9 +15,8 @@ import random
 import sys
 import time
 
-# Long enough for a loaded 2-core machine, short enough that a lost wake-up
-# fails the test well before pytest-timeout.
-CHILD_TIMEOUT = 30.0
+import _helpers
+from _helpers import CHILD_TIMEOUT
 
 EXIT_TORN = 3
 EXIT_WRONG = 4
@@ -35,13 +34,8 @@ EXIT_MEANINGS = {
 
 
 def describe_exit(code):
-    if code is None:
-        return "still running"
-    if code == 0:
-        return "exit 0"
-    if code < 0:
-        return f"killed by signal {-code}"
-    return f"exit {code} ({EXIT_MEANINGS.get(code, 'unexpected')})"
+    """A child's exit code in words, with the meanings above."""
+    return _helpers.describe_exit(code, EXIT_MEANINGS)
 
 
 # ------------------------------------------------------------ outcomes
