@@ -8,6 +8,7 @@ on how the child was started, and spawn would spend the time budget on
 interpreter start-up instead.
 """
 
+import functools
 import multiprocessing
 import os
 import random
@@ -21,10 +22,17 @@ import pytest
 import interproc
 
 import _cb_helpers as cb
+import _helpers
+from _helpers import (
+    TIMEOUT,
+    collect,
+    kill_and_reap,
+    new_seed,
+    owner_died_warnings,
+    start,
+    wait_until,
+)
 
-# Generous: a spawned child imports pytest's __main__ and interproc before
-# it runs, which is slow on a loaded 2-core machine.
-TIMEOUT = 60
 # How soon a waiter must notice a notify, a break or a reset.  Futex
 # wake-ups take microseconds; this leaves room for a loaded machine while
 # still catching a waiter that only polls.
@@ -45,14 +53,7 @@ pytestmark = pytest.mark.timeout(90)
 
 # ------------------------------------------------------------- helpers
 
-def new_seed():
-    return int.from_bytes(os.urandom(4), "little")
-
-
-def start(ctx, target, *args):
-    p = ctx.Process(target=target, args=args)
-    p.start()
-    return p
+join_ok = functools.partial(_helpers.join_ok, meanings=cb.EXIT_MEANINGS)
 
 
 def start_thread(target, *args):
@@ -61,42 +62,11 @@ def start_thread(target, *args):
     return t
 
 
-def join_ok(*procs, timeout=TIMEOUT):
-    deadline = time.monotonic() + timeout
-    hung = []
-    for p in procs:
-        p.join(max(0.0, deadline - time.monotonic()))
-        if p.is_alive():
-            hung.append(p.pid)
-            p.kill()
-            p.join(10)
-    assert not hung, f"children {hung} did not finish within {timeout}s"
-    codes = [p.exitcode for p in procs]
-    assert codes == [0] * len(procs), f"children: {[cb.describe_exit(c) for c in codes]}"
-
-
 def join_threads(*threads, timeout=TIMEOUT):
     deadline = time.monotonic() + timeout
     for t in threads:
         t.join(max(0.0, deadline - time.monotonic()))
     assert not any(t.is_alive() for t in threads), f"threads still running after {timeout}s"
-
-
-def kill_and_reap(proc):
-    try:
-        os.kill(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.join(TIMEOUT)
-    assert not proc.is_alive(), f"pid {proc.pid} survived SIGKILL"
-    return proc.exitcode
-
-
-def wait_until(predicate, timeout=TIMEOUT, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.001)
 
 
 def counter():
@@ -124,10 +94,6 @@ def all_in_wait(cond, arrived, n):
     wait_until(lambda: arrived.load() >= n, what=f"{n} waiters to count in")
     assert cond.acquire(timeout=TIMEOUT)
     cond.release()
-
-
-def collect(out, n, timeout=TIMEOUT):
-    return [out.get(timeout=timeout) for _ in range(n)]
 
 
 def drain_for(out, seconds):
@@ -1006,10 +972,6 @@ def test_party_killed_after_passing_is_not_a_death_at_the_barrier():
     assert out.get(timeout=TIMEOUT)[1] == "ok"
     join_threads(t)
     assert barrier.broken is False
-
-
-def owner_died_warnings(caught):
-    return [w for w in caught if issubclass(w.category, interproc.OwnerDiedWarning)]
 
 
 COND_KILLS = 8

@@ -7,6 +7,7 @@ interproc's proves the drop-in.  Other threads stand in for other processes
 here; test_sync_multiprocess.py has the real thing.
 """
 
+import functools
 import multiprocessing
 import os
 import signal
@@ -37,11 +38,8 @@ def assert_took(elapsed, timeout):
     assert elapsed <= timeout + TIMING_SLACK, f"gave up late: {elapsed:.4f}s for {timeout}s"
 
 
-def wait_until(predicate, timeout=5.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.002)
+# Waiters here are threads of this process: seconds are plenty.
+wait_until = functools.partial(_helpers.wait_until, timeout=5.0, interval=0.002)
 
 
 def in_thread(fn, *args):

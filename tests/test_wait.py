@@ -24,9 +24,9 @@ import pytest
 import interproc
 
 import _pipe_helpers as ph
+from _helpers import TIMEOUT, join_ok, start
 from _pipe_helpers import assert_took, cpu_seconds, finish_within
 
-TIMEOUT = 60
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -64,23 +64,6 @@ def readable_now(*conns):
     fds = {c.fileno(): c for c in conns}
     ready, _, _ = select.select(list(fds), [], [], 0)
     return [fds[fd] for fd in ready]
-
-
-def start(ctx, target, *args):
-    p = ctx.Process(target=target, args=args)
-    p.start()
-    return p
-
-
-def join_ok(*procs, timeout=TIMEOUT):
-    deadline = time.monotonic() + timeout
-    for p in procs:
-        p.join(max(0.0, deadline - time.monotonic()))
-        if p.is_alive():
-            p.kill()
-            p.join(10)
-            pytest.fail(f"child {p.pid} did not finish within {timeout}s")
-    assert [p.exitcode for p in procs] == [0] * len(procs)
 
 
 def ids(objs):
