@@ -10,6 +10,7 @@ import hashlib
 import os
 import queue
 import random
+import resource
 import signal
 import sys
 import threading
@@ -152,6 +153,37 @@ def owner_died_warnings(caught):
     import interproc
 
     return [w for w in caught if issubclass(w.category, interproc.OwnerDiedWarning)]
+
+
+# ------------------------------------------------------------------ timing
+
+# How late a timed call (a timeout that expires) may return.  Early is never
+# allowed.
+TIMING_SLACK = 0.05
+# time.monotonic() and the C side's CLOCK_MONOTONIC agree, but float rounding
+# of a deadline can cost a few microseconds.
+EARLY_EPSILON = 0.001
+
+
+def assert_took(elapsed, timeout):
+    """Assert that a call given ``timeout`` returned after ``elapsed``
+    seconds: not early, and at most TIMING_SLACK late."""
+    assert elapsed >= timeout - EARLY_EPSILON, f"returned early: {elapsed:.4f}s < {timeout}s"
+    assert elapsed <= timeout + TIMING_SLACK, f"returned late: {elapsed:.4f}s for {timeout}s"
+
+
+def cpu_seconds():
+    """CPU time of this whole process, every thread included."""
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
+def sigint_soon(delay=0.2):
+    """Send this process SIGINT (Ctrl-C) after ``delay`` seconds, from a
+    timer thread; returns the timer, to cancel."""
+    t = threading.Timer(delay, os.kill, (os.getpid(), signal.SIGINT))
+    t.start()
+    return t
 
 
 # ---------------------------------------------------------------- checksums

@@ -8,13 +8,12 @@ shows up as a failed child rather than a hung test.
 
 import os
 import random
-import resource
 import sys
 import time
 import warnings
 
 import _helpers
-from _helpers import CHILD_TIMEOUT
+from _helpers import CHILD_TIMEOUT, cpu_seconds
 
 # Exit codes of children, so that a failure says what went wrong.
 EXIT_ACQUIRE_TIMED_OUT = 3
@@ -35,12 +34,6 @@ EXIT_MEANINGS = {
 def describe_exit(code):
     """A child's exit code in words, with the meanings above."""
     return _helpers.describe_exit(code, EXIT_MEANINGS)
-
-
-def cpu_seconds():
-    """CPU time of this whole process, every thread included."""
-    ru = resource.getrusage(resource.RUSAGE_SELF)
-    return ru.ru_utime + ru.ru_stime
 
 
 def _acquire_or_exit(lock, timeout=CHILD_TIMEOUT):

@@ -7,6 +7,7 @@
 
 import multiprocessing
 import os
+import signal
 import sys
 import time
 import uuid
@@ -91,6 +92,23 @@ def unique_name():
                 os.unlink(path)
     if problems:
         pytest.fail("; ".join(problems), pytrace=False)
+
+
+@pytest.fixture
+def default_sigint():
+    """SIGINT raises KeyboardInterrupt during the test, whatever handler the
+    runner had installed (restored afterwards)."""
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, old)
+
+
+@pytest.fixture
+def umask_022():
+    """The process umask is 022 during the test (restored afterwards)."""
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
 
 
 # ---------------------------------------------------------------------------

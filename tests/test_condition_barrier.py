@@ -548,13 +548,6 @@ def test_repr_does_not_fail():
 
 # ----------------------------------------------------------------- Ctrl-C
 
-@pytest.fixture
-def default_sigint():
-    old = signal.signal(signal.SIGINT, signal.default_int_handler)
-    yield
-    signal.signal(signal.SIGINT, old)
-
-
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("timed", [False, True], ids=["untimed", "timed"])
 def test_keyboard_interrupt_breaks_a_condition_wait(default_sigint, timed):
