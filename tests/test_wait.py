@@ -24,39 +24,22 @@ import pytest
 import interproc
 
 import _pipe_helpers as ph
-from _helpers import TIMEOUT, join_ok, start
-from _pipe_helpers import assert_took, cpu_seconds, finish_within
-
+from _helpers import TIMEOUT, assert_took, cpu_seconds, join_ok, start
+from _pipe_helpers import closing_pipes, finish_within
 
 pytestmark = pytest.mark.timeout(60)
 
 IMPLS = ["interproc", "multiprocessing"]
 
 
-def _factory(impl, made):
-    def make(duplex=True):
-        func = interproc.Pipe if impl == "interproc" else multiprocessing.Pipe
-        pair = func(duplex)
-        made.extend(pair)
-        return pair
-
-    return make
-
-
 @pytest.fixture(params=IMPLS)
 def Pipe(request):
-    made = []
-    yield _factory(request.param, made)
-    for conn in made:
-        conn.close()
+    yield from closing_pipes(request.param)
 
 
 @pytest.fixture
 def IPipe():
-    made = []
-    yield _factory("interproc", made)
-    for conn in made:
-        conn.close()
+    yield from closing_pipes("interproc")
 
 
 def readable_now(*conns):
