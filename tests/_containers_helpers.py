@@ -7,7 +7,6 @@ that sees something wrong exits with a code of its own (listed below), so a
 bug shows up as a failed child rather than a hung test.
 """
 
-import hashlib
 from collections.abc import ItemsView, Iterator, KeysView, ValuesView
 import multiprocessing
 import os
@@ -16,7 +15,7 @@ import sys
 import time
 
 import _helpers
-from _helpers import CHILD_TIMEOUT
+from _helpers import CHILD_TIMEOUT, digest
 
 EXIT_TORN = 3
 EXIT_WRONG = 4
@@ -137,14 +136,6 @@ def run_script_pool(obj, script):
 
 
 # ------------------------------------------------- checksummed values
-
-def digest(tag, payload):
-    h = hashlib.blake2b(digest_size=16)
-    h.update(repr(tag).encode())
-    h.update(b"\0")
-    h.update(payload)
-    return h.digest()
-
 
 def checked_value(key, seq, payload):
     """A value that says which key and which write it belongs to."""
