@@ -751,11 +751,18 @@ def test_barrier_wait_with_no_time_left_breaks_it(lib, timeout):
     assert barrier.n_waiting == 0 and barrier.broken is False
 
 
+def two_waiting(barrier, out, what="two to arrive"):
+    """Two fork children waiting at ``barrier`` (reporting to ``out`` with
+    barrier_wait_report), returned once both have arrived."""
+    waiters = [start(FORK, cb.barrier_wait_report, barrier, out, TIMEOUT, i) for i in range(2)]
+    wait_until(lambda: barrier.n_waiting == 2, what=what)
+    return waiters
+
+
 def test_abort_breaks_waiters_and_later_calls(lib):
     barrier = make(lib, "Barrier", 3, ctx=FORK)
     out = interproc.Queue()
-    waiters = [start(FORK, cb.barrier_wait_report, barrier, out, TIMEOUT, i) for i in range(2)]
-    wait_until(lambda: barrier.n_waiting == 2, what="two to arrive")
+    waiters = two_waiting(barrier, out)
     t_abort = time.monotonic()
     barrier.abort()
     results = collect(out, 2)
@@ -775,8 +782,7 @@ def test_abort_breaks_waiters_and_later_calls(lib):
 def test_reset_breaks_waiters_then_the_barrier_works(lib):
     barrier = make(lib, "Barrier", 3, ctx=FORK)
     out = interproc.Queue()
-    waiters = [start(FORK, cb.barrier_wait_report, barrier, out, TIMEOUT, i) for i in range(2)]
-    wait_until(lambda: barrier.n_waiting == 2, what="two to arrive")
+    waiters = two_waiting(barrier, out)
     t_reset = time.monotonic()
     barrier.reset()
     results = collect(out, 2)
@@ -785,8 +791,7 @@ def test_reset_breaks_waiters_then_the_barrier_works(lib):
     assert max(r[3] for r in results) - t_reset < PROMPT
     assert barrier.broken is False and barrier.n_waiting == 0
     # Usable again, for a full round.
-    parties = [start(FORK, cb.barrier_wait_report, barrier, out, TIMEOUT, i) for i in range(2)]
-    wait_until(lambda: barrier.n_waiting == 2, what="two to arrive again")
+    parties = two_waiting(barrier, out, what="two to arrive again")
     index = barrier.wait(TIMEOUT)
     results = collect(out, 2)
     join_ok(*parties)
@@ -811,8 +816,7 @@ def test_reset_repairs_an_aborted_barrier(lib):
 def test_action_that_raises_breaks_the_barrier(lib):
     barrier = make(lib, "Barrier", 3, cb.raise_action_failed, ctx=FORK)
     out = interproc.Queue()
-    waiters = [start(FORK, cb.barrier_wait_report, barrier, out, TIMEOUT, i) for i in range(2)]
-    wait_until(lambda: barrier.n_waiting == 2, what="two to arrive")
+    waiters = two_waiting(barrier, out)
     # The last to arrive runs the action, and gets its exception.
     with pytest.raises(cb.ActionFailed):
         barrier.wait(TIMEOUT)
