@@ -22,6 +22,7 @@ import warnings
 from _sync_helpers import (  # noqa: F401 - re-exported for the tests
     CHILD_TIMEOUT,
     EXIT_ACQUIRE_TIMED_OUT,
+    EXIT_MEANINGS,
     EXIT_RAN_TOO_LONG,
     cpu_seconds,
     describe_exit,

@@ -7,7 +7,6 @@ that sees something wrong exits with a code of its own (listed below), so a
 bug shows up as a failed child rather than a hung test.
 """
 
-import hashlib
 from collections.abc import ItemsView, Iterator, KeysView, ValuesView
 import multiprocessing
 import os
@@ -15,9 +14,8 @@ import random
 import sys
 import time
 
-# Long enough for a loaded 2-core machine, short enough that a lost wake-up
-# fails the test well before pytest-timeout.
-CHILD_TIMEOUT = 30.0
+import _helpers
+from _helpers import CHILD_TIMEOUT, digest
 
 EXIT_TORN = 3
 EXIT_WRONG = 4
@@ -35,13 +33,8 @@ EXIT_MEANINGS = {
 
 
 def describe_exit(code):
-    if code is None:
-        return "still running"
-    if code == 0:
-        return "exit 0"
-    if code < 0:
-        return f"killed by signal {-code}"
-    return f"exit {code} ({EXIT_MEANINGS.get(code, 'unexpected')})"
+    """A child's exit code in words, with the meanings above."""
+    return _helpers.describe_exit(code, EXIT_MEANINGS)
 
 
 # ------------------------------------------------------------ outcomes
@@ -143,14 +136,6 @@ def run_script_pool(obj, script):
 
 
 # ------------------------------------------------- checksummed values
-
-def digest(tag, payload):
-    h = hashlib.blake2b(digest_size=16)
-    h.update(repr(tag).encode())
-    h.update(b"\0")
-    h.update(payload)
-    return h.digest()
-
 
 def checked_value(key, seq, payload):
     """A value that says which key and which write it belongs to."""

@@ -1,22 +1,14 @@
 """Child-process bodies for the backend contract tests (importable by
 spawn and forkserver children)."""
-import time
 
-TIMEOUT = 60
+from _helpers import TIMEOUT, join_ok
 
 
-def run_all(procs, started=False):
-    if not started:
-        for p in procs:
-            p.start()
-    deadline = time.monotonic() + TIMEOUT
+def run_all(procs):
+    """Start ``procs``, then wait for them with join_ok (every one exits 0)."""
     for p in procs:
-        p.join(max(0.0, deadline - time.monotonic()))
-        if p.is_alive():
-            p.kill()
-            p.join(10)
-            raise AssertionError(f"child {p.pid} did not finish within {TIMEOUT} s")
-    assert [p.exitcode for p in procs] == [0] * len(procs)
+        p.start()
+    join_ok(*procs)
 
 
 def increment_many(d, key, n):

@@ -10,6 +10,8 @@ import hashlib
 import os
 import queue
 import random
+import resource
+import signal
 import sys
 import threading
 import time
@@ -20,6 +22,11 @@ SHM_PREFIX = "interproc."
 # Long enough for a loaded 2-core machine, short enough that a lost wake-up
 # fails the test well before pytest-timeout.
 CHILD_TIMEOUT = 30.0
+
+# How long the parent waits for its children.  Generous: a spawned child
+# imports pytest's __main__ and interproc before it runs, which is slow on a
+# loaded 2-core machine.
+TIMEOUT = 60
 
 
 def shm_path(name):
@@ -64,6 +71,119 @@ class Point:
 
     def __repr__(self):
         return f"Point({self.x!r}, {self.y!r})"
+
+
+# ------------------------------------------------ driving child processes
+
+def describe_exit(code, meanings=None):
+    """A child's exit code in words, for failure messages.
+
+    ``meanings`` maps the exit codes that a test module's children use on
+    purpose to what each one means (see the EXIT_MEANINGS of the helper
+    modules); ``None`` is a child still running, a negative code a signal.
+    """
+    if code is None:
+        return "still running"
+    if code == 0:
+        return "exit 0"
+    if code < 0:
+        return f"killed by signal {-code}"
+    return f"exit {code} ({(meanings or {}).get(code, 'unexpected')})"
+
+
+def start(ctx, target, *args):
+    """Start ``target(*args)`` in a new process of context ``ctx``; return it."""
+    p = ctx.Process(target=target, args=args)
+    p.start()
+    return p
+
+
+def join_ok(*procs, timeout=TIMEOUT, meanings=None):
+    """Wait for ``procs`` and assert that every one of them exited 0.
+
+    ``timeout`` bounds the wait for all of them together.  Children still
+    running then are killed (so that a hang fails the test instead of
+    stalling it) and the failure names their pids; otherwise a non-zero exit
+    fails it with every child's exit described (``meanings``: see
+    describe_exit).
+    """
+    deadline = time.monotonic() + timeout
+    hung = []
+    for p in procs:
+        p.join(max(0.0, deadline - time.monotonic()))
+        if p.is_alive():
+            hung.append(p.pid)
+            p.kill()
+            p.join(10)
+    assert not hung, f"children {hung} did not finish within {timeout}s"
+    codes = [p.exitcode for p in procs]
+    assert codes == [0] * len(procs), f"children: {[describe_exit(c, meanings) for c in codes]}"
+
+
+def kill_and_reap(proc, timeout=CHILD_TIMEOUT):
+    """SIGKILL ``proc``, wait for it and return its exit code: -SIGKILL, or
+    the code it had already exited with by itself.  A process still there
+    ``timeout`` seconds later fails the test."""
+    try:
+        os.kill(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.join(timeout)
+    assert not proc.is_alive(), f"pid {proc.pid} survived SIGKILL"
+    return proc.exitcode
+
+
+def wait_until(predicate, timeout=TIMEOUT, what="condition", interval=0.001):
+    """Poll ``predicate()`` every ``interval`` seconds until it is true;
+    fail the test, naming ``what`` was awaited, after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(interval)
+
+
+def collect(q, n, timeout=TIMEOUT):
+    """The next ``n`` items of queue ``q``, each awaited at most ``timeout``
+    seconds (queue.Empty, and so a failure, past that)."""
+    return [q.get(timeout=timeout) for _ in range(n)]
+
+
+def owner_died_warnings(caught):
+    """The OwnerDiedWarnings among warnings recorded by warnings.catch_warnings."""
+    import interproc
+
+    return [w for w in caught if issubclass(w.category, interproc.OwnerDiedWarning)]
+
+
+# ------------------------------------------------------------------ timing
+
+# How late a timed call (a timeout that expires) may return.  Early is never
+# allowed.
+TIMING_SLACK = 0.05
+# time.monotonic() and the C side's CLOCK_MONOTONIC agree, but float rounding
+# of a deadline can cost a few microseconds.
+EARLY_EPSILON = 0.001
+
+
+def assert_took(elapsed, timeout):
+    """Assert that a call given ``timeout`` returned after ``elapsed``
+    seconds: not early, and at most TIMING_SLACK late."""
+    assert elapsed >= timeout - EARLY_EPSILON, f"returned early: {elapsed:.4f}s < {timeout}s"
+    assert elapsed <= timeout + TIMING_SLACK, f"returned late: {elapsed:.4f}s for {timeout}s"
+
+
+def cpu_seconds():
+    """CPU time of this whole process, every thread included."""
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
+def sigint_soon(delay=0.2):
+    """Send this process SIGINT (Ctrl-C) after ``delay`` seconds, from a
+    timer thread; returns the timer, to cancel."""
+    t = threading.Timer(delay, os.kill, (os.getpid(), signal.SIGINT))
+    t.start()
+    return t
 
 
 # ---------------------------------------------------------------- checksums
@@ -376,6 +496,7 @@ def churn(q, seed):
 # ------------------------------------------------------- crash-test logs
 
 def new_seed():
+    """A random 32-bit seed, for a test to print with its failures."""
     return int.from_bytes(os.urandom(4), "little")
 
 

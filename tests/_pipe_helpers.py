@@ -6,28 +6,18 @@ it polls with CHILD_TIMEOUT first, so that a lost message shows up as a
 non-zero exit code instead of a hung test.
 """
 
+import multiprocessing
 import os
 import random
-import resource
 import selectors
 import sys
 import threading
 import time
 
-from _helpers import CHILD_TIMEOUT, check_item, checked_item
+from _helpers import CHILD_TIMEOUT, check_item, checked_item, cpu_seconds
 
 KiB = 1024
 MiB = 1024 * KiB
-
-# How late a timed call may return.  Early is never allowed.
-TIMING_SLACK = 0.05
-# Float rounding of a deadline may cost a few microseconds.
-EARLY_EPSILON = 0.001
-
-
-def assert_took(elapsed, timeout):
-    assert elapsed >= timeout - EARLY_EPSILON, f"returned early: {elapsed:.4f}s < {timeout}s"
-    assert elapsed <= timeout + TIMING_SLACK, f"returned late: {elapsed:.4f}s for {timeout}s"
 
 
 def finish_within(timeout, fn, *args):
@@ -99,6 +89,25 @@ RINGS = [None, SMALL_RING]
 RING_IDS = ["default-ring", "64KiB-ring"]
 
 
+def closing_pipes(impl):
+    """The body of the Pipe fixtures: yields a ``Pipe(duplex=True)`` of
+    interproc (``impl`` "interproc") or of multiprocessing, and closes every
+    end it made once the test is over."""
+    made = []
+
+    def make(duplex=True):
+        import interproc
+
+        func = interproc.Pipe if impl == "interproc" else multiprocessing.Pipe
+        pair = func(duplex)
+        made.extend(pair)
+        return pair
+
+    yield make
+    for conn in made:
+        conn.close()
+
+
 def ring_pipe(ring, duplex=True):
     """interproc.Pipe with its default ring, or with a small one so that
     most messages wrap around it and take many steps.  The size is an
@@ -114,12 +123,6 @@ def ring_pipe(ring, duplex=True):
 
         pytest.skip("interproc.Pipe takes no capacity_bytes")
     return interproc.Pipe(duplex, capacity_bytes=ring)
-
-
-def cpu_seconds():
-    """CPU time of this whole process, every thread included."""
-    ru = resource.getrusage(resource.RUSAGE_SELF)
-    return ru.ru_utime + ru.ru_stime
 
 
 # ------------------------------------------------- picklable by reference

@@ -12,7 +12,8 @@ import os
 import sys
 import time
 
-CHILD_TIMEOUT = 30.0
+import _helpers
+from _helpers import CHILD_TIMEOUT
 
 EXIT_ACQUIRE_TIMED_OUT = 3
 EXIT_WRONG_VALUE = 4
@@ -28,13 +29,8 @@ EXIT_MEANINGS = {
 
 
 def describe_exit(code):
-    if code is None:
-        return "still running"
-    if code == 0:
-        return "exit 0"
-    if code < 0:
-        return f"killed by signal {-code}"
-    return f"exit {code} ({EXIT_MEANINGS.get(code, 'unexpected')})"
+    """A child's exit code in words, with the meanings above."""
+    return _helpers.describe_exit(code, EXIT_MEANINGS)
 
 
 class Point3(ctypes.Structure):

@@ -8,14 +8,12 @@ shows up as a failed child rather than a hung test.
 
 import os
 import random
-import resource
 import sys
 import time
 import warnings
 
-# Long enough for a loaded 2-core machine, short enough that a lost wake-up
-# fails the test well before pytest-timeout.
-CHILD_TIMEOUT = 30.0
+import _helpers
+from _helpers import CHILD_TIMEOUT, cpu_seconds
 
 # Exit codes of children, so that a failure says what went wrong.
 EXIT_ACQUIRE_TIMED_OUT = 3
@@ -34,19 +32,8 @@ EXIT_MEANINGS = {
 
 
 def describe_exit(code):
-    if code is None:
-        return "still running"
-    if code == 0:
-        return "exit 0"
-    if code < 0:
-        return f"killed by signal {-code}"
-    return f"exit {code} ({EXIT_MEANINGS.get(code, 'unexpected')})"
-
-
-def cpu_seconds():
-    """CPU time of this whole process, every thread included."""
-    ru = resource.getrusage(resource.RUSAGE_SELF)
-    return ru.ru_utime + ru.ru_stime
+    """A child's exit code in words, with the meanings above."""
+    return _helpers.describe_exit(code, EXIT_MEANINGS)
 
 
 def _acquire_or_exit(lock, timeout=CHILD_TIMEOUT):

@@ -7,6 +7,7 @@
 
 import multiprocessing
 import os
+import signal
 import sys
 import time
 import uuid
@@ -93,6 +94,23 @@ def unique_name():
         pytest.fail("; ".join(problems), pytrace=False)
 
 
+@pytest.fixture
+def default_sigint():
+    """SIGINT raises KeyboardInterrupt during the test, whatever handler the
+    runner had installed (restored afterwards)."""
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, old)
+
+
+@pytest.fixture
+def umask_022():
+    """The process umask is 022 during the test (restored afterwards)."""
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
 # ---------------------------------------------------------------------------
 # Redis: real servers, started once per session (see
 # interproc.backends.redis.local_server).
@@ -102,16 +120,35 @@ def unique_name():
 REDIS_TEST_PASSWORD = "interproc-test-password"
 
 
-@pytest.fixture(scope="session")
-def redis_server(tmp_path_factory):
-    """A standalone server without a password: ``.url``, ``.unix_url``, ``.address``."""
+def _local_redis(tmp_path_factory, folder, kind="RedisServer", cli=False, needs=None, **options):
+    """Start a ``local_server.<kind>`` in a new temporary folder, yield it and
+    stop it afterwards: the body of the session-wide Redis fixtures.
+
+    Missing Redis skips (or fails, see above); ``cli`` also asks for
+    redis-cli, and ``needs()``, run after that check, may skip for more.
+    """
     import _redis_helpers
     from interproc.backends.redis import local_server
 
-    _redis_helpers.require_redis()
-    server = local_server.RedisServer(str(tmp_path_factory.mktemp("redis-standalone"))).start()
+    _redis_helpers.require_redis(cli=cli)
+    if needs is not None:
+        needs()
+    server = getattr(local_server, kind)(str(tmp_path_factory.mktemp(folder)), **options).start()
     yield server
     server.stop()
+
+
+def _need_openssl():
+    import shutil
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make the certificates of the TLS tests")
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """A standalone server without a password: ``.url``, ``.unix_url``, ``.address``."""
+    yield from _local_redis(tmp_path_factory, "redis-standalone")
 
 
 @pytest.fixture(scope="session")
@@ -123,15 +160,7 @@ def redis_url(redis_server):
 @pytest.fixture(scope="session")
 def redis_auth_server(tmp_path_factory):
     """A standalone server that requires ``.password`` (REDIS_TEST_PASSWORD)."""
-    import _redis_helpers
-    from interproc.backends.redis import local_server
-
-    _redis_helpers.require_redis()
-    server = local_server.RedisServer(
-        str(tmp_path_factory.mktemp("redis-auth")), password=REDIS_TEST_PASSWORD
-    ).start()
-    yield server
-    server.stop()
+    yield from _local_redis(tmp_path_factory, "redis-auth", password=REDIS_TEST_PASSWORD)
 
 
 @pytest.fixture(scope="session")
@@ -143,43 +172,21 @@ def redis_auth_url(redis_auth_server):
 @pytest.fixture(scope="session")
 def redis_tls_server(tmp_path_factory):
     """A standalone server with a TLS port: ``.tls_url``, ``.tls_files["ca"]``."""
-    import shutil
-
-    import _redis_helpers
-    from interproc.backends.redis import local_server
-
-    _redis_helpers.require_redis()
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is needed to make the certificates of the TLS tests")
-    server = local_server.RedisServer(str(tmp_path_factory.mktemp("redis-tls")), tls=True).start()
-    yield server
-    server.stop()
+    yield from _local_redis(tmp_path_factory, "redis-tls", needs=_need_openssl, tls=True)
 
 
 @pytest.fixture(scope="session")
 def redis_cluster(tmp_path_factory):
     """A 3-node Redis Cluster (no replicas): ``.url``, ``.servers``."""
-    import _redis_helpers
-    from interproc.backends.redis import local_server
-
-    _redis_helpers.require_redis(cli=True)
-    cluster = local_server.RedisClusterServers(str(tmp_path_factory.mktemp("redis-cluster"))).start()
-    yield cluster
-    cluster.stop()
+    yield from _local_redis(tmp_path_factory, "redis-cluster", "RedisClusterServers", cli=True)
 
 
 @pytest.fixture(scope="session")
 def redis_auth_cluster(tmp_path_factory):
     """A 3-node Redis Cluster whose nodes require ``.password``: ``.url``, ``.auth_url``."""
-    import _redis_helpers
-    from interproc.backends.redis import local_server
-
-    _redis_helpers.require_redis(cli=True)
-    cluster = local_server.RedisClusterServers(
-        str(tmp_path_factory.mktemp("redis-auth-cluster")), password=REDIS_TEST_PASSWORD
-    ).start()
-    yield cluster
-    cluster.stop()
+    yield from _local_redis(
+        tmp_path_factory, "redis-auth-cluster", "RedisClusterServers", cli=True, password=REDIS_TEST_PASSWORD
+    )
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,7 @@ on how the child was started, and spawn would spend the time budget on
 interpreter start-up instead.
 """
 
+import functools
 import multiprocessing
 import os
 import random
@@ -21,10 +22,17 @@ import pytest
 import interproc
 
 import _cb_helpers as cb
+import _helpers
+from _helpers import (
+    TIMEOUT,
+    collect,
+    kill_and_reap,
+    new_seed,
+    owner_died_warnings,
+    start,
+    wait_until,
+)
 
-# Generous: a spawned child imports pytest's __main__ and interproc before
-# it runs, which is slow on a loaded 2-core machine.
-TIMEOUT = 60
 # How soon a waiter must notice a notify, a break or a reset.  Futex
 # wake-ups take microseconds; this leaves room for a loaded machine while
 # still catching a waiter that only polls.
@@ -45,14 +53,7 @@ pytestmark = pytest.mark.timeout(90)
 
 # ------------------------------------------------------------- helpers
 
-def new_seed():
-    return int.from_bytes(os.urandom(4), "little")
-
-
-def start(ctx, target, *args):
-    p = ctx.Process(target=target, args=args)
-    p.start()
-    return p
+join_ok = functools.partial(_helpers.join_ok, meanings=cb.EXIT_MEANINGS)
 
 
 def start_thread(target, *args):
@@ -61,42 +62,11 @@ def start_thread(target, *args):
     return t
 
 
-def join_ok(*procs, timeout=TIMEOUT):
-    deadline = time.monotonic() + timeout
-    hung = []
-    for p in procs:
-        p.join(max(0.0, deadline - time.monotonic()))
-        if p.is_alive():
-            hung.append(p.pid)
-            p.kill()
-            p.join(10)
-    assert not hung, f"children {hung} did not finish within {timeout}s"
-    codes = [p.exitcode for p in procs]
-    assert codes == [0] * len(procs), f"children: {[cb.describe_exit(c) for c in codes]}"
-
-
 def join_threads(*threads, timeout=TIMEOUT):
     deadline = time.monotonic() + timeout
     for t in threads:
         t.join(max(0.0, deadline - time.monotonic()))
     assert not any(t.is_alive() for t in threads), f"threads still running after {timeout}s"
-
-
-def kill_and_reap(proc):
-    try:
-        os.kill(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.join(TIMEOUT)
-    assert not proc.is_alive(), f"pid {proc.pid} survived SIGKILL"
-    return proc.exitcode
-
-
-def wait_until(predicate, timeout=TIMEOUT, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.001)
 
 
 def counter():
@@ -124,10 +94,6 @@ def all_in_wait(cond, arrived, n):
     wait_until(lambda: arrived.load() >= n, what=f"{n} waiters to count in")
     assert cond.acquire(timeout=TIMEOUT)
     cond.release()
-
-
-def collect(out, n, timeout=TIMEOUT):
-    return [out.get(timeout=timeout) for _ in range(n)]
 
 
 def drain_for(out, seconds):
@@ -582,13 +548,6 @@ def test_repr_does_not_fail():
 
 # ----------------------------------------------------------------- Ctrl-C
 
-@pytest.fixture
-def default_sigint():
-    old = signal.signal(signal.SIGINT, signal.default_int_handler)
-    yield
-    signal.signal(signal.SIGINT, old)
-
-
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("timed", [False, True], ids=["untimed", "timed"])
 def test_keyboard_interrupt_breaks_a_condition_wait(default_sigint, timed):
@@ -792,11 +751,18 @@ def test_barrier_wait_with_no_time_left_breaks_it(lib, timeout):
     assert barrier.n_waiting == 0 and barrier.broken is False
 
 
+def two_waiting(barrier, out, what="two to arrive"):
+    """Two fork children waiting at ``barrier`` (reporting to ``out`` with
+    barrier_wait_report), returned once both have arrived."""
+    waiters = [start(FORK, cb.barrier_wait_report, barrier, out, TIMEOUT, i) for i in range(2)]
+    wait_until(lambda: barrier.n_waiting == 2, what=what)
+    return waiters
+
+
 def test_abort_breaks_waiters_and_later_calls(lib):
     barrier = make(lib, "Barrier", 3, ctx=FORK)
     out = interproc.Queue()
-    waiters = [start(FORK, cb.barrier_wait_report, barrier, out, TIMEOUT, i) for i in range(2)]
-    wait_until(lambda: barrier.n_waiting == 2, what="two to arrive")
+    waiters = two_waiting(barrier, out)
     t_abort = time.monotonic()
     barrier.abort()
     results = collect(out, 2)
@@ -816,8 +782,7 @@ def test_abort_breaks_waiters_and_later_calls(lib):
 def test_reset_breaks_waiters_then_the_barrier_works(lib):
     barrier = make(lib, "Barrier", 3, ctx=FORK)
     out = interproc.Queue()
-    waiters = [start(FORK, cb.barrier_wait_report, barrier, out, TIMEOUT, i) for i in range(2)]
-    wait_until(lambda: barrier.n_waiting == 2, what="two to arrive")
+    waiters = two_waiting(barrier, out)
     t_reset = time.monotonic()
     barrier.reset()
     results = collect(out, 2)
@@ -826,8 +791,7 @@ def test_reset_breaks_waiters_then_the_barrier_works(lib):
     assert max(r[3] for r in results) - t_reset < PROMPT
     assert barrier.broken is False and barrier.n_waiting == 0
     # Usable again, for a full round.
-    parties = [start(FORK, cb.barrier_wait_report, barrier, out, TIMEOUT, i) for i in range(2)]
-    wait_until(lambda: barrier.n_waiting == 2, what="two to arrive again")
+    parties = two_waiting(barrier, out, what="two to arrive again")
     index = barrier.wait(TIMEOUT)
     results = collect(out, 2)
     join_ok(*parties)
@@ -852,8 +816,7 @@ def test_reset_repairs_an_aborted_barrier(lib):
 def test_action_that_raises_breaks_the_barrier(lib):
     barrier = make(lib, "Barrier", 3, cb.raise_action_failed, ctx=FORK)
     out = interproc.Queue()
-    waiters = [start(FORK, cb.barrier_wait_report, barrier, out, TIMEOUT, i) for i in range(2)]
-    wait_until(lambda: barrier.n_waiting == 2, what="two to arrive")
+    waiters = two_waiting(barrier, out)
     # The last to arrive runs the action, and gets its exception.
     with pytest.raises(cb.ActionFailed):
         barrier.wait(TIMEOUT)
@@ -1006,10 +969,6 @@ def test_party_killed_after_passing_is_not_a_death_at_the_barrier():
     assert out.get(timeout=TIMEOUT)[1] == "ok"
     join_threads(t)
     assert barrier.broken is False
-
-
-def owner_died_warnings(caught):
-    return [w for w in caught if issubclass(w.category, interproc.OwnerDiedWarning)]
 
 
 COND_KILLS = 8

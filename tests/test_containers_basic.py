@@ -1035,13 +1035,6 @@ def test_opening_another_kind_is_type_error(unique_name, kind, other):
     q.close()
 
 
-@pytest.fixture
-def umask_022():
-    old = os.umask(0o022)
-    yield
-    os.umask(old)
-
-
 @pytest.mark.parametrize("kind", CLASSES)
 def test_default_mode_is_0600(unique_name, umask_022, kind):
     name = unique_name()

@@ -12,7 +12,6 @@ comes from one seed that is printed with each failure.
 
 import collections
 import multiprocessing
-import os
 import random
 import signal
 import time
@@ -22,7 +21,7 @@ import pytest
 from interproc import SharedDict, SharedList
 
 import _containers_helpers as ch
-from _helpers import new_seed, read_lines
+from _helpers import kill_and_reap, new_seed, read_lines, start
 
 FORK = multiprocessing.get_context("fork")
 JOIN_TIMEOUT = 30
@@ -40,22 +39,6 @@ pytestmark = [
 ]
 
 
-def kill_and_reap(proc):
-    try:
-        os.kill(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.join(JOIN_TIMEOUT)
-    assert not proc.is_alive(), f"pid {proc.pid} survived SIGKILL"
-    return proc.exitcode
-
-
-def start(target, *args):
-    p = FORK.Process(target=target, args=args)
-    p.start()
-    return p
-
-
 def locked(obj, ctx, read):
     """read(obj) under obj.lock, which must be had promptly."""
     t0 = time.monotonic()
@@ -65,6 +48,32 @@ def locked(obj, ctx, read):
         return read(obj), waited
     finally:
         obj.lock.release()
+
+
+def kill_writers_at_random(rng, writers, kills, spawn, after_kill):
+    """Kill ``kills`` times a writer picked at random from ``writers``, after
+    a random pause of up to 20 ms, each time putting ``spawn()`` in its slot
+    and then calling ``after_kill(round)``; kill the rest at the end.
+
+    Returns how many writers were started in all, and the (round, exit code)
+    of each writer found to have died by itself instead of by the kill.
+    """
+    started = len(writers)
+    unexpected = []
+    try:
+        for r in range(kills):
+            time.sleep(rng.uniform(0, 0.02))
+            slot = rng.randrange(len(writers))
+            code = kill_and_reap(writers[slot])
+            if code != -signal.SIGKILL:
+                unexpected.append((r, code))
+            writers[slot] = spawn()
+            started += 1
+            after_kill(r)
+    finally:
+        for w in writers:
+            kill_and_reap(w)
+    return started, unexpected
 
 
 def snapshot_dict(d):
@@ -111,30 +120,24 @@ def test_dict_writers_killed_at_random():
     ctx0 = f"seed={seed}"
     n_single, n_groups, n_writers, kills = 20, 8, 2, 200
     d = SharedDict()
-    writers = [start(ch.dict_writer, d, rng.getrandbits(31), n_single, n_groups) for _ in range(n_writers)]
-    started = n_writers
+
+    def spawn():
+        return start(FORK, ch.dict_writer, d, rng.getrandbits(31), n_single, n_groups)
+
     tags_seen = set()
     waits = []
-    unexpected = []
+
+    def check(r):
+        waits.append(check_dict(d, f"{ctx0} round {r}", tags_seen))
+        if r % 25 == 24:
+            # another process locks, reads and writes too
+            checker = start(FORK, ch.check_dict_in_child, d, n_single)
+            checker.join(JOIN_TIMEOUT)
+            assert checker.exitcode == 0, f"{ctx0} round {r}: checker {ch.describe_exit(checker.exitcode)}"
+
+    writers = [spawn() for _ in range(n_writers)]
     t0 = time.monotonic()
-    try:
-        for r in range(kills):
-            time.sleep(rng.uniform(0, 0.02))
-            slot = rng.randrange(n_writers)
-            code = kill_and_reap(writers[slot])
-            if code != -signal.SIGKILL:
-                unexpected.append((r, code))
-            writers[slot] = start(ch.dict_writer, d, rng.getrandbits(31), n_single, n_groups)
-            started += 1
-            waits.append(check_dict(d, f"{ctx0} round {r}", tags_seen))
-            if r % 25 == 24:
-                # another process locks, reads and writes too
-                checker = start(ch.check_dict_in_child, d, n_single)
-                checker.join(JOIN_TIMEOUT)
-                assert checker.exitcode == 0, f"{ctx0} round {r}: checker {ch.describe_exit(checker.exitcode)}"
-    finally:
-        for w in writers:
-            kill_and_reap(w)
+    started, unexpected = kill_writers_at_random(rng, writers, kills, spawn, check)
     elapsed = time.monotonic() - t0
     assert not unexpected, f"{ctx0}: writers died by themselves: {unexpected}"
     check_dict(d, f"{ctx0} final", tags_seen)
@@ -169,27 +172,21 @@ def test_list_writers_killed_at_random():
     ctx0 = f"seed={seed}"
     n_writers, kills, max_len = 2, 150, 300
     lst = SharedList()
-    writers = [start(ch.list_writer, lst, rng.getrandbits(31), max_len) for _ in range(n_writers)]
-    started = n_writers
+
+    def spawn():
+        return start(FORK, ch.list_writer, lst, rng.getrandbits(31), max_len)
+
     writers_seen = set()
     waits = []
-    unexpected = []
+
+    def check(r):
+        blocks, waited = check_list(lst, f"{ctx0} round {r}")
+        waits.append(waited)
+        writers_seen.update(block >> 32 for block, _, _ in blocks)
+
+    writers = [spawn() for _ in range(n_writers)]
     t0 = time.monotonic()
-    try:
-        for r in range(kills):
-            time.sleep(rng.uniform(0, 0.02))
-            slot = rng.randrange(n_writers)
-            code = kill_and_reap(writers[slot])
-            if code != -signal.SIGKILL:
-                unexpected.append((r, code))
-            writers[slot] = start(ch.list_writer, lst, rng.getrandbits(31), max_len)
-            started += 1
-            blocks, waited = check_list(lst, f"{ctx0} round {r}")
-            waits.append(waited)
-            writers_seen.update(block >> 32 for block, _, _ in blocks)
-    finally:
-        for w in writers:
-            kill_and_reap(w)
+    started, unexpected = kill_writers_at_random(rng, writers, kills, spawn, check)
     elapsed = time.monotonic() - t0
     assert not unexpected, f"{ctx0}: writers died by themselves: {unexpected}"
     blocks, _ = check_list(lst, f"{ctx0} final")
@@ -214,7 +211,7 @@ def test_increments_killed_at_random(tmp_path):
     def spawn():
         path = str(tmp_path / f"w{len(logs)}.log")
         logs.append(path)
-        return start(ch.increment_and_log, d, "k", path)
+        return start(FORK, ch.increment_and_log, d, "k", path)
 
     writers = [spawn(), spawn()]
     try:
@@ -243,7 +240,7 @@ def test_lock_holders_killed():
     waits = []
     for r in range(60):
         ready = FORK.Event()
-        p = start(ch.hold_lock_and_scribble, d, ready, rng.getrandbits(31))
+        p = start(FORK, ch.hold_lock_and_scribble, d, ready, rng.getrandbits(31))
         assert ready.wait(JOIN_TIMEOUT), f"seed={seed} round {r}: the holder never started"
         time.sleep(rng.uniform(0, 0.005))
         assert kill_and_reap(p) == -signal.SIGKILL
@@ -260,7 +257,7 @@ def test_lock_holders_killed():
 
 def _span(target, *args):
     t0 = time.monotonic()
-    p = start(target, *args)
+    p = start(FORK, target, *args)
     p.join(JOIN_TIMEOUT)
     assert p.exitcode == 0
     return time.monotonic() - t0
@@ -293,7 +290,7 @@ def test_big_operations_killed_midway():
     for r in range(45):
         what = ("set", "update", "slice")[r % 3]
         target, args = ch.apply_then_exit, prepare(what, r)
-        p = start(target, *args)
+        p = start(FORK, target, *args)
         time.sleep(rng.uniform(0, 1.1 * spans[what]))
         code = kill_and_reap(p)
         assert code in (0, -signal.SIGKILL), f"seed={seed} round {r}: exit code {code}"

@@ -5,6 +5,7 @@ concurrent appends, iteration against a concurrent writer, nested
 containers, and opening by name from an unrelated process.
 """
 
+import functools
 import gc
 import json
 import os
@@ -18,35 +19,13 @@ import interproc
 from interproc import Namespace, SharedDict, SharedList
 
 import _containers_helpers as ch
+import _helpers
 from _containers_helpers import run_script
-
-# Generous: a spawned child imports pytest's __main__ and interproc before it
-# runs, which is slow on a loaded 2-core machine.
-TIMEOUT = 60
+from _helpers import TIMEOUT, start
 
 pytestmark = pytest.mark.timeout(180)
 
-
-def start(ctx, target, *args):
-    p = ctx.Process(target=target, args=args)
-    p.start()
-    return p
-
-
-def join_ok(*procs, timeout=TIMEOUT):
-    import time
-
-    deadline = time.monotonic() + timeout
-    hung = []
-    for p in procs:
-        p.join(max(0.0, deadline - time.monotonic()))
-        if p.is_alive():
-            hung.append(p.pid)
-            p.kill()
-            p.join(10)
-    assert not hung, f"children {hung} did not finish within {timeout}s"
-    codes = [p.exitcode for p in procs]
-    assert codes == [0] * len(procs), f"children: {[ch.describe_exit(c) for c in codes]}"
+join_ok = functools.partial(_helpers.join_ok, meanings=ch.EXIT_MEANINGS)
 
 
 @pytest.fixture(params=["anonymous", "named"])

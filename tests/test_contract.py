@@ -18,6 +18,7 @@ import interproc
 from interproc.backends import contract
 
 import _contract_helpers as ch
+from _helpers import join_ok
 
 BACKENDS = ("shm", "redis", "redis-cluster")
 _URL_FIXTURE = {"redis": "redis_url", "redis-cluster": "redis_cluster_url"}
@@ -300,7 +301,7 @@ def test_joinable_queue(manager, start_method):
     p = start_method.Process(target=ch.consume_and_ack, args=(q, 5))
     p.start()
     q.join()
-    ch.run_all([p], started=True)
+    join_ok(p)
     with pytest.raises(ValueError):
         q.task_done()
 
@@ -354,7 +355,7 @@ def test_event_wakes_other_processes(manager, start_method):
     assert not ev.is_set() and not ev.wait(0.05)
     ev.set()
     assert out.get(timeout=10) is True
-    ch.run_all([p], started=True)
+    join_ok(p)
     ev.clear()
     assert not ev.is_set()
 
@@ -367,7 +368,7 @@ def test_condition_notify(manager, start_method):
     with cond:
         cond.notify_all()
     assert out.get(timeout=10) is True
-    ch.run_all([p], started=True)
+    join_ok(p)
 
 
 def test_barrier(manager, start_method):
@@ -376,7 +377,7 @@ def test_barrier(manager, start_method):
     p.start()
     for _ in range(3):
         b.wait(timeout=10)
-    ch.run_all([p], started=True)
+    join_ok(p)
     assert b.parties == 2 and not b.broken
     b.abort()
     with pytest.raises(threading.BrokenBarrierError):

@@ -10,7 +10,6 @@ import inspect
 import multiprocessing
 import multiprocessing.managers
 import queue
-import time
 
 import pytest
 
@@ -18,8 +17,8 @@ import interproc
 from interproc.managers import ManagerStateError, SyncManager
 
 import _manager_helpers as mh
+from _helpers import TIMEOUT, join_ok
 
-TIMEOUT = 60
 AUTHKEY = b"interproc manager tests"
 
 pytestmark = pytest.mark.timeout(120)
@@ -51,19 +50,6 @@ def make_every_builtin(m):
         "Value": m.Value("i", 5),
         "Array": m.Array("d", [1.0, 2.0]),
     }
-
-
-def join_ok(*procs, timeout=TIMEOUT):
-    deadline = time.monotonic() + timeout
-    hung = []
-    for p in procs:
-        p.join(max(0.0, deadline - time.monotonic()))
-        if p.is_alive():
-            hung.append(p.pid)
-            p.kill()
-            p.join(10)
-    assert not hung, f"children {hung} did not finish within {timeout}s"
-    assert [p.exitcode for p in procs] == [0] * len(procs)
 
 
 def assert_no_server(m):

@@ -27,7 +27,7 @@ import pytest
 
 import interproc
 
-from _helpers import Point, check_item, checked_item
+from _helpers import TIMING_SLACK, Point, assert_took, check_item, checked_item, cpu_seconds
 from _pipe_helpers import (
     RING_IDS,
     RINGS,
@@ -37,9 +37,7 @@ from _pipe_helpers import (
     MyDict,
     MyInt,
     MyStr,
-    TIMING_SLACK,
-    assert_took,
-    cpu_seconds,
+    closing_pipes,
     finish_within,
     pipe_payload,
     ring_pipe,
@@ -51,23 +49,10 @@ pytestmark = pytest.mark.timeout(60)
 IMPLS = ["interproc", "multiprocessing"]
 
 
-def _pipe_factory(impl, made):
-    def make(duplex=True):
-        func = interproc.Pipe if impl == "interproc" else multiprocessing.Pipe
-        pair = func(duplex)
-        made.extend(pair)
-        return pair
-
-    return make
-
-
 @pytest.fixture(params=IMPLS)
 def Pipe(request):
     """Pipe() of interproc or of multiprocessing; every end is closed afterwards."""
-    made = []
-    yield _pipe_factory(request.param, made)
-    for conn in made:
-        conn.close()
+    yield from closing_pipes(request.param)
 
 
 @pytest.fixture(params=IMPLS)
@@ -80,10 +65,7 @@ def RawPipe(request):
 @pytest.fixture
 def IPipe():
     """interproc.Pipe alone, for what multiprocessing does not promise."""
-    made = []
-    yield _pipe_factory("interproc", made)
-    for conn in made:
-        conn.close()
+    yield from closing_pipes("interproc")
 
 
 def directions(pair):

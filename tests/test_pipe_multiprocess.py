@@ -22,48 +22,15 @@ import interproc
 from interproc import Pipe
 
 import _pipe_helpers as ph
-from _helpers import check_item, new_seed, read_lines
+from _helpers import TIMEOUT, check_item, join_ok, kill_and_reap, new_seed, read_lines, start
 from _pipe_helpers import RING_IDS, RINGS, KiB, MiB, finish_within, ring_pipe, send_until_broken
 
-# Generous: a spawned child imports pytest's __main__ and interproc first.
-TIMEOUT = 60
-
 pytestmark = pytest.mark.timeout(120)
-
-
-def start(ctx, target, *args):
-    p = ctx.Process(target=target, args=args)
-    p.start()
-    return p
-
-
-def join_ok(*procs, timeout=TIMEOUT):
-    deadline = time.monotonic() + timeout
-    hung = []
-    for p in procs:
-        p.join(max(0.0, deadline - time.monotonic()))
-        if p.is_alive():
-            hung.append(p.pid)
-            p.kill()
-            p.join(10)
-    assert not hung, f"children {hung} did not finish within {timeout}s"
-    codes = [p.exitcode for p in procs]
-    assert codes == [0] * len(procs), f"child exit codes {codes}"
 
 
 def recv_or_fail(conn, timeout=TIMEOUT):
     assert conn.poll(timeout), f"nothing to receive within {timeout}s"
     return conn.recv()
-
-
-def kill_and_reap(proc):
-    try:
-        os.kill(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.join(30)
-    assert not proc.is_alive(), f"pid {proc.pid} survived SIGKILL"
-    return proc.exitcode
 
 
 # ------------------------------------------------------ as Process args

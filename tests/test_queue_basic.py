@@ -17,21 +17,10 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 import interproc
 from interproc import Empty, Full, JoinableQueue, Queue, SimpleQueue
 
-from _helpers import Point
+from _helpers import TIMING_SLACK, Point, assert_took, sigint_soon
 
 KiB = 1024
 MiB = 1024 * KiB
-
-# How late a timed-out call may return.  Early is never allowed.
-TIMING_SLACK = 0.05
-# time.monotonic() and the C side's CLOCK_MONOTONIC agree, but float rounding
-# of the deadline can cost a few microseconds.
-EARLY_EPSILON = 0.001
-
-
-def assert_took(elapsed, timeout):
-    assert elapsed >= timeout - EARLY_EPSILON, f"gave up early: {elapsed:.4f}s < {timeout}s"
-    assert elapsed <= timeout + TIMING_SLACK, f"gave up late: {elapsed:.4f}s for {timeout}s"
 
 
 def test_exceptions_are_the_standard_ones():
@@ -343,8 +332,7 @@ def test_put_many_partial_with_timeout():
         q.put_many(["a", "b", "c"], timeout=0.2)
     elapsed = time.monotonic() - t0
     assert info.value.count == 2
-    assert elapsed >= 0.2 - EARLY_EPSILON
-    assert elapsed <= 0.2 + TIMING_SLACK
+    assert_took(elapsed, 0.2)
     assert q.get_many() == ["already", "a", "b"]
 
 
@@ -584,26 +572,13 @@ def test_many_threads_put_and_get():
 
 # --------------------------------------------------------------- signals
 
-@pytest.fixture
-def default_sigint():
-    old = signal.signal(signal.SIGINT, signal.default_int_handler)
-    yield
-    signal.signal(signal.SIGINT, old)
-
-
-def _sigint_soon(delay=0.2):
-    t = threading.Timer(delay, os.kill, (os.getpid(), signal.SIGINT))
-    t.start()
-    return t
-
-
 @pytest.mark.timeout(30)
 def test_keyboard_interrupt_breaks_blocked_get(default_sigint):
     q = Queue()
     # If the signal is not noticed, this item ends the wait instead of a hang.
     backstop = threading.Timer(3.0, q.put, ("backstop",))
     backstop.start()
-    timer = _sigint_soon()
+    timer = sigint_soon()
     t0 = time.monotonic()
     try:
         with pytest.raises(KeyboardInterrupt):
@@ -620,7 +595,7 @@ def test_keyboard_interrupt_breaks_blocked_get(default_sigint):
 @pytest.mark.timeout(30)
 def test_keyboard_interrupt_breaks_timed_get(default_sigint):
     q = Queue()
-    timer = _sigint_soon()
+    timer = sigint_soon()
     t0 = time.monotonic()
     try:
         with pytest.raises(KeyboardInterrupt):
@@ -636,7 +611,7 @@ def test_keyboard_interrupt_breaks_blocked_put(default_sigint):
     q.put("full")
     backstop = threading.Timer(3.0, q.get)
     backstop.start()
-    timer = _sigint_soon()
+    timer = sigint_soon()
     t0 = time.monotonic()
     try:
         with pytest.raises(KeyboardInterrupt):
@@ -653,7 +628,7 @@ def test_keyboard_interrupt_breaks_blocked_put(default_sigint):
 def test_keyboard_interrupt_breaks_joinable_join(default_sigint):
     q = JoinableQueue()
     q.put(1)
-    timer = _sigint_soon()
+    timer = sigint_soon()
     t0 = time.monotonic()
     try:
         with pytest.raises(KeyboardInterrupt):

@@ -8,7 +8,6 @@ comes from one seed that is printed with each failure.
 import collections
 import itertools
 import multiprocessing
-import os
 import random
 import signal
 import time
@@ -18,7 +17,7 @@ import pytest
 from interproc import Empty, Queue
 
 import _helpers
-from _helpers import new_seed, read_lines
+from _helpers import kill_and_reap, new_seed, read_lines
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -43,18 +42,6 @@ def drain(q, first_timeout=0.1):
         except Empty:
             return items
         timeout = 0.01
-
-
-def kill_and_reap(proc):
-    """SIGKILL proc; return its exit code (not -SIGKILL if it had already
-    exited by itself)."""
-    try:
-        os.kill(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.join(JOIN_TIMEOUT)
-    assert not proc.is_alive(), f"pid {proc.pid} survived SIGKILL"
-    return proc.exitcode
 
 
 class Cast:

@@ -11,13 +11,10 @@ import pytest
 from interproc import Empty, JoinableQueue, Queue, SimpleQueue
 
 import _helpers
+from _helpers import TIMEOUT, join_ok, start, wait_until
 
 KiB = 1024
 MiB = 1024 * KiB
-
-# Generous: a spawned child imports pytest's __main__ and interproc before it
-# runs, which is slow on a loaded 2-core machine.
-TIMEOUT = 60
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -32,33 +29,6 @@ def make_queue(request, unique_name):
         return cls(**kwargs)
 
     return make
-
-
-def start(ctx, target, *args):
-    p = ctx.Process(target=target, args=args)
-    p.start()
-    return p
-
-
-def join_ok(*procs, timeout=TIMEOUT):
-    deadline = time.monotonic() + timeout
-    hung = []
-    for p in procs:
-        p.join(max(0.0, deadline - time.monotonic()))
-        if p.is_alive():
-            hung.append(p.pid)
-            p.kill()
-            p.join(10)
-    assert not hung, f"children {hung} did not finish within {timeout}s"
-    codes = [p.exitcode for p in procs]
-    assert codes == [0] * len(procs), f"child exit codes {codes}"
-
-
-def wait_until(predicate, timeout=TIMEOUT):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.005)
 
 
 # ------------------------------------------------------ as Process args
@@ -81,7 +51,7 @@ def test_simple_queue_as_process_args(start_method, make_queue):
         q_in.put(("item", i))
     got = []
     for _ in range(20):
-        wait_until(lambda: not q_out.empty())
+        wait_until(lambda: not q_out.empty(), what="the echo", interval=0.005)
         got.append(q_out.get())
     join_ok(p)
     assert got == [("item", i) for i in range(20)]

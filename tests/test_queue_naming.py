@@ -237,13 +237,6 @@ def test_long_multibyte_name_is_valid_or_value_error(unique_name):
 
 # ------------------------------------------------------------------- mode
 
-@pytest.fixture
-def umask_022():
-    old = os.umask(0o022)
-    yield
-    os.umask(old)
-
-
 @pytest.mark.parametrize("kind", KINDS)
 def test_default_mode_is_0600(unique_name, umask_022, kind):
     name = unique_name()

@@ -7,6 +7,7 @@ interproc's own.
 """
 
 import ctypes
+import functools
 import gc
 import multiprocessing
 import os
@@ -24,11 +25,9 @@ import interproc
 
 import _helpers
 import _sharedctypes_helpers as sch
+from _helpers import TIMEOUT, kill_and_reap, new_seed, owner_died_warnings, wait_until
 from _sharedctypes_helpers import Point3
 
-# Generous: a spawned child imports pytest's __main__ and interproc first,
-# which is slow on a loaded 2-core machine.
-TIMEOUT = 60
 # How soon the lock of a dead holder must be taken over.
 TAKEOVER = 1.0
 HOLDER_KILLS = 150
@@ -39,16 +38,13 @@ pytestmark = pytest.mark.timeout(120)
 INTEGER_CODES = "bBhHiIlLqQ"
 
 
-def new_seed():
-    return int.from_bytes(os.urandom(4), "little")
-
-
 _started = []
 
 
 def start(ctx, target, *args):
-    p = ctx.Process(target=target, args=args)
-    p.start()
+    """_helpers.start, and the process is killed after the test if it is
+    still running (see kill_leftover_children)."""
+    p = _helpers.start(ctx, target, *args)
     _started.append(p)
     return p
 
@@ -65,39 +61,7 @@ def kill_leftover_children():
         p.join(10)
 
 
-def join_ok(*procs, timeout=TIMEOUT):
-    deadline = time.monotonic() + timeout
-    hung = []
-    for p in procs:
-        p.join(max(0.0, deadline - time.monotonic()))
-        if p.is_alive():
-            hung.append(p.pid)
-            p.kill()
-            p.join(10)
-    assert not hung, f"children {hung} did not finish within {timeout}s"
-    codes = [p.exitcode for p in procs]
-    assert codes == [0] * len(procs), f"children: {[sch.describe_exit(c) for c in codes]}"
-
-
-def kill_and_reap(proc):
-    try:
-        os.kill(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.join(TIMEOUT)
-    assert not proc.is_alive(), f"pid {proc.pid} survived SIGKILL"
-    return proc.exitcode
-
-
-def wait_until(predicate, timeout=TIMEOUT, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.001)
-
-
-def owner_died_warnings(caught):
-    return [w for w in caught if issubclass(w.category, interproc.OwnerDiedWarning)]
+join_ok = functools.partial(_helpers.join_ok, meanings=sch.EXIT_MEANINGS)
 
 
 def int_range(ctype):

@@ -7,6 +7,7 @@ interproc's proves the drop-in.  Other threads stand in for other processes
 here; test_sync_multiprocess.py has the real thing.
 """
 
+import functools
 import multiprocessing
 import os
 import signal
@@ -19,12 +20,8 @@ import pytest
 import interproc
 
 import _helpers
+from _helpers import TIMING_SLACK, assert_took, sigint_soon
 
-# How late a timed-out call may return.  Early is never allowed.
-TIMING_SLACK = 0.05
-# time.monotonic() and the C side's CLOCK_MONOTONIC agree, but float rounding
-# of the deadline can cost a few microseconds.
-EARLY_EPSILON = 0.001
 # How soon a waiter must notice a release, a set() or a signal.  Generous:
 # the machines are 2-core and noisy; a lost wake-up shows up as seconds.
 PROMPT = 1.0
@@ -32,16 +29,8 @@ PROMPT = 1.0
 KINDS = ["Lock", "RLock", "Semaphore", "BoundedSemaphore", "Event"]
 
 
-def assert_took(elapsed, timeout):
-    assert elapsed >= timeout - EARLY_EPSILON, f"gave up early: {elapsed:.4f}s < {timeout}s"
-    assert elapsed <= timeout + TIMING_SLACK, f"gave up late: {elapsed:.4f}s for {timeout}s"
-
-
-def wait_until(predicate, timeout=5.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.002)
+# Waiters here are threads of this process: seconds are plenty.
+wait_until = functools.partial(_helpers.wait_until, timeout=5.0, interval=0.002)
 
 
 def in_thread(fn, *args):
@@ -619,19 +608,6 @@ def test_owner_died_is_false_after_a_normal_acquisition(make_ip, kind):
 
 # ------------------------------------------------------------- Ctrl-C
 
-@pytest.fixture
-def default_sigint():
-    old = signal.signal(signal.SIGINT, signal.default_int_handler)
-    yield
-    signal.signal(signal.SIGINT, old)
-
-
-def _sigint_soon(delay=0.2):
-    t = threading.Timer(delay, os.kill, (os.getpid(), signal.SIGINT))
-    t.start()
-    return t
-
-
 def _blocked_call(kind, obj, timed):
     """The call that blocks on ``obj``, and what unblocks it: the backstop
     that ends the wait should SIGINT go unnoticed (instead of a hang), and
@@ -672,7 +648,7 @@ def test_keyboard_interrupt_breaks_a_blocked_wait(default_sigint, make_ip, kind,
 
     backstop = threading.Timer(3.0, backstop_fn)
     backstop.start()
-    timer = _sigint_soon()
+    timer = sigint_soon()
     t0 = time.monotonic()
     try:
         with pytest.raises(KeyboardInterrupt):

@@ -7,6 +7,7 @@ would spend the time budget on interpreter start-up instead of on kills.
 Every random choice comes from one seed that is printed with each failure.
 """
 
+import functools
 import multiprocessing
 import os
 import random
@@ -19,11 +20,10 @@ import pytest
 
 import interproc
 
+import _helpers
 import _sync_helpers as sh
+from _helpers import TIMEOUT, collect, kill_and_reap, new_seed, owner_died_warnings, start, wait_until
 
-# Generous: a spawned child imports pytest's __main__ and interproc before it
-# runs, which is slow on a loaded 2-core machine.
-TIMEOUT = 60
 # How soon a process blocked in a wait must notice a release or a set().
 # Futex wake-ups take microseconds; this leaves room for a loaded machine
 # while still catching a waiter that only polls.
@@ -34,54 +34,7 @@ FORK = multiprocessing.get_context("fork")
 
 pytestmark = pytest.mark.timeout(120)
 
-
-def new_seed():
-    return int.from_bytes(os.urandom(4), "little")
-
-
-def start(ctx, target, *args):
-    p = ctx.Process(target=target, args=args)
-    p.start()
-    return p
-
-
-def join_ok(*procs, timeout=TIMEOUT):
-    deadline = time.monotonic() + timeout
-    hung = []
-    for p in procs:
-        p.join(max(0.0, deadline - time.monotonic()))
-        if p.is_alive():
-            hung.append(p.pid)
-            p.kill()
-            p.join(10)
-    assert not hung, f"children {hung} did not finish within {timeout}s"
-    codes = [p.exitcode for p in procs]
-    assert codes == [0] * len(procs), f"children: {[sh.describe_exit(c) for c in codes]}"
-
-
-def kill_and_reap(proc):
-    try:
-        os.kill(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.join(TIMEOUT)
-    assert not proc.is_alive(), f"pid {proc.pid} survived SIGKILL"
-    return proc.exitcode
-
-
-def wait_until(predicate, timeout=TIMEOUT, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.001)
-
-
-def ready_from(ready, n):
-    return [ready.get(timeout=TIMEOUT) for _ in range(n)]
-
-
-def owner_died_warnings(caught):
-    return [w for w in caught if issubclass(w.category, interproc.OwnerDiedWarning)]
+join_ok = functools.partial(_helpers.join_ok, meanings=sh.EXIT_MEANINGS)
 
 
 @pytest.fixture(params=["anonymous", "named"])
@@ -147,11 +100,11 @@ def test_event_wakes_waiters_in_other_processes(start_method, make):
     ready, out = interproc.Queue(), interproc.Queue()
     n = 3
     procs = [start(start_method, sh.wait_event_and_report, ev, ready, out, TIMEOUT) for _ in range(n)]
-    ready_from(ready, n)
+    collect(ready, n)
     wait_until(lambda: ev.statistics()["waiters"] == n, what="every child to wait")
     t_set = time.monotonic()
     ev.set()
-    results = [out.get(timeout=TIMEOUT) for _ in range(n)]
+    results = collect(out, n)
     join_ok(*procs)
     assert all(ok is True for _, ok, _ in results), results
     lags = sorted(t - t_set for _, _, t in results)
@@ -163,7 +116,7 @@ def test_event_wait_in_another_process_times_out(start_method):
     ev = interproc.Event()
     ready, out = interproc.Queue(), interproc.Queue()
     p = start(start_method, sh.wait_event_and_report, ev, ready, out, 0.3)
-    ready_from(ready, 1)
+    collect(ready, 1)
     t0 = time.monotonic()
     _, ok, t = out.get(timeout=TIMEOUT)
     join_ok(p)
@@ -178,7 +131,7 @@ def test_release_wakes_a_waiter_in_another_process(start_method, make, kind):
         obj.acquire()
     ready, out = interproc.Queue(), interproc.Queue()
     p = start(start_method, sh.acquire_and_report, obj, ready, out, TIMEOUT)
-    ready_from(ready, 1)
+    collect(ready, 1)
     wait_until(lambda: obj.statistics()["waiters"] == 1, what="the child to wait")
     t_release = time.monotonic()
     obj.release()
@@ -301,7 +254,7 @@ def test_blocked_children_do_not_burn_cpu(start_method):
     waits = {"Lock": lock, "RLock": rlock, "Semaphore": sem, "Event": ev}
     procs = [start(start_method, sh.idle_cpu_in_wait, kind, obj, ready, out) for kind, obj in waits.items()]
     try:
-        ready_from(ready, len(waits))
+        collect(ready, len(waits))
         wait_until(
             lambda: all(o.statistics()["waiters"] == 1 for o in waits.values()),
             what="every child to wait",
@@ -554,7 +507,7 @@ def test_killed_waiters_are_not_counted_as_waiters(kind):
     ready = interproc.Queue()
     target = sh.wait_event_forever if kind == "Event" else sh.acquire_then_wait_forever
     victims = [start(FORK, target, obj, ready) for _ in range(3)]
-    ready_from(ready, 3)
+    collect(ready, 3)
     wait_until(lambda: obj.statistics()["waiters"] == 3, 10, "3 waiters")
     for v in victims:
         assert kill_and_reap(v) == -signal.SIGKILL

@@ -24,39 +24,22 @@ import pytest
 import interproc
 
 import _pipe_helpers as ph
-from _pipe_helpers import assert_took, cpu_seconds, finish_within
-
-TIMEOUT = 60
+from _helpers import TIMEOUT, assert_took, cpu_seconds, join_ok, start
+from _pipe_helpers import closing_pipes, finish_within
 
 pytestmark = pytest.mark.timeout(60)
 
 IMPLS = ["interproc", "multiprocessing"]
 
 
-def _factory(impl, made):
-    def make(duplex=True):
-        func = interproc.Pipe if impl == "interproc" else multiprocessing.Pipe
-        pair = func(duplex)
-        made.extend(pair)
-        return pair
-
-    return make
-
-
 @pytest.fixture(params=IMPLS)
 def Pipe(request):
-    made = []
-    yield _factory(request.param, made)
-    for conn in made:
-        conn.close()
+    yield from closing_pipes(request.param)
 
 
 @pytest.fixture
 def IPipe():
-    made = []
-    yield _factory("interproc", made)
-    for conn in made:
-        conn.close()
+    yield from closing_pipes("interproc")
 
 
 def readable_now(*conns):
@@ -64,23 +47,6 @@ def readable_now(*conns):
     fds = {c.fileno(): c for c in conns}
     ready, _, _ = select.select(list(fds), [], [], 0)
     return [fds[fd] for fd in ready]
-
-
-def start(ctx, target, *args):
-    p = ctx.Process(target=target, args=args)
-    p.start()
-    return p
-
-
-def join_ok(*procs, timeout=TIMEOUT):
-    deadline = time.monotonic() + timeout
-    for p in procs:
-        p.join(max(0.0, deadline - time.monotonic()))
-        if p.is_alive():
-            p.kill()
-            p.join(10)
-            pytest.fail(f"child {p.pid} did not finish within {timeout}s")
-    assert [p.exitcode for p in procs] == [0] * len(procs)
 
 
 def ids(objs):
