@@ -6,6 +6,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 PYTEST_ARGS ?=
+# What to run: the whole suite, or e.g. TESTS=tests/test_containers_basic.py
+TESTS ?= tests
 BENCH_ARGS ?=
 
 # Whatever ends up in the built wheel: a change to any of these must reach
@@ -40,7 +42,7 @@ demo: $(STAMP_TEST)
 # so the tests import the installed package (with its compiled core) rather
 # than the bare sources.  PYTHONPATH is dropped for the same reason.
 test: $(STAMP_TEST)
-	env -u PYTHONPATH $(PY) -m pytest -q $(PYTEST_ARGS) tests
+	env -u PYTHONPATH $(PY) -m pytest -q $(PYTEST_ARGS) $(TESTS)
 
 bench: $(STAMP_BENCH)
 	$(VENV)/bin/interproc bench --append benchmarks/RESULTS.md $(BENCH_ARGS)
@@ -56,7 +58,7 @@ sanitize: $(STAMP_TEST)
 	rm -rf build $(STAMPS)
 	env -u PYTHONPATH ASAN_OPTIONS=detect_leaks=0 \
 	    LD_PRELOAD="$$(gcc -print-file-name=libasan.so)" \
-	    $(PY) -m pytest -q $(PYTEST_ARGS) tests
+	    $(PY) -m pytest -q $(PYTEST_ARGS) $(TESTS)
 
 $(PY):
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null || { \
