@@ -33,12 +33,9 @@ import weakref
 from typing import Any, Iterable, Iterator, Optional
 
 from . import _core, naming, serialization  # noqa: F401  (serialization configures _core)
+from ._container_api import CHUNK_FIRST, CHUNK_MAX, DictAPI, ListAPI, dict_pairs, list_values
 
 __all__ = ["SharedDict", "SharedList", "Namespace"]
-
-# Keys, values or items fetched per hold of the lock while iterating.
-_CHUNK_FIRST = 32
-_CHUNK_MAX = 1024
 
 # uid -> this process's view of that heap, so a reference to a heap that is
 # already open reuses its mapping (and its in-heap references stay valid).
@@ -248,23 +245,17 @@ class _Container:
         return _handle(cls, heap, offset, oid, name=name)
 
 
-def _iterate(d: Any, what: int) -> Iterator[Any]:
-    """Iterate a SharedDict/Namespace like a dict: RuntimeError if its keys
-    change (in any process) while it runs."""
-    size, version = d._state()
-    pos, want = 0, _CHUNK_FIRST
-    while True:
-        chunk, pos, ver = d._chunk(pos, want, what)
-        if ver != version:
-            _changed(d, size)
-        if not chunk:
-            return
-        for x in chunk:
-            yield x
-            now_size, now_version = d._state()
-            if now_version != version:
-                _changed(d, size, now_size)
-        want = min(want * 4, _CHUNK_MAX)
+def _read_all(d: Any, what: int) -> list:
+    """Every key, value or item of a dict or Namespace (what = 0, 1, 2), read
+    under one hold of its heap's lock."""
+    with ContainerLock(d._heap):
+        out: list = []
+        pos = 0
+        while True:
+            chunk, pos, _ = d._chunk(pos, 1 << 20, what)
+            if not chunk:
+                return out
+            out.extend(chunk)
 
 
 def _changed(d: Any, size: int, now: Optional[int] = None) -> None:
@@ -275,54 +266,10 @@ def _changed(d: Any, size: int, now: Optional[int] = None) -> None:
     raise RuntimeError("dictionary keys changed during iteration")
 
 
-class _KeysView(collections.abc.KeysView):
-    def __iter__(self) -> Iterator[Any]:
-        return _iterate(self._mapping, 0)
-
-
-class _ValuesView(collections.abc.ValuesView):
-    def __iter__(self) -> Iterator[Any]:
-        return _iterate(self._mapping, 1)
-
-
-class _ItemsView(collections.abc.ItemsView):
-    def __iter__(self) -> Iterator[Any]:
-        return _iterate(self._mapping, 2)
-
-
-def _pairs(args: tuple, kwargs: dict) -> list:
-    """What dict.update(*args, **kwargs) would store, as (key, value) pairs."""
-    if len(args) > 1:
-        raise TypeError(f"update expected at most 1 argument, got {len(args)}")
-    pairs: list = []
-    if args:
-        src = args[0]
-        if isinstance(src, SharedDict):
-            pairs = src._all(2)
-        elif isinstance(src, dict):
-            pairs = list(src.items())
-        elif hasattr(src, "keys"):
-            pairs = [(k, src[k]) for k in src.keys()]
-        else:
-            for i, item in enumerate(src):
-                try:
-                    pair = tuple(item)
-                except TypeError:
-                    raise TypeError(f"cannot convert dictionary update sequence element #{i} "
-                                    "to a sequence") from None
-                if len(pair) != 2:
-                    raise ValueError(f"dictionary update sequence element #{i} has length "
-                                     f"{len(pair)}; 2 is required")
-                pairs.append(pair)
-    if kwargs:
-        pairs.extend(kwargs.items())
-    return pairs
-
-
 _MISSING = object()
 
 
-class SharedDict(_Container, _core.DictCore):
+class SharedDict(_Container, DictAPI, _core.DictCore):
     """A dict in shared memory, shared by every process that has a handle on it.
 
     ``SharedDict(*args, name=None, create=None, mode=0o600, **kwargs)`` takes
@@ -345,7 +292,7 @@ class SharedDict(_Container, _core.DictCore):
     def __new__(cls, *args: Any, name: Optional[str] = None, create: Optional[bool] = None,
                 mode: int = 0o600, **kwargs: Any) -> "SharedDict":
         if args or kwargs:
-            pairs = _pairs(args, kwargs)  # bad content fails before anything is made
+            pairs = dict_pairs(args, kwargs)  # bad content fails before anything is made
             fill = lambda obj: obj._update_pairs(pairs)  # noqa: E731
         else:
             fill = _nothing
@@ -360,37 +307,25 @@ class SharedDict(_Container, _core.DictCore):
         return cls([(k, value) for k in iterable])
 
     def _all(self, what: int) -> list:
-        with self.lock:
-            out: list = []
-            pos = 0
-            while True:
-                chunk, pos, _ = self._chunk(pos, 1 << 20, what)
-                if not chunk:
-                    return out
-                out.extend(chunk)
+        return _read_all(self, what)
 
-    def __iter__(self) -> Iterator[Any]:
-        return _iterate(self, 0)
-
-    def __reversed__(self) -> Iterator[Any]:
-        return reversed(self._all(0))
-
-    def keys(self) -> _KeysView:
-        return _KeysView(self)
-
-    def values(self) -> _ValuesView:
-        return _ValuesView(self)
-
-    def items(self) -> _ItemsView:
-        return _ItemsView(self)
-
-    def update(self, *args: Any, **kwargs: Any) -> None:
-        """Store every pair of ``dict(*args, **kwargs)`` in one atomic step."""
-        self._update_pairs(_pairs(args, kwargs))
-
-    def copy(self) -> dict:
-        """A plain dict with the same content, read atomically."""
-        return dict(self._all(2))
+    def _iterate(self, what: int) -> Iterator[Any]:
+        """Iterate like a dict: RuntimeError if its keys change (in any
+        process) while it runs."""
+        size, version = self._state()
+        pos, want = 0, CHUNK_FIRST
+        while True:
+            chunk, pos, ver = self._chunk(pos, want, what)
+            if ver != version:
+                _changed(self, size)
+            if not chunk:
+                return
+            for x in chunk:
+                yield x
+                now_size, now_version = self._state()
+                if now_version != version:
+                    _changed(self, size, now_size)
+            want = min(want * 4, CHUNK_MAX)
 
     def increment(self, key: Any, delta: Any = 1, default: Any = 0) -> Any:
         """Atomically ``d[key] = d.get(key, default) + delta``; returns the new value."""
@@ -399,50 +334,11 @@ class SharedDict(_Container, _core.DictCore):
             self[key] = value
             return value
 
-    def __eq__(self, other: Any) -> bool:
-        if isinstance(other, SharedDict):
-            return self.copy() == other.copy()
-        if isinstance(other, dict):
-            return self.copy() == other
-        return NotImplemented
-
-    def __ne__(self, other: Any) -> bool:
-        eq = self.__eq__(other)
-        return eq if eq is NotImplemented else not eq
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __or__(self, other: Any) -> dict:
-        if not isinstance(other, (dict, SharedDict)):
-            return NotImplemented
-        out = self.copy()
-        out.update(other.copy() if isinstance(other, SharedDict) else other)
-        return out
-
-    def __ror__(self, other: Any) -> dict:
-        if not isinstance(other, dict):
-            return NotImplemented
-        out = dict(other)
-        out.update(self.copy())
-        return out
-
-    def __ior__(self, other: Any) -> "SharedDict":
-        self.update(other)
-        return self
-
-    def __str__(self) -> str:
-        return repr(self.copy())
-
-    def __repr__(self) -> str:
-        if self.closed:
-            return "<SharedDict (closed)>"
-        return f"SharedDict({self.copy()!r})"
-
 
 collections.abc.MutableMapping.register(SharedDict)
 
 
-class SharedList(_Container, _core.ListCore):
+class SharedList(_Container, ListAPI, _core.ListCore):
     """A list in shared memory, shared by every process that has a handle on it.
 
     ``SharedList(iterable=(), *, name=None, create=None, mode=0o600)``.  It
@@ -458,28 +354,12 @@ class SharedList(_Container, _core.ListCore):
 
     def __new__(cls, iterable: Iterable[Any] = (), *, name: Optional[str] = None,
                 create: Optional[bool] = None, mode: int = 0o600) -> "SharedList":
-        values = _snapshot(iterable)
+        values = list_values(iterable)
         fill = (lambda obj: obj._replace(None, None, values)) if values else _nothing
         return _open(cls, cls._KIND, _core.OBJ_LIST, name, create, mode, fill)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         pass
-
-    def __iter__(self) -> Iterator[Any]:
-        pos, want = 0, _CHUNK_FIRST
-        while True:
-            chunk = self[pos:pos + want]
-            if not chunk:
-                return
-            yield from chunk
-            pos += len(chunk)
-            want = min(want * 4, _CHUNK_MAX)
-
-    def __reversed__(self) -> Iterator[Any]:
-        return reversed(self[:])
-
-    def __contains__(self, value: Any) -> bool:
-        return value in self[:]
 
     def index(self, value: Any, start: int = 0, stop: int = 2**63 - 1) -> int:
         """The first index of value in [start, stop); ValueError if absent."""
@@ -493,7 +373,7 @@ class SharedList(_Container, _core.ListCore):
 
     def extend(self, iterable: Iterable[Any]) -> None:
         """Append every value of iterable, in one atomic step."""
-        self._replace(None, None, _snapshot(iterable))
+        self._replace(None, None, list_values(iterable))
 
     def remove(self, value: Any) -> None:
         """Remove the first occurrence of value, atomically; ValueError if absent."""
@@ -524,7 +404,7 @@ class SharedList(_Container, _core.ListCore):
             self._select(range(len(self) - 1, -1, -1))
 
     def _assign_slice(self, slc: slice, value: Any) -> None:
-        values = _snapshot(value, "can only assign an iterable")
+        values = list_values(value, "can only assign an iterable")
         with self.lock:
             start, stop, step = slc.indices(len(self))
             if step == 1:
@@ -548,10 +428,6 @@ class SharedList(_Container, _core.ListCore):
             if gone:
                 self._select([i for i in range(n) if i not in gone])
 
-    def __iadd__(self, other: Iterable[Any]) -> "SharedList":
-        self.extend(other)
-        return self
-
     def __imul__(self, n: int) -> "SharedList":
         if not hasattr(n, "__index__"):
             return NotImplemented
@@ -563,81 +439,8 @@ class SharedList(_Container, _core.ListCore):
                 self._replace(None, None, values * (n - 1))
         return self
 
-    def __add__(self, other: Any) -> list:
-        if isinstance(other, SharedList):
-            return self[:] + other[:]
-        if isinstance(other, list):
-            return self[:] + other
-        return NotImplemented
-
-    def __radd__(self, other: Any) -> list:
-        if isinstance(other, list):
-            return other + self[:]
-        return NotImplemented
-
-    def __mul__(self, n: int) -> list:
-        if not hasattr(n, "__index__"):
-            return NotImplemented
-        return self[:] * n
-
-    __rmul__ = __mul__
-
-    def _cmp_value(self, other: Any) -> Any:
-        if isinstance(other, SharedList):
-            return other[:]
-        if isinstance(other, list):
-            return other
-        return NotImplemented
-
-    def __eq__(self, other: Any) -> bool:
-        o = self._cmp_value(other)
-        return o if o is NotImplemented else self[:] == o
-
-    def __ne__(self, other: Any) -> bool:
-        o = self._cmp_value(other)
-        return o if o is NotImplemented else self[:] != o
-
-    def __lt__(self, other: Any) -> bool:
-        o = self._cmp_value(other)
-        return o if o is NotImplemented else self[:] < o
-
-    def __le__(self, other: Any) -> bool:
-        o = self._cmp_value(other)
-        return o if o is NotImplemented else self[:] <= o
-
-    def __gt__(self, other: Any) -> bool:
-        o = self._cmp_value(other)
-        return o if o is NotImplemented else self[:] > o
-
-    def __ge__(self, other: Any) -> bool:
-        o = self._cmp_value(other)
-        return o if o is NotImplemented else self[:] >= o
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __str__(self) -> str:
-        return repr(self[:])
-
-    def __repr__(self) -> str:
-        if self.closed:
-            return "<SharedList (closed)>"
-        return f"SharedList({self[:]!r})"
-
 
 collections.abc.MutableSequence.register(SharedList)
-
-
-def _snapshot(iterable: Any, message: str = "") -> list:
-    if isinstance(iterable, SharedList):
-        return iterable[:]
-    if isinstance(iterable, list):
-        return list(iterable)
-    try:
-        return list(iterable)
-    except TypeError:
-        if message:
-            raise TypeError(message) from None
-        raise
 
 
 _dict_get = _core.DictCore.__getitem__
@@ -690,14 +493,7 @@ class Namespace(_Container, _core.DictCore):
             raise AttributeError(key) from None
 
     def _attrs(self) -> list:
-        with ContainerLock(self._heap):
-            out: list = []
-            pos = 0
-            while True:
-                chunk, pos, _ = self._chunk(pos, 1 << 20, 2)
-                if not chunk:
-                    return out
-                out.extend(chunk)
+        return _read_all(self, 2)
 
     def __repr__(self) -> str:
         if object.__getattribute__(self, "closed"):

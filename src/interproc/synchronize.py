@@ -33,6 +33,26 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+def wait_for(wait: Any, predicate: Any, timeout: Optional[float]) -> Any:
+    """Condition.wait_for over ``wait(timeout)``, for every backend's
+    Condition: wait until ``predicate()`` is true or ``timeout`` seconds
+    pass, and return the predicate's last value."""
+    endtime = None
+    waittime = timeout
+    result = predicate()
+    while not result:
+        if waittime is not None:
+            if endtime is None:
+                endtime = time.monotonic() + waittime
+            else:
+                waittime = endtime - time.monotonic()
+                if waittime <= 0:
+                    break
+        wait(waittime)
+        result = predicate()
+    return result
+
+
 def _rebuild(cls: type, ref: tuple, kind: Optional[int] = None) -> "_SyncBase":
     fd, name = naming.open_reference(ref)
     return naming.check_reference(cls._attach_fd(fd, name, kind), ref[-1])
@@ -254,20 +274,7 @@ class Condition(_SyncBase):
     def wait_for(self, predicate: Any, timeout: Optional[float] = None) -> Any:
         """Wait until ``predicate()`` is true, or ``timeout`` seconds pass;
         return the predicate's last value."""
-        endtime = None
-        waittime = timeout
-        result = predicate()
-        while not result:
-            if waittime is not None:
-                if endtime is None:
-                    endtime = time.monotonic() + waittime
-                else:
-                    waittime = endtime - time.monotonic()
-                    if waittime <= 0:
-                        break
-            self.wait(waittime)
-            result = predicate()
-        return result
+        return wait_for(self.wait, predicate, timeout)
 
     def notify(self, n: int = 1) -> None:
         """Wake up to ``n`` of the processes and threads waiting."""

@@ -163,6 +163,21 @@ static int normalize_index(PyObject *index, Py_ssize_t *out)
     return 0;
 }
 
+/* Under the lock: resolves a negative index against the length.  Out of
+ * range: -1 with IndexError(msg), the lock left. */
+static int in_range(ip_handle_t *h, Py_ssize_t *i, const char *msg)
+{
+    Py_ssize_t n = (Py_ssize_t)LOBJ(h)->used;
+    if (*i < 0)
+        *i += n;
+    if (*i < 0 || *i >= n) {
+        ip_heap_leave(h->heap);
+        PyErr_SetString(PyExc_IndexError, msg);
+        return -1;
+    }
+    return 0;
+}
+
 static PyObject *ListCore_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     return ip_handle_new(type, args, kwds, IP_OBJ_LIST);
@@ -230,17 +245,9 @@ static PyObject *ListCore_subscript(ip_handle_t *h, PyObject *index)
     Py_ssize_t i;
     if (normalize_index(index, &i) < 0)
         return NULL;
-    if (lenter(h) < 0)
+    if (lenter(h) < 0 || in_range(h, &i, "list index out of range") < 0)
         return NULL;
     ip_heap_t *hp = h->heap;
-    Py_ssize_t n = (Py_ssize_t)LOBJ(h)->used;
-    if (i < 0)
-        i += n;
-    if (i < 0 || i >= n) {
-        ip_heap_leave(hp);
-        PyErr_SetString(PyExc_IndexError, "list index out of range");
-        return NULL;
-    }
     int kind;
     PyObject *c = copy_litem(hp, arr(hp, LOBJ(h))[i], &kind);
     ip_heap_leave(hp);
@@ -266,31 +273,21 @@ static int ListCore_ass_subscript(ip_handle_t *h, PyObject *index, PyObject *val
     if (value && ip_value_init(h->heap, &v, value) < 0)
         return -1;
     int rc = lenter(h);
-    if (rc == 0) {
+    if (rc == 0 && (rc = in_range(h, &i, "list assignment index out of range")) == 0) {
         ip_heap_t *hp = h->heap;
-        Py_ssize_t n = (Py_ssize_t)LOBJ(h)->used;
-        if (i < 0)
-            i += n;
-        if (i < 0 || i >= n) {
-            ip_heap_leave(hp);
-            PyErr_SetString(PyExc_IndexError, value ? "list assignment index out of range"
-                                                    : "list assignment index out of range");
-            rc = -1;
+        if (value) {
+            uint64_t item = new_litem(hp, &v);
+            uint64_t old = item ? arr(hp, LOBJ(h))[i] : 0;
+            rc = item == 0 || ip_heap_set(hp, LOBJ(h)->items + (uint64_t)i * 8, item) < 0
+                         || retire_litem(hp, old) < 0
+                     ? -1 : 0;
         } else {
-            if (value) {
-                uint64_t item = new_litem(hp, &v);
-                uint64_t old = item ? arr(hp, LOBJ(h))[i] : 0;
-                rc = item == 0 || ip_heap_set(hp, LOBJ(h)->items + (uint64_t)i * 8, item) < 0
-                             || retire_litem(hp, old) < 0
-                         ? -1 : 0;
-            } else {
-                rc = replace(h, (uint64_t)i, (uint64_t)i + 1, NULL, 0);
-            }
-            if (rc < 0)
-                ip_heap_abort(hp);
-            else
-                ip_heap_leave(hp);
+            rc = replace(h, (uint64_t)i, (uint64_t)i + 1, NULL, 0);
         }
+        if (rc < 0)
+            ip_heap_abort(hp);
+        else
+            ip_heap_leave(hp);
     }
     if (value)
         ip_value_clear(&v);
@@ -476,13 +473,8 @@ static PyObject *ListCore_pop(ip_handle_t *h, PyObject *const *args, Py_ssize_t 
         PyErr_SetString(PyExc_IndexError, "pop from empty list");
         return NULL;
     }
-    if (i < 0)
-        i += n;
-    if (i < 0 || i >= n) {
-        ip_heap_leave(hp);
-        PyErr_SetString(PyExc_IndexError, "pop index out of range");
+    if (in_range(h, &i, "pop index out of range") < 0)
         return NULL;
-    }
     int kind;
     PyObject *c = copy_litem(hp, arr(hp, LOBJ(h))[i], &kind);
     int rc = c ? 0 : -1;

@@ -47,6 +47,7 @@ import sys
 from typing import Any, Iterable, Iterator, Optional
 
 from ... import _core
+from ..._container_api import CHUNK_FIRST, CHUNK_MAX, DictAPI, ListAPI, dict_pairs, list_values
 from ._base import register
 from ._guarded import GuardedObject, lua
 from .synchronize import DEFAULT_LEASE, RLock, check_lease
@@ -55,8 +56,6 @@ from .errors import SignatureError
 
 __all__ = ["RedisDict", "RedisList", "RedisNamespace"]
 
-_CHUNK_FIRST = 32
-_CHUNK_MAX = 1024
 # Indexes handed to Lua (doubles) are clamped to this: no list is that long.
 _INDEX_LIMIT = 1 << 50
 
@@ -200,35 +199,6 @@ def _changed(size: int, now: int) -> None:
     raise RuntimeError("dictionary keys changed during iteration")
 
 
-def _pairs(args: tuple, kwargs: dict) -> list:
-    """What dict.update(*args, **kwargs) would store, as (key, value) pairs."""
-    if len(args) > 1:
-        raise TypeError(f"update expected at most 1 argument, got {len(args)}")
-    pairs: list = []
-    if args:
-        src = args[0]
-        if isinstance(src, _HashBase):
-            pairs = src._all(2)
-        elif isinstance(src, dict):
-            pairs = list(src.items())
-        elif hasattr(src, "keys"):
-            pairs = [(k, src[k]) for k in src.keys()]
-        else:
-            for i, item in enumerate(src):
-                try:
-                    pair = tuple(item)
-                except TypeError:
-                    raise TypeError(f"cannot convert dictionary update sequence element #{i} "
-                                    "to a sequence") from None
-                if len(pair) != 2:
-                    raise ValueError(f"dictionary update sequence element #{i} has length "
-                                     f"{len(pair)}; 2 is required")
-                pairs.append(pair)
-    if kwargs:
-        pairs.extend(kwargs.items())
-    return pairs
-
-
 _MISSING = object()
 
 
@@ -305,7 +275,7 @@ class _HashBase(GuardedObject):
     def _iterate(self, what: int) -> Iterator[Any]:
         """Iterate like a dict: RuntimeError if the keys change meanwhile."""
         local = _local_changes.get(self._ident, 0)
-        pos, want = 0, _CHUNK_FIRST
+        pos, want = 0, CHUNK_FIRST
         version = size = None
         while True:
             ver, n, fields, okeys, payloads = self._run(D_CHUNK, pos, want, what)
@@ -322,26 +292,11 @@ class _HashBase(GuardedObject):
                     if ver != version:
                         _changed(size, n)
             pos += len(fields)
-            want = min(want * 4, _CHUNK_MAX)
+            want = min(want * 4, CHUNK_MAX)
 
 
 def _signature_error(message: str) -> Exception:
     return SignatureError(message)
-
-
-class _KeysView(collections.abc.KeysView):
-    def __iter__(self) -> Iterator[Any]:
-        return self._mapping._iterate(0)
-
-
-class _ValuesView(collections.abc.ValuesView):
-    def __iter__(self) -> Iterator[Any]:
-        return self._mapping._iterate(1)
-
-
-class _ItemsView(collections.abc.ItemsView):
-    def __iter__(self) -> Iterator[Any]:
-        return self._mapping._iterate(2)
 
 
 class _FromKeys:
@@ -361,7 +316,7 @@ class _FromKeys:
 
 
 @register
-class RedisDict(_HashBase):
+class RedisDict(DictAPI, _HashBase):
     """A dict on Redis, shared by every process (on any machine) with a handle on it.
 
     ``RedisDict(conn, *args, name=None, create=None, codec=None, lease=10.0,
@@ -376,7 +331,7 @@ class RedisDict(_HashBase):
     def __init__(self, conn: Any, *args: Any, name: Optional[str] = None,
                  create: Optional[bool] = None, codec: Any = None, lease: float = DEFAULT_LEASE,
                  **kwargs: Any) -> None:
-        pairs = _pairs(args, kwargs) if (args or kwargs) else []
+        pairs = dict_pairs(args, kwargs) if (args or kwargs) else []
         self._lease = check_lease(lease)
         meta = self._open(conn, name, create, codec, {})
         if (args or kwargs) and not meta.created:
@@ -413,21 +368,6 @@ class RedisDict(_HashBase):
     def __len__(self) -> int:
         return int(self._run(D_LEN))
 
-    def __iter__(self) -> Iterator[Any]:
-        return self._iterate(0)
-
-    def __reversed__(self) -> Iterator[Any]:
-        return reversed(self._all(0))
-
-    def keys(self) -> _KeysView:
-        return _KeysView(self)
-
-    def values(self) -> _ValuesView:
-        return _ValuesView(self)
-
-    def items(self) -> _ItemsView:
-        return _ItemsView(self)
-
     def get(self, key: Any, default: Any = None) -> Any:
         payload = self._run(D_GET, self._field(key))
         return default if payload is None else self._loads(payload)
@@ -459,16 +399,8 @@ class RedisDict(_HashBase):
         field, payload, okey = reply
         return self._key_of(field, okey), self._loads(payload)
 
-    def update(self, *args: Any, **kwargs: Any) -> None:
-        """Store every pair of ``dict(*args, **kwargs)`` in one atomic step."""
-        self._update_pairs(_pairs(args, kwargs))
-
     def clear(self) -> None:
         self._changed_keys(self._run(D_CLEAR))
-
-    def copy(self) -> dict:
-        """A plain dict with the same content, read atomically."""
-        return dict(self._all(2))
 
     def increment(self, key: Any, delta: Any = 1, default: Any = 0) -> Any:
         """Atomically ``d[key] = d.get(key, default) + delta``; returns the new value."""
@@ -482,49 +414,8 @@ class RedisDict(_HashBase):
                 self._changed_keys(done)
                 return value
 
-    # ---------------------------------------------------------- comparisons
-
-    def __eq__(self, other: Any) -> bool:
-        if isinstance(other, RedisDict):
-            return self.copy() == other.copy()
-        if isinstance(other, dict):
-            return self.copy() == other
-        return NotImplemented
-
-    def __ne__(self, other: Any) -> bool:
-        eq = self.__eq__(other)
-        return eq if eq is NotImplemented else not eq
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __or__(self, other: Any) -> dict:
-        if not isinstance(other, (dict, RedisDict)):
-            return NotImplemented
-        out = self.copy()
-        out.update(other.copy() if isinstance(other, RedisDict) else other)
-        return out
-
-    def __ror__(self, other: Any) -> dict:
-        if not isinstance(other, dict):
-            return NotImplemented
-        out = dict(other)
-        out.update(self.copy())
-        return out
-
-    def __ior__(self, other: Any) -> "RedisDict":
-        self.update(other)
-        return self
-
     def __copy__(self) -> dict:
         return self.copy()
-
-    def __str__(self) -> str:
-        return repr(self.copy())
-
-    def __repr__(self) -> str:
-        if self._closed:
-            return "<RedisDict (closed)>"
-        return f"RedisDict({self.copy()!r})"
 
 
 collections.abc.MutableMapping.register(RedisDict)
@@ -791,19 +682,8 @@ def _index(i: Any) -> int:
         raise TypeError(f"list indices must be integers or slices, not {type(i).__name__}") from None
 
 
-def _snapshot(iterable: Any, message: str = "") -> list:
-    if isinstance(iterable, RedisList):
-        return iterable[:]
-    try:
-        return list(iterable)
-    except TypeError:
-        if message:
-            raise TypeError(message) from None
-        raise
-
-
 @register
-class RedisList(GuardedObject):
+class RedisList(ListAPI, GuardedObject):
     """A list on Redis, shared by every process (on any machine) with a handle on it.
 
     ``RedisList(conn, iterable=(), *, name=None, create=None, codec=None,
@@ -817,7 +697,7 @@ class RedisList(GuardedObject):
     def __init__(self, conn: Any, iterable: Iterable[Any] = (), *, name: Optional[str] = None,
                  create: Optional[bool] = None, codec: Any = None,
                  lease: float = DEFAULT_LEASE) -> None:
-        values = _snapshot(iterable)
+        values = list_values(iterable)
         if codec is None:
             codec = Codec()
         payloads = [codec.dumps(v) for v in values]
@@ -849,7 +729,7 @@ class RedisList(GuardedObject):
 
     def __setitem__(self, i: Any, value: Any) -> None:
         if isinstance(i, slice):
-            values = _snapshot(value, "can only assign an iterable")
+            values = list_values(value, "can only assign an iterable")
             payloads = [self._dumps(v) for v in values]
             start, stop, step = _slice_args(i)
             status = self._run(L_SETSLICE, start, stop, step, *payloads)
@@ -877,7 +757,7 @@ class RedisList(GuardedObject):
 
     def extend(self, iterable: Iterable[Any]) -> None:
         """Append every value of iterable, in one atomic step."""
-        payloads = [self._dumps(v) for v in _snapshot(iterable)]
+        payloads = [self._dumps(v) for v in list_values(iterable)]
         if payloads:
             self._run(L_EXTEND, *payloads)
 
@@ -942,94 +822,14 @@ class RedisList(GuardedObject):
 
     # ------------------------------------------------------------ protocol
 
-    def __iter__(self) -> Iterator[Any]:
-        pos, want = 0, _CHUNK_FIRST
-        while True:
-            chunk = self[pos:pos + want]
-            if not chunk:
-                return
-            yield from chunk
-            pos += len(chunk)
-            want = min(want * 4, _CHUNK_MAX)
-
-    def __reversed__(self) -> Iterator[Any]:
-        return reversed(self[:])
-
-    def __contains__(self, value: Any) -> bool:
-        return value in self[:]
-
-    def __iadd__(self, other: Iterable[Any]) -> "RedisList":
-        self.extend(other)
-        return self
-
     def __imul__(self, n: Any) -> "RedisList":
         if not hasattr(n, "__index__"):
             return NotImplemented
         self._run(L_IMUL, _clamp(operator.index(n)))
         return self
 
-    def __add__(self, other: Any) -> list:
-        if isinstance(other, RedisList):
-            return self[:] + other[:]
-        if isinstance(other, list):
-            return self[:] + other
-        return NotImplemented
-
-    def __radd__(self, other: Any) -> list:
-        if isinstance(other, list):
-            return other + self[:]
-        return NotImplemented
-
-    def __mul__(self, n: Any) -> list:
-        if not hasattr(n, "__index__"):
-            return NotImplemented
-        return self[:] * n
-
-    __rmul__ = __mul__
-
-    def _cmp_value(self, other: Any) -> Any:
-        if isinstance(other, RedisList):
-            return other[:]
-        if isinstance(other, list):
-            return other
-        return NotImplemented
-
-    def __eq__(self, other: Any) -> bool:
-        o = self._cmp_value(other)
-        return o if o is NotImplemented else self[:] == o
-
-    def __ne__(self, other: Any) -> bool:
-        o = self._cmp_value(other)
-        return o if o is NotImplemented else self[:] != o
-
-    def __lt__(self, other: Any) -> bool:
-        o = self._cmp_value(other)
-        return o if o is NotImplemented else self[:] < o
-
-    def __le__(self, other: Any) -> bool:
-        o = self._cmp_value(other)
-        return o if o is NotImplemented else self[:] <= o
-
-    def __gt__(self, other: Any) -> bool:
-        o = self._cmp_value(other)
-        return o if o is NotImplemented else self[:] > o
-
-    def __ge__(self, other: Any) -> bool:
-        o = self._cmp_value(other)
-        return o if o is NotImplemented else self[:] >= o
-
-    __hash__ = None  # type: ignore[assignment]
-
     def __copy__(self) -> list:
         return self.copy()
-
-    def __str__(self) -> str:
-        return repr(self[:])
-
-    def __repr__(self) -> str:
-        if self._closed:
-            return "<RedisList (closed)>"
-        return f"RedisList({self[:]!r})"
 
 
 collections.abc.MutableSequence.register(RedisList)

@@ -54,7 +54,7 @@ import warnings
 from threading import BrokenBarrierError
 from typing import Any, Dict, Optional, Tuple
 
-from ...synchronize import OwnerDiedWarning
+from ...synchronize import OwnerDiedWarning, wait_for
 import secrets
 
 from . import _waiters
@@ -717,20 +717,7 @@ class Condition(WaitingObject):
     def wait_for(self, predicate: Any, timeout: Optional[float] = None) -> Any:
         """Wait until ``predicate()`` is true, or ``timeout`` seconds pass;
         return the predicate's last value."""
-        endtime = None
-        waittime = timeout
-        result = predicate()
-        while not result:
-            if waittime is not None:
-                if endtime is None:
-                    endtime = time.monotonic() + waittime
-                else:
-                    waittime = endtime - time.monotonic()
-                    if waittime <= 0:
-                        break
-            self.wait(waittime)
-            result = predicate()
-        return result
+        return wait_for(self.wait, predicate, timeout)
 
     def notify(self, n: int = 1) -> None:
         """Wake up to ``n`` of the processes and threads waiting."""
