@@ -302,7 +302,7 @@ static int attach_segment(ConnectionCore *self)
 {
     uint64_t file_size;
     ip_pipe_hdr_t *h =
-        ip_segment_attach(self->fd, IP_KIND_PIPE, IP_PIPE_HDR_SIZE, &self->map_len, &file_size);
+        ip_segment_attach(self->fd, IP_KIND_PIPE, IP_PIPE_HDR_SIZE, &self->map_len, &file_size, NULL);
     if (h == NULL)
         return -1;
     self->hdr = h;

@@ -633,7 +633,7 @@ static int heap_layout(ip_heap_t *hp, uint32_t kind, int create)
         ip_segment_publish(&IP_HHDR(hp)->seg);
         return 0;
     }
-    ip_heap_hdr_t *h = ip_segment_attach(hp->fd, kind, IP_HEAP_HDR_SIZE, &size, &file_size);
+    ip_heap_hdr_t *h = ip_segment_attach(hp->fd, kind, IP_HEAP_HDR_SIZE, &size, &file_size, NULL);
     if (h == NULL)
         return -1;
     hp->base = (uint8_t *)h;

@@ -21,7 +21,7 @@
 #include <time.h>
 
 #define IP_MAGIC 0x434f525052544e49ULL /* "INTRPROC" read little-endian */
-#define IP_LAYOUT_VERSION 1u
+#define IP_LAYOUT_VERSION 2u
 #define IP_CACHELINE 64
 #define IP_PAGE 4096u
 #define IP_SHM_PREFIX "/interproc."
@@ -75,6 +75,10 @@ typedef struct {
  * set for a negative or non-numeric timeout. */
 int ip_deadline_init(ip_deadline_t *d, int block, PyObject *timeout);
 int ip_deadline_passed(const ip_deadline_t *d);
+
+/* A number naming the calling thread, unique for the life of the process:
+ * unlike a thread ident, never reused by a later thread. */
+uint64_t ip_thread_serial(void);
 
 /* An event count in shared memory: how a side that published a change wakes
  * whoever sleeps waiting for one.  Signalling costs a fence and a load unless
@@ -143,10 +147,12 @@ void *ip_segment_create(int fd, uint32_t kind, uint64_t header_size, uint64_t si
 void ip_segment_publish(ip_seghdr_t *h);
 /* Validates the header of an existing segment of `kind` whose header part
  * is `header_size` bytes, and maps its initial size.  Returns the mapping
- * (*size_out: its length, *file_size: the file's) or NULL with an
- * exception set. */
+ * (*size_out: its length, *file_size: the file's, *validated: the header
+ * as it was checked) or NULL with an exception set.  Another process can
+ * change the mapped header at any time: use *validated, never the live
+ * copy, for anything that sizes or places memory. */
 void *ip_segment_attach(int fd, uint32_t kind, uint64_t header_size, size_t *size_out,
-                        uint64_t *file_size);
+                        uint64_t *file_size, ip_seghdr_t *validated);
 
 /* Appends an extent of `size` bytes to the file, under the segment's grow
  * lock, and returns its offset. */

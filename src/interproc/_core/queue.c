@@ -132,7 +132,7 @@ static int attach_segment(QueueCore *self, int kind)
 {
     uint64_t file_size;
     ip_queue_hdr_t *h = ip_segment_attach(self->fd, (uint32_t)kind, IP_QUEUE_HDR_SIZE,
-                                          &self->map_len, &file_size);
+                                          &self->map_len, &file_size, NULL);
     if (h == NULL)
         return -1;
     self->hdr = h;

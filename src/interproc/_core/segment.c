@@ -178,7 +178,7 @@ void ip_segment_publish(ip_seghdr_t *h)
 }
 
 void *ip_segment_attach(int fd, uint32_t kind, uint64_t header_size, size_t *size_out,
-                        uint64_t *file_size)
+                        uint64_t *file_size, ip_seghdr_t *validated)
 {
     struct stat st;
     ip_seghdr_t probe;
@@ -207,6 +207,8 @@ void *ip_segment_attach(int fd, uint32_t kind, uint64_t header_size, size_t *siz
         return NULL;
     *size_out = (size_t)probe.initial_size;
     *file_size = size;
+    if (validated)
+        *validated = probe;
     return p;
 }
 

@@ -258,7 +258,7 @@ static PyObject *SyncCore_new(PyTypeObject *type, PyObject *args, PyObject *kwds
         ip_segment_publish(&h->seg);
     } else {
         uint64_t file_size;
-        self->hdr = ip_segment_attach(fd, (uint32_t)kind, hsize, &self->map_len, &file_size);
+        self->hdr = ip_segment_attach(fd, (uint32_t)kind, hsize, &self->map_len, &file_size, NULL);
         if (self->hdr == NULL)
             goto fail;
         if (self->hdr->meta_len > IP_SYNC_META_MAX

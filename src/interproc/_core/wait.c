@@ -81,6 +81,19 @@ int ip_deadline_passed(const ip_deadline_t *d)
     return !d->infinite && now_ns() >= ts_ns(&d->at);
 }
 
+uint64_t ip_thread_serial(void)
+{
+    /* Thread-local storage starts at zero in every new thread, so a thread
+     * that reuses a dead one's ident (or its TLS block) still gets a number
+     * of its own.  A forked child keeps the forking thread's number, which
+     * is unique in the child too. */
+    static uint64_t last;
+    static _Thread_local uint64_t mine;
+    if (mine == 0)
+        mine = __atomic_add_fetch(&last, 1, __ATOMIC_RELAXED);
+    return mine;
+}
+
 /* The end of the next sleep slice: the deadline or one slice from now. */
 static struct timespec slice_end(const ip_deadline_t *d)
 {
