@@ -139,6 +139,13 @@ int ip_seghdr_check(const ip_seghdr_t *h, uint64_t file_size, int want_kind)
         PyErr_SetString(ip_SegmentError, "segment header is corrupt (bad file end)");
         return -1;
     }
+    /* The file is grown before file_end records it, so a shorter file was
+     * cut by someone: reading the missing part would be a SIGBUS. */
+    if (h->file_end > file_size) {
+        PyErr_Format(ip_SegmentError, "segment is truncated: %llu bytes, its header says %llu",
+                     (unsigned long long)file_size, (unsigned long long)h->file_end);
+        return -1;
+    }
     if (want_kind && (int)h->kind != want_kind) {
         PyErr_Format(PyExc_TypeError, "the segment holds a %s; asked for: %s", kind_name(h->kind),
                      kind_name((uint32_t)want_kind));
@@ -271,13 +278,21 @@ void ip_pids_unregister(uint32_t *pids, int n, int slot)
 /* ------------------------------------------------------------------ */
 /* Python functions                                                    */
 
+static PyObject *fd_result(int fd, int created)
+{
+    PyObject *r = Py_BuildValue("(iO)", fd, created ? Py_True : Py_False);
+    if (r == NULL)
+        close(fd);
+    return r;
+}
+
 PyDoc_STRVAR(open_segment_doc,
 "open_segment(name, create, mode)\n--\n\n"
 "Open or create the file behind a segment and return (fd, created).\n\n"
-"name None makes an anonymous memfd.  create=None opens an existing name or\n"
-"creates it; True demands a new one (FileExistsError); False demands an\n"
-"existing one (FileNotFoundError).  A new file is empty: the caller lays out\n"
-"its header.");
+"name None makes an anonymous memfd, sealed against shrinking.  create=None\n"
+"opens an existing name or creates it; True demands a new one\n"
+"(FileExistsError); False demands an existing one (FileNotFoundError).  A new\n"
+"file is empty: the caller lays out its header.");
 
 static PyObject *open_segment(PyObject *Py_UNUSED(m), PyObject *args)
 {
@@ -292,10 +307,19 @@ static PyObject *open_segment(PyObject *Py_UNUSED(m), PyObject *args)
     }
     int fd;
     if (name == Py_None) {
-        fd = memfd_create("interproc", MFD_CLOEXEC);
+        /* Sealed so that no process (a same-user one reaching it through
+         * /proc/<pid>/fd included) can shrink it under our mappings, which
+         * would make every user's next touch of the lost pages a SIGBUS.
+         * Growing and punching holes stay possible: queues and heaps do. */
+        fd = memfd_create("interproc", MFD_CLOEXEC | MFD_ALLOW_SEALING);
         if (fd < 0)
             return PyErr_SetFromErrno(PyExc_OSError);
-        return Py_BuildValue("(iO)", fd, Py_True);
+        if (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_SEAL) != 0) {
+            PyErr_SetFromErrno(PyExc_OSError);
+            close(fd);
+            return NULL;
+        }
+        return fd_result(fd, 1);
     }
     char path[IP_NAME_MAX + 32];
     if (ip_name_check(name, path, sizeof path) < 0)
@@ -315,14 +339,14 @@ static PyObject *open_segment(PyObject *Py_UNUSED(m), PyObject *args)
                     errno = saved;
                     return PyErr_SetFromErrno(PyExc_OSError);
                 }
-                return Py_BuildValue("(iO)", fd, Py_True);
+                return fd_result(fd, 1);
             }
             if (errno != EEXIST || want_create == 1)
                 return PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, name);
         }
         fd = shm_open(path, O_RDWR | O_CLOEXEC, 0);
         if (fd >= 0)
-            return Py_BuildValue("(iO)", fd, Py_False);
+            return fd_result(fd, 0);
         if (errno != ENOENT || want_create == 0)
             return PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, name);
         /* unlinked between our two calls: try creating again */
