@@ -229,12 +229,17 @@ def test_a_new_named_object_gets_the_mode_asked_for_and_opens_again(unique_name,
 
 # ----------------------------------------------------- not a regular file
 
-def _plant_symlink_to_segment(planted):
+def _plant_link_to_segment(planted, link):
+    """A genuine queue, and another name made for it by ``link(src, dst)``."""
     target = planted()
     drop(interproc.Queue(name=target, create=True))
-    link = planted()
-    os.symlink(shm_path(target), shm_path(link))
-    return link
+    name = planted()
+    link(shm_path(target), shm_path(name))
+    return name
+
+
+def _plant_symlink_to_segment(planted):
+    return _plant_link_to_segment(planted, os.symlink)
 
 
 def _plant_dangling_symlink(planted, tmp_path):
@@ -264,11 +269,7 @@ def _plant_socket(planted):
 
 
 def _plant_hard_link(planted):
-    target = planted()
-    drop(interproc.Queue(name=target, create=True))
-    name = planted()
-    os.link(shm_path(target), shm_path(name))
-    return name
+    return _plant_link_to_segment(planted, os.link)
 
 
 PLANTS = {
@@ -508,31 +509,31 @@ def _child_reads(q, out):
     out.put(q.get(timeout=_helpers.CHILD_TIMEOUT))
 
 
+def assert_travels(q, ctx, item):
+    """``q`` pickled to a child of ``ctx`` (by name, with its mode) still works there."""
+    out = interproc.Queue()
+    q.put(item)
+    _helpers.join_ok(_helpers.start(ctx, _child_reads, q, out))
+    assert out.get(timeout=10) == item
+    drop(out)
+
+
 @needs_root
 def test_a_trusted_foreign_queue_travels_with_its_mode(planted, start_method):
     name = planted()
     make_foreign("Queue", name)
     q = interproc.Queue(name=name, mode=0o606)
-    out = interproc.Queue()
-    q.put("through a foreign queue")
-    child = _helpers.start(start_method, _child_reads, q, out)
-    _helpers.join_ok(child)
-    assert out.get(timeout=10) == "through a foreign queue"
+    assert_travels(q, start_method, "through a foreign queue")
     # And unlink() by this process trusts what it opened.
     q.unlink()
     assert not os.path.exists(shm_path(name))
-    drop(q, out)
+    drop(q)
 
 
 def test_an_own_shared_queue_travels_with_its_mode(unique_name, start_method):
-    name = unique_name()
-    q = interproc.Queue(name=name, mode=0o666)
-    out = interproc.Queue()
-    q.put("shared")
-    child = _helpers.start(start_method, _child_reads, q, out)
-    _helpers.join_ok(child)
-    assert out.get(timeout=10) == "shared"
-    drop(q, out)
+    q = interproc.Queue(name=unique_name(), mode=0o666)
+    assert_travels(q, start_method, "shared")
+    drop(q)
 
 
 # ------------------------------------- a header changing while it is checked

@@ -296,23 +296,23 @@ void ip_pids_unregister(uint32_t *pids, int n, int slot)
 #define IP_SHM_DIR "/dev/shm"
 #define SHARE_BITS (S_IWGRP | S_IWOTH)
 
-static const char *file_type_name(mode_t m)
+/* Each kind of file system entry: as segment_stat names it, and in words. */
+static const struct {
+    mode_t type;
+    const char *word, *words;
+} file_types[] = {
+    {S_IFREG, "file", "a regular file"},   {S_IFDIR, "directory", "a directory"},
+    {S_IFLNK, "symlink", "a symbolic link"}, {S_IFIFO, "fifo", "a FIFO"},
+    {S_IFSOCK, "socket", "a socket"},      {S_IFCHR, "device", "a character device"},
+    {S_IFBLK, "device", "a block device"},
+};
+
+static const char *file_type(mode_t m, int in_words)
 {
-    if (S_ISREG(m))
-        return "a regular file";
-    if (S_ISDIR(m))
-        return "a directory";
-    if (S_ISLNK(m))
-        return "a symbolic link";
-    if (S_ISFIFO(m))
-        return "a FIFO";
-    if (S_ISSOCK(m))
-        return "a socket";
-    if (S_ISCHR(m))
-        return "a character device";
-    if (S_ISBLK(m))
-        return "a block device";
-    return "a file of unknown type";
+    for (size_t i = 0; i < sizeof file_types / sizeof file_types[0]; i++)
+        if ((m & S_IFMT) == file_types[i].type)
+            return in_words ? file_types[i].words : file_types[i].word;
+    return in_words ? "a file of unknown type" : "unknown";
 }
 
 static void owner_text(uid_t uid, char *out, size_t n)
@@ -391,7 +391,7 @@ static int refusal(const struct stat *st, int mode, int opening, char *why, size
         snprintf(why, n,
                  "it is %s owned by %s, not a regular file; an interproc segment is always a "
                  "regular file, so someone may have planted it",
-                 file_type_name(st->st_mode), owner);
+                 file_type(st->st_mode, 1), owner);
         return 1;
     }
     if (opening && st->st_nlink > 1) {
@@ -620,31 +620,45 @@ PyDoc_STRVAR(unlink_segment_doc,
 "memory is freed when the last of them closes it.  A name owned by a user\n"
 "`mode` does not trust (see open_segment) is refused with PermissionError.");
 
+/* What the functions that look at a name without opening it share: their
+ * arguments (name, mode=0o600) and what lstat says is there. */
+typedef struct {
+    PyObject *name;
+    int mode;
+    char path[IP_NAME_MAX + 32];
+    char full[IP_NAME_MAX + 64];
+    struct stat st;
+} entry_t;
+
+static int look_up(PyObject *args, const char *format, entry_t *e)
+{
+    e->mode = 0600;
+    if (!PyArg_ParseTuple(args, format, &e->name, &e->mode) || check_mode(e->mode) < 0
+        || name_paths(e->name, e->path, sizeof e->path, e->full, sizeof e->full) < 0)
+        return -1;
+    if (lstat(e->full, &e->st) != 0) {
+        PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, e->name);
+        return -1;
+    }
+    return 0;
+}
+
 static PyObject *unlink_segment(PyObject *Py_UNUSED(m), PyObject *args)
 {
-    PyObject *name;
-    int mode = 0600;
-    if (!PyArg_ParseTuple(args, "O|i:unlink_segment", &name, &mode))
-        return NULL;
-    if (check_mode(mode) < 0)
-        return NULL;
-    char path[IP_NAME_MAX + 32], full[IP_NAME_MAX + 64];
-    if (name_paths(name, path, sizeof path, full, sizeof full) < 0)
-        return NULL;
     /* Checked by path, then removed by path: in the sticky /dev/shm only
      * the owner (or root) can replace an entry in between, and what root
      * could swap in is at worst a planted file we then remove. */
-    struct stat st;
-    if (lstat(full, &st) != 0)
-        return PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, name);
+    entry_t e;
+    if (look_up(args, "O|i:unlink_segment", &e) < 0)
+        return NULL;
     char why[1024];
     int suggest;
-    if (refusal(&st, mode, 0, why, sizeof why, &suggest)) {
-        raise_refusal("remove", path, why, suggest, 0);
+    if (refusal(&e.st, e.mode, 0, why, sizeof why, &suggest)) {
+        raise_refusal("remove", e.path, why, suggest, 0);
         return NULL;
     }
-    if (S_ISDIR(st.st_mode)) {
-        PyObject *file = shm_file(path);
+    if (S_ISDIR(e.st.st_mode)) {
+        PyObject *file = shm_file(e.path);
         if (file != NULL) {
             PyErr_Format(PyExc_IsADirectoryError,
                          "cannot remove %R: it is a directory, not an interproc segment", file);
@@ -652,12 +666,12 @@ static PyObject *unlink_segment(PyObject *Py_UNUSED(m), PyObject *args)
         }
         return NULL;
     }
-    if (shm_unlink(path) != 0) {
+    if (shm_unlink(e.path) != 0) {
         int err = errno;
         if (err == EPERM || err == EACCES) {
             char owner[300];
-            owner_text(st.st_uid, owner, sizeof owner);
-            PyObject *file = shm_file(path);
+            owner_text(e.st.st_uid, owner, sizeof owner);
+            PyObject *file = shm_file(e.path);
             if (file != NULL) {
                 PyErr_Format(PyExc_PermissionError,
                              "cannot remove %R: it belongs to %s, and in /dev/shm only a file's "
@@ -668,7 +682,7 @@ static PyObject *unlink_segment(PyObject *Py_UNUSED(m), PyObject *args)
             return NULL;
         }
         errno = err;
-        return PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, name);
+        return PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, e.name);
     }
     Py_RETURN_NONE;
 }
@@ -682,33 +696,19 @@ PyDoc_STRVAR(segment_stat_doc,
 
 static PyObject *segment_stat(PyObject *Py_UNUSED(m), PyObject *args)
 {
-    PyObject *name;
-    int mode = 0600;
-    if (!PyArg_ParseTuple(args, "O|i:segment_stat", &name, &mode))
+    entry_t e;
+    if (look_up(args, "O|i:segment_stat", &e) < 0)
         return NULL;
-    if (check_mode(mode) < 0)
-        return NULL;
-    char path[IP_NAME_MAX + 32], full[IP_NAME_MAX + 64];
-    if (name_paths(name, path, sizeof path, full, sizeof full) < 0)
-        return NULL;
-    struct stat st;
-    if (lstat(full, &st) != 0)
-        return PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, name);
+    const struct stat st = e.st;
     char why[1024];
     int suggest;
-    int refused = refusal(&st, mode, 1, why, sizeof why, &suggest);
+    int refused = refusal(&st, e.mode, 1, why, sizeof why, &suggest);
     struct passwd pw, *found = NULL;
     char buf[1024];
     int known = getpwuid_r(st.st_uid, &pw, buf, sizeof buf, &found) == 0 && found != NULL;
-    const char *type = S_ISREG(st.st_mode)    ? "file"
-                       : S_ISDIR(st.st_mode)  ? "directory"
-                       : S_ISLNK(st.st_mode)  ? "symlink"
-                       : S_ISFIFO(st.st_mode) ? "fifo"
-                       : S_ISSOCK(st.st_mode) ? "socket"
-                                              : "device";
     return Py_BuildValue("{s:I,s:s,s:I,s:I,s:s,s:L,s:k,s:s}", "uid", (unsigned)st.st_uid, "owner",
                          known ? pw.pw_name : NULL, "gid", (unsigned)st.st_gid, "mode",
-                         (unsigned)(st.st_mode & 07777), "type", type, "size",
+                         (unsigned)(st.st_mode & 07777), "type", file_type(st.st_mode, 0), "size",
                          (long long)st.st_size, "nlink", (unsigned long)st.st_nlink, "refused",
                          refused ? why : NULL);
 }
