@@ -230,7 +230,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------- ls
 
-_INFO_FIELDS = ("name", "kind", "capacity_bytes", "items", "bytes_used", "pids", "state", "error")
+_INFO_FIELDS = ("name", "kind", "capacity_bytes", "items", "bytes_used", "pids", "state", "error",
+                "owner", "uid", "file_mode", "foreign", "refused")
 # More pids than this make the table unreadable; --json has them all.
 _MAX_PIDS_SHOWN = 4
 
@@ -272,20 +273,29 @@ def _show_pids(pids: list[int] | None) -> str:
     return shown
 
 
+def _status(row: dict[str, Any]) -> str:
+    if row["foreign"]:
+        return f"foreign, not opened: {row['refused']}"
+    if row["error"] is not None:
+        return f"damaged: {row['error']}"
+    return row["state"] or "ok"
+
+
 def _format_table(rows: list[dict[str, Any]]) -> list[str]:
-    header = ("NAME", "KIND", "CAPACITY", "ITEMS", "USED", "PIDS", "STATUS")
-    right_aligned = {2, 3, 4}
+    header = ("NAME", "KIND", "OWNER", "CAPACITY", "ITEMS", "USED", "PIDS", "STATUS")
+    right_aligned = {3, 4, 5}
     cells = [header]
     for row in rows:
         cells.append(
             (
                 _show_name(str(row["name"])),
                 row["kind"] or "?",
+                "?" if row["owner"] is None else _show_name(str(row["owner"])),
                 _human_size(row["capacity_bytes"]),
                 "-" if row["items"] is None else str(row["items"]),
                 _human_size(row["bytes_used"]),
                 _show_pids(row["pids"]),
-                f"damaged: {row['error']}" if row["error"] is not None else row["state"] or "ok",
+                _status(row),
             )
         )
     widths = [max(len(line[i]) for line in cells) for i in range(len(header))]
@@ -301,7 +311,7 @@ def _format_table(rows: list[dict[str, Any]]) -> list[str]:
 
 def _cmd_ls(args: argparse.Namespace) -> int:
     try:
-        infos = interproc.list_objects()
+        infos = interproc.list_objects(mode=args.mode)
     except OSError as exc:
         _error(f"ls: cannot list named objects: {exc}")
         return 1
@@ -319,6 +329,11 @@ def _cmd_ls(args: argparse.Namespace) -> int:
         # stderr, so that the table on stdout stays clean for scripts.
         noun = "object is" if len(damaged) == 1 else "objects are"
         _error(f"{len(damaged)} {noun} damaged; 'interproc rm NAME' removes one.")
+    foreign = [row["name"] for row in rows if row["foreign"]]
+    if foreign:
+        noun = "entry was" if len(foreign) == 1 else "entries were"
+        _error(f"{len(foreign)} foreign {noun} not opened: --mode does not trust them (another "
+               "user's, writable by others, or not a segment file); the STATUS column says why.")
     return 0
 
 
@@ -329,7 +344,7 @@ def _cmd_rm(args: argparse.Namespace) -> int:
     status = 0
     for name in args.names:
         try:
-            interproc.unlink(name)
+            interproc.unlink(name, mode=args.mode)
         except FileNotFoundError:
             if not args.force:
                 _error(f"rm: {_show_name(name)}: no such object")
@@ -385,6 +400,27 @@ def _version() -> str:
         return version("interproc")
     except PackageNotFoundError:
         return str(getattr(interproc, "__version__", "unknown"))
+
+
+def _octal_mode(text: str) -> int:
+    try:
+        mode = int(text.removeprefix("0o"), 8)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an octal mode such as 600 or 666") from None
+    if not 0 <= mode <= 0o777:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a permission mask between 000 and 777")
+    return mode
+
+
+def _add_mode_option(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--mode",
+        type=_octal_mode,
+        default=0o600,
+        metavar="MODE",
+        help=f"octal permission mask saying whom to trust (default: 600, only your own "
+        f"segments that nobody else can write): {what}",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -448,10 +484,14 @@ def build_parser() -> argparse.ArgumentParser:
         "ls",
         help="list named objects",
         description=(
-            "List the named objects in /dev/shm/interproc.*: kind, ring "
+            "List the named objects in /dev/shm/interproc.*: kind, owner, ring "
             "capacity, items queued, bytes in use and the live processes "
-            "attached. A damaged segment (truncated, foreign or corrupt) is "
-            "listed with what is wrong with it; 'interproc rm NAME' removes it."
+            "attached. A damaged segment (truncated or corrupt) is listed with "
+            "what is wrong with it; 'interproc rm NAME' removes it. An entry "
+            "that --mode does not trust (by default: another user's, or one "
+            "that others may write, or anything but a regular file) is listed "
+            "as foreign with its owner and why, and is never opened: nothing "
+            "in it is read."
         ),
     )
     ls.add_argument(
@@ -459,6 +499,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print a JSON list of objects with exact byte counts, for scripts",
     )
+    _add_mode_option(ls, "open and describe the entries a program passing mode=MODE would accept")
     ls.set_defaults(handler=_cmd_ls)
 
     rm = commands.add_parser(
@@ -467,12 +508,20 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Remove the names of named objects of any kind. Processes that "
             "have one open keep using it; its memory is freed when the last "
-            "of them closes it. Exits with 1 if any name could not be removed."
+            "of them closes it. Only unlinks: nothing in the object is opened "
+            "or read. A name that belongs to another user is refused (root "
+            "included) unless --mode trusts its owner. Exits with 1 if any "
+            "name could not be removed."
         ),
     )
     rm.add_argument("names", nargs="+", metavar="NAME", help="name of an object, as 'interproc ls' shows it")
     rm.add_argument("-f", "--force", action="store_true", help="ignore names that do not exist")
     rm.add_argument("-v", "--verbose", action="store_true", help="print each name removed")
+    _add_mode_option(
+        rm,
+        "also remove names of the owners MODE trusts: 666 (or any MODE letting others "
+        "write) anyone's, 660 your groups'; removing another user's needs root",
+    )
     rm.set_defaults(handler=_cmd_rm)
 
     # Never parsed here: main() hands everything after "bench" to the

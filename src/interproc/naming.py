@@ -3,6 +3,17 @@
 A named object lives in POSIX shared memory as ``/dev/shm/interproc.<name>``
 until it is unlinked.  An anonymous one is a memfd, freed by the kernel when
 the last process using it is gone.
+
+``/dev/shm`` is writable by every user, so a name may already be taken by
+someone else's file.  The ``mode`` every named factory takes (0o600 by
+default) says whom the caller shares a new object with, and so also whom it
+trusts when the name exists: an existing file is accepted only when the
+group/other write bits it grants are among ``mode``'s, and it is the
+caller's own, or ``mode`` lets others write (anyone's is accepted), or lets
+the group write and the file's group is one of the caller's.  Anything else
+(another user's file, a file others may write, a link, a FIFO, a directory,
+a file with several names) raises PermissionError saying whose it is and
+why.  The check runs in the C core on the descriptor actually opened.
 """
 from __future__ import annotations
 
@@ -35,15 +46,41 @@ def kind_name(kind: int) -> str:
     return cls.__name__ if cls else f"kind {kind}"
 
 
-def open_segment(name: Optional[str], create: Optional[bool], mode: int) -> "tuple[int, bool]":
-    """Open or create the file behind an object: ``(fd, created)``."""
-    if create is not None and not isinstance(create, bool):
-        raise TypeError(f"create must be None, True or False, not {create!r}")
+def _check_mode(mode: Any) -> int:
     if isinstance(mode, bool) or not isinstance(mode, int):
         raise TypeError(f"mode must be an int permission mask, not {type(mode).__name__}")
     if not 0 <= mode <= 0o777:
         raise ValueError(f"mode must be a permission mask between 0 and 0o777, not {mode:#o}")
-    return _core.open_segment(name, create, mode)
+    return mode
+
+
+def open_segment(name: Optional[str], create: Optional[bool], mode: int) -> "tuple[int, bool]":
+    """Open or create the file behind an object: ``(fd, created)``.
+
+    An existing file that ``mode`` does not trust (see the module docstring)
+    raises PermissionError, and nothing is left open.
+    """
+    if create is not None and not isinstance(create, bool):
+        raise TypeError(f"create must be None, True or False, not {create!r}")
+    return _core.open_segment(name, create, _check_mode(mode))
+
+
+# name -> the union of the sharing modes this process opened it with: what
+# a reference to it carries, so that the receiver trusts what the sender
+# did, and what unlink() trusts by default.  Only modes that let the group
+# or others write are kept, so the default 0o600 costs nothing.
+_shared_modes: Dict[str, int] = {}
+
+
+def _remember_mode(name: Optional[str], mode: int) -> None:
+    if name is not None and mode & 0o022:
+        _shared_modes[name] = _shared_modes.get(name, 0) | mode
+
+
+def trusted_mode(name: str) -> int:
+    """The mode this process trusts ``name`` with: 0o600 unless it opened it
+    with a mode that shares it."""
+    return _shared_modes.get(name, 0o600)
 
 
 def open_object(
@@ -67,25 +104,34 @@ def open_object(
         except BaseException:
             os.close(fd)
             raise
-        return attach_existing(fd)
+        obj = attach_existing(fd)
+        _remember_mode(name, mode)
+        return obj
     try:
-        return make_new(fd)
+        obj = make_new(fd)
     except BaseException:
         if name is not None:
             try:
-                _core.unlink_segment(name)
+                _core.unlink_segment(name, mode)
             except OSError:
                 pass
         raise
+    _remember_mode(name, mode)
+    return obj
 
 
-def attach(name: str) -> Any:
+def attach(name: str, *, mode: int = 0o600) -> Any:
     """Return the object called ``name``, of whatever kind it is.
 
-    Raises FileNotFoundError if there is none, SegmentError if the segment
-    is truncated, foreign or corrupt.
+    ``mode`` says whose segments to accept, as for every named factory: by
+    default only the caller's own that nobody else can write.  Raises
+    FileNotFoundError if there is none, PermissionError if ``mode`` does not
+    trust what is there (the message says whose it is and why), SegmentError
+    if the segment is truncated or corrupt.  Nothing stored in the segment is
+    unpickled: a Value or Array comes back with a ctypes type rebuilt from
+    its plain description (an equivalent type, not the creator's class).
     """
-    fd, _ = open_segment(name, False, 0o600)
+    fd, _ = open_segment(name, False, mode)
     try:
         kind = _core.segment_kind(fd)
         cls = _KINDS.get(kind)
@@ -94,21 +140,37 @@ def attach(name: str) -> Any:
     except BaseException:
         os.close(fd)
         raise
-    return cls._attach_fd(fd, name)
+    obj = cls._attach_fd(fd, name)
+    _remember_mode(name, mode)
+    return obj
 
 
-def unlink(name: str) -> None:
+def unlink(name: str, *, mode: Optional[int] = None) -> None:
     """Remove the named object ``name``, of any kind.
 
     Processes that have it open keep using it; its memory is freed when the
     last of them lets go.  FileNotFoundError if there is no such object.
+    Only a name whose owner ``mode`` trusts is removed (by default, the
+    caller's own, or one this process opened with a sharing mode); another
+    user's raises PermissionError, even for root, unless ``mode`` trusts
+    that user (0o..2 trusts anyone).
     """
-    _core.unlink_segment(name)
+    if mode is None:
+        mode = trusted_mode(name) if isinstance(name, str) else 0o600
+    _core.unlink_segment(name, _check_mode(mode))
 
 
 @dataclasses.dataclass
 class ObjectInfo:
-    """One named object, as ``interproc ls`` shows it."""
+    """One named object, as ``interproc ls`` shows it.
+
+    ``owner`` is the file owner's user name (or uid, as text, when it has
+    none), ``uid`` and ``file_mode`` its owner and permission bits.
+    ``foreign`` is True for an entry the lister's ``mode`` does not trust
+    (another user's, writable by others, not a regular file, ...): it is
+    not opened at all, and ``refused`` says why.  ``error`` is set for an
+    entry that was opened and found damaged.
+    """
 
     name: str
     kind: Optional[str] = None
@@ -120,12 +182,53 @@ class ObjectInfo:
     file_size: Optional[int] = None
     state: Optional[str] = None
     error: Optional[str] = None
+    owner: Optional[str] = None
+    uid: Optional[int] = None
+    file_mode: Optional[int] = None
+    foreign: bool = False
+    refused: Optional[str] = None
 
 
-def object_info(name: str) -> ObjectInfo:
-    """Describe one named object; a damaged one gets ``error`` set instead."""
+def object_info(name: str, mode: int = 0o600) -> ObjectInfo:
+    """Describe one named object; a damaged one gets ``error`` set instead,
+    one that ``mode`` does not trust ``foreign`` and ``refused``.
+
+    Nothing in a segment is unpickled or run: an untrusted entry is only
+    looked at with ``lstat``, a trusted one is attached like any object.
+    """
     try:
-        obj = attach(name)
+        return _entry_info(name, mode)
+    except FileNotFoundError as exc:
+        return ObjectInfo(name=name, error=f"{type(exc).__name__}: {exc}")
+
+
+def _entry_info(name: str, mode: int) -> ObjectInfo:
+    """object_info, but FileNotFoundError if the name is gone."""
+    try:
+        st = _core.segment_stat(name, mode)
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError) as exc:  # a name this interproc cannot use
+        return ObjectInfo(name=name, error=f"{type(exc).__name__}: {exc}")
+    owner = st["owner"] if st["owner"] is not None else str(st["uid"])
+    if st["refused"] is not None:
+        info = ObjectInfo(name=name, foreign=True, refused=st["refused"])
+    else:
+        info = _opened_info(name, mode)
+    info.owner, info.uid, info.file_mode = owner, st["uid"], st["mode"]
+    if info.file_size is None:
+        info.file_size = st["size"]
+    return info
+
+
+def _opened_info(name: str, mode: int) -> ObjectInfo:
+    try:
+        obj = attach(name, mode=mode)
+    except FileNotFoundError:
+        raise
+    except PermissionError as exc:
+        # Replaced since segment_stat looked: refused on the descriptor.
+        return ObjectInfo(name=name, foreign=True, refused=str(exc))
     except (OSError, ValueError, TypeError) as exc:
         return ObjectInfo(name=name, error=f"{type(exc).__name__}: {exc}")
     if hasattr(obj, "get_obj"):  # a shared Value or Array: describe its lock, show its type
@@ -169,13 +272,27 @@ def object_info(name: str) -> ObjectInfo:
     )
 
 
-def list_objects() -> List[ObjectInfo]:
-    """Every named interproc object of this machine that this user can see."""
+def list_objects(*, mode: int = 0o600) -> List[ObjectInfo]:
+    """Every named interproc object of this machine, this user's or not.
+
+    Entries that ``mode`` trusts (by default: the caller's own, writable by
+    nobody else) are opened and described; the others are listed with their
+    owner and mode, marked ``foreign``, and never opened.
+    """
+    mode = _check_mode(mode)
     try:
         entries = sorted(os.listdir(SHM_DIR))
     except FileNotFoundError:
         return []
-    return [object_info(e[len(_PREFIX):]) for e in entries if e.startswith(_PREFIX) and len(e) > len(_PREFIX)]
+    out = []
+    for entry in entries:
+        if not entry.startswith(_PREFIX) or len(entry) == len(_PREFIX):
+            continue
+        try:
+            out.append(_entry_info(entry[len(_PREFIX):], mode))
+        except FileNotFoundError:
+            pass  # removed while we looked
+    return out
 
 
 # ---------------------------------------------------------------------------
@@ -215,10 +332,16 @@ def receive_fds(shared: tuple, flags: "list[int]") -> "list[int]":
     """Open what ``share_fds`` made, each with its open flags.  A descriptor
     that cannot be reopened because nothing is at its other end any more
     (a pipe without readers) comes back as -1."""
-    if shared[0] == "dupfd":
-        return [d.detach() if d is not None else -1 for d in shared[1]]
-    _, pid, fds = shared
     out: "list[int]" = []
+    if shared[0] == "dupfd":
+        try:
+            for d in shared[1]:
+                out.append(d.detach() if d is not None else -1)
+        except BaseException:
+            _close_all(out)
+            raise
+        return out
+    _, pid, fds = shared
     try:
         for fd, flag in zip(fds, flags):
             if fd < 0:
@@ -232,15 +355,21 @@ def receive_fds(shared: tuple, flags: "list[int]") -> "list[int]":
                     if exc.errno != errno.ENXIO:
                         raise
                     out.append(-1)
-    except FileNotFoundError:
-        for fd in out:
-            if fd >= 0:
-                os.close(fd)
+    except BaseException as exc:
+        _close_all(out)
+        if not isinstance(exc, FileNotFoundError):
+            raise
         raise RuntimeError(
             f"the process that sent this anonymous object (pid {pid}) has exited or closed it; "
             "give the object a name= to hand it to processes that outlive its sender"
         ) from None
     return out
+
+
+def _close_all(fds: "list[int]") -> None:
+    for fd in fds:
+        if fd >= 0:
+            os.close(fd)
 
 
 def reference(obj: Any) -> tuple:
@@ -250,15 +379,26 @@ def reference(obj: Any) -> tuple:
     if obj._closed:
         raise ValueError(f"{obj!r} is closed")
     if obj.name is not None:
-        return ("name", obj.name, obj._uid)
+        return name_reference(obj.name, obj._uid)
     return ("fd", share_fds([obj._fd]), obj._uid)
 
 
+def name_reference(name: str, uid: int) -> tuple:
+    """The reference to a named segment: its name, the mode this process
+    trusts it with (so that the receiver accepts what the sender accepted:
+    it trusts the sender's pickle already) and its uid."""
+    return ("name", name, trusted_mode(name), uid)
+
+
 def open_reference(ref: tuple) -> "tuple[int, Optional[str]]":
-    """Open what ``reference`` made: ``(fd, name)``."""
+    """Open what ``reference`` made: ``(fd, name)``.  A named reference is
+    opened with the mode it carries (0o600 for one without)."""
     if ref[0] == "name":
-        fd, _ = open_segment(ref[1], False, 0o600)
-        return fd, ref[1]
+        name = ref[1]
+        mode = _check_mode(ref[2]) if len(ref) > 3 else 0o600
+        fd, _ = open_segment(name, False, mode)
+        _remember_mode(name, mode)
+        return fd, name
     return receive_fds(ref[1], [os.O_RDWR])[0], None
 
 
