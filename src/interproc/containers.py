@@ -188,6 +188,24 @@ class ContainerLock:
         return f"<ContainerLock held={self._heap._is_owned()}>"
 
 
+class _Guard:
+    """Holds a heap's lock across one of this module's compound operations
+    (remove, sort, slice assignment, increment...).  Re-entrant like
+    ContainerLock, but the user code such an operation calls (a sort key,
+    ``__eq__``, ``__index__``) cannot release it from under the operation."""
+
+    __slots__ = ("_heap",)
+
+    def __init__(self, heap: _core.HeapCore) -> None:
+        self._heap = heap
+
+    def __enter__(self) -> None:
+        self._heap._guard_enter()
+
+    def __exit__(self, *exc: Any) -> None:
+        self._heap._guard_exit()
+
+
 class _Container:
     """What the three containers share: names, the lock, pickling."""
 
@@ -321,7 +339,7 @@ class SharedDict(_Container, DictAPI, _core.DictCore):
 
     def increment(self, key: Any, delta: Any = 1, default: Any = 0) -> Any:
         """Atomically ``d[key] = d.get(key, default) + delta``; returns the new value."""
-        with self.lock:
+        with _Guard(self._heap):
             value = self.get(key, default) + delta
             self[key] = value
             return value
@@ -369,7 +387,7 @@ class SharedList(_Container, ListAPI, _core.ListCore):
 
     def remove(self, value: Any) -> None:
         """Remove the first occurrence of value, atomically; ValueError if absent."""
-        with self.lock:
+        with _Guard(self._heap):
             try:
                 i = self[:].index(value)
             except ValueError:
@@ -385,19 +403,19 @@ class SharedList(_Container, ListAPI, _core.ListCore):
 
     def sort(self, *, key: Any = None, reverse: bool = False) -> None:
         """Sort in place, stably, atomically.  Values are moved, not rewritten."""
-        with self.lock:
+        with _Guard(self._heap):
             values = self[:]
             keyed = values if key is None else [key(v) for v in values]
             order = sorted(range(len(values)), key=keyed.__getitem__, reverse=reverse)
             self._select(order)
 
     def reverse(self) -> None:
-        with self.lock:
+        with _Guard(self._heap):
             self._select(range(len(self) - 1, -1, -1))
 
     def _assign_slice(self, slc: slice, value: Any) -> None:
         values = list_values(value, "can only assign an iterable")
-        with self.lock:
+        with _Guard(self._heap):
             start, stop, step = slc.indices(len(self))
             if step == 1:
                 self._replace(start, max(start, stop), values)
@@ -410,7 +428,7 @@ class SharedList(_Container, ListAPI, _core.ListCore):
                 self[i] = v
 
     def _delete_slice(self, slc: slice) -> None:
-        with self.lock:
+        with _Guard(self._heap):
             n = len(self)
             start, stop, step = slc.indices(n)
             if step == 1:
@@ -423,7 +441,7 @@ class SharedList(_Container, ListAPI, _core.ListCore):
     def __imul__(self, n: int) -> "SharedList":
         if not hasattr(n, "__index__"):
             return NotImplemented
-        with self.lock:
+        with _Guard(self._heap):
             values = self[:]
             if n <= 0:
                 self.clear()
