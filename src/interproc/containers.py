@@ -46,7 +46,7 @@ _default_lock = threading.Lock()
 
 
 def _register(heap: _core.HeapCore, name: Optional[str]) -> _core.HeapCore:
-    heap.factory = _from_value
+    heap.factory = _class_of
     _heaps[heap.uid] = heap
     if name is not None:
         _heap_names[heap.uid] = name
@@ -71,23 +71,19 @@ def _default_heap() -> _core.HeapCore:
 
 
 def _class_of(obj_type: int) -> type:
+    """The class of a handle on a container read back out of another: the
+    core makes the handle itself (it has already counted it in)."""
     return {_core.OBJ_DICT: SharedDict, _core.OBJ_LIST: SharedList,
             _core.OBJ_NAMESPACE: Namespace}[obj_type]
 
 
-def _handle(cls: type, heap: _core.HeapCore, offset: int, oid: int, counted: bool = False,
+def _handle(cls: type, heap: _core.HeapCore, offset: int, oid: int,
             name: Optional[str] = None) -> Any:
     base = _core.ListCore if issubclass(cls, _core.ListCore) else _core.DictCore
-    obj = base.__new__(cls, heap, offset, oid, counted)
-    object.__setattr__(obj, "_name", name)
+    obj = base.__new__(cls, heap, offset, oid)
+    if name is not None:
+        object.__setattr__(obj, "_name", name)
     return obj
-
-
-def _from_value(heap: _core.HeapCore, ref: tuple) -> Any:
-    """Called by the core for a container read back out of another: the
-    core has already counted this handle in."""
-    offset, obj_type, oid = ref
-    return _handle(_class_of(obj_type), heap, offset, oid, counted=True)
 
 
 def _open(cls: type, kind: int, obj_type: int, name: Optional[str], create: Optional[bool],
@@ -173,7 +169,10 @@ class ContainerLock:
         return self._heap.acquire(block, timeout)
 
     def release(self) -> None:
-        """Drop one hold; RuntimeError if this thread does not hold it."""
+        """Drop one hold taken by acquire(); RuntimeError if this thread holds
+        none, or only holds that an operation in progress depends on (code a
+        container operation calls, such as a sort key, ``__eq__`` or
+        ``__index__``, cannot release the lock from under it)."""
         self._heap.release()
 
     def locked_by_me(self) -> bool:
@@ -189,11 +188,29 @@ class ContainerLock:
         return f"<ContainerLock held={self._heap._is_owned()}>"
 
 
+class _Guard:
+    """Holds a heap's lock across one of this module's compound operations
+    (remove, sort, slice assignment, increment...).  Re-entrant like
+    ContainerLock, but the user code such an operation calls (a sort key,
+    ``__eq__``, ``__index__``) cannot release it from under the operation."""
+
+    __slots__ = ("_heap",)
+
+    def __init__(self, heap: _core.HeapCore) -> None:
+        self._heap = heap
+
+    def __enter__(self) -> None:
+        self._heap._guard_enter()
+
+    def __exit__(self, *exc: Any) -> None:
+        self._heap._guard_exit()
+
+
 class _Container:
     """What the three containers share: names, the lock, pickling."""
 
     _KIND = 0
-    _name: Optional[str]
+    _name: Optional[str] = None
 
     @property
     def name(self) -> Optional[str]:
@@ -247,15 +264,8 @@ class _Container:
 
 def _read_all(d: Any, what: int) -> list:
     """Every key, value or item of a dict or Namespace (what = 0, 1, 2), read
-    under one hold of its heap's lock."""
-    with ContainerLock(d._heap):
-        out: list = []
-        pos = 0
-        while True:
-            chunk, pos, _ = d._chunk(pos, 1 << 20, what)
-            if not chunk:
-                return out
-            out.extend(chunk)
+    under one hold of its heap's lock and unpickled after it."""
+    return d._snapshot(what)
 
 
 def _changed(d: Any, size: int, now: Optional[int] = None) -> None:
@@ -329,7 +339,7 @@ class SharedDict(_Container, DictAPI, _core.DictCore):
 
     def increment(self, key: Any, delta: Any = 1, default: Any = 0) -> Any:
         """Atomically ``d[key] = d.get(key, default) + delta``; returns the new value."""
-        with self.lock:
+        with _Guard(self._heap):
             value = self.get(key, default) + delta
             self[key] = value
             return value
@@ -377,7 +387,7 @@ class SharedList(_Container, ListAPI, _core.ListCore):
 
     def remove(self, value: Any) -> None:
         """Remove the first occurrence of value, atomically; ValueError if absent."""
-        with self.lock:
+        with _Guard(self._heap):
             try:
                 i = self[:].index(value)
             except ValueError:
@@ -393,19 +403,19 @@ class SharedList(_Container, ListAPI, _core.ListCore):
 
     def sort(self, *, key: Any = None, reverse: bool = False) -> None:
         """Sort in place, stably, atomically.  Values are moved, not rewritten."""
-        with self.lock:
+        with _Guard(self._heap):
             values = self[:]
             keyed = values if key is None else [key(v) for v in values]
             order = sorted(range(len(values)), key=keyed.__getitem__, reverse=reverse)
             self._select(order)
 
     def reverse(self) -> None:
-        with self.lock:
+        with _Guard(self._heap):
             self._select(range(len(self) - 1, -1, -1))
 
     def _assign_slice(self, slc: slice, value: Any) -> None:
         values = list_values(value, "can only assign an iterable")
-        with self.lock:
+        with _Guard(self._heap):
             start, stop, step = slc.indices(len(self))
             if step == 1:
                 self._replace(start, max(start, stop), values)
@@ -418,7 +428,7 @@ class SharedList(_Container, ListAPI, _core.ListCore):
                 self[i] = v
 
     def _delete_slice(self, slc: slice) -> None:
-        with self.lock:
+        with _Guard(self._heap):
             n = len(self)
             start, stop, step = slc.indices(n)
             if step == 1:
@@ -431,7 +441,7 @@ class SharedList(_Container, ListAPI, _core.ListCore):
     def __imul__(self, n: int) -> "SharedList":
         if not hasattr(n, "__index__"):
             return NotImplemented
-        with self.lock:
+        with _Guard(self._heap):
             values = self[:]
             if n <= 0:
                 self.clear()

@@ -12,6 +12,13 @@
  * in insertion order, so iteration and popitem() order match a dict's.
  * A change of value writes a new item and swaps one word; the table is
  * rebuilt, never edited in place, when it fills.
+ *
+ * Every operation reads the table once into a checked view (dview) and
+ * probes at most every slot once (a table with no empty slot is damaged,
+ * not a reason to spin), and every item is read through ip_ditem_read(), so
+ * a damaged or forged table raises SegmentError.  Keys are encoded and
+ * values serialized before the lock, compared as bytes under it, and
+ * decoded after it.
  */
 #include "interproc.h"
 
@@ -22,6 +29,12 @@
 #define SLOT_DUMMY 0xffffffffu
 #define MIN_SLOTS 8u
 #define KEY_MAX_DEPTH 32
+/* Items store key lengths in 32 bits. */
+#define KEY_MAX_BYTES UINT32_MAX
+/* A probe sequence visits every slot within this many probes past the
+ * table's size: the perturbation is 0 after 13 shifts of 5 bits, and from
+ * then on i -> 5i + 1 (mod a power of two) has full period. */
+#define PROBE_EXTRA 13u
 /* Items per lock hold while iterating. */
 #define CHUNK_MAX 1024
 
@@ -51,6 +64,10 @@ static void kbuf_free(kbuf_t *b)
 
 static int kput(kbuf_t *b, const void *p, size_t n)
 {
+    if (n > KEY_MAX_BYTES - b->len) {
+        PyErr_SetString(PyExc_OverflowError, "key too large: its encoding would exceed 4 GiB");
+        return -1;
+    }
     if (b->len + n > b->cap) {
         size_t cap = (b->len + n) * 2;
         uint8_t *nb = PyMem_Malloc(cap);
@@ -71,8 +88,8 @@ static int kput(kbuf_t *b, const void *p, size_t n)
 static int kput_tagged(kbuf_t *b, char tag, const void *p, size_t n)
 {
     uint32_t n32 = (uint32_t)n;
-    if (n > UINT32_MAX) {
-        PyErr_SetString(PyExc_OverflowError, "key too large");
+    if (n > KEY_MAX_BYTES) {
+        PyErr_SetString(PyExc_OverflowError, "key too large: its encoding would exceed 4 GiB");
         return -1;
     }
     if (kput(b, &tag, 1) < 0 || kput(b, &n32, 4) < 0)
@@ -253,7 +270,8 @@ static PyObject *decode_key(const uint8_t **pp, const uint8_t *end, int depth)
             goto corrupt;
         memcpy(&n, p, 4);
         p += 4;
-        if ((tag != 't' && tag != 'F') && (uint64_t)(end - p) < n)
+        /* every member of a tuple or frozenset takes at least a byte */
+        if ((uint64_t)(end - p) < n)
             goto corrupt;
     }
     PyObject *res = NULL;
@@ -373,6 +391,8 @@ typedef struct {
     int has_orig;
 } dkey_t;
 
+static void dkey_clear(dkey_t *k);
+
 static int dkey_init(dkey_t *k, PyObject *key)
 {
     kbuf_init(&k->enc);
@@ -390,6 +410,11 @@ static int dkey_init(dkey_t *k, PyObject *key)
             return -1;
         }
         k->has_orig = 1;
+        if (k->orig.len > KEY_MAX_BYTES) {
+            PyErr_SetString(PyExc_OverflowError, "key too large: its serialized form exceeds 4 GiB");
+            dkey_clear(k);
+            return -1;
+        }
     }
     return 0;
 }
@@ -401,298 +426,335 @@ static void dkey_clear(dkey_t *k)
     kbuf_free(&k->enc);
 }
 
+PyObject *ip_key_decode(const uint8_t *data, uint64_t len)
+{
+    const uint8_t *p = data;
+    PyObject *res = decode_key(&p, data + len, 0);
+    if (res != NULL && p != data + len) {
+        Py_CLEAR(res);
+        PyErr_SetString(ip_SegmentError, "shared dict is corrupt (bad key encoding)");
+    }
+    return res;
+}
+
+/* Keys that decode to an ASCII str (nothing can fail), bytes, a 64-bit
+ * int, a float or None are decoded under the lock; the rest (tuples,
+ * frozensets, pickles, big ints, other text) after it. */
+static int key_atom(const uint8_t *p, uint64_t len)
+{
+    int now = len > 0 && (p[0] == 'n' || p[0] == 'i' || p[0] == 'f' || p[0] == 'b' || p[0] == 's');
+    for (uint64_t i = 5; now && p[0] == 's' && i < len; i++)
+        now = p[i] < 0x80;
+    return now;
+}
+
 /* ------------------------------------------------------------ table */
 
-static inline ip_obj_t *OBJ(ip_handle_t *h)
-{
-    return IP_HOFF(h->heap, h->off);
-}
+/* A dict's table as read once under the lock and checked: what the
+ * operation uses, never the live words again.  Re-read after anything that
+ * allocates (the heap may have moved). */
+typedef struct {
+    ip_obj_t *o;
+    uint32_t *slots; /* NULL: no table yet */
+    ip_dentry_t *ents;
+    uint64_t index, items, mask, cap, nitems, used, version;
+} dview_t;
 
-static inline uint32_t *slots_of(ip_heap_t *hp, ip_obj_t *o)
-{
-    return IP_HOFF(hp, o->index);
-}
+#define OFLD(op, f) ((op)->off + offsetof(ip_obj_t, f))
 
-static inline ip_dentry_t *entries_of(ip_heap_t *hp, ip_obj_t *o)
+static int dview(const ip_op_t *op, dview_t *v)
 {
-    return IP_HOFF(hp, o->items);
-}
-
-static inline uint8_t *ditem_key(ip_ditem_t *it)
-{
-    return (uint8_t *)(it + 1);
-}
-
-static inline uint8_t *ditem_val(ip_ditem_t *it)
-{
-    return (uint8_t *)(it + 1) + it->klen + it->olen;
-}
-
-/* The entry holding the key, or -1; *slot_out is its slot, or the slot a
- * new entry for it would take. */
-static int64_t lookup(ip_heap_t *hp, ip_obj_t *o, const dkey_t *k, uint64_t *slot_out)
-{
-    if (o->index == 0) {
-        *slot_out = 0;
+    ip_heap_t *hp = op->hp;
+    ip_obj_t *o = ip_heap_obj(hp, op->off, 0, op->oid);
+    if (o == NULL || IP_LOAD(o->type) == IP_OBJ_LIST) {
+        PyErr_SetString(ip_SegmentError, "shared container is corrupt or was freed");
         return -1;
     }
-    uint32_t *slots = slots_of(hp, o);
-    ip_dentry_t *ents = entries_of(hp, o);
-    uint64_t mask = o->mask, perturb = k->hash, i = k->hash & mask;
+    v->o = o;
+    v->index = IP_LOAD(o->index);
+    v->items = IP_LOAD(o->items);
+    v->mask = IP_LOAD(o->mask);
+    v->cap = IP_LOAD(o->cap);
+    v->nitems = IP_LOAD(o->nitems);
+    v->used = IP_LOAD(o->used);
+    v->version = IP_LOAD(o->version);
+    v->slots = NULL;
+    v->ents = NULL;
+    if (v->index == 0) {
+        v->mask = v->cap = v->nitems = 0;
+        return 0;
+    }
+    /* Slots hold entry numbers + 1 in 32 bits (all-ones: deleted), and a
+     * table always keeps empty slots beyond its capacity. */
+    if (v->mask >= UINT32_MAX || (v->mask & (v->mask + 1)) != 0 || v->cap > v->mask
+        || v->nitems > v->cap)
+        return ip_heap_corrupt("bad dict table");
+    uint64_t room = ip_heap_block(hp, v->index);
+    if (room == 0)
+        return -1;
+    if (room / sizeof(uint32_t) < v->mask + 1)
+        return ip_heap_corrupt("a dict's slots overflow their block");
+    if ((room = ip_heap_block(hp, v->items)) == 0)
+        return -1;
+    if (room / sizeof(ip_dentry_t) < v->cap)
+        return ip_heap_corrupt("a dict's entries overflow their block");
+    v->slots = IP_HOFF(hp, v->index);
+    v->ents = IP_HOFF(hp, v->items);
+    return 0;
+}
+
+/* 1: the key is at entry *ix, in slot *slot, item *item; 0: it is missing
+ * and a new entry for it would take slot *slot; -1: SegmentError. */
+static int lookup(ip_heap_t *hp, const dview_t *v, const dkey_t *k, uint64_t *ix, uint64_t *slot,
+                  uint64_t *item)
+{
+    *slot = 0;
+    if (v->slots == NULL)
+        return 0;
+    uint64_t mask = v->mask, perturb = k->hash, i = k->hash & mask;
     int64_t free_slot = -1;
-    for (;;) {
-        uint32_t s = slots[i];
+    for (uint64_t probes = mask + 1 + PROBE_EXTRA; probes > 0; probes--) {
+        uint32_t s = IP_LOAD(v->slots[i]);
         if (s == SLOT_EMPTY) {
-            *slot_out = free_slot >= 0 ? (uint64_t)free_slot : i;
-            return -1;
+            *slot = free_slot >= 0 ? (uint64_t)free_slot : i;
+            return 0;
         }
         if (s == SLOT_DUMMY) {
             if (free_slot < 0)
                 free_slot = (int64_t)i;
         } else {
-            ip_dentry_t *e = &ents[s - 1];
-            if (e->hash == k->hash && e->item) {
-                ip_ditem_t *it = IP_HOFF(hp, e->item);
-                if (it->klen == k->enc.len && memcmp(ditem_key(it), k->enc.buf, k->enc.len) == 0) {
-                    *slot_out = i;
-                    return (int64_t)s - 1;
+            if (s > v->nitems)
+                return ip_heap_corrupt("a dict slot names no entry");
+            uint64_t it = IP_LOAD(v->ents[s - 1].item);
+            if (IP_LOAD(v->ents[s - 1].hash) == k->hash && it != 0) {
+                ip_item_t d;
+                if (ip_ditem_read(hp, it, &d) < 0)
+                    return -1;
+                if (d.klen == k->enc.len && memcmp(d.key, k->enc.buf, k->enc.len) == 0) {
+                    *ix = s - 1;
+                    *slot = i;
+                    *item = it;
+                    return 1;
                 }
             }
         }
         perturb >>= 5;
         i = (i * 5 + perturb + 1) & mask;
     }
+    return ip_heap_corrupt("a dict's slot table has no empty slot");
 }
 
-static uint64_t find_free_slot(uint32_t *slots, uint64_t mask, uint64_t hash)
+/* The slot holding entry `ix` (whose hash is `hash`); -1 with SegmentError
+ * if no slot does. */
+static int64_t slot_of(const dview_t *v, uint64_t ix, uint64_t hash)
 {
-    uint64_t perturb = hash, i = hash & mask;
-    while (slots[i] != SLOT_EMPTY) {
+    uint64_t mask = v->mask, perturb = hash, i = hash & mask;
+    for (uint64_t probes = mask + 1 + PROBE_EXTRA; probes > 0; probes--) {
+        if (IP_LOAD(v->slots[i]) == (uint32_t)(ix + 1))
+            return (int64_t)i;
         perturb >>= 5;
         i = (i * 5 + perturb + 1) & mask;
     }
-    return i;
+    ip_heap_corrupt("a dict entry has no slot");
+    return -1;
 }
 
-#define OFLD(h, f) ((h)->off + offsetof(ip_obj_t, f))
+/* Stores a u32 slot through the aligned word that holds it, logged. */
+static int set_slot(ip_heap_t *hp, const dview_t *v, uint64_t slot, uint32_t val)
+{
+    uint64_t soff = v->index + slot * sizeof(uint32_t);
+    uint64_t woff = soff & ~(uint64_t)7;
+    uint64_t w = IP_LOAD(*(uint64_t *)IP_HOFF(hp, woff));
+    memcpy((uint8_t *)&w + (soff - woff), &val, 4);
+    return ip_heap_set(hp, woff, w);
+}
 
 /* Rebuilds the table with room for at least `want` entries, compacting
  * out the holes.  New blocks, then one logged switch of five words. */
-static int resize(ip_handle_t *h, uint64_t want)
+static int resize(const ip_op_t *op, uint64_t want)
 {
-    ip_heap_t *hp = h->heap;
+    ip_heap_t *hp = op->hp;
     uint64_t slots = MIN_SLOTS;
     while (slots * 2 / 3 < want)
         slots *= 2;
+    if (slots - 1 >= UINT32_MAX) {
+        PyErr_SetString(PyExc_MemoryError, "too many keys for a shared dict");
+        return -1;
+    }
     uint64_t cap = slots * 2 / 3;
     uint64_t nidx = ip_heap_alloc(hp, slots * sizeof(uint32_t));
     if (nidx == 0)
         return -1;
     uint64_t nents = ip_heap_alloc(hp, cap * sizeof(ip_dentry_t));
-    if (nents == 0)
+    dview_t v;
+    if (nents == 0 || dview(op, &v) < 0)
         return -1;
-    ip_obj_t *o = OBJ(h);
     uint32_t *ns = IP_HOFF(hp, nidx);
     ip_dentry_t *ne = IP_HOFF(hp, nents);
     memset(ns, 0, slots * sizeof(uint32_t));
     uint64_t n = 0;
-    if (o->items) {
-        ip_dentry_t *oe = entries_of(hp, o);
-        for (uint64_t i = 0; i < o->nitems; i++) {
-            if (oe[i].item == 0)
-                continue;
-            ne[n] = oe[i];
-            ns[find_free_slot(ns, slots - 1, oe[i].hash)] = (uint32_t)(n + 1);
-            n++;
+    for (uint64_t i = 0; i < v.nitems; i++) {
+        ip_dentry_t e = {IP_LOAD(v.ents[i].hash), IP_LOAD(v.ents[i].item)};
+        if (e.item == 0)
+            continue;
+        if (n == cap)
+            return ip_heap_corrupt("a dict holds more entries than it counts");
+        /* The new table is unpublished but shared: bounded all the same. */
+        uint64_t perturb = e.hash, s = e.hash & (slots - 1), probes = slots + PROBE_EXTRA;
+        while (IP_LOAD(ns[s]) != SLOT_EMPTY && --probes > 0) {
+            perturb >>= 5;
+            s = (s * 5 + perturb + 1) & (slots - 1);
         }
+        if (probes == 0)
+            return ip_heap_corrupt("a new dict table was overwritten");
+        ne[n] = e;
+        ns[s] = (uint32_t)(n + 1);
+        n++;
     }
-    uint64_t old_idx = o->index, old_ents = o->items;
-    if (ip_heap_set(hp, OFLD(h, index), nidx) < 0 || ip_heap_set(hp, OFLD(h, mask), slots - 1) < 0
-        || ip_heap_set(hp, OFLD(h, items), nents) < 0 || ip_heap_set(hp, OFLD(h, cap), cap) < 0
-        || ip_heap_set(hp, OFLD(h, nitems), n) < 0)
+    if (ip_heap_set(hp, OFLD(op, index), nidx) < 0 || ip_heap_set(hp, OFLD(op, mask), slots - 1) < 0
+        || ip_heap_set(hp, OFLD(op, items), nents) < 0 || ip_heap_set(hp, OFLD(op, cap), cap) < 0
+        || ip_heap_set(hp, OFLD(op, nitems), n) < 0)
         return -1;
-    if (ip_heap_free_later(hp, old_idx) < 0 || ip_heap_free_later(hp, old_ents) < 0)
+    if (ip_heap_free_later(hp, v.index) < 0 || ip_heap_free_later(hp, v.items) < 0)
         return -1;
     return 0;
 }
 
-/* Writes a new item for key k (copying the key part of `like` when given)
- * with value v.  Returns its offset, or 0 with an exception set. */
+/* Writes a new item for key k (keeping the original key of item `like`,
+ * when given) with value v.  Returns its offset, or 0 with an exception set. */
 static uint64_t new_item(ip_heap_t *hp, const dkey_t *k, uint64_t like, const ip_value_t *v)
 {
-    uint64_t klen, olen;
+    ip_item_t l;
+    uint64_t klen = k->enc.len, olen = k->has_orig ? k->orig.len : 0;
     if (like) {
-        ip_ditem_t *l = IP_HOFF(hp, like);
-        klen = l->klen;
-        olen = l->olen;
-    } else {
-        klen = k->enc.len;
-        olen = k->has_orig ? k->orig.len : 0;
+        if (ip_ditem_read(hp, like, &l) < 0)
+            return 0;
+        olen = l.olen;
     }
     uint64_t off = ip_heap_alloc(hp, sizeof(ip_ditem_t) + klen + olen + v->p.len);
-    if (off == 0)
+    if (off == 0 || ip_value_hold(hp, v) < 0)
         return 0;
-    if (ip_value_hold(hp, v) < 0)
+    /* The allocation may have moved the heap: read `like` again. */
+    if (like && (ip_ditem_read(hp, like, &l) < 0 || l.olen != olen)) {
+        if (!PyErr_Occurred())
+            ip_heap_corrupt("a dict item changed under the lock");
         return 0;
+    }
     ip_ditem_t *it = IP_HOFF(hp, off);
+    uint8_t *key = (uint8_t *)(it + 1);
+    memset(it, 0, sizeof *it);
+    it->hash = k->hash;
+    it->klen = (uint32_t)klen;
+    it->olen = (uint32_t)olen;
+    it->pad[0] = (uint8_t)k->enc.has_pickle;
+    memcpy(key, k->enc.buf, klen);
     if (like) {
-        ip_ditem_t *l = IP_HOFF(hp, like);
-        memcpy(it, l, sizeof *it + klen + olen);
-    } else {
-        memset(it, 0, sizeof *it);
-        it->hash = k->hash;
-        it->klen = (uint32_t)klen;
-        it->olen = (uint32_t)olen;
-        it->pad[0] = (uint8_t)k->enc.has_pickle;
-        memcpy(ditem_key(it), k->enc.buf, klen);
-        if (olen) {
-            it->otype = (uint8_t)k->orig.type;
-            ip_payload_write(&k->orig, ditem_key(it) + klen);
-        }
+        it->otype = (uint8_t)l.otype;
+        memcpy(key + klen, l.orig, olen);
+    } else if (olen) {
+        it->otype = (uint8_t)k->orig.type;
+        ip_payload_write(&k->orig, key + klen);
     }
     it->vlen = v->p.len;
     it->vtype = (uint8_t)v->p.type;
-    ip_value_write(v, ditem_val(it));
+    ip_value_write(v, key + klen + olen);
     return off;
 }
 
 /* Drops the item's value reference and frees it after the commit. */
 static int retire_item(ip_heap_t *hp, uint64_t item)
 {
-    ip_ditem_t *it = IP_HOFF(hp, item);
-    if (ip_value_drop(hp, it->vtype, ditem_val(it)) < 0)
+    ip_item_t it;
+    if (ip_ditem_read(hp, item, &it) < 0 || ip_value_drop(hp, it.vtype, it.val, it.vlen) < 0)
         return -1;
     return ip_heap_free_later(hp, item);
 }
 
 /* Sets k to v.  `only_new`: leave an existing value alone (setdefault).
  * Returns 1 if the key was new, 0 if not, -1 on error. */
-static int store(ip_handle_t *h, const dkey_t *k, const ip_value_t *v, int only_new)
+static int store(const ip_op_t *op, const dkey_t *k, const ip_value_t *v, int only_new)
 {
-    ip_heap_t *hp = h->heap;
-    uint64_t slot;
-    int64_t ix = lookup(hp, OBJ(h), k, &slot);
-    if (ix >= 0) {
+    ip_heap_t *hp = op->hp;
+    dview_t dv;
+    uint64_t ix = 0, slot, item = 0;
+    int found;
+    if (dview(op, &dv) < 0 || (found = lookup(hp, &dv, k, &ix, &slot, &item)) < 0)
+        return -1;
+    if (found) {
         if (only_new)
             return 0;
-        uint64_t old = entries_of(hp, OBJ(h))[ix].item;
-        uint64_t item = new_item(hp, k, old, v);
-        if (item == 0)
+        uint64_t fresh = new_item(hp, k, item, v);
+        if (fresh == 0 || dview(op, &dv) < 0)
             return -1;
-        uint64_t eoff = OBJ(h)->items + (uint64_t)ix * sizeof(ip_dentry_t) + offsetof(ip_dentry_t, item);
-        if (ip_heap_set(hp, eoff, item) < 0 || retire_item(hp, old) < 0)
+        if (ix >= dv.nitems)
+            return ip_heap_corrupt("a dict entry vanished under the lock");
+        uint64_t eoff = dv.items + ix * sizeof(ip_dentry_t) + offsetof(ip_dentry_t, item);
+        if (ip_heap_set(hp, eoff, fresh) < 0 || retire_item(hp, item) < 0)
             return -1;
         return 0;
     }
-    uint64_t item = new_item(hp, k, 0, v);
-    if (item == 0)
+    uint64_t fresh = new_item(hp, k, 0, v);
+    if (fresh == 0 || dview(op, &dv) < 0)
         return -1;
-    ip_obj_t *o = OBJ(h);
-    if (o->index == 0 || o->nitems >= o->cap) {
-        if (resize(h, o->used * 3 > 8 ? o->used * 3 : 8) < 0)
+    if (dv.slots == NULL || dv.nitems >= dv.cap) {
+        uint64_t live = dv.used < dv.nitems ? dv.used : dv.nitems;
+        if (resize(op, live * 3 > 8 ? live * 3 : 8) < 0 || dview(op, &dv) < 0)
             return -1;
-        o = OBJ(h);
-        lookup(hp, o, k, &slot);
+        if ((found = lookup(hp, &dv, k, &ix, &slot, &item)) != 0)
+            return found < 0 ? -1 : ip_heap_corrupt("a dict key appeared under the lock");
     }
-    uint64_t n = o->nitems;
-    ip_dentry_t *e = &entries_of(hp, o)[n];
-    e->hash = k->hash; /* beyond nitems: not yet part of the table */
-    e->item = item;
-    uint64_t soff = o->index + slot * sizeof(uint32_t);
-    /* slots are u32; log the aligned word that holds this one */
-    uint64_t woff = soff & ~(uint64_t)7;
-    uint64_t w = *(uint64_t *)IP_HOFF(hp, woff);
-    memcpy((uint8_t *)&w + (soff - woff), &(uint32_t){(uint32_t)(n + 1)}, 4);
-    if (ip_heap_set(hp, woff, w) < 0 || ip_heap_set(hp, OFLD(h, nitems), n + 1) < 0
-        || ip_heap_set(hp, OFLD(h, used), o->used + 1) < 0
-        || ip_heap_set(hp, OFLD(h, version), o->version + 1) < 0)
+    uint32_t s = IP_LOAD(dv.slots[slot]);
+    if (dv.nitems >= dv.cap || (s != SLOT_EMPTY && s != SLOT_DUMMY))
+        return ip_heap_corrupt("a dict table changed under the lock");
+    uint64_t n = dv.nitems;
+    dv.ents[n].hash = k->hash; /* beyond nitems: not yet part of the table */
+    dv.ents[n].item = fresh;
+    if (set_slot(hp, &dv, slot, (uint32_t)(n + 1)) < 0 || ip_heap_set(hp, OFLD(op, nitems), n + 1) < 0
+        || ip_heap_set(hp, OFLD(op, used), dv.used + 1) < 0
+        || ip_heap_set(hp, OFLD(op, version), dv.version + 1) < 0)
         return -1;
     return 1;
 }
 
-/* Removes entry ix found at slot. */
-static int remove_entry(ip_handle_t *h, int64_t ix, uint64_t slot)
+/* Removes entry ix, found at slot, whose item is `item`. */
+static int remove_entry(const ip_op_t *op, const dview_t *dv, uint64_t ix, uint64_t slot, uint64_t item)
 {
-    ip_heap_t *hp = h->heap;
-    ip_obj_t *o = OBJ(h);
-    uint64_t item = entries_of(hp, o)[ix].item;
-    uint64_t soff = o->index + slot * sizeof(uint32_t);
-    uint64_t woff = soff & ~(uint64_t)7;
-    uint64_t w = *(uint64_t *)IP_HOFF(hp, woff);
-    memcpy((uint8_t *)&w + (soff - woff), &(uint32_t){SLOT_DUMMY}, 4);
-    uint64_t eoff = o->items + (uint64_t)ix * sizeof(ip_dentry_t) + offsetof(ip_dentry_t, item);
-    if (ip_heap_set(hp, woff, w) < 0 || ip_heap_set(hp, eoff, 0) < 0
-        || ip_heap_set(hp, OFLD(h, used), o->used - 1) < 0
-        || ip_heap_set(hp, OFLD(h, version), o->version + 1) < 0)
+    ip_heap_t *hp = op->hp;
+    if (dv->used == 0)
+        return ip_heap_corrupt("a dict counts no keys but holds one");
+    uint64_t eoff = dv->items + ix * sizeof(ip_dentry_t) + offsetof(ip_dentry_t, item);
+    if (set_slot(hp, dv, slot, SLOT_DUMMY) < 0 || ip_heap_set(hp, eoff, 0) < 0
+        || ip_heap_set(hp, OFLD(op, used), dv->used - 1) < 0
+        || ip_heap_set(hp, OFLD(op, version), dv->version + 1) < 0)
         return -1;
     return retire_item(hp, item);
 }
 
 /* ---------------------------------------------------------- reading */
 
-/* Under the lock: what outlives it of an item's value / key. */
-static PyObject *copy_value(ip_heap_t *hp, uint64_t item, int *kind)
+/* Under the lock: copies of an item's key and value. */
+static int copy_key(ip_heap_t *hp, const ip_item_t *it, ip_copy_t *c)
 {
-    ip_ditem_t *it = IP_HOFF(hp, item);
-    return ip_value_copy(hp, it->vtype, ditem_val(it), it->vlen, kind);
+    if (it->olen == 0)
+        return ip_copy_split(it->key, it->klen, key_atom, ip_key_decode, IP_COPY_KEY, c);
+    if (it->otype == IP_VAL_REF) {
+        c->obj = NULL;
+        c->counted = 0;
+        return ip_heap_corrupt("bad dict key");
+    }
+    return ip_copy_value(hp, it->otype, it->orig, it->olen, c);
 }
 
-#define COPY_KEY_DEFERRED 3
-
-static PyObject *copy_key(ip_heap_t *hp, uint64_t item, int *kind)
+static int copy_value(ip_heap_t *hp, const ip_item_t *it, ip_copy_t *c)
 {
-    ip_ditem_t *it = IP_HOFF(hp, item);
-    if (it->olen)
-        return ip_value_copy(hp, it->otype, ditem_key(it) + it->klen, it->olen, kind);
-    if (it->pad[0]) { /* decoding unpickles: after the lock */
-        *kind = COPY_KEY_DEFERRED;
-        return PyBytes_FromStringAndSize((const char *)ditem_key(it), it->klen);
-    }
-    *kind = IP_COPY_DONE;
-    const uint8_t *p = ditem_key(it);
-    return decode_key(&p, p + it->klen, 0);
-}
-
-static PyObject *finish(ip_heap_t *hp, PyObject *copy, int kind)
-{
-    if (copy == NULL)
-        return NULL;
-    if (kind == COPY_KEY_DEFERRED) {
-        const uint8_t *p = (const uint8_t *)PyBytes_AS_STRING(copy);
-        PyObject *res = decode_key(&p, p + PyBytes_GET_SIZE(copy), 0);
-        Py_DECREF(copy);
-        return res;
-    }
-    return ip_value_finish(hp, copy, kind);
+    return ip_copy_value(hp, it->vtype, it->val, it->vlen, c);
 }
 
 /* ---------------------------------------------------------- DictCore */
 
-static int enter(ip_handle_t *h)
-{
-    if (ip_handle_check(h) < 0)
-        return -1;
-    ip_deadline_t d = {.infinite = 1};
-    if (ip_heap_enter(h->heap, &d) != 0)
-        return -1;
-    if (ip_heap_obj(h->heap, h->off, 0, h->oid) == NULL) {
-        ip_heap_leave(h->heap);
-        PyErr_SetString(ip_SegmentError, "shared container is corrupt or was freed");
-        return -1;
-    }
-    return 0;
-}
-
 static PyObject *DictCore_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     return ip_handle_new(type, args, kwds, IP_OBJ_DICT);
-}
-
-static Py_ssize_t DictCore_len(ip_handle_t *h)
-{
-    if (ip_handle_check(h) < 0)
-        return -1;
-    return (Py_ssize_t)__atomic_load_n(&OBJ(h)->used, __ATOMIC_RELAXED);
 }
 
 static int raise_key_error(PyObject *key)
@@ -705,47 +767,53 @@ static int raise_key_error(PyObject *key)
     return -1;
 }
 
-/* Looks key up; on a hit returns the value's copy (kind set), on a miss
- * NULL with no exception, on error NULL with one.  With `remove`, a hit is
- * also deleted (pop). */
-static PyObject *fetch(ip_handle_t *h, PyObject *key, int remove, int *kind)
+/* Looks key up: 1 with its value's copy in *c (the key is also deleted
+ * with `remove`: pop), 0 if missing, -1 with an exception.  On 1 the caller
+ * finishes c with op->hp, then calls ip_op_done(op). */
+static int fetch(ip_handle_t *h, PyObject *key, int remove, ip_op_t *op, ip_copy_t *c)
 {
     dkey_t k;
     if (dkey_init(&k, key) < 0)
-        return NULL;
-    if (enter(h) < 0) {
+        return -1;
+    if (ip_op_begin(h, op) < 0) {
         dkey_clear(&k);
-        return NULL;
+        return -1;
     }
-    ip_heap_t *hp = h->heap;
-    uint64_t slot;
-    int64_t ix = lookup(hp, OBJ(h), &k, &slot);
-    PyObject *res = NULL;
-    if (ix >= 0) {
-        uint64_t item = entries_of(hp, OBJ(h))[ix].item;
-        res = copy_value(hp, item, kind);
-        if (res != NULL && remove && remove_entry(h, ix, slot) < 0) {
-            Py_CLEAR(res);
-            ip_heap_abort(hp);
-            dkey_clear(&k);
-            return NULL;
+    ip_heap_t *hp = op->hp;
+    dview_t dv;
+    ip_item_t it;
+    uint64_t ix = 0, slot, item = 0;
+    int rc = dview(op, &dv) < 0 ? -1 : lookup(hp, &dv, &k, &ix, &slot, &item);
+    if (rc == 1) {
+        if (ip_ditem_read(hp, item, &it) < 0 || copy_value(hp, &it, c) < 0)
+            rc = -1;
+        else if ((remove && remove_entry(op, &dv, ix, slot, item) < 0) || ip_copy_count(hp, c, 1) < 0) {
+            ip_copy_discard(hp, c, 1);
+            rc = -1;
         }
     }
-    ip_heap_leave(hp);
+    ip_op_end(op, rc >= 0);
+    if (rc <= 0)
+        ip_op_done(op);
     dkey_clear(&k);
+    return rc;
+}
+
+static PyObject *fetched(ip_op_t *op, ip_copy_t *c)
+{
+    PyObject *res = ip_copy_finish(op->hp, c);
+    ip_op_done(op);
     return res;
 }
 
 static PyObject *DictCore_subscript(ip_handle_t *h, PyObject *key)
 {
-    int kind;
-    PyObject *c = fetch(h, key, 0, &kind);
-    if (c == NULL) {
-        if (!PyErr_Occurred())
-            raise_key_error(key);
-        return NULL;
-    }
-    return finish(h->heap, c, kind);
+    ip_op_t op;
+    ip_copy_t c;
+    int rc = fetch(h, key, 0, &op, &c);
+    if (rc == 0)
+        raise_key_error(key);
+    return rc > 0 ? fetched(&op, &c) : NULL;
 }
 
 static int DictCore_ass_subscript(ip_handle_t *h, PyObject *key, PyObject *value)
@@ -758,24 +826,19 @@ static int DictCore_ass_subscript(ip_handle_t *h, PyObject *key, PyObject *value
         dkey_clear(&k);
         return -1;
     }
-    int rc = enter(h);
+    ip_op_t op;
+    int rc = ip_op_begin(h, &op);
     if (rc == 0) {
-        ip_heap_t *hp = h->heap;
         if (value != NULL) {
-            rc = store(h, &k, &v, 0) < 0 ? -1 : 0;
+            rc = store(&op, &k, &v, 0) < 0 ? -1 : 0;
         } else {
-            uint64_t slot;
-            int64_t ix = lookup(hp, OBJ(h), &k, &slot);
-            if (ix < 0) {
-                rc = -2;
-            } else {
-                rc = remove_entry(h, ix, slot);
-            }
+            dview_t dv;
+            uint64_t ix = 0, slot, item = 0;
+            int found = dview(&op, &dv) < 0 ? -1 : lookup(op.hp, &dv, &k, &ix, &slot, &item);
+            rc = found < 0 ? -1 : found == 0 ? -2 : remove_entry(&op, &dv, ix, slot, item);
         }
-        if (rc == -1)
-            ip_heap_abort(hp);
-        else
-            ip_heap_leave(hp);
+        ip_op_end(&op, rc != -1);
+        ip_op_done(&op);
         if (rc == -2)
             rc = raise_key_error(key);
     }
@@ -790,15 +853,18 @@ static int DictCore_contains(ip_handle_t *h, PyObject *key)
     dkey_t k;
     if (dkey_init(&k, key) < 0)
         return -1;
-    if (enter(h) < 0) {
+    ip_op_t op;
+    if (ip_op_begin(h, &op) < 0) {
         dkey_clear(&k);
         return -1;
     }
-    uint64_t slot;
-    int64_t ix = lookup(h->heap, OBJ(h), &k, &slot);
-    ip_heap_leave(h->heap);
+    dview_t dv;
+    uint64_t ix, slot, item;
+    int rc = dview(&op, &dv) < 0 ? -1 : lookup(op.hp, &dv, &k, &ix, &slot, &item);
+    ip_op_end(&op, 1);
+    ip_op_done(&op);
     dkey_clear(&k);
-    return ix >= 0;
+    return rc;
 }
 
 static PyObject *DictCore_get(ip_handle_t *h, PyObject *const *args, Py_ssize_t nargs)
@@ -807,11 +873,12 @@ static PyObject *DictCore_get(ip_handle_t *h, PyObject *const *args, Py_ssize_t 
         PyErr_Format(PyExc_TypeError, "get expected 1 or 2 arguments, got %zd", nargs);
         return NULL;
     }
-    int kind;
-    PyObject *c = fetch(h, args[0], 0, &kind);
-    if (c == NULL)
-        return PyErr_Occurred() ? NULL : Py_NewRef(nargs == 2 ? args[1] : Py_None);
-    return finish(h->heap, c, kind);
+    ip_op_t op;
+    ip_copy_t c;
+    int rc = fetch(h, args[0], 0, &op, &c);
+    if (rc == 0)
+        return Py_NewRef(nargs == 2 ? args[1] : Py_None);
+    return rc > 0 ? fetched(&op, &c) : NULL;
 }
 
 static PyObject *DictCore_pop(ip_handle_t *h, PyObject *const *args, Py_ssize_t nargs)
@@ -820,17 +887,15 @@ static PyObject *DictCore_pop(ip_handle_t *h, PyObject *const *args, Py_ssize_t 
         PyErr_Format(PyExc_TypeError, "pop expected 1 or 2 arguments, got %zd", nargs);
         return NULL;
     }
-    int kind;
-    PyObject *c = fetch(h, args[0], 1, &kind);
-    if (c == NULL) {
-        if (PyErr_Occurred())
-            return NULL;
+    ip_op_t op;
+    ip_copy_t c;
+    int rc = fetch(h, args[0], 1, &op, &c);
+    if (rc == 0) {
         if (nargs == 2)
             return Py_NewRef(args[1]);
         raise_key_error(args[0]);
-        return NULL;
     }
-    return finish(h->heap, c, kind);
+    return rc > 0 ? fetched(&op, &c) : NULL;
 }
 
 static PyObject *DictCore_setdefault(ip_handle_t *h, PyObject *const *args, Py_ssize_t nargs)
@@ -849,22 +914,32 @@ static PyObject *DictCore_setdefault(ip_handle_t *h, PyObject *const *args, Py_s
         return NULL;
     }
     PyObject *res = NULL;
-    int kind = IP_COPY_DONE;
-    if (enter(h) == 0) {
-        ip_heap_t *hp = h->heap;
-        int rc = store(h, &k, &v, 1);
-        if (rc < 0) {
-            ip_heap_abort(hp);
-        } else if (rc == 1) {
-            ip_heap_leave(hp);
-            res = Py_NewRef(dflt);
-        } else {
-            uint64_t slot;
-            int64_t ix = lookup(hp, OBJ(h), &k, &slot);
-            res = copy_value(hp, entries_of(hp, OBJ(h))[ix].item, &kind);
-            ip_heap_leave(hp);
-            res = finish(hp, res, kind);
+    ip_op_t op;
+    if (ip_op_begin(h, &op) == 0) {
+        ip_heap_t *hp = op.hp;
+        ip_copy_t c;
+        int rc = store(&op, &k, &v, 1);
+        if (rc == 0) {
+            /* the key was there: its value */
+            dview_t dv;
+            ip_item_t it;
+            uint64_t ix, slot, item = 0;
+            if (dview(&op, &dv) < 0 || lookup(hp, &dv, &k, &ix, &slot, &item) != 1
+                || ip_ditem_read(hp, item, &it) < 0 || copy_value(hp, &it, &c) < 0)
+                rc = -1;
+            else if (ip_copy_count(hp, &c, 1) < 0) {
+                ip_copy_discard(hp, &c, 1);
+                rc = -1;
+            }
+            if (rc < 0 && !PyErr_Occurred())
+                ip_heap_corrupt("a dict key vanished under the lock");
         }
+        ip_op_end(&op, rc >= 0);
+        if (rc == 1)
+            res = Py_NewRef(dflt);
+        else if (rc == 0)
+            res = ip_copy_finish(hp, &c);
+        ip_op_done(&op);
     }
     ip_value_clear(&v);
     dkey_clear(&k);
@@ -873,49 +948,46 @@ static PyObject *DictCore_setdefault(ip_handle_t *h, PyObject *const *args, Py_s
 
 static PyObject *DictCore_popitem(ip_handle_t *h, PyObject *Py_UNUSED(a))
 {
-    if (enter(h) < 0)
+    ip_op_t op;
+    if (ip_op_begin(h, &op) < 0)
         return NULL;
-    ip_heap_t *hp = h->heap;
-    ip_obj_t *o = OBJ(h);
-    if (o->used == 0) {
-        ip_heap_leave(hp);
+    ip_heap_t *hp = op.hp;
+    dview_t dv;
+    ip_item_t it;
+    ip_copy_t c[2] = {{0}, {0}};
+    int rc = dview(&op, &dv);
+    if (rc == 0 && dv.used == 0) {
+        rc = -2;
+    } else if (rc == 0) {
+        uint64_t n = dv.nitems, item = 0;
+        while (n > 0 && (item = IP_LOAD(dv.ents[n - 1].item)) == 0)
+            n--;
+        int64_t slot = -1;
+        if (n == 0)
+            rc = ip_heap_corrupt("a dict counts keys it does not hold");
+        else if ((slot = slot_of(&dv, n - 1, IP_LOAD(dv.ents[n - 1].hash))) < 0
+                 || ip_ditem_read(hp, item, &it) < 0 || copy_key(hp, &it, &c[0]) < 0)
+            rc = -1;
+        else if (copy_value(hp, &it, &c[1]) < 0)
+            rc = -1;
+        else if (remove_entry(&op, &dv, n - 1, (uint64_t)slot, item) < 0
+                 || ip_heap_set(hp, OFLD(&op, nitems), n - 1) < 0 || ip_copy_count(hp, c, 2) < 0)
+            rc = -1;
+        if (rc < 0)
+            ip_copy_discard(hp, c, 2);
+    }
+    ip_op_end(&op, rc != -1);
+    PyObject *res = NULL;
+    if (rc == -2) {
         PyErr_SetString(PyExc_KeyError, "popitem(): dictionary is empty");
-        return NULL;
+    } else if (rc == 0) {
+        PyObject *list = ip_copy_finish_all(hp, c, 1, 2);
+        if (list != NULL) {
+            res = Py_NewRef(PyList_GET_ITEM(list, 0));
+            Py_DECREF(list);
+        }
     }
-    ip_dentry_t *ents = entries_of(hp, o);
-    uint64_t n = o->nitems;
-    while (n > 0 && ents[n - 1].item == 0)
-        n--;
-    int64_t ix = (int64_t)n - 1;
-    uint64_t item = ents[ix].item;
-    int kk, kv;
-    PyObject *key = copy_key(hp, item, &kk);
-    PyObject *val = key ? copy_value(hp, item, &kv) : NULL;
-    /* find the entry's slot to mark it deleted */
-    uint32_t *slots = slots_of(hp, o);
-    uint64_t mask = o->mask, hash = ents[ix].hash, perturb = hash, i = hash & mask;
-    while (slots[i] != (uint32_t)(ix + 1)) {
-        perturb >>= 5;
-        i = (i * 5 + perturb + 1) & mask;
-    }
-    if (val == NULL || remove_entry(h, ix, i) < 0
-        || ip_heap_set(hp, OFLD(h, nitems), (uint64_t)ix) < 0) {
-        Py_XDECREF(key);
-        Py_XDECREF(val);
-        ip_heap_abort(hp);
-        return NULL;
-    }
-    ip_heap_leave(hp);
-    key = finish(hp, key, kk);
-    val = finish(hp, val, kv);
-    if (key == NULL || val == NULL) {
-        Py_XDECREF(key);
-        Py_XDECREF(val);
-        return NULL;
-    }
-    PyObject *res = PyTuple_Pack(2, key, val);
-    Py_DECREF(key);
-    Py_DECREF(val);
+    ip_op_done(&op);
     return res;
 }
 
@@ -954,17 +1026,18 @@ static PyObject *DictCore_update_pairs(ip_handle_t *h, PyObject *pairs)
             goto out;
         }
     }
-    if (enter(h) < 0)
+    ip_op_t op;
+    if (ip_op_begin(h, &op) < 0)
         goto out;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        ip_heap_checkpoint(h->heap);
-        if (store(h, &keys[i], &vals[i], 0) < 0) {
-            ip_heap_abort(h->heap);
-            goto out;
-        }
+    int ok = 1;
+    for (Py_ssize_t i = 0; i < n && ok; i++) {
+        ip_heap_checkpoint(op.hp);
+        ok = store(&op, &keys[i], &vals[i], 0) >= 0;
     }
-    ip_heap_leave(h->heap);
-    res = Py_NewRef(Py_None);
+    ip_op_end(&op, ok);
+    ip_op_done(&op);
+    if (ok)
+        res = Py_NewRef(Py_None);
 out:
     for (Py_ssize_t i = 0; i < done; i++) {
         dkey_clear(&keys[i]);
@@ -977,37 +1050,89 @@ out:
 
 static PyObject *DictCore_clear(ip_handle_t *h, PyObject *Py_UNUSED(a))
 {
-    if (enter(h) < 0)
+    ip_op_t op;
+    if (ip_op_begin(h, &op) < 0)
         return NULL;
-    ip_heap_t *hp = h->heap;
-    ip_obj_t *o = OBJ(h);
-    int rc = 0;
-    if (o->items) {
-        ip_dentry_t *ents = entries_of(hp, o);
-        for (uint64_t i = 0; i < o->nitems && rc == 0; i++)
-            if (ents[i].item)
-                rc = retire_item(hp, ents[i].item);
-        o = OBJ(h);
-        if (rc == 0)
-            rc = ip_heap_free_later(hp, o->index) | ip_heap_free_later(hp, o->items);
+    ip_heap_t *hp = op.hp;
+    dview_t dv;
+    int rc = dview(&op, &dv);
+    if (rc == 0 && dv.slots != NULL) {
+        /* Retiring items never allocates, so the view stays valid. */
+        for (uint64_t i = 0; i < dv.nitems && rc == 0; i++) {
+            uint64_t item = IP_LOAD(dv.ents[i].item);
+            if (item)
+                rc = retire_item(hp, item);
+        }
+        if (rc == 0 && (ip_heap_free_later(hp, dv.index) < 0 || ip_heap_free_later(hp, dv.items) < 0))
+            rc = -1;
         if (rc == 0
-            && (ip_heap_set(hp, OFLD(h, index), 0) < 0 || ip_heap_set(hp, OFLD(h, items), 0) < 0
-                || ip_heap_set(hp, OFLD(h, mask), 0) < 0 || ip_heap_set(hp, OFLD(h, cap), 0) < 0
-                || ip_heap_set(hp, OFLD(h, nitems), 0) < 0 || ip_heap_set(hp, OFLD(h, used), 0) < 0
-                || ip_heap_set(hp, OFLD(h, version), o->version + 1) < 0))
+            && (ip_heap_set(hp, OFLD(&op, index), 0) < 0 || ip_heap_set(hp, OFLD(&op, items), 0) < 0
+                || ip_heap_set(hp, OFLD(&op, mask), 0) < 0 || ip_heap_set(hp, OFLD(&op, cap), 0) < 0
+                || ip_heap_set(hp, OFLD(&op, nitems), 0) < 0 || ip_heap_set(hp, OFLD(&op, used), 0) < 0
+                || ip_heap_set(hp, OFLD(&op, version), dv.version + 1) < 0))
             rc = -1;
     }
-    if (rc < 0) {
-        ip_heap_abort(hp);
+    ip_op_end(&op, rc == 0);
+    ip_op_done(&op);
+    if (rc < 0)
         return NULL;
-    }
-    ip_heap_leave(hp);
     Py_RETURN_NONE;
+}
+
+/* Up to n keys (what=0), values (1) or (key, value) pairs (2) from entry
+ * `pos` on, copied under one hold of the lock and decoded after it.
+ * *next: the entry to go on from; *version: the dict's key-set version. */
+static PyObject *read_entries(ip_handle_t *h, uint64_t pos, uint64_t n, int what, uint64_t *next,
+                              uint64_t *version)
+{
+    ip_op_t op;
+    if (ip_op_begin(h, &op) < 0)
+        return NULL;
+    ip_heap_t *hp = op.hp;
+    int per = what == 2 ? 2 : 1;
+    ip_copy_t *cs = NULL;
+    uint64_t got = 0, i = pos;
+    dview_t dv;
+    int ok = dview(&op, &dv) == 0;
+    if (ok) {
+        uint64_t room = pos < dv.nitems ? dv.nitems - pos : 0;
+        if (room > n)
+            room = n;
+        if ((cs = PyMem_Calloc(room ? (size_t)room * per : 1, sizeof *cs)) == NULL) {
+            PyErr_NoMemory();
+            ok = 0;
+        }
+    }
+    for (; ok && i < dv.nitems && got < n; i++) {
+        uint64_t item = IP_LOAD(dv.ents[i].item);
+        if (item == 0)
+            continue;
+        ip_item_t it;
+        ip_copy_t *c = &cs[got * per];
+        if (ip_ditem_read(hp, item, &it) < 0 || (what != 1 && copy_key(hp, &it, c) < 0)
+            || (what != 0 && copy_value(hp, &it, c + (what == 2)) < 0)) {
+            Py_CLEAR(c->obj); /* a key copied before its value failed */
+            ok = 0;
+            break;
+        }
+        got++;
+    }
+    if (ok && ip_copy_count(hp, cs, (Py_ssize_t)(got * per)) < 0)
+        ok = 0;
+    if (!ok && cs != NULL)
+        ip_copy_discard(hp, cs, (Py_ssize_t)(got * per));
+    ip_op_end(&op, 1);
+    *next = i;
+    *version = dv.version;
+    PyObject *out = ok ? ip_copy_finish_all(hp, cs, (Py_ssize_t)got, per) : NULL;
+    PyMem_Free(cs);
+    ip_op_done(&op);
+    return out;
 }
 
 PyDoc_STRVAR(chunk_doc, "_chunk(pos, n, what) -> (list, next_pos, version)\n--\n\n"
 "Up to n keys (what=0), values (1) or (key, value) pairs (2) from entry\n"
-"`pos` on, read under one hold of the lock.");
+"`pos` on, read under one hold of the lock and decoded after it.");
 
 static PyObject *DictCore_chunk(ip_handle_t *h, PyObject *args)
 {
@@ -1021,75 +1146,28 @@ static PyObject *DictCore_chunk(ip_handle_t *h, PyObject *args)
     }
     if (n > CHUNK_MAX * 1024)
         n = CHUNK_MAX * 1024;
-    PyObject *out = PyList_New(0);
-    PyObject *kinds = PyList_New(0);
-    if (out == NULL || kinds == NULL)
-        goto fail_nolock;
-    if (enter(h) < 0)
-        goto fail_nolock;
-    ip_heap_t *hp = h->heap;
-    ip_obj_t *o = OBJ(h);
-    uint64_t version = o->version;
-    uint64_t i = (uint64_t)pos;
-    Py_ssize_t got = 0;
-    for (; i < o->nitems && got < n; i++) {
-        uint64_t item = entries_of(hp, o)[i].item;
-        if (item == 0)
-            continue;
-        int kk = 0, kv = 0;
-        PyObject *key = NULL, *val = NULL;
-        if (what != 1 && (key = copy_key(hp, item, &kk)) == NULL)
-            goto fail;
-        if (what != 0 && (val = copy_value(hp, item, &kv)) == NULL) {
-            Py_XDECREF(key);
-            goto fail;
-        }
-        PyObject *cell = what == 0 ? key : what == 1 ? val : PyTuple_Pack(2, key, val);
-        if (what == 2) {
-            Py_DECREF(key);
-            Py_DECREF(val);
-        }
-        PyObject *k = PyLong_FromLong(kk << 4 | kv);
-        if (cell == NULL || k == NULL || PyList_Append(out, cell) < 0 || PyList_Append(kinds, k) < 0) {
-            Py_XDECREF(cell);
-            Py_XDECREF(k);
-            goto fail;
-        }
-        Py_DECREF(cell);
-        Py_DECREF(k);
-        got++;
+    uint64_t next, version;
+    PyObject *out = read_entries(h, (uint64_t)pos, (uint64_t)n, what, &next, &version);
+    if (out == NULL)
+        return NULL;
+    return Py_BuildValue("(NKK)", out, (unsigned long long)next, (unsigned long long)version);
+}
+
+PyDoc_STRVAR(snapshot_doc, "_snapshot(what) -> list\n--\n\n"
+"Every key (what=0), value (1) or (key, value) pair (2), read under one hold\n"
+"of the lock and decoded (unpickled) after it.");
+
+static PyObject *DictCore_snapshot(ip_handle_t *h, PyObject *arg)
+{
+    long what = PyLong_AsLong(arg);
+    if (what == -1 && PyErr_Occurred())
+        return NULL;
+    if (what < 0 || what > 2) {
+        PyErr_SetString(PyExc_ValueError, "what must be 0, 1 or 2");
+        return NULL;
     }
-    ip_heap_leave(hp);
-    /* finish copies (unpickling, stored containers) outside the lock */
-    for (Py_ssize_t j = 0; j < PyList_GET_SIZE(out); j++) {
-        long kk = PyLong_AsLong(PyList_GET_ITEM(kinds, j));
-        int ck = (int)(kk >> 4), cv = (int)(kk & 15);
-        if (ck == IP_COPY_DONE && cv == IP_COPY_DONE)
-            continue;
-        PyObject *cell = PyList_GET_ITEM(out, j);
-        PyObject *fin;
-        if (what == 2) {
-            PyObject *key = finish(hp, Py_NewRef(PyTuple_GET_ITEM(cell, 0)), ck);
-            PyObject *val = key ? finish(hp, Py_NewRef(PyTuple_GET_ITEM(cell, 1)), cv) : NULL;
-            fin = val ? PyTuple_Pack(2, key, val) : NULL;
-            Py_XDECREF(key);
-            Py_XDECREF(val);
-        } else {
-            fin = finish(hp, Py_NewRef(cell), what == 0 ? ck : cv);
-        }
-        if (fin == NULL)
-            goto fail_nolock;
-        PyList_SetItem(out, j, fin);
-    }
-    Py_DECREF(kinds);
-    PyObject *res = Py_BuildValue("(NnK)", out, (Py_ssize_t)i, (unsigned long long)version);
-    return res;
-fail:
-    ip_heap_leave(h->heap);
-fail_nolock:
-    Py_XDECREF(out);
-    Py_XDECREF(kinds);
-    return NULL;
+    uint64_t next, version;
+    return read_entries(h, 0, UINT64_MAX, (int)what, &next, &version);
 }
 
 PyDoc_STRVAR(state_doc, "_state() -> (len, version)\n--\n\n"
@@ -1097,11 +1175,11 @@ PyDoc_STRVAR(state_doc, "_state() -> (len, version)\n--\n\n"
 
 static PyObject *DictCore_state(ip_handle_t *h, PyObject *Py_UNUSED(a))
 {
-    if (ip_handle_check(h) < 0)
+    Py_ssize_t n = ip_handle_len(h);
+    if (n < 0)
         return NULL;
-    ip_obj_t *o = OBJ(h);
-    return Py_BuildValue("(KK)", (unsigned long long)__atomic_load_n(&o->used, __ATOMIC_RELAXED),
-                         (unsigned long long)__atomic_load_n(&o->version, __ATOMIC_RELAXED));
+    ip_obj_t *o = IP_HOFF(h->heap, h->off);
+    return Py_BuildValue("(nK)", n, (unsigned long long)IP_LOAD(o->version));
 }
 
 /* ------------------------------------------------- module functions */
@@ -1161,12 +1239,13 @@ static PyMethodDef DictCore_methods[] = {
     {"clear", (PyCFunction)DictCore_clear, METH_NOARGS, "clear()\n--\n\nRemove every item."},
     {"_update_pairs", (PyCFunction)DictCore_update_pairs, METH_O, update_doc},
     {"_chunk", (PyCFunction)DictCore_chunk, METH_VARARGS, chunk_doc},
+    {"_snapshot", (PyCFunction)DictCore_snapshot, METH_O, snapshot_doc},
     {"_state", (PyCFunction)DictCore_state, METH_NOARGS, state_doc},
     {NULL, NULL, 0, NULL},
 };
 
 static PyMappingMethods DictCore_as_mapping = {
-    .mp_length = (lenfunc)DictCore_len,
+    .mp_length = (lenfunc)ip_handle_len,
     .mp_subscript = (binaryfunc)DictCore_subscript,
     .mp_ass_subscript = (objobjargproc)DictCore_ass_subscript,
 };
@@ -1180,7 +1259,7 @@ PyTypeObject ip_DictCore_Type = {
     .tp_name = "interproc._core.DictCore",
     .tp_basicsize = sizeof(ip_handle_t),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = "DictCore(heap, offset, oid, counted=False)\n--\n\n"
+    .tp_doc = "DictCore(heap, offset, oid)\n--\n\n"
               "The C part of SharedDict and Namespace.",
     .tp_base = &ip_HandleCore_Type,
     .tp_new = DictCore_new,

@@ -16,6 +16,23 @@
  * the heap grown by another (h->size beyond its mapping) remaps with
  * mremap, which may move the mapping, so pointers into the heap are
  * re-derived from offsets after anything that can allocate.
+ *
+ * Nothing read from the heap is trusted: any other process may damage or
+ * forge any byte of it at any time, also while this one holds the lock.  A
+ * shared word is read once (IP_LOAD) into a local, checked, and only the
+ * local is used.  Every offset taken from shared memory is checked before it
+ * is dereferenced (ip_heap_block, ip_heap_obj, ip_ditem_read, ...): the
+ * block it names must carry an allocated block's header and lie below the
+ * heap's top within this process's mapping, and what is read must fit in
+ * it.  Loops driven by shared values are bounded.  A failed check raises
+ * SegmentError and the operation rolls back.
+ *
+ * Under the lock no Python code runs and no object the garbage collector
+ * tracks is made (the collector could run a finalizer there): reads copy
+ * bytes, strings and numbers out (ip_copy_t) and decode the rest after the
+ * lock.  An operation begun in the middle of another one of the same heap in
+ * the same thread is refused all the same, because it could move the mapping
+ * under the outer one.
  */
 #define _GNU_SOURCE
 #include "interproc.h"
@@ -28,7 +45,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "pythread.h"
 #include "structmember.h"
 
 #define BLOCK_HDR 8u
@@ -85,6 +101,90 @@ static inline uint64_t hdr_off(ip_heap_t *hp, uint64_t *field)
     return (uint64_t)((uint8_t *)field - hp->base);
 }
 
+int ip_heap_corrupt(const char *what)
+{
+    PyErr_Format(ip_SegmentError, "shared heap is corrupt (%s)", what);
+    return -1;
+}
+
+/* ------------------------------------------------------- checked access */
+
+/* [start, start + len) lies in the allocated part of the heap, below its
+ * top, as mapped here. */
+static inline int span_ok(ip_heap_t *hp, uint64_t start, uint64_t len)
+{
+    uint64_t end = IP_LOAD(IP_HHDR(hp)->top);
+    if (end > hp->mapped)
+        end = hp->mapped;
+    return start >= IP_HEAP_START && start <= end && len <= end - start;
+}
+
+/* The size class of the block whose payload starts at off, if its header
+ * carries `tag` and the whole block lies in the allocated part; else -1. */
+static int block_class(ip_heap_t *hp, uint64_t off, uint32_t tag)
+{
+    if (off % 8 || off < IP_HEAP_START + BLOCK_HDR || off > hp->mapped)
+        return -1;
+    uint64_t hd = IP_LOAD(*word(hp, off - BLOCK_HDR));
+    uint32_t c = (uint32_t)(hd & 0xff);
+    if (hd >> 8 != tag || c >= IP_HEAP_NCLASSES || !span_ok(hp, off - BLOCK_HDR, class_size(c)))
+        return -1;
+    return (int)c;
+}
+
+uint64_t ip_heap_block(ip_heap_t *hp, uint64_t off)
+{
+    int c = block_class(hp, off, TAG_USED);
+    if (c < 0) {
+        PyErr_Format(ip_SegmentError, "shared heap is corrupt (no block at offset %llu)",
+                     (unsigned long long)off);
+        return 0;
+    }
+    return class_size((uint32_t)c) - BLOCK_HDR;
+}
+
+int ip_ditem_read(ip_heap_t *hp, uint64_t off, ip_item_t *it)
+{
+    uint64_t room = ip_heap_block(hp, off);
+    if (room == 0)
+        return -1;
+    if (room < sizeof(ip_ditem_t))
+        return ip_heap_corrupt("bad dict item");
+    const ip_ditem_t *d = IP_HOFF(hp, off);
+    it->hash = IP_LOAD(d->hash);
+    it->vlen = IP_LOAD(d->vlen);
+    it->klen = IP_LOAD(d->klen);
+    it->olen = IP_LOAD(d->olen);
+    it->otype = IP_LOAD(d->otype);
+    it->vtype = IP_LOAD(d->vtype);
+    it->key_pickled = IP_LOAD(d->pad[0]) != 0;
+    room -= sizeof *d;
+    if (it->klen > room || it->olen > room - it->klen || it->vlen > room - it->klen - it->olen)
+        return ip_heap_corrupt("a dict item overflows its block");
+    it->key = (const uint8_t *)(d + 1);
+    it->orig = it->key + it->klen;
+    it->val = it->orig + it->olen;
+    return 0;
+}
+
+int ip_litem_read(ip_heap_t *hp, uint64_t off, ip_item_t *it)
+{
+    uint64_t room = ip_heap_block(hp, off);
+    if (room == 0)
+        return -1;
+    const ip_litem_t *l = IP_HOFF(hp, off);
+    it->vlen = IP_LOAD(l->vlen);
+    it->vtype = IP_LOAD(l->vtype);
+    if (room < sizeof *l || it->vlen > room - sizeof *l)
+        return ip_heap_corrupt("a list item overflows its block");
+    it->key = it->orig = NULL;
+    it->hash = it->klen = it->olen = 0;
+    it->otype = 0;
+    it->key_pickled = 0;
+    it->val = (const uint8_t *)(l + 1);
+    return 0;
+}
+
 /* ------------------------------------------------------------ undo log */
 
 static inline ip_undo_t *undo_log(ip_heap_t *hp)
@@ -92,10 +192,24 @@ static inline ip_undo_t *undo_log(ip_heap_t *hp)
     return (ip_undo_t *)(hp->base + IP_HEAP_LOG_OFFSET);
 }
 
+/* The words a transaction may change, and so an undo entry may restore:
+ * the header's counters and free-list heads, and the heap's own words.
+ * Never the segment header, the lock, the log or `size` (which only grows). */
+static inline int log_target_ok(ip_heap_t *hp, uint64_t off)
+{
+    if (off % 8)
+        return 0;
+    if (off < sizeof(ip_heap_hdr_t))
+        return off > offsetof(ip_heap_hdr_t, size) && off != offsetof(ip_heap_hdr_t, log_count);
+    return off >= IP_HEAP_START && off <= hp->mapped - 8;
+}
+
 int ip_heap_set(ip_heap_t *hp, uint64_t off, uint64_t v)
 {
+    if (!log_target_ok(hp, off))
+        return ip_heap_corrupt("a change outside the heap");
     ip_heap_hdr_t *h = IP_HHDR(hp);
-    uint64_t n = h->log_count;
+    uint64_t n = IP_LOAD(h->log_count);
     if (n >= IP_HEAP_LOG_CAP) {
         PyErr_SetString(PyExc_MemoryError, "one operation changed more words than the undo log holds");
         return -1;
@@ -115,17 +229,15 @@ int ip_heap_set(ip_heap_t *hp, uint64_t off, uint64_t v)
 static void rollback(ip_heap_t *hp)
 {
     ip_heap_hdr_t *h = IP_HHDR(hp);
-    uint64_t n = h->log_count;
+    uint64_t n = IP_LOAD(h->log_count);
     if (n > IP_HEAP_LOG_CAP)
         n = IP_HEAP_LOG_CAP;
     ip_undo_t *log = undo_log(hp);
     for (uint64_t i = n; i-- > 0;) {
-        uint64_t off = log[i].off;
-        if (off >= IP_HEAP_LOG_OFFSET && off < IP_HEAP_START)
-            continue; /* never inside the log itself */
-        if (off % 8 || off + 8 > hp->mapped)
-            continue; /* a torn entry, written but not counted: harmless to skip */
-        *word(hp, off) = log[i].old;
+        uint64_t off = IP_LOAD(log[i].off);
+        /* A torn entry (written but not counted) or a forged one: skipped. */
+        if (log_target_ok(hp, off))
+            *word(hp, off) = IP_LOAD(log[i].old);
     }
     __atomic_store_n(&h->log_count, 0, __ATOMIC_RELEASE);
 }
@@ -155,15 +267,39 @@ static int remap(ip_heap_t *hp, uint64_t size)
     return 0;
 }
 
+/* Maps what another process grew the heap to.  The size is read once and
+ * checked against the file's real size: touching a mapping beyond the end
+ * of the file raises SIGBUS. */
+static int sync_size(ip_heap_t *hp)
+{
+    uint64_t size = IP_LOAD(IP_HHDR(hp)->size);
+    if (size <= hp->mapped)
+        return 0;
+    struct stat st;
+    if (fstat(hp->fd, &st) != 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    if (size > (uint64_t)st.st_size || size > IP_HEAP_SIZE_MAX)
+        return ip_heap_corrupt("its size is beyond the end of its file");
+    return remap(hp, size);
+}
+
 static int grow(ip_heap_t *hp, uint64_t need)
 {
-    ip_heap_hdr_t *h = IP_HHDR(hp);
-    uint64_t size = h->size;
+    uint64_t size = IP_LOAD(IP_HHDR(hp)->size);
+    if (size < hp->mapped)
+        size = hp->mapped;
     uint64_t step = size < GROW_STEP_MAX ? size : GROW_STEP_MAX;
     uint64_t want = size + step;
     if (want < need)
         want = need;
     want = (want + (1u << 20) - 1) & ~(uint64_t)((1u << 20) - 1);
+    if (want > IP_HEAP_SIZE_MAX) {
+        PyErr_Format(PyExc_MemoryError, "the shared heap cannot grow to %llu bytes",
+                     (unsigned long long)want);
+        return -1;
+    }
     struct stat st;
     if (fstat(hp->fd, &st) != 0 || ((uint64_t)st.st_size < want && ftruncate(hp->fd, (off_t)want) != 0)) {
         PyErr_Format(PyExc_MemoryError, "the shared heap cannot grow to %llu bytes: %s",
@@ -180,26 +316,32 @@ static int grow(ip_heap_t *hp, uint64_t need)
 
 uint64_t ip_heap_alloc(ip_heap_t *hp, uint64_t size)
 {
-    if (size > (1ull << 46)) {
+    if (size > IP_HEAP_ALLOC_MAX) {
         PyErr_SetString(PyExc_MemoryError, "object too large for a shared heap");
         return 0;
     }
     uint32_t c = class_of(size + BLOCK_HDR);
     uint64_t csize = class_size(c);
     ip_heap_hdr_t *h = IP_HHDR(hp);
-    uint64_t p = h->free_heads[c];
+    uint64_t p = IP_LOAD(h->free_heads[c]);
     if (p != 0) {
-        if (p < IP_HEAP_START + BLOCK_HDR || p + 8 > hp->mapped) {
-            PyErr_SetString(ip_SegmentError, "shared heap is corrupt (bad free list)");
+        /* The head and its successor must both be free blocks of this
+         * class: anything else would hand out live memory. */
+        uint64_t next = block_class(hp, p, TAG_FREE) == (int)c ? IP_LOAD(*word(hp, p)) : 1;
+        if (next != 0 && block_class(hp, next, TAG_FREE) != (int)c) {
+            ip_heap_corrupt("bad free list");
             return 0;
         }
-        uint64_t next = *word(hp, p);
         if (ip_heap_set(hp, p, 0) < 0 || ip_heap_set(hp, hdr_off(hp, &h->free_heads[c]), next) < 0
             || ip_heap_set(hp, p - BLOCK_HDR, (uint64_t)TAG_USED << 8 | c) < 0)
             return 0;
     } else {
-        uint64_t top = h->top;
-        if (top + csize > h->size) {
+        uint64_t top = IP_LOAD(h->top);
+        if (top < IP_HEAP_START || top % 16 || top > IP_HEAP_SIZE_MAX) {
+            ip_heap_corrupt("bad top");
+            return 0;
+        }
+        if (top + csize > IP_LOAD(h->size) || top + csize > hp->mapped) {
             if (grow(hp, top + csize) < 0)
                 return 0;
             h = IP_HHDR(hp);
@@ -210,7 +352,7 @@ uint64_t ip_heap_alloc(ip_heap_t *hp, uint64_t size)
         p = top + BLOCK_HDR;
     }
     h = IP_HHDR(hp);
-    if (ip_heap_set(hp, hdr_off(hp, &h->live_bytes), h->live_bytes + csize) < 0)
+    if (ip_heap_set(hp, hdr_off(hp, &h->live_bytes), IP_LOAD(h->live_bytes) + csize) < 0)
         return 0;
     return p;
 }
@@ -219,21 +361,18 @@ uint64_t ip_heap_alloc(ip_heap_t *hp, uint64_t size)
  * stores alone keeps a death harmless (at worst the block leaks). */
 static void free_now(ip_heap_t *hp, uint64_t p)
 {
-    if (p < IP_HEAP_START + BLOCK_HDR || p + 8 > hp->mapped)
-        return;
-    uint64_t hd = *word(hp, p - BLOCK_HDR);
-    uint32_t c = (uint32_t)(hd & 0xff);
-    if ((hd >> 8 & 0xff) != TAG_USED || c >= IP_HEAP_NCLASSES)
+    int c = block_class(hp, p, TAG_USED);
+    if (c < 0)
         return; /* not an allocated block: never free twice */
     ip_heap_hdr_t *h = IP_HHDR(hp);
-    uint64_t csize = class_size(c);
+    uint64_t csize = class_size((uint32_t)c);
     if (csize >= PUNCH_MIN)
         give_back(hp, p + 8, p - BLOCK_HDR + csize);
-    *word(hp, p) = h->free_heads[c];
-    *word(hp, p - BLOCK_HDR) = (uint64_t)TAG_FREE << 8 | c;
+    *word(hp, p) = IP_LOAD(h->free_heads[c]);
+    *word(hp, p - BLOCK_HDR) = (uint64_t)TAG_FREE << 8 | (uint32_t)c;
     __atomic_signal_fence(__ATOMIC_SEQ_CST);
     h->free_heads[c] = p;
-    h->live_bytes -= csize;
+    h->live_bytes = IP_LOAD(h->live_bytes) - csize;
 }
 
 int ip_heap_free_later(ip_heap_t *hp, uint64_t off)
@@ -275,12 +414,15 @@ static uint64_t next_oid(void)
 
 ip_obj_t *ip_heap_obj(ip_heap_t *hp, uint64_t off, uint32_t type, uint64_t oid)
 {
-    if (off < IP_HEAP_START + BLOCK_HDR || off % 8 || off + sizeof(ip_obj_t) > hp->mapped)
+    int c = block_class(hp, off, TAG_USED);
+    if (c < 0 || class_size((uint32_t)c) - BLOCK_HDR < sizeof(ip_obj_t))
         return NULL;
     ip_obj_t *o = IP_HOFF(hp, off);
-    if (o->oid == 0 || (oid && o->oid != oid))
+    uint64_t id = IP_LOAD(o->oid);
+    uint32_t t = IP_LOAD(o->type);
+    if (id == 0 || (oid && id != oid))
         return NULL;
-    if (type ? o->type != type : (o->type < IP_OBJ_DICT || o->type > IP_OBJ_NAMESPACE))
+    if (type ? t != type : (t < IP_OBJ_DICT || t > IP_OBJ_NAMESPACE))
         return NULL;
     return o;
 }
@@ -295,7 +437,7 @@ uint64_t ip_heap_obj_new(ip_heap_t *hp, uint32_t type)
     o->type = type;
     o->oid = next_oid();
     ip_heap_hdr_t *h = IP_HHDR(hp);
-    if (ip_heap_set(hp, hdr_off(hp, &h->objects), h->objects + 1) < 0)
+    if (ip_heap_set(hp, hdr_off(hp, &h->objects), IP_LOAD(h->objects) + 1) < 0)
         return 0;
     return off;
 }
@@ -303,63 +445,72 @@ uint64_t ip_heap_obj_new(ip_heap_t *hp, uint32_t type)
 int ip_heap_obj_release(ip_heap_t *hp, uint64_t off)
 {
     ip_obj_t *o = ip_heap_obj(hp, off, 0, 0);
-    if (o != NULL && o->refs == 0 && o->handles == 0)
+    if (o != NULL && IP_LOAD(o->refs) == 0 && IP_LOAD(o->handles) == 0)
         return ip_heap_free_later(hp, off | 1);
     return 0;
 }
 
+/* After the commit: a stored reference to `t` is gone with its item. */
+static void unref_later(ip_heap_t *hp, uint32_t vtype, const uint8_t *data, uint64_t len)
+{
+    if (vtype != IP_VAL_REF || len != 8)
+        return;
+    uint64_t t;
+    memcpy(&t, data, 8);
+    ip_obj_t *to = ip_heap_obj(hp, t, 0, 0);
+    uint64_t refs = to ? IP_LOAD(to->refs) : 0;
+    if (refs > 0) {
+        to->refs = refs - 1;
+        if (refs == 1 && IP_LOAD(to->handles) == 0)
+            (void)ip_heap_free_later(hp, t | 1);
+    }
+}
+
 /* Frees a container nothing holds any more, after the commit: its tables,
- * its items, and the containers only its items held. */
+ * its items, and the containers only its items held.  Iterative (through
+ * the deferred list) and each container at most once (its oid is zeroed
+ * first), so forged reference cycles end; a damaged table only leaks. */
 static void free_object(ip_heap_t *hp, uint64_t off)
 {
     ip_obj_t *o = ip_heap_obj(hp, off, 0, 0);
-    if (o == NULL || o->refs != 0 || o->handles != 0)
+    if (o == NULL || IP_LOAD(o->refs) != 0 || IP_LOAD(o->handles) != 0)
         return;
+    int list = IP_LOAD(o->type) == IP_OBJ_LIST;
+    uint64_t items = IP_LOAD(o->items), index = IP_LOAD(o->index), cap = IP_LOAD(o->cap);
+    uint64_t n = list ? IP_LOAD(o->used) : IP_LOAD(o->nitems);
     o->oid = 0;
-    if (o->type == IP_OBJ_LIST) {
-        for (uint64_t i = 0; i < o->used; i++) {
-            uint64_t it = ((uint64_t *)IP_HOFF(hp, o->items))[i];
-            ip_litem_t *li = IP_HOFF(hp, it);
-            if (li->vtype == IP_VAL_REF) {
-                uint64_t t = *(uint64_t *)(li + 1);
-                ip_obj_t *to = ip_heap_obj(hp, t, 0, 0);
-                if (to && to->refs > 0 && --to->refs == 0 && to->handles == 0)
-                    (void)ip_heap_free_later(hp, t | 1);
-            }
-            (void)ip_heap_free_later(hp, it);
+    int c = items ? block_class(hp, items, TAG_USED) : -1;
+    uint64_t esize = list ? sizeof(uint64_t) : sizeof(ip_dentry_t);
+    if (c < 0 || n > cap || cap > (class_size((uint32_t)c) - BLOCK_HDR) / esize)
+        n = 0;
+    for (uint64_t i = 0; i < n; i++) {
+        uint64_t it = list ? IP_LOAD(((uint64_t *)IP_HOFF(hp, items))[i])
+                           : IP_LOAD(((ip_dentry_t *)IP_HOFF(hp, items))[i].item);
+        ip_item_t v;
+        if (it == 0 || (list ? ip_litem_read(hp, it, &v) : ip_ditem_read(hp, it, &v)) < 0) {
+            PyErr_Clear();
+            continue;
         }
-    } else if (o->items) {
-        ip_dentry_t *e = IP_HOFF(hp, o->items);
-        for (uint64_t i = 0; i < o->nitems; i++) {
-            if (e[i].item == 0)
-                continue;
-            ip_ditem_t *di = IP_HOFF(hp, e[i].item);
-            if (di->vtype == IP_VAL_REF) {
-                uint64_t t = *(uint64_t *)((uint8_t *)(di + 1) + di->klen + di->olen);
-                ip_obj_t *to = ip_heap_obj(hp, t, 0, 0);
-                if (to && to->refs > 0 && --to->refs == 0 && to->handles == 0)
-                    (void)ip_heap_free_later(hp, t | 1);
-            }
-            (void)ip_heap_free_later(hp, e[i].item);
-        }
+        unref_later(hp, v.vtype, v.val, v.vlen);
+        (void)ip_heap_free_later(hp, it);
     }
-    o = IP_HOFF(hp, off);
-    (void)ip_heap_free_later(hp, o->items);
-    (void)ip_heap_free_later(hp, o->index);
+    (void)ip_heap_free_later(hp, items);
+    (void)ip_heap_free_later(hp, index);
     (void)ip_heap_free_later(hp, off);
-    IP_HHDR(hp)->objects--;
+    ip_heap_hdr_t *h = IP_HHDR(hp);
+    h->objects = IP_LOAD(h->objects) - 1;
 }
 
 /* ---------------------------------------------------------- the lock */
 
-static void commit(ip_heap_t *hp)
+static void run_deferred(ip_heap_t *hp)
 {
-    ip_heap_hdr_t *h = IP_HHDR(hp);
-    uint64_t used = h->log_count;
-    __atomic_store_n(&h->log_count, 0, __ATOMIC_RELEASE);
-    if (used > LOG_KEEP_ENTRIES)
-        give_back(hp, IP_HEAP_LOG_OFFSET + LOG_KEEP_ENTRIES * sizeof(ip_undo_t),
-                  IP_HEAP_LOG_OFFSET + used * sizeof(ip_undo_t) + IP_PAGE);
+    if (hp->ndeferred == 0)
+        return;
+    /* An operation that failed may get here with its exception set; the
+     * checks of free_object() must not replace it. */
+    PyObject *et, *ev, *tb;
+    PyErr_Fetch(&et, &ev, &tb);
     /* free_object() may defer more: the list grows while it is walked */
     for (size_t i = 0; i < hp->ndeferred; i++) {
         uint64_t off = hp->deferred[i];
@@ -369,30 +520,73 @@ static void commit(ip_heap_t *hp)
             free_now(hp, off);
     }
     hp->ndeferred = 0;
+    PyErr_Restore(et, ev, tb);
+}
+
+static void commit(ip_heap_t *hp)
+{
+    ip_heap_hdr_t *h = IP_HHDR(hp);
+    uint64_t used = IP_LOAD(h->log_count);
+    __atomic_store_n(&h->log_count, 0, __ATOMIC_RELEASE);
+    if (used > IP_HEAP_LOG_CAP)
+        used = IP_HEAP_LOG_CAP;
+    if (used > LOG_KEEP_ENTRIES)
+        give_back(hp, IP_HEAP_LOG_OFFSET + LOG_KEEP_ENTRIES * sizeof(ip_undo_t),
+                  IP_HEAP_LOG_OFFSET + used * sizeof(ip_undo_t) + IP_PAGE);
+    run_deferred(hp);
 }
 
 int ip_heap_checkpoint(ip_heap_t *hp)
 {
-    if (IP_HHDR(hp)->log_count + LOG_RESERVE < IP_HEAP_LOG_CAP)
+    if (IP_LOAD(IP_HHDR(hp)->log_count) + LOG_RESERVE < IP_HEAP_LOG_CAP)
         return 0;
     commit(hp);
     return 1;
 }
 
-/* Takes one hold of the lock, as an operation (`op`) or an acquire(). */
-static int hold(ip_heap_t *hp, const ip_deadline_t *d, int op)
+enum { HOLD_ACQUIRE, HOLD_OP, HOLD_COUNT, HOLD_GUARD };
+
+static void count_hold(ip_heap_t *hp, int how)
+{
+    if (how != HOLD_ACQUIRE && hp->ops + hp->guards == 0)
+        hp->floor = hp->acquires;
+    hp->depth++;
+    if (how == HOLD_ACQUIRE)
+        hp->acquires++;
+    else if (how == HOLD_GUARD)
+        hp->guards++;
+    else
+        hp->ops++;
+}
+
+static int owned_by_me(ip_heap_t *hp)
+{
+    return hp->base && hp->depth > 0 && hp->owner_pid == cur_pid
+           && hp->owner_thread == ip_thread_serial();
+}
+
+/* Takes one hold of the lock. */
+static int hold(ip_heap_t *hp, const ip_deadline_t *d, int how)
 {
     if (hp->base == NULL) {
         PyErr_SetString(PyExc_ValueError, "the shared heap is closed");
         return -1;
     }
-    unsigned long me = PyThread_get_thread_ident();
+    /* The thread's serial, never its ident: a thread that ends holding the
+     * lock leaves its hold here, and a later thread given the same ident
+     * would otherwise enter without the mutex. */
+    uint64_t me = ip_thread_serial();
     if (hp->depth > 0 && hp->owner_pid == cur_pid && hp->owner_thread == me) {
-        hp->depth++;
-        hp->ops += op;
+        if (how == HOLD_OP && hp->ops > 0) {
+            PyErr_SetString(PyExc_RuntimeError,
+                            "a shared container was used in the middle of another operation on a "
+                            "container of the same heap (from a finalizer or a callback); that is "
+                            "refused, as it could move memory the other operation is using");
+            return -1;
+        }
+        count_hold(hp, how);
         return 0;
     }
-    ip_heap_hdr_t *h = IP_HHDR(hp);
     int rc = pthread_mutex_trylock(HEAP_LOCK(hp));
     int res;
     if (rc == 0)
@@ -412,20 +606,20 @@ static int hold(ip_heap_t *hp, const ip_deadline_t *d, int op)
         return 1;
     hp->owner_thread = me;
     hp->owner_pid = cur_pid;
-    hp->depth = 1;
-    hp->ops = op;
-    h = IP_HHDR(hp);
-    if (h->size > hp->mapped && remap(hp, h->size) < 0) {
+    hp->depth = hp->acquires = hp->ops = hp->guards = hp->floor = 0;
+    count_hold(hp, how);
+    if (sync_size(hp) < 0) {
+        /* A dead holder's transaction stays in the log for the next locker. */
         if (res == IP_LOCK_OWNER_DIED)
             ip_mutex_consistent(HEAP_LOCK(hp));
-        hp->depth = hp->ops = 0;
+        hp->depth = hp->acquires = hp->ops = hp->guards = 0;
         pthread_mutex_unlock(HEAP_LOCK(hp));
         return -1;
     }
-    h = IP_HHDR(hp);
-    if (res == IP_LOCK_OWNER_DIED || h->log_count != 0) {
+    ip_heap_hdr_t *h = IP_HHDR(hp);
+    if (res == IP_LOCK_OWNER_DIED || IP_LOAD(h->log_count) != 0) {
         rollback(hp);
-        h->recoveries++;
+        h->recoveries = IP_LOAD(h->recoveries) + 1;
         if (res == IP_LOCK_OWNER_DIED)
             ip_mutex_consistent(HEAP_LOCK(hp));
     }
@@ -435,7 +629,13 @@ static int hold(ip_heap_t *hp, const ip_deadline_t *d, int op)
 
 int ip_heap_enter(ip_heap_t *hp, const ip_deadline_t *d)
 {
-    return hold(hp, d, 1);
+    return hold(hp, d, HOLD_OP);
+}
+
+int ip_heap_enter_count(ip_heap_t *hp)
+{
+    ip_deadline_t d = {.infinite = 1};
+    return hold(hp, &d, HOLD_COUNT) == 0 ? 0 : -1;
 }
 
 static void drop_hold(ip_heap_t *hp)
@@ -445,8 +645,8 @@ static void drop_hold(ip_heap_t *hp)
 }
 
 /* Only the outermost operation commits or rolls back: an inner one (a
- * handle collected while an operation allocates Python objects) only adds
- * to what the outer one frees. */
+ * handle collected while an operation runs) only adds to what the outer
+ * one frees. */
 void ip_heap_leave(ip_heap_t *hp)
 {
     if (--hp->ops == 0)
@@ -458,12 +658,21 @@ void ip_heap_abort(ip_heap_t *hp)
 {
     if (--hp->ops == 0) {
         rollback(hp);
-        hp->ndeferred = 0;
+        /* Blocks the operation released stay allocated; but a handle closed
+         * in the middle of it may have let a container go, which still has
+         * to be freed.  free_object() checks again that nothing holds it,
+         * and that it is still allocated below the restored top. */
+        size_t k = 0;
+        for (size_t i = 0; i < hp->ndeferred; i++)
+            if (hp->deferred[i] & 1)
+                hp->deferred[k++] = hp->deferred[i];
+        hp->ndeferred = k;
+        run_deferred(hp);
     }
     drop_hold(hp);
 }
 
-/* ---------------------------------------------------------- values */
+/* ------------------------------------------------------- operations */
 
 int ip_handle_check(ip_handle_t *h)
 {
@@ -474,15 +683,60 @@ int ip_handle_check(ip_handle_t *h)
     return 0;
 }
 
+Py_ssize_t ip_handle_len(ip_handle_t *h)
+{
+    if (ip_handle_check(h) < 0)
+        return -1;
+    /* The handle's block was checked when it was made, and mappings only grow. */
+    uint64_t n = IP_LOAD(((ip_obj_t *)IP_HOFF(h->heap, h->off))->used);
+    if (n > (uint64_t)PY_SSIZE_T_MAX) {
+        ip_heap_corrupt("bad length");
+        return -1;
+    }
+    return (Py_ssize_t)n;
+}
+
+int ip_op_begin(ip_handle_t *h, ip_op_t *op)
+{
+    op->hp = NULL;
+    if (ip_handle_check(h) < 0)
+        return -1;
+    op->hp = (ip_heap_t *)Py_NewRef((PyObject *)h->heap);
+    op->off = h->off;
+    op->oid = h->oid;
+    ip_deadline_t d = {.infinite = 1};
+    if (ip_heap_enter(op->hp, &d) != 0) {
+        Py_CLEAR(op->hp);
+        return -1;
+    }
+    return 0;
+}
+
+void ip_op_end(ip_op_t *op, int ok)
+{
+    if (ok)
+        ip_heap_leave(op->hp);
+    else
+        ip_heap_abort(op->hp);
+}
+
+void ip_op_done(ip_op_t *op)
+{
+    Py_CLEAR(op->hp);
+}
+
+/* ---------------------------------------------------------- values */
+
 int ip_value_init(ip_heap_t *hp, ip_value_t *v, PyObject *obj)
 {
-    v->ref = 0;
+    v->ref = v->ref_oid = 0;
     v->p.obj = NULL;
     if ((PyObject_TypeCheck(obj, &ip_DictCore_Type) || PyObject_TypeCheck(obj, &ip_ListCore_Type))
         && ((ip_handle_t *)obj)->heap != NULL) {
         ip_heap_t *other = ((ip_handle_t *)obj)->heap;
         if (other->uid == hp->uid) {
             v->ref = ((ip_handle_t *)obj)->off;
+            v->ref_oid = ((ip_handle_t *)obj)->oid;
             v->p.type = IP_VAL_REF;
             v->p.data = NULL;
             v->p.len = 8;
@@ -522,75 +776,213 @@ int ip_value_hold(ip_heap_t *hp, const ip_value_t *v)
 {
     if (v->p.type != IP_VAL_REF)
         return 0;
-    ip_obj_t *o = ip_heap_obj(hp, v->ref, 0, 0);
+    ip_obj_t *o = ip_heap_obj(hp, v->ref, 0, v->ref_oid);
     if (o == NULL) {
         PyErr_SetString(PyExc_ValueError, "the shared container being stored was freed");
         return -1;
     }
-    return ip_heap_set(hp, v->ref + offsetof(ip_obj_t, refs), o->refs + 1);
+    return ip_heap_set(hp, v->ref + offsetof(ip_obj_t, refs), IP_LOAD(o->refs) + 1);
 }
 
-int ip_value_drop(ip_heap_t *hp, uint32_t vtype, const uint8_t *data)
+int ip_value_drop(ip_heap_t *hp, uint32_t vtype, const uint8_t *data, uint64_t len)
 {
     if (vtype != IP_VAL_REF)
         return 0;
+    if (len != 8)
+        return ip_heap_corrupt("bad stored container reference");
     uint64_t t;
     memcpy(&t, data, 8);
     ip_obj_t *o = ip_heap_obj(hp, t, 0, 0);
-    if (o == NULL || o->refs == 0)
+    uint64_t refs = o ? IP_LOAD(o->refs) : 0;
+    if (refs == 0)
         return 0;
-    if (ip_heap_set(hp, t + offsetof(ip_obj_t, refs), o->refs - 1) < 0)
+    if (ip_heap_set(hp, t + offsetof(ip_obj_t, refs), refs - 1) < 0)
         return -1;
     return ip_heap_obj_release(hp, t);
 }
 
-PyObject *ip_value_copy(ip_heap_t *hp, uint32_t vtype, const uint8_t *data, uint64_t len, int *kind)
+/* ----------------------------------------------------------- copies */
+
+static PyObject *handle_adopt(ip_heap_t *hp, ip_copy_t *c);
+
+int ip_copy_split(const uint8_t *data, uint64_t len, int (*now)(const uint8_t *p, uint64_t len),
+                  PyObject *(*decode)(const uint8_t *p, uint64_t len), int later, ip_copy_t *c)
 {
-    *kind = IP_COPY_DONE;
+    /* The look and the decoding read a private copy: shared bytes could
+     * change between the two. */
+    uint8_t small[256];
+    PyObject *bytes = NULL;
+    const uint8_t *p = small;
+    c->kind = IP_COPY_DONE;
+    c->counted = 0;
+    c->obj = NULL;
+    if (len <= sizeof small) {
+        memcpy(small, data, (size_t)len);
+    } else {
+        if ((bytes = PyBytes_FromStringAndSize((const char *)data, (Py_ssize_t)len)) == NULL)
+            return -1;
+        p = (const uint8_t *)PyBytes_AS_STRING(bytes);
+    }
+    if (now(p, len)) {
+        c->obj = decode(p, len);
+        Py_XDECREF(bytes);
+        return c->obj ? 0 : -1;
+    }
+    if (bytes == NULL && (bytes = PyBytes_FromStringAndSize((const char *)small, (Py_ssize_t)len)) == NULL)
+        return -1;
+    c->kind = later;
+    c->obj = bytes;
+    return 0;
+}
+
+/* A plain value that decodes to a str, bytes, number, bool or None: none of
+ * them an object the collector tracks.  Tuples, lists and dicts wait. */
+static int plain_atom(const uint8_t *p, uint64_t len)
+{
+    return len > 0 && p[0] != 't' && p[0] != 'l' && p[0] != 'd';
+}
+
+int ip_copy_value(ip_heap_t *hp, uint32_t vtype, const uint8_t *data, uint64_t len, ip_copy_t *c)
+{
+    c->kind = IP_COPY_DONE;
+    c->counted = 0;
+    c->obj = NULL;
     switch (vtype) {
     case IP_REC_PLAIN:
-        return ip_plain_read(data, len);
+        return ip_copy_split(data, len, plain_atom, ip_plain_read, IP_COPY_PLAIN, c);
     case IP_REC_BYTES:
-        return PyBytes_FromStringAndSize((const char *)data, (Py_ssize_t)len);
     case IP_REC_PICKLE:
-        *kind = IP_COPY_PICKLE;
-        return PyBytes_FromStringAndSize((const char *)data, (Py_ssize_t)len);
+        c->kind = vtype == IP_REC_PICKLE ? IP_COPY_PICKLE : IP_COPY_DONE;
+        c->obj = PyBytes_FromStringAndSize((const char *)data, (Py_ssize_t)len);
+        return c->obj ? 0 : -1;
     case IP_VAL_REF: {
         uint64_t t;
+        if (len != 8)
+            return ip_heap_corrupt("bad stored container reference");
         memcpy(&t, data, 8);
         ip_obj_t *o = ip_heap_obj(hp, t, 0, 0);
-        if (o == NULL) {
-            PyErr_SetString(ip_SegmentError, "shared heap is corrupt (a stored container is gone)");
-            return NULL;
-        }
-        PyObject *res = Py_BuildValue("(KIK)", (unsigned long long)t, (unsigned)o->type,
-                                      (unsigned long long)o->oid);
-        if (res == NULL)
-            return NULL;
-        o->handles++; /* the handle the factory makes counts itself as this one */
-        *kind = IP_COPY_REF;
-        return res;
+        if (o == NULL)
+            return ip_heap_corrupt("a stored container is gone");
+        c->kind = IP_COPY_REF;
+        c->off = t;
+        c->oid = IP_LOAD(o->oid);
+        c->otype = IP_LOAD(o->type);
+        if (c->oid == 0 || c->otype < IP_OBJ_DICT || c->otype > IP_OBJ_NAMESPACE)
+            return ip_heap_corrupt("a stored container is gone");
+        return 0;
     }
     default:
         PyErr_Format(ip_SegmentError, "shared heap is corrupt (item type %u)", vtype);
-        return NULL;
+        return -1;
     }
 }
 
-PyObject *ip_value_finish(ip_heap_t *hp, PyObject *copy, int kind)
+/* Under the lock: gives back the count taken for a handle never made. */
+static void uncount(ip_heap_t *hp, ip_copy_t *c)
 {
-    if (kind == IP_COPY_DONE)
-        return copy;
-    PyObject *res;
-    if (kind == IP_COPY_PICKLE)
-        res = PyObject_CallOneArg(ip_state.loads, copy);
-    else if (hp->factory == NULL || hp->factory == Py_None) {
-        PyErr_SetString(PyExc_RuntimeError, "no factory for stored containers");
-        res = NULL;
-    } else
-        res = PyObject_CallFunctionObjArgs(hp->factory, (PyObject *)hp, copy, NULL);
-    Py_DECREF(copy);
+    ip_obj_t *o = ip_heap_obj(hp, c->off, c->otype, c->oid);
+    uint64_t n = o ? IP_LOAD(o->handles) : 0;
+    if (n > 0) {
+        o->handles = n - 1;
+        if (ip_heap_obj_release(hp, c->off) < 0)
+            PyErr_Clear(); /* no room to defer the free: the container leaks */
+    }
+    c->counted = 0;
+}
+
+int ip_copy_count(ip_heap_t *hp, ip_copy_t *c, Py_ssize_t n)
+{
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (c[i].kind != IP_COPY_REF)
+            continue;
+        ip_obj_t *o = ip_heap_obj(hp, c[i].off, c[i].otype, c[i].oid);
+        if (o == NULL) {
+            while (i-- > 0)
+                if (c[i].counted)
+                    uncount(hp, &c[i]);
+            return ip_heap_corrupt("a stored container is gone");
+        }
+        /* Not logged: a handle's count is not part of any transaction. */
+        o->handles = IP_LOAD(o->handles) + 1;
+        c[i].counted = 1;
+    }
+    return 0;
+}
+
+void ip_copy_discard(ip_heap_t *hp, ip_copy_t *c, Py_ssize_t n)
+{
+    int counted = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_CLEAR(c[i].obj);
+        counted |= c[i].counted;
+    }
+    if (!counted)
+        return;
+    PyObject *et, *ev, *tb;
+    PyErr_Fetch(&et, &ev, &tb);
+    if (ip_heap_enter_count(hp) == 0) {
+        for (Py_ssize_t i = 0; i < n; i++)
+            if (c[i].counted)
+                uncount(hp, &c[i]);
+        ip_heap_leave(hp);
+    } else {
+        PyErr_Clear(); /* a signal interrupted the wait: the counts stay, the containers leak */
+    }
+    PyErr_Restore(et, ev, tb);
+}
+
+PyObject *ip_copy_finish(ip_heap_t *hp, ip_copy_t *c)
+{
+    PyObject *obj = c->obj, *res = NULL;
+    c->obj = NULL;
+    switch (c->kind) {
+    case IP_COPY_DONE:
+        return obj;
+    case IP_COPY_REF:
+        return handle_adopt(hp, c);
+    case IP_COPY_PLAIN:
+        res = ip_plain_read((const uint8_t *)PyBytes_AS_STRING(obj), (uint64_t)PyBytes_GET_SIZE(obj));
+        break;
+    case IP_COPY_KEY:
+        res = ip_key_decode((const uint8_t *)PyBytes_AS_STRING(obj), (uint64_t)PyBytes_GET_SIZE(obj));
+        break;
+    default:
+        if (ip_state.loads == NULL)
+            PyErr_SetString(PyExc_RuntimeError, "interproc._core is not configured");
+        else
+            res = PyObject_CallOneArg(ip_state.loads, obj);
+    }
+    Py_DECREF(obj);
     return res;
+}
+
+PyObject *ip_copy_finish_all(ip_heap_t *hp, ip_copy_t *c, Py_ssize_t n, int per)
+{
+    PyObject *out = PyList_New(n);
+    if (out == NULL) {
+        ip_copy_discard(hp, c, n * per);
+        return NULL;
+    }
+    for (Py_ssize_t j = 0; j < n; j++) {
+        ip_copy_t *cj = &c[j * per];
+        PyObject *cell = ip_copy_finish(hp, cj);
+        if (per == 2) {
+            PyObject *v = cell ? ip_copy_finish(hp, cj + 1) : NULL;
+            if (cell == NULL)
+                ip_copy_discard(hp, cj + 1, 1);
+            PyObject *pair = v ? PyTuple_Pack(2, cell, v) : NULL;
+            Py_XDECREF(cell);
+            Py_XDECREF(v);
+            cell = pair;
+        }
+        if (cell == NULL) {
+            ip_copy_discard(hp, cj + per, (n - j - 1) * per);
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, j, cell);
+    }
+    return out;
 }
 
 /* ---------------------------------------------------------- HeapCore */
@@ -633,44 +1025,62 @@ static int heap_layout(ip_heap_t *hp, uint32_t kind, int create)
         ip_segment_publish(&IP_HHDR(hp)->seg);
         return 0;
     }
-    ip_heap_hdr_t *h = ip_segment_attach(hp->fd, kind, IP_HEAP_HDR_SIZE, &size, &file_size, NULL);
+    ip_seghdr_t seg;
+    ip_heap_hdr_t *h = ip_segment_attach(hp->fd, kind, IP_HEAP_HDR_SIZE, &size, &file_size, &seg);
     if (h == NULL)
         return -1;
     hp->base = (uint8_t *)h;
     hp->mapped = size;
-    hp->uid = h->seg.uid;
+    hp->uid = seg.uid;
     hp->kind = kind;
     if ((hp->fixed = ip_map(hp->fd, IP_HEAP_HDR_SIZE, 0)) == NULL)
         return -1;
-    if (size < IP_HEAP_START || h->size < size || h->size > file_size || h->top < IP_HEAP_START
-        || h->top > h->size) {
+    /* Early diagnosis only: every one of these is checked again at its use. */
+    uint64_t hsize = IP_LOAD(h->size), top = IP_LOAD(h->top);
+    if (size < IP_HEAP_START || hsize < size || hsize > file_size || top < IP_HEAP_START || top > hsize) {
         PyErr_SetString(ip_SegmentError, "shared heap header is corrupt (bad sizes)");
         return -1;
     }
-    if (kind != IP_KIND_HEAP && h->root == 0) {
+    if (kind != IP_KIND_HEAP && IP_LOAD(h->root) == 0) {
         PyErr_SetString(ip_SegmentError, "shared container has no root object");
         return -1;
     }
-    return remap(hp, h->size);
+    return sync_size(hp);
 }
 
 static PyObject *HeapCore_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"fd", "kind", "create", NULL};
-    int fd, create = 0;
-    unsigned int kind;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iI|p:HeapCore", kwlist, &fd, &kind, &create))
+    int fd;
+    PyObject *pkind, *pcreate = Py_False;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iO|O:HeapCore", kwlist, &fd, &pkind, &pcreate))
         return NULL;
-    if (kind < IP_KIND_HEAP || kind > IP_KIND_NAMESPACE) {
-        PyErr_Format(PyExc_ValueError, "not a container kind: %u", kind);
+    /* The descriptor is ours from here on: closed on every failure. */
+    long kind = PyLong_Check(pkind) ? PyLong_AsLong(pkind) : -1;
+    int create = PyObject_IsTrue(pcreate);
+    if (kind == -1 && PyErr_Occurred()) {
+        close(fd);
+        return NULL;
+    }
+    if (!PyLong_Check(pkind)) {
+        PyErr_Format(PyExc_TypeError, "kind must be an int, not %.100s", Py_TYPE(pkind)->tp_name);
+        close(fd);
+        return NULL;
+    }
+    if (kind < IP_KIND_HEAP || kind > IP_KIND_NAMESPACE || create < 0) {
+        if (create >= 0)
+            PyErr_Format(PyExc_ValueError, "not a container kind: %ld", kind);
+        close(fd);
         return NULL;
     }
     ip_heap_t *hp = (ip_heap_t *)type->tp_alloc(type, 0);
-    if (hp == NULL)
+    if (hp == NULL) {
+        close(fd);
         return NULL;
-    hp->fd = fd; /* owned from here on, closed by dealloc even on failure */
+    }
+    hp->fd = fd; /* closed by dealloc, also on failure */
     hp->factory = Py_NewRef(Py_None);
-    if (heap_layout(hp, kind, create) < 0) {
+    if (heap_layout(hp, (uint32_t)kind, create) < 0) {
         Py_DECREF(hp);
         return NULL;
     }
@@ -709,7 +1119,9 @@ static int HeapCore_clear(ip_heap_t *hp)
 
 PyDoc_STRVAR(acquire_doc, "acquire(block=True, timeout=None) -> bool\n--\n\n"
 "Take the heap's lock; re-entrant for the thread that holds it.  While it is\n"
-"held no other process or thread reads or changes any container of the heap.");
+"held no other process or thread reads or changes any container of the heap.\n"
+"False when block is false or the timeout passed first.  A holder that died\n"
+"is taken over: the operation it was in the middle of is undone first.");
 
 static PyObject *HeapCore_acquire(ip_heap_t *hp, PyObject *const *args, Py_ssize_t nargs,
                                   PyObject *kwnames)
@@ -734,27 +1146,57 @@ static PyObject *HeapCore_acquire(ip_heap_t *hp, PyObject *const *args, Py_ssize
     }
     if (ip_deadline_init(&d, block, block ? timeout : Py_None) < 0)
         return NULL;
-    int rc = hold(hp, &d, 0);
+    int rc = hold(hp, &d, HOLD_ACQUIRE);
     if (rc < 0)
         return NULL;
     return PyBool_FromLong(rc == 0);
 }
 
+PyDoc_STRVAR(release_doc, "release()\n--\n\n"
+"Drop one hold taken by acquire().  RuntimeError if this thread holds none,\n"
+"or only ones that a container operation in progress depends on (code it\n"
+"calls, such as a sort key, cannot release the lock from under it).");
+
 static PyObject *HeapCore_release(ip_heap_t *hp, PyObject *Py_UNUSED(a))
 {
-    if (hp->base == NULL || hp->depth <= 0 || hp->owner_pid != cur_pid
-        || hp->owner_thread != PyThread_get_thread_ident()) {
+    if (!owned_by_me(hp)) {
         PyErr_SetString(PyExc_RuntimeError, "cannot release un-acquired lock");
         return NULL;
     }
+    long floor = hp->ops + hp->guards > 0 ? hp->floor : 0;
+    if (hp->acquires <= floor) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "cannot release the lock here: this thread holds it for a container "
+                        "operation in progress, not through an acquire() of its own");
+        return NULL;
+    }
+    hp->acquires--;
     drop_hold(hp);
     Py_RETURN_NONE;
 }
 
 static PyObject *HeapCore_is_owned(ip_heap_t *hp, PyObject *Py_UNUSED(a))
 {
-    return PyBool_FromLong(hp->base && hp->depth > 0 && hp->owner_pid == cur_pid
-                           && hp->owner_thread == PyThread_get_thread_ident());
+    return PyBool_FromLong(owned_by_me(hp));
+}
+
+static PyObject *HeapCore_guard_enter(ip_heap_t *hp, PyObject *Py_UNUSED(a))
+{
+    ip_deadline_t d = {.infinite = 1};
+    if (hold(hp, &d, HOLD_GUARD) != 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *HeapCore_guard_exit(ip_heap_t *hp, PyObject *Py_UNUSED(a))
+{
+    if (!owned_by_me(hp) || hp->guards <= 0) {
+        PyErr_SetString(PyExc_RuntimeError, "no compound operation in progress");
+        return NULL;
+    }
+    hp->guards--;
+    drop_hold(hp);
+    Py_RETURN_NONE;
 }
 
 PyDoc_STRVAR(new_object_doc, "new_object(type) -> (offset, oid)\n--\n\n"
@@ -784,14 +1226,16 @@ static PyObject *HeapCore_new_object(ip_heap_t *hp, PyObject *arg)
 
 static PyObject *HeapCore_root(ip_heap_t *hp, void *Py_UNUSED(c))
 {
-    if (hp->base == NULL || IP_HHDR(hp)->root == 0)
+    uint64_t root = hp->base ? IP_LOAD(IP_HHDR(hp)->root) : 0;
+    if (root == 0)
         Py_RETURN_NONE;
-    ip_obj_t *o = ip_heap_obj(hp, IP_HHDR(hp)->root, 0, 0);
-    if (o == NULL) {
+    ip_obj_t *o = ip_heap_obj(hp, root, 0, 0);
+    uint64_t oid = o ? IP_LOAD(o->oid) : 0;
+    if (oid == 0) {
         PyErr_SetString(ip_SegmentError, "shared container's root object is corrupt");
         return NULL;
     }
-    return Py_BuildValue("(KK)", (unsigned long long)IP_HHDR(hp)->root, (unsigned long long)o->oid);
+    return Py_BuildValue("(KK)", (unsigned long long)root, (unsigned long long)oid);
 }
 
 static PyObject *HeapCore_info(ip_heap_t *hp, PyObject *Py_UNUSED(a))
@@ -802,24 +1246,25 @@ static PyObject *HeapCore_info(ip_heap_t *hp, PyObject *Py_UNUSED(a))
     ip_heap_hdr_t *h = IP_HHDR(hp);
     struct stat st;
     long long fsize = fstat(hp->fd, &st) == 0 ? (long long)st.st_size : -1;
-    uint64_t items = 0;
-    ip_obj_t *root = h->root ? ip_heap_obj(hp, h->root, 0, 0) : NULL;
-    if (root)
-        items = root->used;
-    PyObject *res = Py_BuildValue(
-        "{sKsKsKsKsKsLsK}", "size", (unsigned long long)h->size, "top",
-        (unsigned long long)h->top, "live_bytes", (unsigned long long)h->live_bytes, "objects",
-        (unsigned long long)h->objects, "recoveries", (unsigned long long)h->recoveries,
-        "file_size", fsize, "items", (unsigned long long)items);
+    uint64_t root_off = IP_LOAD(h->root);
+    ip_obj_t *root = root_off ? ip_heap_obj(hp, root_off, 0, 0) : NULL;
+    unsigned long long v[6] = {IP_LOAD(h->size), IP_LOAD(h->top), IP_LOAD(h->live_bytes),
+                               IP_LOAD(h->objects), IP_LOAD(h->recoveries),
+                               root ? IP_LOAD(root->used) : 0};
     ip_heap_leave(hp);
-    return res;
+    return Py_BuildValue("{sKsKsKsKsKsLsK}", "size", v[0], "top", v[1], "live_bytes", v[2],
+                         "objects", v[3], "recoveries", v[4], "file_size", fsize, "items", v[5]);
 }
 
 static PyMethodDef HeapCore_methods[] = {
     {"acquire", (PyCFunction)(void (*)(void))HeapCore_acquire, METH_FASTCALL | METH_KEYWORDS,
      acquire_doc},
-    {"release", (PyCFunction)HeapCore_release, METH_NOARGS, "release()\n--\n\nDrop one hold of the lock."},
+    {"release", (PyCFunction)HeapCore_release, METH_NOARGS, release_doc},
     {"_is_owned", (PyCFunction)HeapCore_is_owned, METH_NOARGS, NULL},
+    {"_guard_enter", (PyCFunction)HeapCore_guard_enter, METH_NOARGS,
+     "_guard_enter()\n--\n\nHold the lock for a compound operation: re-entrant, and not\n"
+     "releasable by release() until _guard_exit()."},
+    {"_guard_exit", (PyCFunction)HeapCore_guard_exit, METH_NOARGS, NULL},
     {"new_object", (PyCFunction)HeapCore_new_object, METH_O, new_object_doc},
     {"info", (PyCFunction)HeapCore_info, METH_NOARGS, "info() -> dict\n--\n\nSizes and counters."},
     {NULL, NULL, 0, NULL},
@@ -859,7 +1304,8 @@ static PyGetSetDef HeapCore_getset[] = {
     {"kind", (getter)HeapCore_get_kind, NULL, "The segment's kind.", NULL},
     {"root", (getter)HeapCore_root, NULL, "(offset, oid) of the root container, or None.", NULL},
     {"factory", (getter)HeapCore_get_factory, (setter)HeapCore_set_factory,
-     "factory(heap, (offset, type, oid)) -> handle on a container read back from a value.", NULL},
+     "factory(type) -> the class (a subclass of DictCore or ListCore) of a handle on a\n"
+     "container of that type read back from a value.", NULL},
     {NULL},
 };
 
@@ -869,7 +1315,8 @@ PyTypeObject ip_HeapCore_Type = {
     .tp_basicsize = sizeof(ip_heap_t),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_doc = "HeapCore(fd, kind, create=False)\n--\n\n"
-              "One process's view of a shared heap of containers.",
+              "One process's view of a shared heap of containers.  Takes fd over: it\n"
+              "is closed with the heap, and also when the arguments are refused.",
     .tp_new = HeapCore_new,
     .tp_dealloc = (destructor)HeapCore_dealloc,
     .tp_traverse = (traverseproc)HeapCore_traverse,
@@ -881,27 +1328,54 @@ PyTypeObject ip_HeapCore_Type = {
 
 /* ---------------------------------------------------------- handles */
 
-/* Shared by DictCore and ListCore: __new__(heap, offset, oid, counted=False). */
+static PyObject *handle_make(PyTypeObject *cls, ip_heap_t *hp, const ip_copy_t *c)
+{
+    ip_handle_t *h = (ip_handle_t *)cls->tp_alloc(cls, 0);
+    if (h == NULL)
+        return NULL;
+    h->heap = (ip_heap_t *)Py_NewRef((PyObject *)hp);
+    h->off = c->off;
+    h->oid = c->oid;
+    h->type = c->otype;
+    h->pid = cur_pid;
+    return (PyObject *)h;
+}
+
+/* A handle on a stored container read back, whose count c holds. */
+static PyObject *handle_adopt(ip_heap_t *hp, ip_copy_t *c)
+{
+    PyObject *res = NULL, *cls;
+    if (hp->factory == NULL || hp->factory == Py_None) {
+        PyErr_SetString(PyExc_RuntimeError, "no factory for stored containers");
+    } else if ((cls = PyObject_CallFunction(hp->factory, "I", (unsigned)c->otype)) != NULL) {
+        PyTypeObject *base = c->otype == IP_OBJ_LIST ? &ip_ListCore_Type : &ip_DictCore_Type;
+        if (!PyType_Check(cls) || !PyType_IsSubtype((PyTypeObject *)cls, base))
+            PyErr_Format(PyExc_TypeError, "the heap's factory must give a subclass of %s",
+                         base->tp_name);
+        else if ((res = handle_make((PyTypeObject *)cls, hp, c)) != NULL)
+            c->counted = 0;
+        Py_DECREF(cls);
+    }
+    if (res == NULL)
+        ip_copy_discard(hp, c, 1);
+    return res;
+}
+
+/* Shared by DictCore and ListCore: __new__(heap, offset, oid). */
 PyObject *ip_handle_new(PyTypeObject *type, PyObject *args, PyObject *kwds, uint32_t want)
 {
-    static char *kwlist[] = {"heap", "offset", "oid", "counted", NULL};
+    static char *kwlist[] = {"heap", "offset", "oid", NULL};
     PyObject *heap;
     unsigned long long off, oid;
-    int counted = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!KK|p", kwlist, &ip_HeapCore_Type, &heap, &off,
-                                     &oid, &counted))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!KK", kwlist, &ip_HeapCore_Type, &heap, &off,
+                                     &oid))
         return NULL;
     ip_heap_t *hp = (ip_heap_t *)heap;
-    ip_deadline_t d = {.infinite = 1};
-    if (ip_heap_enter(hp, &d) != 0)
+    if (ip_heap_enter_count(hp) != 0)
         return NULL;
-    ip_obj_t *o = ip_heap_obj(hp, off, 0, oid);
-    if (o == NULL || (want == IP_OBJ_DICT ? o->type == IP_OBJ_LIST : o->type != want)) {
-        if (counted && o == NULL) {
-            ip_obj_t *any = ip_heap_obj(hp, off, 0, 0);
-            if (any && any->handles)
-                any->handles--;
-        }
+    ip_obj_t *o = oid ? ip_heap_obj(hp, off, 0, oid) : NULL;
+    ip_copy_t c = {.kind = IP_COPY_REF, .off = off, .oid = oid, .otype = o ? IP_LOAD(o->type) : 0};
+    if (o == NULL || (want == IP_OBJ_DICT ? c.otype == IP_OBJ_LIST : c.otype != want)) {
         ip_heap_leave(hp);
         PyErr_SetString(PyExc_RuntimeError,
                         o == NULL ? "the shared container is gone: it was freed before this "
@@ -910,31 +1384,18 @@ PyObject *ip_handle_new(PyTypeObject *type, PyObject *args, PyObject *kwds, uint
                                   : "the reference is to another kind of container");
         return NULL;
     }
-    if (!counted)
-        o->handles++;
-    uint32_t otype = o->type;
+    o->handles = IP_LOAD(o->handles) + 1;
+    c.counted = 1;
     ip_heap_leave(hp);
-    ip_handle_t *h = (ip_handle_t *)type->tp_alloc(type, 0);
-    if (h == NULL) {
-        /* gives the count back */
-        if (ip_heap_enter(hp, &d) == 0) {
-            o = ip_heap_obj(hp, off, 0, oid);
-            if (o && o->handles)
-                o->handles--;
-            (void)ip_heap_obj_release(hp, off);
-            ip_heap_leave(hp);
-        }
-        return NULL;
-    }
-    h->heap = (ip_heap_t *)Py_NewRef(heap);
-    h->off = off;
-    h->oid = oid;
-    h->type = otype;
-    h->pid = cur_pid;
-    return (PyObject *)h;
+    PyObject *res = handle_make(type, hp, &c);
+    if (res == NULL)
+        ip_copy_discard(hp, &c, 1);
+    return res;
 }
 
-/* Gives up this handle's count; the container is freed with its last one. */
+/* Gives up this handle's count; the container is freed with its last one.
+ * Allowed in the middle of another operation (a handle collected there):
+ * it only counts out and defers frees, it never allocates. */
 static void handle_release(ip_handle_t *h)
 {
     ip_heap_t *hp = h->heap;
@@ -942,21 +1403,9 @@ static void handle_release(ip_handle_t *h)
         return;
     h->heap = NULL;
     if (h->pid == cur_pid && hp->base != NULL) {
-        PyObject *et, *ev, *tb;
-        PyErr_Fetch(&et, &ev, &tb);
-        ip_deadline_t d = {.infinite = 1};
-        if (ip_heap_enter(hp, &d) == 0) {
-            ip_obj_t *o = ip_heap_obj(hp, h->off, 0, h->oid);
-            if (o && o->handles) {
-                o->handles--;
-                if (ip_heap_obj_release(hp, h->off) < 0)
-                    PyErr_Clear();
-            }
-            ip_heap_leave(hp);
-        } else {
-            PyErr_Clear(); /* a signal interrupted the wait: the count stays, the object leaks */
-        }
-        PyErr_Restore(et, ev, tb);
+        ip_copy_t c = {.kind = IP_COPY_REF, .counted = 1, .off = h->off, .oid = h->oid,
+                       .otype = h->type};
+        ip_copy_discard(hp, &c, 1);
     }
     Py_DECREF(hp);
 }
@@ -1043,6 +1492,59 @@ PyTypeObject ip_HandleCore_Type = {
     .tp_getset = handle_getset,
 };
 
+/* Field offsets of the shared layouts, for tools and tests that inspect or
+ * damage a heap on purpose. */
+static int add_layout(PyObject *m)
+{
+    static const struct {
+        const char *name;
+        unsigned long long value;
+    } fields[] = {
+        {"hdr.version", offsetof(ip_seghdr_t, version)},
+        {"hdr.size", offsetof(ip_heap_hdr_t, size)},
+        {"hdr.top", offsetof(ip_heap_hdr_t, top)},
+        {"hdr.root", offsetof(ip_heap_hdr_t, root)},
+        {"hdr.log_count", offsetof(ip_heap_hdr_t, log_count)},
+        {"hdr.free_heads", offsetof(ip_heap_hdr_t, free_heads)},
+        {"log", IP_HEAP_LOG_OFFSET},
+        {"start", IP_HEAP_START},
+        {"obj.type", offsetof(ip_obj_t, type)},
+        {"obj.oid", offsetof(ip_obj_t, oid)},
+        {"obj.handles", offsetof(ip_obj_t, handles)},
+        {"obj.refs", offsetof(ip_obj_t, refs)},
+        {"obj.used", offsetof(ip_obj_t, used)},
+        {"obj.version", offsetof(ip_obj_t, version)},
+        {"obj.index", offsetof(ip_obj_t, index)},
+        {"obj.mask", offsetof(ip_obj_t, mask)},
+        {"obj.items", offsetof(ip_obj_t, items)},
+        {"obj.nitems", offsetof(ip_obj_t, nitems)},
+        {"obj.cap", offsetof(ip_obj_t, cap)},
+        {"dentry.size", sizeof(ip_dentry_t)},
+        {"ditem.vlen", offsetof(ip_ditem_t, vlen)},
+        {"ditem.klen", offsetof(ip_ditem_t, klen)},
+        {"ditem.olen", offsetof(ip_ditem_t, olen)},
+        {"ditem.otype", offsetof(ip_ditem_t, otype)},
+        {"ditem.vtype", offsetof(ip_ditem_t, vtype)},
+        {"litem.vlen", offsetof(ip_litem_t, vlen)},
+        {"litem.vtype", offsetof(ip_litem_t, vtype)},
+    };
+    PyObject *d = PyDict_New();
+    if (d == NULL)
+        return -1;
+    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
+        PyObject *v = PyLong_FromUnsignedLongLong(fields[i].value);
+        if (v == NULL || PyDict_SetItemString(d, fields[i].name, v) < 0) {
+            Py_XDECREF(v);
+            Py_DECREF(d);
+            return -1;
+        }
+        Py_DECREF(v);
+    }
+    int rc = PyModule_AddObjectRef(m, "HEAP_LAYOUT", d);
+    Py_DECREF(d);
+    return rc;
+}
+
 int ip_heap_init_module(PyObject *m)
 {
     cur_pid = (long)getpid();
@@ -1071,5 +1573,5 @@ int ip_heap_init_module(PyObject *m)
         || PyModule_AddIntConstant(m, "OBJ_LIST", IP_OBJ_LIST) < 0
         || PyModule_AddIntConstant(m, "OBJ_NAMESPACE", IP_OBJ_NAMESPACE) < 0)
         return -1;
-    return 0;
+    return add_layout(m);
 }

@@ -448,6 +448,9 @@ int ip_channel_wait_ready(ip_channel_t *ch, const ip_deadline_t *d);
 /* Undo entries: enough for a few thousand keys in one update(); the log
  * lives in sparse file space, so unused entries cost no memory. */
 #define IP_HEAP_LOG_CAP (1u << 20)
+/* The most a heap may grow to, and the largest block it hands out. */
+#define IP_HEAP_SIZE_MAX (1ull << 46)
+#define IP_HEAP_ALLOC_MAX (1ull << 45)
 
 typedef struct {
     uint64_t off; /* heap offset of the word */
@@ -502,7 +505,9 @@ typedef struct {
 
 /* A stored dict entry: the key in canonical form (what equality compares),
  * the key as given when that loses its type (True, 1.0, tuples of them),
- * then the value.  Immutable once written: a new value is a new item. */
+ * then the value.  Immutable once written: a new value is a new item.
+ * Keys whose encoding or original form exceeds UINT32_MAX bytes are refused
+ * before they get here. */
 typedef struct {
     uint64_t hash;
     uint64_t vlen;
@@ -510,7 +515,7 @@ typedef struct {
     uint32_t olen;
     uint8_t otype;
     uint8_t vtype;
-    uint8_t pad[6];
+    uint8_t pad[6]; /* pad[0]: decoding the key unpickles */
 } ip_ditem_t;
 
 /* A stored list element. */
@@ -532,35 +537,68 @@ typedef struct ip_heap_s {
     int fd;
     uint32_t kind;
     uint64_t uid;
-    /* the re-entrant hold of `lock` by one thread of this process */
-    unsigned long owner_thread;
+    /* The re-entrant hold of `lock` by one thread of this process.  Holds
+     * are of three kinds: acquire()s, operations, and guards (the Python
+     * layer's compound operations); release() may only drop an acquire()
+     * that is not older than the operation or guard in progress. */
+    uint64_t owner_thread; /* ip_thread_serial() of the holder */
     long owner_pid;
-    long depth; /* holds: operations and explicit acquire()s */
-    long ops;   /* operations in progress; nested ones come from handles freed mid-operation */
+    long depth;    /* holds of every kind */
+    long acquires; /* holds taken by acquire() */
+    long ops;      /* operations in progress: only one moves memory, nested ones only count handles */
+    long guards;   /* compound operations of the Python layer in progress */
+    long floor;    /* acquires when the outermost operation or guard began */
     /* blocks to free once the open transaction commits */
     uint64_t *deferred;
     size_t ndeferred, cap_deferred;
-    PyObject *factory; /* factory(offset, type) -> handle for a stored container */
+    PyObject *factory; /* factory(type) -> the class of a handle on a stored container */
     PyObject *weakrefs;
 } ip_heap_t;
 
 #define IP_HOFF(hp, off) ((void *)((hp)->base + (off)))
 #define IP_HHDR(hp) ((ip_heap_hdr_t *)(hp)->base)
+/* One read of a word another process may change at any time. */
+#define IP_LOAD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
 
 extern PyTypeObject ip_HeapCore_Type;
 extern PyTypeObject ip_DictCore_Type;
 extern PyTypeObject ip_ListCore_Type;
 
-/* Takes the heap's lock (re-entrant for the holding thread): 0, or -1 with
- * an exception set, or 1 when the deadline passed.  A dead holder's open
- * transaction is rolled back first. */
+/* Takes the heap's lock for an operation (re-entrant for a thread that
+ * holds it through acquire() or a guard): 0, or -1 with an exception set,
+ * or 1 when the deadline passed.  A dead holder's open transaction is
+ * rolled back first.  An operation begun while another one of the same
+ * heap is in progress in this thread (a finalizer run in the middle of it)
+ * is refused with RuntimeError: it could move the heap under the outer one. */
 int ip_heap_enter(ip_heap_t *hp, const ip_deadline_t *d);
+/* The same for an operation that only counts handles in or out and frees
+ * what that releases: it never allocates, so it never moves the heap, and
+ * it is allowed in the middle of another operation. */
+int ip_heap_enter_count(ip_heap_t *hp);
 /* Commits the open transaction, frees what it released, drops one hold. */
 void ip_heap_leave(ip_heap_t *hp);
 /* Rolls the open transaction back (after an error), then drops one hold. */
 void ip_heap_abort(ip_heap_t *hp);
+/* Sets SegmentError "shared heap is corrupt (<what>)" and returns -1. */
+int ip_heap_corrupt(const char *what);
+/* The payload size of the allocated block whose payload starts at `off`,
+ * after checking that the whole block lies in the allocated part of the
+ * heap as mapped here; 0 with SegmentError if it does not. */
+uint64_t ip_heap_block(ip_heap_t *hp, uint64_t off);
+/* A stored item as read once from the heap and checked: its parts lie in
+ * its block, and the lengths and types are this process's copies. */
+typedef struct {
+    const uint8_t *key, *orig, *val; /* dict: key, original key; both: value */
+    uint64_t hash, klen, olen, vlen;
+    uint32_t otype, vtype;
+    int key_pickled; /* dict: decoding the key unpickles */
+} ip_item_t;
+/* -1 with SegmentError for an item that is not a valid block of its kind. */
+int ip_ditem_read(ip_heap_t *hp, uint64_t off, ip_item_t *it);
+int ip_litem_read(ip_heap_t *hp, uint64_t off, ip_item_t *it);
 /* Stores v at heap offset `off`, remembering the old word for a rollback.
- * Returns -1 with MemoryError set if the undo log is full. */
+ * -1 with SegmentError for a word outside the heap, MemoryError if the undo
+ * log is full. */
 int ip_heap_set(ip_heap_t *hp, uint64_t off, uint64_t v);
 /* Allocates a block with room for `size` bytes: its payload's offset, or
  * 0 with an exception set.  May move hp->base: re-derive pointers after. */
@@ -572,7 +610,8 @@ int ip_heap_free_later(ip_heap_t *hp, uint64_t off);
 int ip_heap_checkpoint(ip_heap_t *hp);
 /* A container that lost a reference: freed once nothing holds it. */
 int ip_heap_obj_release(ip_heap_t *hp, uint64_t obj);
-/* The object at off, if it is a live container of `type` (0: any) with `oid` (0: any). */
+/* The object at off, if it is a live container of `type` (0: any) with
+ * `oid` (0: any) in a valid block; else NULL, no exception set. */
 ip_obj_t *ip_heap_obj(ip_heap_t *hp, uint64_t off, uint32_t type, uint64_t oid);
 /* Allocates an empty container.  Its offset, or 0 with an exception set. */
 uint64_t ip_heap_obj_new(ip_heap_t *hp, uint32_t type);
@@ -589,28 +628,79 @@ typedef struct {
     PyObject *weakrefs;
 } ip_handle_t;
 
+/* An operation of a handle, from ip_op_begin() to ip_op_done().  What it
+ * needs of the handle is taken at the start, and a reference to the heap is
+ * held: code run in the middle (a finalizer) may close the handle. */
+typedef struct {
+    ip_heap_t *hp;
+    uint64_t off, oid;
+} ip_op_t;
+/* Takes the lock for an operation on h: 0, or -1 with an exception set. */
+int ip_op_begin(ip_handle_t *h, ip_op_t *op);
+/* Commits (ok) or rolls back the operation and leaves the lock. */
+void ip_op_end(ip_op_t *op, int ok);
+/* After the lock, once what was copied is decoded: lets go of the heap. */
+void ip_op_done(ip_op_t *op);
+
 /* Values as stored items: serializes v (a container of the same heap
  * becomes a reference). */
 typedef struct {
     ip_payload_t p;
-    uint64_t ref; /* IP_VAL_REF: the object */
+    uint64_t ref, ref_oid; /* IP_VAL_REF: the object */
 } ip_value_t;
 int ip_value_init(ip_heap_t *hp, ip_value_t *v, PyObject *obj);
 void ip_value_clear(ip_value_t *v);
-/* Writes it at dst (len bytes); a reference gains a count. */
+/* Writes it at dst (len bytes). */
 void ip_value_write(const ip_value_t *v, uint8_t *dst);
 /* Under the lock, before the item is published: a reference's count. */
 int ip_value_hold(ip_heap_t *hp, const ip_value_t *v);
-/* Under the lock: the copy of a stored value that outlives the lock: bytes
- * (pickles), a finished object (plain, bytes), or a counted reference.
- * Returns a new reference or NULL with an exception set; *kind tells which. */
-enum { IP_COPY_DONE = 0, IP_COPY_PICKLE = 1, IP_COPY_REF = 2 };
-PyObject *ip_value_copy(ip_heap_t *hp, uint32_t vtype, const uint8_t *data, uint64_t len, int *kind);
-/* After the lock: turns what ip_value_copy gave into the value. */
-PyObject *ip_value_finish(ip_heap_t *hp, PyObject *copy, int kind);
-/* A stored value is being dropped: a reference loses its count. */
-int ip_value_drop(ip_heap_t *hp, uint32_t vtype, const uint8_t *data);
+/* A stored value of `len` bytes is being dropped: a reference loses its count. */
+int ip_value_drop(ip_heap_t *hp, uint32_t vtype, const uint8_t *data, uint64_t len);
+
+/* A stored value (or key) copied out under the lock, to be decoded after
+ * it.  Under the lock nothing runs Python code or makes an object the
+ * garbage collector tracks (which could run finalizers there): a copy is a
+ * bytes, str, int or float object, or a reference's (offset, type, oid). */
+enum {
+    IP_COPY_DONE = 0,   /* obj is the value */
+    IP_COPY_PLAIN = 1,  /* obj: bytes in the plain codec, for a tuple, list or dict */
+    IP_COPY_PICKLE = 2, /* obj: a pickle */
+    IP_COPY_KEY = 3,    /* obj: a key's canonical encoding */
+    IP_COPY_REF = 4,    /* a container of the heap */
+};
+typedef struct {
+    int kind;
+    int counted; /* REF: a handle count was taken for it */
+    PyObject *obj;
+    uint64_t off, oid;
+    uint32_t otype;
+} ip_copy_t;
+/* Under the lock: copies the value of `vtype` at data[0..len), which the
+ * caller checked lies inside its block.  -1 with an exception set. */
+int ip_copy_value(ip_heap_t *hp, uint32_t vtype, const uint8_t *data, uint64_t len, ip_copy_t *c);
+/* Under the lock: copies data[0..len) privately, then decodes the copy
+ * when now() says decoding it runs no code and makes no tracked object,
+ * else keeps it as bytes, a copy of kind `later`, to decode after the lock. */
+int ip_copy_split(const uint8_t *data, uint64_t len, int (*now)(const uint8_t *p, uint64_t len),
+                  PyObject *(*decode)(const uint8_t *p, uint64_t len), int later, ip_copy_t *c);
+/* Under the lock, once nothing else can fail: counts a handle in for each
+ * reference among c[0..n), so that the container outlives the lock until its
+ * handle is made.  On failure nothing stays counted. */
+int ip_copy_count(ip_heap_t *hp, ip_copy_t *c, Py_ssize_t n);
+/* After the lock: the value.  Consumes c, its count included, even on failure. */
+PyObject *ip_copy_finish(ip_heap_t *hp, ip_copy_t *c);
+/* After the lock: a list of n values decoded from c[0..n) (per = 1), or of
+ * n (key, value) tuples from pairs of copies (per = 2).  Consumes them all. */
+PyObject *ip_copy_finish_all(ip_heap_t *hp, ip_copy_t *c, Py_ssize_t n, int per);
+/* Drops copies that will not be finished, giving their counts back.
+ * Keeps the exception that is set, if any. */
+void ip_copy_discard(ip_heap_t *hp, ip_copy_t *c, Py_ssize_t n);
+/* dict.c: decodes a key's canonical encoding (IP_COPY_KEY). */
+PyObject *ip_key_decode(const uint8_t *data, uint64_t len);
+
 int ip_handle_check(ip_handle_t *h);
+/* len() of a container, read without the lock; SegmentError past PY_SSIZE_T_MAX. */
+Py_ssize_t ip_handle_len(ip_handle_t *h);
 PyObject *ip_handle_new(PyTypeObject *type, PyObject *args, PyObject *kwds, uint32_t want);
 void ip_handle_dealloc(ip_handle_t *h);
 int ip_handle_traverse(ip_handle_t *h, visitproc visit, void *arg);

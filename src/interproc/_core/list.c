@@ -6,35 +6,47 @@
  * logged store; anything that shifts elements (insert, delete, slices,
  * reordering) builds a new array and switches to it, so a process killed
  * half-way leaves the old array untouched.
+ *
+ * Indices and slices are converted (user __index__ methods run) before the
+ * lock; under it the array is read once into a checked view (lview), every
+ * item through ip_litem_read(), and values are copied out to be decoded
+ * after the lock.
  */
 #include "interproc.h"
 
 #include <string.h>
 
-#define LFLD(h, f) ((h)->off + offsetof(ip_obj_t, f))
+#define LFLD(op, f) ((op)->off + offsetof(ip_obj_t, f))
 
-static inline ip_obj_t *LOBJ(ip_handle_t *h)
-{
-    return IP_HOFF(h->heap, h->off);
-}
+/* The list's array as read once under the lock and checked.  Re-read after
+ * anything that allocates (the heap may have moved). */
+typedef struct {
+    uint64_t *arr; /* NULL: no array yet */
+    uint64_t items, used, cap;
+} lview_t;
 
-static inline uint64_t *arr(ip_heap_t *hp, ip_obj_t *o)
+static int lview(const ip_op_t *op, lview_t *v)
 {
-    return IP_HOFF(hp, o->items);
-}
-
-static int lenter(ip_handle_t *h)
-{
-    if (ip_handle_check(h) < 0)
-        return -1;
-    ip_deadline_t d = {.infinite = 1};
-    if (ip_heap_enter(h->heap, &d) != 0)
-        return -1;
-    if (ip_heap_obj(h->heap, h->off, IP_OBJ_LIST, h->oid) == NULL) {
-        ip_heap_leave(h->heap);
+    ip_heap_t *hp = op->hp;
+    ip_obj_t *o = ip_heap_obj(hp, op->off, IP_OBJ_LIST, op->oid);
+    if (o == NULL) {
         PyErr_SetString(ip_SegmentError, "shared list is corrupt or was freed");
         return -1;
     }
+    v->items = IP_LOAD(o->items);
+    v->used = IP_LOAD(o->used);
+    v->cap = IP_LOAD(o->cap);
+    v->arr = NULL;
+    if (v->items == 0) {
+        v->cap = 0;
+        return v->used ? ip_heap_corrupt("a list counts items it has no array for") : 0;
+    }
+    uint64_t room = ip_heap_block(hp, v->items);
+    if (room == 0)
+        return -1;
+    if (v->used > v->cap || v->cap > room / sizeof(uint64_t))
+        return ip_heap_corrupt("bad list array");
+    v->arr = IP_HOFF(hp, v->items);
     return 0;
 }
 
@@ -53,16 +65,20 @@ static uint64_t new_litem(ip_heap_t *hp, const ip_value_t *v)
 
 static int retire_litem(ip_heap_t *hp, uint64_t item)
 {
-    ip_litem_t *it = IP_HOFF(hp, item);
-    if (ip_value_drop(hp, it->vtype, (uint8_t *)(it + 1)) < 0)
+    ip_item_t it;
+    if (ip_litem_read(hp, item, &it) < 0 || ip_value_drop(hp, it.vtype, it.val, it.vlen) < 0)
         return -1;
     return ip_heap_free_later(hp, item);
 }
 
-static PyObject *copy_litem(ip_heap_t *hp, uint64_t item, int *kind)
+static int copy_litem(ip_heap_t *hp, uint64_t item, ip_copy_t *c)
 {
-    ip_litem_t *it = IP_HOFF(hp, item);
-    return ip_value_copy(hp, it->vtype, (uint8_t *)(it + 1), it->vlen, kind);
+    ip_item_t it;
+    c->obj = NULL;
+    c->counted = 0;
+    if (ip_litem_read(hp, item, &it) < 0)
+        return -1;
+    return ip_copy_value(hp, it.vtype, it.val, it.vlen, c);
 }
 
 /* Serializes a sequence's values before the lock: bad input fails here. */
@@ -98,11 +114,25 @@ static void values_clear(ip_value_t *v, Py_ssize_t n)
     PyMem_Free(v);
 }
 
-/* Replaces elements [start, stop) with k new values.  Under the lock. */
-static int replace(ip_handle_t *h, uint64_t start, uint64_t stop, const ip_value_t *vals, Py_ssize_t k)
+/* Switches the list to array `na` of `cap` entries and length `used`,
+ * freeing the old one after the commit. */
+static int switch_array(const ip_op_t *op, const lview_t *old, uint64_t na, uint64_t cap, uint64_t used)
 {
-    ip_heap_t *hp = h->heap;
-    uint64_t n = LOBJ(h)->used;
+    ip_heap_t *hp = op->hp;
+    if (ip_heap_set(hp, LFLD(op, items), na) < 0 || ip_heap_set(hp, LFLD(op, cap), cap) < 0
+        || ip_heap_set(hp, LFLD(op, used), used) < 0 || ip_heap_free_later(hp, old->items) < 0)
+        return -1;
+    return 0;
+}
+
+/* Replaces elements [start, stop) with k new values.  Under the lock. */
+static int replace(const ip_op_t *op, uint64_t start, uint64_t stop, const ip_value_t *vals, Py_ssize_t k)
+{
+    ip_heap_t *hp = op->hp;
+    lview_t v;
+    if (lview(op, &v) < 0)
+        return -1;
+    uint64_t n = v.used;
     if (stop > n)
         stop = n;
     if (start > stop)
@@ -117,33 +147,41 @@ static int replace(ip_handle_t *h, uint64_t start, uint64_t stop, const ip_value
     for (Py_ssize_t i = 0; i < k; i++)
         if ((fresh[i] = new_litem(hp, &vals[i])) == 0)
             goto out;
-    ip_obj_t *o = LOBJ(h);
-    if (start == n && newlen <= o->cap) {
-        memcpy(arr(hp, o) + n, fresh, (size_t)k * sizeof *fresh); /* beyond the length: unpublished */
-        rc = ip_heap_set(hp, LFLD(h, used), newlen);
+    if (lview(op, &v) < 0)
+        goto out;
+    if (v.used != n) {
+        ip_heap_corrupt("a list changed under the lock");
         goto out;
     }
-    uint64_t cap = newlen > o->cap ? (o->cap * 2 > newlen ? o->cap * 2 : newlen + newlen / 8) : o->cap;
+    if (start == n && newlen <= v.cap) {
+        memcpy(v.arr + n, fresh, (size_t)k * sizeof *fresh); /* beyond the length: unpublished */
+        rc = ip_heap_set(hp, LFLD(op, used), newlen);
+        goto out;
+    }
+    uint64_t cap = newlen > v.cap ? (v.cap * 2 > newlen ? v.cap * 2 : newlen + newlen / 8) : v.cap;
     if (cap < 4)
         cap = 4;
-    uint64_t na = ip_heap_alloc(hp, cap * sizeof(uint64_t));
-    if (na == 0)
+    if (cap > IP_HEAP_ALLOC_MAX / sizeof(uint64_t)) {
+        PyErr_SetString(PyExc_MemoryError, "list too long for a shared heap");
         goto out;
-    o = LOBJ(h);
-    uint64_t *old = o->items ? arr(hp, o) : NULL, *dst = IP_HOFF(hp, na);
+    }
+    uint64_t na = ip_heap_alloc(hp, cap * sizeof(uint64_t));
+    if (na == 0 || lview(op, &v) < 0)
+        goto out;
+    if (v.used != n) {
+        ip_heap_corrupt("a list changed under the lock");
+        goto out;
+    }
+    uint64_t *dst = IP_HOFF(hp, na);
     if (start)
-        memcpy(dst, old, start * sizeof *dst);
+        memcpy(dst, v.arr, start * sizeof *dst);
     memcpy(dst + start, fresh, (size_t)k * sizeof *dst);
     if (n > stop)
-        memcpy(dst + start + k, old + stop, (n - stop) * sizeof *dst);
-    uint64_t old_arr = o->items;
+        memcpy(dst + start + k, v.arr + stop, (n - stop) * sizeof *dst);
     for (uint64_t i = start; i < stop; i++)
-        if (retire_litem(hp, ((uint64_t *)IP_HOFF(hp, old_arr))[i]) < 0)
+        if (retire_litem(hp, IP_LOAD(v.arr[i])) < 0)
             goto out;
-    if (ip_heap_set(hp, LFLD(h, items), na) < 0 || ip_heap_set(hp, LFLD(h, cap), cap) < 0
-        || ip_heap_set(hp, LFLD(h, used), newlen) < 0 || ip_heap_free_later(hp, old_arr) < 0)
-        goto out;
-    rc = 0;
+    rc = switch_array(op, &v, na, cap, newlen);
 out:
     PyMem_Free(fresh);
     return rc;
@@ -163,19 +201,32 @@ static int normalize_index(PyObject *index, Py_ssize_t *out)
     return 0;
 }
 
-/* Under the lock: resolves a negative index against the length.  Out of
- * range: -1 with IndexError(msg), the lock left. */
-static int in_range(ip_handle_t *h, Py_ssize_t *i, const char *msg)
+/* Resolves a negative index against the length n: 0, or -2 when out of
+ * range (IndexError is raised after the lock). */
+static int in_range(uint64_t n, Py_ssize_t *i)
 {
-    Py_ssize_t n = (Py_ssize_t)LOBJ(h)->used;
     if (*i < 0)
-        *i += n;
-    if (*i < 0 || *i >= n) {
-        ip_heap_leave(h->heap);
-        PyErr_SetString(PyExc_IndexError, msg);
-        return -1;
+        *i += (Py_ssize_t)n;
+    return *i < 0 || (uint64_t)*i >= n ? -2 : 0;
+}
+
+/* Ends an operation that copied `c` out (rc 0) or failed (rc -1: rolled
+ * back; rc -2: IndexError `msg`), and returns the value. */
+static PyObject *finish_one(ip_op_t *op, int rc, ip_copy_t *c, const char *msg)
+{
+    ip_heap_t *hp = op->hp;
+    if (rc == 0 && ip_copy_count(hp, c, 1) < 0) {
+        ip_copy_discard(hp, c, 1);
+        rc = -1;
     }
-    return 0;
+    ip_op_end(op, rc != -1);
+    PyObject *res = NULL;
+    if (rc == -2)
+        PyErr_SetString(PyExc_IndexError, msg);
+    else if (rc == 0)
+        res = ip_copy_finish(hp, c);
+    ip_op_done(op);
+    return res;
 }
 
 static PyObject *ListCore_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
@@ -183,58 +234,40 @@ static PyObject *ListCore_new(PyTypeObject *type, PyObject *args, PyObject *kwds
     return ip_handle_new(type, args, kwds, IP_OBJ_LIST);
 }
 
-static Py_ssize_t ListCore_len(ip_handle_t *h)
-{
-    if (ip_handle_check(h) < 0)
-        return -1;
-    return (Py_ssize_t)__atomic_load_n(&LOBJ(h)->used, __ATOMIC_RELAXED);
-}
-
-/* Values at start, start+step, ... (count of them), read under one hold. */
+/* Values at start, start+step, ... copied under one hold, decoded after. */
 static PyObject *read_range(ip_handle_t *h, PyObject *slice)
 {
-    if (lenter(h) < 0)
-        return NULL;
-    ip_heap_t *hp = h->heap;
     Py_ssize_t start, stop, step;
-    if (PySlice_Unpack(slice, &start, &stop, &step) < 0) {
-        ip_heap_leave(hp);
+    if (PySlice_Unpack(slice, &start, &stop, &step) < 0) /* runs __index__: before the lock */
         return NULL;
-    }
-    Py_ssize_t count = PySlice_AdjustIndices((Py_ssize_t)LOBJ(h)->used, &start, &stop, step);
-    PyObject *out = PyList_New(count);
-    int *kinds = PyMem_Malloc((count ? (size_t)count : 1) * sizeof(int));
-    if (out == NULL || kinds == NULL) {
-        ip_heap_leave(hp);
-        Py_XDECREF(out);
-        PyMem_Free(kinds);
-        return PyErr_NoMemory();
-    }
-    int any_late = 0;
-    for (Py_ssize_t i = 0, j = start; i < count; i++, j += step) {
-        PyObject *c = copy_litem(hp, arr(hp, LOBJ(h))[j], &kinds[i]);
-        if (c == NULL) {
-            ip_heap_leave(hp);
-            Py_DECREF(out);
-            PyMem_Free(kinds);
-            return NULL;
+    ip_op_t op;
+    if (ip_op_begin(h, &op) < 0)
+        return NULL;
+    ip_heap_t *hp = op.hp;
+    ip_copy_t *cs = NULL;
+    Py_ssize_t count = 0, got = 0;
+    lview_t v;
+    int ok = lview(&op, &v) == 0;
+    if (ok) {
+        count = PySlice_AdjustIndices((Py_ssize_t)v.used, &start, &stop, step);
+        if ((cs = PyMem_Calloc(count ? (size_t)count : 1, sizeof *cs)) == NULL) {
+            PyErr_NoMemory();
+            ok = 0;
         }
-        any_late |= kinds[i];
-        PyList_SET_ITEM(out, i, c);
     }
-    ip_heap_leave(hp);
-    for (Py_ssize_t i = 0; any_late && i < count; i++) {
-        if (kinds[i] == IP_COPY_DONE)
-            continue;
-        PyObject *v = ip_value_finish(hp, Py_NewRef(PyList_GET_ITEM(out, i)), kinds[i]);
-        if (v == NULL) {
-            Py_DECREF(out);
-            PyMem_Free(kinds);
-            return NULL;
-        }
-        PyList_SetItem(out, i, v);
+    for (Py_ssize_t j = start; ok && got < count; j += step) {
+        ok = copy_litem(hp, IP_LOAD(v.arr[j]), &cs[got]) == 0;
+        if (ok)
+            got++;
     }
-    PyMem_Free(kinds);
+    if (ok && ip_copy_count(hp, cs, got) < 0)
+        ok = 0;
+    if (!ok && cs != NULL)
+        ip_copy_discard(hp, cs, got);
+    ip_op_end(&op, 1);
+    PyObject *out = ok ? ip_copy_finish_all(hp, cs, got, 1) : NULL;
+    PyMem_Free(cs);
+    ip_op_done(&op);
     return out;
 }
 
@@ -245,15 +278,15 @@ static PyObject *ListCore_subscript(ip_handle_t *h, PyObject *index)
     Py_ssize_t i;
     if (normalize_index(index, &i) < 0)
         return NULL;
-    if (lenter(h) < 0 || in_range(h, &i, "list index out of range") < 0)
+    ip_op_t op;
+    if (ip_op_begin(h, &op) < 0)
         return NULL;
-    ip_heap_t *hp = h->heap;
-    int kind;
-    PyObject *c = copy_litem(hp, arr(hp, LOBJ(h))[i], &kind);
-    ip_heap_leave(hp);
-    if (c == NULL)
-        return NULL;
-    return ip_value_finish(hp, c, kind);
+    lview_t v;
+    ip_copy_t c;
+    int rc = lview(&op, &v) < 0 ? -1 : in_range(v.used, &i);
+    if (rc == 0)
+        rc = copy_litem(op.hp, IP_LOAD(v.arr[i]), &c);
+    return finish_one(&op, rc, &c, "list index out of range");
 }
 
 static int ListCore_ass_subscript(ip_handle_t *h, PyObject *index, PyObject *value)
@@ -272,26 +305,60 @@ static int ListCore_ass_subscript(ip_handle_t *h, PyObject *index, PyObject *val
     ip_value_t v;
     if (value && ip_value_init(h->heap, &v, value) < 0)
         return -1;
-    int rc = lenter(h);
-    if (rc == 0 && (rc = in_range(h, &i, "list assignment index out of range")) == 0) {
-        ip_heap_t *hp = h->heap;
-        if (value) {
+    ip_op_t op;
+    int rc = ip_op_begin(h, &op);
+    if (rc == 0) {
+        ip_heap_t *hp = op.hp;
+        lview_t lv;
+        rc = lview(&op, &lv) < 0 ? -1 : in_range(lv.used, &i);
+        if (rc == 0 && value) {
             uint64_t item = new_litem(hp, &v);
-            uint64_t old = item ? arr(hp, LOBJ(h))[i] : 0;
-            rc = item == 0 || ip_heap_set(hp, LOBJ(h)->items + (uint64_t)i * 8, item) < 0
-                         || retire_litem(hp, old) < 0
-                     ? -1 : 0;
-        } else {
-            rc = replace(h, (uint64_t)i, (uint64_t)i + 1, NULL, 0);
+            uint64_t n = lv.used;
+            if (item == 0 || lview(&op, &lv) < 0)
+                rc = -1;
+            else if (lv.used != n)
+                rc = ip_heap_corrupt("a list changed under the lock");
+            else {
+                uint64_t old = IP_LOAD(lv.arr[i]);
+                rc = ip_heap_set(hp, lv.items + (uint64_t)i * 8, item) < 0 || retire_litem(hp, old) < 0
+                         ? -1 : 0;
+            }
+        } else if (rc == 0) {
+            rc = replace(&op, (uint64_t)i, (uint64_t)i + 1, NULL, 0);
         }
-        if (rc < 0)
-            ip_heap_abort(hp);
-        else
-            ip_heap_leave(hp);
+        ip_op_end(&op, rc != -1);
+        ip_op_done(&op);
+        if (rc == -2) {
+            PyErr_SetString(PyExc_IndexError, "list assignment index out of range");
+            rc = -1;
+        }
     }
     if (value)
         ip_value_clear(&v);
     return rc;
+}
+
+/* Inserts values at position `at` (clamped to the length; PY_SSIZE_T_MAX
+ * for the end) or replaces [at, stop), in one operation. */
+static PyObject *put_values(ip_handle_t *h, Py_ssize_t at, Py_ssize_t stop, const ip_value_t *vals,
+                            Py_ssize_t k)
+{
+    ip_op_t op;
+    if (ip_op_begin(h, &op) < 0)
+        return NULL;
+    lview_t v;
+    int rc = lview(&op, &v);
+    if (rc == 0) {
+        uint64_t n = v.used;
+        uint64_t start = at < 0 ? 0 : (uint64_t)at > n ? n : (uint64_t)at;
+        uint64_t end = stop < 0 ? 0 : (uint64_t)stop > n ? n : (uint64_t)stop;
+        rc = replace(&op, start, end < start ? start : end, vals, k);
+    }
+    ip_op_end(&op, rc == 0);
+    ip_op_done(&op);
+    if (rc < 0)
+        return NULL;
+    Py_RETURN_NONE;
 }
 
 static PyObject *ListCore_append(ip_handle_t *h, PyObject *value)
@@ -299,19 +366,20 @@ static PyObject *ListCore_append(ip_handle_t *h, PyObject *value)
     ip_value_t v;
     if (ip_handle_check(h) < 0 || ip_value_init(h->heap, &v, value) < 0)
         return NULL;
-    int rc = lenter(h);
-    if (rc == 0) {
-        uint64_t n = LOBJ(h)->used;
-        rc = replace(h, n, n, &v, 1);
-        if (rc < 0)
-            ip_heap_abort(h->heap);
-        else
-            ip_heap_leave(h->heap);
-    }
+    PyObject *res = put_values(h, PY_SSIZE_T_MAX, PY_SSIZE_T_MAX, &v, 1);
     ip_value_clear(&v);
-    if (rc < 0)
-        return NULL;
-    Py_RETURN_NONE;
+    return res;
+}
+
+/* Converts a bound of _replace() before the lock: None is the end. */
+static int bound(PyObject *b, Py_ssize_t *out)
+{
+    if (b == Py_None) {
+        *out = PY_SSIZE_T_MAX;
+        return 0;
+    }
+    *out = PyLong_AsSsize_t(b);
+    return *out == -1 && PyErr_Occurred() ? -1 : 0;
 }
 
 PyDoc_STRVAR(replace_doc, "_replace(start, stop, values)\n--\n\n"
@@ -321,43 +389,17 @@ PyDoc_STRVAR(replace_doc, "_replace(start, stop, values)\n--\n\n"
 static PyObject *ListCore_replace(ip_handle_t *h, PyObject *args)
 {
     PyObject *pstart, *pstop, *seq;
+    Py_ssize_t start, stop, k;
     if (!PyArg_ParseTuple(args, "OOO:_replace", &pstart, &pstop, &seq))
         return NULL;
-    if (ip_handle_check(h) < 0)
+    if (ip_handle_check(h) < 0 || bound(pstart, &start) < 0 || bound(pstop, &stop) < 0)
         return NULL;
-    Py_ssize_t k;
     ip_value_t *vals = values_init(h, seq, &k);
     if (vals == NULL)
         return NULL;
-    if (lenter(h) < 0) {
-        values_clear(vals, k);
-        return NULL;
-    }
-    uint64_t n = LOBJ(h)->used;
-    uint64_t start = n, stop = n;
-    int rc = 0;
-    if (pstart != Py_None) {
-        Py_ssize_t s = PyLong_AsSsize_t(pstart);
-        if (s == -1 && PyErr_Occurred())
-            rc = -1;
-        start = s < 0 ? 0 : (uint64_t)s;
-    }
-    if (rc == 0 && pstop != Py_None) {
-        Py_ssize_t s = PyLong_AsSsize_t(pstop);
-        if (s == -1 && PyErr_Occurred())
-            rc = -1;
-        stop = s < 0 ? 0 : (uint64_t)s;
-    }
-    if (rc == 0)
-        rc = replace(h, start, stop, vals, k);
-    if (rc < 0)
-        ip_heap_abort(h->heap);
-    else
-        ip_heap_leave(h->heap);
+    PyObject *res = put_values(h, start, stop, vals, k);
     values_clear(vals, k);
-    if (rc < 0)
-        return NULL;
-    Py_RETURN_NONE;
+    return res;
 }
 
 PyDoc_STRVAR(select_doc, "_select(indices)\n--\n\n"
@@ -370,53 +412,62 @@ static PyObject *ListCore_select(ip_handle_t *h, PyObject *indices)
     if (fast == NULL)
         return NULL;
     Py_ssize_t k = PySequence_Fast_GET_SIZE(fast);
-    if (lenter(h) < 0) {
-        Py_DECREF(fast);
-        return NULL;
-    }
-    ip_heap_t *hp = h->heap;
-    uint64_t n = LOBJ(h)->used;
-    uint8_t *seen = PyMem_Calloc(n ? (size_t)n : 1, 1);
     uint64_t *pick = PyMem_Malloc((k ? (size_t)k : 1) * sizeof *pick);
-    int rc = -1;
-    if (seen == NULL || pick == NULL) {
-        PyErr_NoMemory();
-        goto out;
+    if (pick == NULL) {
+        Py_DECREF(fast);
+        return PyErr_NoMemory();
     }
     for (Py_ssize_t i = 0; i < k; i++) {
         Py_ssize_t j = PyLong_AsSsize_t(PySequence_Fast_GET_ITEM(fast, i));
-        if (j == -1 && PyErr_Occurred())
-            goto out;
-        if (j < 0 || (uint64_t)j >= n || seen[j]) {
-            PyErr_SetString(PyExc_RuntimeError, "the list changed while it was being reordered");
-            goto out;
+        if (j == -1 && PyErr_Occurred()) {
+            Py_DECREF(fast);
+            PyMem_Free(pick);
+            return NULL;
         }
-        seen[j] = 1;
-        pick[i] = (uint64_t)j;
+        pick[i] = j < 0 ? UINT64_MAX : (uint64_t)j;
     }
-    uint64_t cap = k < 4 ? 4 : (uint64_t)k;
-    uint64_t na = ip_heap_alloc(hp, cap * sizeof(uint64_t));
-    if (na == 0)
-        goto out;
-    uint64_t *dst = IP_HOFF(hp, na), *src = arr(hp, LOBJ(h));
-    for (Py_ssize_t i = 0; i < k; i++)
-        dst[i] = src[pick[i]];
-    uint64_t old_arr = LOBJ(h)->items;
-    for (uint64_t j = 0; j < n; j++)
-        if (!seen[j] && retire_litem(hp, ((uint64_t *)IP_HOFF(hp, old_arr))[j]) < 0)
-            goto out;
-    if (ip_heap_set(hp, LFLD(h, items), na) < 0 || ip_heap_set(hp, LFLD(h, cap), cap) < 0
-        || ip_heap_set(hp, LFLD(h, used), (uint64_t)k) < 0 || ip_heap_free_later(hp, old_arr) < 0)
-        goto out;
-    rc = 0;
-out:
-    if (rc < 0)
-        ip_heap_abort(hp);
-    else
-        ip_heap_leave(hp);
+    Py_DECREF(fast);
+    ip_op_t op;
+    if (ip_op_begin(h, &op) < 0) {
+        PyMem_Free(pick);
+        return NULL;
+    }
+    ip_heap_t *hp = op.hp;
+    uint8_t *seen = NULL;
+    lview_t v;
+    int rc = lview(&op, &v);
+    uint64_t n = v.used;
+    if (rc == 0 && (seen = PyMem_Calloc(n ? (size_t)n : 1, 1)) == NULL) {
+        PyErr_NoMemory();
+        rc = -1;
+    }
+    for (Py_ssize_t i = 0; rc == 0 && i < k; i++) {
+        if (pick[i] >= n || seen[pick[i]])
+            rc = -2;
+        else
+            seen[pick[i]] = 1;
+    }
+    uint64_t cap = k < 4 ? 4 : (uint64_t)k, na = 0;
+    if (rc == 0 && ((na = ip_heap_alloc(hp, cap * sizeof(uint64_t))) == 0 || lview(&op, &v) < 0))
+        rc = -1;
+    if (rc == 0 && v.used != n)
+        rc = ip_heap_corrupt("a list changed under the lock");
+    if (rc == 0) {
+        uint64_t *dst = IP_HOFF(hp, na);
+        for (Py_ssize_t i = 0; i < k; i++)
+            dst[i] = IP_LOAD(v.arr[pick[i]]);
+        for (uint64_t j = 0; j < n && rc == 0; j++)
+            if (!seen[j])
+                rc = retire_litem(hp, IP_LOAD(v.arr[j]));
+        if (rc == 0)
+            rc = switch_array(&op, &v, na, cap, (uint64_t)k);
+    }
+    ip_op_end(&op, rc == 0);
+    ip_op_done(&op);
     PyMem_Free(seen);
     PyMem_Free(pick);
-    Py_DECREF(fast);
+    if (rc == -2)
+        PyErr_SetString(PyExc_RuntimeError, "the list changed while it was being reordered");
     if (rc < 0)
         return NULL;
     Py_RETURN_NONE;
@@ -436,23 +487,23 @@ static PyObject *ListCore_insert(ip_handle_t *h, PyObject *const *args, Py_ssize
     ip_value_t v;
     if (ip_handle_check(h) < 0 || ip_value_init(h->heap, &v, args[1]) < 0)
         return NULL;
-    int rc = lenter(h);
-    if (rc == 0) {
-        Py_ssize_t n = (Py_ssize_t)LOBJ(h)->used;
-        if (i < 0)
-            i = i + n < 0 ? 0 : i + n;
-        if (i > n)
-            i = n;
-        rc = replace(h, (uint64_t)i, (uint64_t)i, &v, 1);
-        if (rc < 0)
-            ip_heap_abort(h->heap);
-        else
-            ip_heap_leave(h->heap);
+    ip_op_t op;
+    PyObject *res = NULL;
+    if (ip_op_begin(h, &op) == 0) {
+        lview_t lv;
+        int rc = lview(&op, &lv);
+        if (rc == 0) {
+            Py_ssize_t n = (Py_ssize_t)lv.used;
+            Py_ssize_t at = i < 0 ? (i + n < 0 ? 0 : i + n) : (i > n ? n : i);
+            rc = replace(&op, (uint64_t)at, (uint64_t)at, &v, 1);
+        }
+        ip_op_end(&op, rc == 0);
+        ip_op_done(&op);
+        if (rc == 0)
+            res = Py_NewRef(Py_None);
     }
     ip_value_clear(&v);
-    if (rc < 0)
-        return NULL;
-    Py_RETURN_NONE;
+    return res;
 }
 
 static PyObject *ListCore_pop(ip_handle_t *h, PyObject *const *args, Py_ssize_t nargs)
@@ -464,35 +515,33 @@ static PyObject *ListCore_pop(ip_handle_t *h, PyObject *const *args, Py_ssize_t 
     Py_ssize_t i = -1;
     if (nargs == 1 && normalize_index(args[0], &i) < 0)
         return NULL;
-    if (lenter(h) < 0)
+    ip_op_t op;
+    if (ip_op_begin(h, &op) < 0)
         return NULL;
-    ip_heap_t *hp = h->heap;
-    Py_ssize_t n = (Py_ssize_t)LOBJ(h)->used;
-    if (n == 0) {
-        ip_heap_leave(hp);
-        PyErr_SetString(PyExc_IndexError, "pop from empty list");
-        return NULL;
+    ip_heap_t *hp = op.hp;
+    lview_t v;
+    ip_copy_t c;
+    int rc = lview(&op, &v);
+    const char *msg = "pop index out of range";
+    if (rc == 0 && v.used == 0) {
+        rc = -2;
+        msg = "pop from empty list";
     }
-    if (in_range(h, &i, "pop index out of range") < 0)
-        return NULL;
-    int kind;
-    PyObject *c = copy_litem(hp, arr(hp, LOBJ(h))[i], &kind);
-    int rc = c ? 0 : -1;
+    if (rc == 0)
+        rc = in_range(v.used, &i);
     if (rc == 0) {
-        if (i == n - 1) {
-            uint64_t item = arr(hp, LOBJ(h))[i];
-            rc = ip_heap_set(hp, LFLD(h, used), (uint64_t)i) < 0 || retire_litem(hp, item) < 0 ? -1 : 0;
-        } else {
-            rc = replace(h, (uint64_t)i, (uint64_t)i + 1, NULL, 0);
+        uint64_t item = IP_LOAD(v.arr[i]);
+        rc = copy_litem(hp, item, &c);
+        if (rc == 0) {
+            if ((uint64_t)i == v.used - 1)
+                rc = ip_heap_set(hp, LFLD(&op, used), (uint64_t)i) < 0 || retire_litem(hp, item) < 0 ? -1 : 0;
+            else
+                rc = replace(&op, (uint64_t)i, (uint64_t)i + 1, NULL, 0);
+            if (rc < 0)
+                ip_copy_discard(hp, &c, 1);
         }
     }
-    if (rc < 0) {
-        Py_XDECREF(c);
-        ip_heap_abort(hp);
-        return NULL;
-    }
-    ip_heap_leave(hp);
-    return ip_value_finish(hp, c, kind);
+    return finish_one(&op, rc, &c, msg);
 }
 
 static PyMethodDef ListCore_methods[] = {
@@ -507,13 +556,13 @@ static PyMethodDef ListCore_methods[] = {
 };
 
 static PyMappingMethods ListCore_as_mapping = {
-    .mp_length = (lenfunc)ListCore_len,
+    .mp_length = (lenfunc)ip_handle_len,
     .mp_subscript = (binaryfunc)ListCore_subscript,
     .mp_ass_subscript = (objobjargproc)ListCore_ass_subscript,
 };
 
 static PySequenceMethods ListCore_as_sequence = {
-    .sq_length = (lenfunc)ListCore_len,
+    .sq_length = (lenfunc)ip_handle_len,
 };
 
 PyTypeObject ip_ListCore_Type = {
@@ -521,7 +570,7 @@ PyTypeObject ip_ListCore_Type = {
     .tp_name = "interproc._core.ListCore",
     .tp_basicsize = sizeof(ip_handle_t),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = "ListCore(heap, offset, oid, counted=False)\n--\n\nThe C part of SharedList.",
+    .tp_doc = "ListCore(heap, offset, oid)\n--\n\nThe C part of SharedList.",
     .tp_base = &ip_HandleCore_Type,
     .tp_new = ListCore_new,
     .tp_dealloc = (destructor)ip_handle_dealloc,
