@@ -536,6 +536,21 @@ def test_an_own_shared_queue_travels_with_its_mode(unique_name, start_method):
     drop(q)
 
 
+def _child_stores(d, out):
+    d["child"] = "was here"
+    out.put(sorted(d.keys()))
+
+
+def test_an_own_shared_container_travels_with_its_mode(unique_name, start_method):
+    d = interproc.SharedDict(name=unique_name(), mode=0o666)
+    d["parent"] = 1
+    out = interproc.Queue()
+    _helpers.join_ok(_helpers.start(start_method, _child_stores, d, out))
+    assert out.get(timeout=10) == ["child", "parent"]
+    drop(out)
+    drop(d)
+
+
 # ------------------------------------- a header changing while it is checked
 
 FLIP_HEADER = """

@@ -125,7 +125,7 @@ def _nothing(obj: Any) -> None:
 def _heap_reference(heap: _core.HeapCore) -> tuple:
     name = _heap_names.get(heap.uid)
     if name is not None:
-        return ("name", name, heap.uid)
+        return naming.name_reference(name, heap.uid)
     return ("fd", naming.share_fds([heap.fd]), heap.uid)
 
 
