@@ -175,8 +175,92 @@ static PyObject *configure(PyObject *Py_UNUSED(m), PyObject *args)
     Py_RETURN_NONE;
 }
 
+PyDoc_STRVAR(layout_doc,
+"_layout()\n--\n\n"
+"Offsets and sizes of the queue and pipe layouts in shared memory, as a\n"
+"dict of 'struct.field' -> int.  For tests and fuzzers that damage a\n"
+"segment on purpose; not an API.");
+
+static PyObject *layout(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored))
+{
+#define F(key, type, field) {key, offsetof(type, field)}
+#define S(key, type) {key, sizeof(type)}
+    static const struct {
+        const char *key;
+        size_t value;
+    } items[] = {
+        F("seg.header_size", ip_seghdr_t, header_size),
+        F("seg.initial_size", ip_seghdr_t, initial_size),
+        F("seg.file_end", ip_seghdr_t, file_end),
+        F("seg.grow_lock", ip_seghdr_t, grow_lock),
+        F("queue.maxsize", ip_queue_hdr_t, maxsize),
+        F("queue.base_cap", ip_queue_hdr_t, base_cap),
+        F("queue.ring", ip_queue_hdr_t, ring),
+        S("queue.size", ip_queue_hdr_t),
+        F("pipe.base_cap", ip_pipe_hdr_t, base_cap),
+        F("pipe.ends", ip_pipe_hdr_t, ends),
+        S("pipe.end_size", ip_pipe_end_t),
+        F("pipe.end.lock", ip_pipe_end_t, lock),
+        F("pipe.rings", ip_pipe_hdr_t, rings),
+        S("ring.size", ip_ring_t),
+        F("ring.prod", ip_ring_t, prod),
+        F("ring.cons", ip_ring_t, cons),
+        F("ring.put_ev", ip_ring_t, put_ev),
+        F("ring.get_ev", ip_ring_t, get_ev),
+        F("event.waiters", ip_event_t, waiters),
+        F("ring.regions", ip_ring_t, regions),
+        F("ring.heads", ip_ring_t, heads),
+        F("side.lock", ip_side_t, lock),
+        F("side.cur", ip_side_t, cur),
+        F("side.hint_region", ip_side_t, hint_region),
+        F("side.count", ip_side_t, count),
+        F("side.hint_pos", ip_side_t, hint_pos),
+        F("side.hint_count", ip_side_t, hint_count),
+        F("side.journal", ip_side_t, journal),
+        F("journal.valid", ip_journal_t, valid),
+        F("journal.count", ip_journal_t, count),
+        F("journal.pos", ip_journal_t, pos),
+        F("journal.region", ip_journal_t, region),
+        F("journal.cur", ip_journal_t, cur),
+        F("journal.other", ip_journal_t, other),
+        F("journal.other_state", ip_journal_t, other_state),
+        F("journal.other_tail", ip_journal_t, other_tail),
+        S("region.size", ip_region_t),
+        F("region.offset", ip_region_t, offset),
+        F("region.cap", ip_region_t, cap),
+        F("region.tail", ip_region_t, tail),
+        F("region.state", ip_region_t, state),
+        S("rec.size", ip_rec_t),
+        F("rec.type", ip_rec_t, type),
+        F("rec.len", ip_rec_t, len),
+        {"rec.PICKLE", IP_REC_PICKLE},
+        {"rec.BYTES", IP_REC_BYTES},
+        {"rec.PAD", IP_REC_PAD},
+        {"rec.FWD", IP_REC_FWD},
+        {"rec.PLAIN", IP_REC_PLAIN},
+        {"rec.RAW", IP_REC_RAW},
+        {"max_regions", IP_MAX_REGIONS},
+    };
+#undef F
+#undef S
+    PyObject *d = PyDict_New();
+    if (d == NULL)
+        return NULL;
+    for (size_t i = 0; i < sizeof items / sizeof items[0]; i++) {
+        PyObject *v = PyLong_FromSize_t(items[i].value);
+        if (v == NULL || PyDict_SetItemString(d, items[i].key, v) < 0) {
+            Py_XDECREF(v);
+            Py_DECREF(d);
+            return NULL;
+        }
+        Py_DECREF(v);
+    }
+    return d;
+}
+
 static PyMethodDef module_methods[] = {
     {"_configure", configure, METH_VARARGS, configure_doc},
+    {"_layout", layout, METH_NOARGS, layout_doc},
     {NULL, NULL, 0, NULL},
 };
 
