@@ -377,18 +377,25 @@ typedef struct {
 
 extern ip_state_t ip_state;
 
-/* A message on its way into a ring: what to write and how long it is. */
+/* A message on its way into a ring: a snapshot of what to write, taken
+ * when the message was given, so that nothing that runs afterwards (another
+ * thread while a put waits, code run by pickling other items) can change
+ * it or its length. */
+#define IP_PAYLOAD_INLINE 100
 typedef struct {
-    PyObject *obj;    /* owned: the bytes to copy (PICKLE, BYTES) or the value to encode (PLAIN) */
-    const char *data; /* what to copy, for every type but PLAIN */
+    PyObject *obj;    /* owned: keeps `data` alive (a bytes object, or NULL) */
+    const char *data; /* the len bytes to copy; NULL: they are in `inline_buf` */
     uint64_t len;
     uint32_t type;
+    uint8_t inline_buf[IP_PAYLOAD_INLINE]; /* a small plain encoding, without a malloc */
 } ip_payload_t;
 
 /* Serializes obj in the caller, so that an unpicklable object fails here;
- * -1 with an exception set.  ip_payload_clear() releases it either way. */
+ * -1 with an exception set, and nothing left to release.
+ * ip_payload_clear() releases it either way. */
 int ip_payload_init(ip_payload_t *p, PyObject *obj);
-/* Writes the payload's len bytes at dst.  Cannot fail. */
+/* Copies the payload's len bytes to dst.  Runs no Python code, allocates
+ * nothing and cannot fail; releases the GIL around a large copy. */
 void ip_payload_write(const ip_payload_t *p, uint8_t *dst);
 void ip_payload_clear(ip_payload_t *p);
 /* Turns a record's payload, copied out of the ring, back into an object. */
@@ -396,7 +403,9 @@ PyObject *ip_deserialize(uint32_t type, PyObject *payload);
 
 /* plain.c */
 Py_ssize_t ip_plain_size(PyObject *obj); /* -1: not plain */
-void ip_plain_write(PyObject *obj, uint8_t *dst);
+/* Encodes obj, whose ip_plain_size() was cap, into dst: cap, or -1 with
+ * RuntimeError if it no longer fits (it changed since it was sized). */
+Py_ssize_t ip_plain_encode(PyObject *obj, uint8_t *dst, size_t cap);
 PyObject *ip_plain_read(const uint8_t *data, uint64_t len);
 
 /* Parses vectorcall arguments against `names`; vals[] holds the defaults on

@@ -83,8 +83,34 @@ static int is_plain(PyObject *o)
     return 0;
 }
 
+/* Encodes a plain value now, into the payload's own storage. */
+static int plain_snapshot(ip_payload_t *p, PyObject *obj, Py_ssize_t size)
+{
+    uint8_t *dst = p->inline_buf;
+    if (size > IP_PAYLOAD_INLINE) {
+        /* Not tracked by the garbage collector: allocating it runs no code. */
+        p->obj = PyBytes_FromStringAndSize(NULL, size);
+        if (p->obj == NULL)
+            return -1;
+        dst = (uint8_t *)PyBytes_AS_STRING(p->obj);
+        p->data = (const char *)dst;
+    }
+    if (ip_plain_encode(obj, dst, (size_t)size) < 0) {
+        Py_CLEAR(p->obj);
+        p->data = NULL;
+        return -1;
+    }
+    p->type = IP_REC_PLAIN;
+    p->len = (uint64_t)size;
+    return 0;
+}
+
 int ip_payload_init(ip_payload_t *p, PyObject *obj)
 {
+    p->obj = NULL;
+    p->data = NULL;
+    p->len = 0;
+    p->type = IP_REC_PICKLE;
     if (PyBytes_CheckExact(obj)) {
         p->type = IP_REC_BYTES;
         p->obj = Py_NewRef(obj);
@@ -93,12 +119,8 @@ int ip_payload_init(ip_payload_t *p, PyObject *obj)
         return 0;
     }
     Py_ssize_t plain = ip_plain_size(obj);
-    if (plain > 0) {
-        p->type = IP_REC_PLAIN;
-        p->obj = Py_NewRef(obj);
-        p->len = (uint64_t)plain;
-        return 0;
-    }
+    if (plain > 0)
+        return plain_snapshot(p, obj, plain);
     if (ip_state.dumps == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "interproc._core is not configured");
         return -1;
@@ -114,20 +136,17 @@ int ip_payload_init(ip_payload_t *p, PyObject *obj)
         PyErr_Format(PyExc_TypeError, "serializer returned %.100s, not bytes", Py_TYPE(res)->tp_name);
         Py_CLEAR(res);
     }
-    p->type = IP_REC_PICKLE;
+    if (res == NULL)
+        return -1;
     p->obj = res;
-    p->data = res ? PyBytes_AS_STRING(res) : NULL;
-    p->len = res ? (uint64_t)PyBytes_GET_SIZE(res) : 0;
-    return res ? 0 : -1;
+    p->data = PyBytes_AS_STRING(res);
+    p->len = (uint64_t)PyBytes_GET_SIZE(res);
+    return 0;
 }
 
 void ip_payload_write(const ip_payload_t *p, uint8_t *dst)
 {
-    if (p->type == IP_REC_PLAIN) {
-        ip_plain_write(p->obj, dst);
-        return;
-    }
-    const char *src = p->data;
+    const char *src = p->data ? p->data : (const char *)p->inline_buf;
     if (p->len >= IP_NOGIL_COPY) {
         Py_BEGIN_ALLOW_THREADS
         memcpy(dst, src, (size_t)p->len);

@@ -274,10 +274,17 @@ static PyObject *QueueCore_put_many(QueueCore *self, PyObject *const *args, Py_s
     int block = PyObject_IsTrue(vals[1]);
     if (block < 0 || enter(self) < 0)
         return NULL;
-    PyObject *seq = PySequence_Fast(vals[0], "put_many() needs an iterable of items");
-    if (seq == NULL)
+    /* A tuple: serializing one item may run code that changes a list of
+     * them, or drops the last reference to an item. */
+    PyObject *seq = PyTuple_Check(vals[0]) ? Py_NewRef(vals[0]) : PySequence_Tuple(vals[0]);
+    if (seq == NULL) {
+        if (PyErr_ExceptionMatches(PyExc_TypeError) && !PyObject_CheckBuffer(vals[0])) {
+            PyErr_Clear();
+            PyErr_SetString(PyExc_TypeError, "put_many() needs an iterable of items");
+        }
         return leave(self, NULL);
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    }
+    Py_ssize_t n = PyTuple_GET_SIZE(seq);
     ip_payload_t *payloads = PyMem_Calloc((size_t)n + 1, sizeof(ip_payload_t));
     PyObject *result = NULL;
     if (payloads == NULL) {
@@ -286,7 +293,7 @@ static PyObject *QueueCore_put_many(QueueCore *self, PyObject *const *args, Py_s
     }
     /* Every item is serialized before any goes in: a bad one fails the call whole. */
     for (Py_ssize_t i = 0; i < n; i++) {
-        if (ip_payload_init(&payloads[i], PySequence_Fast_GET_ITEM(seq, i)) < 0)
+        if (ip_payload_init(&payloads[i], PyTuple_GET_ITEM(seq, i)) < 0)
             goto done;
     }
     if (n == 0 || put_payloads(self, payloads, n, block, vals[2], 1) == n)
