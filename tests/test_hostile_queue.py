@@ -320,6 +320,49 @@ def test_pipe_send_snapshots_plain_values():
 
 
 # ------------------------------------------------------------------
+# get_many: sizes computed from user input
+
+
+def test_get_many_huge_max_items_with_pending_records():
+    """Records left pending by an unpickling error, then max_items=2**62: the
+    scratch size computation must not wrap."""
+    run_child('''
+        def fail():
+            raise RuntimeError("cannot rebuild")
+
+        class Bad:
+            def __reduce__(self):
+                return (fail, ())
+
+        q = Queue()
+        q.put_many([Bad()] + list(range(10000)))
+        expect(RuntimeError, q.get_many, timeout=10)
+        got = q.get_many(max_items=2**62)
+        assert got == list(range(10000)), len(got)
+        [bytes(1000) for _ in range(10000)]  # a damaged allocator shows here
+    ''')
+
+
+def test_get_many_huge_max_items():
+    q = Queue()
+    q.put_many(range(100))
+    assert q.get_many(max_items=2**62) == list(range(100))
+    q.put(100)
+    assert q.get_many(max_items=sys.maxsize, block=False) == [100]
+    with pytest.raises(OverflowError):
+        q.get_many(max_items=2**64)
+
+
+def test_get_many_takes_more_than_one_scratch_chunk():
+    q = Queue()
+    q.put_many(range(200000))
+    assert q.get_many(timeout=10) == list(range(200000))
+    q.put_many(range(5000))
+    assert q.get_many(max_items=4999, timeout=10) == list(range(4999))
+    assert q.get_many(timeout=10) == [4999]
+
+
+# ------------------------------------------------------------------
 # Descriptors and names on bad arguments
 
 

@@ -313,17 +313,53 @@ done:
 
 /* Waits until at least one record can be taken, then takes up to max. */
 static Py_ssize_t get_records(QueueCore *self, Py_ssize_t max, PyObject **payloads, uint32_t *types,
-                              int block, PyObject *timeout)
+                              const ip_deadline_t *d)
 {
-    ip_deadline_t d;
-    if (ip_deadline_init(&d, block, timeout) < 0)
-        return -1;
-    Py_ssize_t n = ip_channel_take(&self->ch, max, UINT64_MAX, payloads, types, &d);
-    if (n == 0) {
+    Py_ssize_t n = ip_channel_take(&self->ch, max, UINT64_MAX, payloads, types, d);
+    if (n == 0)
         PyErr_SetNone(ip_state.Empty);
+    return n > 0 ? n : -1;
+}
+
+/* Keeps taken records for the next call, ahead of any already kept.  The
+ * references in payloads[0..n) move there; on failure they are dropped. */
+static int keep_pending(QueueCore *self, PyObject **payloads, uint32_t *types, Py_ssize_t n)
+{
+    PyObject *kept = n > 0 ? PyList_New(n) : NULL;
+    for (Py_ssize_t k = 0; kept && k < n; k++) {
+        PyObject *pair = Py_BuildValue("(IN)", types[k], payloads[k]);
+        payloads[k] = NULL;
+        if (pair == NULL) {
+            for (Py_ssize_t j = k + 1; j < n; j++)
+                Py_CLEAR(payloads[j]);
+            Py_CLEAR(kept);
+            return -1;
+        }
+        PyList_SET_ITEM(kept, k, pair);
+    }
+    if (n == 0)
+        return 0;
+    if (kept == NULL) {
+        for (Py_ssize_t j = 0; j < n; j++)
+            Py_CLEAR(payloads[j]);
         return -1;
     }
-    return n;
+    if (self->pending != NULL && PyList_SetSlice(kept, n, n, self->pending) < 0) {
+        Py_DECREF(kept);
+        return -1;
+    }
+    Py_XSETREF(self->pending, kept);
+    return 0;
+}
+
+/* keep_pending() while an exception is set: the exception stays. */
+static void keep_pending_on_error(QueueCore *self, PyObject **payloads, uint32_t *types, Py_ssize_t n)
+{
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    if (keep_pending(self, payloads, types, n) < 0)
+        PyErr_WriteUnraisable((PyObject *)self); /* and the records are lost */
+    PyErr_Restore(type, value, tb);
 }
 
 /* Turns taken records into objects.  A record that fails to unpickle is
@@ -340,19 +376,7 @@ static PyObject *decode_records(QueueCore *self, PyObject **payloads, uint32_t *
         if (obj == NULL) {
             /* Keep the rest for later; this one is lost, as it would be in
              * multiprocessing. */
-            if (i + 1 < n) {
-                if (self->pending == NULL && (self->pending = PyList_New(0)) == NULL)
-                    goto fail;
-                for (Py_ssize_t k = i + 1; k < n; k++) {
-                    PyObject *pair = Py_BuildValue("(IN)", types[k], payloads[k]);
-                    payloads[k] = NULL;
-                    if (pair == NULL || PyList_Append(self->pending, pair) < 0) {
-                        Py_XDECREF(pair);
-                        goto fail;
-                    }
-                    Py_DECREF(pair);
-                }
-            }
+            keep_pending_on_error(self, payloads + i + 1, types + i + 1, n - i - 1);
             if (list && PyList_GET_SIZE(list) > 0) {
                 PyErr_Clear();
                 return list;
@@ -385,8 +409,11 @@ static Py_ssize_t take_pending(QueueCore *self, Py_ssize_t max, PyObject **paylo
         types[i] = (uint32_t)PyLong_AsUnsignedLong(PyTuple_GET_ITEM(pair, 0));
         payloads[i] = Py_NewRef(PyTuple_GET_ITEM(pair, 1));
     }
-    if (PyList_SetSlice(self->pending, 0, n, NULL) < 0)
+    if (PyList_SetSlice(self->pending, 0, n, NULL) < 0) {
+        for (Py_ssize_t i = 0; i < n; i++)
+            Py_CLEAR(payloads[i]);
         return -1;
+    }
     if (PyList_GET_SIZE(self->pending) == 0)
         Py_CLEAR(self->pending);
     return n;
@@ -401,12 +428,13 @@ static PyObject *QueueCore_get(QueueCore *self, PyObject *const *args, Py_ssize_
     if (ip_parse_args("get", args, nargs, kwnames, get_names, 2, 0, vals) < 0)
         return NULL;
     int block = PyObject_IsTrue(vals[0]);
-    if (block < 0 || enter(self) < 0)
+    ip_deadline_t d;
+    if (block < 0 || ip_deadline_init(&d, block, vals[1]) < 0 || enter(self) < 0)
         return NULL;
     PyObject *payload = NULL;
     uint32_t type;
     Py_ssize_t n = self->pending ? take_pending(self, 1, &payload, &type)
-                                 : get_records(self, 1, &payload, &type, block, vals[1]);
+                                 : get_records(self, 1, &payload, &type, &d);
     if (n <= 0)
         return leave(self, NULL);
     return leave(self, decode_records(self, &payload, &type, 1, 0));
@@ -418,6 +446,61 @@ static PyObject *QueueCore_get_nowait(QueueCore *self, PyObject *Py_UNUSED(ignor
     return QueueCore_get(self, args, 1, NULL);
 }
 
+/* Scratch space for get_many: on the stack for small batches, grown on the
+ * heap as records actually arrive, so that no size taken from the caller
+ * or from shared memory is ever allocated up front. */
+#define GET_MANY_SMALL 64
+#define GET_MANY_FIRST_MAX 65536
+
+typedef struct {
+    PyObject *small_p[GET_MANY_SMALL];
+    uint32_t small_t[GET_MANY_SMALL];
+    PyObject **payloads;
+    uint32_t *types;
+    Py_ssize_t cap;
+} scratch_t;
+
+static void scratch_init(scratch_t *s)
+{
+    s->payloads = s->small_p;
+    s->types = s->small_t;
+    s->cap = GET_MANY_SMALL;
+}
+
+/* Room for at least `want` records (at most PY_SSIZE_T_MAX / 16), keeping
+ * the `kept` ones already in. */
+static int scratch_grow(scratch_t *s, Py_ssize_t want, Py_ssize_t kept)
+{
+    if (want <= s->cap)
+        return 0;
+    PyObject **p = PyMem_New(PyObject *, (size_t)want);
+    uint32_t *t = PyMem_New(uint32_t, (size_t)want);
+    if (p == NULL || t == NULL) {
+        PyMem_Free(p);
+        PyMem_Free(t);
+        PyErr_NoMemory();
+        return -1;
+    }
+    memcpy(p, s->payloads, (size_t)kept * sizeof *p);
+    memcpy(t, s->types, (size_t)kept * sizeof *t);
+    if (s->payloads != s->small_p) {
+        PyMem_Free(s->payloads);
+        PyMem_Free(s->types);
+    }
+    s->payloads = p;
+    s->types = t;
+    s->cap = want;
+    return 0;
+}
+
+static void scratch_free(scratch_t *s)
+{
+    if (s->payloads != s->small_p) {
+        PyMem_Free(s->payloads);
+        PyMem_Free(s->types);
+    }
+}
+
 static const char *const get_many_names[] = {"max_items", "block", "timeout"};
 
 static PyObject *QueueCore_get_many(QueueCore *self, PyObject *const *args, Py_ssize_t nargs,
@@ -426,10 +509,8 @@ static PyObject *QueueCore_get_many(QueueCore *self, PyObject *const *args, Py_s
     PyObject *vals[3] = {Py_None, Py_True, Py_None};
     if (ip_parse_args("get_many", args, nargs, kwnames, get_many_names, 3, 0, vals) < 0)
         return NULL;
-    Py_ssize_t max;
-    if (vals[0] == Py_None) {
-        max = -1;
-    } else {
+    Py_ssize_t max = PY_SSIZE_T_MAX;
+    if (vals[0] != Py_None) {
         max = PyLong_AsSsize_t(vals[0]);
         if (max == -1 && PyErr_Occurred())
             return NULL;
@@ -439,42 +520,55 @@ static PyObject *QueueCore_get_many(QueueCore *self, PyObject *const *args, Py_s
         }
     }
     int block = PyObject_IsTrue(vals[1]);
-    if (block < 0 || enter(self) < 0)
+    ip_deadline_t d;
+    if (block < 0 || ip_deadline_init(&d, block, vals[2]) < 0 || enter(self) < 0)
         return NULL;
-    if (max < 0) {
-        /* Everything present now; more may arrive while we copy, and that
-         * is fine: it is taken too, up to the snapshot's size plus slack. */
-        uint64_t q = qsize_of(self);
-        max = q < 1024 ? 1024 : (q > (uint64_t)(PY_SSIZE_T_MAX / 16) ? PY_SSIZE_T_MAX / 16 : (Py_ssize_t)q + 1024);
-    }
-    PyObject *small_p[64];
-    uint32_t small_t[64];
-    PyObject **payloads = small_p;
-    uint32_t *types = small_t;
-    Py_ssize_t slots = max;
-    if (self->pending == NULL) {
-        /* Bound the scratch arrays by what is there (or soon will be). */
-        uint64_t q = qsize_of(self);
-        if ((uint64_t)slots > q + 64)
-            slots = (Py_ssize_t)(q + 64);
-    }
-    if (slots > 64) {
-        payloads = PyMem_Malloc((size_t)slots * sizeof(PyObject *));
-        types = PyMem_Malloc((size_t)slots * sizeof(uint32_t));
-        if (payloads == NULL || types == NULL) {
-            PyMem_Free(payloads == small_p ? NULL : payloads);
-            PyMem_Free(types == small_t ? NULL : types);
-            PyErr_NoMemory();
-            return leave(self, NULL);
+    scratch_t s;
+    scratch_init(&s);
+    Py_ssize_t got = 0;
+    PyObject *result = NULL;
+    if (self->pending) {
+        Py_ssize_t avail = PyList_GET_SIZE(self->pending);
+        if (scratch_grow(&s, avail < max ? avail : max, 0) < 0)
+            goto done;
+        got = take_pending(self, s.cap < max ? s.cap : max, s.payloads, s.types);
+    } else {
+        /* Sized by what is there, as far as the counts can be believed;
+         * more room is made below if more arrives. */
+        uint64_t there = ip_channel_size(&self->ch) + GET_MANY_SMALL;
+        Py_ssize_t first = there > GET_MANY_FIRST_MAX ? GET_MANY_FIRST_MAX : (Py_ssize_t)there;
+        if (scratch_grow(&s, first < max ? first : max, 0) < 0)
+            goto done;
+        ip_deadline_t now = {0};
+        for (;;) {
+            Py_ssize_t want = s.cap - got < max - got ? s.cap - got : max - got;
+            Py_ssize_t n = ip_channel_take(&self->ch, want, UINT64_MAX, s.payloads + got,
+                                           s.types + got, got ? &now : &d);
+            if (n < 0 || (n == 0 && got == 0)) {
+                if (n == 0)
+                    PyErr_SetNone(ip_state.Empty);
+                /* What earlier rounds took is not lost with the error. */
+                keep_pending_on_error(self, s.payloads, s.types, got);
+                got = -1;
+                break;
+            }
+            got += n;
+            if (n < want || got == max)
+                break;
+            /* The ring held more than there was room for: take the rest
+             * without waiting, in rounds as large as all taken so far. */
+            Py_ssize_t more = got <= (PY_SSIZE_T_MAX / 16) / 2 ? 2 * got : PY_SSIZE_T_MAX / 16;
+            if (scratch_grow(&s, more < max ? more : max, got) < 0) {
+                PyErr_Clear(); /* return what is in hand */
+                break;
+            }
+            ip_deadline_init(&now, 0, NULL);
         }
     }
-    Py_ssize_t n = self->pending ? take_pending(self, slots, payloads, types)
-                                 : get_records(self, slots, payloads, types, block, vals[2]);
-    PyObject *result = n > 0 ? decode_records(self, payloads, types, n, 1) : NULL;
-    if (payloads != small_p) {
-        PyMem_Free(payloads);
-        PyMem_Free(types);
-    }
+    if (got > 0)
+        result = decode_records(self, s.payloads, s.types, got, 1);
+done:
+    scratch_free(&s);
     return leave(self, result);
 }
 
@@ -688,7 +782,10 @@ PyDoc_STRVAR(put_many_doc,
 PyDoc_STRVAR(get_many_doc,
 "get_many($self, max_items=None, block=True, timeout=None)\n--\n\n"
 "Wait, as get() does, for at least one item, then return a list of every\n"
-"item present, at most max_items of them.");
+"item present, at most max_items of them.  Memory is used only for the\n"
+"items taken, whatever max_items says.  If taking more fails after some\n"
+"were taken, the error is raised and those items come first from the next\n"
+"get or get_many.");
 
 static PyMethodDef QueueCore_methods[] = {
     {"put", (PyCFunction)(void (*)(void))QueueCore_put, METH_FASTCALL | METH_KEYWORDS, put_doc},
