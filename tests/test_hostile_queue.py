@@ -363,6 +363,438 @@ def test_get_many_takes_more_than_one_scratch_chunk():
 
 
 # ------------------------------------------------------------------
+# Damaged segments: positions
+
+
+def test_head_misaligned_or_past_the_end_of_the_region():
+    run_child('''
+        q = Queue(capacity_bytes=4096)
+        q.put(b"first")
+        seg, ring = queue_ring(q)
+        ring.head(0, 8)
+        expect(SegmentError, q.get_nowait)
+        # A head 8 bytes before the end of the region: its record header
+        # would straddle the region's end.
+        ring.head(0, 4088)
+        ring.region(0, "tail", 4088 + 16)
+        expect(SegmentError, q.get_nowait)
+        expect(SegmentError, q.put, b"y" * 100)
+        assert "get_nowait" in survey(q)
+    ''')
+
+
+def test_tail_misaligned_for_the_producer():
+    """A tail 8 bytes before the region's end: a producer would write a PAD
+    header straddling the end of the mapping."""
+    run_child('''
+        q = Queue(capacity_bytes=4096)
+        seg, ring = queue_ring(q)
+        ring.region(0, "tail", 4088)
+        ring.head(0, 4088)
+        expect(SegmentError, q.put, b"y" * 100)
+        expect(SegmentError, q.put_many, [b"y" * 100] * 3)
+        assert "put_nowait" in survey(q)
+    ''')
+
+
+def test_head_beyond_tail_and_tail_beyond_a_lap():
+    run_child('''
+        q = Queue(capacity_bytes=4096)
+        q.put(1)
+        seg, ring = queue_ring(q)
+        tail = ring.region(0, "tail")
+        ring.head(0, tail + 4 * 4096)
+        expect(SegmentError, q.get_nowait)
+        ring.side("prod", "hint_region", NO_REGION)  # else the producer trusts its cached head
+        expect(SegmentError, q.put, 2)
+        ring.head(0, 0)
+        ring.region(0, "tail", 3 * 4096)
+        ring.side("cons", "hint_region", NO_REGION)  # else the consumer trusts its cached tail
+        expect(SegmentError, q.get_nowait)
+        expect(SegmentError, q.put, 2)
+    ''')
+
+
+def test_current_region_out_of_range():
+    run_child('''
+        q = Queue(capacity_bytes=4096)
+        q.put(1)
+        seg, ring = queue_ring(q)
+        ring.side("cons", "cur", 77)
+        expect(SegmentError, q.get_nowait)
+        expect(SegmentError, q.get_many, timeout=1)
+        ring.side("cons", "cur", 0)
+        ring.side("prod", "cur", 1000)
+        expect(SegmentError, q.put, 2)
+        ring.side("prod", "cur", 0)
+        assert q.get(timeout=5) == 1
+        q.put(3)
+        assert q.get(timeout=5) == 3
+    ''')
+
+
+def test_hint_words_out_of_range():
+    run_child('''
+        q = Queue(capacity_bytes=4096)
+        q.put(1)
+        seg, ring = queue_ring(q)
+        # A hint is a cache: one that fails a check is dropped and the word
+        # it stands for read instead.
+        ring.side("cons", "hint_region", 0)
+        ring.side("cons", "hint_pos", ring.head(0) + 8)
+        assert q.get(timeout=5) == 1
+        q.put(2)
+        ring.side("cons", "hint_region", 1234)
+        assert q.get(timeout=5) == 2
+        for bogus in (12345, 2**63, 8):
+            ring.side("prod", "hint_region", 0)
+            ring.side("prod", "hint_pos", bogus)
+            q.put(3)
+            assert q.get(timeout=5) == 3
+    ''')
+
+
+def test_counts_out_of_range():
+    run_child('''
+        q = Queue(capacity_bytes=1 << 20)
+        q.put_many(range(1000))
+        seg, ring = queue_ring(q)
+        out = ring.side("cons", "count")
+        ring.side("prod", "count", out + 2**62)
+        expect(SegmentError, q.qsize)
+        expect(SegmentError, q.empty)
+        # Taking does not depend on the counts: the records are there.
+        assert q.get_many(max_items=2**62, timeout=5) == list(range(1000))
+        ring.side("prod", "count", 5)
+        ring.side("cons", "count", 10)
+        expect(SegmentError, q.qsize)
+
+        b = Queue(maxsize=5, capacity_bytes=4096)
+        seg2, ring2 = queue_ring(b)
+        ring2.side("prod", "count", 2**50)
+        expect(SegmentError, b.put, 1, timeout=5)
+        expect(SegmentError, b.full)
+    ''')
+
+
+# ------------------------------------------------------------------
+# Damaged segments: region extents
+
+
+def test_base_region_cap_changed_after_attach():
+    """The handle keeps the capacity it validated; a new attach refuses the
+    segment."""
+    run_child('''
+        q = Queue(capacity_bytes=4096)
+        seg, ring = queue_ring(q)
+        ring.region(0, "cap", 1 << 30)
+        seg.u64(L["queue.base_cap"], 1 << 30)
+        items = [bytes([i % 256]) * 1000 for i in range(3000)]
+        for i in range(0, 3000, 100):
+            q.put_many(items[i:i + 100])
+            assert q.get_many(timeout=5) == items[i:i + 100]
+        assert q.capacity_bytes == 4096
+        expect(SegmentError, lambda: pickle.loads(pickle.dumps(q)))
+    ''')
+
+
+def test_overflow_region_cap_changed_before_close():
+    """close() unmaps what it mapped, not what the header says now."""
+    run_child('''
+        q = Queue(capacity_bytes=4096)
+        q.put(b"x" * 10000)  # does not fit the base region: region 1
+        assert q.get(timeout=5) == b"x" * 10000
+        seg, ring = queue_ring(q)
+        assert ring.region(1, "offset") != 0
+        # A length that reaches over the interpreter's own mappings (one
+        # past the top of the address space would merely be refused).
+        ring.region(1, "cap", 1 << 32)
+        q.close()
+        seg.close()
+        sum(len(str(i)) for i in range(200000))  # the interpreter's memory is intact
+    ''')
+
+
+def test_overflow_region_beyond_the_file_for_the_producer():
+    """An overflow region assigned after attach with an extent past the end
+    of the file: mapping it and writing would raise SIGBUS."""
+    run_child('''
+        q = Queue(capacity_bytes=4096)
+        seg, ring = queue_ring(q)
+        size = seg.size
+        ring.region(1, "cap", 1 << 20)
+        ring.region(1, "tail", 0)
+        ring.region(1, "state", 0)
+        ring.region(1, "offset", size)
+        expect(SegmentError, q.put, b"x" * 5000)
+        ring.region(1, "offset", (size + (1 << 30)) & ~4095)
+        expect(SegmentError, q.put, b"x" * 5000)
+        ring.region(1, "offset", 2**64 - 4096)
+        expect(SegmentError, q.put, b"x" * 5000)
+        q.put(b"small")
+        assert q.get(timeout=5) == b"small"
+    ''')
+
+
+def test_overflow_region_beyond_the_file_for_the_consumer():
+    run_child('''
+        q = Queue(capacity_bytes=4096)
+        q.put(b"a")
+        seg, ring = queue_ring(q)
+        head = ring.head(0)
+        ring.record(0, head, type=L["rec.FWD"], length=1)
+        ring.region(1, "cap", 1 << 20)
+        ring.region(1, "tail", 64)
+        ring.region(1, "state", 3)
+        ring.region(1, "offset", seg.size)
+        ring.head(1, 0)
+        expect(SegmentError, q.get_nowait)
+        ring.region(1, "offset", seg.size - 4096)  # inside the base region
+        expect(SegmentError, q.get_nowait)
+        ring.region(1, "offset", 0)  # unassigned
+        expect(SegmentError, q.get_nowait)
+        survey(q)
+    ''')
+
+
+# ------------------------------------------------------------------
+# Damaged segments: records
+
+
+def test_record_length_beyond_its_region_or_its_tail():
+    run_child('''
+        q = Queue(capacity_bytes=4096)
+        q.put(b"abc")
+        seg, ring = queue_ring(q)
+        head = ring.head(0)
+        ring.record(0, head, length=1 << 40)
+        expect(SegmentError, q.get_nowait)
+        ring.record(0, head, length=4096)
+        expect(SegmentError, q.get_nowait)
+        # Inside the region, but running past what was published.
+        ring.record(0, head, length=100)
+        expect(SegmentError, q.get_nowait)
+        ring.record(0, head, length=3)
+        assert q.get_nowait() == b"abc"
+    ''')
+
+
+def test_unknown_record_type_and_plain_garbage():
+    run_child('''
+        q = Queue(capacity_bytes=4096)
+        q.put([1, 2, 3])
+        seg, ring = queue_ring(q)
+        head = ring.head(0)
+        ring.record(0, head, type=99)
+        expect(SegmentError, q.get_nowait)
+        ring.record(0, head, type=L["rec.PLAIN"])
+        # The plain payload's count says more items than it holds.
+        payload = ring.region(0, "offset") + head % 4096 + 16
+        seg.m[payload + 1:payload + 5] = struct.pack("<I", 200)
+        expect(SegmentError, q.get_nowait)
+        q.put("next")
+        assert q.get(timeout=5) == "next"
+    ''')
+
+
+def test_plain_string_with_an_impossible_code_point():
+    run_child('''
+        q = Queue(capacity_bytes=4096)
+        for cp in (0x110000, 0xFFFFFFFF):
+            q.put("\\U0001F600")
+            seg, ring = queue_ring(q)
+            payload = ring.region(0, "offset") + ring.head(0) % 4096 + 16
+            assert seg.m[payload:payload + 2] == b"s\\x04"
+            seg.u32(payload + 6, cp)
+            expect(SegmentError, q.get_nowait)
+            seg.close()
+    ''')
+
+
+def test_forward_records_in_a_loop_do_not_spin():
+    """Region 0 forwards to region 1 and region 1 back to region 0: a reader
+    following them would go round for ever with the GIL held."""
+    run_child('''
+        q = Queue(capacity_bytes=4096)
+        q.put(b"x" * 5000)  # region 1
+        assert q.get(timeout=5) == b"x" * 5000
+        seg, ring = queue_ring(q)
+        assert ring.side("cons", "cur") == 1
+        h1 = ring.head(1)
+        ring.record(1, h1, type=L["rec.FWD"], length=0)
+        ring.region(1, "tail", h1 + 16)
+        ring.region(0, "state", ring.region(0, "state") | 1)
+        h0 = ring.head(0)
+        ring.record(0, h0, type=L["rec.FWD"], length=1)
+        ring.region(0, "tail", h0 + 16)
+        expect(SegmentError, q.get, timeout=5)
+        expect(SegmentError, q.get_many, timeout=5)
+    ''')
+
+
+def test_forward_record_to_itself_or_out_of_range():
+    run_child('''
+        q = Queue(capacity_bytes=4096)
+        q.put(b"a")
+        seg, ring = queue_ring(q)
+        head = ring.head(0)
+        for target in (0, 32, 2**40, 5):
+            ring.record(0, head, type=L["rec.FWD"], length=target)
+            expect(SegmentError, q.get_nowait)
+    ''')
+
+
+def test_padding_past_the_tail():
+    run_child('''
+        q = Queue(capacity_bytes=4096)
+        q.put(b"a")
+        seg, ring = queue_ring(q)
+        ring.record(0, ring.head(0), type=L["rec.PAD"])
+        expect(SegmentError, q.get_nowait)
+    ''')
+
+
+# ------------------------------------------------------------------
+# Damaged segments: journals replayed by recovery
+
+
+def test_wild_producer_journal_is_refused_not_replayed():
+    """A producer lock whose holder died, with a journal of wild values:
+    the next producer refuses it with SegmentError, and the ring goes on
+    from its last consistent state."""
+    run_child('''
+        q = Queue(capacity_bytes=4096)
+        q.put("kept")
+        seg, ring = queue_ring(q)
+        cases = [
+            dict(region=0, cur=0, other=NO_REGION, pos=0x123456789, count=ring.side("prod", "count") + 1),
+            dict(region=0, cur=0, other=NO_REGION, pos=8, count=ring.side("prod", "count") + 1),
+            dict(region=40, cur=0, other=NO_REGION, pos=64, count=ring.side("prod", "count") + 1),
+            dict(region=0, cur=3, other=7, pos=64, count=ring.side("prod", "count") + 1, other_state=2),
+            dict(region=0, cur=0, other=NO_REGION, pos=64, count=0),
+        ]
+        for case in cases:
+            for field, value in case.items():
+                ring.journal("prod", field, value)
+            ring.journal("prod", "valid", 1)
+            ring.lock_word("prod", OWNER_DIED)
+            expect(SegmentError, q.put, "refused")
+            assert ring.journal("prod", "valid") == 0
+        q.put("next")
+        assert q.get_many(timeout=5) == ["kept", "next"]
+    ''')
+
+
+def test_wild_consumer_journal_is_refused_not_replayed():
+    run_child('''
+        q = Queue(capacity_bytes=4096)
+        q.put_many(["a", "b"])
+        seg, ring = queue_ring(q)
+        count = ring.side("cons", "count")
+        cases = [
+            dict(region=0, cur=0, other=NO_REGION, pos=8, count=count + 1),
+            dict(region=0, cur=0, other=5, pos=32, count=count + 1, other_state=3),
+            dict(region=33, cur=33, other=NO_REGION, pos=32, count=count + 1),
+            dict(region=0, cur=0, other=NO_REGION, pos=32, count=count - 1),
+        ]
+        for case in cases:
+            for field, value in case.items():
+                ring.journal("cons", field, value)
+            ring.journal("cons", "valid", 1)
+            ring.lock_word("cons", OWNER_DIED)
+            expect(SegmentError, q.get, timeout=5)
+        assert q.get_many(timeout=5) == ["a", "b"]
+    ''')
+
+
+def test_sane_journal_is_still_replayed():
+    """The checks do not refuse what a producer killed mid-commit leaves."""
+    run_child('''
+        q = Queue(capacity_bytes=4096)
+        q.put("first")
+        seg, ring = queue_ring(q)
+        tail = ring.region(0, "tail")
+        # What a producer of "second" left when killed after filling its
+        # journal: the record is written, the tail not yet moved.
+        q2 = Queue(capacity_bytes=4096)
+        q2.put("second")
+        seg2, ring2 = queue_ring(q2)
+        size = ring2.region(0, "tail")
+        seg.m[4096 + tail:4096 + tail + size] = seg2.m[4096:4096 + size]
+        ring.journal("prod", "region", 0)
+        ring.journal("prod", "cur", 0)
+        ring.journal("prod", "other", NO_REGION)
+        ring.journal("prod", "pos", tail + size)
+        ring.journal("prod", "count", ring.side("prod", "count") + 1)
+        ring.journal("prod", "valid", 1)
+        ring.lock_word("prod", OWNER_DIED)
+        q.put("third")
+        assert q.get_many(timeout=5) == ["first", "second", "third"]
+    ''')
+
+
+# ------------------------------------------------------------------
+# Pipes
+
+
+def test_pipe_base_region_cap_not_matching():
+    run_child('''
+        a, b = Pipe(capacity_bytes=4096)
+        seg, ring0 = pipe_ring(a, 0)
+        ring0.region(0, "cap", 8192)
+        expect(SegmentError, lambda: pickle.loads(pickle.dumps(a)))
+        ring0.region(0, "cap", 4096)
+        c = pickle.loads(pickle.dumps(a))
+        c.close()
+    ''')
+
+
+def test_pipe_base_region_cap_changed_after_attach():
+    run_child('''
+        a, b = Pipe(capacity_bytes=4096)
+        seg, ring1 = pipe_ring(a, 1)
+        ring1.region(0, "cap", 1 << 30)
+        seg.u64(L["pipe.base_cap"], 1 << 30)
+        for i in range(300):
+            a.send_bytes(bytes([i % 256]) * 3000)
+        for i in range(300):
+            assert b.recv_bytes() == bytes([i % 256]) * 3000
+    ''')
+
+
+def test_pipe_base_cap_that_overflows_the_size_check():
+    """base_cap + 2**63 doubles to the same sum: the attach must not accept
+    it and then place ring 1 far outside the mapping."""
+    run_child('''
+        a, b = Pipe(capacity_bytes=4096)
+        seg, ring1 = pipe_ring(a, 1)
+        seg.u64(L["pipe.base_cap"], 4096 + 2**63)
+        hsize = seg.u64(L["seg.header_size"])
+        ring1.region(0, "offset", hsize + 4096 + 2**63)
+        def attach_and_send():
+            c = pickle.loads(pickle.dumps(a))
+            c.send(b"x" * 3000)
+            c.send(b"x" * 3000)
+        expect(SegmentError, attach_and_send)
+    ''')
+
+
+def test_pipe_damaged_ring_gives_segment_error():
+    run_child('''
+        a, b = Pipe(capacity_bytes=4096)
+        a.send("hello")
+        seg, ring0 = pipe_ring(b, 0)  # ring 0 carries messages to end 0: a
+        seg, ring1 = pipe_ring(b, 1)
+        ring1.head(0, 8)
+        expect(SegmentError, b.recv)
+        ring1.head(0, 0)
+        assert b.recv() == "hello"
+        ring0.region(0, "tail", 8)
+        expect(SegmentError, b.send, "x")
+    ''')
+
+
+# ------------------------------------------------------------------
 # Descriptors and names on bad arguments
 
 

@@ -50,6 +50,12 @@ typedef struct {
     int peer_gone;
     uint32_t seen_closes;
     int64_t next_check_ns;
+    uint64_t uid;
+    /* A message taken from the ring whose recv() was then interrupted (a
+     * signal while the readiness pipe was being updated): the next recv()
+     * returns it. */
+    PyObject *held;
+    uint32_t held_type;
     PyObject *weakreflist;
 } ConnectionCore;
 
@@ -265,13 +271,13 @@ static void rx_emptied(void *owner)
 /* ------------------------------------------------------------------ */
 /* construction                                                        */
 
-static void setup_channel(ConnectionCore *self, ip_channel_t *ch, int ring)
+static void setup_channel(ConnectionCore *self, ip_channel_t *ch, int ring, uint64_t hsize,
+                          uint64_t cap)
 {
     ip_pipe_hdr_t *h = self->hdr;
-    ch->view.ring = &h->rings[ring];
-    ch->view.seg = &h->seg;
-    ch->view.fd = self->fd;
-    ch->view.base = (uint8_t *)h + h->seg.header_size + (uint64_t)ring * h->base_cap;
+    uint64_t off = hsize + (uint64_t)ring * cap;
+    ip_ringview_init(&ch->view, &h->rings[ring], &h->seg, self->fd, (uint8_t *)h + off, off, cap,
+                     hsize + 2 * cap);
     ch->maxsize = 0;
     ch->owner = self;
     ch->check = check_open;
@@ -294,6 +300,9 @@ static int init_segment(ConnectionCore *self, long long capacity)
         PyErr_SetString(PyExc_OSError, "cannot initialize process-shared mutexes");
         return -1;
     }
+    self->uid = h->seg.uid;
+    setup_channel(self, &self->rx, self->end, hsize, cap);
+    setup_channel(self, &self->tx, 1 - self->end, hsize, cap);
     ip_segment_publish(&h->seg);
     return 0;
 }
@@ -301,19 +310,32 @@ static int init_segment(ConnectionCore *self, long long capacity)
 static int attach_segment(ConnectionCore *self)
 {
     uint64_t file_size;
+    ip_seghdr_t seg;
     ip_pipe_hdr_t *h =
-        ip_segment_attach(self->fd, IP_KIND_PIPE, IP_PIPE_HDR_SIZE, &self->map_len, &file_size, NULL);
+        ip_segment_attach(self->fd, IP_KIND_PIPE, IP_PIPE_HDR_SIZE, &self->map_len, &file_size, &seg);
     if (h == NULL)
         return -1;
     self->hdr = h;
-    uint64_t hsize = h->seg.header_size;
-    if (self->map_len != hsize + 2 * h->base_cap || h->rings[0].regions[0].offset != hsize
-        || h->rings[1].regions[0].offset != hsize + h->base_cap) {
+    uint64_t hsize = seg.header_size;
+    /* Read once; a power of two of at most IP_MAX_CAPACITY, so that the
+     * sums below cannot wrap. */
+    uint64_t cap = __atomic_load_n(&h->base_cap, __ATOMIC_RELAXED);
+    int ok = cap >= IP_PAGE && cap <= IP_MAX_CAPACITY && !(cap & (cap - 1))
+             && seg.initial_size == hsize + 2 * cap && self->map_len == seg.initial_size;
+    for (int k = 0; ok && k < 2; k++) {
+        ip_region_t *base = &h->rings[k].regions[0];
+        ok = __atomic_load_n(&base->offset, __ATOMIC_RELAXED) == hsize + (uint64_t)k * cap
+             && __atomic_load_n(&base->cap, __ATOMIC_RELAXED) == cap;
+    }
+    if (!ok) {
         PyErr_SetString(ip_SegmentError, "pipe header is corrupt (base regions do not match)");
         return -1;
     }
     if (ip_ring_check(&h->rings[0], file_size) < 0 || ip_ring_check(&h->rings[1], file_size) < 0)
         return -1;
+    self->uid = seg.uid;
+    setup_channel(self, &self->rx, self->end, hsize, cap);
+    setup_channel(self, &self->tx, 1 - self->end, hsize, cap);
     return 0;
 }
 
@@ -352,8 +374,6 @@ static PyObject *ConnectionCore_new(PyTypeObject *type, PyObject *args, PyObject
     }
     if ((capacity >= 0 ? init_segment(self, capacity) : attach_segment(self)) < 0)
         goto fail;
-    setup_channel(self, &self->rx, end);
-    setup_channel(self, &self->tx, 1 - end);
     self->rx.eof = rx_eof;
     self->rx.emptied = rx_emptied;
     self->tx.published = tx_published;
@@ -679,14 +699,12 @@ static PyObject *get_handles(ConnectionCore *self, void *Py_UNUSED(c))
     if (self->closed)
         return closed_error(), NULL;
     return Py_BuildValue("(iiiiiiK)", self->fd, self->rfd, self->wfd, self->end, self->readable,
-                         self->writable, (unsigned long long)self->hdr->seg.uid);
+                         self->writable, (unsigned long long)self->uid);
 }
 
 static PyObject *get_uid(ConnectionCore *self, void *Py_UNUSED(c))
 {
-    if (self->released)
-        return PyLong_FromLong(0);
-    return PyLong_FromUnsignedLongLong(self->hdr->seg.uid);
+    return PyLong_FromUnsignedLongLong(self->released ? 0 : self->uid);
 }
 
 PyDoc_STRVAR(send_doc,

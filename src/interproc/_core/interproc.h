@@ -232,18 +232,30 @@ typedef struct {
     _Alignas(IP_CACHELINE) uint64_t heads[IP_MAX_REGIONS]; /* written by the consumer side */
 } ip_ring_t;
 
-/* Process-local view of a ring: how to reach its regions. */
+/* The largest region, and so the largest record, a ring ever holds. */
+#define IP_MAX_REGION_CAP (1ull << 44)
+#define IP_MAX_RECORD (IP_MAX_REGION_CAP - 4 * IP_REC_HDR)
+/* More messages than this between the counts cannot fit in the regions:
+ * counts that say so are corrupt. */
+#define IP_MAX_MESSAGES ((uint64_t)IP_MAX_REGIONS * (IP_MAX_REGION_CAP / IP_REC_HDR))
+
+/* Process-local view of a ring: how to reach its regions.  Everything
+ * that places or sizes memory is kept here as it was checked and mapped,
+ * never re-read from the shared header, which another process may change
+ * at any time. */
 typedef struct {
     ip_ring_t *ring;
     ip_seghdr_t *seg;
     int fd;
-    uint8_t *base;                     /* region 0's buffer, inside the main mapping */
-    uint8_t *maps[IP_MAX_REGIONS];     /* local mappings of the overflow regions */
+    uint64_t data_start;           /* overflow regions lie at or after it: the checked initial size */
+    uint8_t *maps[IP_MAX_REGIONS]; /* region 0: inside the main mapping; others: mapped on first use */
+    uint64_t caps[IP_MAX_REGIONS]; /* each mapped region's capacity, as mapped */
+    uint64_t offs[IP_MAX_REGIONS]; /* ... and its file offset */
 } ip_ringview_t;
 
 /* An open transaction on one side of the ring, between lock and commit. */
 typedef struct {
-    uint32_t region;
+    uint32_t region; /* IP_NO_REGION: the side's current region was corrupt */
     uint64_t pos;
     uint64_t count;
     uint32_t other;
@@ -255,9 +267,17 @@ typedef struct {
 int ip_ring_init(ip_ring_t *r, uint64_t base_offset, uint64_t base_cap);
 /* Validates a ring read from a segment of `file_size` bytes; -1 with SegmentError. */
 int ip_ring_check(const ip_ring_t *r, uint64_t file_size);
+/* Sets up a view whose base region (checked by the caller) is mapped at
+ * `base`, `base_offset` bytes into the file, `base_cap` bytes long. */
+void ip_ringview_init(ip_ringview_t *v, ip_ring_t *ring, ip_seghdr_t *seg, int fd, uint8_t *base,
+                      uint64_t base_offset, uint64_t base_cap, uint64_t data_start);
 
-void ip_ring_recover_producer(ip_ringview_t *v);
-void ip_ring_recover_consumer(ip_ringview_t *v);
+/* Called by whoever took a side's lock from a dead holder, before anything
+ * else: re-applies the holder's journal.  -1 with SegmentError when the
+ * journal is not one a producer (consumer) could have written: it is then
+ * dropped, and the ring stays as it was before that commit. */
+int ip_ring_recover_producer(ip_ringview_t *v);
+int ip_ring_recover_consumer(ip_ringview_t *v);
 
 /* Producer side; called with prod.lock held. */
 void ip_ring_produce_begin(ip_ringview_t *v, ip_txn_t *t);
@@ -271,9 +291,11 @@ uint32_t ip_ring_produce_commit(ip_ringview_t *v, ip_txn_t *t);
 
 /* Consumer side; called with cons.lock held. */
 void ip_ring_consume_begin(ip_ringview_t *v, ip_txn_t *t);
-/* Returns 1 and the next record (payload pointer, type, len), 0 when the ring
- * is empty (then t->pos is the position whose tail to watch), IP_PEEK_AGAIN when the transaction must be committed before going
- * on, -1 with a Python exception set. */
+/* Returns 1 and the next record (payload pointer, type, len), 0 when the
+ * ring is empty (then t->pos is the position whose tail to watch),
+ * IP_PEEK_AGAIN when the transaction must be committed before going on, -1
+ * with a Python exception set.  The record lies inside this process's
+ * mapping of its region and before the published tail. */
 #define IP_PEEK_AGAIN 2
 int ip_ring_peek(ip_ringview_t *v, ip_txn_t *t, uint32_t *type, const uint8_t **data, uint64_t *len);
 void ip_ring_advance(ip_txn_t *t, uint64_t len);
@@ -283,7 +305,8 @@ uint64_t ip_ring_bytes_used(const ip_ringview_t *v);
 void ip_ringview_unmap(ip_ringview_t *v);
 /* The word that changes when the consumer's current region gets data. */
 const uint64_t *ip_ring_tail_word(const ip_ringview_t *v, const ip_txn_t *t);
-/* Producer: is a transaction at message count `in` up against maxsize? */
+/* Producer: is a transaction at message count `in` up against maxsize?
+ * 1 yes, 0 no, -1 with SegmentError when the counts are impossible. */
 int ip_ring_full(ip_ringview_t *v, uint64_t in, uint64_t maxsize);
 
 /* ------------------------------------------------------------------ */
@@ -434,7 +457,10 @@ typedef struct {
     void (*published)(void *owner);
 } ip_channel_t;
 
+/* Messages in the ring, from the two counts; 0 when they are impossible. */
 uint64_t ip_channel_size(const ip_channel_t *ch);
+/* The same, or -1 with SegmentError when the counts are impossible. */
+int ip_channel_count(const ip_channel_t *ch, uint64_t *n);
 /* Puts payloads[0..n) in order, waiting on maxsize until the deadline.
  * Returns how many went in; fewer than n means an exception is set, or
  * *timed_out (then no exception is set). */

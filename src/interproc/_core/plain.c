@@ -262,6 +262,17 @@ static PyObject *read_atom(reader_t *r)
         }
         if (need(r, (size_t)n * (size_t)kind) < 0)
             return NULL;
+        if (kind == 4) {
+            /* No code point past U+10FFFF: CPython refuses to make one. */
+            for (uint32_t i = 0; i < n; i++) {
+                uint32_t c;
+                memcpy(&c, r->p + 4 * (size_t)i, 4);
+                if (c > 0x10FFFF) {
+                    PyErr_SetString(ip_SegmentError, "queue data is corrupt (bad code point)");
+                    return NULL;
+                }
+            }
+        }
         PyObject *s = PyUnicode_FromKindAndData(kind, r->p, n);
         r->p += (size_t)n * (size_t)kind;
         return s;

@@ -21,6 +21,8 @@ typedef struct {
     ip_queue_hdr_t *hdr;
     size_t map_len;
     ip_channel_t ch;
+    uint64_t base_cap; /* as checked at attach, like everything that sizes memory */
+    uint64_t uid;
     int fd;
     int kind;
     int closed;
@@ -43,7 +45,7 @@ static void release_resources(QueueCore *self)
     self->released = 1;
     if (self->hdr) {
         ip_pids_unregister(self->hdr->pids, IP_MAX_PIDS, self->pid_slot);
-        ip_ringview_unmap(&self->ch.view);
+        ip_ringview_unmap(&self->ch.view); /* nothing to do if attach failed before it was set up */
         munmap(self->hdr, self->map_len);
         self->hdr = NULL;
     }
@@ -74,11 +76,6 @@ static PyObject *leave(QueueCore *self, PyObject *result)
     if (--self->active == 0 && self->closed)
         release_resources(self);
     return result;
-}
-
-static uint64_t qsize_of(QueueCore *self)
-{
-    return ip_channel_size(&self->ch);
 }
 
 static int check_open(void *owner)
@@ -124,6 +121,11 @@ static int init_segment(QueueCore *self, int kind, Py_ssize_t maxsize, long long
         PyErr_SetString(PyExc_OSError, "cannot initialize process-shared mutexes");
         return -1;
     }
+    self->base_cap = cap;
+    self->ch.maxsize = h->maxsize;
+    self->uid = h->seg.uid;
+    ip_ringview_init(&self->ch.view, &h->ring, &h->seg, self->fd, (uint8_t *)h + hsize, hsize, cap,
+                     hsize + cap);
     ip_segment_publish(&h->seg);
     return 0;
 }
@@ -131,17 +133,30 @@ static int init_segment(QueueCore *self, int kind, Py_ssize_t maxsize, long long
 static int attach_segment(QueueCore *self, int kind)
 {
     uint64_t file_size;
+    ip_seghdr_t seg;
     ip_queue_hdr_t *h = ip_segment_attach(self->fd, (uint32_t)kind, IP_QUEUE_HDR_SIZE,
-                                          &self->map_len, &file_size, NULL);
+                                          &self->map_len, &file_size, &seg);
     if (h == NULL)
         return -1;
     self->hdr = h;
-    if (h->base_cap != self->map_len - h->seg.header_size
-        || h->ring.regions[0].offset != h->seg.header_size || h->ring.regions[0].cap != h->base_cap) {
+    /* Read once: the checks below and every later use see the same values. */
+    uint64_t cap = __atomic_load_n(&h->base_cap, __ATOMIC_RELAXED);
+    uint64_t maxsize = __atomic_load_n(&h->maxsize, __ATOMIC_RELAXED);
+    if (cap < IP_PAGE || cap > IP_MAX_CAPACITY || (cap & (cap - 1))
+        || seg.initial_size != seg.header_size + cap || self->map_len != seg.initial_size
+        || __atomic_load_n(&h->ring.regions[0].offset, __ATOMIC_RELAXED) != seg.header_size
+        || __atomic_load_n(&h->ring.regions[0].cap, __ATOMIC_RELAXED) != cap) {
         PyErr_SetString(ip_SegmentError, "queue header is corrupt (base region does not match)");
         return -1;
     }
-    return ip_ring_check(&h->ring, file_size);
+    if (ip_ring_check(&h->ring, file_size) < 0)
+        return -1;
+    self->base_cap = cap;
+    self->ch.maxsize = maxsize;
+    self->uid = seg.uid;
+    ip_ringview_init(&self->ch.view, &h->ring, &h->seg, self->fd, (uint8_t *)h + seg.header_size,
+                     seg.header_size, cap, seg.initial_size);
+    return 0;
 }
 
 static PyObject *QueueCore_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
@@ -178,15 +193,9 @@ static PyObject *QueueCore_new(PyTypeObject *type, PyObject *args, PyObject *kwd
         Py_DECREF(self);
         return NULL;
     }
-    ip_queue_hdr_t *h = self->hdr;
-    self->ch.maxsize = h->maxsize;
     self->ch.owner = self;
     self->ch.check = check_open;
-    self->ch.view.ring = &h->ring;
-    self->ch.view.seg = &h->seg;
-    self->ch.view.fd = self->fd;
-    self->ch.view.base = (uint8_t *)h + h->seg.header_size;
-    self->pid_slot = ip_pids_register(h->pids, IP_MAX_PIDS);
+    self->pid_slot = ip_pids_register(self->hdr->pids, IP_MAX_PIDS);
     return (PyObject *)self;
 }
 
@@ -577,9 +586,11 @@ done:
 
 static PyObject *QueueCore_qsize(QueueCore *self, PyObject *Py_UNUSED(ignored))
 {
+    uint64_t n;
     if (enter(self) < 0)
         return NULL;
-    uint64_t n = qsize_of(self);
+    if (ip_channel_count(&self->ch, &n) < 0)
+        return leave(self, NULL);
     if (self->pending)
         n += (uint64_t)PyList_GET_SIZE(self->pending);
     return leave(self, PyLong_FromUnsignedLongLong(n));
@@ -587,18 +598,22 @@ static PyObject *QueueCore_qsize(QueueCore *self, PyObject *Py_UNUSED(ignored))
 
 static PyObject *QueueCore_empty(QueueCore *self, PyObject *Py_UNUSED(ignored))
 {
+    uint64_t n;
     if (enter(self) < 0)
         return NULL;
-    return leave(self, PyBool_FromLong(qsize_of(self) == 0 && self->pending == NULL));
+    if (ip_channel_count(&self->ch, &n) < 0)
+        return leave(self, NULL);
+    return leave(self, PyBool_FromLong(n == 0 && self->pending == NULL));
 }
 
 static PyObject *QueueCore_full(QueueCore *self, PyObject *Py_UNUSED(ignored))
 {
+    uint64_t n;
     if (enter(self) < 0)
         return NULL;
-    uint64_t max = self->hdr->maxsize;
-    return leave(self, PyBool_FromLong(max && ip_ring_full(&self->ch.view,
-                                                           ld(&self->hdr->ring.prod.count), max)));
+    if (ip_channel_count(&self->ch, &n) < 0)
+        return leave(self, NULL);
+    return leave(self, PyBool_FromLong(self->ch.maxsize && n >= self->ch.maxsize));
 }
 
 static PyObject *QueueCore_close(QueueCore *self, PyObject *Py_UNUSED(ignored))
@@ -715,9 +730,9 @@ static PyObject *QueueCore_info(QueueCore *self, PyObject *Py_UNUSED(ignored))
     struct stat st;
     long long fsize = fstat(self->fd, &st) == 0 ? (long long)st.st_size : -1;
     PyObject *d = Py_BuildValue(
-        "{s:i,s:K,s:K,s:K,s:K,s:N,s:i,s:L,s:K,s:K}", "kind", (int)h->seg.kind, "maxsize",
-        (unsigned long long)h->maxsize, "capacity_bytes", (unsigned long long)h->base_cap, "items",
-        (unsigned long long)qsize_of(self), "bytes_used",
+        "{s:i,s:K,s:K,s:K,s:K,s:N,s:i,s:L,s:K,s:K}", "kind", self->kind, "maxsize",
+        (unsigned long long)self->ch.maxsize, "capacity_bytes", (unsigned long long)self->base_cap,
+        "items", (unsigned long long)ip_channel_size(&self->ch), "bytes_used",
         (unsigned long long)ip_ring_bytes_used(&self->ch.view), "pids", pids, "regions", regions,
         "file_size", fsize, "put_count", (unsigned long long)ld(&h->ring.prod.count), "creator_pid",
         (unsigned long long)h->seg.creator_pid);
@@ -726,16 +741,12 @@ static PyObject *QueueCore_info(QueueCore *self, PyObject *Py_UNUSED(ignored))
 
 static PyObject *QueueCore_get_maxsize(QueueCore *self, void *Py_UNUSED(c))
 {
-    if (self->released)
-        return PyLong_FromLong(0);
-    return PyLong_FromUnsignedLongLong(self->hdr->maxsize);
+    return PyLong_FromUnsignedLongLong(self->released ? 0 : self->ch.maxsize);
 }
 
 static PyObject *QueueCore_get_capacity(QueueCore *self, void *Py_UNUSED(c))
 {
-    if (self->released)
-        return PyLong_FromLong(0);
-    return PyLong_FromUnsignedLongLong(self->hdr->base_cap);
+    return PyLong_FromUnsignedLongLong(self->released ? 0 : self->base_cap);
 }
 
 static PyObject *QueueCore_get_fd(QueueCore *self, void *Py_UNUSED(c))
@@ -755,25 +766,25 @@ static PyObject *QueueCore_get_kind(QueueCore *self, void *Py_UNUSED(c))
 
 static PyObject *QueueCore_get_uid(QueueCore *self, void *Py_UNUSED(c))
 {
-    if (self->released)
-        return PyLong_FromLong(0);
-    return PyLong_FromUnsignedLongLong(self->hdr->seg.uid);
+    return PyLong_FromUnsignedLongLong(self->released ? 0 : self->uid);
 }
 
 PyDoc_STRVAR(put_doc,
 "put($self, obj, block=True, timeout=None)\n--\n\n"
 "Put obj into the queue.\n\n"
 "obj is pickled here, in the caller, so an object that cannot be pickled\n"
-"raises at once.  The call blocks only while the queue holds maxsize items\n"
-"(never when maxsize is 0: the shared ring grows instead).  If block is\n"
-"false, or timeout seconds pass, queue.Full is raised.  After close(),\n"
-"ValueError.");
+"raises at once, and what is delivered is obj as it was at the call.  The\n"
+"call blocks only while the queue holds maxsize items (never when maxsize\n"
+"is 0: the shared ring grows instead).  If block is false, or timeout\n"
+"seconds pass, queue.Full is raised.  After close(), ValueError.  A\n"
+"damaged queue raises interproc.SegmentError and nothing goes in.");
 PyDoc_STRVAR(get_doc,
 "get($self, block=True, timeout=None)\n--\n\n"
 "Remove and return the oldest item.\n\n"
 "Blocks until an item is there; if block is false, or timeout seconds pass,\n"
 "queue.Empty is raised.  The GIL is released while waiting, and Ctrl-C\n"
-"interrupts the wait.  After close(), ValueError.");
+"interrupts the wait.  After close(), ValueError.  A damaged queue raises\n"
+"interproc.SegmentError and nothing is taken.");
 PyDoc_STRVAR(put_many_doc,
 "put_many($self, items, block=True, timeout=None)\n--\n\n"
 "Put every item of items, in order, holding the producer lock once per run.\n\n"
