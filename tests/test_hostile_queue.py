@@ -795,6 +795,60 @@ def test_pipe_damaged_ring_gives_segment_error():
 
 
 # ------------------------------------------------------------------
+# Locks held by a frozen process
+
+
+def test_frozen_grow_lock_holder_leaves_other_threads_and_ctrl_c_working():
+    """A process frozen (SIGSTOP) while growing the segment holds its grow
+    lock.  A producer that must grow waits without the GIL, and Ctrl-C
+    interrupts it."""
+    run_child('''
+        q = Queue(capacity_bytes=4096)
+        seg = Seg(q._fd)
+        seg.u32(L["seg.grow_lock"], HELD)
+        with Ticker() as ticker:
+            interrupted(q.put, b"x" * 10000)  # needs a new region
+        assert ticker.ticks > 5, ticker.ticks
+        seg.u32(L["seg.grow_lock"], 0)
+        q.put(b"x" * 10000)
+        assert q.get(timeout=5) == b"x" * 10000
+    ''')
+
+
+def test_frozen_pipe_end_lock_holder_leaves_other_threads_and_ctrl_c_working():
+    run_child('''
+        a, b = Pipe()
+        seg = Seg(a._handles[0])
+        seg.u32(END0_LOCK, HELD)
+        with Ticker() as ticker:
+            interrupted(a.fileno)  # end 0's readiness pipe is brought in step under its lock
+        assert ticker.ticks > 5, ticker.ticks
+        seg.u32(END0_LOCK, 0)
+        b.send(1)
+        assert a.recv() == 1
+        assert a.fileno() >= 0
+    ''')
+
+
+def test_interrupted_readiness_update_after_a_take_keeps_the_message():
+    """recv() took a message, then was interrupted waiting for the end's lock
+    to update fileno()'s readiness: the message comes back on the next
+    recv(), not lost."""
+    run_child('''
+        a, b = Pipe()
+        a.fileno()  # arms end 0's readiness pipe
+        b.send("kept")
+        seg = Seg(a._handles[0])
+        seg.u32(END0_LOCK, HELD)
+        interrupted(a.recv)
+        seg.u32(END0_LOCK, 0)
+        assert a.poll(0)
+        assert a.recv() == "kept"
+        assert not a.poll(0)
+    ''')
+
+
+# ------------------------------------------------------------------
 # Descriptors and names on bad arguments
 
 

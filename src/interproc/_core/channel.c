@@ -120,8 +120,8 @@ static int put_attempt(void *arg, int before_sleep, const uint64_t **watch, uint
     ip_mutex_unlock(&r->prod.lock);
     if (published) {
         ip_event_signal(&r->put_ev, (int)published);
-        if (c->ch->published)
-            c->ch->published(c->ch->owner);
+        if (c->ch->published && c->ch->published(c->ch->owner) < 0)
+            err = 1;
     }
     if (err)
         return -1;
@@ -248,8 +248,8 @@ static int take_attempt(void *arg, int before_sleep, const uint64_t **watch, uin
     c->taken = n;
     if (c->ch->maxsize)
         ip_event_signal(&r->get_ev, (int)n);
-    if (c->ch->emptied && ip_channel_size(c->ch) == 0)
-        c->ch->emptied(c->ch->owner);
+    if (c->ch->emptied && ip_channel_size(c->ch) == 0 && c->ch->emptied(c->ch->owner) < 0)
+        return -1; /* with c->taken records all the same */
     return 1;
 }
 
@@ -258,7 +258,9 @@ Py_ssize_t ip_channel_take(ip_channel_t *ch, Py_ssize_t max, uint64_t max_len, P
 {
     take_ctx c = {ch, max, max_len, payloads, types, 0, d};
     int rc = ip_wait_for(&ch->view.ring->put_ev, d, take_attempt, &c);
-    return rc == IP_WAIT_DONE ? c.taken : rc == IP_WAIT_TIMEOUT ? 0 : -1;
+    if (c.taken > 0)
+        return c.taken;
+    return rc == IP_WAIT_TIMEOUT ? 0 : -1;
 }
 
 typedef struct {

@@ -48,6 +48,7 @@ typedef struct {
     int released;
     int active;
     int peer_gone;
+    int synced; /* this handle brought its end's readiness pipe in step once */
     uint32_t seen_closes;
     int64_t next_check_ns;
     uint64_t uid;
@@ -210,51 +211,63 @@ static void poke(int wfd, int rfd)
     }
 }
 
-static void lock_end(ip_pipe_end_t *e)
+/* The end's lock is held for a few syscalls at most, but its holder may be
+ * frozen (SIGSTOP) or stuck: wait for it as for a ring lock, without the GIL
+ * and with signal handlers run, so that other threads go on and Ctrl-C
+ * interrupts.  0, or -1 with an exception set. */
+static int lock_end(ip_pipe_end_t *e)
 {
-    if (ip_mutex_lock_nogil(&e->lock) == IP_LOCK_OWNER_DIED)
+    static const ip_deadline_t forever = {.infinite = 1};
+    int r = ip_mutex_lock(&e->lock, &forever);
+    if (r == IP_LOCK_OWNER_DIED)
         ip_mutex_consistent(&e->lock); /* `notified` is re-derived by every holder */
+    return r == IP_LOCK_OK || r == IP_LOCK_OWNER_DIED ? 0 : -1;
 }
 
 /* Puts end k's pipe in step with ring k.  Called by a receiver of end k. */
-static void resync_end(ConnectionCore *self)
+static int resync_end(ConnectionCore *self)
 {
     ip_pipe_end_t *e = &self->hdr->ends[self->end];
-    lock_end(e);
+    if (lock_end(e) < 0)
+        return -1;
     drain(self->rfd);
     int nonempty = ip_channel_size(&self->rx) > 0;
     if (nonempty)
         poke(-1, self->rfd);
-    e->notified = (uint32_t)nonempty;
+    __atomic_store_n(&e->notified, (uint32_t)nonempty, __ATOMIC_SEQ_CST);
     ip_mutex_unlock(&e->lock);
+    return 0;
 }
 
 /* After a send: the receiving end may be watched through its fileno(). */
-static void tx_published(void *owner)
+static int tx_published(void *owner)
 {
     ConnectionCore *self = owner;
     ip_pipe_end_t *e = &self->hdr->ends[1 - self->end];
     if (!__atomic_load_n(&e->armed, __ATOMIC_ACQUIRE) || __atomic_load_n(&e->notified, __ATOMIC_ACQUIRE))
-        return;
-    lock_end(e);
-    if (!e->notified && ip_channel_size(&self->tx) > 0) {
+        return 0;
+    if (lock_end(e) < 0)
+        return -1;
+    if (!__atomic_load_n(&e->notified, __ATOMIC_ACQUIRE) && ip_channel_size(&self->tx) > 0) {
         poke(self->wfd, -1);
         __atomic_store_n(&e->notified, 1, __ATOMIC_SEQ_CST);
     }
     ip_mutex_unlock(&e->lock);
+    return 0;
 }
 
 /* After a take left the ring empty: the pipe must stop saying "readable".
  * `notified` is only read under the lock here: a sender may be between its
  * look at the ring and its store of `notified`. */
-static void rx_emptied(void *owner)
+static int rx_emptied(void *owner)
 {
     ConnectionCore *self = owner;
     ip_pipe_end_t *e = &self->hdr->ends[self->end];
     if (!__atomic_load_n(&e->armed, __ATOMIC_ACQUIRE))
-        return;
-    lock_end(e);
-    if (e->notified && ip_channel_size(&self->rx) == 0) {
+        return 0;
+    if (lock_end(e) < 0)
+        return -1;
+    if (__atomic_load_n(&e->notified, __ATOMIC_ACQUIRE) && ip_channel_size(&self->rx) == 0) {
         drain(self->rfd);
         __atomic_store_n(&e->notified, 0, __ATOMIC_SEQ_CST);
         /* A sender that published just now may have seen the old
@@ -266,6 +279,7 @@ static void rx_emptied(void *owner)
         }
     }
     ip_mutex_unlock(&e->lock);
+    return 0;
 }
 
 /* ------------------------------------------------------------------ */
@@ -390,6 +404,7 @@ static void ConnectionCore_dealloc(ConnectionCore *self)
     if (self->weakreflist)
         PyObject_ClearWeakRefs((PyObject *)self);
     release_resources(self);
+    Py_CLEAR(self->held);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -409,7 +424,9 @@ static PyObject *send_payload(ConnectionCore *self, ip_payload_t *p)
 {
     ip_deadline_t forever = {.infinite = 1};
     int timed_out;
-    if (ip_channel_put(&self->tx, p, 1, &forever, &timed_out) != 1)
+    /* An exception with the message in: a signal arrived while the
+     * receiving end's readiness pipe was being updated. */
+    if (ip_channel_put(&self->tx, p, 1, &forever, &timed_out) != 1 || PyErr_Occurred())
         return NULL;
     Py_RETURN_NONE;
 }
@@ -494,7 +511,25 @@ static PyObject *take_one(ConnectionCore *self, uint64_t max_len, uint32_t *type
 {
     ip_deadline_t forever = {.infinite = 1};
     PyObject *payload = NULL;
-    Py_ssize_t n = ip_channel_take(&self->rx, 1, max_len, &payload, type, &forever);
+    Py_ssize_t n;
+    if (self->held != NULL) {
+        if ((uint64_t)PyBytes_GET_SIZE(self->held) <= max_len) {
+            *type = self->held_type;
+            payload = self->held;
+            self->held = NULL;
+            return payload;
+        }
+        PyErr_SetString(PyExc_OSError, "bad message length");
+        n = -1;
+    } else {
+        n = ip_channel_take(&self->rx, 1, max_len, &payload, type, &forever);
+    }
+    if (n == 1 && PyErr_Occurred()) {
+        /* Taken, then interrupted: raise now, deliver next time. */
+        self->held = payload;
+        self->held_type = *type;
+        return NULL;
+    }
     if (n == 1)
         return payload;
     if (max_len != UINT64_MAX && PyErr_ExceptionMatches(PyExc_OSError)) {
@@ -637,11 +672,14 @@ static PyObject *ConnectionCore_poll(ConnectionCore *self, PyObject *const *args
         return NULL;
     if (check_readable(self) < 0)
         return leave(self, NULL);
+    if (self->held != NULL)
+        return leave(self, Py_NewRef(Py_True));
     rc = ip_channel_wait_ready(&self->rx, &d);
     if (rc == IP_WAIT_ERROR)
         return leave(self, NULL);
-    if (rc == IP_WAIT_TIMEOUT)
-        rx_emptied(self); /* keeps a watched fileno() honest after a race */
+    /* Keeps a watched fileno() honest after a race. */
+    if (rc == IP_WAIT_TIMEOUT && rx_emptied(self) < 0)
+        return leave(self, NULL);
     return leave(self, PyBool_FromLong(rc == IP_WAIT_DONE));
 }
 
@@ -655,9 +693,11 @@ static PyObject *ConnectionCore_fileno(ConnectionCore *self, PyObject *Py_UNUSED
     if (!self->readable)
         return leave(self, PyLong_FromLong(self->wfd));
     ip_pipe_end_t *e = &self->hdr->ends[self->end];
-    if (!__atomic_load_n(&e->armed, __ATOMIC_ACQUIRE)) {
+    if (!self->synced) {
         __atomic_store_n(&e->armed, 1, __ATOMIC_SEQ_CST);
-        resync_end(self);
+        if (resync_end(self) < 0)
+            return leave(self, NULL);
+        self->synced = 1;
     }
     return leave(self, PyLong_FromLong(self->rfd));
 }
@@ -711,13 +751,18 @@ PyDoc_STRVAR(send_doc,
 "send($self, obj, /)\n--\n\n"
 "Send obj to the other end.  It is serialized here (an unpicklable object\n"
 "raises at once) and never waits: the shared ring grows.  BrokenPipeError\n"
-"once every process holding the other end has closed it or died.");
+"once every process holding the other end has closed it or died.  A signal\n"
+"handler's exception raised while the other end's fileno() readiness is\n"
+"updated comes after the message went in.  A damaged pipe raises\n"
+"interproc.SegmentError.");
 PyDoc_STRVAR(recv_doc,
 "recv($self, /)\n--\n\n"
 "Return the next object sent from the other end, waiting for one.  The GIL\n"
 "is released while waiting and Ctrl-C interrupts the wait.  EOFError once\n"
 "nothing is left and every process holding the other end has closed it or\n"
-"died (SIGKILL included): it never hangs on a dead peer.");
+"died (SIGKILL included): it never hangs on a dead peer.  Interrupted by a\n"
+"signal handler's exception after the message was taken, it keeps the\n"
+"message for the next call.");
 PyDoc_STRVAR(send_bytes_doc,
 "send_bytes($self, buf, offset=0, size=None)\n--\n\n"
 "Send size bytes of the bytes-like object buf, starting at offset, as one\n"

@@ -452,9 +452,11 @@ typedef struct {
     /* The ring was found empty just before a sleep: -1 with an exception
      * (EOFError) when nothing can ever arrive. */
     int (*eof)(void *owner);
-    /* A take left the ring empty / a put published messages. */
-    void (*emptied)(void *owner);
-    void (*published)(void *owner);
+    /* A take left the ring empty / a put published messages: -1 with an
+     * exception (a signal while waiting for a lock) after the records were
+     * taken or published all the same. */
+    int (*emptied)(void *owner);
+    int (*published)(void *owner);
 } ip_channel_t;
 
 /* Messages in the ring, from the two counts; 0 when they are impossible. */
@@ -463,13 +465,16 @@ uint64_t ip_channel_size(const ip_channel_t *ch);
 int ip_channel_count(const ip_channel_t *ch, uint64_t *n);
 /* Puts payloads[0..n) in order, waiting on maxsize until the deadline.
  * Returns how many went in; fewer than n means an exception is set, or
- * *timed_out (then no exception is set). */
+ * *timed_out (then no exception is set).  All n with an exception set: the
+ * published hook failed after they went in. */
 Py_ssize_t ip_channel_put(ip_channel_t *ch, const ip_payload_t *payloads, Py_ssize_t n,
                           const ip_deadline_t *d, int *timed_out);
 /* Waits for at least one record, then takes up to max of them as bytes
  * objects.  Returns how many, 0 when the deadline passed (no exception),
  * -1 with an exception.  A record longer than max_len is left in the ring
- * and OSError("bad message length") is raised. */
+ * and OSError("bad message length") is raised.  A count > 0 with an
+ * exception set: the emptied hook failed after the take, and the records
+ * are the caller's all the same. */
 Py_ssize_t ip_channel_take(ip_channel_t *ch, Py_ssize_t max, uint64_t max_len, PyObject **payloads,
                            uint32_t *types, const ip_deadline_t *d);
 /* Waits until a take would not block (data, or end of stream). */
