@@ -864,3 +864,55 @@ def _closed(fd):
     return False
 
 
+@pytest.mark.parametrize("args", [(1, "x"), (), (1, 0, "x"), (1, 0, 0, 2**70)], ids=repr)
+def test_queue_core_owns_its_fd_also_on_bad_arguments(args):
+    fd = os.memfd_create("t")
+    with pytest.raises((TypeError, OverflowError, ValueError)):
+        interproc._core.QueueCore(fd, *args)
+    assert _closed(fd)
+
+
+def test_queue_core_owns_its_fd_given_by_keyword():
+    fd = os.memfd_create("t")
+    with pytest.raises(TypeError):
+        interproc._core.QueueCore(fd=fd, kind=1, maxsize="x")
+    assert _closed(fd)
+
+
+@pytest.mark.parametrize("extra", [("x",), (-1, 5), ()], ids=repr)
+def test_connection_core_owns_its_fds_also_on_bad_arguments(extra):
+    fd = os.memfd_create("t")
+    r, w = os.pipe()
+    args = (fd, 0, True, True, r, w) + extra if extra != () else (fd, 0, True, True, r)
+    with pytest.raises((TypeError, ValueError)):
+        interproc._core.ConnectionCore(*args)
+    assert _closed(fd) and _closed(r)
+    if extra != ():
+        assert _closed(w)
+    else:
+        os.close(w)
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(maxsize="x"), dict(maxsize=2**64), dict(maxsize=2**63), dict(capacity_bytes=0),
+    dict(capacity_bytes="1"), dict(capacity_bytes=2**41),
+], ids=repr)
+def test_bad_queue_arguments_open_nothing(unique_name, kwargs):
+    name = unique_name()
+    before = _open_fds()
+    with pytest.raises((TypeError, ValueError, OverflowError)):
+        Queue(name=name, **kwargs)
+    with pytest.raises((TypeError, ValueError, OverflowError)):
+        Queue(**kwargs)
+    assert _open_fds() == before
+    assert not os.path.exists(f"/dev/shm/interproc.{name}")
+
+
+@pytest.mark.parametrize("capacity", [0, -5, "x", 2**41], ids=repr)
+def test_bad_pipe_arguments_open_nothing(capacity):
+    before = _open_fds()
+    with pytest.raises((TypeError, ValueError)):
+        interproc.Pipe(capacity_bytes=capacity)
+    assert _open_fds() == before
+
+

@@ -353,14 +353,30 @@ static int attach_segment(ConnectionCore *self)
     return 0;
 }
 
+static void close_arg_fds(PyObject *args, PyObject *kwds)
+{
+    static const struct {
+        Py_ssize_t pos;
+        const char *name;
+    } fds[] = {{0, "fd"}, {4, "rfd"}, {5, "wfd"}};
+    for (size_t i = 0; i < sizeof fds / sizeof fds[0]; i++) {
+        int fd = ip_arg_fd(args, kwds, fds[i].pos, fds[i].name);
+        if (fd >= 0)
+            close(fd);
+    }
+}
+
 static PyObject *ConnectionCore_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"fd", "end", "readable", "writable", "rfd", "wfd", "capacity", NULL};
     int fd, end, readable, writable, rfd, wfd;
     long long capacity = -1;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "iippii|L:ConnectionCore", kwlist, &fd, &end,
-                                     &readable, &writable, &rfd, &wfd, &capacity))
+                                     &readable, &writable, &rfd, &wfd, &capacity)) {
+        /* The descriptors are ours even when the other arguments are wrong. */
+        close_arg_fds(args, kwds);
         return NULL;
+    }
     ConnectionCore *self = (ConnectionCore *)type->tp_alloc(type, 0);
     if (self == NULL) {
         close(fd);

@@ -435,6 +435,10 @@ PyObject *ip_plain_read(const uint8_t *data, uint64_t len);
  * entry.  The first `required` names must be given. */
 int ip_parse_args(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
                   const char *const *names, int nnames, int required, PyObject **vals);
+/* The descriptor passed as positional argument `pos` or keyword `name` of a
+ * tp_new call, or -1: so that a constructor that owns its descriptors can
+ * close them when the rest of its arguments do not parse. */
+int ip_arg_fd(PyObject *args, PyObject *kwds, Py_ssize_t pos, const char *name);
 
 /* pid table helpers */
 int ip_pids_register(uint32_t *pids, int n);

@@ -43,6 +43,22 @@ int ip_parse_args(const char *fname, PyObject *const *args, Py_ssize_t nargs, Py
     return 0;
 }
 
+int ip_arg_fd(PyObject *args, PyObject *kwds, Py_ssize_t pos, const char *name)
+{
+    PyObject *o = NULL;
+    if (PyTuple_Check(args) && pos < PyTuple_GET_SIZE(args))
+        o = PyTuple_GET_ITEM(args, pos);
+    else if (kwds && PyDict_Check(kwds))
+        o = PyDict_GetItemString(kwds, name); /* borrowed; str keys: no code runs */
+    if (o == NULL || !PyLong_Check(o))
+        return -1;
+    int overflow;
+    long fd = PyLong_AsLongAndOverflow(o, &overflow);
+    if (fd == -1 && PyErr_Occurred())
+        PyErr_Clear();
+    return overflow || fd < 0 || fd > INT32_MAX ? -1 : (int)fd;
+}
+
 /* ------------------------------------------------------------------ */
 /* Serialization                                                       */
 

@@ -166,8 +166,13 @@ static PyObject *QueueCore_new(PyTypeObject *type, PyObject *args, PyObject *kwd
     Py_ssize_t maxsize = 0;
     long long capacity = -1;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "ii|nL:QueueCore", kwlist, &fd, &kind, &maxsize,
-                                     &capacity))
+                                     &capacity)) {
+        /* fd is ours even when the other arguments are wrong. */
+        int given = ip_arg_fd(args, kwds, 0, "fd");
+        if (given >= 0)
+            close(given);
         return NULL;
+    }
     /* From here on fd is ours, also when we fail. */
     if (kind < IP_KIND_QUEUE || kind > IP_KIND_JOINABLE_QUEUE) {
         PyErr_Format(PyExc_ValueError, "unknown queue kind %d", kind);
