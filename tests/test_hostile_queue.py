@@ -916,3 +916,15 @@ def test_bad_pipe_arguments_open_nothing(capacity):
     assert _open_fds() == before
 
 
+# ------------------------------------------------------------------
+# Sizes computed from user input
+
+
+def test_send_bytes_size_that_overflows_offset_plus_size():
+    a, b = interproc.Pipe()
+    with pytest.raises(ValueError, match="buffer length < offset \\+ size"):
+        a.send_bytes(b"0123456789", 5, sys.maxsize)
+    with pytest.raises(ValueError):
+        a.send_bytes(b"0123456789", sys.maxsize, sys.maxsize)
+    a.send_bytes(b"ok")
+    assert b.recv_bytes() == b"ok"

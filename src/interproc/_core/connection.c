@@ -496,7 +496,7 @@ static PyObject *ConnectionCore_send_bytes(ConnectionCore *self, PyObject *const
             PyErr_SetString(PyExc_ValueError, "size is negative");
             goto done;
         }
-        if (offset + size > n) {
+        if (size > n - offset) {
             PyErr_SetString(PyExc_ValueError, "buffer length < offset + size");
             goto done;
         }
