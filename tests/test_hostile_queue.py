@@ -362,6 +362,30 @@ def test_get_many_takes_more_than_one_scratch_chunk():
     assert q.get_many(timeout=10) == [4999]
 
 
+def test_get_many_without_max_items_ends_while_producers_keep_up():
+    """Without max_items, get_many takes what is there and what comes while
+    it copies, within a bound: a producer that keeps the ring full cannot
+    keep it going."""
+    import threading
+
+    q = Queue()
+    stop = threading.Event()
+
+    def produce():
+        while not stop.is_set():
+            q.put_many(range(1000))
+
+    q.put_many(range(1000))
+    t = threading.Thread(target=produce)
+    t.start()
+    try:
+        for _ in range(5):
+            assert q.get_many(timeout=10)
+    finally:
+        stop.set()
+        t.join()
+
+
 # ------------------------------------------------------------------
 # Damaged segments: positions
 

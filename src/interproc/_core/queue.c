@@ -465,6 +465,7 @@ static PyObject *QueueCore_get_nowait(QueueCore *self, PyObject *Py_UNUSED(ignor
  * or from shared memory is ever allocated up front. */
 #define GET_MANY_SMALL 64
 #define GET_MANY_FIRST_MAX 65536
+#define GET_MANY_SLACK 1024
 
 typedef struct {
     PyObject *small_p[GET_MANY_SMALL];
@@ -523,7 +524,7 @@ static PyObject *QueueCore_get_many(QueueCore *self, PyObject *const *args, Py_s
     PyObject *vals[3] = {Py_None, Py_True, Py_None};
     if (ip_parse_args("get_many", args, nargs, kwnames, get_many_names, 3, 0, vals) < 0)
         return NULL;
-    Py_ssize_t max = PY_SSIZE_T_MAX;
+    Py_ssize_t max = -1;
     if (vals[0] != Py_None) {
         max = PyLong_AsSsize_t(vals[0]);
         if (max == -1 && PyErr_Occurred())
@@ -543,13 +544,20 @@ static PyObject *QueueCore_get_many(QueueCore *self, PyObject *const *args, Py_s
     PyObject *result = NULL;
     if (self->pending) {
         Py_ssize_t avail = PyList_GET_SIZE(self->pending);
+        if (max < 0)
+            max = avail;
         if (scratch_grow(&s, avail < max ? avail : max, 0) < 0)
             goto done;
         got = take_pending(self, s.cap < max ? s.cap : max, s.payloads, s.types);
     } else {
         /* Sized by what is there, as far as the counts can be believed;
-         * more room is made below if more arrives. */
-        uint64_t there = ip_channel_size(&self->ch) + GET_MANY_SMALL;
+         * more room is made below if more arrives.  Without max_items,
+         * what is there now and what comes meanwhile, within a bound, so
+         * that producers faster than this call cannot keep it going. */
+        uint64_t there = ip_channel_size(&self->ch); /* at most IP_MAX_MESSAGES */
+        if (max < 0)
+            max = (Py_ssize_t)there + GET_MANY_SLACK;
+        there += GET_MANY_SMALL;
         Py_ssize_t first = there > GET_MANY_FIRST_MAX ? GET_MANY_FIRST_MAX : (Py_ssize_t)there;
         if (scratch_grow(&s, first < max ? first : max, 0) < 0)
             goto done;
