@@ -26,6 +26,8 @@ Empty = _queue.Empty
 #: memory is only touched as it fills, so an idle queue costs a few pages.
 DEFAULT_CAPACITY = 8 << 20
 MAX_CAPACITY = 1 << 40
+#: The largest item limit: what the core keeps in a signed 64-bit word.
+MAX_MAXSIZE = (1 << 63) - 1
 
 _live: "weakref.WeakSet[_QueueBase]" = weakref.WeakSet()
 
@@ -37,6 +39,14 @@ def _after_fork_in_child() -> None:
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _check_maxsize(maxsize: Any) -> int:
+    maxsize = operator.index(maxsize)  # TypeError for a non-integer
+    if maxsize > MAX_MAXSIZE:
+        raise OverflowError(f"maxsize must be at most {MAX_MAXSIZE}, not {maxsize}")
+    # As in multiprocessing, maxsize <= 0 means unbounded.
+    return max(maxsize, 0)
 
 
 def _check_capacity(capacity_bytes: Optional[int]) -> int:
@@ -69,10 +79,10 @@ class _QueueBase(_core.QueueCore):
         mode: int = 0o600,
         capacity_bytes: Optional[int] = None,
     ):
-        maxsize = operator.index(maxsize)  # TypeError for a non-integer
+        # Every argument is checked before anything is opened or created, so
+        # a bad one leaves no descriptor and no name behind.
+        maxsize = _check_maxsize(maxsize)
         capacity = _check_capacity(capacity_bytes)
-        # As in multiprocessing, maxsize <= 0 means unbounded.
-        maxsize = max(maxsize, 0)
         self = naming.open_object(
             name,
             create,

@@ -19,21 +19,41 @@ static int lock_side(ip_channel_t *ch, ip_side_t *side, const ip_deadline_t *d)
         return -1;
     int r = ip_mutex_lock(&side->lock, d);
     if (r == IP_LOCK_OWNER_DIED) {
-        if (side == &ch->view.ring->prod)
-            ip_ring_recover_producer(&ch->view);
-        else
-            ip_ring_recover_consumer(&ch->view);
+        int rc = side == &ch->view.ring->prod ? ip_ring_recover_producer(&ch->view)
+                                              : ip_ring_recover_consumer(&ch->view);
         ip_mutex_consistent(&side->lock);
+        if (rc < 0) {
+            ip_mutex_unlock(&side->lock);
+            return -1;
+        }
         r = IP_LOCK_OK;
     }
     return r == IP_LOCK_OK ? 1 : r == IP_LOCK_TIMEOUT ? 0 : -1;
 }
 
-uint64_t ip_channel_size(const ip_channel_t *ch)
+/* Reads out before in: both only grow, and out never passes in, so a
+ * reader only sees out > in (or more messages than the regions can hold)
+ * in a damaged header. */
+static int counts(const ip_channel_t *ch, uint64_t *n)
 {
     uint64_t out = ld(&ch->view.ring->cons.count);
     uint64_t in = ld(&ch->view.ring->prod.count);
-    return in >= out ? in - out : 0; /* only a corrupt header makes it negative */
+    *n = in - out;
+    return in >= out && in - out <= IP_MAX_MESSAGES ? 0 : -1;
+}
+
+uint64_t ip_channel_size(const ip_channel_t *ch)
+{
+    uint64_t n;
+    return counts(ch, &n) == 0 ? n : 0;
+}
+
+int ip_channel_count(const ip_channel_t *ch, uint64_t *n)
+{
+    if (counts(ch, n) == 0)
+        return 0;
+    PyErr_SetString(ip_SegmentError, "queue header is corrupt (impossible message counts)");
+    return -1;
 }
 
 /* ------------------------------------------------------------------ */
@@ -48,12 +68,20 @@ static Py_ssize_t write_batch(ip_channel_t *ch, const ip_payload_t *payloads, Py
     ip_txn_t t;
     ip_ring_produce_begin(v, &t);
     Py_ssize_t i = 0;
+    int again = 0;
     *err = 0;
     while (i < n) {
-        if (ch->maxsize && ip_ring_full(v, t.count, ch->maxsize))
+        int full = ch->maxsize ? ip_ring_full(v, t.count, ch->maxsize) : 0;
+        if (full) {
+            *err = full < 0;
             break;
+        }
         uint8_t *dst = ip_ring_reserve(v, &t, payloads[i].type, payloads[i].len);
         if (dst == NULL) {
+            /* "Commit first" comes at most once per record: the fresh
+             * transaction switches regions, and a switch always fits. */
+            if (!PyErr_Occurred() && again++)
+                PyErr_SetString(ip_SegmentError, "queue header is corrupt (no region takes the message)");
             if (PyErr_Occurred()) {
                 *err = 1;
                 break;
@@ -61,6 +89,7 @@ static Py_ssize_t write_batch(ip_channel_t *ch, const ip_payload_t *payloads, Py
             *published += ip_ring_produce_commit(v, &t);
             continue;
         }
+        again = 0;
         ip_payload_write(&payloads[i], dst);
         i++;
     }
@@ -91,8 +120,8 @@ static int put_attempt(void *arg, int before_sleep, const uint64_t **watch, uint
     ip_mutex_unlock(&r->prod.lock);
     if (published) {
         ip_event_signal(&r->put_ev, (int)published);
-        if (c->ch->published)
-            c->ch->published(c->ch->owner);
+        if (c->ch->published && c->ch->published(c->ch->owner) < 0)
+            err = 1;
     }
     if (err)
         return -1;
@@ -126,15 +155,24 @@ static Py_ssize_t take_records(ip_channel_t *ch, Py_ssize_t max, uint64_t max_le
     ip_txn_t t;
     ip_ring_consume_begin(v, &t);
     Py_ssize_t n = 0;
-    int failed = 0;
+    int failed = 0, again = 0;
     while (n < max) {
         uint32_t type;
         const uint8_t *data;
         uint64_t len;
         int rc = ip_ring_peek(v, &t, &type, &data, &len);
         if (rc == IP_PEEK_AGAIN) {
-            ip_ring_consume_commit(v, &t);
-            continue;
+            /* A region a producer switched to starts with a message, so a
+             * second FWD without one taken in between is forged, and
+             * following such FWDs could go round for ever. */
+            if (again++) {
+                rc = -1;
+                PyErr_SetString(ip_SegmentError,
+                                "queue data is corrupt (forward records without messages between)");
+            } else {
+                ip_ring_consume_commit(v, &t);
+                continue;
+            }
         }
         if (rc <= 0) {
             failed = rc < 0;
@@ -169,6 +207,7 @@ static Py_ssize_t take_records(ip_channel_t *ch, Py_ssize_t max, uint64_t max_le
         payloads[n] = b;
         types[n] = type;
         n++;
+        again = 0;
         ip_ring_advance(&t, len);
     }
     ip_ring_consume_commit(v, &t);
@@ -209,8 +248,8 @@ static int take_attempt(void *arg, int before_sleep, const uint64_t **watch, uin
     c->taken = n;
     if (c->ch->maxsize)
         ip_event_signal(&r->get_ev, (int)n);
-    if (c->ch->emptied && ip_channel_size(c->ch) == 0)
-        c->ch->emptied(c->ch->owner);
+    if (c->ch->emptied && ip_channel_size(c->ch) == 0 && c->ch->emptied(c->ch->owner) < 0)
+        return -1; /* with c->taken records all the same */
     return 1;
 }
 
@@ -219,7 +258,9 @@ Py_ssize_t ip_channel_take(ip_channel_t *ch, Py_ssize_t max, uint64_t max_len, P
 {
     take_ctx c = {ch, max, max_len, payloads, types, 0, d};
     int rc = ip_wait_for(&ch->view.ring->put_ev, d, take_attempt, &c);
-    return rc == IP_WAIT_DONE ? c.taken : rc == IP_WAIT_TIMEOUT ? 0 : -1;
+    if (c.taken > 0)
+        return c.taken;
+    return rc == IP_WAIT_TIMEOUT ? 0 : -1;
 }
 
 typedef struct {

@@ -48,8 +48,15 @@ typedef struct {
     int released;
     int active;
     int peer_gone;
+    int synced; /* this handle brought its end's readiness pipe in step once */
     uint32_t seen_closes;
     int64_t next_check_ns;
+    uint64_t uid;
+    /* A message taken from the ring whose recv() was then interrupted (a
+     * signal while the readiness pipe was being updated): the next recv()
+     * returns it. */
+    PyObject *held;
+    uint32_t held_type;
     PyObject *weakreflist;
 } ConnectionCore;
 
@@ -204,51 +211,63 @@ static void poke(int wfd, int rfd)
     }
 }
 
-static void lock_end(ip_pipe_end_t *e)
+/* The end's lock is held for a few syscalls at most, but its holder may be
+ * frozen (SIGSTOP) or stuck: wait for it as for a ring lock, without the GIL
+ * and with signal handlers run, so that other threads go on and Ctrl-C
+ * interrupts.  0, or -1 with an exception set. */
+static int lock_end(ip_pipe_end_t *e)
 {
-    if (ip_mutex_lock_nogil(&e->lock) == IP_LOCK_OWNER_DIED)
+    static const ip_deadline_t forever = {.infinite = 1};
+    int r = ip_mutex_lock(&e->lock, &forever);
+    if (r == IP_LOCK_OWNER_DIED)
         ip_mutex_consistent(&e->lock); /* `notified` is re-derived by every holder */
+    return r == IP_LOCK_OK || r == IP_LOCK_OWNER_DIED ? 0 : -1;
 }
 
 /* Puts end k's pipe in step with ring k.  Called by a receiver of end k. */
-static void resync_end(ConnectionCore *self)
+static int resync_end(ConnectionCore *self)
 {
     ip_pipe_end_t *e = &self->hdr->ends[self->end];
-    lock_end(e);
+    if (lock_end(e) < 0)
+        return -1;
     drain(self->rfd);
     int nonempty = ip_channel_size(&self->rx) > 0;
     if (nonempty)
         poke(-1, self->rfd);
-    e->notified = (uint32_t)nonempty;
+    __atomic_store_n(&e->notified, (uint32_t)nonempty, __ATOMIC_SEQ_CST);
     ip_mutex_unlock(&e->lock);
+    return 0;
 }
 
 /* After a send: the receiving end may be watched through its fileno(). */
-static void tx_published(void *owner)
+static int tx_published(void *owner)
 {
     ConnectionCore *self = owner;
     ip_pipe_end_t *e = &self->hdr->ends[1 - self->end];
     if (!__atomic_load_n(&e->armed, __ATOMIC_ACQUIRE) || __atomic_load_n(&e->notified, __ATOMIC_ACQUIRE))
-        return;
-    lock_end(e);
-    if (!e->notified && ip_channel_size(&self->tx) > 0) {
+        return 0;
+    if (lock_end(e) < 0)
+        return -1;
+    if (!__atomic_load_n(&e->notified, __ATOMIC_ACQUIRE) && ip_channel_size(&self->tx) > 0) {
         poke(self->wfd, -1);
         __atomic_store_n(&e->notified, 1, __ATOMIC_SEQ_CST);
     }
     ip_mutex_unlock(&e->lock);
+    return 0;
 }
 
 /* After a take left the ring empty: the pipe must stop saying "readable".
  * `notified` is only read under the lock here: a sender may be between its
  * look at the ring and its store of `notified`. */
-static void rx_emptied(void *owner)
+static int rx_emptied(void *owner)
 {
     ConnectionCore *self = owner;
     ip_pipe_end_t *e = &self->hdr->ends[self->end];
     if (!__atomic_load_n(&e->armed, __ATOMIC_ACQUIRE))
-        return;
-    lock_end(e);
-    if (e->notified && ip_channel_size(&self->rx) == 0) {
+        return 0;
+    if (lock_end(e) < 0)
+        return -1;
+    if (__atomic_load_n(&e->notified, __ATOMIC_ACQUIRE) && ip_channel_size(&self->rx) == 0) {
         drain(self->rfd);
         __atomic_store_n(&e->notified, 0, __ATOMIC_SEQ_CST);
         /* A sender that published just now may have seen the old
@@ -260,18 +279,19 @@ static void rx_emptied(void *owner)
         }
     }
     ip_mutex_unlock(&e->lock);
+    return 0;
 }
 
 /* ------------------------------------------------------------------ */
 /* construction                                                        */
 
-static void setup_channel(ConnectionCore *self, ip_channel_t *ch, int ring)
+static void setup_channel(ConnectionCore *self, ip_channel_t *ch, int ring, uint64_t hsize,
+                          uint64_t cap)
 {
     ip_pipe_hdr_t *h = self->hdr;
-    ch->view.ring = &h->rings[ring];
-    ch->view.seg = &h->seg;
-    ch->view.fd = self->fd;
-    ch->view.base = (uint8_t *)h + h->seg.header_size + (uint64_t)ring * h->base_cap;
+    uint64_t off = hsize + (uint64_t)ring * cap;
+    ip_ringview_init(&ch->view, &h->rings[ring], &h->seg, self->fd, (uint8_t *)h + off, off, cap,
+                     hsize + 2 * cap);
     ch->maxsize = 0;
     ch->owner = self;
     ch->check = check_open;
@@ -294,6 +314,9 @@ static int init_segment(ConnectionCore *self, long long capacity)
         PyErr_SetString(PyExc_OSError, "cannot initialize process-shared mutexes");
         return -1;
     }
+    self->uid = h->seg.uid;
+    setup_channel(self, &self->rx, self->end, hsize, cap);
+    setup_channel(self, &self->tx, 1 - self->end, hsize, cap);
     ip_segment_publish(&h->seg);
     return 0;
 }
@@ -301,20 +324,46 @@ static int init_segment(ConnectionCore *self, long long capacity)
 static int attach_segment(ConnectionCore *self)
 {
     uint64_t file_size;
+    ip_seghdr_t seg;
     ip_pipe_hdr_t *h =
-        ip_segment_attach(self->fd, IP_KIND_PIPE, IP_PIPE_HDR_SIZE, &self->map_len, &file_size, NULL);
+        ip_segment_attach(self->fd, IP_KIND_PIPE, IP_PIPE_HDR_SIZE, &self->map_len, &file_size, &seg);
     if (h == NULL)
         return -1;
     self->hdr = h;
-    uint64_t hsize = h->seg.header_size;
-    if (self->map_len != hsize + 2 * h->base_cap || h->rings[0].regions[0].offset != hsize
-        || h->rings[1].regions[0].offset != hsize + h->base_cap) {
+    uint64_t hsize = seg.header_size;
+    /* Read once; a power of two of at most IP_MAX_CAPACITY, so that the
+     * sums below cannot wrap. */
+    uint64_t cap = __atomic_load_n(&h->base_cap, __ATOMIC_RELAXED);
+    int ok = cap >= IP_PAGE && cap <= IP_MAX_CAPACITY && !(cap & (cap - 1))
+             && seg.initial_size == hsize + 2 * cap && self->map_len == seg.initial_size;
+    for (int k = 0; ok && k < 2; k++) {
+        ip_region_t *base = &h->rings[k].regions[0];
+        ok = __atomic_load_n(&base->offset, __ATOMIC_RELAXED) == hsize + (uint64_t)k * cap
+             && __atomic_load_n(&base->cap, __ATOMIC_RELAXED) == cap;
+    }
+    if (!ok) {
         PyErr_SetString(ip_SegmentError, "pipe header is corrupt (base regions do not match)");
         return -1;
     }
     if (ip_ring_check(&h->rings[0], file_size) < 0 || ip_ring_check(&h->rings[1], file_size) < 0)
         return -1;
+    self->uid = seg.uid;
+    setup_channel(self, &self->rx, self->end, hsize, cap);
+    setup_channel(self, &self->tx, 1 - self->end, hsize, cap);
     return 0;
+}
+
+static void close_arg_fds(PyObject *args, PyObject *kwds)
+{
+    static const struct {
+        Py_ssize_t pos;
+        const char *name;
+    } fds[] = {{0, "fd"}, {4, "rfd"}, {5, "wfd"}};
+    for (size_t i = 0; i < sizeof fds / sizeof fds[0]; i++) {
+        int fd = ip_arg_fd(args, kwds, fds[i].pos, fds[i].name);
+        if (fd >= 0)
+            close(fd);
+    }
 }
 
 static PyObject *ConnectionCore_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
@@ -323,8 +372,11 @@ static PyObject *ConnectionCore_new(PyTypeObject *type, PyObject *args, PyObject
     int fd, end, readable, writable, rfd, wfd;
     long long capacity = -1;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "iippii|L:ConnectionCore", kwlist, &fd, &end,
-                                     &readable, &writable, &rfd, &wfd, &capacity))
+                                     &readable, &writable, &rfd, &wfd, &capacity)) {
+        /* The descriptors are ours even when the other arguments are wrong. */
+        close_arg_fds(args, kwds);
         return NULL;
+    }
     ConnectionCore *self = (ConnectionCore *)type->tp_alloc(type, 0);
     if (self == NULL) {
         close(fd);
@@ -352,8 +404,6 @@ static PyObject *ConnectionCore_new(PyTypeObject *type, PyObject *args, PyObject
     }
     if ((capacity >= 0 ? init_segment(self, capacity) : attach_segment(self)) < 0)
         goto fail;
-    setup_channel(self, &self->rx, end);
-    setup_channel(self, &self->tx, 1 - end);
     self->rx.eof = rx_eof;
     self->rx.emptied = rx_emptied;
     self->tx.published = tx_published;
@@ -370,6 +420,7 @@ static void ConnectionCore_dealloc(ConnectionCore *self)
     if (self->weakreflist)
         PyObject_ClearWeakRefs((PyObject *)self);
     release_resources(self);
+    Py_CLEAR(self->held);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -389,7 +440,9 @@ static PyObject *send_payload(ConnectionCore *self, ip_payload_t *p)
 {
     ip_deadline_t forever = {.infinite = 1};
     int timed_out;
-    if (ip_channel_put(&self->tx, p, 1, &forever, &timed_out) != 1)
+    /* An exception with the message in: a signal arrived while the
+     * receiving end's readiness pipe was being updated. */
+    if (ip_channel_put(&self->tx, p, 1, &forever, &timed_out) != 1 || PyErr_Occurred())
         return NULL;
     Py_RETURN_NONE;
 }
@@ -443,7 +496,7 @@ static PyObject *ConnectionCore_send_bytes(ConnectionCore *self, PyObject *const
             PyErr_SetString(PyExc_ValueError, "size is negative");
             goto done;
         }
-        if (offset + size > n) {
+        if (size > n - offset) {
             PyErr_SetString(PyExc_ValueError, "buffer length < offset + size");
             goto done;
         }
@@ -474,7 +527,25 @@ static PyObject *take_one(ConnectionCore *self, uint64_t max_len, uint32_t *type
 {
     ip_deadline_t forever = {.infinite = 1};
     PyObject *payload = NULL;
-    Py_ssize_t n = ip_channel_take(&self->rx, 1, max_len, &payload, type, &forever);
+    Py_ssize_t n;
+    if (self->held != NULL) {
+        if ((uint64_t)PyBytes_GET_SIZE(self->held) <= max_len) {
+            *type = self->held_type;
+            payload = self->held;
+            self->held = NULL;
+            return payload;
+        }
+        PyErr_SetString(PyExc_OSError, "bad message length");
+        n = -1;
+    } else {
+        n = ip_channel_take(&self->rx, 1, max_len, &payload, type, &forever);
+    }
+    if (n == 1 && PyErr_Occurred()) {
+        /* Taken, then interrupted: raise now, deliver next time. */
+        self->held = payload;
+        self->held_type = *type;
+        return NULL;
+    }
     if (n == 1)
         return payload;
     if (max_len != UINT64_MAX && PyErr_ExceptionMatches(PyExc_OSError)) {
@@ -617,11 +688,14 @@ static PyObject *ConnectionCore_poll(ConnectionCore *self, PyObject *const *args
         return NULL;
     if (check_readable(self) < 0)
         return leave(self, NULL);
+    if (self->held != NULL)
+        return leave(self, Py_NewRef(Py_True));
     rc = ip_channel_wait_ready(&self->rx, &d);
     if (rc == IP_WAIT_ERROR)
         return leave(self, NULL);
-    if (rc == IP_WAIT_TIMEOUT)
-        rx_emptied(self); /* keeps a watched fileno() honest after a race */
+    /* Keeps a watched fileno() honest after a race. */
+    if (rc == IP_WAIT_TIMEOUT && rx_emptied(self) < 0)
+        return leave(self, NULL);
     return leave(self, PyBool_FromLong(rc == IP_WAIT_DONE));
 }
 
@@ -635,9 +709,11 @@ static PyObject *ConnectionCore_fileno(ConnectionCore *self, PyObject *Py_UNUSED
     if (!self->readable)
         return leave(self, PyLong_FromLong(self->wfd));
     ip_pipe_end_t *e = &self->hdr->ends[self->end];
-    if (!__atomic_load_n(&e->armed, __ATOMIC_ACQUIRE)) {
+    if (!self->synced) {
         __atomic_store_n(&e->armed, 1, __ATOMIC_SEQ_CST);
-        resync_end(self);
+        if (resync_end(self) < 0)
+            return leave(self, NULL);
+        self->synced = 1;
     }
     return leave(self, PyLong_FromLong(self->rfd));
 }
@@ -679,27 +755,30 @@ static PyObject *get_handles(ConnectionCore *self, void *Py_UNUSED(c))
     if (self->closed)
         return closed_error(), NULL;
     return Py_BuildValue("(iiiiiiK)", self->fd, self->rfd, self->wfd, self->end, self->readable,
-                         self->writable, (unsigned long long)self->hdr->seg.uid);
+                         self->writable, (unsigned long long)self->uid);
 }
 
 static PyObject *get_uid(ConnectionCore *self, void *Py_UNUSED(c))
 {
-    if (self->released)
-        return PyLong_FromLong(0);
-    return PyLong_FromUnsignedLongLong(self->hdr->seg.uid);
+    return PyLong_FromUnsignedLongLong(self->released ? 0 : self->uid);
 }
 
 PyDoc_STRVAR(send_doc,
 "send($self, obj, /)\n--\n\n"
 "Send obj to the other end.  It is serialized here (an unpicklable object\n"
 "raises at once) and never waits: the shared ring grows.  BrokenPipeError\n"
-"once every process holding the other end has closed it or died.");
+"once every process holding the other end has closed it or died.  A signal\n"
+"handler's exception raised while the other end's fileno() readiness is\n"
+"updated comes after the message went in.  A damaged pipe raises\n"
+"interproc.SegmentError.");
 PyDoc_STRVAR(recv_doc,
 "recv($self, /)\n--\n\n"
 "Return the next object sent from the other end, waiting for one.  The GIL\n"
 "is released while waiting and Ctrl-C interrupts the wait.  EOFError once\n"
 "nothing is left and every process holding the other end has closed it or\n"
-"died (SIGKILL included): it never hangs on a dead peer.");
+"died (SIGKILL included): it never hangs on a dead peer.  Interrupted by a\n"
+"signal handler's exception after the message was taken, it keeps the\n"
+"message for the next call.");
 PyDoc_STRVAR(send_bytes_doc,
 "send_bytes($self, buf, offset=0, size=None)\n--\n\n"
 "Send size bytes of the bytes-like object buf, starting at offset, as one\n"

@@ -232,18 +232,30 @@ typedef struct {
     _Alignas(IP_CACHELINE) uint64_t heads[IP_MAX_REGIONS]; /* written by the consumer side */
 } ip_ring_t;
 
-/* Process-local view of a ring: how to reach its regions. */
+/* The largest region, and so the largest record, a ring ever holds. */
+#define IP_MAX_REGION_CAP (1ull << 44)
+#define IP_MAX_RECORD (IP_MAX_REGION_CAP - 4 * IP_REC_HDR)
+/* More messages than this between the counts cannot fit in the regions:
+ * counts that say so are corrupt. */
+#define IP_MAX_MESSAGES ((uint64_t)IP_MAX_REGIONS * (IP_MAX_REGION_CAP / IP_REC_HDR))
+
+/* Process-local view of a ring: how to reach its regions.  Everything
+ * that places or sizes memory is kept here as it was checked and mapped,
+ * never re-read from the shared header, which another process may change
+ * at any time. */
 typedef struct {
     ip_ring_t *ring;
     ip_seghdr_t *seg;
     int fd;
-    uint8_t *base;                     /* region 0's buffer, inside the main mapping */
-    uint8_t *maps[IP_MAX_REGIONS];     /* local mappings of the overflow regions */
+    uint64_t data_start;           /* overflow regions lie at or after it: the checked initial size */
+    uint8_t *maps[IP_MAX_REGIONS]; /* region 0: inside the main mapping; others: mapped on first use */
+    uint64_t caps[IP_MAX_REGIONS]; /* each mapped region's capacity, as mapped */
+    uint64_t offs[IP_MAX_REGIONS]; /* ... and its file offset */
 } ip_ringview_t;
 
 /* An open transaction on one side of the ring, between lock and commit. */
 typedef struct {
-    uint32_t region;
+    uint32_t region; /* IP_NO_REGION: the side's current region was corrupt */
     uint64_t pos;
     uint64_t count;
     uint32_t other;
@@ -255,9 +267,17 @@ typedef struct {
 int ip_ring_init(ip_ring_t *r, uint64_t base_offset, uint64_t base_cap);
 /* Validates a ring read from a segment of `file_size` bytes; -1 with SegmentError. */
 int ip_ring_check(const ip_ring_t *r, uint64_t file_size);
+/* Sets up a view whose base region (checked by the caller) is mapped at
+ * `base`, `base_offset` bytes into the file, `base_cap` bytes long. */
+void ip_ringview_init(ip_ringview_t *v, ip_ring_t *ring, ip_seghdr_t *seg, int fd, uint8_t *base,
+                      uint64_t base_offset, uint64_t base_cap, uint64_t data_start);
 
-void ip_ring_recover_producer(ip_ringview_t *v);
-void ip_ring_recover_consumer(ip_ringview_t *v);
+/* Called by whoever took a side's lock from a dead holder, before anything
+ * else: re-applies the holder's journal.  -1 with SegmentError when the
+ * journal is not one a producer (consumer) could have written: it is then
+ * dropped, and the ring stays as it was before that commit. */
+int ip_ring_recover_producer(ip_ringview_t *v);
+int ip_ring_recover_consumer(ip_ringview_t *v);
 
 /* Producer side; called with prod.lock held. */
 void ip_ring_produce_begin(ip_ringview_t *v, ip_txn_t *t);
@@ -271,9 +291,11 @@ uint32_t ip_ring_produce_commit(ip_ringview_t *v, ip_txn_t *t);
 
 /* Consumer side; called with cons.lock held. */
 void ip_ring_consume_begin(ip_ringview_t *v, ip_txn_t *t);
-/* Returns 1 and the next record (payload pointer, type, len), 0 when the ring
- * is empty (then t->pos is the position whose tail to watch), IP_PEEK_AGAIN when the transaction must be committed before going
- * on, -1 with a Python exception set. */
+/* Returns 1 and the next record (payload pointer, type, len), 0 when the
+ * ring is empty (then t->pos is the position whose tail to watch),
+ * IP_PEEK_AGAIN when the transaction must be committed before going on, -1
+ * with a Python exception set.  The record lies inside this process's
+ * mapping of its region and before the published tail. */
 #define IP_PEEK_AGAIN 2
 int ip_ring_peek(ip_ringview_t *v, ip_txn_t *t, uint32_t *type, const uint8_t **data, uint64_t *len);
 void ip_ring_advance(ip_txn_t *t, uint64_t len);
@@ -283,7 +305,8 @@ uint64_t ip_ring_bytes_used(const ip_ringview_t *v);
 void ip_ringview_unmap(ip_ringview_t *v);
 /* The word that changes when the consumer's current region gets data. */
 const uint64_t *ip_ring_tail_word(const ip_ringview_t *v, const ip_txn_t *t);
-/* Producer: is a transaction at message count `in` up against maxsize? */
+/* Producer: is a transaction at message count `in` up against maxsize?
+ * 1 yes, 0 no, -1 with SegmentError when the counts are impossible. */
 int ip_ring_full(ip_ringview_t *v, uint64_t in, uint64_t maxsize);
 
 /* ------------------------------------------------------------------ */
@@ -377,18 +400,25 @@ typedef struct {
 
 extern ip_state_t ip_state;
 
-/* A message on its way into a ring: what to write and how long it is. */
+/* A message on its way into a ring: a snapshot of what to write, taken
+ * when the message was given, so that nothing that runs afterwards (another
+ * thread while a put waits, code run by pickling other items) can change
+ * it or its length. */
+#define IP_PAYLOAD_INLINE 100
 typedef struct {
-    PyObject *obj;    /* owned: the bytes to copy (PICKLE, BYTES) or the value to encode (PLAIN) */
-    const char *data; /* what to copy, for every type but PLAIN */
+    PyObject *obj;    /* owned: keeps `data` alive (a bytes object, or NULL) */
+    const char *data; /* the len bytes to copy; NULL: they are in `inline_buf` */
     uint64_t len;
     uint32_t type;
+    uint8_t inline_buf[IP_PAYLOAD_INLINE]; /* a small plain encoding, without a malloc */
 } ip_payload_t;
 
 /* Serializes obj in the caller, so that an unpicklable object fails here;
- * -1 with an exception set.  ip_payload_clear() releases it either way. */
+ * -1 with an exception set, and nothing left to release.
+ * ip_payload_clear() releases it either way. */
 int ip_payload_init(ip_payload_t *p, PyObject *obj);
-/* Writes the payload's len bytes at dst.  Cannot fail. */
+/* Copies the payload's len bytes to dst.  Runs no Python code, allocates
+ * nothing and cannot fail; releases the GIL around a large copy. */
 void ip_payload_write(const ip_payload_t *p, uint8_t *dst);
 void ip_payload_clear(ip_payload_t *p);
 /* Turns a record's payload, copied out of the ring, back into an object. */
@@ -396,13 +426,19 @@ PyObject *ip_deserialize(uint32_t type, PyObject *payload);
 
 /* plain.c */
 Py_ssize_t ip_plain_size(PyObject *obj); /* -1: not plain */
-void ip_plain_write(PyObject *obj, uint8_t *dst);
+/* Encodes obj, whose ip_plain_size() was cap, into dst: cap, or -1 with
+ * RuntimeError if it no longer fits (it changed since it was sized). */
+Py_ssize_t ip_plain_encode(PyObject *obj, uint8_t *dst, size_t cap);
 PyObject *ip_plain_read(const uint8_t *data, uint64_t len);
 
 /* Parses vectorcall arguments against `names`; vals[] holds the defaults on
  * entry.  The first `required` names must be given. */
 int ip_parse_args(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
                   const char *const *names, int nnames, int required, PyObject **vals);
+/* The descriptor passed as positional argument `pos` or keyword `name` of a
+ * tp_new call, or -1: so that a constructor that owns its descriptors can
+ * close them when the rest of its arguments do not parse. */
+int ip_arg_fd(PyObject *args, PyObject *kwds, Py_ssize_t pos, const char *name);
 
 /* pid table helpers */
 int ip_pids_register(uint32_t *pids, int n);
@@ -420,21 +456,29 @@ typedef struct {
     /* The ring was found empty just before a sleep: -1 with an exception
      * (EOFError) when nothing can ever arrive. */
     int (*eof)(void *owner);
-    /* A take left the ring empty / a put published messages. */
-    void (*emptied)(void *owner);
-    void (*published)(void *owner);
+    /* A take left the ring empty / a put published messages: -1 with an
+     * exception (a signal while waiting for a lock) after the records were
+     * taken or published all the same. */
+    int (*emptied)(void *owner);
+    int (*published)(void *owner);
 } ip_channel_t;
 
+/* Messages in the ring, from the two counts; 0 when they are impossible. */
 uint64_t ip_channel_size(const ip_channel_t *ch);
+/* The same, or -1 with SegmentError when the counts are impossible. */
+int ip_channel_count(const ip_channel_t *ch, uint64_t *n);
 /* Puts payloads[0..n) in order, waiting on maxsize until the deadline.
  * Returns how many went in; fewer than n means an exception is set, or
- * *timed_out (then no exception is set). */
+ * *timed_out (then no exception is set).  All n with an exception set: the
+ * published hook failed after they went in. */
 Py_ssize_t ip_channel_put(ip_channel_t *ch, const ip_payload_t *payloads, Py_ssize_t n,
                           const ip_deadline_t *d, int *timed_out);
 /* Waits for at least one record, then takes up to max of them as bytes
  * objects.  Returns how many, 0 when the deadline passed (no exception),
  * -1 with an exception.  A record longer than max_len is left in the ring
- * and OSError("bad message length") is raised. */
+ * and OSError("bad message length") is raised.  A count > 0 with an
+ * exception set: the emptied hook failed after the take, and the records
+ * are the caller's all the same. */
 Py_ssize_t ip_channel_take(ip_channel_t *ch, Py_ssize_t max, uint64_t max_len, PyObject **payloads,
                            uint32_t *types, const ip_deadline_t *d);
 /* Waits until a take would not block (data, or end of stream). */

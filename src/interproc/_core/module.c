@@ -43,6 +43,22 @@ int ip_parse_args(const char *fname, PyObject *const *args, Py_ssize_t nargs, Py
     return 0;
 }
 
+int ip_arg_fd(PyObject *args, PyObject *kwds, Py_ssize_t pos, const char *name)
+{
+    PyObject *o = NULL;
+    if (PyTuple_Check(args) && pos < PyTuple_GET_SIZE(args))
+        o = PyTuple_GET_ITEM(args, pos);
+    else if (kwds && PyDict_Check(kwds))
+        o = PyDict_GetItemString(kwds, name); /* borrowed; str keys: no code runs */
+    if (o == NULL || !PyLong_Check(o))
+        return -1;
+    int overflow;
+    long fd = PyLong_AsLongAndOverflow(o, &overflow);
+    if (fd == -1 && PyErr_Occurred())
+        PyErr_Clear();
+    return overflow || fd < 0 || fd > INT32_MAX ? -1 : (int)fd;
+}
+
 /* ------------------------------------------------------------------ */
 /* Serialization                                                       */
 
@@ -83,8 +99,34 @@ static int is_plain(PyObject *o)
     return 0;
 }
 
+/* Encodes a plain value now, into the payload's own storage. */
+static int plain_snapshot(ip_payload_t *p, PyObject *obj, Py_ssize_t size)
+{
+    uint8_t *dst = p->inline_buf;
+    if (size > IP_PAYLOAD_INLINE) {
+        /* Not tracked by the garbage collector: allocating it runs no code. */
+        p->obj = PyBytes_FromStringAndSize(NULL, size);
+        if (p->obj == NULL)
+            return -1;
+        dst = (uint8_t *)PyBytes_AS_STRING(p->obj);
+        p->data = (const char *)dst;
+    }
+    if (ip_plain_encode(obj, dst, (size_t)size) < 0) {
+        Py_CLEAR(p->obj);
+        p->data = NULL;
+        return -1;
+    }
+    p->type = IP_REC_PLAIN;
+    p->len = (uint64_t)size;
+    return 0;
+}
+
 int ip_payload_init(ip_payload_t *p, PyObject *obj)
 {
+    p->obj = NULL;
+    p->data = NULL;
+    p->len = 0;
+    p->type = IP_REC_PICKLE;
     if (PyBytes_CheckExact(obj)) {
         p->type = IP_REC_BYTES;
         p->obj = Py_NewRef(obj);
@@ -93,12 +135,8 @@ int ip_payload_init(ip_payload_t *p, PyObject *obj)
         return 0;
     }
     Py_ssize_t plain = ip_plain_size(obj);
-    if (plain > 0) {
-        p->type = IP_REC_PLAIN;
-        p->obj = Py_NewRef(obj);
-        p->len = (uint64_t)plain;
-        return 0;
-    }
+    if (plain > 0)
+        return plain_snapshot(p, obj, plain);
     if (ip_state.dumps == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "interproc._core is not configured");
         return -1;
@@ -114,20 +152,17 @@ int ip_payload_init(ip_payload_t *p, PyObject *obj)
         PyErr_Format(PyExc_TypeError, "serializer returned %.100s, not bytes", Py_TYPE(res)->tp_name);
         Py_CLEAR(res);
     }
-    p->type = IP_REC_PICKLE;
+    if (res == NULL)
+        return -1;
     p->obj = res;
-    p->data = res ? PyBytes_AS_STRING(res) : NULL;
-    p->len = res ? (uint64_t)PyBytes_GET_SIZE(res) : 0;
-    return res ? 0 : -1;
+    p->data = PyBytes_AS_STRING(res);
+    p->len = (uint64_t)PyBytes_GET_SIZE(res);
+    return 0;
 }
 
 void ip_payload_write(const ip_payload_t *p, uint8_t *dst)
 {
-    if (p->type == IP_REC_PLAIN) {
-        ip_plain_write(p->obj, dst);
-        return;
-    }
-    const char *src = p->data;
+    const char *src = p->data ? p->data : (const char *)p->inline_buf;
     if (p->len >= IP_NOGIL_COPY) {
         Py_BEGIN_ALLOW_THREADS
         memcpy(dst, src, (size_t)p->len);
@@ -175,8 +210,92 @@ static PyObject *configure(PyObject *Py_UNUSED(m), PyObject *args)
     Py_RETURN_NONE;
 }
 
+PyDoc_STRVAR(layout_doc,
+"_layout()\n--\n\n"
+"Offsets and sizes of the queue and pipe layouts in shared memory, as a\n"
+"dict of 'struct.field' -> int.  For tests and fuzzers that damage a\n"
+"segment on purpose; not an API.");
+
+static PyObject *layout(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored))
+{
+#define F(key, type, field) {key, offsetof(type, field)}
+#define S(key, type) {key, sizeof(type)}
+    static const struct {
+        const char *key;
+        size_t value;
+    } items[] = {
+        F("seg.header_size", ip_seghdr_t, header_size),
+        F("seg.initial_size", ip_seghdr_t, initial_size),
+        F("seg.file_end", ip_seghdr_t, file_end),
+        F("seg.grow_lock", ip_seghdr_t, grow_lock),
+        F("queue.maxsize", ip_queue_hdr_t, maxsize),
+        F("queue.base_cap", ip_queue_hdr_t, base_cap),
+        F("queue.ring", ip_queue_hdr_t, ring),
+        S("queue.size", ip_queue_hdr_t),
+        F("pipe.base_cap", ip_pipe_hdr_t, base_cap),
+        F("pipe.ends", ip_pipe_hdr_t, ends),
+        S("pipe.end_size", ip_pipe_end_t),
+        F("pipe.end.lock", ip_pipe_end_t, lock),
+        F("pipe.rings", ip_pipe_hdr_t, rings),
+        S("ring.size", ip_ring_t),
+        F("ring.prod", ip_ring_t, prod),
+        F("ring.cons", ip_ring_t, cons),
+        F("ring.put_ev", ip_ring_t, put_ev),
+        F("ring.get_ev", ip_ring_t, get_ev),
+        F("event.waiters", ip_event_t, waiters),
+        F("ring.regions", ip_ring_t, regions),
+        F("ring.heads", ip_ring_t, heads),
+        F("side.lock", ip_side_t, lock),
+        F("side.cur", ip_side_t, cur),
+        F("side.hint_region", ip_side_t, hint_region),
+        F("side.count", ip_side_t, count),
+        F("side.hint_pos", ip_side_t, hint_pos),
+        F("side.hint_count", ip_side_t, hint_count),
+        F("side.journal", ip_side_t, journal),
+        F("journal.valid", ip_journal_t, valid),
+        F("journal.count", ip_journal_t, count),
+        F("journal.pos", ip_journal_t, pos),
+        F("journal.region", ip_journal_t, region),
+        F("journal.cur", ip_journal_t, cur),
+        F("journal.other", ip_journal_t, other),
+        F("journal.other_state", ip_journal_t, other_state),
+        F("journal.other_tail", ip_journal_t, other_tail),
+        S("region.size", ip_region_t),
+        F("region.offset", ip_region_t, offset),
+        F("region.cap", ip_region_t, cap),
+        F("region.tail", ip_region_t, tail),
+        F("region.state", ip_region_t, state),
+        S("rec.size", ip_rec_t),
+        F("rec.type", ip_rec_t, type),
+        F("rec.len", ip_rec_t, len),
+        {"rec.PICKLE", IP_REC_PICKLE},
+        {"rec.BYTES", IP_REC_BYTES},
+        {"rec.PAD", IP_REC_PAD},
+        {"rec.FWD", IP_REC_FWD},
+        {"rec.PLAIN", IP_REC_PLAIN},
+        {"rec.RAW", IP_REC_RAW},
+        {"max_regions", IP_MAX_REGIONS},
+    };
+#undef F
+#undef S
+    PyObject *d = PyDict_New();
+    if (d == NULL)
+        return NULL;
+    for (size_t i = 0; i < sizeof items / sizeof items[0]; i++) {
+        PyObject *v = PyLong_FromSize_t(items[i].value);
+        if (v == NULL || PyDict_SetItemString(d, items[i].key, v) < 0) {
+            Py_XDECREF(v);
+            Py_DECREF(d);
+            return NULL;
+        }
+        Py_DECREF(v);
+    }
+    return d;
+}
+
 static PyMethodDef module_methods[] = {
     {"_configure", configure, METH_VARARGS, configure_doc},
+    {"_layout", layout, METH_NOARGS, layout_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -7,7 +7,10 @@
  * message can share a mutable object, so unlike pickle there is no identity
  * to preserve, and the decoded value equals the original.  Anything else is
  * pickled.  Encoding is several times cheaper than pickle.dumps, decoding
- * than pickle.loads, and the encoder writes straight into the ring.
+ * than pickle.loads.  A value is encoded when it is put, into a buffer the
+ * payload owns (ip_payload_init): a list or dict changed later, by another
+ * thread or by code that runs while other items are pickled, cannot change
+ * what was sized.
  *
  * Layout: one tag byte per value, then
  *   'N' 'T' 'F'              nothing
@@ -86,70 +89,109 @@ Py_ssize_t ip_plain_size(PyObject *o)
     return total > PLAIN_MAX_BYTES ? -1 : total;
 }
 
-static inline uint8_t *put_u32(uint8_t *p, uint32_t v)
+/* Encoding goes into a buffer of the size ip_plain_size() gave, and checks
+ * every write against its end anyway: between sizing and encoding no code
+ * runs that could change a list or dict, but if a change ever slipped in
+ * it must fail the put, not write past the buffer. */
+typedef struct {
+    uint8_t *p;
+    uint8_t *end;
+} writer_t;
+
+static int room(writer_t *w, size_t n)
 {
-    memcpy(p, &v, 4);
-    return p + 4;
+    return (size_t)(w->end - w->p) >= n;
 }
 
-static uint8_t *write_atom(PyObject *o, uint8_t *p)
+static int put_bytes(writer_t *w, const void *src, size_t n)
+{
+    if (!room(w, n))
+        return -1;
+    memcpy(w->p, src, n);
+    w->p += n;
+    return 0;
+}
+
+static int put_tag(writer_t *w, uint8_t tag)
+{
+    return put_bytes(w, &tag, 1);
+}
+
+static int put_u32(writer_t *w, uint32_t v)
+{
+    return put_bytes(w, &v, 4);
+}
+
+static int write_atom(PyObject *o, writer_t *w)
 {
     PyTypeObject *t = Py_TYPE(o);
-    if (o == Py_None) {
-        *p++ = 'N';
-    } else if (t == &PyBool_Type) {
-        *p++ = o == Py_True ? 'T' : 'F';
-    } else if (t == &PyLong_Type) {
-        int64_t v = PyLong_AsLongLong(o); /* range checked by atom_size */
-        *p++ = 'i';
-        memcpy(p, &v, 8);
-        p += 8;
-    } else if (t == &PyFloat_Type) {
+    if (o == Py_None)
+        return put_tag(w, 'N');
+    if (t == &PyBool_Type)
+        return put_tag(w, o == Py_True ? 'T' : 'F');
+    if (t == &PyLong_Type) {
+        int overflow;
+        int64_t v = PyLong_AsLongLongAndOverflow(o, &overflow);
+        if (overflow)
+            return -1;
+        return put_tag(w, 'i') < 0 ? -1 : put_bytes(w, &v, 8);
+    }
+    if (t == &PyFloat_Type) {
         double v = PyFloat_AS_DOUBLE(o);
-        *p++ = 'f';
-        memcpy(p, &v, 8);
-        p += 8;
-    } else if (t == &PyUnicode_Type) {
+        return put_tag(w, 'f') < 0 ? -1 : put_bytes(w, &v, 8);
+    }
+    if (t == &PyUnicode_Type) {
         Py_ssize_t n = PyUnicode_GET_LENGTH(o);
         int kind = PyUnicode_KIND(o);
-        *p++ = 's';
-        *p++ = (uint8_t)kind;
-        p = put_u32(p, (uint32_t)n);
-        memcpy(p, PyUnicode_DATA(o), (size_t)(n * kind));
-        p += n * kind;
-    } else { /* bytes */
-        Py_ssize_t n = PyBytes_GET_SIZE(o);
-        *p++ = 'b';
-        p = put_u32(p, (uint32_t)n);
-        memcpy(p, PyBytes_AS_STRING(o), (size_t)n);
-        p += n;
+        if (n > PLAIN_MAX_BYTES || put_tag(w, 's') < 0 || put_tag(w, (uint8_t)kind) < 0
+            || put_u32(w, (uint32_t)n) < 0)
+            return -1;
+        return put_bytes(w, PyUnicode_DATA(o), (size_t)n * (size_t)kind);
     }
-    return p;
+    if (t == &PyBytes_Type) {
+        Py_ssize_t n = PyBytes_GET_SIZE(o);
+        if (n > PLAIN_MAX_BYTES || put_tag(w, 'b') < 0 || put_u32(w, (uint32_t)n) < 0)
+            return -1;
+        return put_bytes(w, PyBytes_AS_STRING(o), (size_t)n);
+    }
+    return -1;
 }
 
-void ip_plain_write(PyObject *o, uint8_t *p)
+Py_ssize_t ip_plain_encode(PyObject *o, uint8_t *dst, size_t cap)
 {
+    writer_t w = {dst, dst + cap};
     PyTypeObject *t = Py_TYPE(o);
     if (t == &PyTuple_Type || t == &PyList_Type) {
         Py_ssize_t n = Py_SIZE(o);
+        if (n > PLAIN_MAX_ITEMS || put_tag(&w, t == &PyTuple_Type ? 't' : 'l') < 0
+            || put_u32(&w, (uint32_t)n) < 0)
+            goto changed;
         PyObject **items = t == &PyTuple_Type ? ((PyTupleObject *)o)->ob_item
                                               : ((PyListObject *)o)->ob_item;
-        *p++ = t == &PyTuple_Type ? 't' : 'l';
-        p = put_u32(p, (uint32_t)n);
         for (Py_ssize_t i = 0; i < n; i++)
-            p = write_atom(items[i], p);
+            if (write_atom(items[i], &w) < 0)
+                goto changed;
     } else if (t == &PyDict_Type) {
-        Py_ssize_t pos = 0;
+        Py_ssize_t pos = 0, n = PyDict_GET_SIZE(o), seen = 0;
         PyObject *k, *v;
-        *p++ = 'd';
-        p = put_u32(p, (uint32_t)PyDict_GET_SIZE(o));
+        if (n > PLAIN_MAX_ITEMS || put_tag(&w, 'd') < 0 || put_u32(&w, (uint32_t)n) < 0)
+            goto changed;
         while (PyDict_Next(o, &pos, &k, &v)) {
-            p = write_atom(k, p);
-            p = write_atom(v, p);
+            if (++seen > n || write_atom(k, &w) < 0 || write_atom(v, &w) < 0)
+                goto changed;
         }
-    } else {
-        write_atom(o, p);
+        if (seen != n)
+            goto changed;
+    } else if (write_atom(o, &w) < 0) {
+        goto changed;
     }
+    if (w.p != w.end)
+        goto changed;
+    return w.p - dst;
+changed:
+    PyErr_Format(PyExc_RuntimeError, "%.100s changed size while it was being serialized",
+                 t->tp_name);
+    return -1;
 }
 
 /* ------------------------------------------------------------------ */
@@ -220,6 +262,17 @@ static PyObject *read_atom(reader_t *r)
         }
         if (need(r, (size_t)n * (size_t)kind) < 0)
             return NULL;
+        if (kind == 4) {
+            /* No code point past U+10FFFF: CPython refuses to make one. */
+            for (uint32_t i = 0; i < n; i++) {
+                uint32_t c;
+                memcpy(&c, r->p + 4 * (size_t)i, 4);
+                if (c > 0x10FFFF) {
+                    PyErr_SetString(ip_SegmentError, "queue data is corrupt (bad code point)");
+                    return NULL;
+                }
+            }
+        }
         PyObject *s = PyUnicode_FromKindAndData(kind, r->p, n);
         r->p += (size_t)n * (size_t)kind;
         return s;

@@ -21,6 +21,8 @@ typedef struct {
     ip_queue_hdr_t *hdr;
     size_t map_len;
     ip_channel_t ch;
+    uint64_t base_cap; /* as checked at attach, like everything that sizes memory */
+    uint64_t uid;
     int fd;
     int kind;
     int closed;
@@ -43,7 +45,7 @@ static void release_resources(QueueCore *self)
     self->released = 1;
     if (self->hdr) {
         ip_pids_unregister(self->hdr->pids, IP_MAX_PIDS, self->pid_slot);
-        ip_ringview_unmap(&self->ch.view);
+        ip_ringview_unmap(&self->ch.view); /* nothing to do if attach failed before it was set up */
         munmap(self->hdr, self->map_len);
         self->hdr = NULL;
     }
@@ -74,11 +76,6 @@ static PyObject *leave(QueueCore *self, PyObject *result)
     if (--self->active == 0 && self->closed)
         release_resources(self);
     return result;
-}
-
-static uint64_t qsize_of(QueueCore *self)
-{
-    return ip_channel_size(&self->ch);
 }
 
 static int check_open(void *owner)
@@ -124,6 +121,11 @@ static int init_segment(QueueCore *self, int kind, Py_ssize_t maxsize, long long
         PyErr_SetString(PyExc_OSError, "cannot initialize process-shared mutexes");
         return -1;
     }
+    self->base_cap = cap;
+    self->ch.maxsize = h->maxsize;
+    self->uid = h->seg.uid;
+    ip_ringview_init(&self->ch.view, &h->ring, &h->seg, self->fd, (uint8_t *)h + hsize, hsize, cap,
+                     hsize + cap);
     ip_segment_publish(&h->seg);
     return 0;
 }
@@ -131,17 +133,30 @@ static int init_segment(QueueCore *self, int kind, Py_ssize_t maxsize, long long
 static int attach_segment(QueueCore *self, int kind)
 {
     uint64_t file_size;
+    ip_seghdr_t seg;
     ip_queue_hdr_t *h = ip_segment_attach(self->fd, (uint32_t)kind, IP_QUEUE_HDR_SIZE,
-                                          &self->map_len, &file_size, NULL);
+                                          &self->map_len, &file_size, &seg);
     if (h == NULL)
         return -1;
     self->hdr = h;
-    if (h->base_cap != self->map_len - h->seg.header_size
-        || h->ring.regions[0].offset != h->seg.header_size || h->ring.regions[0].cap != h->base_cap) {
+    /* Read once: the checks below and every later use see the same values. */
+    uint64_t cap = __atomic_load_n(&h->base_cap, __ATOMIC_RELAXED);
+    uint64_t maxsize = __atomic_load_n(&h->maxsize, __ATOMIC_RELAXED);
+    if (cap < IP_PAGE || cap > IP_MAX_CAPACITY || (cap & (cap - 1))
+        || seg.initial_size != seg.header_size + cap || self->map_len != seg.initial_size
+        || __atomic_load_n(&h->ring.regions[0].offset, __ATOMIC_RELAXED) != seg.header_size
+        || __atomic_load_n(&h->ring.regions[0].cap, __ATOMIC_RELAXED) != cap) {
         PyErr_SetString(ip_SegmentError, "queue header is corrupt (base region does not match)");
         return -1;
     }
-    return ip_ring_check(&h->ring, file_size);
+    if (ip_ring_check(&h->ring, file_size) < 0)
+        return -1;
+    self->base_cap = cap;
+    self->ch.maxsize = maxsize;
+    self->uid = seg.uid;
+    ip_ringview_init(&self->ch.view, &h->ring, &h->seg, self->fd, (uint8_t *)h + seg.header_size,
+                     seg.header_size, cap, seg.initial_size);
+    return 0;
 }
 
 static PyObject *QueueCore_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
@@ -151,8 +166,13 @@ static PyObject *QueueCore_new(PyTypeObject *type, PyObject *args, PyObject *kwd
     Py_ssize_t maxsize = 0;
     long long capacity = -1;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "ii|nL:QueueCore", kwlist, &fd, &kind, &maxsize,
-                                     &capacity))
+                                     &capacity)) {
+        /* fd is ours even when the other arguments are wrong. */
+        int given = ip_arg_fd(args, kwds, 0, "fd");
+        if (given >= 0)
+            close(given);
         return NULL;
+    }
     /* From here on fd is ours, also when we fail. */
     if (kind < IP_KIND_QUEUE || kind > IP_KIND_JOINABLE_QUEUE) {
         PyErr_Format(PyExc_ValueError, "unknown queue kind %d", kind);
@@ -178,15 +198,9 @@ static PyObject *QueueCore_new(PyTypeObject *type, PyObject *args, PyObject *kwd
         Py_DECREF(self);
         return NULL;
     }
-    ip_queue_hdr_t *h = self->hdr;
-    self->ch.maxsize = h->maxsize;
     self->ch.owner = self;
     self->ch.check = check_open;
-    self->ch.view.ring = &h->ring;
-    self->ch.view.seg = &h->seg;
-    self->ch.view.fd = self->fd;
-    self->ch.view.base = (uint8_t *)h + h->seg.header_size;
-    self->pid_slot = ip_pids_register(h->pids, IP_MAX_PIDS);
+    self->pid_slot = ip_pids_register(self->hdr->pids, IP_MAX_PIDS);
     return (PyObject *)self;
 }
 
@@ -274,10 +288,17 @@ static PyObject *QueueCore_put_many(QueueCore *self, PyObject *const *args, Py_s
     int block = PyObject_IsTrue(vals[1]);
     if (block < 0 || enter(self) < 0)
         return NULL;
-    PyObject *seq = PySequence_Fast(vals[0], "put_many() needs an iterable of items");
-    if (seq == NULL)
+    /* A tuple: serializing one item may run code that changes a list of
+     * them, or drops the last reference to an item. */
+    PyObject *seq = PyTuple_Check(vals[0]) ? Py_NewRef(vals[0]) : PySequence_Tuple(vals[0]);
+    if (seq == NULL) {
+        if (PyErr_ExceptionMatches(PyExc_TypeError) && !PyObject_CheckBuffer(vals[0])) {
+            PyErr_Clear();
+            PyErr_SetString(PyExc_TypeError, "put_many() needs an iterable of items");
+        }
         return leave(self, NULL);
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    }
+    Py_ssize_t n = PyTuple_GET_SIZE(seq);
     ip_payload_t *payloads = PyMem_Calloc((size_t)n + 1, sizeof(ip_payload_t));
     PyObject *result = NULL;
     if (payloads == NULL) {
@@ -286,7 +307,7 @@ static PyObject *QueueCore_put_many(QueueCore *self, PyObject *const *args, Py_s
     }
     /* Every item is serialized before any goes in: a bad one fails the call whole. */
     for (Py_ssize_t i = 0; i < n; i++) {
-        if (ip_payload_init(&payloads[i], PySequence_Fast_GET_ITEM(seq, i)) < 0)
+        if (ip_payload_init(&payloads[i], PyTuple_GET_ITEM(seq, i)) < 0)
             goto done;
     }
     if (n == 0 || put_payloads(self, payloads, n, block, vals[2], 1) == n)
@@ -306,17 +327,53 @@ done:
 
 /* Waits until at least one record can be taken, then takes up to max. */
 static Py_ssize_t get_records(QueueCore *self, Py_ssize_t max, PyObject **payloads, uint32_t *types,
-                              int block, PyObject *timeout)
+                              const ip_deadline_t *d)
 {
-    ip_deadline_t d;
-    if (ip_deadline_init(&d, block, timeout) < 0)
-        return -1;
-    Py_ssize_t n = ip_channel_take(&self->ch, max, UINT64_MAX, payloads, types, &d);
-    if (n == 0) {
+    Py_ssize_t n = ip_channel_take(&self->ch, max, UINT64_MAX, payloads, types, d);
+    if (n == 0)
         PyErr_SetNone(ip_state.Empty);
+    return n > 0 ? n : -1;
+}
+
+/* Keeps taken records for the next call, ahead of any already kept.  The
+ * references in payloads[0..n) move there; on failure they are dropped. */
+static int keep_pending(QueueCore *self, PyObject **payloads, uint32_t *types, Py_ssize_t n)
+{
+    PyObject *kept = n > 0 ? PyList_New(n) : NULL;
+    for (Py_ssize_t k = 0; kept && k < n; k++) {
+        PyObject *pair = Py_BuildValue("(IN)", types[k], payloads[k]);
+        payloads[k] = NULL;
+        if (pair == NULL) {
+            for (Py_ssize_t j = k + 1; j < n; j++)
+                Py_CLEAR(payloads[j]);
+            Py_CLEAR(kept);
+            return -1;
+        }
+        PyList_SET_ITEM(kept, k, pair);
+    }
+    if (n == 0)
+        return 0;
+    if (kept == NULL) {
+        for (Py_ssize_t j = 0; j < n; j++)
+            Py_CLEAR(payloads[j]);
         return -1;
     }
-    return n;
+    if (self->pending != NULL && PyList_SetSlice(kept, n, n, self->pending) < 0) {
+        Py_DECREF(kept);
+        return -1;
+    }
+    Py_XSETREF(self->pending, kept);
+    return 0;
+}
+
+/* keep_pending() while an exception is set: the exception stays. */
+static void keep_pending_on_error(QueueCore *self, PyObject **payloads, uint32_t *types, Py_ssize_t n)
+{
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    if (keep_pending(self, payloads, types, n) < 0)
+        PyErr_WriteUnraisable((PyObject *)self); /* and the records are lost */
+    PyErr_Restore(type, value, tb);
 }
 
 /* Turns taken records into objects.  A record that fails to unpickle is
@@ -333,19 +390,7 @@ static PyObject *decode_records(QueueCore *self, PyObject **payloads, uint32_t *
         if (obj == NULL) {
             /* Keep the rest for later; this one is lost, as it would be in
              * multiprocessing. */
-            if (i + 1 < n) {
-                if (self->pending == NULL && (self->pending = PyList_New(0)) == NULL)
-                    goto fail;
-                for (Py_ssize_t k = i + 1; k < n; k++) {
-                    PyObject *pair = Py_BuildValue("(IN)", types[k], payloads[k]);
-                    payloads[k] = NULL;
-                    if (pair == NULL || PyList_Append(self->pending, pair) < 0) {
-                        Py_XDECREF(pair);
-                        goto fail;
-                    }
-                    Py_DECREF(pair);
-                }
-            }
+            keep_pending_on_error(self, payloads + i + 1, types + i + 1, n - i - 1);
             if (list && PyList_GET_SIZE(list) > 0) {
                 PyErr_Clear();
                 return list;
@@ -378,8 +423,11 @@ static Py_ssize_t take_pending(QueueCore *self, Py_ssize_t max, PyObject **paylo
         types[i] = (uint32_t)PyLong_AsUnsignedLong(PyTuple_GET_ITEM(pair, 0));
         payloads[i] = Py_NewRef(PyTuple_GET_ITEM(pair, 1));
     }
-    if (PyList_SetSlice(self->pending, 0, n, NULL) < 0)
+    if (PyList_SetSlice(self->pending, 0, n, NULL) < 0) {
+        for (Py_ssize_t i = 0; i < n; i++)
+            Py_CLEAR(payloads[i]);
         return -1;
+    }
     if (PyList_GET_SIZE(self->pending) == 0)
         Py_CLEAR(self->pending);
     return n;
@@ -394,12 +442,13 @@ static PyObject *QueueCore_get(QueueCore *self, PyObject *const *args, Py_ssize_
     if (ip_parse_args("get", args, nargs, kwnames, get_names, 2, 0, vals) < 0)
         return NULL;
     int block = PyObject_IsTrue(vals[0]);
-    if (block < 0 || enter(self) < 0)
+    ip_deadline_t d;
+    if (block < 0 || ip_deadline_init(&d, block, vals[1]) < 0 || enter(self) < 0)
         return NULL;
     PyObject *payload = NULL;
     uint32_t type;
     Py_ssize_t n = self->pending ? take_pending(self, 1, &payload, &type)
-                                 : get_records(self, 1, &payload, &type, block, vals[1]);
+                                 : get_records(self, 1, &payload, &type, &d);
     if (n <= 0)
         return leave(self, NULL);
     return leave(self, decode_records(self, &payload, &type, 1, 0));
@@ -411,6 +460,62 @@ static PyObject *QueueCore_get_nowait(QueueCore *self, PyObject *Py_UNUSED(ignor
     return QueueCore_get(self, args, 1, NULL);
 }
 
+/* Scratch space for get_many: on the stack for small batches, grown on the
+ * heap as records actually arrive, so that no size taken from the caller
+ * or from shared memory is ever allocated up front. */
+#define GET_MANY_SMALL 64
+#define GET_MANY_FIRST_MAX 65536
+#define GET_MANY_SLACK 1024
+
+typedef struct {
+    PyObject *small_p[GET_MANY_SMALL];
+    uint32_t small_t[GET_MANY_SMALL];
+    PyObject **payloads;
+    uint32_t *types;
+    Py_ssize_t cap;
+} scratch_t;
+
+static void scratch_init(scratch_t *s)
+{
+    s->payloads = s->small_p;
+    s->types = s->small_t;
+    s->cap = GET_MANY_SMALL;
+}
+
+/* Room for at least `want` records (at most PY_SSIZE_T_MAX / 16), keeping
+ * the `kept` ones already in. */
+static int scratch_grow(scratch_t *s, Py_ssize_t want, Py_ssize_t kept)
+{
+    if (want <= s->cap)
+        return 0;
+    PyObject **p = PyMem_New(PyObject *, (size_t)want);
+    uint32_t *t = PyMem_New(uint32_t, (size_t)want);
+    if (p == NULL || t == NULL) {
+        PyMem_Free(p);
+        PyMem_Free(t);
+        PyErr_NoMemory();
+        return -1;
+    }
+    memcpy(p, s->payloads, (size_t)kept * sizeof *p);
+    memcpy(t, s->types, (size_t)kept * sizeof *t);
+    if (s->payloads != s->small_p) {
+        PyMem_Free(s->payloads);
+        PyMem_Free(s->types);
+    }
+    s->payloads = p;
+    s->types = t;
+    s->cap = want;
+    return 0;
+}
+
+static void scratch_free(scratch_t *s)
+{
+    if (s->payloads != s->small_p) {
+        PyMem_Free(s->payloads);
+        PyMem_Free(s->types);
+    }
+}
+
 static const char *const get_many_names[] = {"max_items", "block", "timeout"};
 
 static PyObject *QueueCore_get_many(QueueCore *self, PyObject *const *args, Py_ssize_t nargs,
@@ -419,10 +524,8 @@ static PyObject *QueueCore_get_many(QueueCore *self, PyObject *const *args, Py_s
     PyObject *vals[3] = {Py_None, Py_True, Py_None};
     if (ip_parse_args("get_many", args, nargs, kwnames, get_many_names, 3, 0, vals) < 0)
         return NULL;
-    Py_ssize_t max;
-    if (vals[0] == Py_None) {
-        max = -1;
-    } else {
+    Py_ssize_t max = -1;
+    if (vals[0] != Py_None) {
         max = PyLong_AsSsize_t(vals[0]);
         if (max == -1 && PyErr_Occurred())
             return NULL;
@@ -432,42 +535,62 @@ static PyObject *QueueCore_get_many(QueueCore *self, PyObject *const *args, Py_s
         }
     }
     int block = PyObject_IsTrue(vals[1]);
-    if (block < 0 || enter(self) < 0)
+    ip_deadline_t d;
+    if (block < 0 || ip_deadline_init(&d, block, vals[2]) < 0 || enter(self) < 0)
         return NULL;
-    if (max < 0) {
-        /* Everything present now; more may arrive while we copy, and that
-         * is fine: it is taken too, up to the snapshot's size plus slack. */
-        uint64_t q = qsize_of(self);
-        max = q < 1024 ? 1024 : (q > (uint64_t)(PY_SSIZE_T_MAX / 16) ? PY_SSIZE_T_MAX / 16 : (Py_ssize_t)q + 1024);
-    }
-    PyObject *small_p[64];
-    uint32_t small_t[64];
-    PyObject **payloads = small_p;
-    uint32_t *types = small_t;
-    Py_ssize_t slots = max;
-    if (self->pending == NULL) {
-        /* Bound the scratch arrays by what is there (or soon will be). */
-        uint64_t q = qsize_of(self);
-        if ((uint64_t)slots > q + 64)
-            slots = (Py_ssize_t)(q + 64);
-    }
-    if (slots > 64) {
-        payloads = PyMem_Malloc((size_t)slots * sizeof(PyObject *));
-        types = PyMem_Malloc((size_t)slots * sizeof(uint32_t));
-        if (payloads == NULL || types == NULL) {
-            PyMem_Free(payloads == small_p ? NULL : payloads);
-            PyMem_Free(types == small_t ? NULL : types);
-            PyErr_NoMemory();
-            return leave(self, NULL);
+    scratch_t s;
+    scratch_init(&s);
+    Py_ssize_t got = 0;
+    PyObject *result = NULL;
+    if (self->pending) {
+        Py_ssize_t avail = PyList_GET_SIZE(self->pending);
+        if (max < 0)
+            max = avail;
+        if (scratch_grow(&s, avail < max ? avail : max, 0) < 0)
+            goto done;
+        got = take_pending(self, s.cap < max ? s.cap : max, s.payloads, s.types);
+    } else {
+        /* Sized by what is there, as far as the counts can be believed;
+         * more room is made below if more arrives.  Without max_items,
+         * what is there now and what comes meanwhile, within a bound, so
+         * that producers faster than this call cannot keep it going. */
+        uint64_t there = ip_channel_size(&self->ch); /* at most IP_MAX_MESSAGES */
+        if (max < 0)
+            max = (Py_ssize_t)there + GET_MANY_SLACK;
+        there += GET_MANY_SMALL;
+        Py_ssize_t first = there > GET_MANY_FIRST_MAX ? GET_MANY_FIRST_MAX : (Py_ssize_t)there;
+        if (scratch_grow(&s, first < max ? first : max, 0) < 0)
+            goto done;
+        ip_deadline_t now = {0};
+        for (;;) {
+            Py_ssize_t want = s.cap - got < max - got ? s.cap - got : max - got;
+            Py_ssize_t n = ip_channel_take(&self->ch, want, UINT64_MAX, s.payloads + got,
+                                           s.types + got, got ? &now : &d);
+            if (n < 0 || (n == 0 && got == 0)) {
+                if (n == 0)
+                    PyErr_SetNone(ip_state.Empty);
+                /* What earlier rounds took is not lost with the error. */
+                keep_pending_on_error(self, s.payloads, s.types, got);
+                got = -1;
+                break;
+            }
+            got += n;
+            if (n < want || got == max)
+                break;
+            /* The ring held more than there was room for: take the rest
+             * without waiting, in rounds as large as all taken so far. */
+            Py_ssize_t more = got <= (PY_SSIZE_T_MAX / 16) / 2 ? 2 * got : PY_SSIZE_T_MAX / 16;
+            if (scratch_grow(&s, more < max ? more : max, got) < 0) {
+                PyErr_Clear(); /* return what is in hand */
+                break;
+            }
+            ip_deadline_init(&now, 0, NULL);
         }
     }
-    Py_ssize_t n = self->pending ? take_pending(self, slots, payloads, types)
-                                 : get_records(self, slots, payloads, types, block, vals[2]);
-    PyObject *result = n > 0 ? decode_records(self, payloads, types, n, 1) : NULL;
-    if (payloads != small_p) {
-        PyMem_Free(payloads);
-        PyMem_Free(types);
-    }
+    if (got > 0)
+        result = decode_records(self, s.payloads, s.types, got, 1);
+done:
+    scratch_free(&s);
     return leave(self, result);
 }
 
@@ -476,9 +599,11 @@ static PyObject *QueueCore_get_many(QueueCore *self, PyObject *const *args, Py_s
 
 static PyObject *QueueCore_qsize(QueueCore *self, PyObject *Py_UNUSED(ignored))
 {
+    uint64_t n;
     if (enter(self) < 0)
         return NULL;
-    uint64_t n = qsize_of(self);
+    if (ip_channel_count(&self->ch, &n) < 0)
+        return leave(self, NULL);
     if (self->pending)
         n += (uint64_t)PyList_GET_SIZE(self->pending);
     return leave(self, PyLong_FromUnsignedLongLong(n));
@@ -486,18 +611,22 @@ static PyObject *QueueCore_qsize(QueueCore *self, PyObject *Py_UNUSED(ignored))
 
 static PyObject *QueueCore_empty(QueueCore *self, PyObject *Py_UNUSED(ignored))
 {
+    uint64_t n;
     if (enter(self) < 0)
         return NULL;
-    return leave(self, PyBool_FromLong(qsize_of(self) == 0 && self->pending == NULL));
+    if (ip_channel_count(&self->ch, &n) < 0)
+        return leave(self, NULL);
+    return leave(self, PyBool_FromLong(n == 0 && self->pending == NULL));
 }
 
 static PyObject *QueueCore_full(QueueCore *self, PyObject *Py_UNUSED(ignored))
 {
+    uint64_t n;
     if (enter(self) < 0)
         return NULL;
-    uint64_t max = self->hdr->maxsize;
-    return leave(self, PyBool_FromLong(max && ip_ring_full(&self->ch.view,
-                                                           ld(&self->hdr->ring.prod.count), max)));
+    if (ip_channel_count(&self->ch, &n) < 0)
+        return leave(self, NULL);
+    return leave(self, PyBool_FromLong(self->ch.maxsize && n >= self->ch.maxsize));
 }
 
 static PyObject *QueueCore_close(QueueCore *self, PyObject *Py_UNUSED(ignored))
@@ -614,9 +743,9 @@ static PyObject *QueueCore_info(QueueCore *self, PyObject *Py_UNUSED(ignored))
     struct stat st;
     long long fsize = fstat(self->fd, &st) == 0 ? (long long)st.st_size : -1;
     PyObject *d = Py_BuildValue(
-        "{s:i,s:K,s:K,s:K,s:K,s:N,s:i,s:L,s:K,s:K}", "kind", (int)h->seg.kind, "maxsize",
-        (unsigned long long)h->maxsize, "capacity_bytes", (unsigned long long)h->base_cap, "items",
-        (unsigned long long)qsize_of(self), "bytes_used",
+        "{s:i,s:K,s:K,s:K,s:K,s:N,s:i,s:L,s:K,s:K}", "kind", self->kind, "maxsize",
+        (unsigned long long)self->ch.maxsize, "capacity_bytes", (unsigned long long)self->base_cap,
+        "items", (unsigned long long)ip_channel_size(&self->ch), "bytes_used",
         (unsigned long long)ip_ring_bytes_used(&self->ch.view), "pids", pids, "regions", regions,
         "file_size", fsize, "put_count", (unsigned long long)ld(&h->ring.prod.count), "creator_pid",
         (unsigned long long)h->seg.creator_pid);
@@ -625,16 +754,12 @@ static PyObject *QueueCore_info(QueueCore *self, PyObject *Py_UNUSED(ignored))
 
 static PyObject *QueueCore_get_maxsize(QueueCore *self, void *Py_UNUSED(c))
 {
-    if (self->released)
-        return PyLong_FromLong(0);
-    return PyLong_FromUnsignedLongLong(self->hdr->maxsize);
+    return PyLong_FromUnsignedLongLong(self->released ? 0 : self->ch.maxsize);
 }
 
 static PyObject *QueueCore_get_capacity(QueueCore *self, void *Py_UNUSED(c))
 {
-    if (self->released)
-        return PyLong_FromLong(0);
-    return PyLong_FromUnsignedLongLong(self->hdr->base_cap);
+    return PyLong_FromUnsignedLongLong(self->released ? 0 : self->base_cap);
 }
 
 static PyObject *QueueCore_get_fd(QueueCore *self, void *Py_UNUSED(c))
@@ -654,25 +779,25 @@ static PyObject *QueueCore_get_kind(QueueCore *self, void *Py_UNUSED(c))
 
 static PyObject *QueueCore_get_uid(QueueCore *self, void *Py_UNUSED(c))
 {
-    if (self->released)
-        return PyLong_FromLong(0);
-    return PyLong_FromUnsignedLongLong(self->hdr->seg.uid);
+    return PyLong_FromUnsignedLongLong(self->released ? 0 : self->uid);
 }
 
 PyDoc_STRVAR(put_doc,
 "put($self, obj, block=True, timeout=None)\n--\n\n"
 "Put obj into the queue.\n\n"
 "obj is pickled here, in the caller, so an object that cannot be pickled\n"
-"raises at once.  The call blocks only while the queue holds maxsize items\n"
-"(never when maxsize is 0: the shared ring grows instead).  If block is\n"
-"false, or timeout seconds pass, queue.Full is raised.  After close(),\n"
-"ValueError.");
+"raises at once, and what is delivered is obj as it was at the call.  The\n"
+"call blocks only while the queue holds maxsize items (never when maxsize\n"
+"is 0: the shared ring grows instead).  If block is false, or timeout\n"
+"seconds pass, queue.Full is raised.  After close(), ValueError.  A\n"
+"damaged queue raises interproc.SegmentError and nothing goes in.");
 PyDoc_STRVAR(get_doc,
 "get($self, block=True, timeout=None)\n--\n\n"
 "Remove and return the oldest item.\n\n"
 "Blocks until an item is there; if block is false, or timeout seconds pass,\n"
 "queue.Empty is raised.  The GIL is released while waiting, and Ctrl-C\n"
-"interrupts the wait.  After close(), ValueError.");
+"interrupts the wait.  After close(), ValueError.  A damaged queue raises\n"
+"interproc.SegmentError and nothing is taken.");
 PyDoc_STRVAR(put_many_doc,
 "put_many($self, items, block=True, timeout=None)\n--\n\n"
 "Put every item of items, in order, holding the producer lock once per run.\n\n"
@@ -681,7 +806,10 @@ PyDoc_STRVAR(put_many_doc,
 PyDoc_STRVAR(get_many_doc,
 "get_many($self, max_items=None, block=True, timeout=None)\n--\n\n"
 "Wait, as get() does, for at least one item, then return a list of every\n"
-"item present, at most max_items of them.");
+"item present, at most max_items of them.  Memory is used only for the\n"
+"items taken, whatever max_items says.  If taking more fails after some\n"
+"were taken, the error is raised and those items come first from the next\n"
+"get or get_many.");
 
 static PyMethodDef QueueCore_methods[] = {
     {"put", (PyCFunction)(void (*)(void))QueueCore_put, METH_FASTCALL | METH_KEYWORDS, put_doc},

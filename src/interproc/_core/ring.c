@@ -13,6 +13,13 @@
  * (see ip_journal_t), so a process killed at any instruction leaves the ring
  * with either its old state or its new one.  docs/design.md walks through
  * every step.
+ *
+ * Every word of the ring may be damaged or forged by another process at any
+ * time, even after it was checked.  So each value is read once, into a
+ * local, and checked at the place it is used; pointers are only ever made
+ * from this process's own record of what it mapped (ip_ringview_t); and
+ * every loop that follows values from shared memory is bounded.  A bad
+ * value raises SegmentError.
  */
 #include "interproc.h"
 
@@ -20,12 +27,23 @@
 #include <fcntl.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 
 #define ACTIVE 1ull
 /* Overflow regions up to this many times the base region are kept warm. */
 #define IP_WARM_FACTOR 4
+/* A new region is at most this large unless one record needs more. */
+#define IP_GROW_CAP (1ull << 40)
+/* PAD and FWD records a reader may step over before it reaches a message:
+ * a writer leaves at most one of each in front of one (see ip_ring_peek). */
+#define IP_PEEK_STEPS 4
 
 static inline uint64_t ld(const uint64_t *p)
+{
+    return __atomic_load_n(p, __ATOMIC_ACQUIRE);
+}
+
+static inline uint32_t ld32(const uint32_t *p)
 {
     return __atomic_load_n(p, __ATOMIC_ACQUIRE);
 }
@@ -35,19 +53,30 @@ static inline void st(uint64_t *p, uint64_t v)
     __atomic_store_n(p, v, __ATOMIC_RELEASE);
 }
 
+static inline void st32(uint32_t *p, uint32_t v)
+{
+    __atomic_store_n(p, v, __ATOMIC_RELEASE);
+}
+
+static int corrupt(const char *what)
+{
+    PyErr_Format(ip_SegmentError, "queue data is corrupt (%s)", what);
+    return -1;
+}
+
 /* Records the other side's position in `region`.  The region is cleared
  * first and set last, so a side killed halfway leaves no hint rather than
  * one that pairs a region with another region's position. */
 static inline void set_hint(ip_side_t *side, uint32_t region, uint64_t pos)
 {
-    __atomic_store_n(&side->hint_region, IP_NO_REGION, __ATOMIC_RELEASE);
+    st32(&side->hint_region, IP_NO_REGION);
     st(&side->hint_pos, pos);
-    __atomic_store_n(&side->hint_region, region, __ATOMIC_RELEASE);
+    st32(&side->hint_region, region);
 }
 
 static inline void drop_hint(ip_side_t *side)
 {
-    __atomic_store_n(&side->hint_region, IP_NO_REGION, __ATOMIC_RELEASE);
+    st32(&side->hint_region, IP_NO_REGION);
 }
 
 static inline uint64_t rec_space(uint64_t len)
@@ -78,17 +107,17 @@ int ip_ring_init(ip_ring_t *r, uint64_t base_offset, uint64_t base_cap)
 
 int ip_ring_check(const ip_ring_t *r, uint64_t file_size)
 {
-    if (r->prod.cur >= IP_MAX_REGIONS || r->cons.cur >= IP_MAX_REGIONS)
+    if (ld32(&r->prod.cur) >= IP_MAX_REGIONS || ld32(&r->cons.cur) >= IP_MAX_REGIONS)
         goto corrupt;
     for (int i = 0; i < IP_MAX_REGIONS; i++) {
-        uint64_t off = r->regions[i].offset, cap = r->regions[i].cap;
+        uint64_t off = ld(&r->regions[i].offset), cap = ld(&r->regions[i].cap);
         if (off == 0) {
             if (i == 0)
                 goto corrupt;
             continue;
         }
-        if (cap < IP_PAGE || (cap & (cap - 1)) || off % IP_PAGE || off + cap > file_size
-            || off + cap < off)
+        if (cap < IP_PAGE || cap > IP_MAX_REGION_CAP || (cap & (cap - 1)) || off % IP_PAGE
+            || off > file_size || cap > file_size - off)
             goto corrupt;
     }
     return 0;
@@ -97,30 +126,58 @@ corrupt:
     return -1;
 }
 
-static uint8_t *region_buf(ip_ringview_t *v, uint32_t i)
+void ip_ringview_init(ip_ringview_t *v, ip_ring_t *ring, ip_seghdr_t *seg, int fd, uint8_t *base,
+                      uint64_t base_offset, uint64_t base_cap, uint64_t data_start)
 {
-    if (i == 0)
-        return v->base;
-    if (v->maps[i])
-        return v->maps[i];
-    ip_region_t *rg = &v->ring->regions[i];
-    uint64_t off = ld(&rg->offset);
-    uint64_t cap = rg->cap;
-    if (off == 0 || cap < IP_PAGE || (cap & (cap - 1))) {
-        PyErr_SetString(ip_SegmentError, "queue data is corrupt (record points to an unassigned region)");
-        return NULL;
-    }
-    uint8_t *p = ip_map(v->fd, (size_t)cap, (off_t)off);
-    if (p)
+    memset(v, 0, sizeof *v);
+    v->ring = ring;
+    v->seg = seg;
+    v->fd = fd;
+    v->data_start = data_start;
+    v->maps[0] = base;
+    v->caps[0] = base_cap;
+    v->offs[0] = base_offset;
+}
+
+/* Region i's buffer and capacity as this process maps it (i < IP_MAX_REGIONS).
+ * An overflow region is mapped on first use, once its extent has been
+ * checked against the file as it is then: a region another process assigned
+ * after we attached was never covered by the checks at attach. */
+static int region_map(ip_ringview_t *v, uint32_t i, uint8_t **buf, uint64_t *cap)
+{
+    if (v->maps[i] == NULL) {
+        ip_region_t *rg = &v->ring->regions[i];
+        uint64_t off = ld(&rg->offset); /* stored last by the assigner: read first */
+        uint64_t c = ld(&rg->cap);
+        if (off == 0)
+            return corrupt("a record points to an unassigned region");
+        if (c < IP_PAGE || c > IP_MAX_REGION_CAP || (c & (c - 1)) || off % IP_PAGE
+            || off < v->data_start || off > UINT64_MAX - c)
+            return corrupt("a region's extent is impossible");
+        struct stat sb;
+        if (fstat(v->fd, &sb) != 0) {
+            PyErr_SetFromErrno(PyExc_OSError);
+            return -1;
+        }
+        if (off + c > (uint64_t)sb.st_size)
+            return corrupt("a region lies beyond the end of the file");
+        uint8_t *p = ip_map(v->fd, (size_t)c, (off_t)off);
+        if (p == NULL)
+            return -1;
         v->maps[i] = p;
-    return p;
+        v->caps[i] = c;
+        v->offs[i] = off;
+    }
+    *buf = v->maps[i];
+    *cap = v->caps[i];
+    return 0;
 }
 
 void ip_ringview_unmap(ip_ringview_t *v)
 {
     for (int i = 1; i < IP_MAX_REGIONS; i++) {
         if (v->maps[i]) {
-            munmap(v->maps[i], (size_t)v->ring->regions[i].cap);
+            munmap(v->maps[i], (size_t)v->caps[i]);
             v->maps[i] = NULL;
         }
     }
@@ -129,7 +186,35 @@ void ip_ringview_unmap(ip_ringview_t *v)
 /* ------------------------------------------------------------------ */
 /* Journals                                                            */
 
-static void apply_producer(ip_ring_t *r, ip_journal_t *j)
+/* A journal is filled in the process's own memory, copied to the shared
+ * one (which only recovery reads), and applied from the private copy: a
+ * value changed in shared memory between a check and its use cannot steer
+ * a store. */
+static void journal_publish(ip_journal_t *shared, const ip_journal_t *j)
+{
+    shared->count = j->count;
+    shared->pos = j->pos;
+    shared->region = j->region;
+    shared->cur = j->cur;
+    shared->other = j->other;
+    shared->other_state = j->other_state;
+    shared->other_tail = j->other_tail;
+    __atomic_store_n(&shared->valid, 1, __ATOMIC_SEQ_CST);
+}
+
+static void journal_load(const ip_journal_t *shared, ip_journal_t *j)
+{
+    j->valid = 1;
+    j->count = __atomic_load_n(&shared->count, __ATOMIC_RELAXED);
+    j->pos = __atomic_load_n(&shared->pos, __ATOMIC_RELAXED);
+    j->region = __atomic_load_n(&shared->region, __ATOMIC_RELAXED);
+    j->cur = __atomic_load_n(&shared->cur, __ATOMIC_RELAXED);
+    j->other = __atomic_load_n(&shared->other, __ATOMIC_RELAXED);
+    j->other_state = __atomic_load_n(&shared->other_state, __ATOMIC_RELAXED);
+    j->other_tail = __atomic_load_n(&shared->other_tail, __ATOMIC_RELAXED);
+}
+
+static void apply_producer(ip_ring_t *r, const ip_journal_t *j)
 {
     if (j->other != IP_NO_REGION) {
         /* The head hint may speak of this region's previous life. */
@@ -145,7 +230,7 @@ static void apply_producer(ip_ring_t *r, ip_journal_t *j)
     /* Counted before it is visible, so that in - out never goes negative. */
     st(&r->prod.count, j->count);
     st(&r->regions[j->region].tail, j->pos); /* the publication point */
-    __atomic_store_n(&r->prod.cur, j->cur, __ATOMIC_RELEASE);
+    st32(&r->prod.cur, j->cur);
 }
 
 static void release_region(ip_ringview_t *v, uint32_t i, uint64_t expected)
@@ -156,44 +241,114 @@ static void release_region(ip_ringview_t *v, uint32_t i, uint64_t expected)
         return;
     /* Big overflow regions give their memory back to the kernel.  The base
      * region and the first overflow sizes stay warm: a stream that overflows
-     * steadily would otherwise fault every page in again on each lap. */
-    if (i != 0 && rg->cap > IP_WARM_FACTOR * v->ring->regions[0].cap)
-        fallocate(v->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)rg->offset,
-                  (off_t)rg->cap);
+     * steadily would otherwise fault every page in again on each lap.  Only
+     * an extent this process mapped, and so checked, is punched (a release
+     * replayed for a region never mapped here keeps its memory until reuse);
+     * freeing many pages takes a while, so without the GIL. */
+    if (i != 0 && v->maps[i] && v->caps[i] > IP_WARM_FACTOR * v->caps[0]) {
+        int fd = v->fd;
+        off_t off = (off_t)v->offs[i], len = (off_t)v->caps[i];
+        Py_BEGIN_ALLOW_THREADS
+        fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, len);
+        Py_END_ALLOW_THREADS
+    }
     /* Only now may a producer pick it up again. */
     st(&rg->state, expected & ~ACTIVE);
 }
 
-static void apply_consumer(ip_ringview_t *v, ip_journal_t *j)
+static void apply_consumer(ip_ringview_t *v, const ip_journal_t *j)
 {
     ip_ring_t *r = v->ring;
     st(&r->heads[j->region], j->pos);
-    __atomic_store_n(&r->cons.cur, j->cur, __ATOMIC_RELEASE);
+    st32(&r->cons.cur, j->cur);
     st(&r->cons.count, j->count);
     if (j->other != IP_NO_REGION)
         release_region(v, j->other, j->other_state);
 }
 
-static int journal_sane(const ip_journal_t *j)
+static void apply(ip_ringview_t *v, const ip_side_t *side, const ip_journal_t *j)
 {
-    return j->region < IP_MAX_REGIONS && j->cur < IP_MAX_REGIONS
-           && (j->other == IP_NO_REGION || j->other < IP_MAX_REGIONS);
-}
-
-void ip_ring_recover_producer(ip_ringview_t *v)
-{
-    ip_journal_t *j = &v->ring->prod.journal;
-    if (ld(&j->valid) && journal_sane(j))
+    if (side == &v->ring->prod)
         apply_producer(v->ring, j);
-    st(&j->valid, 0);
+    else
+        apply_consumer(v, j);
 }
 
-void ip_ring_recover_consumer(ip_ringview_t *v)
+/* A side's commit: the journal goes out for recovery, is applied from the
+ * private copy, and is cleared. */
+static void journal_commit(ip_ringview_t *v, ip_side_t *side, const ip_journal_t *j)
 {
-    ip_journal_t *j = &v->ring->cons.journal;
-    if (ld(&j->valid) && journal_sane(j))
-        apply_consumer(v, j);
-    st(&j->valid, 0);
+    journal_publish(&side->journal, j);
+    apply(v, side, j);
+    st(&side->journal.valid, 0);
+}
+
+/* Is `other` a region a commit could have activated or released? */
+static int other_sane(const ip_ring_t *r, const ip_journal_t *j)
+{
+    return j->other < IP_MAX_REGIONS && j->other != j->region && (j->other_state & ACTIVE)
+           && ld(&r->regions[j->other].offset) != 0;
+}
+
+/* What a producer's commit can have written: a new tail at or after the
+ * region's head, no more than a region away; a count that only grows; on a
+ * switch, an assigned region made active and current. */
+static int producer_journal_sane(ip_ring_t *r, const ip_journal_t *j)
+{
+    if (j->region >= IP_MAX_REGIONS || j->pos % IP_REC_ALIGN
+        || j->pos - ld(&r->heads[j->region]) > IP_MAX_REGION_CAP)
+        return 0;
+    uint64_t count = ld(&r->prod.count);
+    if (j->count < count || j->count - count > IP_MAX_MESSAGES)
+        return 0;
+    if (j->other == IP_NO_REGION)
+        return j->cur == j->region;
+    return other_sane(r, j) && j->cur == j->other && j->other_tail % IP_REC_ALIGN == 0
+           && j->other_tail <= IP_MAX_REGION_CAP;
+}
+
+/* ... and a consumer's: a new head at or before the region's tail, a count
+ * that only grows and never passes the producers', a release of an
+ * assigned region other than the current one. */
+static int consumer_journal_sane(ip_ring_t *r, const ip_journal_t *j)
+{
+    if (j->region >= IP_MAX_REGIONS || j->cur != j->region || j->pos % IP_REC_ALIGN
+        || ld(&r->regions[j->region].tail) - j->pos > IP_MAX_REGION_CAP)
+        return 0;
+    uint64_t count = ld(&r->cons.count);
+    if (j->count < count || j->count > ld(&r->prod.count))
+        return 0;
+    return j->other == IP_NO_REGION || other_sane(r, j);
+}
+
+/* Replays the journal a dead holder of one side left, if it is one that
+ * side's commit could have written; drops it either way. */
+static int recover(ip_ringview_t *v, ip_side_t *side)
+{
+    int producer = side == &v->ring->prod;
+    ip_journal_t *shared = &side->journal;
+    int rc = 0;
+    if (ld(&shared->valid)) {
+        ip_journal_t j;
+        journal_load(shared, &j);
+        if (!(producer ? producer_journal_sane(v->ring, &j) : consumer_journal_sane(v->ring, &j)))
+            rc = corrupt(producer ? "a dead producer left an impossible journal; it was dropped"
+                                  : "a dead consumer left an impossible journal; it was dropped");
+        else
+            apply(v, side, &j);
+    }
+    st(&shared->valid, 0);
+    return rc;
+}
+
+int ip_ring_recover_producer(ip_ringview_t *v)
+{
+    return recover(v, &v->ring->prod);
+}
+
+int ip_ring_recover_consumer(ip_ringview_t *v)
+{
+    return recover(v, &v->ring->cons);
 }
 
 /* ------------------------------------------------------------------ */
@@ -206,10 +361,10 @@ void ip_ring_recover_consumer(ip_ringview_t *v)
 void ip_ring_produce_begin(ip_ringview_t *v, ip_txn_t *t)
 {
     ip_ring_t *r = v->ring;
-    t->region = __atomic_load_n(&r->prod.cur, __ATOMIC_ACQUIRE);
+    t->region = ld32(&r->prod.cur);
     if (t->region >= IP_MAX_REGIONS)
-        t->region = 0; /* corrupt; region 0 always exists */
-    t->pos = ld(&r->regions[t->region].tail);
+        t->region = IP_NO_REGION; /* reported by the first reserve */
+    t->pos = t->region == IP_NO_REGION ? 0 : ld(&r->regions[t->region].tail);
     t->count = ld(&r->prod.count);
     t->other = IP_NO_REGION;
     t->other_state = 0;
@@ -218,17 +373,22 @@ void ip_ring_produce_begin(ip_ringview_t *v, ip_txn_t *t)
 }
 
 /* Picks the region to continue in: the smallest free one that fits, else a
- * new one twice the size of the current one.  Returns its index or -1. */
-static int pick_region(ip_ringview_t *v, uint32_t current, uint64_t need)
+ * new one twice the size of the current one (`cap`).  Returns its index or
+ * -1 with an exception set. */
+static int pick_region(ip_ringview_t *v, uint32_t current, uint64_t cap, uint64_t need)
 {
     ip_ring_t *r = v->ring;
     int best = -1;
+    uint64_t best_cap = 0;
     for (int i = 0; i < IP_MAX_REGIONS; i++) {
         ip_region_t *rg = &r->regions[i];
         if ((uint32_t)i == current || ld(&rg->offset) == 0 || (ld(&rg->state) & ACTIVE))
             continue;
-        if (rg->cap >= need && (best < 0 || rg->cap < r->regions[best].cap))
+        uint64_t c = v->maps[i] ? v->caps[i] : ld(&rg->cap);
+        if (c >= need && (best < 0 || c < best_cap)) {
             best = i;
+            best_cap = c;
+        }
     }
     if (best >= 0)
         return best;
@@ -236,22 +396,22 @@ static int pick_region(ip_ringview_t *v, uint32_t current, uint64_t need)
         ip_region_t *rg = &r->regions[i];
         if (ld(&rg->offset) != 0)
             continue;
-        uint64_t cap = r->regions[current].cap * 2;
-        if (cap > (1ull << 40))
-            cap = 1ull << 40;
-        if (cap < need)
-            cap = pow2_at_least(need);
-        if (cap > (1ull << 44)) {
+        uint64_t c = cap * 2;
+        if (c > IP_GROW_CAP)
+            c = IP_GROW_CAP;
+        if (c < need)
+            c = pow2_at_least(need);
+        if (c > IP_MAX_REGION_CAP) {
             PyErr_Format(PyExc_MemoryError, "a queue region of %llu bytes is too large",
-                         (unsigned long long)cap);
+                         (unsigned long long)c);
             return -1;
         }
         uint64_t off;
-        if (ip_segment_alloc(v->seg, v->fd, cap, &off) < 0)
+        if (ip_segment_alloc(v->seg, v->fd, c, &off) < 0)
             return -1;
-        rg->cap = cap;
-        rg->tail = 0;
-        rg->state = 0;
+        st(&rg->cap, c);
+        st(&rg->tail, 0);
+        st(&rg->state, 0);
         st(&rg->offset, off);
         return i;
     }
@@ -260,47 +420,69 @@ static int pick_region(ip_ringview_t *v, uint32_t current, uint64_t need)
     return -1;
 }
 
+/* The consumer's position in the producer's region: the hint while it is
+ * good enough, else the head itself.  -1 with SegmentError when the head
+ * is not a position the consumer could have reached. */
+static int producer_used(ip_ring_t *r, ip_txn_t *t, uint64_t cap, int fresh, uint64_t *used)
+{
+    uint64_t head;
+    if (!fresh && ld32(&r->prod.hint_region) == t->region) {
+        head = ld(&r->prod.hint_pos);
+        /* A hint is only a cache: one that cannot be right is replaced. */
+        if (head % IP_REC_ALIGN == 0 && t->pos - head <= cap - IP_REC_HDR) {
+            *used = t->pos - head;
+            return 1;
+        }
+    }
+    head = ld(&r->heads[t->region]);
+    set_hint(&r->prod, t->region, head);
+    /* The producer always leaves IP_REC_HDR free, for a FWD record. */
+    if (head % IP_REC_ALIGN || t->pos - head > cap - IP_REC_HDR)
+        return corrupt("head and tail of a region are too far apart");
+    *used = t->pos - head;
+    return 0;
+}
+
 uint8_t *ip_ring_reserve(ip_ringview_t *v, ip_txn_t *t, uint32_t type, uint64_t len)
 {
     ip_ring_t *r = v->ring;
-    uint64_t need = rec_space(len);
-    if (need < len) {
+    if (len > IP_MAX_RECORD) {
         PyErr_SetString(PyExc_OverflowError, "message too large");
         return NULL;
     }
+    uint64_t need = rec_space(len);
+    if (t->region >= IP_MAX_REGIONS) {
+        corrupt("the producers' current region is out of range");
+        return NULL;
+    }
     for (;;) {
-        ip_region_t *rg = &r->regions[t->region];
-        uint64_t cap = rg->cap;
-        uint64_t head;
-        int hinted = 0;
-        if (t->other != IP_NO_REGION) {
-            head = 0; /* activated in this transaction: its stored head is stale */
-        } else if (__atomic_load_n(&r->prod.hint_region, __ATOMIC_ACQUIRE) == t->region) {
-            head = ld(&r->prod.hint_pos);
-            hinted = 1;
-        } else {
-            head = ld(&r->heads[t->region]);
-            set_hint(&r->prod, t->region, head);
+        uint8_t *buf;
+        uint64_t cap, used;
+        if (region_map(v, t->region, &buf, &cap) < 0)
+            return NULL;
+        if (t->pos % IP_REC_ALIGN) {
+            corrupt("misaligned tail");
+            return NULL;
         }
-        uint64_t used = t->pos - head;
         uint64_t phys = t->pos & (cap - 1);
         uint64_t contig = cap - phys;
         uint64_t pad = need <= contig ? 0 : contig;
-        /* IP_REC_HDR stays free so that a FWD record always fits. */
-        int fits = used <= cap && used + pad + need + IP_REC_HDR <= cap;
-        if (!fits && hinted) {
-            head = ld(&r->heads[t->region]);
-            set_hint(&r->prod, t->region, head);
-            used = t->pos - head;
-            fits = used <= cap && used + pad + need + IP_REC_HDR <= cap;
-        }
-        if (fits) {
-            uint8_t *buf = region_buf(v, t->region);
-            if (buf == NULL)
+        if (t->other != IP_NO_REGION) {
+            used = t->pos; /* activated in this transaction: its stored head is stale */
+        } else {
+            int hinted = producer_used(r, t, cap, 0, &used);
+            if (hinted < 0)
                 return NULL;
+            if (hinted && used + pad + need + IP_REC_HDR > cap && producer_used(r, t, cap, 1, &used) < 0)
+                return NULL;
+        }
+        /* used <= cap - IP_REC_HDR, pad <= cap and need <= IP_MAX_RECORD:
+         * the sum cannot wrap. */
+        if (used + pad + need + IP_REC_HDR <= cap) {
             if (pad) {
                 ip_rec_t *p = (ip_rec_t *)(buf + phys);
                 p->type = IP_REC_PAD;
+                p->reserved = 0;
                 p->len = pad - IP_REC_HDR;
                 t->pos += pad;
                 phys = 0;
@@ -317,14 +499,19 @@ uint8_t *ip_ring_reserve(ip_ringview_t *v, ip_txn_t *t, uint32_t type, uint64_t 
         if (t->other != IP_NO_REGION)
             return NULL; /* one switch per transaction: commit first */
 
-        int next = pick_region(v, t->region, need + 2 * IP_REC_HDR);
+        int next = pick_region(v, t->region, cap, need + 2 * IP_REC_HDR);
         if (next < 0)
             return NULL;
-        if (region_buf(v, (uint32_t)next) == NULL)
+        uint8_t *next_buf;
+        uint64_t next_cap;
+        if (region_map(v, (uint32_t)next, &next_buf, &next_cap) < 0)
             return NULL;
-        uint8_t *buf = region_buf(v, t->region);
-        if (buf == NULL)
+        /* The record must fit there at once: a switch is never published
+         * without one, which is what lets readers bound their steps. */
+        if (next_cap < need + 2 * IP_REC_HDR) {
+            corrupt("a free region is smaller than the region table says");
             return NULL;
+        }
         ip_rec_t *f = (ip_rec_t *)(buf + phys);
         f->type = IP_REC_FWD;
         f->reserved = 0;
@@ -341,27 +528,25 @@ uint8_t *ip_ring_reserve(ip_ringview_t *v, ip_txn_t *t, uint32_t type, uint64_t 
 uint32_t ip_ring_produce_commit(ip_ringview_t *v, ip_txn_t *t)
 {
     ip_ring_t *r = v->ring;
-    ip_journal_t *j = &r->prod.journal;
     uint32_t n = t->nrec;
+    ip_journal_t j = {0};
     if (t->other == IP_NO_REGION) {
         if (n == 0)
             return 0;
-        j->region = t->region;
-        j->pos = t->pos;
-        j->other = IP_NO_REGION;
+        j.region = t->region;
+        j.pos = t->pos;
+        j.other = IP_NO_REGION;
     } else {
         /* Journal speaks of the region left behind and the one activated. */
-        j->region = t->other;
-        j->pos = t->other_tail;
-        j->other = t->region;
-        j->other_tail = t->pos;
-        j->other_state = t->other_state;
+        j.region = t->other;
+        j.pos = t->other_tail;
+        j.other = t->region;
+        j.other_tail = t->pos;
+        j.other_state = t->other_state;
     }
-    j->cur = t->region;
-    j->count = t->count;
-    __atomic_store_n(&j->valid, 1, __ATOMIC_SEQ_CST);
-    apply_producer(r, j);
-    st(&j->valid, 0);
+    j.cur = t->region;
+    j.count = t->count;
+    journal_commit(v, &r->prod, &j);
     ip_ring_produce_begin(v, t);
     return n;
 }
@@ -375,10 +560,10 @@ uint32_t ip_ring_produce_commit(ip_ringview_t *v, ip_txn_t *t)
 void ip_ring_consume_begin(ip_ringview_t *v, ip_txn_t *t)
 {
     ip_ring_t *r = v->ring;
-    t->region = __atomic_load_n(&r->cons.cur, __ATOMIC_ACQUIRE);
+    t->region = ld32(&r->cons.cur);
     if (t->region >= IP_MAX_REGIONS)
-        t->region = 0;
-    t->pos = ld(&r->heads[t->region]);
+        t->region = IP_NO_REGION; /* reported by the first peek */
+    t->pos = t->region == IP_NO_REGION ? 0 : ld(&r->heads[t->region]);
     t->count = ld(&r->cons.count);
     t->other = IP_NO_REGION;
     t->other_state = 0;
@@ -386,51 +571,72 @@ void ip_ring_consume_begin(ip_ringview_t *v, ip_txn_t *t)
     t->nrec = 0;
 }
 
-static int corrupt(const char *what)
+/* The published tail of the consumer's region: the hint while it says there
+ * is more to read, else the tail itself. */
+static uint64_t consumer_tail(ip_ring_t *r, ip_txn_t *t, uint64_t cap)
 {
-    PyErr_Format(ip_SegmentError, "queue data is corrupt (%s)", what);
-    return -1;
+    if (ld32(&r->cons.hint_region) == t->region) {
+        uint64_t hint = ld(&r->cons.hint_pos);
+        /* A hint is only a cache: one that cannot be right is replaced. */
+        if (hint != t->pos && hint % IP_REC_ALIGN == 0 && hint - t->pos <= cap)
+            return hint;
+    }
+    uint64_t tail = ld(&r->regions[t->region].tail);
+    set_hint(&r->cons, t->region, tail);
+    return tail;
 }
 
+/* The records a producer leaves in front of a message are: nothing; a PAD
+ * (the message did not fit before the end of the buffer); or a FWD, after
+ * which the region it names starts with the message.  So a reader reaches
+ * a message, or the tail, within a few steps, and two FWDs never follow
+ * each other without a message in between (ip_channel's take counts on
+ * that); anything else is forged. */
 int ip_ring_peek(ip_ringview_t *v, ip_txn_t *t, uint32_t *type, const uint8_t **data, uint64_t *len)
 {
     ip_ring_t *r = v->ring;
-    for (;;) {
-        ip_region_t *rg = &r->regions[t->region];
-        uint64_t tail;
-        if (__atomic_load_n(&r->cons.hint_region, __ATOMIC_ACQUIRE) == t->region
-            && ld(&r->cons.hint_pos) > t->pos) {
-            tail = ld(&r->cons.hint_pos);
-        } else {
-            tail = ld(&rg->tail);
-            set_hint(&r->cons, t->region, tail);
-        }
+    for (int steps = 0;; steps++) {
+        if (t->region >= IP_MAX_REGIONS)
+            return corrupt("the consumers' current region is out of range");
+        if (steps > IP_PEEK_STEPS)
+            return corrupt("padding and forward records lead nowhere");
+        uint8_t *buf;
+        uint64_t cap;
+        if (region_map(v, t->region, &buf, &cap) < 0)
+            return -1;
+        if (t->pos % IP_REC_ALIGN)
+            return corrupt("misaligned head");
+        uint64_t tail = consumer_tail(r, t, cap);
         if (t->pos == tail)
             return 0;
-        uint64_t cap = rg->cap;
-        if (tail - t->pos > cap)
-            return corrupt("head and tail are too far apart");
-        uint8_t *buf = region_buf(v, t->region);
-        if (buf == NULL)
-            return -1;
+        uint64_t avail = tail - t->pos;
+        if (tail % IP_REC_ALIGN || avail > cap)
+            return corrupt("head and tail of a region are too far apart");
         uint64_t phys = t->pos & (cap - 1);
         const ip_rec_t *h = (const ip_rec_t *)(buf + phys);
-        uint64_t room = cap - phys - IP_REC_HDR;
-        switch (h->type) {
+        /* Each read once: the writer (or a forger) may change them meanwhile. */
+        uint32_t rtype = __atomic_load_n(&h->type, __ATOMIC_RELAXED);
+        uint64_t rlen = __atomic_load_n(&h->len, __ATOMIC_RELAXED);
+        switch (rtype) {
         case IP_REC_PAD:
+            if (cap - phys > avail)
+                return corrupt("padding runs past the tail");
             t->pos += cap - phys;
             continue;
         case IP_REC_FWD: {
-            if (h->len >= IP_MAX_REGIONS || h->len == t->region)
+            if (rlen >= IP_MAX_REGIONS || rlen == t->region)
                 return corrupt("bad forward record");
             if (t->other != IP_NO_REGION)
                 return IP_PEEK_AGAIN; /* one release per transaction */
-            uint32_t next = (uint32_t)h->len;
+            uint32_t next = (uint32_t)rlen;
+            uint64_t left = ld(&r->regions[t->region].state);
+            if (!(left & ACTIVE) || !(ld(&r->regions[next].state) & ACTIVE))
+                return corrupt("forward record from or to a free region");
             /* Not committed yet, but the tail hint must never meet a region
              * that was released and reused since it was taken. */
             drop_hint(&r->cons);
             t->other = t->region;
-            t->other_state = ld(&rg->state);
+            t->other_state = left;
             t->region = next;
             t->pos = ld(&r->heads[next]);
             continue;
@@ -439,11 +645,14 @@ int ip_ring_peek(ip_ringview_t *v, ip_txn_t *t, uint32_t *type, const uint8_t **
         case IP_REC_BYTES:
         case IP_REC_PLAIN:
         case IP_REC_RAW:
-            if (h->len > room)
+            /* phys <= cap - IP_REC_HDR: the position is aligned. */
+            if (rlen > cap - phys - IP_REC_HDR)
                 return corrupt("record longer than its region");
-            *type = h->type;
+            if (rec_space(rlen) > avail)
+                return corrupt("record runs past the tail");
+            *type = rtype;
             *data = (const uint8_t *)(h + 1);
-            *len = h->len;
+            *len = rlen;
             return 1;
         default:
             return corrupt("unknown record type");
@@ -464,16 +673,14 @@ uint32_t ip_ring_consume_commit(ip_ringview_t *v, ip_txn_t *t)
     uint32_t n = t->nrec;
     if (n == 0 && t->other == IP_NO_REGION)
         return 0;
-    ip_journal_t *j = &r->cons.journal;
-    j->region = t->region;
-    j->pos = t->pos;
-    j->cur = t->region;
-    j->count = t->count;
-    j->other = t->other;
-    j->other_state = t->other_state;
-    __atomic_store_n(&j->valid, 1, __ATOMIC_SEQ_CST);
-    apply_consumer(v, j);
-    st(&j->valid, 0);
+    ip_journal_t j = {0};
+    j.region = t->region;
+    j.pos = t->pos;
+    j.cur = t->region;
+    j.count = t->count;
+    j.other = t->other;
+    j.other_state = t->other_state;
+    journal_commit(v, &r->cons, &j);
     ip_ring_consume_begin(v, t);
     return n;
 }
@@ -487,7 +694,7 @@ uint64_t ip_ring_bytes_used(const ip_ringview_t *v)
         if (!(ld(&rg->state) & ACTIVE))
             continue;
         uint64_t used = ld(&rg->tail) - ld(&r->heads[i]);
-        if (used <= rg->cap)
+        if (used <= ld(&rg->cap) && used <= IP_MAX_REGION_CAP)
             total += used;
     }
     return total;
@@ -506,5 +713,9 @@ int ip_ring_full(ip_ringview_t *v, uint64_t in, uint64_t maxsize)
         return 0;
     out = ld(&v->ring->cons.count);
     st(&p->hint_count, out);
-    return in >= out && in - out >= maxsize;
+    /* Consumers only take what producers counted, and we hold the
+     * producers' lock: out cannot pass in. */
+    if (out > in || in - out > IP_MAX_MESSAGES)
+        return corrupt("impossible message counts");
+    return in - out >= maxsize;
 }

@@ -228,23 +228,34 @@ int ip_segment_alloc(ip_seghdr_t *h, int fd, uint64_t size, uint64_t *offset)
     /* Serialized so that two growers can never shrink the file under each
      * other.  A dead holder at worst grew the file without recording it in
      * file_end: the next caller hands out the same offset again, harmless
-     * because nothing points at it yet. */
-    int lr = ip_mutex_lock_nogil(&h->grow_lock);
-    if (lr == IP_LOCK_ERROR) {
+     * because nothing points at it yet.  A holder frozen by SIGSTOP is
+     * waited for without the GIL and with signal handlers run. */
+    static const ip_deadline_t forever = {.infinite = 1};
+    int lr = ip_mutex_lock(&h->grow_lock, &forever);
+    if (lr == IP_LOCK_ERROR)
+        return -1;
+    if (lr == IP_LOCK_OWNER_DIED)
+        ip_mutex_consistent(&h->grow_lock);
+    else if (lr != IP_LOCK_OK) {
         PyErr_SetString(PyExc_OSError, "cannot lock the segment to grow it");
         return -1;
     }
-    if (lr == IP_LOCK_OWNER_DIED)
-        ip_mutex_consistent(&h->grow_lock);
-    uint64_t off = h->file_end;
+    /* file_end is shared: read once and checked, so that a damaged value
+     * neither wraps the new end nor asks for an absurd file. */
+    uint64_t off = __atomic_load_n(&h->file_end, __ATOMIC_RELAXED);
     uint64_t end = off + size;
+    if (off % IP_PAGE || size % IP_PAGE || end < off || end > (uint64_t)INT64_MAX) {
+        ip_mutex_unlock(&h->grow_lock);
+        PyErr_SetString(ip_SegmentError, "segment header is corrupt (bad file end)");
+        return -1;
+    }
     struct stat st;
     int rc = fstat(fd, &st);
     if (rc == 0 && (uint64_t)st.st_size < end)
         rc = ftruncate(fd, (off_t)end);
     int saved = errno;
     if (rc == 0) {
-        h->file_end = end;
+        __atomic_store_n(&h->file_end, end, __ATOMIC_RELAXED);
         *offset = off;
     }
     ip_mutex_unlock(&h->grow_lock);
