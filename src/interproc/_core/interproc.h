@@ -80,6 +80,46 @@ int ip_deadline_passed(const ip_deadline_t *d);
  * unlike a thread ident, never reused by a later thread. */
 uint64_t ip_thread_serial(void);
 
+/* Liveness identities.  A process that needs to be known on a segment (a
+ * lock holder, a waiter) holds an OFD lock on one byte of the segment's
+ * file at IP_KEY_BASE + key, through a descriptor of its own; the key is
+ * its name there.  The kernel drops the lock when the process dies, and
+ * any process sharing the file asks whether a key is held in one fcntl,
+ * whatever its PID namespace.  One identity per process and file, shared
+ * by all handles of that file and refcounted by them; a forked child
+ * starts without any.  Every function here is called with the GIL held. */
+#define IP_KEY_BITS 48
+#define IP_KEY_MASK ((1ull << IP_KEY_BITS) - 1)
+#define IP_KEY_BASE (1ll << 62)
+
+typedef struct {
+    uint64_t key;   /* valid while epoch == ip_ident_epoch */
+    uint64_t epoch;
+    void *node;     /* the process-wide identity this handle holds */
+} ip_ident_t;
+
+extern uint64_t ip_ident_epoch; /* changes in a forked child */
+
+/* The handle's key when it already holds one: no syscall. */
+static inline uint64_t ip_ident_fast(const ip_ident_t *id)
+{
+    return id->epoch == ip_ident_epoch ? id->key : 0;
+}
+/* This process's key on the file behind fd.  With `create`, made when the
+ * process has none (0 with an exception set on failure); without, 0 and
+ * no exception when it has none. */
+uint64_t ip_ident_get(ip_ident_t *id, int fd, int create);
+/* Gives back the handle's hold; the last hold of the process drops the
+ * identity, which then reads as dead. */
+void ip_ident_release(ip_ident_t *id);
+/* Whether a live process holds `key` on the file behind fd, which must not
+ * be an identity's own descriptor (handles' descriptors never are).  When
+ * the kernel cannot say, the answer is yes: a live holder must never be
+ * taken for dead. */
+int ip_key_alive(int fd, uint64_t key);
+/* Tests only: the longest sleep of a wait (ns; 0 restores the default). */
+void ip_wait_set_slice(int64_t ns);
+
 /* An event count in shared memory: how a side that published a change wakes
  * whoever sleeps waiting for one.  Signalling costs a fence and a load unless
  * someone sleeps. */
