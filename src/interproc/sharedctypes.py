@@ -9,7 +9,6 @@ description of the ctypes type; the data follows.
 from __future__ import annotations
 
 import ctypes
-import mmap
 import pickle
 from multiprocessing import sharedctypes as _mp_sharedctypes
 from multiprocessing.reduction import ForkingPickler
@@ -92,10 +91,18 @@ def _type_name(base: type, length: Optional[int]) -> str:
 
 
 def _view(segment: RLock, base: type, length: Optional[int]) -> Any:
-    """The ctypes object over the segment's data, with what it needs to travel."""
+    """The ctypes object over the segment's data, with what it needs to travel.
+
+    It lies over the segment's own mapping (the segment exports its data
+    area as a buffer), so a view costs no mapping or descriptor of its own.
+    The view keeps that mapping alive: closing the segment's handles does
+    not unmap memory a view still uses.
+    """
     type_ = base if length is None else base * length
-    memory = mmap.mmap(segment._fd, _core.DATA_OFFSET + ctypes.sizeof(type_))
-    obj = type_.from_buffer(memory, _core.DATA_OFFSET)
+    if segment._data_size < ctypes.sizeof(type_):
+        raise naming.SegmentError(
+            f"the shared data holds {segment._data_size} bytes, too few for {_type_name(base, length)}")
+    obj = type_.from_buffer(segment)
     obj._interproc_segment = (segment, base, length)
     _register(type_)
     if base in _INTEGERS and length is None:
