@@ -542,3 +542,88 @@ def test_semaphore_units_of_a_dead_holder_are_not_returned():
     assert sem.get_value() == 1
     assert sem.acquire(False) is True
     assert sem.acquire(False) is False
+
+
+# ------------------------------------------- holders in other PID namespaces
+
+@pytest.fixture(scope="module")
+def pid_namespaces():
+    reason = sh.pid_namespace_unavailable()
+    if reason:
+        pytest.skip(reason)
+
+
+def _kill_namespace(p):
+    p.kill()  # unshare --kill-child: its namespace goes with it
+    p.communicate(timeout=TIMEOUT)
+
+
+@pytest.mark.parametrize("kind", ["Lock", "RLock", "Condition", "Value"])
+def test_holder_in_another_pid_namespace_is_not_taken_for_dead(pid_namespaces, unique_name, kind):
+    """A container that shares /dev/shm runs its processes under pids that
+    mean nothing (or someone else) here.  Its live holder must keep the
+    lock; once it is killed, the lock is taken over and the taker is told."""
+    name = unique_name()
+    if kind == "Value":
+        obj = interproc.Value("i", 7, name=name)
+        lock = obj.get_lock()
+    else:
+        lock = obj = getattr(interproc, kind)(name=name)
+    p, their_pid = sh.start_in_pid_namespace(kind, name)
+    try:
+        assert not os.path.exists(f"/proc/{their_pid}")  # what a pid check would call dead
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert lock.acquire(timeout=0.3) is False, "took the lock of a live holder"
+            assert lock.acquire(False) is False, "took the lock of a live holder"
+        assert not owner_died_warnings(caught)
+        stats = lock.statistics()
+        assert stats["locked"] is True and stats["owner_pid"] == their_pid, stats
+    finally:
+        _kill_namespace(p)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert lock.acquire(timeout=TIMEOUT) is True
+    assert lock.owner_died is True
+    assert len(owner_died_warnings(caught)) == 1
+    lock.release()
+    assert lock.statistics()["locked"] is False
+
+
+def test_barrier_party_in_another_pid_namespace_is_not_taken_for_dead(pid_namespaces, unique_name):
+    """A party waiting in another PID namespace keeps the barrier whole;
+    killed, it breaks it for the parties waiting here."""
+    name = unique_name()
+    barrier = interproc.Barrier(3, name=name)
+    p, _ = sh.start_in_pid_namespace("Barrier", name, 3)
+    try:
+        wait_until(lambda: barrier.n_waiting == 1, what="the other namespace's party to arrive")
+        out = interproc.Queue()
+        t = threading.Thread(target=lambda: out.put(_barrier_outcome(barrier, TIMEOUT)))
+        t.start()
+        wait_until(lambda: barrier.n_waiting == 2, what="the thread to arrive")
+        time.sleep(0.3)  # several sleep slices of the waiting thread, each with its check
+        assert barrier.broken is False, "a live party in another namespace was taken for dead"
+        assert _barrier_outcome(barrier, TIMEOUT) == "passed"
+        assert out.get(timeout=TIMEOUT) == "passed"
+        t.join(TIMEOUT)
+        assert p.stdout.readline().strip() == "passed"
+        p.communicate(timeout=TIMEOUT)
+        # Again, and this time the other party dies waiting.
+        p, _ = sh.start_in_pid_namespace("Barrier", name, 3)
+        wait_until(lambda: barrier.n_waiting == 1, what="the other namespace's party to arrive")
+        t = threading.Thread(target=lambda: out.put(_barrier_outcome(barrier, TIMEOUT)))
+        t.start()
+        wait_until(lambda: barrier.n_waiting == 2, what="the thread to arrive")
+    finally:
+        _kill_namespace(p)
+    assert out.get(timeout=TIMEOUT) == "broken"
+    t.join(TIMEOUT)
+
+
+def _barrier_outcome(barrier, timeout):
+    try:
+        barrier.wait(timeout)
+        return "passed"
+    except threading.BrokenBarrierError:
+        return "broken"
