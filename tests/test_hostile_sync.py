@@ -320,6 +320,21 @@ def test_constructors_failing_on_a_bad_argument_leave_nothing_open(unique_name, 
     assert not os.path.exists(path_of(name)), "the new name was left behind"
 
 
+@pytest.mark.parametrize("make", [
+    lambda name: interproc.RawValue("i", "not an int", name=name),
+    lambda name: interproc.Value("d", 1, 2, name=name),
+    lambda name: interproc.RawArray("i", [1, "two"], name=name),
+    lambda name: interproc.Array("h", [None], name=name),
+])
+def test_values_failing_on_a_bad_initializer_leave_nothing_behind(unique_name, make):
+    name = unique_name()
+    before = open_fds()
+    with pytest.raises(TypeError):
+        make(name)
+    assert open_fds() == before, "a descriptor was leaked"
+    assert not os.path.exists(path_of(name)), "the new name was left behind, zeroed"
+
+
 # ------------------------------------------ garbage, before and meanwhile
 
 GARBAGE_CHILD = """

@@ -151,9 +151,13 @@ def RawValue(typecode_or_type: Any, *args: Any, name: Optional[str] = None,
     """
     base = _ctype(typecode_or_type)
     segment, created = _open(base, None, name, create, mode)
-    obj = _view(segment, base, None)
-    if created and args:
-        obj.__init__(*args)
+    try:
+        obj = _view(segment, base, None)
+        if created and args:
+            obj.__init__(*args)
+    except BaseException:
+        _abandon(segment, name, created)
+        raise
     return obj
 
 
@@ -173,10 +177,25 @@ def RawArray(typecode_or_type: Any, size_or_initializer: Any, *, name: Optional[
         init = list(size_or_initializer)
         length = len(init)
     segment, created = _open(base, length, name, create, mode)
-    obj = _view(segment, base, length)
-    if created and init:
-        obj.__init__(*init)
+    try:
+        obj = _view(segment, base, length)
+        if created and init:
+            obj.__init__(*init)
+    except BaseException:
+        _abandon(segment, name, created)
+        raise
     return obj
+
+
+def _abandon(segment: RLock, name: Optional[str], created: bool) -> None:
+    """A constructor failed (a bad initializer): give the descriptor back
+    now, and take back a name it created, so that nothing is left behind."""
+    segment.close()
+    if created and name is not None:
+        try:
+            naming.unlink(name)
+        except FileNotFoundError:
+            pass
 
 
 class SynchronizedInt(_core.AtomicCell):
