@@ -201,6 +201,43 @@ def test_a_forged_full_barrier_count_holds_nobody_past_their_timeout(unique_name
     assert _barrier_outcome(barrier, 0.3) == "broken"  # arriving: waits for room, then gives up
 
 
+def test_condition_tickets_wrapping_around_keep_waiters_in_order(unique_name):
+    """Registration tickets are compared by their difference, so the 64-bit
+    counter may wrap (or be forged to wrap) without reordering waiters."""
+    probe = unique_name()
+    value = interproc.Value("i", name=probe)
+    # The ticket counter is the first word of the Condition part, which
+    # starts on the cache line after the type description's room (2048 bytes).
+    meta_at = meta_offset(probe, value.get_lock()._meta)
+    tickets_at = (meta_at + 2048 + 63) // 64 * 64
+    name = unique_name()
+    cond = interproc.Condition(name=name)
+    poke(name, tickets_at, U64, 2**64 - 3)
+    arrived, out = interproc.RawValue("q", 0), interproc.Queue()
+    threads = []
+
+    def wait_once(i):
+        with cond:
+            arrived.fetch_add(1)
+            out.put((i, cond.wait(60)))
+
+    for i in range(6):
+        threads.append(threading.Thread(target=wait_once, args=(i,)))
+        threads[-1].start()
+        wait_until(lambda: arrived.load() == i + 1, what="the waiter to arrive")
+        with cond:  # it let the lock go: it waits
+            pass
+    assert peek(name, tickets_at, U64) == 3, "the ticket counter is not where the test looks"
+    order = []
+    for _ in range(6):
+        with cond:
+            cond.notify()
+        order.append(out.get(timeout=60))
+    for t in threads:
+        t.join(60)
+    assert order == [(i, True) for i in range(6)]
+
+
 # ------------------------------------------------------ counter limits
 
 def test_semaphore_release_that_would_overflow_is_refused():
