@@ -135,11 +135,16 @@ class _LockBase(_SyncBase):
 class Lock(_LockBase):
     """A non-recursive lock in shared memory: ``multiprocessing.Lock``.
 
-    ``acquire(block=True, timeout=None)`` returns whether it got the lock;
-    ``release()`` raises ValueError if it is not held, and may be called
-    from any thread or process, as with multiprocessing's.  If the holder
-    dies (SIGKILL included), the next acquirer gets the lock, finds
-    ``owner_died`` true and an :class:`OwnerDiedWarning` is emitted.
+    ``acquire(block=True, timeout=None)`` returns whether it got the lock
+    (False on timeout); ``release()`` raises ValueError if it is not held,
+    and may be called from any thread or process, as with
+    multiprocessing's.  If the holder dies (SIGKILL included), the next
+    acquirer gets the lock, finds ``owner_died`` true and an
+    :class:`OwnerDiedWarning` is emitted.  A holder is judged alive by an
+    OS lock it keeps on the segment's file, not by its pid, so a holder in
+    another PID namespace keeps the lock; closing the holder's last handle
+    of the lock counts as its death.  After ``close()`` every method raises
+    ValueError.
     """
 
     _KIND = _core.KIND_LOCK
@@ -150,8 +155,10 @@ class RLock(_LockBase):
 
     The thread that holds it may acquire it again; it is free once released
     as many times.  ``release()`` from a thread that does not hold it raises
-    AssertionError, as multiprocessing's does.  Owner death is handled as
-    for :class:`Lock`.
+    AssertionError, as multiprocessing's does.  A thread is known by a
+    number never given to a later thread, so a thread that reuses the
+    ident of one that ended holding the lock does not own it.  Owner death
+    is handled as for :class:`Lock`.
     """
 
     _KIND = _core.KIND_RLOCK
@@ -226,8 +233,11 @@ class Condition(_SyncBase):
     ``Condition(lock=None)`` uses an RLock that lives with the condition, or
     the interproc Lock/RLock given.  ``wait``/``wait_for``/``notify``/
     ``notify_all`` as in threading; calling them without holding the lock
-    raises RuntimeError.  Waiters may wake spuriously (after a waiter died,
-    say), so wait in a loop or use ``wait_for``.
+    raises RuntimeError.  Each waiter has a slot of its own (128 per
+    condition); notify wakes the oldest waiters registered before it.
+    Beyond 128 simultaneous waiters, the extra ones may wake spuriously,
+    so wait in a loop or use ``wait_for``.  A waiter that dies is passed
+    over; a lock holder that dies is handled as for :class:`RLock`.
     """
 
     _KIND = _core.KIND_CONDITION
@@ -325,10 +335,12 @@ class Barrier(_SyncBase):
 
     ``wait(timeout=None)`` blocks until ``parties`` processes or threads
     wait, then returns each its arrival index; the last to arrive runs
-    ``action`` first.  A wait that times out, an ``abort()``, a failing
-    action, or the death of a waiting process (SIGKILL included) breaks the
-    barrier: every waiter gets ``threading.BrokenBarrierError`` instead of
-    hanging, until ``reset()``.
+    ``action`` first.  A wait that times out (before the last party
+    arrived), an ``abort()``, a failing action, Ctrl-C in a waiter, or the
+    death of a waiting process (SIGKILL included, in any PID namespace)
+    breaks the barrier: every waiter of that generation, the last party
+    included, gets ``threading.BrokenBarrierError`` instead of hanging,
+    until ``reset()``.  ``parties`` is 1 to 2**31 - 1.
     """
 
     _KIND = _core.KIND_BARRIER
