@@ -285,3 +285,20 @@ def native_thread_sleeps_on_futex(tid):
             return "futex" in f.read()
     except OSError:
         return False
+
+
+def cond_churn(cond, count, seed):
+    """Notify and wait in a loop, as fast as it goes, until killed."""
+    import random
+
+    rng = random.Random(seed)
+    warnings.simplefilter("ignore")  # takeovers from killed churners
+    while True:
+        if not cond.acquire(timeout=CHILD_TIMEOUT):
+            sys.exit(EXIT_ACQUIRE_TIMED_OUT)
+        try:
+            count.fetch_add(1)
+            cond.notify(rng.randint(1, 2))
+            cond.wait(rng.uniform(0, 0.003))
+        finally:
+            cond.release()

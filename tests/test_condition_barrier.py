@@ -1397,3 +1397,50 @@ def test_a_party_arriving_while_the_last_finishes_waits_for_the_next_generation(
     assert barrier.wait(TIMEOUT) in (0, 1)
     assert out.get(timeout=TIMEOUT)[:2] == ("c", "ok")
     join_threads(a, b, c)
+
+
+@pytest.mark.timeout(120)
+def test_condition_users_killed_at_random_points():
+    """Processes notify and wait as fast as they can and are SIGKILLed at
+    random: inside wait, registering, holding the lock, notifying.  The
+    condition keeps working: the lock is taken over, live waiters are
+    notified past the slots of the dead, and nobody hangs."""
+    seed = new_seed()
+    rng = random.Random(seed)
+    cond, count = interproc.Condition(), counter()
+    churners = [start(FORK, cb.cond_churn, cond, count, rng.getrandbits(32)) for _ in range(3)]
+    try:
+        for i in range(40):
+            before = count.load()
+            wait_until(lambda: count.load() > before, 10, f"seed={seed} kill #{i}: progress")
+            time.sleep(rng.uniform(0, 0.01))
+            victim = churners.pop(rng.randrange(len(churners)))
+            assert kill_and_reap(victim) == -signal.SIGKILL, f"seed={seed}: {cb.describe_exit(victim.exitcode)}"
+            churners.append(start(FORK, cb.cond_churn, cond, count, rng.getrandbits(32)))
+    finally:
+        for p in churners:
+            kill_and_reap(p)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", interproc.OwnerDiedWarning)
+        assert cond.acquire(timeout=5) is True, f"seed={seed}: the lock was not taken over"
+        cond.release()
+    arrived, out = counter(), interproc.Queue()
+    waiters = [start_thread(cb.cond_wait_once, cond, arrived, out, TIMEOUT, i) for i in range(3)]
+    all_in_wait(cond, arrived, 3)
+    for _ in range(3):
+        with cond:
+            cond.notify()
+        assert out.get(timeout=10)[1] is True, f"seed={seed}: a notify was lost to a dead waiter"
+    join_threads(*waiters)
+    turn = interproc.RawValue("i", 0)
+    results = []
+
+    def side(me):
+        try:
+            cb.cond_ping_pong(cond, turn, me, 50, 5.0)
+            results.append(0)
+        except SystemExit as exc:
+            results.append(exc.code)
+
+    join_threads(start_thread(side, 0), start_thread(side, 1))
+    assert results == [0, 0], f"seed={seed}: {results}"
