@@ -301,6 +301,17 @@ def churn_lock(lock, inside, deaths_seen, stop, seed, timeout):
                 time.sleep(rng.uniform(0, 0.0005))
 
 
+def barrier_outcome(barrier, timeout):
+    """One Barrier.wait(timeout): "passed" or "broken"."""
+    import threading
+
+    try:
+        barrier.wait(timeout)
+        return "passed"
+    except threading.BrokenBarrierError:
+        return "broken"
+
+
 # ------------------------------------------------------ other PID namespaces
 
 # Runs in a new PID namespace (and its own /proc): takes the object named

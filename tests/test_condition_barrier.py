@@ -1113,21 +1113,26 @@ def test_blocked_in_wait_does_not_burn_cpu():
 SLOTS = 128  # waiters that fit in a Condition's slots (IP_COND_SLOTS)
 
 
-def test_two_thread_ping_pong_with_notify(lib):
-    """Each side notifies, then waits for its turn: a notifier that could
-    take back its own notification would leave the other side asleep."""
-    cond = make(lib, "Condition")
+def ping_pong_in_threads(cond, rounds):
+    """Two threads play cb.cond_ping_pong on ``cond``: their exit codes."""
     turn = interproc.RawValue("i", 0)
     results = []
 
     def side(me):
         try:
-            cb.cond_ping_pong(cond, turn, me, 200, 5.0)
+            cb.cond_ping_pong(cond, turn, me, rounds, 5.0)
             results.append(0)
         except SystemExit as exc:
             results.append(exc.code)
 
     join_threads(start_thread(side, 0), start_thread(side, 1))
+    return results
+
+
+def test_two_thread_ping_pong_with_notify(lib):
+    """Each side notifies, then waits for its turn: a notifier that could
+    take back its own notification would leave the other side asleep."""
+    results = ping_pong_in_threads(make(lib, "Condition"), 200)
     assert results == [0, 0], [cb.describe_exit(c) for c in results]
 
 
@@ -1432,15 +1437,5 @@ def test_condition_users_killed_at_random_points():
             cond.notify()
         assert out.get(timeout=10)[1] is True, f"seed={seed}: a notify was lost to a dead waiter"
     join_threads(*waiters)
-    turn = interproc.RawValue("i", 0)
-    results = []
-
-    def side(me):
-        try:
-            cb.cond_ping_pong(cond, turn, me, 50, 5.0)
-            results.append(0)
-        except SystemExit as exc:
-            results.append(exc.code)
-
-    join_threads(start_thread(side, 0), start_thread(side, 1))
+    results = ping_pong_in_threads(cond, 50)
     assert results == [0, 0], f"seed={seed}: {results}"

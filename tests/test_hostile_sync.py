@@ -25,6 +25,7 @@ import interproc
 from interproc import _core
 
 from _helpers import SHM_DIR, SHM_PREFIX, new_seed, wait_until
+from _sync_helpers import barrier_outcome
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -174,14 +175,6 @@ def test_barrier_parties_forged_after_attach(unique_name):
             interproc.attach(name)
 
 
-def _barrier_outcome(barrier, timeout):
-    try:
-        barrier.wait(timeout)
-        return "passed"
-    except threading.BrokenBarrierError:
-        return "broken"
-
-
 def test_a_forged_full_barrier_count_holds_nobody_past_their_timeout(unique_name):
     """A timeout that expires once the last party is in waits for the
     generation to pass, as threading's does, but only while live parties
@@ -190,7 +183,7 @@ def test_a_forged_full_barrier_count_holds_nobody_past_their_timeout(unique_name
     name = unique_name()
     barrier = interproc.Barrier(3, name=name)
     out = []
-    t = threading.Thread(target=lambda: out.append(_barrier_outcome(barrier, 0.3)))
+    t = threading.Thread(target=lambda: out.append(barrier_outcome(barrier, 0.3)))
     t.start()
     wait_until(lambda: barrier.n_waiting == 1, what="the party to arrive")
     poke(name, at, U64, (peek(name, at, U64) & ~0x7FFFFFFF) | 3)  # "all 3 are in"
@@ -198,7 +191,7 @@ def test_a_forged_full_barrier_count_holds_nobody_past_their_timeout(unique_name
     assert not t.is_alive() and out == ["broken"]
     barrier.reset()
     poke(name, at, U64, (peek(name, at, U64) & ~0x7FFFFFFF) | 3)
-    assert _barrier_outcome(barrier, 0.3) == "broken"  # arriving: waits for room, then gives up
+    assert barrier_outcome(barrier, 0.3) == "broken"  # arriving: waits for room, then gives up
 
 
 def test_condition_tickets_wrapping_around_keep_waiters_in_order(unique_name):

@@ -599,12 +599,12 @@ def test_barrier_party_in_another_pid_namespace_is_not_taken_for_dead(pid_namesp
     try:
         wait_until(lambda: barrier.n_waiting == 1, what="the other namespace's party to arrive")
         out = interproc.Queue()
-        t = threading.Thread(target=lambda: out.put(_barrier_outcome(barrier, TIMEOUT)))
+        t = threading.Thread(target=lambda: out.put(sh.barrier_outcome(barrier, TIMEOUT)))
         t.start()
         wait_until(lambda: barrier.n_waiting == 2, what="the thread to arrive")
         time.sleep(0.3)  # several sleep slices of the waiting thread, each with its check
         assert barrier.broken is False, "a live party in another namespace was taken for dead"
-        assert _barrier_outcome(barrier, TIMEOUT) == "passed"
+        assert sh.barrier_outcome(barrier, TIMEOUT) == "passed"
         assert out.get(timeout=TIMEOUT) == "passed"
         t.join(TIMEOUT)
         assert p.stdout.readline().strip() == "passed"
@@ -612,18 +612,10 @@ def test_barrier_party_in_another_pid_namespace_is_not_taken_for_dead(pid_namesp
         # Again, and this time the other party dies waiting.
         p, _ = sh.start_in_pid_namespace("Barrier", name, 3)
         wait_until(lambda: barrier.n_waiting == 1, what="the other namespace's party to arrive")
-        t = threading.Thread(target=lambda: out.put(_barrier_outcome(barrier, TIMEOUT)))
+        t = threading.Thread(target=lambda: out.put(sh.barrier_outcome(barrier, TIMEOUT)))
         t.start()
         wait_until(lambda: barrier.n_waiting == 2, what="the thread to arrive")
     finally:
         _kill_namespace(p)
     assert out.get(timeout=TIMEOUT) == "broken"
     t.join(TIMEOUT)
-
-
-def _barrier_outcome(barrier, timeout):
-    try:
-        barrier.wait(timeout)
-        return "passed"
-    except threading.BrokenBarrierError:
-        return "broken"

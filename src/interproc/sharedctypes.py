@@ -149,16 +149,7 @@ def RawValue(typecode_or_type: Any, *args: Any, name: Optional[str] = None,
     lock-free ``load``, ``store``, ``fetch_add``, ``fetch_sub``,
     ``exchange`` and ``compare_exchange`` methods (sequentially consistent).
     """
-    base = _ctype(typecode_or_type)
-    segment, created = _open(base, None, name, create, mode)
-    try:
-        obj = _view(segment, base, None)
-        if created and args:
-            obj.__init__(*args)
-    except BaseException:
-        _abandon(segment, name, created)
-        raise
-    return obj
+    return _make(_ctype(typecode_or_type), None, args, name, create, mode)
 
 
 def RawArray(typecode_or_type: Any, size_or_initializer: Any, *, name: Optional[str] = None,
@@ -176,26 +167,29 @@ def RawArray(typecode_or_type: Any, size_or_initializer: Any, *, name: Optional[
     else:
         init = list(size_or_initializer)
         length = len(init)
+    return _make(base, length, init, name, create, mode)
+
+
+def _make(base: type, length: Optional[int], init: Any, name: Optional[str],
+          create: Optional[bool], mode: int) -> Any:
+    """Open or create the segment and lay the ctypes object over it,
+    filling a new one with ``init``.  If that fails (a bad initializer),
+    the descriptor is given back now and a name it created is taken back,
+    so that nothing is left behind."""
     segment, created = _open(base, length, name, create, mode)
     try:
         obj = _view(segment, base, length)
         if created and init:
             obj.__init__(*init)
     except BaseException:
-        _abandon(segment, name, created)
+        segment.close()
+        if created and name is not None:
+            try:
+                naming.unlink(name)
+            except FileNotFoundError:
+                pass
         raise
     return obj
-
-
-def _abandon(segment: RLock, name: Optional[str], created: bool) -> None:
-    """A constructor failed (a bad initializer): give the descriptor back
-    now, and take back a name it created, so that nothing is left behind."""
-    segment.close()
-    if created and name is not None:
-        try:
-            naming.unlink(name)
-        except FileNotFoundError:
-            pass
 
 
 class SynchronizedInt(_core.AtomicCell):
