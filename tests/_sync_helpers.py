@@ -260,6 +260,35 @@ def hold_until_killed(lock, depth, held, seed):
     sys.exit(EXIT_RAN_TOO_LONG)
 
 
+def fork_holder_with_child(lock):
+    """os.fork() a process that takes ``lock``, forks a child of its own
+    (which inherits its descriptors and just sleeps) and keeps the lock
+    until killed.  Plain os.fork(), not multiprocessing: the grandchild
+    would inherit a multiprocessing child's sentinel and keep it "running".
+    Returns (holder pid, grandchild pid)."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = EXIT_RAN_TOO_LONG
+        try:
+            os.close(r)
+            if not lock.acquire(timeout=CHILD_TIMEOUT):
+                code = EXIT_ACQUIRE_TIMED_OUT
+            else:
+                child = os.fork()
+                if child:
+                    os.write(w, b"%d\n" % child)
+                time.sleep(CHILD_TIMEOUT)
+        finally:
+            os._exit(code)
+    os.close(w)
+    with os.fdopen(r) as f:
+        line = f.readline()
+    if not line:
+        raise AssertionError(f"the holder failed: {describe_exit(os.waitpid(pid, 0)[1] >> 8)}")
+    return pid, int(line)
+
+
 def churn_lock(lock, inside, deaths_seen, stop, seed, timeout):
     """Take and release ``lock`` as fast as possible until told to stop.
 

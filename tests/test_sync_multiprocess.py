@@ -401,6 +401,31 @@ def test_nonblocking_acquire_takes_over_a_dead_holder(kind, call):
     lock.release()
 
 
+@pytest.mark.parametrize("kind", ["Lock", "RLock"])
+def test_a_forked_child_does_not_keep_its_dead_parent_looking_alive(kind):
+    """The child inherits the descriptors behind its parent's liveness; it
+    lets go of them, so the parent's death is seen while the child lives."""
+    lock = getattr(interproc, kind)()
+    holder, grandchild = sh.fork_holder_with_child(lock)
+    try:
+        assert lock.acquire(timeout=0.2) is False
+        os.kill(holder, signal.SIGKILL)
+        os.waitpid(holder, 0)
+        os.kill(grandchild, 0)  # it lives on
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert lock.acquire(timeout=5) is True, "the dead parent's lock was kept by its child"
+        assert lock.owner_died is True
+        assert len(owner_died_warnings(caught)) == 1
+        lock.release()
+    finally:
+        for pid in (holder, grandchild):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
 @pytest.mark.timeout(90)
 @pytest.mark.parametrize("kind", ["Lock", "RLock"])
 def test_churning_processes_killed_at_random_points(kind):
