@@ -101,7 +101,8 @@ def _view(segment: RLock, base: type, length: Optional[int]) -> Any:
     type_ = base if length is None else base * length
     if segment._data_size < ctypes.sizeof(type_):
         raise naming.SegmentError(
-            f"the shared data holds {segment._data_size} bytes, too few for {_type_name(base, length)}")
+            f"the shared data holds {segment._data_size} bytes, too few for {type_.__name__} "
+            f"({ctypes.sizeof(type_)} bytes)")
     obj = type_.from_buffer(segment)
     obj._interproc_segment = (segment, base, length)
     _register(type_)
@@ -149,7 +150,7 @@ def RawValue(typecode_or_type: Any, *args: Any, name: Optional[str] = None,
     lock-free ``load``, ``store``, ``fetch_add``, ``fetch_sub``,
     ``exchange`` and ``compare_exchange`` methods (sequentially consistent).
     """
-    return _make(_ctype(typecode_or_type), None, args, name, create, mode)
+    return _construct(_ctype(typecode_or_type), None, args, name, create, mode)
 
 
 def RawArray(typecode_or_type: Any, size_or_initializer: Any, *, name: Optional[str] = None,
@@ -167,10 +168,10 @@ def RawArray(typecode_or_type: Any, size_or_initializer: Any, *, name: Optional[
     else:
         init = list(size_or_initializer)
         length = len(init)
-    return _make(base, length, init, name, create, mode)
+    return _construct(base, length, init, name, create, mode)
 
 
-def _make(base: type, length: Optional[int], init: Any, name: Optional[str],
+def _construct(base: type, length: Optional[int], init: Any, name: Optional[str],
           create: Optional[bool], mode: int) -> Any:
     """Open or create the segment and lay the ctypes object over it,
     filling a new one with ``init``.  If that fails (a bad initializer),
