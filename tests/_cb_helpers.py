@@ -24,6 +24,7 @@ from _sync_helpers import (  # noqa: F401 - re-exported for the tests
     EXIT_ACQUIRE_TIMED_OUT,
     EXIT_MEANINGS,
     EXIT_RAN_TOO_LONG,
+    EXIT_WAIT_TIMED_OUT,
     cpu_seconds,
     describe_exit,
 )
@@ -244,3 +245,60 @@ def barrier_arrive_last(barrier, victim):
     victim.store(os.getpid())
     barrier.wait(CHILD_TIMEOUT)
     sys.exit(EXIT_RAN_TOO_LONG)
+
+
+# ----------------------------------------------- notify reaches earlier waiters
+
+def cond_ping_pong(cond, turn, me, rounds, timeout):
+    """Play one side of a ping-pong: wait for ``turn`` to be ``me``, hand
+    it over with notify(), ``rounds`` times.  Exits EXIT_WAIT_TIMED_OUT if a
+    wait for the turn timed out: the other side's notification never
+    arrived."""
+    if not cond.acquire(timeout=CHILD_TIMEOUT):
+        sys.exit(EXIT_ACQUIRE_TIMED_OUT)
+    try:
+        for _ in range(rounds):
+            while turn.value != me:
+                if not cond.wait(timeout):
+                    sys.exit(EXIT_WAIT_TIMED_OUT)
+            turn.value = 1 - me
+            cond.notify()
+    finally:
+        cond.release()
+
+
+def cpython_waitfor_child(cond, state):
+    """CPython's _TestCondition._test_waitfor_f, with a timeout so that a
+    lost wake-up fails instead of hanging."""
+    with cond:
+        state.value = 0
+        cond.notify()
+        result = cond.wait_for(lambda: state.value == 4, CHILD_TIMEOUT)
+        if not result or state.value != 4:
+            sys.exit(1)
+
+
+def native_thread_sleeps_on_futex(tid):
+    """Whether thread ``tid`` of this process is asleep in a futex wait."""
+    try:
+        with open(f"/proc/self/task/{tid}/wchan") as f:
+            return "futex" in f.read()
+    except OSError:
+        return False
+
+
+def cond_churn(cond, count, seed):
+    """Notify and wait in a loop, as fast as it goes, until killed."""
+    import random
+
+    rng = random.Random(seed)
+    warnings.simplefilter("ignore")  # takeovers from killed churners
+    while True:
+        if not cond.acquire(timeout=CHILD_TIMEOUT):
+            sys.exit(EXIT_ACQUIRE_TIMED_OUT)
+        try:
+            count.fetch_add(1)
+            cond.notify(rng.randint(1, 2))
+            cond.wait(rng.uniform(0, 0.003))
+        finally:
+            cond.release()

@@ -21,6 +21,7 @@ EXIT_START_TIMED_OUT = 4
 EXIT_EXCLUSION_BROKEN = 5
 EXIT_WARNING_MISMATCH = 6
 EXIT_RAN_TOO_LONG = 7
+EXIT_WAIT_TIMED_OUT = 8
 
 EXIT_MEANINGS = {
     EXIT_ACQUIRE_TIMED_OUT: "acquire() timed out",
@@ -28,6 +29,7 @@ EXIT_MEANINGS = {
     EXIT_EXCLUSION_BROKEN: "found another process inside the critical section",
     EXIT_WARNING_MISMATCH: "owner_died and OwnerDiedWarning disagreed",
     EXIT_RAN_TOO_LONG: "was not killed in time",
+    EXIT_WAIT_TIMED_OUT: "a Condition wait for the notification it needed timed out",
 }
 
 
@@ -258,6 +260,35 @@ def hold_until_killed(lock, depth, held, seed):
     sys.exit(EXIT_RAN_TOO_LONG)
 
 
+def fork_holder_with_child(lock):
+    """os.fork() a process that takes ``lock``, forks a child of its own
+    (which inherits its descriptors and just sleeps) and keeps the lock
+    until killed.  Plain os.fork(), not multiprocessing: the grandchild
+    would inherit a multiprocessing child's sentinel and keep it "running".
+    Returns (holder pid, grandchild pid)."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = EXIT_RAN_TOO_LONG
+        try:
+            os.close(r)
+            if not lock.acquire(timeout=CHILD_TIMEOUT):
+                code = EXIT_ACQUIRE_TIMED_OUT
+            else:
+                child = os.fork()
+                if child:
+                    os.write(w, b"%d\n" % child)
+                time.sleep(CHILD_TIMEOUT)
+        finally:
+            os._exit(code)
+    os.close(w)
+    with os.fdopen(r) as f:
+        line = f.readline()
+    if not line:
+        raise AssertionError(f"the holder failed: {describe_exit(os.waitpid(pid, 0)[1] >> 8)}")
+    return pid, int(line)
+
+
 def churn_lock(lock, inside, deaths_seen, stop, seed, timeout):
     """Take and release ``lock`` as fast as possible until told to stop.
 
@@ -297,3 +328,98 @@ def churn_lock(lock, inside, deaths_seen, stop, seed, timeout):
             lock.release()
             if rng.random() < 0.3:
                 time.sleep(rng.uniform(0, 0.0005))
+
+
+def barrier_outcome(barrier, timeout):
+    """One Barrier.wait(timeout): "passed" or "broken"."""
+    import threading
+
+    try:
+        barrier.wait(timeout)
+        return "passed"
+    except threading.BrokenBarrierError:
+        return "broken"
+
+
+# ------------------------------------------------------ other PID namespaces
+
+# Runs in a new PID namespace (and its own /proc): takes the object named
+# argv[2] of kind argv[1], says "ready <pid>" and sleeps until killed, or,
+# for a Barrier, says "ready" and waits at it, then says how that ended.
+NAMESPACE_PARTY = r"""
+import os, sys, time, threading, interproc
+kind, name = sys.argv[1], sys.argv[2]
+if kind == "Barrier":
+    barrier = interproc.Barrier(int(sys.argv[3]), name=name, create=False)
+    print("ready", os.getpid(), flush=True)
+    try:
+        barrier.wait(60)
+        print("passed", flush=True)
+    except threading.BrokenBarrierError:
+        print("broken", flush=True)
+    sys.exit(0)
+if kind == "Value":
+    lock = interproc.Value("i", name=name, create=False).get_lock()
+else:
+    lock = getattr(interproc, kind)(name=name, create=False)
+depth = 2 if kind in ("RLock", "Condition", "Value") else 1
+for _ in range(depth):
+    if not lock.acquire(timeout=30):
+        sys.exit(3)
+print("ready", os.getpid(), flush=True)
+time.sleep(120)
+"""
+
+
+def pid_namespace_unavailable():
+    """Why another PID namespace (with its own /proc, sharing /dev/shm)
+    cannot be made here, or None."""
+    import shutil
+    import subprocess
+
+    if shutil.which("unshare") is None:
+        return "util-linux unshare is not installed"
+    try:
+        r = subprocess.run(["unshare", "--pid", "--fork", "--kill-child", "--mount-proc", "true"],
+                           capture_output=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"unshare failed: {exc}"
+    if r.returncode != 0:
+        return f"unshare --pid is not permitted here: {r.stderr.decode(errors='replace').strip()}"
+    return None
+
+
+def _pid_free_here(lowest=1000):
+    """A pid that no process of this namespace has, so that a pid check
+    made from here would call its owner dead."""
+    try:
+        with open("/proc/sys/kernel/pid_max") as f:
+            pid_max = int(f.read())
+    except OSError:
+        pid_max = 32768
+    rng = random.Random()
+    for _ in range(1000):
+        pid = rng.randrange(lowest, pid_max - 1)
+        if not os.path.exists(f"/proc/{pid}"):
+            return pid
+    return pid_max - 2
+
+
+def start_in_pid_namespace(*args):
+    """Run NAMESPACE_PARTY with ``args`` in a new PID namespace, as a pid
+    that does not exist here; return (Popen, its pid there) once it said
+    ready.  Killing the Popen (unshare) kills everything in the namespace."""
+    import subprocess
+
+    pid = _pid_free_here()
+    script = f'echo {pid - 1} > /proc/sys/kernel/ns_last_pid; "{sys.executable}" -c "$0" "$@"; true'
+    p = subprocess.Popen(
+        ["unshare", "--pid", "--fork", "--kill-child", "--mount-proc", "sh", "-c", script,
+         NAMESPACE_PARTY, *map(str, args)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = p.stdout.readline().split()
+    if line[:1] != ["ready"]:
+        p.kill()
+        _, err = p.communicate(timeout=CHILD_TIMEOUT)
+        raise AssertionError(f"the party in the other namespace did not start: {line} {err}")
+    return p, int(line[1])

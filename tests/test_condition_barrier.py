@@ -13,6 +13,9 @@ import multiprocessing
 import os
 import random
 import signal
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 import warnings
@@ -1101,3 +1104,338 @@ def test_blocked_in_wait_does_not_burn_cpu():
         assert ok is True, kind
         assert wall >= 1.9, f"{kind}: the wait ended after {wall:.2f}s, before anything woke it"
         assert cpu < 0.02 * wall, f"{kind}: {cpu * 1000:.1f} ms of CPU in {wall:.2f}s blocked"
+
+
+# ========================================================================
+# A notify reaches only the waiters registered before it
+# ========================================================================
+
+SLOTS = 128  # waiters that fit in a Condition's slots (IP_COND_SLOTS)
+
+
+def ping_pong_in_threads(cond, rounds):
+    """Two threads play cb.cond_ping_pong on ``cond``: their exit codes."""
+    turn = interproc.RawValue("i", 0)
+    results = []
+
+    def side(me):
+        try:
+            cb.cond_ping_pong(cond, turn, me, rounds, 5.0)
+            results.append(0)
+        except SystemExit as exc:
+            results.append(exc.code)
+
+    join_threads(start_thread(side, 0), start_thread(side, 1))
+    return results
+
+
+def test_two_thread_ping_pong_with_notify(lib):
+    """Each side notifies, then waits for its turn: a notifier that could
+    take back its own notification would leave the other side asleep."""
+    results = ping_pong_in_threads(make(lib, "Condition"), 200)
+    assert results == [0, 0], [cb.describe_exit(c) for c in results]
+
+
+def test_ping_pong_between_processes(start_method, lib):
+    cond = make(lib, "Condition", ctx=start_method)
+    turn = make(lib, "RawValue", "i", 0, ctx=start_method)
+    p = start(start_method, cb.cond_ping_pong, cond, turn, 1, 100, 10.0)
+    try:
+        cb.cond_ping_pong(cond, turn, 0, 100, 10.0)
+    except SystemExit as exc:
+        pytest.fail(f"the parent's side: {cb.describe_exit(exc.code)}")
+    finally:
+        join_ok(p)
+
+
+@pytest.mark.parametrize("factory", ["Condition", "Manager().Condition"])
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_cpython_test_waitfor(method, factory):
+    """CPython's _TestCondition.test_waitfor (Lib/test/_test_multiprocessing.py),
+    with timeouts where it has none."""
+    ctx = multiprocessing.get_context(method)
+    if factory == "Condition":
+        cond = interproc.Condition()
+    else:
+        with interproc.Manager() as manager:
+            cond = manager.Condition()
+    state = interproc.Value("i", -1)
+    p = start(ctx, cb.cpython_waitfor_child, cond, state)
+    with cond:
+        assert cond.wait_for(lambda: state.value == 0, TIMEOUT), "the child's notify never arrived"
+        assert state.value == 0
+    for _ in range(4):
+        time.sleep(0.01)
+        with cond:
+            state.value += 1
+            cond.notify()
+    join_ok(p)
+
+
+@pytest.mark.timeout(400)
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_cpython_condition_tests_pass_on_interproc(method):
+    """CPython's own _TestCondition (processes and manager variants), run
+    by tests/_cpython_condition.py against interproc's objects."""
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_cpython_condition.py")
+    try:
+        r = subprocess.run([sys.executable, script, method], capture_output=True, text=True, timeout=300)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"CPython's Condition tests hung: {exc.stderr}")
+    assert r.returncode == 0, r.stderr[-4000:]
+
+
+def test_a_notifier_that_then_waits_does_not_take_its_own_notification(lib):
+    cond = make(lib, "Condition")
+    arrived, out = counter(), interproc.Queue()
+    t = start_thread(cb.cond_wait_once, cond, arrived, out, TIMEOUT, "waiter")
+    all_in_wait(cond, arrived, 1)
+    with cond:
+        cond.notify()
+        assert cond.wait(0.3) is False, "the notifier was woken by its own notification"
+    tag, ok, _ = out.get(timeout=TIMEOUT)
+    join_threads(t)
+    assert (tag, ok) == ("waiter", True)
+
+
+@pytest.mark.parametrize("impl", ["interproc", "threading"])
+def test_notify_wakes_the_longest_waiting_first(impl):
+    """FIFO, as threading.Condition."""
+    cond = interproc.Condition() if impl == "interproc" else threading.Condition()
+    arrived, out = counter(), interproc.Queue()
+    threads = []
+    for i in range(6):
+        threads.append(start_thread(cb.cond_wait_once, cond, arrived, out, TIMEOUT, i))
+        all_in_wait(cond, arrived, i + 1)
+    order = []
+    for _ in range(6):
+        with cond:
+            cond.notify()
+        order.append(out.get(timeout=TIMEOUT)[0])
+    join_threads(*threads)
+    assert order == list(range(6))
+
+
+def test_a_wait_timing_out_as_it_is_notified_loses_no_notification():
+    """notify(1) with two waiters, the older timing out about then: either
+    the older reports True (it had the notification), or the younger is
+    woken; never neither, never both."""
+    seed = new_seed()
+    rng = random.Random(seed)
+    cond = interproc.Condition()
+    for i in range(100):
+        ctx = f"seed={seed} round {i}"
+        a_timed, a_untimed, out = counter(), counter(), interproc.Queue()
+        timed = start_thread(cb.cond_wait_once, cond, a_timed, out, rng.uniform(0, 0.002), "timed")
+        all_in_wait(cond, a_timed, 1)
+        untimed = start_thread(cb.cond_wait_once, cond, a_untimed, out, 10.0, "untimed")
+        all_in_wait(cond, a_untimed, 1)
+        time.sleep(rng.uniform(0, 0.002))
+        with cond:
+            cond.notify()
+        join_threads(timed)
+        got = dict((tag, ok) for tag, ok, _ in [out.get(timeout=TIMEOUT)])
+        if "untimed" in got:
+            got.update((tag, ok) for tag, ok, _ in [out.get(timeout=TIMEOUT)])
+        if got["timed"]:
+            # The notification was the older waiter's: the younger still waits.
+            assert "untimed" not in got, f"{ctx}: notify(1) woke both"
+            assert cond.statistics()["condition_waiters"] == 1, ctx
+            with cond:
+                cond.notify()
+            got.update((tag, ok) for tag, ok, _ in [out.get(timeout=TIMEOUT)])
+        else:
+            if "untimed" not in got:
+                got.update((tag, ok) for tag, ok, _ in [out.get(timeout=TIMEOUT)])
+        join_threads(untimed)
+        assert got["untimed"] is True, f"{ctx}: the notification was lost: {got}"
+    assert cond.statistics()["condition_waiters"] == 0
+
+
+def test_notify_passes_over_a_dead_waiter_and_frees_its_slot():
+    cond = interproc.Condition()
+    arrived = counter()
+    victim = start(FORK, cb.cond_wait_until_killed, cond, arrived)
+    all_in_wait(cond, arrived, 1)
+    assert kill_and_reap(victim) == -signal.SIGKILL
+    live_arrived, out = counter(), interproc.Queue()
+    t = start_thread(cb.cond_wait_once, cond, live_arrived, out, TIMEOUT, "live")
+    all_in_wait(cond, live_arrived, 1)
+    with cond:
+        cond.notify()  # the dead waiter is the oldest
+    assert out.get(timeout=TIMEOUT)[:2] == ("live", True)
+    join_threads(t)
+    assert cond.statistics()["condition_waiters"] == 0, "the dead waiter still counts"
+
+
+@pytest.mark.timeout(120)
+def test_more_waiters_than_slots():
+    """Waiters beyond the slots still get every notification: each
+    notify() wakes at least one, none is lost, notify_all() wakes all."""
+    n = SLOTS + 12
+    cond = interproc.Condition()
+    for phase in ("notify", "notify_all"):
+        arrived, out = counter(), interproc.Queue()
+        threads = [start_thread(cb.cond_wait_once, cond, arrived, out, TIMEOUT, i) for i in range(n)]
+        all_in_wait(cond, arrived, n)
+        assert cond.statistics()["condition_waiters"] == n
+        woken = []
+        if phase == "notify_all":
+            with cond:
+                cond.notify_all()
+            woken = collect(out, n)
+        while len(woken) < n:
+            with cond:
+                cond.notify()
+            woken.append(out.get(timeout=TIMEOUT))
+            woken += drain_for(out, 0)
+        join_threads(*threads)
+        assert sorted(tag for tag, _, _ in woken) == list(range(n)), phase
+        assert all(ok is True for _, ok, _ in woken), phase
+        assert cond.statistics()["condition_waiters"] == 0, phase
+
+
+@pytest.mark.timeout(120)
+def test_rlock_release_wakes_the_acquirer_not_a_condition_waiter():
+    """With three threads asleep in wait() and a fourth asleep in acquire(),
+    release() must wake the acquirer.  Sleeps are made 600 s long, so an
+    acquirer left asleep shows up as one still asleep seconds later, not as
+    a 50 ms delay."""
+    script = textwrap.dedent(f"""
+        import sys, threading, time
+        sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})
+        import interproc
+        from _cb_helpers import native_thread_sleeps_on_futex as asleep
+        interproc._core.SyncCore._set_wait_slice(600)
+        cond = interproc.Condition()
+        arrived = interproc.RawValue("q", 0)
+        tids, got = [], []
+        deadline = time.monotonic() + 30
+
+        def until(predicate, what):
+            while not predicate():
+                if time.monotonic() > deadline:
+                    print("timed out waiting for", what, flush=True)
+                    sys.exit(2)
+                time.sleep(0.005)
+
+        def waiter():
+            tids.append(threading.get_native_id())
+            with cond:
+                arrived.fetch_add(1)
+                cond.wait(120)
+
+        def acquirer():
+            tids.append(threading.get_native_id())
+            got.append(cond.acquire(timeout=300))
+
+        for _ in range(3):
+            threading.Thread(target=waiter, daemon=True).start()
+        until(lambda: arrived.load() == 3, "the waiters")
+        cond.acquire()
+        until(lambda: all(asleep(t) for t in tids), "the waiters to sleep")
+        threading.Thread(target=acquirer, daemon=True).start()
+        until(lambda: len(tids) == 4 and asleep(tids[3]), "the acquirer to sleep")
+        cond.release()
+        deadline = time.monotonic() + 10  # a slice is 600 s: woken, or left asleep
+        until(lambda: got, "the acquirer to be woken by the release")
+        print("acquired" if got == [True] else got, flush=True)
+    """)
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=100)
+    assert r.returncode == 0 and r.stdout.strip() == "acquired", (r.returncode, r.stdout, r.stderr)
+
+
+# ========================================================================
+# Barrier: every party of a generation passes, or every one is told
+# ========================================================================
+
+def test_a_timeout_during_the_last_partys_action_does_not_break_the_barrier(lib):
+    """As threading: once the last party is in, the generation passes, even
+    if a waiter's timeout expires while the action runs."""
+    barrier = make(lib, "Barrier", 2, functools.partial(time.sleep, 1.0))
+    out = interproc.Queue()
+    t = start_thread(cb.barrier_wait_report, barrier, out, 0.3, "waiter")
+    wait_until(lambda: barrier.n_waiting == 1, what="the waiter")
+    index = barrier.wait(TIMEOUT)  # runs the action, during which the waiter times out
+    tag, what, other, _ = out.get(timeout=TIMEOUT)
+    join_threads(t)
+    assert what == "ok", "one party passed while the other was told the barrier broke"
+    assert {index, other} == {0, 1}
+    assert barrier.broken is False
+
+
+def test_a_timeout_racing_the_last_arrival_is_all_or_nothing():
+    seed = new_seed()
+    rng = random.Random(seed)
+    barrier = interproc.Barrier(2)
+    for i in range(150):
+        out = interproc.Queue()
+        t = start_thread(cb.barrier_wait_report, barrier, out, rng.uniform(0, 0.002), "timed")
+        time.sleep(rng.uniform(0, 0.002))
+        cb.barrier_wait_report(barrier, out, TIMEOUT, "last")
+        join_threads(t)
+        results = {tag: what for tag, what, _, _ in collect(out, 2)}
+        assert len(set(results.values())) == 1, f"seed={seed} round {i}: {results}"
+        barrier.reset()
+
+
+def test_a_party_arriving_while_the_last_finishes_waits_for_the_next_generation(lib):
+    in_action = threading.Event()
+
+    def action():
+        if not in_action.is_set():
+            in_action.set()
+            time.sleep(0.5)
+
+    barrier = make(lib, "Barrier", 2, action)
+    out = interproc.Queue()
+    a = start_thread(cb.barrier_wait_report, barrier, out, TIMEOUT, "a")
+    wait_until(lambda: barrier.n_waiting == 1, what="the first party")
+    b = start_thread(cb.barrier_wait_report, barrier, out, TIMEOUT, "b")
+    assert in_action.wait(TIMEOUT)
+    c = start_thread(cb.barrier_wait_report, barrier, out, TIMEOUT, "c")
+    first = collect(out, 2)
+    assert sorted(tag for tag, _, _, _ in first) == ["a", "b"], first
+    assert all(what == "ok" for _, what, _, _ in first), first
+    wait_until(lambda: barrier.n_waiting == 1, what="the third party to wait for a partner")
+    assert drain_for(out, 0.2) == [], "the third party passed without a partner"
+    assert barrier.wait(TIMEOUT) in (0, 1)
+    assert out.get(timeout=TIMEOUT)[:2] == ("c", "ok")
+    join_threads(a, b, c)
+
+
+@pytest.mark.timeout(120)
+def test_condition_users_killed_at_random_points():
+    """Processes notify and wait as fast as they can and are SIGKILLed at
+    random: inside wait, registering, holding the lock, notifying.  The
+    condition keeps working: the lock is taken over, live waiters are
+    notified past the slots of the dead, and nobody hangs."""
+    seed = new_seed()
+    rng = random.Random(seed)
+    cond, count = interproc.Condition(), counter()
+    churners = [start(FORK, cb.cond_churn, cond, count, rng.getrandbits(32)) for _ in range(3)]
+    try:
+        for i in range(40):
+            before = count.load()
+            wait_until(lambda: count.load() > before, 10, f"seed={seed} kill #{i}: progress")
+            time.sleep(rng.uniform(0, 0.01))
+            victim = churners.pop(rng.randrange(len(churners)))
+            assert kill_and_reap(victim) == -signal.SIGKILL, f"seed={seed}: {cb.describe_exit(victim.exitcode)}"
+            churners.append(start(FORK, cb.cond_churn, cond, count, rng.getrandbits(32)))
+    finally:
+        for p in churners:
+            kill_and_reap(p)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", interproc.OwnerDiedWarning)
+        assert cond.acquire(timeout=5) is True, f"seed={seed}: the lock was not taken over"
+        cond.release()
+    arrived, out = counter(), interproc.Queue()
+    waiters = [start_thread(cb.cond_wait_once, cond, arrived, out, TIMEOUT, i) for i in range(3)]
+    all_in_wait(cond, arrived, 3)
+    for _ in range(3):
+        with cond:
+            cond.notify()
+        assert out.get(timeout=10)[1] is True, f"seed={seed}: a notify was lost to a dead waiter"
+    join_threads(*waiters)
+    results = ping_pong_in_threads(cond, 50)
+    assert results == [0, 0], f"seed={seed}: {results}"

@@ -865,6 +865,47 @@ def test_anonymous_objects_leave_nothing_behind():
     assert _helpers.shm_entries() - before_entries == set()
 
 
+def test_a_view_needs_no_mapping_or_descriptor_of_its_own():
+    """The ctypes object lies over the segment's own mapping."""
+    gc.collect()
+    fds0, maps0 = _memfd_state()
+    objs = [interproc.RawValue("q", i) for i in range(10)] + [interproc.Array("d", 3) for _ in range(5)]
+    fds1, maps1 = _memfd_state()
+    assert (fds1 - fds0, maps1 - maps0) == (15, 15)
+    del objs
+    gc.collect()
+    assert _memfd_state() == (fds0, maps0)
+
+
+def test_closing_the_segment_keeps_the_view_working_until_it_goes():
+    """close() gives the descriptor back at once; the memory stays mapped
+    for the views over it, and goes with the last of them."""
+    gc.collect()
+    raw = interproc.RawArray("q", 4)
+    segment = raw._interproc_segment[0]
+    fds0, maps0 = _memfd_state()
+    segment.close()
+    assert _memfd_state() == (fds0 - 1, maps0)
+    raw[:] = [1, 2, 3, 4]
+    assert raw[:] == [1, 2, 3, 4]
+    with pytest.raises(ValueError):
+        memoryview(segment)  # no new views of a closed segment
+    del raw
+    gc.collect()
+    assert _memfd_state() == (fds0 - 1, maps0 - 1)
+
+
+def test_an_attached_value_survives_its_lock_handle_being_closed(unique_name):
+    """What `interproc ls` does: attach, look at the lock, close it."""
+    name = unique_name()
+    a = interproc.Array("i", [1, 2, 3], name=name)
+    b = interproc.attach(name)
+    b.get_lock().close()
+    assert b.get_obj()[:] == [1, 2, 3]
+    a[0] = 9
+    assert b.get_obj()[0] == 9
+
+
 def test_anonymous_objects_used_by_children_leave_nothing_behind(start_method):
     before = _helpers.shm_entries()
     v, a = interproc.Value("d", 1.0), interproc.Array("i", [1, 2, 3])

@@ -299,6 +299,38 @@ def test_rlock_waiter_gets_it_after_the_last_release(make):
     assert got == [True]
 
 
+def test_rlock_of_a_finished_thread_is_not_inherited_by_a_thread_reusing_its_ident(make_ip):
+    """A thread that ended holding an RLock keeps it held (its process
+    lives on), even for a later thread that the system gives the same
+    thread ident: ownership is by a per-thread number never reused."""
+    rlock = make_ip("RLock")
+    held_by = []
+
+    def hold():
+        rlock.acquire()
+        held_by.append(threading.get_ident())
+
+    t = threading.Thread(target=hold)
+    t.start()
+    t.join(10)
+    for _ in range(100):
+        got = []
+
+        def probe():
+            got.append((threading.get_ident(), rlock.acquire(timeout=0.01)))
+
+        t = threading.Thread(target=probe)
+        t.start()
+        t.join(10)
+        ident, ok = got[0]
+        assert ok is False, "a new thread took over a finished thread's RLock as its own"
+        if ident == held_by[0]:
+            break
+    else:
+        pytest.skip("no new thread was given the finished thread's ident")
+    assert rlock.statistics()["recursion"] == 1
+
+
 # ------------------------------------------------------------ Semaphore
 
 def test_semaphore_counts(make):

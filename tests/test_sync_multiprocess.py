@@ -401,6 +401,31 @@ def test_nonblocking_acquire_takes_over_a_dead_holder(kind, call):
     lock.release()
 
 
+@pytest.mark.parametrize("kind", ["Lock", "RLock"])
+def test_a_forked_child_does_not_keep_its_dead_parent_looking_alive(kind):
+    """The child inherits the descriptors behind its parent's liveness; it
+    lets go of them, so the parent's death is seen while the child lives."""
+    lock = getattr(interproc, kind)()
+    holder, grandchild = sh.fork_holder_with_child(lock)
+    try:
+        assert lock.acquire(timeout=0.2) is False
+        os.kill(holder, signal.SIGKILL)
+        os.waitpid(holder, 0)
+        os.kill(grandchild, 0)  # it lives on
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert lock.acquire(timeout=5) is True, "the dead parent's lock was kept by its child"
+        assert lock.owner_died is True
+        assert len(owner_died_warnings(caught)) == 1
+        lock.release()
+    finally:
+        for pid in (holder, grandchild):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
 @pytest.mark.timeout(90)
 @pytest.mark.parametrize("kind", ["Lock", "RLock"])
 def test_churning_processes_killed_at_random_points(kind):
@@ -542,3 +567,80 @@ def test_semaphore_units_of_a_dead_holder_are_not_returned():
     assert sem.get_value() == 1
     assert sem.acquire(False) is True
     assert sem.acquire(False) is False
+
+
+# ------------------------------------------- holders in other PID namespaces
+
+@pytest.fixture(scope="module")
+def pid_namespaces():
+    reason = sh.pid_namespace_unavailable()
+    if reason:
+        pytest.skip(reason)
+
+
+def _kill_namespace(p):
+    p.kill()  # unshare --kill-child: its namespace goes with it
+    p.communicate(timeout=TIMEOUT)
+
+
+@pytest.mark.parametrize("kind", ["Lock", "RLock", "Condition", "Value"])
+def test_holder_in_another_pid_namespace_is_not_taken_for_dead(pid_namespaces, unique_name, kind):
+    """A container that shares /dev/shm runs its processes under pids that
+    mean nothing (or someone else) here.  Its live holder must keep the
+    lock; once it is killed, the lock is taken over and the taker is told."""
+    name = unique_name()
+    if kind == "Value":
+        obj = interproc.Value("i", 7, name=name)
+        lock = obj.get_lock()
+    else:
+        lock = obj = getattr(interproc, kind)(name=name)
+    p, their_pid = sh.start_in_pid_namespace(kind, name)
+    try:
+        assert not os.path.exists(f"/proc/{their_pid}")  # what a pid check would call dead
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert lock.acquire(timeout=0.3) is False, "took the lock of a live holder"
+            assert lock.acquire(False) is False, "took the lock of a live holder"
+        assert not owner_died_warnings(caught)
+        stats = lock.statistics()
+        assert stats["locked"] is True and stats["owner_pid"] == their_pid, stats
+    finally:
+        _kill_namespace(p)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert lock.acquire(timeout=TIMEOUT) is True
+    assert lock.owner_died is True
+    assert len(owner_died_warnings(caught)) == 1
+    lock.release()
+    assert lock.statistics()["locked"] is False
+
+
+def test_barrier_party_in_another_pid_namespace_is_not_taken_for_dead(pid_namespaces, unique_name):
+    """A party waiting in another PID namespace keeps the barrier whole;
+    killed, it breaks it for the parties waiting here."""
+    name = unique_name()
+    barrier = interproc.Barrier(3, name=name)
+    p, _ = sh.start_in_pid_namespace("Barrier", name, 3)
+    try:
+        wait_until(lambda: barrier.n_waiting == 1, what="the other namespace's party to arrive")
+        out = interproc.Queue()
+        t = threading.Thread(target=lambda: out.put(sh.barrier_outcome(barrier, TIMEOUT)))
+        t.start()
+        wait_until(lambda: barrier.n_waiting == 2, what="the thread to arrive")
+        time.sleep(0.3)  # several sleep slices of the waiting thread, each with its check
+        assert barrier.broken is False, "a live party in another namespace was taken for dead"
+        assert sh.barrier_outcome(barrier, TIMEOUT) == "passed"
+        assert out.get(timeout=TIMEOUT) == "passed"
+        t.join(TIMEOUT)
+        assert p.stdout.readline().strip() == "passed"
+        p.communicate(timeout=TIMEOUT)
+        # Again, and this time the other party dies waiting.
+        p, _ = sh.start_in_pid_namespace("Barrier", name, 3)
+        wait_until(lambda: barrier.n_waiting == 1, what="the other namespace's party to arrive")
+        t = threading.Thread(target=lambda: out.put(sh.barrier_outcome(barrier, TIMEOUT)))
+        t.start()
+        wait_until(lambda: barrier.n_waiting == 2, what="the thread to arrive")
+    finally:
+        _kill_namespace(p)
+    assert out.get(timeout=TIMEOUT) == "broken"
+    t.join(TIMEOUT)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import copyreg
 import ctypes
 import json
-import mmap
 from multiprocessing import sharedctypes as _mp_sharedctypes
 from multiprocessing.reduction import ForkingPickler
 from typing import Any, Optional
@@ -425,10 +424,19 @@ def _open(base: type, length: Optional[int], name: Optional[str], create: Option
 
 
 def _view(segment: RLock, base: type, length: Optional[int]) -> Any:
-    """The ctypes object over the segment's data, with what it needs to travel."""
+    """The ctypes object over the segment's data, with what it needs to travel.
+
+    It lies over the segment's own mapping (the segment exports its data
+    area as a buffer), so a view costs no mapping or descriptor of its own.
+    The view keeps that mapping alive: closing the segment's handles does
+    not unmap memory a view still uses.
+    """
     type_ = base if length is None else base * length
-    memory = mmap.mmap(segment._fd, _core.DATA_OFFSET + ctypes.sizeof(type_))
-    obj = type_.from_buffer(memory, _core.DATA_OFFSET)
+    if segment._data_size < ctypes.sizeof(type_):
+        raise naming.SegmentError(
+            f"the shared data holds {segment._data_size} bytes, too few for {type_.__name__} "
+            f"({ctypes.sizeof(type_)} bytes)")
+    obj = type_.from_buffer(segment)
     obj._interproc_segment = (segment, base, length)
     _register(type_)
     if base in _INTEGERS and length is None:
@@ -475,12 +483,7 @@ def RawValue(typecode_or_type: Any, *args: Any, name: Optional[str] = None,
     lock-free ``load``, ``store``, ``fetch_add``, ``fetch_sub``,
     ``exchange`` and ``compare_exchange`` methods (sequentially consistent).
     """
-    base = _ctype(typecode_or_type)
-    segment, created = _open(base, None, name, create, mode)
-    obj = _view(segment, base, None)
-    if created and args:
-        obj.__init__(*args)
-    return obj
+    return _construct(_ctype(typecode_or_type), None, args, name, create, mode)
 
 
 def RawArray(typecode_or_type: Any, size_or_initializer: Any, *, name: Optional[str] = None,
@@ -498,10 +501,28 @@ def RawArray(typecode_or_type: Any, size_or_initializer: Any, *, name: Optional[
     else:
         init = list(size_or_initializer)
         length = len(init)
+    return _construct(base, length, init, name, create, mode)
+
+
+def _construct(base: type, length: Optional[int], init: Any, name: Optional[str],
+          create: Optional[bool], mode: int) -> Any:
+    """Open or create the segment and lay the ctypes object over it,
+    filling a new one with ``init``.  If that fails (a bad initializer),
+    the descriptor is given back now and a name it created is taken back,
+    so that nothing is left behind."""
     segment, created = _open(base, length, name, create, mode)
-    obj = _view(segment, base, length)
-    if created and init:
-        obj.__init__(*init)
+    try:
+        obj = _view(segment, base, length)
+        if created and init:
+            obj.__init__(*init)
+    except BaseException:
+        segment.close()
+        if created and name is not None:
+            try:
+                naming.unlink(name)
+            except FileNotFoundError:
+                pass
+        raise
     return obj
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import operator
 import os
+import sys
 import time
 import weakref
 from typing import Any, Optional
@@ -134,11 +135,16 @@ class _LockBase(_SyncBase):
 class Lock(_LockBase):
     """A non-recursive lock in shared memory: ``multiprocessing.Lock``.
 
-    ``acquire(block=True, timeout=None)`` returns whether it got the lock;
-    ``release()`` raises ValueError if it is not held, and may be called
-    from any thread or process, as with multiprocessing's.  If the holder
-    dies (SIGKILL included), the next acquirer gets the lock, finds
-    ``owner_died`` true and an :class:`OwnerDiedWarning` is emitted.
+    ``acquire(block=True, timeout=None)`` returns whether it got the lock
+    (False on timeout); ``release()`` raises ValueError if it is not held,
+    and may be called from any thread or process, as with
+    multiprocessing's.  If the holder dies (SIGKILL included), the next
+    acquirer gets the lock, finds ``owner_died`` true and an
+    :class:`OwnerDiedWarning` is emitted.  A holder is judged alive by an
+    OS lock it keeps on the segment's file, not by its pid, so a holder in
+    another PID namespace keeps the lock; closing the holder's last handle
+    of the lock counts as its death.  After ``close()`` every method raises
+    ValueError.
     """
 
     _KIND = _core.KIND_LOCK
@@ -149,8 +155,10 @@ class RLock(_LockBase):
 
     The thread that holds it may acquire it again; it is free once released
     as many times.  ``release()`` from a thread that does not hold it raises
-    AssertionError, as multiprocessing's does.  Owner death is handled as
-    for :class:`Lock`.
+    AssertionError, as multiprocessing's does.  A thread is known by a
+    number never given to a later thread, so a thread that reuses the
+    ident of one that ended holding the lock does not own it.  Owner death
+    is handled as for :class:`Lock`.
     """
 
     _KIND = _core.KIND_RLOCK
@@ -225,8 +233,11 @@ class Condition(_SyncBase):
     ``Condition(lock=None)`` uses an RLock that lives with the condition, or
     the interproc Lock/RLock given.  ``wait``/``wait_for``/``notify``/
     ``notify_all`` as in threading; calling them without holding the lock
-    raises RuntimeError.  Waiters may wake spuriously (after a waiter died,
-    say), so wait in a loop or use ``wait_for``.
+    raises RuntimeError.  Each waiter has a slot of its own (128 per
+    condition); notify wakes the oldest waiters registered before it.
+    Beyond 128 simultaneous waiters, the extra ones may wake spuriously,
+    so wait in a loop or use ``wait_for``.  A waiter that dies is passed
+    over; a lock holder that dies is handled as for :class:`RLock`.
     """
 
     _KIND = _core.KIND_CONDITION
@@ -259,17 +270,16 @@ class Condition(_SyncBase):
 
     def wait(self, timeout: Optional[float] = None) -> bool:
         """Release the lock, wait until notified or ``timeout`` seconds pass,
-        take the lock back; return False on timeout."""
-        owner = self._owner()
-        if not owner._is_owned():
-            raise RuntimeError("cannot wait on un-acquired lock")
-        timeout = _wait_timeout(timeout)
-        self._cond_register()
-        depth = owner._release_save()
-        try:
-            return self._cond_wait(timeout)
-        finally:
-            owner._acquire_restore(depth)
+        take the lock back; return False on timeout.
+
+        Only a notify made after this call registered can wake it, so a
+        thread that notifies and then waits does not take back its own
+        notification.  A wait that times out just as it is notified
+        returns True: the notification is not lost.  Ctrl-C (or another
+        exception) ends the wait with the lock taken back, as in threading;
+        a notification it had received is then spent.
+        """
+        return self._cond_wait(self._owner(), _wait_timeout(timeout))
 
     def wait_for(self, predicate: Any, timeout: Optional[float] = None) -> Any:
         """Wait until ``predicate()`` is true, or ``timeout`` seconds pass;
@@ -277,10 +287,16 @@ class Condition(_SyncBase):
         return wait_for(self.wait, predicate, timeout)
 
     def notify(self, n: int = 1) -> None:
-        """Wake up to ``n`` of the processes and threads waiting."""
+        """Wake up to ``n`` of the processes and threads waiting, the
+        longest-waiting first; a waiter whose process died is passed over.
+        Waiters beyond the 128 that fit in the condition's slots are woken
+        together by any notify that reaches them (a spurious wake-up for
+        some of them)."""
         if not self._owner()._is_owned():
             raise RuntimeError("cannot notify on un-acquired lock")
-        self._cond_notify(n)
+        n = operator.index(n)
+        if n > 0:  # as multiprocessing: n <= 0 wakes nobody
+            self._cond_notify(min(n, sys.maxsize))
 
     def notify_all(self) -> None:
         """Wake every process and thread waiting."""
@@ -319,10 +335,12 @@ class Barrier(_SyncBase):
 
     ``wait(timeout=None)`` blocks until ``parties`` processes or threads
     wait, then returns each its arrival index; the last to arrive runs
-    ``action`` first.  A wait that times out, an ``abort()``, a failing
-    action, or the death of a waiting process (SIGKILL included) breaks the
-    barrier: every waiter gets ``threading.BrokenBarrierError`` instead of
-    hanging, until ``reset()``.
+    ``action`` first.  A wait that times out (before the last party
+    arrived), an ``abort()``, a failing action, Ctrl-C in a waiter, or the
+    death of a waiting process (SIGKILL included, in any PID namespace)
+    breaks the barrier: every waiter of that generation, the last party
+    included, gets ``threading.BrokenBarrierError`` instead of hanging,
+    until ``reset()``.  ``parties`` is 1 to 2**31 - 1.
     """
 
     _KIND = _core.KIND_BARRIER
@@ -354,18 +372,25 @@ class Barrier(_SyncBase):
         return self._barrier_state()[1]
 
     def wait(self, timeout: Optional[float] = None) -> int:
+        """Wait for every party; return this one's arrival index.
+
+        As in threading: a timeout breaks the barrier, unless the last
+        party has already arrived (the generation then passes for all);
+        a party arriving while the last one finishes a generation waits
+        for the next.  Either every party of a generation passes or every
+        one gets BrokenBarrierError, including the last, whose action has
+        run, when the barrier broke meanwhile.
+        """
         timeout = _wait_timeout(self._timeout if timeout is None else timeout)
-        index, generation, slot = self._barrier_arrive()
-        if index + 1 == self.parties:
+        index, generation, slot, last = self._barrier_wait(timeout)
+        if last:
             try:
                 if self._action is not None:
                     self._action()
             except BaseException:
-                self._barrier_abort(slot)
+                self._barrier_abort(generation, slot)
                 raise
-            self._barrier_release(slot)
-            return index
-        self._barrier_wait(generation, slot, timeout)
+            self._barrier_release(generation, slot)
         return index
 
     def reset(self) -> None:
@@ -374,7 +399,7 @@ class Barrier(_SyncBase):
 
     def abort(self) -> None:
         """Break the barrier: every wait, now and later, raises BrokenBarrierError until reset()."""
-        self._barrier_abort(None)
+        self._barrier_abort()
 
     def __reduce__(self):
         return (_rebuild_barrier, (naming.reference(self), self._action, self._timeout))

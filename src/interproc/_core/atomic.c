@@ -15,12 +15,23 @@ typedef struct {
     int is_signed;
 } AtomicCell;
 
+/* Whether `size` bytes at `offset` lie inside `data_size`, without
+ * overflowing on a huge offset. */
+static int cell_fits(uint64_t offset, int size, uint64_t data_size)
+{
+    return offset <= data_size && (uint64_t)size <= data_size - offset;
+}
+
 static uint8_t *cell_ptr(AtomicCell *self)
 {
     uint64_t size;
     uint8_t *data = ip_sync_data(self->owner, &size);
     if (data == NULL)
         return NULL;
+    if (!cell_fits(self->offset, self->size, size)) {
+        PyErr_SetString(PyExc_ValueError, "the integer lies outside the shared data");
+        return NULL;
+    }
     return data + self->offset;
 }
 
@@ -189,7 +200,7 @@ static PyObject *AtomicCell_new(PyTypeObject *type, PyObject *args, PyObject *kw
     uint64_t data_size;
     if (ip_sync_data(owner, &data_size) == NULL)
         return NULL;
-    if (offset % (unsigned)size || offset + (unsigned)size > data_size) {
+    if (offset % (unsigned)size || !cell_fits(offset, size, data_size)) {
         PyErr_SetString(PyExc_ValueError, "the integer is not aligned inside the shared data");
         return NULL;
     }

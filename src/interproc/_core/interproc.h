@@ -39,7 +39,7 @@ enum ip_kind {
     IP_KIND_EVENT = 9,
     IP_KIND_VALUE = 10, /* a Value: an RLock's words, then the data page(s) */
     IP_KIND_ARRAY = 11,
-    IP_KIND_CONDITION = 12, /* an RLock's words; `value` holds waiting << 32 | tokens */
+    IP_KIND_CONDITION = 12, /* an RLock's words, and the waiter slots (cond_*) */
     IP_KIND_BARRIER = 13,   /* `value` holds generation << 32 | broken << 31 | count */
     IP_KIND_HEAP = 14,      /* containers (heap.c) with no root: anonymous only */
     IP_KIND_DICT = 15,      /* a heap whose root is a SharedDict */
@@ -79,6 +79,46 @@ int ip_deadline_passed(const ip_deadline_t *d);
 /* A number naming the calling thread, unique for the life of the process:
  * unlike a thread ident, never reused by a later thread. */
 uint64_t ip_thread_serial(void);
+
+/* Liveness identities.  A process that needs to be known on a segment (a
+ * lock holder, a waiter) holds an OFD lock on one byte of the segment's
+ * file at IP_KEY_BASE + key, through a descriptor of its own; the key is
+ * its name there.  The kernel drops the lock when the process dies, and
+ * any process sharing the file asks whether a key is held in one fcntl,
+ * whatever its PID namespace.  One identity per process and file, shared
+ * by all handles of that file and refcounted by them; a forked child
+ * starts without any.  Every function here is called with the GIL held. */
+#define IP_KEY_BITS 48
+#define IP_KEY_MASK ((1ull << IP_KEY_BITS) - 1)
+#define IP_KEY_BASE (1ll << 62)
+
+typedef struct {
+    uint64_t key;   /* valid while epoch == ip_ident_epoch */
+    uint64_t epoch;
+    void *node;     /* the process-wide identity this handle holds */
+} ip_ident_t;
+
+extern uint64_t ip_ident_epoch; /* changes in a forked child */
+
+/* The handle's key when it already holds one: no syscall. */
+static inline uint64_t ip_ident_fast(const ip_ident_t *id)
+{
+    return id->epoch == ip_ident_epoch ? id->key : 0;
+}
+/* This process's key on the file behind fd.  With `create`, made when the
+ * process has none (0 with an exception set on failure); without, 0 and
+ * no exception when it has none. */
+uint64_t ip_ident_get(ip_ident_t *id, int fd, int create);
+/* Gives back the handle's hold; the last hold of the process drops the
+ * identity, which then reads as dead. */
+void ip_ident_release(ip_ident_t *id);
+/* Whether a live process holds `key` on the file behind fd, which must not
+ * be an identity's own descriptor (handles' descriptors never are).  When
+ * the kernel cannot say, the answer is yes: a live holder must never be
+ * taken for dead. */
+int ip_key_alive(int fd, uint64_t key);
+/* Tests only: the longest sleep of a wait (ns; 0 restores the default). */
+void ip_wait_set_slice(int64_t ns);
 
 /* An event count in shared memory: how a side that published a change wakes
  * whoever sleeps waiting for one.  Signalling costs a fence and a load unless
@@ -356,24 +396,41 @@ extern PyTypeObject ip_ConnectionCore_Type;
 
 #define IP_SYNC_WAITER_SLOTS 64
 #define IP_SYNC_META_MAX 2048
+#define IP_COND_SLOTS 128
+
+/* One registered Condition waiter. */
+typedef struct {
+    uint64_t state;  /* 0 free, else (claimed|waiting|notified) << 48 | the waiter's key */
+    uint64_t ticket; /* registration order: notify wakes the oldest first */
+    ip_event_t ev;   /* only this waiter sleeps here */
+    uint64_t reserved;
+} ip_cond_slot_t;
 
 typedef struct {
     ip_seghdr_t seg;
-    _Alignas(IP_CACHELINE) uint64_t owner; /* locks: the holder's process token, 0 when free */
-    uint64_t thread;     /* RLock: the holding thread's identity */
-    uint64_t count;      /* RLock: recursion depth */
-    uint64_t value;      /* semaphores: the counter; Event: the flag */
-    uint64_t maxvalue;   /* BoundedSemaphore */
+    _Alignas(IP_CACHELINE) uint64_t owner; /* locks: the holder's liveness key, 0 when free */
+    uint64_t thread;     /* RLock: the holding thread's ip_thread_serial() */
+    uint64_t count;      /* RLock: recursion depth; Barrier: the generation a reset ended + 1 */
+    uint64_t value;      /* semaphores: the counter; Event: the flag; Barrier: its state */
+    uint64_t maxvalue;   /* BoundedSemaphore: the ceiling; Barrier: the parties */
     uint64_t recoveries; /* how often a dead holder's lock was taken over */
-    _Alignas(IP_CACHELINE) ip_event_t ev;
-    /* Tokens of the processes with a thread waiting here, one slot per
-     * waiting thread, for statistics(): counted only while alive. */
+    uint64_t owner_pid;  /* the holder's pid in its own namespace: shown, never trusted */
+    _Alignas(IP_CACHELINE) ip_event_t ev; /* lock acquirers, semaphore, event and barrier waiters */
+    /* Keys of the processes with a thread waiting here, one slot per
+     * waiting thread: for statistics(), and a Barrier's dead-party check. */
     _Alignas(IP_CACHELINE) uint64_t waiting[IP_SYNC_WAITER_SLOTS];
-    /* Value and Array: how many data bytes follow the header page, and a
+    /* Value and Array: how many data bytes follow the header pages, and a
      * description of their type that the Python layer writes and checks. */
     uint64_t data_size;
     uint32_t meta_len;
     uint8_t meta[IP_SYNC_META_MAX];
+    /* Condition: waiters in slots, and those that found every slot taken. */
+    _Alignas(IP_CACHELINE) uint64_t cond_tickets; /* the next registration's ticket */
+    uint64_t cond_waiting;  /* slots in use, counted before taken and after freed */
+    uint64_t cond_overflow; /* waiters without a slot */
+    uint64_t cond_gen;      /* bumped by a notify that reaches those */
+    ip_event_t cond_ev;     /* where those sleep */
+    _Alignas(IP_CACHELINE) ip_cond_slot_t cond[IP_COND_SLOTS];
 } ip_sync_hdr_t;
 
 #define IP_SYNC_HDR_SIZE (((sizeof(ip_sync_hdr_t) + IP_PAGE - 1) / IP_PAGE) * IP_PAGE)
@@ -381,8 +438,8 @@ typedef struct {
 extern PyTypeObject ip_SyncCore_Type;
 extern PyTypeObject ip_AtomicCell_Type;
 int ip_sync_init_module(PyObject *m);
-/* The data area of a Value's or Array's SyncCore, or NULL with an
- * exception set once it is closed. */
+/* The data area of a Value's or Array's SyncCore and its size as validated
+ * on attach, or NULL with an exception set once it is closed. */
 uint8_t *ip_sync_data(PyObject *obj, uint64_t *size);
 
 /* ------------------------------------------------------------------ */

@@ -8,8 +8,14 @@
 #include "interproc.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/futex.h>
 #include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -18,6 +24,14 @@
 #define IP_SPIN_NS 30000L
 /* The longest single sleep; signals and lost wake-ups cost at most this. */
 #define IP_SLICE_NS 50000000L
+/* Only tests change it, to tell a wake-up from the end of a slice without
+ * timing the machine. */
+static int64_t slice_ns = IP_SLICE_NS;
+
+void ip_wait_set_slice(int64_t ns)
+{
+    slice_ns = ns > 0 ? ns : IP_SLICE_NS;
+}
 
 static inline void ip_cpu_relax(void)
 {
@@ -94,10 +108,195 @@ uint64_t ip_thread_serial(void)
     return mine;
 }
 
+/* ------------------------------------------------------------------ */
+/* Liveness identities (see interproc.h)                               */
+
+typedef struct ident_node {
+    struct ident_node *next;
+    dev_t dev;
+    ino_t ino;
+    int fd;       /* our own open file description of the segment */
+    uint64_t key;
+    uint64_t refs; /* handles holding it */
+} ident_node;
+
+#define IDENT_BUCKETS 256u
+
+static ident_node *ident_table[IDENT_BUCKETS];
+/* Handles start at epoch 0, which is never current. */
+uint64_t ip_ident_epoch = 1;
+
+static unsigned ident_bucket(dev_t dev, ino_t ino)
+{
+    return (unsigned)(((uint64_t)ino * 0x9e3779b97f4a7c15ull) >> 56 ^ (uint64_t)dev) % IDENT_BUCKETS;
+}
+
+/* A forked child shares its parent's open file descriptions, so keeping
+ * them would keep a dead parent's keys looking alive: the child lets go of
+ * them and makes its own when it needs one.  Handles notice through the
+ * epoch. */
+static void ident_after_fork_child(void)
+{
+    for (unsigned b = 0; b < IDENT_BUCKETS; b++) {
+        ident_node *n = ident_table[b];
+        while (n) {
+            ident_node *next = n->next;
+            close(n->fd);
+            free(n);
+            n = next;
+        }
+        ident_table[b] = NULL;
+    }
+    ip_ident_epoch++;
+}
+
+static pthread_once_t ident_once = PTHREAD_ONCE_INIT;
+static int ident_atfork_rc;
+
+static void ident_register_atfork(void)
+{
+    ident_atfork_rc = pthread_atfork(NULL, NULL, ident_after_fork_child);
+}
+
+static uint64_t random_key(void)
+{
+    uint64_t k = 0;
+    if (getrandom(&k, sizeof k, GRND_NONBLOCK) != (ssize_t)sizeof k) {
+        static uint64_t salt;
+        k = ((uint64_t)getpid() << 24) ^ (uint64_t)now_ns() ^ (++salt * 0x9e3779b97f4a7c15ull);
+    }
+    return k & IP_KEY_MASK;
+}
+
+static int key_lock(int fd, short type, uint64_t key, int cmd)
+{
+    struct flock fl = {.l_type = type, .l_whence = SEEK_SET, .l_start = IP_KEY_BASE + (off_t)key,
+                       .l_len = 1, .l_pid = 0};
+    int rc = fcntl(fd, cmd, &fl);
+    return rc != 0 ? -1 : cmd == F_OFD_GETLK ? fl.l_type != F_UNLCK : 0;
+}
+
+static ident_node *ident_create(int fd, const struct stat *st)
+{
+    pthread_once(&ident_once, ident_register_atfork);
+    if (ident_atfork_rc != 0) {
+        errno = ident_atfork_rc;
+        PyErr_SetFromErrno(PyExc_OSError);
+        return NULL;
+    }
+    /* A new open file description of the same file: reopening through
+     * /proc gives one, where dup() would share the handle's. */
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+    static const int modes[] = {O_RDWR, O_WRONLY, O_RDONLY};
+    int lfd = -1, mode = O_RDWR;
+    for (size_t i = 0; i < sizeof modes / sizeof *modes && lfd < 0; i++) {
+        mode = modes[i];
+        lfd = open(path, mode | O_CLOEXEC | O_NOCTTY);
+        if (lfd < 0 && errno != EACCES)
+            break;
+    }
+    if (lfd < 0) {
+        PyErr_Format(PyExc_OSError,
+                     "cannot open a descriptor of its own on the segment through %s (%s): this "
+                     "process needs one to be known as a lock holder or waiter",
+                     path, strerror(errno));
+        return NULL;
+    }
+    struct stat lst;
+    if (fstat(lfd, &lst) != 0 || lst.st_dev != st->st_dev || lst.st_ino != st->st_ino) {
+        close(lfd);
+        PyErr_SetString(PyExc_OSError, "/proc/self/fd does not show this process's descriptors");
+        return NULL;
+    }
+    /* A read lock is all a read-only descriptor can take; read locks do not
+     * exclude each other, so a taken key is looked for first. */
+    short type = mode == O_RDONLY ? F_RDLCK : F_WRLCK;
+    for (int attempt = 0; attempt < 64; attempt++) {
+        uint64_t key = random_key();
+        if (key == 0)
+            continue;
+        if (type == F_RDLCK && key_lock(lfd, F_WRLCK, key, F_OFD_GETLK) != 0)
+            continue;
+        if (key_lock(lfd, type, key, F_OFD_SETLK) == 0) {
+            ident_node *n = malloc(sizeof *n);
+            if (n == NULL) {
+                close(lfd);
+                PyErr_NoMemory();
+                return NULL;
+            }
+            *n = (ident_node){NULL, st->st_dev, st->st_ino, lfd, key, 0};
+            unsigned b = ident_bucket(st->st_dev, st->st_ino);
+            n->next = ident_table[b];
+            ident_table[b] = n;
+            return n;
+        }
+        if (errno != EAGAIN && errno != EACCES)
+            break;
+    }
+    int saved = errno;
+    close(lfd);
+    errno = saved;
+    PyErr_SetFromErrno(PyExc_OSError);
+    return NULL;
+}
+
+uint64_t ip_ident_get(ip_ident_t *id, int fd, int create)
+{
+    if (id->epoch == ip_ident_epoch && id->key)
+        return id->key;
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        if (create)
+            PyErr_SetFromErrno(PyExc_OSError);
+        return 0;
+    }
+    ident_node *n = ident_table[ident_bucket(st.st_dev, st.st_ino)];
+    while (n && !(n->dev == st.st_dev && n->ino == st.st_ino))
+        n = n->next;
+    if (n == NULL) {
+        if (!create)
+            return 0;
+        n = ident_create(fd, &st);
+        if (n == NULL)
+            return 0;
+    }
+    n->refs++;
+    id->key = n->key;
+    id->node = n;
+    id->epoch = ip_ident_epoch;
+    return n->key;
+}
+
+void ip_ident_release(ip_ident_t *id)
+{
+    ident_node *n = id->node;
+    int current = id->epoch == ip_ident_epoch && id->key && n;
+    id->key = 0;
+    id->node = NULL;
+    if (!current || --n->refs > 0)
+        return;
+    ident_node **link = &ident_table[ident_bucket(n->dev, n->ino)];
+    while (*link && *link != n)
+        link = &(*link)->next;
+    if (*link)
+        *link = n->next;
+    close(n->fd); /* the kernel drops the lock: the key now reads as dead */
+    free(n);
+}
+
+int ip_key_alive(int fd, uint64_t key)
+{
+    if (key == 0 || key > IP_KEY_MASK)
+        return 0; /* no process can hold it */
+    int held = key_lock(fd, F_WRLCK, key, F_OFD_GETLK);
+    return held != 0; /* -1 (cannot tell) counts as alive */
+}
+
 /* The end of the next sleep slice: the deadline or one slice from now. */
 static struct timespec slice_end(const ip_deadline_t *d)
 {
-    int64_t end = now_ns() + IP_SLICE_NS;
+    int64_t end = now_ns() + slice_ns;
     if (!d->infinite && ts_ns(&d->at) < end)
         end = ts_ns(&d->at);
     return ns_ts(end);
