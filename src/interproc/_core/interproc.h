@@ -48,7 +48,7 @@ enum ip_kind {
 };
 
 /* ------------------------------------------------------------------ */
-/* Segment header: the first 256 bytes of every segment.              */
+/* Segment header: the first 128 bytes of every segment.              */
 
 typedef struct {
     uint64_t magic;        /* stored last, with release order: a reader that sees it sees the rest */
@@ -62,6 +62,7 @@ typedef struct {
     uint8_t reserved[8];
     _Alignas(IP_CACHELINE) pthread_mutex_t grow_lock;
 } ip_seghdr_t;
+_Static_assert(sizeof(ip_seghdr_t) == 128, "ip_seghdr_t changed size: bump IP_LAYOUT_VERSION and the docs");
 
 /* ------------------------------------------------------------------ */
 /* Waiting layer                                                       */
@@ -163,8 +164,6 @@ enum ip_lock_result {
 };
 int ip_mutex_init(pthread_mutex_t *m);
 int ip_mutex_lock(pthread_mutex_t *m, const ip_deadline_t *d);
-/* Blocking lock without a Python thread state: for short internal sections. */
-int ip_mutex_lock_nogil(pthread_mutex_t *m);
 void ip_mutex_consistent(pthread_mutex_t *m);
 void ip_mutex_unlock(pthread_mutex_t *m);
 

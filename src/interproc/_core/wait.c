@@ -458,12 +458,6 @@ int ip_mutex_lock(pthread_mutex_t *m, const ip_deadline_t *d)
     }
 }
 
-int ip_mutex_lock_nogil(pthread_mutex_t *m)
-{
-    int rc = pthread_mutex_lock(m);
-    return rc == EOWNERDEAD ? IP_LOCK_OWNER_DIED : rc == 0 ? IP_LOCK_OK : IP_LOCK_ERROR;
-}
-
 void ip_mutex_consistent(pthread_mutex_t *m)
 {
     pthread_mutex_consistent(m);
