@@ -133,6 +133,16 @@ def kill_and_reap(proc, timeout=CHILD_TIMEOUT):
     return proc.exitcode
 
 
+def keep_killing(kills, wanted, started, seconds):
+    """Whether a kill loop goes on: until ``wanted`` kills, for about
+    ``seconds``; past that only while fewer than half are done.  A loaded
+    machine makes the loop take longer, never the run weaker, so the
+    caller's ``kills >= wanted // 2`` holds whatever else is running."""
+    if kills >= wanted:
+        return False
+    return time.monotonic() - started < seconds or kills < wanted // 2
+
+
 def wait_until(predicate, timeout=TIMEOUT, what="condition", interval=0.001):
     """Poll ``predicate()`` every ``interval`` seconds until it is true;
     fail the test, naming ``what`` was awaited, after ``timeout`` seconds."""

@@ -22,7 +22,7 @@ import interproc
 from interproc import Pipe
 
 import _pipe_helpers as ph
-from _helpers import TIMEOUT, check_item, join_ok, kill_and_reap, new_seed, read_lines, start
+from _helpers import TIMEOUT, check_item, join_ok, keep_killing, kill_and_reap, new_seed, read_lines, start
 from _pipe_helpers import RING_IDS, RINGS, KiB, MiB, finish_within, ring_pipe, send_until_broken
 
 pytestmark = pytest.mark.timeout(120)
@@ -355,7 +355,7 @@ N_SENDERS = 3
 N_RECEIVERS = 2
 IN_FLIGHT = 32        # senders slow down above this many unreceived messages
 KILLS_PER_RUN = 200
-CHAOS_SECONDS = 25    # a cap in case kills are slow; normally KILLS_PER_RUN ends it
+CHAOS_SECONDS = 25    # normally KILLS_PER_RUN ends it first (see keep_killing)
 JOIN_TIMEOUT = 30
 
 
@@ -477,7 +477,7 @@ def test_random_sigkills_of_senders_and_receivers(tmp_path, ring):
 
     t0 = time.monotonic()
     kills = 0
-    while kills < KILLS_PER_RUN and time.monotonic() - t0 < CHAOS_SECONDS:
+    while keep_killing(kills, KILLS_PER_RUN, t0, CHAOS_SECONDS):
         time.sleep(cast.rng.uniform(0, 0.06))
         cast.kill_one()
         kills += 1
@@ -549,7 +549,7 @@ def test_random_sigkills_of_senders_and_receivers(tmp_path, ring):
         f"in {chaos_seconds:.1f}s; {len(logged_set)} sends returned, {len(delivered)} received, "
         f"{len(missing)} lost with killed receivers, {sum(map(len, unlogged.values()))} received unlogged"
     )
-    assert kills >= 150, f"{ctx}: only {kills} kills in {CHAOS_SECONDS}s"
+    assert kills >= KILLS_PER_RUN // 2, f"{ctx}: only {kills} kills"
     assert cast.sender_kills > 0 and cast.receiver_kills > 0, ctx
     # A pipe wedged by the first kill would pass every check above vacuously.
     assert len(delivered) >= 1000, f"{ctx}: only {len(delivered)} messages went through"

@@ -22,7 +22,7 @@ import interproc
 
 import _helpers
 import _sync_helpers as sh
-from _helpers import TIMEOUT, collect, kill_and_reap, new_seed, owner_died_warnings, start, wait_until
+from _helpers import TIMEOUT, collect, keep_killing, kill_and_reap, new_seed, owner_died_warnings, start, wait_until
 
 # How soon a process blocked in a wait must notice a release or a set().
 # Futex wake-ups take microseconds; this leaves room for a loaded machine
@@ -277,7 +277,7 @@ def test_blocked_children_do_not_burn_cpu(start_method):
 
 HOLDER_KILLS = 100         # per kind
 CHURN_KILLS = 100          # per kind
-CHURN_SECONDS = 12         # a cap in case kills are slow; normally CHURN_KILLS ends it
+CHURN_SECONDS = 12         # normally CHURN_KILLS ends it first (see keep_killing)
 CHURNERS = 3
 # How the parent takes over: after the kill, or blocked in acquire() when
 # the kill happens.  Non-blocking takeover has a test of its own below.
@@ -447,7 +447,7 @@ def test_churning_processes_killed_at_random_points(kind):
     kills = 0
     t0 = time.monotonic()
     try:
-        while kills < CHURN_KILLS and time.monotonic() - t0 < CHURN_SECONDS:
+        while keep_killing(kills, CHURN_KILLS, t0, CHURN_SECONDS):
             time.sleep(rng.uniform(0, 0.01))
             slot = rng.randrange(CHURNERS)
             code = kill_and_reap(procs[slot])
