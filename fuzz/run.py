@@ -11,8 +11,8 @@
     run.py seed TARGET DIR
         Write the target's generated seed inputs into DIR.
 
-libFuzzer's -fork=N mode starts workers as `run.py <options>`, with the
-target in $FUZZ_TARGET: so this file is executable, and the python3 first
+libFuzzer's -merge=1 and -fork=N modes start workers as `run.py <options
+and directories>`, with the target in $FUZZ_TARGET: so this file is executable, and the python3 first
 on PATH must be the fuzzing venv's (the Makefile sees to both).
 """
 from __future__ import annotations
@@ -121,8 +121,8 @@ def seed(target: str, directory: str) -> None:
 
 
 def main(argv: list) -> int:
-    if len(argv) >= 2 and argv[1].startswith("-") and os.environ.get("FUZZ_TARGET"):
-        fuzz(os.environ["FUZZ_TARGET"], argv[1:])  # a libFuzzer -fork worker
+    if len(argv) >= 2 and argv[1] not in ("fuzz", "replay", "seed") and os.environ.get("FUZZ_TARGET"):
+        fuzz(os.environ["FUZZ_TARGET"], argv[1:])  # a libFuzzer -merge or -fork worker
         return 0
     if len(argv) < 3 or argv[1] not in ("fuzz", "replay", "seed"):
         print(__doc__, file=sys.stderr)
