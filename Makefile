@@ -108,7 +108,6 @@ FUZZ_FLAGS = -timeout=$(FUZZ_TIMEOUT) -rss_limit_mb=4096 -print_final_stats=1 $(
 
 $(FUZZ_VENV)/bin/python $(COV_VENV)/bin/python: | $(PY)
 	$(PY) -m venv $(@D)/..
-	$(@D)/python -m pip install -q --upgrade pip
 
 # atheris is built from source with the same clang, so that its libFuzzer and
 # sanitizer runtimes are the ones the core is instrumented for.

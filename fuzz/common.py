@@ -14,6 +14,7 @@ import io
 import mmap
 import os
 import pickle
+import pickletools
 import queue
 import signal
 import struct
@@ -114,8 +115,14 @@ real_loads = pickle.loads
 
 
 def safe_loads(data: Any, **kwargs: Any) -> Any:
+    data = bytes(data)
     try:
-        return _SafeUnpickler(io.BytesIO(bytes(data)), **kwargs).load()
+        # pickletools reads every length field against the bytes really
+        # there, so a forged length is refused here, before the unpickler
+        # allocates what it says (which is pickle's business, not ours).
+        for _ in pickletools.genops(io.BytesIO(data)):
+            pass
+        return _SafeUnpickler(io.BytesIO(data), **kwargs).load()
     except pickle.UnpicklingError:
         raise
     except RecursionError:
