@@ -21,7 +21,7 @@ import struct
 import sys
 import threading
 import time
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Sequence, Tuple
 
 
 class Reader:
@@ -67,21 +67,21 @@ class Writer:
     def __init__(self) -> None:
         self.buf = bytearray()
 
-    def u8(self, v: int) -> "Writer":
-        self.buf += struct.pack("<B", v & 0xFF)
+    def _pack(self, fmt: str, v: int) -> "Writer":
+        self.buf += struct.pack(fmt, v % (1 << (8 * struct.calcsize(fmt))))
         return self
+
+    def u8(self, v: int) -> "Writer":
+        return self._pack("<B", v)
 
     def u16(self, v: int) -> "Writer":
-        self.buf += struct.pack("<H", v & 0xFFFF)
-        return self
+        return self._pack("<H", v)
 
     def u32(self, v: int) -> "Writer":
-        self.buf += struct.pack("<I", v & 0xFFFFFFFF)
-        return self
+        return self._pack("<I", v)
 
     def u64(self, v: int) -> "Writer":
-        self.buf += struct.pack("<Q", v & 0xFFFFFFFFFFFFFFFF)
-        return self
+        return self._pack("<Q", v)
 
     def raw(self, b: bytes) -> "Writer":
         self.buf += b
