@@ -162,7 +162,9 @@ fuzz-ci: $(FUZZ_STAMP)
 fuzz-merge: $(FUZZ_STAMP)
 	@for t in $(FUZZ_TARGETS); do \
 	    test -d fuzz/work/$$t || continue; \
-	    $(FUZZ_RUN) $$t -merge=1 -use_counters=0 fuzz/corpus/$$t fuzz/work/$$t $(FUZZ_FLAGS) 2>&1 \
+	    mkdir -p fuzz/artifacts; \
+	    $(FUZZ_RUN) $$t -merge=1 -use_counters=0 fuzz/corpus/$$t fuzz/work/$$t \
+	        -artifact_prefix=fuzz/artifacts/$$t- $(FUZZ_FLAGS) 2>&1 \
 	        | grep -E "MERGE-OUTER: [0-9]+ new files"; \
 	done
 
