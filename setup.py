@@ -1,5 +1,26 @@
-"""Build the C core.  Set INTERPROC_SANITIZE=1 for an ASan/UBSan build."""
+"""Build the C core.
+
+Build switches (environment variables), each for a variant that `make`
+builds into a place of its own, never over the normal build:
+
+- INTERPROC_SANITIZE=1: gcc with ASan and UBSan; any UBSan finding aborts
+  (`make sanitize`).
+- INTERPROC_FUZZ=1: clang with ASan, UBSan and libFuzzer's coverage
+  instrumentation, for the atheris harnesses in fuzz/ (`make fuzz`).
+- INTERPROC_COVERAGE=1: clang with source-based coverage, to measure what
+  the fuzz corpora reach (`make fuzz-coverage`).
+- INTERPROC_WERROR=1: warnings are errors.
+- INTERPROC_CFLAGS: more compiler flags for any of them, e.g.
+  -fno-sanitize=alignment to look past a known finding until its fix lands.
+
+The clang variants use $CC if it is set, else clang-14 or clang from PATH,
+and build under build/<variant> so that they never reuse the normal
+build's objects.
+"""
 import os
+import shlex
+import shutil
+
 from setuptools import Extension, setup
 
 sources = [
@@ -19,13 +40,41 @@ sources = [
 ]
 cflags = ["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Wno-missing-field-initializers"]
 ldflags = ["-lpthread"]
+options = {}
+
+
+def use_clang(variant):
+    """Compile with clang, into build/<variant>."""
+    cc = os.environ.get("CC") or shutil.which("clang-14") or shutil.which("clang")
+    if cc is None:
+        raise SystemExit(f"INTERPROC_{variant.upper()}=1 needs clang (apt-get install clang-14)")
+    os.environ["CC"] = cc
+    os.environ.setdefault("LDSHARED", f"{cc} -shared")
+    options["build"] = {"build_base": f"build/{variant}"}
+
+
 if os.environ.get("INTERPROC_SANITIZE"):
-    cflags += ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-O1"]
+    cflags += ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined",
+               "-fno-omit-frame-pointer", "-O1", "-g"]
     ldflags += ["-fsanitize=address,undefined"]
+elif os.environ.get("INTERPROC_FUZZ"):
+    # No sanitizer runtime is linked in: atheris's asan_with_fuzzer.so,
+    # preloaded, provides ASan, UBSan and libFuzzer's coverage hooks.
+    use_clang("fuzz")
+    sanitize = ["-fsanitize=address,undefined,fuzzer-no-link"]
+    cflags += sanitize + ["-fno-sanitize-recover=undefined", "-fno-omit-frame-pointer",
+                          "-O1", "-g"]
+    ldflags += sanitize
+elif os.environ.get("INTERPROC_COVERAGE"):
+    use_clang("coverage")
+    cflags += ["-fprofile-instr-generate", "-fcoverage-mapping", "-O0", "-g"]
+    ldflags += ["-fprofile-instr-generate"]
 if os.environ.get("INTERPROC_WERROR"):
     cflags.append("-Werror")
+cflags += shlex.split(os.environ.get("INTERPROC_CFLAGS", ""))
 
 setup(
+    options=options,
     ext_modules=[
         Extension(
             "interproc._core",
@@ -34,5 +83,5 @@ setup(
             extra_compile_args=cflags,
             extra_link_args=ldflags,
         )
-    ]
+    ],
 )
