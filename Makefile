@@ -61,22 +61,18 @@ bench: $(STAMP_BENCH)
 # every ASan one does, so a report fails the run instead of scrolling by;
 # --capture=sys leaves the real stderr to the sanitizers, so that the report
 # of one that aborts pytest itself is not lost with pytest's capture files.
-# .ci/asan.supp says which third-party reports are ignored, and why.  Two
-# tests count what ASan itself changes, so they are left out: the memory
-# that readers share (ASan's shadow memory and quarantine are private to
-# each process) and the mappings a process has (ASan's allocator maps large
-# blocks on its own).
+# .ci/asan.supp says which third-party reports are ignored, and why.  Tests
+# that count memory or mappings, which ASan changes, skip themselves
+# (tests/_helpers.py: needs_plain_allocator).
 SANITIZE_ENV := ASAN_OPTIONS=detect_leaks=0:suppressions=$(CURDIR)/.ci/asan.supp \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
-SANITIZE_SKIP := --deselect tests/test_containers_memory.py::test_readers_share_one_copy \
-	--deselect "tests/test_pipe_basic.py::test_closed_pipes_release_descriptors_and_memory[interproc]"
 sanitize: $(STAMP_TEST)
 	rm -rf build
 	INTERPROC_SANITIZE=1 $(PIP) install --no-deps --force-reinstall .
 	rm -rf build $(STAMPS)
 	env -u PYTHONPATH $(SANITIZE_ENV) \
 	    LD_PRELOAD="$$(gcc -print-file-name=libasan.so)" \
-	    $(PY) -m pytest -q --capture=sys $(SANITIZE_SKIP) $(PYTEST_ARGS) $(TESTS)
+	    $(PY) -m pytest -q --capture=sys $(PYTEST_ARGS) $(TESTS)
 
 # ---------------------------------------------------------------------------
 # Fuzzing (fuzz/README.md): atheris (libFuzzer) drives the targets in fuzz/

@@ -16,6 +16,8 @@ import sys
 import threading
 import time
 
+import pytest
+
 SHM_DIR = "/dev/shm"
 SHM_PREFIX = "interproc."
 
@@ -27,6 +29,14 @@ CHILD_TIMEOUT = 30.0
 # imports pytest's __main__ and interproc before it runs, which is slow on a
 # loaded 2-core machine.
 TIMEOUT = 60
+
+
+# Under AddressSanitizer (make sanitize preloads it) each process has its own
+# shadow memory and quarantine, and the allocator maps large blocks itself:
+# tests that count memory or mappings measure ASan, not interproc.
+UNDER_ASAN = "libasan" in os.environ.get("LD_PRELOAD", "")
+needs_plain_allocator = pytest.mark.skipif(
+    UNDER_ASAN, reason="counts memory or mappings, which AddressSanitizer changes")
 
 
 def shm_path(name):

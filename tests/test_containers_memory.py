@@ -15,6 +15,7 @@ import pytest
 import interproc
 
 import _containers_helpers as ch
+import _helpers
 
 N = 1_000_000
 CHUNK = 50_000
@@ -55,6 +56,7 @@ def run_readers(ctx, name, n):
     return results
 
 
+@_helpers.needs_plain_allocator
 def test_readers_share_one_copy(unique_name):
     name = unique_name()
     fork = multiprocessing.get_context("fork")

@@ -833,3 +833,14 @@ def test_key_whose_encoding_exceeds_4_gib_is_refused():
     ''', timeout=300)
     assert rc == 0, (rc, out, err[-2000:])
     assert outcomes(out)["set"] == "OTHER OverflowError", out
+
+
+@pytest.mark.parametrize("tag", [b"t", b"F"])
+def test_key_element_count_beyond_the_bytes_left_is_refused_before_allocating(tag):
+    # 0x29000000 elements announced in a 5-byte key: a tuple of 5.5 GB
+    # would be allocated before the first element was found missing.
+    forged = tag + (0x29000000).to_bytes(4, "little")
+    with pytest.raises(interproc.SegmentError):
+        _core.decode_key(forged)
+    with pytest.raises(interproc.SegmentError):
+        _core.decode_key(tag + (2).to_bytes(4, "little") + b"n")

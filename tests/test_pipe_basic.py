@@ -27,6 +27,7 @@ import pytest
 
 import interproc
 
+import _helpers
 from _helpers import TIMING_SLACK, Point, assert_took, check_item, checked_item, cpu_seconds
 from _pipe_helpers import (
     RING_IDS,
@@ -786,6 +787,7 @@ def _open_fds():
     return set(os.listdir("/proc/self/fd"))
 
 
+@_helpers.needs_plain_allocator
 def test_closed_pipes_release_descriptors_and_memory(RawPipe):
     def maps():
         with open("/proc/self/maps") as f:

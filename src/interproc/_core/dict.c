@@ -325,6 +325,10 @@ static PyObject *decode_key(const uint8_t **pp, const uint8_t *end, int depth)
     }
     case 't':
     case 'F': {
+        /* Every element takes at least its tag byte: a count beyond the
+         * bytes left is damage, and must not size an allocation. */
+        if ((uint64_t)n > (uint64_t)(end - p))
+            goto corrupt;
         PyObject *t = PyTuple_New(n);
         if (t == NULL)
             return NULL;
