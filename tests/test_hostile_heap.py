@@ -844,3 +844,16 @@ def test_key_element_count_beyond_the_bytes_left_is_refused_before_allocating(ta
         _core.decode_key(forged)
     with pytest.raises(interproc.SegmentError):
         _core.decode_key(tag + (2).to_bytes(4, "little") + b"n")
+
+
+def test_empty_changes_to_a_list_that_never_had_an_array():
+    # A new list has no array yet; appending nothing to it once handed
+    # memcpy a NULL destination (undefined, caught by make sanitize).
+    lst = SharedList()
+    lst.extend([])
+    lst[0:0] = []
+    lst += []
+    assert lst[:] == [] and len(lst) == 0
+    lst.append(1)
+    assert lst[:] == [1]
+    lst.close()

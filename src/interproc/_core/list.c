@@ -154,7 +154,10 @@ static int replace(const ip_op_t *op, uint64_t start, uint64_t stop, const ip_va
         goto out;
     }
     if (start == n && newlen <= v.cap) {
-        memcpy(v.arr + n, fresh, (size_t)k * sizeof *fresh); /* beyond the length: unpublished */
+        /* Beyond the length: unpublished.  An empty list may have no array
+         * at all (v.arr NULL), and memcpy must not see NULL even for 0. */
+        if (k > 0)
+            memcpy(v.arr + n, fresh, (size_t)k * sizeof *fresh);
         rc = ip_heap_set(hp, LFLD(op, used), newlen);
         goto out;
     }
