@@ -96,10 +96,20 @@ def cond_named_wait_once(name, arrived, out, probe):
     cond_wait_once(cond, arrived, out, CHILD_TIMEOUT, "named")
 
 
-def cond_wait_for_value(cond, value, target, timeout, out):
-    """wait_for(value >= target); report what it returned and when."""
+def cond_wait_for_value(cond, value, target, timeout, out, holding=None, slice_seconds=None):
+    """wait_for(value >= target); report what it returned and when.
+
+    ``holding`` (an Event) is set once the lock is held, so whoever then
+    takes the lock knows this process is waiting.  ``slice_seconds`` makes
+    interproc's sleeps that long: a wait that ends before it was woken, not
+    by the next look at the clock."""
+    if slice_seconds is not None:
+        import interproc
+        interproc._core.SyncCore._set_wait_slice(slice_seconds)
     if not cond.acquire(timeout=CHILD_TIMEOUT):
         sys.exit(EXIT_ACQUIRE_TIMED_OUT)
+    if holding is not None:
+        holding.set()
     try:
         result = cond.wait_for(lambda: value.load() >= target and value.load(), timeout)
     finally:
