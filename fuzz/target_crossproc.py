@@ -262,9 +262,10 @@ class DictScenario:
             except KeyError:
                 pass
         elif op == 5:
+            # One operation: the check allows the state before or after the
+            # interrupted one, so a step here must be a single atomic call.
             if arg < 32:
                 d.clear()
-                d["n"] = 0
         elif hasattr(d, "increment"):
             d.increment("n", arg)
         else:
