@@ -29,7 +29,7 @@ N_CONSUMERS = 2
 PRODUCER_BATCH = 4   # largest put_many in crash_producer
 CONSUMER_BATCH = 8   # largest get_many in crash_consumer
 KILLS_PER_RUN = 300
-CHAOS_SECONDS = 25   # normally KILLS_PER_RUN ends it first (see keep_killing)
+CHAOS_SECONDS = 15   # past this, only until half the kills are done (see keep_killing)
 JOIN_TIMEOUT = 30
 
 
