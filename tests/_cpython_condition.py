@@ -10,11 +10,19 @@ themselves wait without one.
 """
 
 import multiprocessing
+import signal
 import sys
 import unittest
 
 import interproc
 import test._test_multiprocessing as cpython
+
+
+# test_wait_result interrupts a wait with SIGINT and expects KeyboardInterrupt.
+# A runner started in the background by a non-interactive shell has SIGINT
+# ignored, and that disposition is inherited across exec: put Python's own
+# handler back, as the interpreter would have installed it.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 class WithProcessesTestCondition(cpython._TestCondition, cpython.ProcessesMixin, unittest.TestCase):
