@@ -507,10 +507,11 @@ static int dview(const ip_op_t *op, dview_t *v)
     return 0;
 }
 
-/* 1: the key is at entry *ix, in slot *slot, item *item; 0: it is missing
- * and a new entry for it would take slot *slot; -1: SegmentError. */
+/* 1: the key is at entry *ix, in slot *slot, item *item (read into *found
+ * when that is not NULL); 0: it is missing and a new entry for it would take
+ * slot *slot; -1: SegmentError. */
 static int lookup(ip_heap_t *hp, const dview_t *v, const dkey_t *k, uint64_t *ix, uint64_t *slot,
-                  uint64_t *item)
+                  uint64_t *item, ip_item_t *found)
 {
     *slot = 0;
     if (v->slots == NULL)
@@ -538,6 +539,8 @@ static int lookup(ip_heap_t *hp, const dview_t *v, const dkey_t *k, uint64_t *ix
                     *ix = s - 1;
                     *slot = i;
                     *item = it;
+                    if (found != NULL)
+                        *found = d;
                     return 1;
                 }
             }
@@ -682,7 +685,7 @@ static int store(const ip_op_t *op, const dkey_t *k, const ip_value_t *v, int on
     dview_t dv;
     uint64_t ix = 0, slot, item = 0;
     int found;
-    if (dview(op, &dv) < 0 || (found = lookup(hp, &dv, k, &ix, &slot, &item)) < 0)
+    if (dview(op, &dv) < 0 || (found = lookup(hp, &dv, k, &ix, &slot, &item, NULL)) < 0)
         return -1;
     if (found) {
         if (only_new)
@@ -704,7 +707,7 @@ static int store(const ip_op_t *op, const dkey_t *k, const ip_value_t *v, int on
         uint64_t live = dv.used < dv.nitems ? dv.used : dv.nitems;
         if (resize(op, live * 3 > 8 ? live * 3 : 8) < 0 || dview(op, &dv) < 0)
             return -1;
-        if ((found = lookup(hp, &dv, k, &ix, &slot, &item)) != 0)
+        if ((found = lookup(hp, &dv, k, &ix, &slot, &item, NULL)) != 0)
             return found < 0 ? -1 : ip_heap_corrupt("a dict key appeared under the lock");
     }
     uint32_t s = IP_LOAD(dv.slots[slot]);
@@ -787,9 +790,9 @@ static int fetch(ip_handle_t *h, PyObject *key, int remove, ip_op_t *op, ip_copy
     dview_t dv;
     ip_item_t it;
     uint64_t ix = 0, slot, item = 0;
-    int rc = dview(op, &dv) < 0 ? -1 : lookup(hp, &dv, &k, &ix, &slot, &item);
+    int rc = dview(op, &dv) < 0 ? -1 : lookup(hp, &dv, &k, &ix, &slot, &item, &it);
     if (rc == 1) {
-        if (ip_ditem_read(hp, item, &it) < 0 || copy_value(hp, &it, c) < 0)
+        if (copy_value(hp, &it, c) < 0)
             rc = -1;
         else if ((remove && remove_entry(op, &dv, ix, slot, item) < 0) || ip_copy_count(hp, c, 1) < 0) {
             ip_copy_discard(hp, c, 1);
@@ -838,7 +841,7 @@ static int DictCore_ass_subscript(ip_handle_t *h, PyObject *key, PyObject *value
         } else {
             dview_t dv;
             uint64_t ix = 0, slot, item = 0;
-            int found = dview(&op, &dv) < 0 ? -1 : lookup(op.hp, &dv, &k, &ix, &slot, &item);
+            int found = dview(&op, &dv) < 0 ? -1 : lookup(op.hp, &dv, &k, &ix, &slot, &item, NULL);
             rc = found < 0 ? -1 : found == 0 ? -2 : remove_entry(&op, &dv, ix, slot, item);
         }
         ip_op_end(&op, rc != -1);
@@ -864,7 +867,7 @@ static int DictCore_contains(ip_handle_t *h, PyObject *key)
     }
     dview_t dv;
     uint64_t ix, slot, item;
-    int rc = dview(&op, &dv) < 0 ? -1 : lookup(op.hp, &dv, &k, &ix, &slot, &item);
+    int rc = dview(&op, &dv) < 0 ? -1 : lookup(op.hp, &dv, &k, &ix, &slot, &item, NULL);
     ip_op_end(&op, 1);
     ip_op_done(&op);
     dkey_clear(&k);
@@ -928,8 +931,8 @@ static PyObject *DictCore_setdefault(ip_handle_t *h, PyObject *const *args, Py_s
             dview_t dv;
             ip_item_t it;
             uint64_t ix, slot, item = 0;
-            if (dview(&op, &dv) < 0 || lookup(hp, &dv, &k, &ix, &slot, &item) != 1
-                || ip_ditem_read(hp, item, &it) < 0 || copy_value(hp, &it, &c) < 0)
+            if (dview(&op, &dv) < 0 || lookup(hp, &dv, &k, &ix, &slot, &item, &it) != 1
+                || copy_value(hp, &it, &c) < 0)
                 rc = -1;
             else if (ip_copy_count(hp, &c, 1) < 0) {
                 ip_copy_discard(hp, &c, 1);

@@ -81,12 +81,27 @@ static inline uint32_t class_of(uint64_t n)
     return 16u + (b - 8u) * 4u + j;
 }
 
-static inline uint64_t class_size(uint32_t c)
+static inline uint64_t class_size_of(uint32_t c)
 {
     if (c < 16)
         return 16ull * (c + 1);
     uint32_t b = 8u + (c - 16u) / 4u, j = (c - 16u) % 4u;
     return (1ull << b) + (uint64_t)(j + 1) * (1ull << (b - 2));
+}
+
+/* Every checked access to the heap looks a block's size up: a table keeps
+ * that to one load. */
+static uint64_t class_sizes[IP_HEAP_NCLASSES];
+
+__attribute__((constructor)) static void fill_class_sizes(void)
+{
+    for (uint32_t c = 0; c < IP_HEAP_NCLASSES; c++)
+        class_sizes[c] = class_size_of(c);
+}
+
+static inline uint64_t class_size(uint32_t c)
+{
+    return class_sizes[c];
 }
 
 #define HEAP_LOCK(hp) (&(hp)->fixed->lock)
