@@ -62,24 +62,32 @@ static void kbuf_free(kbuf_t *b)
         PyMem_Free(b->buf);
 }
 
-static int kput(kbuf_t *b, const void *p, size_t n)
+static int kput_grow(kbuf_t *b, const void *p, size_t n)
 {
     if (n > KEY_MAX_BYTES - b->len) {
         PyErr_SetString(PyExc_OverflowError, "key too large: its encoding would exceed 4 GiB");
         return -1;
     }
-    if (b->len + n > b->cap) {
-        size_t cap = (b->len + n) * 2;
-        uint8_t *nb = PyMem_Malloc(cap);
-        if (nb == NULL) {
-            PyErr_NoMemory();
-            return -1;
-        }
-        memcpy(nb, b->buf, b->len);
-        kbuf_free(b);
-        b->buf = nb;
-        b->cap = cap;
+    /* Never beyond the limit: below it, kput() need not check it again. */
+    size_t cap = (b->len + n) * 2 < KEY_MAX_BYTES ? (b->len + n) * 2 : KEY_MAX_BYTES;
+    uint8_t *nb = PyMem_Malloc(cap);
+    if (nb == NULL) {
+        PyErr_NoMemory();
+        return -1;
     }
+    memcpy(nb, b->buf, b->len);
+    kbuf_free(b);
+    b->buf = nb;
+    b->cap = cap;
+    memcpy(b->buf + b->len, p, n);
+    b->len += n;
+    return 0;
+}
+
+static inline int kput(kbuf_t *b, const void *p, size_t n)
+{
+    if (n > b->cap - b->len)
+        return kput_grow(b, p, n);
     memcpy(b->buf + b->len, p, n);
     b->len += n;
     return 0;
@@ -402,6 +410,19 @@ static int dkey_init(dkey_t *k, PyObject *key)
     kbuf_init(&k->enc);
     k->has_orig = 0;
     k->orig.obj = NULL;
+    if (Py_IS_TYPE(key, &PyLong_Type)) {
+        /* The commonest key, encoded as encode_int() would, without its calls. */
+        int overflow;
+        long long x = PyLong_AsLongLongAndOverflow(key, &overflow);
+        if (!overflow && !(x == -1 && PyErr_Occurred())) {
+            k->enc.small[0] = 'i';
+            memcpy(k->enc.small + 1, &x, 8);
+            k->enc.len = 9;
+            k->hash = key_hash(k->enc.buf, 9);
+            return 0;
+        }
+        PyErr_Clear();
+    }
     if (encode_key(&k->enc, key, 0) < 0) {
         kbuf_free(&k->enc);
         return -1;
@@ -455,8 +476,9 @@ static int key_atom(const uint8_t *p, uint64_t len)
 /* ------------------------------------------------------------ table */
 
 /* A dict's table as read once under the lock and checked: what the
- * operation uses, never the live words again.  Re-read after anything that
- * allocates (the heap may have moved). */
+ * operation uses, never the live words again.  After an allocation (the
+ * heap may have moved) its pointers are remade with dview_moved(); after
+ * anything that changes the table it is read again. */
 typedef struct {
     ip_obj_t *o;
     uint32_t *slots; /* NULL: no table yet */
@@ -469,7 +491,7 @@ typedef struct {
 static int dview(const ip_op_t *op, dview_t *v)
 {
     ip_heap_t *hp = op->hp;
-    ip_obj_t *o = ip_heap_obj(hp, op->off, 0, op->oid);
+    ip_obj_t *o = ip_op_obj(op);
     if (o == NULL || IP_LOAD(o->type) == IP_OBJ_LIST) {
         PyErr_SetString(ip_SegmentError, "shared container is corrupt or was freed");
         return -1;
@@ -493,18 +515,33 @@ static int dview(const ip_op_t *op, dview_t *v)
     if (v->mask >= UINT32_MAX || (v->mask & (v->mask + 1)) != 0 || v->cap > v->mask
         || v->nitems > v->cap)
         return ip_heap_corrupt("bad dict table");
-    uint64_t room = ip_heap_block(hp, v->index);
-    if (room == 0)
-        return -1;
-    if (room / sizeof(uint32_t) < v->mask + 1)
-        return ip_heap_corrupt("a dict's slots overflow their block");
-    if ((room = ip_heap_block(hp, v->items)) == 0)
-        return -1;
-    if (room / sizeof(ip_dentry_t) < v->cap)
-        return ip_heap_corrupt("a dict's entries overflow their block");
+    if (!ip_layout_is(op->seen, v->index, v->items, v->mask, v->cap)) {
+        uint64_t room = ip_heap_block(hp, v->index);
+        if (room == 0)
+            return -1;
+        if (room / sizeof(uint32_t) < v->mask + 1)
+            return ip_heap_corrupt("a dict's slots overflow their block");
+        if ((room = ip_heap_block(hp, v->items)) == 0)
+            return -1;
+        if (room / sizeof(ip_dentry_t) < v->cap)
+            return ip_heap_corrupt("a dict's entries overflow their block");
+        ip_layout_set(op->seen, v->index, v->items, v->mask, v->cap);
+    }
     v->slots = IP_HOFF(hp, v->index);
     v->ents = IP_HOFF(hp, v->items);
     return 0;
+}
+
+/* After an allocation, which may have moved the heap but changes no
+ * container: the view's pointers into the heap as it is mapped now.  Its
+ * offsets were checked against a mapping that can only have grown. */
+static void dview_moved(const ip_op_t *op, dview_t *v)
+{
+    v->o = IP_HOFF(op->hp, op->off);
+    if (v->slots != NULL) {
+        v->slots = IP_HOFF(op->hp, v->index);
+        v->ents = IP_HOFF(op->hp, v->items);
+    }
 }
 
 /* 1: the key is at entry *ix, in slot *slot, item *item (read into *found
@@ -532,15 +569,13 @@ static int lookup(ip_heap_t *hp, const dview_t *v, const dkey_t *k, uint64_t *ix
                 return ip_heap_corrupt("a dict slot names no entry");
             uint64_t it = IP_LOAD(v->ents[s - 1].item);
             if (IP_LOAD(v->ents[s - 1].hash) == k->hash && it != 0) {
-                ip_item_t d;
-                if (ip_ditem_read(hp, it, &d) < 0)
+                ip_item_t d, *dp = found != NULL ? found : &d;
+                if (ip_ditem_read(hp, it, dp) < 0)
                     return -1;
-                if (d.klen == k->enc.len && memcmp(d.key, k->enc.buf, k->enc.len) == 0) {
+                if (dp->klen == k->enc.len && memcmp(dp->key, k->enc.buf, k->enc.len) == 0) {
                     *ix = s - 1;
                     *slot = i;
                     *item = it;
-                    if (found != NULL)
-                        *found = d;
                     return 1;
                 }
             }
@@ -628,25 +663,14 @@ static int resize(const ip_op_t *op, uint64_t want)
 }
 
 /* Writes a new item for key k (keeping the original key of item `like`,
- * when given) with value v.  Returns its offset, or 0 with an exception set. */
-static uint64_t new_item(ip_heap_t *hp, const dkey_t *k, uint64_t like, const ip_value_t *v)
+ * when given: read before, and pointed at the heap as it is after the
+ * allocation) with value v.  Returns its offset, or 0 with an exception set. */
+static uint64_t new_item(ip_heap_t *hp, const dkey_t *k, ip_item_t *like, const ip_value_t *v)
 {
-    ip_item_t l;
-    uint64_t klen = k->enc.len, olen = k->has_orig ? k->orig.len : 0;
-    if (like) {
-        if (ip_ditem_read(hp, like, &l) < 0)
-            return 0;
-        olen = l.olen;
-    }
+    uint64_t klen = k->enc.len, olen = like ? like->olen : k->has_orig ? k->orig.len : 0;
     uint64_t off = ip_heap_alloc(hp, sizeof(ip_ditem_t) + klen + olen + v->p.len);
     if (off == 0 || ip_value_hold(hp, v) < 0)
         return 0;
-    /* The allocation may have moved the heap: read `like` again. */
-    if (like && (ip_ditem_read(hp, like, &l) < 0 || l.olen != olen)) {
-        if (!PyErr_Occurred())
-            ip_heap_corrupt("a dict item changed under the lock");
-        return 0;
-    }
     ip_ditem_t *it = IP_HOFF(hp, off);
     uint8_t *key = (uint8_t *)(it + 1);
     memset(it, 0, sizeof *it);
@@ -656,8 +680,9 @@ static uint64_t new_item(ip_heap_t *hp, const dkey_t *k, uint64_t like, const ip
     it->pad[0] = (uint8_t)k->enc.has_pickle;
     memcpy(key, k->enc.buf, klen);
     if (like) {
-        it->otype = (uint8_t)l.otype;
-        memcpy(key + klen, l.orig, olen);
+        ip_ditem_rebase(hp, like);
+        it->otype = (uint8_t)like->otype;
+        memcpy(key + klen, like->orig, olen);
     } else if (olen) {
         it->otype = (uint8_t)k->orig.type;
         ip_payload_write(&k->orig, key + klen);
@@ -668,13 +693,14 @@ static uint64_t new_item(ip_heap_t *hp, const dkey_t *k, uint64_t like, const ip
     return off;
 }
 
-/* Drops the item's value reference and frees it after the commit. */
-static int retire_item(ip_heap_t *hp, uint64_t item)
+/* Drops the value reference of item `it` (read before, maybe before an
+ * allocation) and frees the item after the commit. */
+static int retire_item(ip_heap_t *hp, ip_item_t *it)
 {
-    ip_item_t it;
-    if (ip_ditem_read(hp, item, &it) < 0 || ip_value_drop(hp, it.vtype, it.val, it.vlen) < 0)
+    ip_ditem_rebase(hp, it);
+    if (ip_value_drop(hp, it->vtype, it->val, it->vlen) < 0)
         return -1;
-    return ip_heap_free_later(hp, item);
+    return ip_heap_free_later(hp, it->off);
 }
 
 /* Sets k to v.  `only_new`: leave an existing value alone (setdefault).
@@ -683,31 +709,32 @@ static int store(const ip_op_t *op, const dkey_t *k, const ip_value_t *v, int on
 {
     ip_heap_t *hp = op->hp;
     dview_t dv;
+    ip_item_t old;
     uint64_t ix = 0, slot, item = 0;
     int found;
-    if (dview(op, &dv) < 0 || (found = lookup(hp, &dv, k, &ix, &slot, &item, NULL)) < 0)
+    if (dview(op, &dv) < 0 || (found = lookup(hp, &dv, k, &ix, &slot, &item, &old)) < 0)
         return -1;
     if (found) {
         if (only_new)
             return 0;
-        uint64_t fresh = new_item(hp, k, item, v);
-        if (fresh == 0 || dview(op, &dv) < 0)
+        /* Only offsets of the view are used after the allocation. */
+        uint64_t fresh = new_item(hp, k, &old, v);
+        if (fresh == 0)
             return -1;
-        if (ix >= dv.nitems)
-            return ip_heap_corrupt("a dict entry vanished under the lock");
         uint64_t eoff = dv.items + ix * sizeof(ip_dentry_t) + offsetof(ip_dentry_t, item);
-        if (ip_heap_set(hp, eoff, fresh) < 0 || retire_item(hp, item) < 0)
+        if (ip_heap_set(hp, eoff, fresh) < 0 || retire_item(hp, &old) < 0)
             return -1;
         return 0;
     }
-    uint64_t fresh = new_item(hp, k, 0, v);
-    if (fresh == 0 || dview(op, &dv) < 0)
+    uint64_t fresh = new_item(hp, k, NULL, v);
+    if (fresh == 0)
         return -1;
+    dview_moved(op, &dv);
     if (dv.slots == NULL || dv.nitems >= dv.cap) {
         uint64_t live = dv.used < dv.nitems ? dv.used : dv.nitems;
         if (resize(op, live * 3 > 8 ? live * 3 : 8) < 0 || dview(op, &dv) < 0)
             return -1;
-        if ((found = lookup(hp, &dv, k, &ix, &slot, &item, NULL)) != 0)
+        if ((found = lookup(hp, &dv, k, &ix, &slot, &item, &old)) != 0)
             return found < 0 ? -1 : ip_heap_corrupt("a dict key appeared under the lock");
     }
     uint32_t s = IP_LOAD(dv.slots[slot]);
@@ -723,8 +750,8 @@ static int store(const ip_op_t *op, const dkey_t *k, const ip_value_t *v, int on
     return 1;
 }
 
-/* Removes entry ix, found at slot, whose item is `item`. */
-static int remove_entry(const ip_op_t *op, const dview_t *dv, uint64_t ix, uint64_t slot, uint64_t item)
+/* Removes entry ix, found at slot, whose item is `it`. */
+static int remove_entry(const ip_op_t *op, const dview_t *dv, uint64_t ix, uint64_t slot, ip_item_t *it)
 {
     ip_heap_t *hp = op->hp;
     if (dv->used == 0)
@@ -734,7 +761,7 @@ static int remove_entry(const ip_op_t *op, const dview_t *dv, uint64_t ix, uint6
         || ip_heap_set(hp, OFLD(op, used), dv->used - 1) < 0
         || ip_heap_set(hp, OFLD(op, version), dv->version + 1) < 0)
         return -1;
-    return retire_item(hp, item);
+    return retire_item(hp, it);
 }
 
 /* ---------------------------------------------------------- reading */
@@ -794,7 +821,7 @@ static int fetch(ip_handle_t *h, PyObject *key, int remove, ip_op_t *op, ip_copy
     if (rc == 1) {
         if (copy_value(hp, &it, c) < 0)
             rc = -1;
-        else if ((remove && remove_entry(op, &dv, ix, slot, item) < 0) || ip_copy_count(hp, c, 1) < 0) {
+        else if ((remove && remove_entry(op, &dv, ix, slot, &it) < 0) || ip_copy_count(hp, c, 1) < 0) {
             ip_copy_discard(hp, c, 1);
             rc = -1;
         }
@@ -840,9 +867,10 @@ static int DictCore_ass_subscript(ip_handle_t *h, PyObject *key, PyObject *value
             rc = store(&op, &k, &v, 0) < 0 ? -1 : 0;
         } else {
             dview_t dv;
+            ip_item_t it;
             uint64_t ix = 0, slot, item = 0;
-            int found = dview(&op, &dv) < 0 ? -1 : lookup(op.hp, &dv, &k, &ix, &slot, &item, NULL);
-            rc = found < 0 ? -1 : found == 0 ? -2 : remove_entry(&op, &dv, ix, slot, item);
+            int found = dview(&op, &dv) < 0 ? -1 : lookup(op.hp, &dv, &k, &ix, &slot, &item, &it);
+            rc = found < 0 ? -1 : found == 0 ? -2 : remove_entry(&op, &dv, ix, slot, &it);
         }
         ip_op_end(&op, rc != -1);
         ip_op_done(&op);
@@ -977,7 +1005,7 @@ static PyObject *DictCore_popitem(ip_handle_t *h, PyObject *Py_UNUSED(a))
             rc = -1;
         else if (copy_value(hp, &it, &c[1]) < 0)
             rc = -1;
-        else if (remove_entry(&op, &dv, n - 1, (uint64_t)slot, item) < 0
+        else if (remove_entry(&op, &dv, n - 1, (uint64_t)slot, &it) < 0
                  || ip_heap_set(hp, OFLD(&op, nitems), n - 1) < 0 || ip_copy_count(hp, c, 2) < 0)
             rc = -1;
         if (rc < 0)
@@ -1067,8 +1095,9 @@ static PyObject *DictCore_clear(ip_handle_t *h, PyObject *Py_UNUSED(a))
         /* Retiring items never allocates, so the view stays valid. */
         for (uint64_t i = 0; i < dv.nitems && rc == 0; i++) {
             uint64_t item = IP_LOAD(dv.ents[i].item);
+            ip_item_t it;
             if (item)
-                rc = retire_item(hp, item);
+                rc = ip_ditem_read(hp, item, &it) < 0 ? -1 : retire_item(hp, &it);
         }
         if (rc == 0 && (ip_heap_free_later(hp, dv.index) < 0 || ip_heap_free_later(hp, dv.items) < 0))
             rc = -1;

@@ -136,7 +136,7 @@ static inline int span_ok(ip_heap_t *hp, uint64_t start, uint64_t len)
 
 /* The size class of the block whose payload starts at off, if its header
  * carries `tag` and the whole block lies in the allocated part; else -1. */
-static int block_class(ip_heap_t *hp, uint64_t off, uint32_t tag)
+static inline __attribute__((always_inline)) int block_class(ip_heap_t *hp, uint64_t off, uint32_t tag)
 {
     if (off % 8 || off < IP_HEAP_START + BLOCK_HDR || off > hp->mapped)
         return -1;
@@ -147,20 +147,27 @@ static int block_class(ip_heap_t *hp, uint64_t off, uint32_t tag)
     return (int)c;
 }
 
-uint64_t ip_heap_block(ip_heap_t *hp, uint64_t off)
+static int no_block(uint64_t off)
+{
+    PyErr_Format(ip_SegmentError, "shared heap is corrupt (no block at offset %llu)", (unsigned long long)off);
+    return 0;
+}
+
+/* ip_heap_block(), inlined where every item read pays for it. */
+static inline __attribute__((always_inline)) uint64_t block_room(ip_heap_t *hp, uint64_t off)
 {
     int c = block_class(hp, off, TAG_USED);
-    if (c < 0) {
-        PyErr_Format(ip_SegmentError, "shared heap is corrupt (no block at offset %llu)",
-                     (unsigned long long)off);
-        return 0;
-    }
-    return class_size((uint32_t)c) - BLOCK_HDR;
+    return c < 0 ? (uint64_t)no_block(off) : class_size((uint32_t)c) - BLOCK_HDR;
+}
+
+uint64_t ip_heap_block(ip_heap_t *hp, uint64_t off)
+{
+    return block_room(hp, off);
 }
 
 int ip_ditem_read(ip_heap_t *hp, uint64_t off, ip_item_t *it)
 {
-    uint64_t room = ip_heap_block(hp, off);
+    uint64_t room = block_room(hp, off);
     if (room == 0)
         return -1;
     if (room < sizeof(ip_ditem_t))
@@ -176,15 +183,14 @@ int ip_ditem_read(ip_heap_t *hp, uint64_t off, ip_item_t *it)
     room -= sizeof *d;
     if (it->klen > room || it->olen > room - it->klen || it->vlen > room - it->klen - it->olen)
         return ip_heap_corrupt("a dict item overflows its block");
-    it->key = (const uint8_t *)(d + 1);
-    it->orig = it->key + it->klen;
-    it->val = it->orig + it->olen;
+    it->off = off;
+    ip_ditem_rebase(hp, it);
     return 0;
 }
 
 int ip_litem_read(ip_heap_t *hp, uint64_t off, ip_item_t *it)
 {
-    uint64_t room = ip_heap_block(hp, off);
+    uint64_t room = block_room(hp, off);
     if (room == 0)
         return -1;
     const ip_litem_t *l = IP_HOFF(hp, off);
@@ -196,6 +202,7 @@ int ip_litem_read(ip_heap_t *hp, uint64_t off, ip_item_t *it)
     it->hash = it->klen = it->olen = 0;
     it->otype = 0;
     it->key_pickled = 0;
+    it->off = off;
     it->val = (const uint8_t *)(l + 1);
     return 0;
 }
@@ -523,9 +530,10 @@ static void run_deferred(ip_heap_t *hp)
     if (hp->ndeferred == 0)
         return;
     /* An operation that failed may get here with its exception set; the
-     * checks of free_object() must not replace it. */
-    PyObject *et, *ev, *tb;
-    PyErr_Fetch(&et, &ev, &tb);
+     * checks of free_object() must not replace it, nor leave one of theirs. */
+    PyObject *et = NULL, *ev = NULL, *tb = NULL;
+    if (PyErr_Occurred())
+        PyErr_Fetch(&et, &ev, &tb);
     /* free_object() may defer more: the list grows while it is walked */
     for (size_t i = 0; i < hp->ndeferred; i++) {
         uint64_t off = hp->deferred[i];
@@ -535,7 +543,8 @@ static void run_deferred(ip_heap_t *hp)
             free_now(hp, off);
     }
     hp->ndeferred = 0;
-    PyErr_Restore(et, ev, tb);
+    if (et != NULL || PyErr_Occurred())
+        PyErr_Restore(et, ev, tb);
 }
 
 static void commit(ip_heap_t *hp)
@@ -623,7 +632,7 @@ static int hold(ip_heap_t *hp, const ip_deadline_t *d, int how)
     hp->owner_pid = cur_pid;
     hp->depth = hp->acquires = hp->ops = hp->guards = hp->floor = 0;
     count_hold(hp, how);
-    if (sync_size(hp) < 0) {
+    if (IP_LOAD(IP_HHDR(hp)->size) > hp->mapped && sync_size(hp) < 0) {
         /* A dead holder's transaction stays in the log for the next locker. */
         if (res == IP_LOCK_OWNER_DIED)
             ip_mutex_consistent(HEAP_LOCK(hp));
@@ -719,6 +728,7 @@ int ip_op_begin(ip_handle_t *h, ip_op_t *op)
     op->hp = (ip_heap_t *)Py_NewRef((PyObject *)h->heap);
     op->off = h->off;
     op->oid = h->oid;
+    op->seen = &h->seen;
     ip_deadline_t d = {.infinite = 1};
     if (ip_heap_enter(op->hp, &d) != 0) {
         Py_CLEAR(op->hp);
@@ -820,8 +830,11 @@ int ip_value_drop(ip_heap_t *hp, uint32_t vtype, const uint8_t *data, uint64_t l
 
 static PyObject *handle_adopt(ip_heap_t *hp, ip_copy_t *c);
 
-int ip_copy_split(const uint8_t *data, uint64_t len, int (*now)(const uint8_t *p, uint64_t len),
-                  PyObject *(*decode)(const uint8_t *p, uint64_t len), int later, ip_copy_t *c)
+/* ip_copy_split(), inlined for plain values: the look and the decoder are
+ * then direct calls. */
+static inline __attribute__((always_inline)) int
+copy_split(const uint8_t *data, uint64_t len, int (*now)(const uint8_t *p, uint64_t len),
+           PyObject *(*decode)(const uint8_t *p, uint64_t len), int later, ip_copy_t *c)
 {
     /* The look and the decoding read a private copy: shared bytes could
      * change between the two. */
@@ -850,6 +863,12 @@ int ip_copy_split(const uint8_t *data, uint64_t len, int (*now)(const uint8_t *p
     return 0;
 }
 
+int ip_copy_split(const uint8_t *data, uint64_t len, int (*now)(const uint8_t *p, uint64_t len),
+                  PyObject *(*decode)(const uint8_t *p, uint64_t len), int later, ip_copy_t *c)
+{
+    return copy_split(data, len, now, decode, later, c);
+}
+
 /* A plain value that decodes to a str, bytes, number, bool or None: none of
  * them an object the collector tracks.  Tuples, lists and dicts wait. */
 static int plain_atom(const uint8_t *p, uint64_t len)
@@ -864,7 +883,7 @@ int ip_copy_value(ip_heap_t *hp, uint32_t vtype, const uint8_t *data, uint64_t l
     c->obj = NULL;
     switch (vtype) {
     case IP_REC_PLAIN:
-        return ip_copy_split(data, len, plain_atom, ip_plain_read, IP_COPY_PLAIN, c);
+        return copy_split(data, len, plain_atom, ip_plain_read, IP_COPY_PLAIN, c);
     case IP_REC_BYTES:
     case IP_REC_PICKLE:
         c->kind = vtype == IP_REC_PICKLE ? IP_COPY_PICKLE : IP_COPY_DONE;
@@ -905,7 +924,7 @@ static void uncount(ip_heap_t *hp, ip_copy_t *c)
     c->counted = 0;
 }
 
-int ip_copy_count(ip_heap_t *hp, ip_copy_t *c, Py_ssize_t n)
+int ip_copy_count_refs(ip_heap_t *hp, ip_copy_t *c, Py_ssize_t n)
 {
     for (Py_ssize_t i = 0; i < n; i++) {
         if (c[i].kind != IP_COPY_REF)
@@ -946,7 +965,7 @@ void ip_copy_discard(ip_heap_t *hp, ip_copy_t *c, Py_ssize_t n)
     PyErr_Restore(et, ev, tb);
 }
 
-PyObject *ip_copy_finish(ip_heap_t *hp, ip_copy_t *c)
+PyObject *ip_copy_decode(ip_heap_t *hp, ip_copy_t *c)
 {
     PyObject *obj = c->obj, *res = NULL;
     c->obj = NULL;
@@ -1348,6 +1367,13 @@ static PyObject *handle_make(PyTypeObject *cls, ip_heap_t *hp, const ip_copy_t *
     ip_handle_t *h = (ip_handle_t *)cls->tp_alloc(cls, 0);
     if (h == NULL)
         return NULL;
+    /* CPython 3.11 specializes a method call (l.append) on an instance
+     * whose dict exists, not on one whose dict is still to be made.  Made
+     * before the handle takes the count: a failure leaves the count to c. */
+    if ((h->dict = PyDict_New()) == NULL) {
+        Py_DECREF(h);
+        return NULL;
+    }
     h->heap = (ip_heap_t *)Py_NewRef((PyObject *)hp);
     h->off = c->off;
     h->oid = c->oid;

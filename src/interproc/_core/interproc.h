@@ -485,6 +485,10 @@ Py_ssize_t ip_plain_size(PyObject *obj); /* -1: not plain */
 /* Encodes obj, whose ip_plain_size() was cap, into dst: cap, or -1 with
  * RuntimeError if it no longer fits (it changed since it was sized). */
 Py_ssize_t ip_plain_encode(PyObject *obj, uint8_t *dst, size_t cap);
+/* Encodes obj in one pass if it is a plain atom (None, bool, a 64-bit int,
+ * float, str or bytes) whose encoding fits in cap bytes: its size.  0, with
+ * no exception, for anything else. */
+Py_ssize_t ip_plain_encode_atom(PyObject *obj, uint8_t *dst, size_t cap);
 PyObject *ip_plain_read(const uint8_t *data, uint64_t len);
 
 /* Parses vectorcall arguments against `names`; vals[] holds the defaults on
@@ -692,9 +696,19 @@ typedef struct {
     uint64_t hash, klen, olen, vlen;
     uint32_t otype, vtype;
     int key_pickled; /* dict: decoding the key unpickles */
+    uint64_t off;    /* where it was read */
 } ip_item_t;
 /* -1 with SegmentError for an item that is not a valid block of its kind. */
 int ip_ditem_read(ip_heap_t *hp, uint64_t off, ip_item_t *it);
+/* Points a dict item read before an allocation at the heap as mapped now.
+ * Its lengths were checked against its block when it was read; the block
+ * cannot move within the heap, and the mapping only grows. */
+static inline void ip_ditem_rebase(ip_heap_t *hp, ip_item_t *it)
+{
+    it->key = (const uint8_t *)IP_HOFF(hp, it->off + sizeof(ip_ditem_t));
+    it->orig = it->key + it->klen;
+    it->val = it->orig + it->olen;
+}
 int ip_litem_read(ip_heap_t *hp, uint64_t off, ip_item_t *it);
 /* Stores v at heap offset `off`, remembering the old word for a rollback.
  * -1 with SegmentError for a word outside the heap, MemoryError if the undo
@@ -716,6 +730,16 @@ ip_obj_t *ip_heap_obj(ip_heap_t *hp, uint64_t off, uint32_t type, uint64_t oid);
 /* Allocates an empty container.  Its offset, or 0 with an exception set. */
 uint64_t ip_heap_obj_new(ip_heap_t *hp, uint32_t type);
 
+/* The blocks a container's header named when this process last checked
+ * them (dict: slots, entries, mask, capacity; list: array, capacity).
+ * While the header names the same ones, they need no new check: an honest
+ * writer only ever names blocks it allocated for that layout, and a forged
+ * header that repeats old values still names memory inside the mapping,
+ * which never shrinks. */
+typedef struct {
+    uint64_t w[4];
+} ip_layout_t;
+
 /* A handle on one container: the base of DictCore and ListCore. */
 typedef struct {
     PyObject_HEAD
@@ -723,6 +747,7 @@ typedef struct {
     uint64_t off;
     uint64_t oid;
     uint32_t type;
+    ip_layout_t seen;
     long pid; /* the process whose count this handle holds */
     PyObject *dict;
     PyObject *weakrefs;
@@ -734,9 +759,36 @@ typedef struct {
 typedef struct {
     ip_heap_t *hp;
     uint64_t off, oid;
+    ip_layout_t *seen; /* the handle's: it outlives every call on it */
 } ip_op_t;
 /* Takes the lock for an operation on h: 0, or -1 with an exception set. */
 int ip_op_begin(ip_handle_t *h, ip_op_t *op);
+/* Under the lock: the operation's container, or NULL (no exception set)
+ * if its header no longer says it is this container. */
+static inline ip_obj_t *ip_op_obj(const ip_op_t *op)
+{
+    /* The handle checked the block when it was made, and holds a count that
+     * keeps it allocated; mappings only grow.  What is left to check is
+     * that the header is still this container's. */
+    ip_obj_t *o = IP_HOFF(op->hp, op->off);
+    uint32_t t = IP_LOAD(o->type);
+    if (IP_LOAD(o->oid) != op->oid || t < IP_OBJ_DICT || t > IP_OBJ_NAMESPACE)
+        return NULL;
+    return o;
+}
+/* Whether `seen` holds these words; if not, the caller checks the blocks
+ * they name and records them with ip_layout_set(). */
+static inline int ip_layout_is(const ip_layout_t *seen, uint64_t a, uint64_t b, uint64_t c, uint64_t d)
+{
+    return seen->w[0] == a && seen->w[1] == b && seen->w[2] == c && seen->w[3] == d;
+}
+static inline void ip_layout_set(ip_layout_t *seen, uint64_t a, uint64_t b, uint64_t c, uint64_t d)
+{
+    seen->w[0] = a;
+    seen->w[1] = b;
+    seen->w[2] = c;
+    seen->w[3] = d;
+}
 /* Commits (ok) or rolls back the operation and leaves the lock. */
 void ip_op_end(ip_op_t *op, int ok);
 /* After the lock, once what was copied is decoded: lets go of the heap. */
@@ -786,9 +838,24 @@ int ip_copy_split(const uint8_t *data, uint64_t len, int (*now)(const uint8_t *p
 /* Under the lock, once nothing else can fail: counts a handle in for each
  * reference among c[0..n), so that the container outlives the lock until its
  * handle is made.  On failure nothing stays counted. */
-int ip_copy_count(ip_heap_t *hp, ip_copy_t *c, Py_ssize_t n);
+int ip_copy_count_refs(ip_heap_t *hp, ip_copy_t *c, Py_ssize_t n);
+static inline int ip_copy_count(ip_heap_t *hp, ip_copy_t *c, Py_ssize_t n)
+{
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (c[i].kind == IP_COPY_REF)
+            return ip_copy_count_refs(hp, c, n);
+    return 0;
+}
 /* After the lock: the value.  Consumes c, its count included, even on failure. */
-PyObject *ip_copy_finish(ip_heap_t *hp, ip_copy_t *c);
+PyObject *ip_copy_decode(ip_heap_t *hp, ip_copy_t *c);
+static inline PyObject *ip_copy_finish(ip_heap_t *hp, ip_copy_t *c)
+{
+    if (c->kind != IP_COPY_DONE)
+        return ip_copy_decode(hp, c);
+    PyObject *obj = c->obj;
+    c->obj = NULL;
+    return obj;
+}
 /* After the lock: a list of n values decoded from c[0..n) (per = 1), or of
  * n (key, value) tuples from pairs of copies (per = 2).  Consumes them all. */
 PyObject *ip_copy_finish_all(ip_heap_t *hp, ip_copy_t *c, Py_ssize_t n, int per);

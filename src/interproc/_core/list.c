@@ -18,8 +18,8 @@
 
 #define LFLD(op, f) ((op)->off + offsetof(ip_obj_t, f))
 
-/* The list's array as read once under the lock and checked.  Re-read after
- * anything that allocates (the heap may have moved). */
+/* The list's array as read once under the lock and checked.  After an
+ * allocation (the heap may have moved) lview_moved() remakes its pointer. */
 typedef struct {
     uint64_t *arr; /* NULL: no array yet */
     uint64_t items, used, cap;
@@ -28,8 +28,8 @@ typedef struct {
 static int lview(const ip_op_t *op, lview_t *v)
 {
     ip_heap_t *hp = op->hp;
-    ip_obj_t *o = ip_heap_obj(hp, op->off, IP_OBJ_LIST, op->oid);
-    if (o == NULL) {
+    ip_obj_t *o = ip_op_obj(op);
+    if (o == NULL || IP_LOAD(o->type) != IP_OBJ_LIST) {
         PyErr_SetString(ip_SegmentError, "shared list is corrupt or was freed");
         return -1;
     }
@@ -41,13 +41,27 @@ static int lview(const ip_op_t *op, lview_t *v)
         v->cap = 0;
         return v->used ? ip_heap_corrupt("a list counts items it has no array for") : 0;
     }
-    uint64_t room = ip_heap_block(hp, v->items);
-    if (room == 0)
-        return -1;
-    if (v->used > v->cap || v->cap > room / sizeof(uint64_t))
+    if (v->used > v->cap)
         return ip_heap_corrupt("bad list array");
+    if (!ip_layout_is(op->seen, v->items, v->cap, 0, 0)) {
+        uint64_t room = ip_heap_block(hp, v->items);
+        if (room == 0)
+            return -1;
+        if (v->cap > room / sizeof(uint64_t))
+            return ip_heap_corrupt("bad list array");
+        ip_layout_set(op->seen, v->items, v->cap, 0, 0);
+    }
     v->arr = IP_HOFF(hp, v->items);
     return 0;
+}
+
+/* After an allocation, which may have moved the heap but changes no
+ * container: the view's array as the heap is mapped now.  Its offset was
+ * checked against a mapping that can only have grown. */
+static void lview_moved(const ip_op_t *op, lview_t *v)
+{
+    if (v->arr != NULL)
+        v->arr = IP_HOFF(op->hp, v->items);
 }
 
 static uint64_t new_litem(ip_heap_t *hp, const ip_value_t *v)
@@ -138,7 +152,8 @@ static int replace(const ip_op_t *op, uint64_t start, uint64_t stop, const ip_va
     if (start > stop)
         start = stop;
     uint64_t newlen = n - (stop - start) + (uint64_t)k;
-    uint64_t *fresh = PyMem_Malloc((k ? (size_t)k : 1) * sizeof *fresh);
+    uint64_t few[8];
+    uint64_t *fresh = k <= 8 ? few : PyMem_Malloc((size_t)k * sizeof *fresh);
     if (fresh == NULL) {
         PyErr_NoMemory();
         return -1;
@@ -147,12 +162,7 @@ static int replace(const ip_op_t *op, uint64_t start, uint64_t stop, const ip_va
     for (Py_ssize_t i = 0; i < k; i++)
         if ((fresh[i] = new_litem(hp, &vals[i])) == 0)
             goto out;
-    if (lview(op, &v) < 0)
-        goto out;
-    if (v.used != n) {
-        ip_heap_corrupt("a list changed under the lock");
-        goto out;
-    }
+    lview_moved(op, &v);
     if (start == n && newlen <= v.cap) {
         /* Beyond the length: unpublished.  An empty list may have no array
          * at all (v.arr NULL), and memcpy must not see NULL even for 0. */
@@ -169,12 +179,9 @@ static int replace(const ip_op_t *op, uint64_t start, uint64_t stop, const ip_va
         goto out;
     }
     uint64_t na = ip_heap_alloc(hp, cap * sizeof(uint64_t));
-    if (na == 0 || lview(op, &v) < 0)
+    if (na == 0)
         goto out;
-    if (v.used != n) {
-        ip_heap_corrupt("a list changed under the lock");
-        goto out;
-    }
+    lview_moved(op, &v);
     uint64_t *dst = IP_HOFF(hp, na);
     if (start)
         memcpy(dst, v.arr, start * sizeof *dst);
@@ -186,12 +193,23 @@ static int replace(const ip_op_t *op, uint64_t start, uint64_t stop, const ip_va
             goto out;
     rc = switch_array(op, &v, na, cap, newlen);
 out:
-    PyMem_Free(fresh);
+    if (fresh != few)
+        PyMem_Free(fresh);
     return rc;
 }
 
 static int normalize_index(PyObject *index, Py_ssize_t *out)
 {
+    if (PyLong_CheckExact(index)) {
+        /* The common case, without the generic conversion's calls; an int
+         * too large falls through to it for its IndexError. */
+        Py_ssize_t i = PyLong_AsSsize_t(index);
+        if (i != -1 || !PyErr_Occurred()) {
+            *out = i;
+            return 0;
+        }
+        PyErr_Clear();
+    }
     if (!PyIndex_Check(index)) {
         PyErr_Format(PyExc_TypeError, "list indices must be integers or slices, not %.200s",
                      Py_TYPE(index)->tp_name);
@@ -349,14 +367,9 @@ static PyObject *put_values(ip_handle_t *h, Py_ssize_t at, Py_ssize_t stop, cons
     ip_op_t op;
     if (ip_op_begin(h, &op) < 0)
         return NULL;
-    lview_t v;
-    int rc = lview(&op, &v);
-    if (rc == 0) {
-        uint64_t n = v.used;
-        uint64_t start = at < 0 ? 0 : (uint64_t)at > n ? n : (uint64_t)at;
-        uint64_t end = stop < 0 ? 0 : (uint64_t)stop > n ? n : (uint64_t)stop;
-        rc = replace(&op, start, end < start ? start : end, vals, k);
-    }
+    /* replace() clamps both to the length under the lock. */
+    uint64_t start = at < 0 ? 0 : (uint64_t)at, end = stop < 0 ? 0 : (uint64_t)stop;
+    int rc = replace(&op, start, end < start ? start : end, vals, k);
     ip_op_end(&op, rc == 0);
     ip_op_done(&op);
     if (rc < 0)

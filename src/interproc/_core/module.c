@@ -134,7 +134,14 @@ int ip_payload_init(ip_payload_t *p, PyObject *obj)
         p->len = (uint64_t)PyBytes_GET_SIZE(obj);
         return 0;
     }
-    Py_ssize_t plain = ip_plain_size(obj);
+    /* Most values are small atoms: encoded in one pass, not sized first. */
+    Py_ssize_t plain = ip_plain_encode_atom(obj, p->inline_buf, IP_PAYLOAD_INLINE);
+    if (plain > 0) {
+        p->type = IP_REC_PLAIN;
+        p->len = (uint64_t)plain;
+        return 0;
+    }
+    plain = ip_plain_size(obj);
     if (plain > 0)
         return plain_snapshot(p, obj, plain);
     if (ip_state.dumps == NULL) {

@@ -157,6 +157,18 @@ static int write_atom(PyObject *o, writer_t *w)
     return -1;
 }
 
+Py_ssize_t ip_plain_encode_atom(PyObject *o, uint8_t *dst, size_t cap)
+{
+#if PY_VERSION_HEX < 0x030C0000
+    if (PyUnicode_CheckExact(o) && PyUnicode_READY(o) < 0) {
+        PyErr_Clear();
+        return 0;
+    }
+#endif
+    writer_t w = {dst, dst + cap};
+    return write_atom(o, &w) < 0 ? 0 : w.p - dst;
+}
+
 Py_ssize_t ip_plain_encode(PyObject *o, uint8_t *dst, size_t cap)
 {
     writer_t w = {dst, dst + cap};
