@@ -666,6 +666,10 @@ def test_list_error_messages():
         s.index(3)
     with pytest.raises(TypeError):
         s["x"]
+    for huge in (2**64, -(2**64)):  # beyond a C index: the same error as a list's
+        with pytest.raises(IndexError, match="cannot fit 'int' into an index-sized integer"):
+            s[huge]
+    assert s[True] == 2 and s[-1] == 2  # a bool and a negative index
 
 
 @pytest.mark.parametrize(

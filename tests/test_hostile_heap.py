@@ -310,6 +310,43 @@ print("ALIVE")
 ''', expect, allowed=("IndexError",))
 
 
+def test_header_naming_blocks_checked_before_and_since_reused_does_not_crash():
+    """A handle checks its table's blocks once and trusts them while the
+    container's header names the same ones.  A forged header naming an old
+    table again, whose blocks were freed and reused since, must still never
+    crash the process or write outside the heap."""
+    check_child(DICT_OPS + LIST_OPS.replace("def ops(", "def list_ops(") + '''
+DICT_FIELDS = ("index", "items", "mask", "cap", "nitems", "used")
+LIST_FIELDS = ("items", "cap", "used")
+d = SharedDict({"a": 1, "b": (1, 2), "c": "x" * 100})
+l = SharedList([1, (1, 2), "x" * 100])
+holder = SharedList([d, l])
+d2, l2 = holder[0], holder[1]  # second handles, which check the blocks now
+assert d2["a"] == 1 and l2[0] == 1
+m = Mem(d)
+old_d = [m.get(d, f) for f in DICT_FIELDS]
+old_l = [m.get(l, f) for f in LIST_FIELDS]
+d.update({i: str(i) * 50 for i in range(200)})  # a new table: the old blocks are freed
+l.extend(range(200))  # and a new array
+filler = SharedList([b"z" * 40] * 400)  # which reuses them
+bystander = SharedDict({"k": [1, 2]})
+m = Mem(d)  # the heap may have grown
+assert m.get(d, "index") != old_d[0] and m.get(l, "items") != old_l[0]
+before = bytes(m.m[:])
+for f, v in zip(DICT_FIELDS, old_d):
+    m.put(d, f, v)
+for f, v in zip(LIST_FIELDS, old_l):
+    m.put(l, f, v)
+ops(d2)
+list_ops(l2)
+m.m[:len(before)] = before
+assert d["a"] == 1 and len(l) == 203 and l[-1] == 199
+bystander["k2"] = 3
+assert bystander["k"] == [1, 2] and bystander["k2"] == 3
+print("ALIVE")
+''', [], allowed=("KeyError", "IndexError"))
+
+
 def test_free_list_pointing_at_a_live_block_is_refused():
     # A forged free-list head naming a live container: the allocator used to
     # hand that container's memory out again.

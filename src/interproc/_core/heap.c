@@ -188,16 +188,29 @@ int ip_ditem_read(ip_heap_t *hp, uint64_t off, ip_item_t *it)
     return 0;
 }
 
-int ip_litem_read(ip_heap_t *hp, uint64_t off, ip_item_t *it)
+/* The list item at off, its value's length and type in *vlen and *vtype,
+ * once its value is known to lie in its block; NULL with SegmentError. */
+static inline __attribute__((always_inline)) const ip_litem_t *
+litem_at(ip_heap_t *hp, uint64_t off, uint64_t *vlen, uint32_t *vtype)
 {
     uint64_t room = block_room(hp, off);
     if (room == 0)
-        return -1;
+        return NULL;
     const ip_litem_t *l = IP_HOFF(hp, off);
-    it->vlen = IP_LOAD(l->vlen);
-    it->vtype = IP_LOAD(l->vtype);
-    if (room < sizeof *l || it->vlen > room - sizeof *l)
-        return ip_heap_corrupt("a list item overflows its block");
+    *vlen = IP_LOAD(l->vlen);
+    *vtype = IP_LOAD(l->vtype);
+    if (room < sizeof *l || *vlen > room - sizeof *l) {
+        ip_heap_corrupt("a list item overflows its block");
+        return NULL;
+    }
+    return l;
+}
+
+int ip_litem_read(ip_heap_t *hp, uint64_t off, ip_item_t *it)
+{
+    const ip_litem_t *l = litem_at(hp, off, &it->vlen, &it->vtype);
+    if (l == NULL)
+        return -1;
     it->key = it->orig = NULL;
     it->hash = it->klen = it->olen = 0;
     it->otype = 0;
@@ -876,7 +889,8 @@ static int plain_atom(const uint8_t *p, uint64_t len)
     return len > 0 && p[0] != 't' && p[0] != 'l' && p[0] != 'd';
 }
 
-int ip_copy_value(ip_heap_t *hp, uint32_t vtype, const uint8_t *data, uint64_t len, ip_copy_t *c)
+static inline __attribute__((always_inline)) int
+copy_value(ip_heap_t *hp, uint32_t vtype, const uint8_t *data, uint64_t len, ip_copy_t *c)
 {
     c->kind = IP_COPY_DONE;
     c->counted = 0;
@@ -909,6 +923,22 @@ int ip_copy_value(ip_heap_t *hp, uint32_t vtype, const uint8_t *data, uint64_t l
         PyErr_Format(ip_SegmentError, "shared heap is corrupt (item type %u)", vtype);
         return -1;
     }
+}
+
+int ip_copy_value(ip_heap_t *hp, uint32_t vtype, const uint8_t *data, uint64_t len, ip_copy_t *c)
+{
+    return copy_value(hp, vtype, data, len, c);
+}
+
+int ip_litem_copy(ip_heap_t *hp, uint64_t off, ip_copy_t *c)
+{
+    uint64_t vlen;
+    uint32_t vtype;
+    c->kind = IP_COPY_DONE;
+    c->counted = 0;
+    c->obj = NULL;
+    const ip_litem_t *l = litem_at(hp, off, &vlen, &vtype);
+    return l == NULL ? -1 : copy_value(hp, vtype, (const uint8_t *)(l + 1), vlen, c);
 }
 
 /* Under the lock: gives back the count taken for a handle never made. */

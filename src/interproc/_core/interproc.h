@@ -830,6 +830,9 @@ typedef struct {
 /* Under the lock: copies the value of `vtype` at data[0..len), which the
  * caller checked lies inside its block.  -1 with an exception set. */
 int ip_copy_value(ip_heap_t *hp, uint32_t vtype, const uint8_t *data, uint64_t len, ip_copy_t *c);
+/* Under the lock: ip_litem_read() and ip_copy_value() of the list item at
+ * off, in one call. */
+int ip_litem_copy(ip_heap_t *hp, uint64_t off, ip_copy_t *c);
 /* Under the lock: copies data[0..len) privately, then decodes the copy
  * when now() says decoding it runs no code and makes no tracked object,
  * else keeps it as bytes, a copy of kind `later`, to decode after the lock. */

@@ -9,8 +9,8 @@
  *
  * Indices and slices are converted (user __index__ methods run) before the
  * lock; under it the array is read once into a checked view (lview), every
- * item through ip_litem_read(), and values are copied out to be decoded
- * after the lock.
+ * item through ip_litem_read() or ip_litem_copy(), and values are copied
+ * out to be decoded after the lock.
  */
 #include "interproc.h"
 
@@ -83,16 +83,6 @@ static int retire_litem(ip_heap_t *hp, uint64_t item)
     if (ip_litem_read(hp, item, &it) < 0 || ip_value_drop(hp, it.vtype, it.val, it.vlen) < 0)
         return -1;
     return ip_heap_free_later(hp, item);
-}
-
-static int copy_litem(ip_heap_t *hp, uint64_t item, ip_copy_t *c)
-{
-    ip_item_t it;
-    c->obj = NULL;
-    c->counted = 0;
-    if (ip_litem_read(hp, item, &it) < 0)
-        return -1;
-    return ip_copy_value(hp, it.vtype, it.val, it.vlen, c);
 }
 
 /* Serializes a sequence's values before the lock: bad input fails here. */
@@ -277,7 +267,7 @@ static PyObject *read_range(ip_handle_t *h, PyObject *slice)
         }
     }
     for (Py_ssize_t j = start; ok && got < count; j += step) {
-        ok = copy_litem(hp, IP_LOAD(v.arr[j]), &cs[got]) == 0;
+        ok = ip_litem_copy(hp, IP_LOAD(v.arr[j]), &cs[got]) == 0;
         if (ok)
             got++;
     }
@@ -306,7 +296,7 @@ static PyObject *ListCore_subscript(ip_handle_t *h, PyObject *index)
     ip_copy_t c;
     int rc = lview(&op, &v) < 0 ? -1 : in_range(v.used, &i);
     if (rc == 0)
-        rc = copy_litem(op.hp, IP_LOAD(v.arr[i]), &c);
+        rc = ip_litem_copy(op.hp, IP_LOAD(v.arr[i]), &c);
     return finish_one(&op, rc, &c, "list index out of range");
 }
 
@@ -547,7 +537,7 @@ static PyObject *ListCore_pop(ip_handle_t *h, PyObject *const *args, Py_ssize_t 
         rc = in_range(v.used, &i);
     if (rc == 0) {
         uint64_t item = IP_LOAD(v.arr[i]);
-        rc = copy_litem(hp, item, &c);
+        rc = ip_litem_copy(hp, item, &c);
         if (rc == 0) {
             if ((uint64_t)i == v.used - 1)
                 rc = ip_heap_set(hp, LFLD(&op, used), (uint64_t)i) < 0 || retire_litem(hp, item) < 0 ? -1 : 0;
