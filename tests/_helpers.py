@@ -143,6 +143,35 @@ def kill_and_reap(proc, timeout=CHILD_TIMEOUT):
     return proc.exitcode
 
 
+class KillDelay:
+    """How long after starting a child to SIGKILL it, so that the kill lands
+    inside an operation whose length is only guessed: a delay drawn below
+    the guess, and the guess lowered to the delay whenever the operation had
+    finished by then.  The guess usually comes from one first run, which is
+    slower than the later ones (cold pages) or faster (a quieter machine);
+    adapting keeps most kills inside the operation whatever else runs."""
+
+    def __init__(self, rng, span):
+        self.rng = rng
+        self.span = span
+        self.delay = 0.0
+
+    def sleep(self):
+        self.delay = self.rng.uniform(0, 1.1 * self.span)
+        time.sleep(self.delay)
+
+    def outcome(self, completed):
+        """Record whether the last child finished before it was killed."""
+        if completed:
+            self.span = max(min(self.span, self.delay), 0.001)
+
+
+def more_rounds(done, rounds, interrupted, wanted):
+    """Whether a kill-in-the-middle loop goes on: ``rounds`` rounds, then
+    while fewer than ``wanted`` were interrupted, up to three times as many."""
+    return done < rounds or (interrupted < wanted and done < 3 * rounds)
+
+
 def keep_killing(kills, wanted, started, seconds):
     """Whether a kill loop goes on: until ``wanted`` kills, for about
     ``seconds``; past that only while fewer than half are done.  A loaded

@@ -21,7 +21,7 @@ import pytest
 from interproc import SharedDict, SharedList
 
 import _containers_helpers as ch
-from _helpers import kill_and_reap, new_seed, read_lines, start
+from _helpers import KillDelay, kill_and_reap, more_rounds, new_seed, read_lines, start
 
 FORK = multiprocessing.get_context("fork")
 JOIN_TIMEOUT = 30
@@ -287,13 +287,17 @@ def test_big_operations_killed_midway():
     spans = {what: _span(ch.apply_then_exit, *prepare(what, -1)) for what in ("set", "update", "slice")}
     outcomes = collections.Counter()
     cur = {"set": -1, "update": -1, "slice": -1}
-    for r in range(45):
+    delays = {what: KillDelay(rng, span) for what, span in spans.items()}
+    r = interrupted = 0
+    while more_rounds(r, 45, interrupted, 10):
         what = ("set", "update", "slice")[r % 3]
         target, args = ch.apply_then_exit, prepare(what, r)
         p = start(FORK, target, *args)
-        time.sleep(rng.uniform(0, 1.1 * spans[what]))
+        delays[what].sleep()
         code = kill_and_reap(p)
         assert code in (0, -signal.SIGKILL), f"seed={seed} round {r}: exit code {code}"
+        delays[what].outcome(code == 0)
+        interrupted += code != 0
         ctx = f"seed={seed} round {r} ({what})"
         if what == "set":
             (v, n), _ = locked(d, ctx, lambda x: (x[key], len(x)))
@@ -316,8 +320,8 @@ def test_big_operations_killed_midway():
             assert seq in (cur[what], r), f"{ctx}: found write {seq}, expected {cur[what]} or {r}"
         outcomes[(what, code == 0, seq == r)] += 1
         cur[what] = seq
+        r += 1
     print(f"seed={seed} spans {spans} outcomes (op, completed, new): {dict(outcomes)}")
-    interrupted = sum(n for (w, done, _), n in outcomes.items() if not done)
-    assert interrupted >= 10, f"seed={seed}: only {interrupted} operations were interrupted"
+    assert interrupted >= 10, f"seed={seed}: only {interrupted} of {r} operations were interrupted"
     d[key] = "small"
     assert d[key] == "small"

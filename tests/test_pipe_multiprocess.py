@@ -22,7 +22,8 @@ import interproc
 from interproc import Pipe
 
 import _pipe_helpers as ph
-from _helpers import TIMEOUT, check_item, join_ok, keep_killing, kill_and_reap, new_seed, read_lines, start
+from _helpers import (TIMEOUT, KillDelay, check_item, join_ok, keep_killing, kill_and_reap, more_rounds,
+                      new_seed, read_lines, start)
 from _pipe_helpers import RING_IDS, RINGS, KiB, MiB, finish_within, ring_pipe, send_until_broken
 
 pytestmark = pytest.mark.timeout(120)
@@ -582,12 +583,16 @@ def test_sigkill_inside_a_big_send(ring):
     assert finish_within(10, r.recv) == (-1, payload)
 
     outcomes = collections.Counter()
-    for i in range(BIG_ROUNDS):
+    delay = KillDelay(rng, span)
+    i = killed = 0
+    while more_rounds(i, BIG_ROUNDS, killed, BIG_ROUNDS // 4):
         proc = FORK.Process(target=ph.send_then_exit, args=(w, (i, payload)))
         proc.start()
-        time.sleep(rng.uniform(0, 1.1 * span))
+        delay.sleep()
         code = kill_and_reap(proc)
         assert code in (0, -signal.SIGKILL), f"seed={seed} round {i}: exit code {code}"
+        delay.outcome(code == 0)
+        killed += code != 0
         # The sender is reaped: whatever it committed is there already.
         items = drain(r, first_timeout=0.05)
         outcomes[(code, len(items))] += 1
@@ -597,10 +602,10 @@ def test_sigkill_inside_a_big_send(ring):
             assert len(items) <= 1, f"seed={seed} round {i}: {len(items)} messages from one send"
         for seq, data in items:
             assert seq == i and data == payload, f"seed={seed} round {i}: torn message"
+        i += 1
 
     print(f"seed={seed} ring={ring} span={span * 1000:.1f}ms outcomes (exit code, messages): {dict(outcomes)}")
-    killed = sum(n for (code, _), n in outcomes.items() if code != 0)
-    assert killed >= BIG_ROUNDS // 4, f"seed={seed}: only {killed} sends were interrupted"
+    assert killed >= BIG_ROUNDS // 4, f"seed={seed}: only {killed} of {i} sends were interrupted"
     w.send("small")
     assert finish_within(5, r.recv) == "small"
     w.send((0, payload))
@@ -620,14 +625,18 @@ def test_sigkill_inside_a_big_recv(ring):
     assert not r.poll(0)
 
     outcomes = collections.Counter()
-    for i in range(BIG_ROUNDS):
+    delay = KillDelay(rng, span)
+    i = killed = 0
+    while more_rounds(i, BIG_ROUNDS, killed, BIG_ROUNDS // 4):
         w.send((i, payload))
         proc = FORK.Process(target=ph.recv_and_check, args=(r, payload))
         proc.start()
-        time.sleep(rng.uniform(0, 1.1 * span))
+        delay.sleep()
         code = kill_and_reap(proc)
         assert code != 3, f"seed={seed} round {i}: the child got a torn message"
         assert code in (0, -signal.SIGKILL), f"seed={seed} round {i}: exit code {code}"
+        delay.outcome(code == 0)
+        killed += code != 0
         items = drain(r, first_timeout=0.05)
         outcomes[(code, len(items))] += 1
         if code == 0:
@@ -636,9 +645,9 @@ def test_sigkill_inside_a_big_recv(ring):
             assert len(items) <= 1
         for seq, data in items:
             assert seq == i and data == payload, f"seed={seed} round {i}: torn message"
+        i += 1
 
     print(f"seed={seed} ring={ring} span={span * 1000:.1f}ms outcomes (exit code, messages left): {dict(outcomes)}")
-    killed = sum(n for (code, _), n in outcomes.items() if code != 0)
-    assert killed >= BIG_ROUNDS // 4, f"seed={seed}: only {killed} recvs were interrupted"
+    assert killed >= BIG_ROUNDS // 4, f"seed={seed}: only {killed} of {i} recvs were interrupted"
     w.send("small")
     assert finish_within(5, r.recv) == "small"

@@ -262,12 +262,16 @@ def test_sigkill_inside_big_put():
     assert q.get(timeout=10) == (-1, payload)
 
     outcomes = collections.Counter()
-    for i in range(BIG_ROUNDS):
+    delay = _helpers.KillDelay(rng, span)
+    i = killed = 0
+    while _helpers.more_rounds(i, BIG_ROUNDS, killed, BIG_ROUNDS // 4):
         proc = FORK.Process(target=_helpers.put_then_exit_code, args=(q, i, payload))
         proc.start()
-        time.sleep(rng.uniform(0, 1.1 * span))
+        delay.sleep()
         code = kill_and_reap(proc)
         assert code in (0, -signal.SIGKILL), f"seed={seed} round {i}: exit code {code}"
+        delay.outcome(code == 0)
+        killed += code != 0
         items = drain(q)
         outcomes[(code, len(items))] += 1
         if code == 0:
@@ -277,10 +281,10 @@ def test_sigkill_inside_big_put():
         for seq, data in items:
             assert seq == i and data == payload, f"seed={seed} round {i}: torn item"
         assert q.qsize() == 0
+        i += 1
 
     print(f"seed={seed} span={span * 1000:.1f}ms outcomes (exit code, items): {dict(outcomes)}")
-    killed = sum(n for (code, _), n in outcomes.items() if code != 0)
-    assert killed >= BIG_ROUNDS // 4, f"seed={seed}: only {killed} puts were interrupted"
+    assert killed >= BIG_ROUNDS // 4, f"seed={seed}: only {killed} of {i} puts were interrupted"
     q.put("small")
     assert q.get(timeout=5) == "small"
     q.put((0, payload))
@@ -299,14 +303,18 @@ def test_sigkill_inside_big_get():
     assert q.qsize() == 0
 
     outcomes = collections.Counter()
-    for i in range(BIG_ROUNDS):
+    delay = _helpers.KillDelay(rng, span)
+    i = killed = 0
+    while _helpers.more_rounds(i, BIG_ROUNDS, killed, BIG_ROUNDS // 4):
         q.put((i, payload))
         proc = FORK.Process(target=_helpers.get_then_exit_code, args=(q, payload))
         proc.start()
-        time.sleep(rng.uniform(0, 1.1 * span))
+        delay.sleep()
         code = kill_and_reap(proc)
         assert code != 3, f"seed={seed} round {i}: the child got a torn item"
         assert code in (0, -signal.SIGKILL), f"seed={seed} round {i}: exit code {code}"
+        delay.outcome(code == 0)
+        killed += code != 0
         items = drain(q)
         outcomes[(code, len(items))] += 1
         if code == 0:
@@ -316,10 +324,10 @@ def test_sigkill_inside_big_get():
         for seq, data in items:
             assert seq == i and data == payload, f"seed={seed} round {i}: torn item"
         assert q.qsize() == 0
+        i += 1
 
     print(f"seed={seed} span={span * 1000:.1f}ms outcomes (exit code, items left): {dict(outcomes)}")
-    killed = sum(n for (code, _), n in outcomes.items() if code != 0)
-    assert killed >= BIG_ROUNDS // 4, f"seed={seed}: only {killed} gets were interrupted"
+    assert killed >= BIG_ROUNDS // 4, f"seed={seed}: only {killed} of {i} gets were interrupted"
     q.put("small")
     assert q.get(timeout=5) == "small"
 
