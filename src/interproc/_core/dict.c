@@ -480,7 +480,6 @@ static int key_atom(const uint8_t *p, uint64_t len)
  * heap may have moved) its pointers are remade with dview_moved(); after
  * anything that changes the table it is read again. */
 typedef struct {
-    ip_obj_t *o;
     uint32_t *slots; /* NULL: no table yet */
     ip_dentry_t *ents;
     uint64_t index, items, mask, cap, nitems, used, version;
@@ -496,7 +495,6 @@ static int dview(const ip_op_t *op, dview_t *v)
         PyErr_SetString(ip_SegmentError, "shared container is corrupt or was freed");
         return -1;
     }
-    v->o = o;
     v->index = IP_LOAD(o->index);
     v->items = IP_LOAD(o->items);
     v->mask = IP_LOAD(o->mask);
@@ -537,7 +535,6 @@ static int dview(const ip_op_t *op, dview_t *v)
  * offsets were checked against a mapping that can only have grown. */
 static void dview_moved(const ip_op_t *op, dview_t *v)
 {
-    v->o = IP_HOFF(op->hp, op->off);
     if (v->slots != NULL) {
         v->slots = IP_HOFF(op->hp, v->index);
         v->ents = IP_HOFF(op->hp, v->items);
