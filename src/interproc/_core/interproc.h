@@ -152,6 +152,13 @@ enum ip_wait_result { IP_WAIT_ERROR = -1, IP_WAIT_TIMEOUT = 0, IP_WAIT_DONE = 1 
  * publishing and waking).  Whoever publishes what attempt() waits for must
  * call ip_event_signal(ev) afterwards. */
 int ip_wait_for(ip_event_t *ev, const ip_deadline_t *d, ip_attempt_fn attempt, void *ctx);
+/* The same, for a wait whose watched word moves before the wait is over (a
+ * Barrier's count as parties arrive): a spin that saw the word change earns
+ * another, up to `spins` in all, before the waiter sleeps.  Where others
+ * compete for what changed (producers for room, acquirers for a lock), one
+ * spin is better: a loser that spins on takes a CPU from the winner. */
+int ip_wait_for_spins(ip_event_t *ev, const ip_deadline_t *d, ip_attempt_fn attempt, void *ctx,
+                      int spins);
 
 /* Robust, process-shared mutexes.  A holder that dies hands the mutex to the
  * next locker with IP_LOCK_OWNER_DIED; that locker repairs the protected

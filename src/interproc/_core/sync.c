@@ -1155,6 +1155,10 @@ static int barrier_timed_out(barrier_ctx *c, uint64_t parties, int recheck)
 }
 
 #define B_GRACE_NS 100000000L
+/* A waiting party sees the count move as the others arrive, before the
+ * generation ends: it spins on through a few such moves instead of
+ * sleeping, which would put a futex wake-up into every round. */
+#define B_SPINS 4
 
 static void deadline_after(ip_deadline_t *d, long ns)
 {
@@ -1193,7 +1197,7 @@ static PyObject *SyncCore_barrier_wait(SyncCore *self, PyObject *timeout)
          * it: join the next one, as threading does.  Not having arrived,
          * a party that gives up here breaks nothing. */
         c.gen = B_GEN(cur);
-        int rc = ip_wait_for(&h->ev, &d, barrier_attempt, &c);
+        int rc = ip_wait_for_spins(&h->ev, &d, barrier_attempt, &c, B_SPINS);
         if (rc == IP_WAIT_ERROR)
             return leave(self, NULL);
         if (rc == IP_WAIT_TIMEOUT)
@@ -1210,7 +1214,7 @@ static PyObject *SyncCore_barrier_wait(SyncCore *self, PyObject *timeout)
     ip_deadline_t grace;
     int rc, broke = 0, rechecks = 0;
     for (;;) {
-        rc = ip_wait_for(&h->ev, until, barrier_attempt, &c);
+        rc = ip_wait_for_spins(&h->ev, until, barrier_attempt, &c, B_SPINS);
         if (rc != IP_WAIT_TIMEOUT)
             break;
         int t = barrier_timed_out(&c, parties, rechecks++ > 0);

@@ -358,7 +358,12 @@ static int spin_while(const uint64_t *word, uint64_t expected)
 
 int ip_wait_for(ip_event_t *ev, const ip_deadline_t *d, ip_attempt_fn attempt, void *ctx)
 {
-    int spun = 0;
+    return ip_wait_for_spins(ev, d, attempt, ctx, 1);
+}
+
+int ip_wait_for_spins(ip_event_t *ev, const ip_deadline_t *d, ip_attempt_fn attempt, void *ctx,
+                      int spins)
+{
     for (;;) {
         const uint64_t *watch = NULL;
         uint64_t watch_val = 0;
@@ -367,10 +372,11 @@ int ip_wait_for(ip_event_t *ev, const ip_deadline_t *d, ip_attempt_fn attempt, v
             return rc;
         if (ip_deadline_passed(d))
             return IP_WAIT_TIMEOUT;
-        if (!spun && watch) {
-            spun = 1; /* once per call: a long wait should sleep, not burn a core */
+        if (spins > 0 && watch) {
+            spins--;
             if (spin_while(watch, watch_val))
                 continue;
+            spins = 0; /* the other side is slow: a long wait should sleep, not burn a core */
         }
         /* Counted before the last try: a publication that try misses must
          * come after the count, and its signaller then sees us. */
