@@ -10,6 +10,7 @@ here; test_sync_multiprocess.py has the real thing.
 import functools
 import multiprocessing
 import os
+import re
 import signal
 import threading
 import time
@@ -549,6 +550,27 @@ def test_repr_does_not_crash(make, kind):
     if kind == "RLock":
         obj.acquire()
         assert kind in repr(obj)
+
+
+def test_event_repr_has_multiprocessing_shape(make):
+    ev = make("Event")
+    shape = r"<Event at 0x[0-9a-f]+( name='[^']+')? {}>"
+    assert re.fullmatch(shape.format("unset"), repr(ev))
+    ev.set()
+    assert re.fullmatch(shape.format("set"), repr(ev))
+    ev.clear()
+    assert re.fullmatch(shape.format("unset"), repr(ev))
+
+
+def test_named_event_repr_shows_its_name(unique_name):
+    name = unique_name()
+    ev = interproc.Event(name=name)
+    try:
+        assert re.fullmatch(rf"<Event at 0x[0-9a-f]+ name='{name}' unset>", repr(ev))
+    finally:
+        ev.close()
+        interproc.unlink(name)
+    assert re.fullmatch(rf"<Event at 0x[0-9a-f]+ name='{name}' closed>", repr(ev))
 
 
 @pytest.mark.parametrize("kind", ["Lock", "RLock"])

@@ -218,9 +218,11 @@ class Event(_SyncBase):
         return cls._open(name, create, mode)
 
     def __repr__(self) -> str:
-        if self._closed:
-            return f"<interproc.Event {self._where()} closed>"
-        return f"<interproc.Event {self._where()} {'set' if self.is_set() else 'unset'}>"
+        # multiprocessing's shape, "<Event at 0x... unset>", which programs
+        # and CPython's own tests match on; a named Event adds its name.
+        name = f" name={self._name!r}" if getattr(self, "_name", None) else ""
+        state = "closed" if self._closed else "set" if self.is_set() else "unset"
+        return f"<Event at {id(self):#x}{name} {state}>"
 
 
 for _cls in (Lock, RLock, Semaphore, BoundedSemaphore, Event):

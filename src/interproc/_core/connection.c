@@ -671,6 +671,21 @@ done:
     return leave(self, res);
 }
 
+/* Whether a timeout is a number below zero, which multiprocessing's poll()
+ * takes as "look without waiting".  Anything that is not a number is left
+ * to ip_deadline_init to refuse. */
+static int negative_timeout(PyObject *timeout)
+{
+    if (timeout == Py_None || !PyNumber_Check(timeout))
+        return 0;
+    double secs = PyFloat_AsDouble(timeout);
+    if (secs == -1.0 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return 0;
+    }
+    return secs < 0;
+}
+
 static PyObject *ConnectionCore_poll(ConnectionCore *self, PyObject *const *args, Py_ssize_t nargs,
                                      PyObject *kwnames)
 {
@@ -682,7 +697,7 @@ static PyObject *ConnectionCore_poll(ConnectionCore *self, PyObject *const *args
     ip_deadline_t d;
     int rc = ip_parse_args("poll", args, nargs, kwnames, names, 1, 0, vals);
     if (rc == 0)
-        rc = ip_deadline_init(&d, 1, vals[0]);
+        rc = ip_deadline_init(&d, !negative_timeout(vals[0]), vals[0]);
     Py_DECREF(zero);
     if (rc < 0 || enter(self) < 0)
         return NULL;
@@ -796,7 +811,8 @@ PyDoc_STRVAR(recv_bytes_into_doc,
 PyDoc_STRVAR(poll_doc,
 "poll($self, timeout=0.0)\n--\n\n"
 "Whether recv() would return without waiting: a message is there, or the\n"
-"other end is gone.  Waits up to timeout seconds (None: for ever).");
+"other end is gone.  Waits up to timeout seconds (None: for ever; below\n"
+"zero: not at all, as multiprocessing).");
 PyDoc_STRVAR(fileno_doc,
 "fileno($self, /)\n--\n\n"
 "A descriptor that is readable while messages wait here or the other end\n"
