@@ -116,12 +116,19 @@ def make_tls_files(directory: str) -> dict:
     p = {n: os.path.join(directory, f) for n, f in [
         ("ca", "ca.crt"), ("ca_key", "ca.key"), ("cert", "server.crt"), ("key", "server.key"),
         ("csr", "server.csr"), ("ext", "server.ext")]}
+    # Python 3.13+ verifies strictly (VERIFY_X509_STRICT): the CA needs a
+    # key usage, the server certificate its key identifiers.
     with open(p["ext"], "w") as f:
-        f.write("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+        f.write("subjectAltName=IP:127.0.0.1,DNS:localhost\n"
+                "keyUsage=critical,digitalSignature\n"
+                "extendedKeyUsage=serverAuth\n"
+                "subjectKeyIdentifier=hash\n"
+                "authorityKeyIdentifier=keyid\n")
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
     for cmd in (
         ["openssl", "req", "-x509", *ec, "-keyout", p["ca_key"], "-out", p["ca"], "-days", "2",
-         "-subj", "/CN=interproc test CA"],
+         "-subj", "/CN=interproc test CA", "-addext", "basicConstraints=critical,CA:TRUE",
+         "-addext", "keyUsage=critical,keyCertSign,cRLSign"],
         ["openssl", "req", *ec, "-keyout", p["key"], "-out", p["csr"], "-subj", "/CN=127.0.0.1"],
         ["openssl", "x509", "-req", "-in", p["csr"], "-CA", p["ca"], "-CAkey", p["ca_key"],
          "-CAcreateserial", "-out", p["cert"], "-days", "2", "-extfile", p["ext"]],
