@@ -1,4 +1,4 @@
-# Developer entry points.  A fresh clone needs only python3 (3.10+), gcc and
+# Developer entry points.  A fresh clone needs only python3 (3.11+), gcc and
 # the Python headers; everything else goes into .venv.
 
 PYTHON ?= python3
@@ -22,12 +22,13 @@ STAMP_TEST := $(VENV)/.installed-test
 STAMP_BENCH := $(VENV)/.installed-bench
 STAMPS := $(STAMP_TEST) $(STAMP_BENCH)
 
-.PHONY: help venv demo test bench sanitize clean distclean \
+.PHONY: help venv demo test test-all bench sanitize clean distclean \
 	fuzz fuzz-ci fuzz-merge fuzz-coverage fuzz-seed fuzz-repro
 
 help:
 	@echo "make demo       build .venv and run 'interproc demo'"
 	@echo "make test       build .venv and run the whole test suite"
+	@echo "make test-all   the suite and CPython's multiprocessing tests on Python 3.11 to 3.15 (.ci/test-matrix)"
 	@echo "make bench      run the benchmarks, appending to benchmarks/RESULTS.md"
 	@echo "make sanitize   run the tests against an ASan/UBSan build of the core"
 	@echo "make fuzz       fuzz each target FUZZ_SECONDS (default $(FUZZ_SECONDS)) seconds; see fuzz/README.md"
@@ -48,6 +49,13 @@ demo: $(STAMP_TEST)
 # than the bare sources.  PYTHONPATH is dropped for the same reason.
 test: $(STAMP_TEST)
 	env -u PYTHONPATH $(PY) -m pytest -q $(PYTEST_ARGS) $(TESTS)
+
+# The Python matrix (.ci/test-matrix says what runs where).  3.14 and 3.15
+# come from a Debian sid chroot, which needs root; MATRIX='3.12 3.13' picks
+# versions.
+MATRIX ?=
+test-all:
+	.ci/test-matrix $(MATRIX)
 
 bench: $(STAMP_BENCH)
 	$(VENV)/bin/interproc bench --append benchmarks/RESULTS.md $(BENCH_ARGS)
@@ -191,8 +199,8 @@ fuzz-coverage: $(COV_STAMP)
 	    | tee $(COV_OUT)/report.txt
 
 $(PY):
-	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null || { \
-	    echo "interproc needs Python 3.10 or newer, and '$(PYTHON)' is missing or older." >&2; \
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { \
+	    echo "interproc needs Python 3.11 or newer, and '$(PYTHON)' is missing or older." >&2; \
 	    echo "Point PYTHON at one: make PYTHON=/path/to/python3.x ..." >&2; \
 	    exit 1; }
 	@# Debian splits ensurepip into python3-venv.  Without it, fall back to a

@@ -35,7 +35,15 @@ SHM_GRACE_SECONDS = 1.0
 OTHER_RUN_NAME = re.compile(re.escape(_helpers.SHM_PREFIX) + r"t-(\d+)-")
 
 
+# multiprocessing's own named semaphores (Lock, Queue, Event of another
+# program, or of another test run): its resource tracker removes them, and
+# they carry nothing that says whose they are.
+MP_SEMAPHORE = "sem.mp-"
+
+
 def _another_runs(entry):
+    if entry.startswith(MP_SEMAPHORE):
+        return True
     m = OTHER_RUN_NAME.match(entry)
     return m is not None and int(m.group(1)) != os.getpid()
 

@@ -26,6 +26,21 @@ def run(*args, timeout=60):
     )
 
 
+START_METHODS = ["fork", "spawn", "forkserver"]
+
+
+def run_under(method, path, timeout=60):
+    """Run the program at ``path`` as ``python path`` would, with ``method``
+    as the default start method, which the program does not choose itself."""
+    code = (
+        "import multiprocessing, runpy, sys\n"
+        f"multiprocessing.set_start_method({method!r})\n"
+        f"sys.argv = [{path!r}]\n"
+        f"runpy.run_path({path!r}, run_name='__main__')\n"
+    )
+    return run("-c", code, timeout=timeout)
+
+
 def check_seed_output(stdout):
     lines = stdout.splitlines()
     for pattern in SEED_LINES:
@@ -46,8 +61,9 @@ def test_demo_runs_the_seed_queue_example_and_ends_by_itself(method):
     check_manager_output(result.stdout)
 
 
-def test_queue_example_runs_unchanged_on_interproc():
-    result = run(os.path.join("examples", "queue_seed.py"))
+@pytest.mark.parametrize("method", START_METHODS)
+def test_queue_example_runs_unchanged_on_interproc(method):
+    result = run_under(method, os.path.join("examples", "queue_seed.py"))
     assert result.returncode == 0, result.stderr
     check_seed_output(result.stdout)
 
@@ -67,8 +83,9 @@ def test_demo_runs_the_seed_pipe_example_and_ends_by_itself(method):
     check_pipe_output(result.stdout)
 
 
-def test_pipe_example_runs_on_interproc():
-    result = run(os.path.join("examples", "pipe_seed.py"), timeout=30)
+@pytest.mark.parametrize("method", START_METHODS)
+def test_pipe_example_runs_on_interproc(method):
+    result = run_under(method, os.path.join("examples", "pipe_seed.py"), timeout=30)
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     check_pipe_output(result.stdout)
@@ -94,11 +111,41 @@ def test_demo_runs_the_seed_manager_example(method):
     check_manager_output(result.stdout)
 
 
-def test_manager_example_runs_on_interproc():
-    result = run(os.path.join("examples", "manager_seed.py"))
+@pytest.mark.parametrize("method", START_METHODS)
+def test_manager_example_runs_on_interproc(method):
+    result = run_under(method, os.path.join("examples", "manager_seed.py"))
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     assert result.stdout.splitlines() == MANAGER_LINES
+
+
+def readme_programs():
+    """The README's complete programs: its Python blocks with a main guard."""
+    with open(os.path.join(ROOT, "README.md")) as f:
+        text = f.read()
+    blocks = re.findall(r"^```python\n(.*?)^```", text, flags=re.S | re.M)
+    return [b for b in blocks if 'if __name__ == "__main__":' in b]
+
+
+README_PROGRAMS = readme_programs()
+
+
+def test_the_readme_has_programs_to_run():
+    assert len(README_PROGRAMS) >= 6
+
+
+@pytest.mark.parametrize("method", START_METHODS)
+@pytest.mark.parametrize("index", range(len(README_PROGRAMS)))
+def test_readme_program_runs_and_prints_what_it_says(tmp_path, index, method):
+    program = README_PROGRAMS[index]
+    path = tmp_path / f"readme_{index}.py"
+    path.write_text(program)
+    result = run_under(method, str(path))
+    assert result.returncode == 0, (program, result.stderr)
+    assert result.stdout.strip(), program
+    # `print(...)   # what it prints` in the README is a promise.
+    for expected in re.findall(r"^\s*print\(.*\)\s*#\s*(.+?)\s*$", program, flags=re.M):
+        assert expected in result.stdout, (expected, result.stdout)
 
 
 @pytest.mark.parametrize("command", [[], ["demo"], ["ls"], ["rm"], ["bench"]])

@@ -551,8 +551,14 @@ def test_operation_from_a_finalizer_in_the_middle_of_another_is_refused():
     assert rc == 0, f"child exited {rc} (negative: signal); stdout={out!r} stderr={err[-2000:]!r}"
     assert "ALIVE" in out
     # gc.collect() right before each try fixes the collector's allocation
-    # count, so the collection does fall inside the failing operation.
-    assert "under-lock 0\n" not in out, out
+    # count, so that on 3.11 the collection falls inside the failing
+    # operation.  From 3.12 the collector only runs between bytecodes (or in
+    # PyErr_CheckSignals), none of which the failing operation reaches under
+    # the lock, so no finalizer runs there to refuse: the guard is then only
+    # in reserve, and the child's check that nothing was written under the
+    # lock is what is left.
+    if sys.version_info < (3, 12):
+        assert "under-lock 0\n" not in out, out
 
 
 # ============================================= the lock and its holders

@@ -712,6 +712,8 @@ class Point(ctypes.Structure):
 
 
 class Packed(ctypes.Structure):
+    # The layout _pack_ has always meant; 3.14 deprecates leaving it implicit.
+    _layout_ = "ms"
     _pack_ = 1
     _fields_ = [("tag", ctypes.c_char), ("n", ctypes.c_uint32), ("flags", ctypes.c_uint16, 3),
                 ("more", ctypes.c_uint16, 5)]

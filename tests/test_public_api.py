@@ -3,6 +3,8 @@
 import inspect
 import multiprocessing.queues
 import queue
+import subprocess
+import sys
 
 import interproc
 
@@ -74,3 +76,22 @@ def test_manager_is_multiprocessings_with_the_same_methods():
                    "__enter__", "__exit__"]:
         assert callable(getattr(m, method)), method
     m.shutdown()
+
+
+def test_a_free_threaded_build_is_refused_at_import_with_a_clear_message():
+    """No free-threaded CPython is available to test on, so the build flag
+    is set by hand before the import, in a fresh interpreter."""
+    code = (
+        "import sysconfig\n"
+        "sysconfig.get_config_vars()['Py_GIL_DISABLED'] = 1\n"
+        "try:\n"
+        "    import interproc\n"
+        "except ImportError as exc:\n"
+        "    print('refused:', exc)\n"
+        "else:\n"
+        "    print('imported')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("refused:"), out.stdout
+    assert "free-threaded" in out.stdout and "3.11 to 3.15" in out.stdout

@@ -55,6 +55,44 @@ def in_thread(fn, *args):
 
 # ------------------------------------------------------------------ Lock
 
+RENEWER_AROUND_FORK = """
+import multiprocessing, os, sys, threading
+from interproc.backends.redis import synchronize as rs
+from interproc.backends.redis.client import Connection
+
+def renewer():
+    return any(t.name == "interproc-lease-renewer" for t in threading.enumerate())
+
+def nothing():
+    pass
+
+lock = rs.Lock(Connection.from_url(sys.argv[1]))
+try:
+    with lock:
+        held = renewer()
+    child = multiprocessing.get_context("fork").Process(target=nothing)
+    child.start()
+    child.join()
+    print(held, renewer(), child.exitcode)
+    with lock:
+        print(renewer())
+finally:
+    lock._destroy()
+"""
+
+
+def test_a_fork_with_no_lock_held_stops_the_lease_renewer_first(redis_url):
+    """Python 3.12+ warns when a process with threads forks: the renewer
+    thread must not be there to cause it when it has no lease to renew."""
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "-W", "error::DeprecationWarning", "-c", RENEWER_AROUND_FORK, redis_url],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["True", "False", "0", "True"], (res.stdout, res.stderr)
+
+
 def test_lock_basics(conn, made):
     lock = M(made, rs.Lock, conn)
     assert not lock.locked()

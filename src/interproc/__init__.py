@@ -4,8 +4,19 @@ A drop-in for multiprocessing's queues, pipes, shared values and locks on shared
 futex waits, no feeder thread and no server process: queues, pipes, shared values, locks,
 and dicts, lists and namespaces stored once in shared memory.  See docs/api.md.
 """
+import sysconfig as _sysconfig
 from typing import TYPE_CHECKING as _TYPE_CHECKING
 from typing import Any as _Any
+
+# The C core's per-process state is written on the assumption that the GIL
+# serializes this process's threads.  A free-threaded build would re-enable
+# the GIL for the core with a warning, but no such build can be tested here:
+# refuse plainly rather than claim support.
+if _sysconfig.get_config_var("Py_GIL_DISABLED"):
+    raise ImportError(
+        "interproc does not support free-threaded CPython builds (3.13t, 3.14t) yet: "
+        "its C core relies on the GIL. Use a standard build of CPython 3.11 to 3.15."
+    )
 
 from .connection import Connection, Pipe, wait
 from .containers import Namespace, SharedDict, SharedList

@@ -86,23 +86,49 @@ return 0
 
 class _Renewer:
     """One daemon thread per process renewing the leases of the locks that
-    this process's threads hold."""
+    this process's threads hold.
+
+    The thread starts with the first lock taken, and a fork made while the
+    process holds no Redis lock stops it first (``stop_if_idle``): forking a
+    process that has threads is what Python 3.12 and later warn about, and
+    the thread has nothing to do then.  A fork made while a lock is held
+    keeps it, and gets that warning: the lease must go on being renewed."""
 
     def __init__(self) -> None:
         self._cv = threading.Condition(threading.Lock())
         self._held: Dict[Tuple[str, str], list] = {}  # (owner key, token) -> [conn, lease, due]
         self._lost: set = set()
         self._thread: Optional[threading.Thread] = None
+        self._stopping = False
+
+    def _start(self) -> None:
+        # Called with self._cv held.
+        self._thread = threading.Thread(target=self._run, name="interproc-lease-renewer", daemon=True)
+        self._thread.start()
 
     def add(self, conn: Any, key: str, token: str, lease: float) -> None:
         with self._cv:
             self._held[(key, token)] = [conn, lease, time.monotonic() + lease / 3.0]
             self._lost.discard((key, token))
+            # While stop_if_idle is stopping the thread, it restarts one
+            # itself once the old one is gone.
             if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="interproc-lease-renewer",
-                                                daemon=True)
-                self._thread.start()
+                self._start()
             self._cv.notify()
+
+    def stop_if_idle(self) -> None:
+        with self._cv:
+            thread = self._thread
+            if thread is None or self._held or self._stopping:
+                return
+            self._stopping = True
+            self._cv.notify()
+        thread.join()
+        with self._cv:
+            self._stopping = False
+            self._thread = None
+            if self._held:  # another thread took a lock meanwhile
+                self._start()
 
     def remove(self, key: str, token: str) -> bool:
         """Forget a lock; whether this thread was holding it (its lease may
@@ -120,6 +146,8 @@ class _Renewer:
     def _run(self) -> None:
         while True:
             with self._cv:
+                if self._stopping:
+                    return
                 now = time.monotonic()
                 due = [(k, v) for k, v in self._held.items() if v[2] <= now]
                 if not due:
@@ -153,7 +181,11 @@ def _renewer_after_fork() -> None:
     _renewer = _Renewer()
 
 
-os.register_at_fork(after_in_child=_renewer_after_fork)
+def _renewer_before_fork() -> None:
+    _renewer.stop_if_idle()
+
+
+os.register_at_fork(before=_renewer_before_fork, after_in_child=_renewer_after_fork)
 
 _HOST = socket.gethostname()
 
