@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING as _TYPE_CHECKING
 from typing import Any as _Any
 
 from .connection import Connection, Pipe, wait
-from .containers import Namespace, SharedDict, SharedList
+from .containers import Namespace, SharedDict, SharedList, SharedSet
 from .naming import ObjectInfo, SegmentError, attach, list_objects, unlink
 from .queues import Empty, Full, JoinableQueue, Queue, SimpleQueue
 from .sharedctypes import Array, RawArray, RawValue, Value, as_ndarray
@@ -71,6 +71,7 @@ __all__ = [
     "as_ndarray",
     "SharedDict",
     "SharedList",
+    "SharedSet",
     "Namespace",
     "Full",
     "Empty",
