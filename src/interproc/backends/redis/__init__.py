@@ -71,7 +71,7 @@ def _register_lazily(kind: str, module: str) -> None:
 # Objects stored in other objects (a list in a dict, a queue sent through a
 # queue) come back as references (see codec), in any process.
 for _module, _kinds in (
-    ("containers", ("dict", "list", "Namespace")),
+    ("containers", ("dict", "list", "set", "Namespace")),
     ("sharedctypes", ("Value", "Array")),
     ("queues", ("Queue", "SimpleQueue", "JoinableQueue")),
     ("synchronize", ("Lock", "RLock", "Semaphore", "BoundedSemaphore", "Event", "Condition",
