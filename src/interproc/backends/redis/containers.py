@@ -521,7 +521,8 @@ class RedisSet(SetAPI, _HashBase):
                 if field not in fields:  # the first of equal elements is the one stored
                     fields[field] = self._okey(k)
             args = [x for pair in fields.items() for x in pair]
-            done = self._run(S_ADD if how == KEYS_ADD else S_TOGGLE, *args) if args else 0
+            script = {KEYS_ADD: S_ADD, KEYS_TOGGLE: S_TOGGLE}[how]
+            done = self._run(script, *args) if args else 0
         self._changed_keys(int(done))
         return int(done)
 
