@@ -79,3 +79,98 @@ def bump_value_and_array(v, a, n):
             v.value += 1
         with a.get_lock():
             a[0] += 1.0
+
+
+# ------------------------------------------- Python 3.13-3.15 manager additions
+
+def set_ops_in_child(s):
+    """What CPython 3.14's manager tests do to a set proxy in a child, and
+    what they check of the results there."""
+    s.update(["a", "b", "c"])
+    assert len(s) == 3 and "a" in s and "d" not in s
+    assert s | {"d"} == {"a", "b", "c", "d"} and {"d"} | s == {"a", "b", "c", "d"}
+    assert type(s | {"d"}) is set and type({"d"} | s) is set
+    assert {"a", "b", "d"} - s == {"d"} and s - {"a", "b"} == {"c"}
+    assert {"b", "c", "d"} ^ s == {"a", "d"} and s ^ {"b", "c", "d"} == {"a", "d"}
+    assert s & {"b", "c", "d"} == {"b", "c"} and {"b", "c", "d"} & s == {"b", "c"}
+    assert s.union({"d"}) == {"a", "b", "c", "d"} and s.intersection({"b"}) == {"b"}
+    assert s.difference({"a"}) == {"b", "c"} and s.symmetric_difference({"c", "d"}) == {"a", "b", "d"}
+    assert s.isdisjoint({"x"}) and not s.isdisjoint({"a"})
+    assert s.issubset({"a", "b", "c", "d"}) and s.issuperset({"a"})
+    assert s < {"a", "b", "c", "d"} and s <= {"a", "b", "c"} and s > {"a"} and s >= {"a", "b"}
+    assert s.copy() == {"a", "b", "c"} and type(s.copy()) is set
+    s |= {"d", "e"}      # {a b c d e}
+    s -= {"a"}           # {b c d e}
+    s &= {"b", "c", "d", "x"}   # {b c d}
+    s ^= {"d", "f"}      # {b c f}
+    s.add("g")
+    s.discard("b")
+    s.discard("missing")
+    s.remove("c")        # {f g}
+    s.difference_update({"z"}, {"y"})
+    s.intersection_update({"f", "g", "h"}, ["g", "f"])
+    s.symmetric_difference_update(["h", "h"])   # {f g h}
+
+
+def add_many_to_set(s, i, n):
+    for j in range(n):
+        s.add((i, j))
+    s.update([(i, "u", j) for j in range(n)])
+    s |= {(i, "o", j) for j in range(n)}
+
+
+def toggle_batches(s, batches, rounds):
+    """Moves ``s`` from each batch to the next with one ``^=``: the old
+    batch goes and the new one comes in the same step."""
+    for r in range(rounds):
+        s ^= set(batches[r % len(batches)]) | set(batches[(r + 1) % len(batches)])
+
+
+def read_set_snapshots(s, batches, rounds, out):
+    bad = []
+    for _ in range(rounds):
+        snap = s.copy()
+        if not any(snap == set(b) for b in batches):
+            bad.append(sorted(snap))
+    out.put(bad[:3])
+
+
+def or_batches_into_dict(d, keys, rounds):
+    for r in range(rounds):
+        d |= {k: r for k in keys}
+
+
+def read_dict_snapshots(d, rounds, out):
+    bad = []
+    for _ in range(rounds):
+        values = set(d.copy().values())
+        if len(values) > 1:
+            bad.append(sorted(values))
+    out.put(bad[:3])
+
+
+def dict_ops_in_child(d):
+    """What CPython 3.14's manager tests do to a dict proxy in a child."""
+    d |= {"bar": 6}
+    assert dict(d) == {"foo": 5, "bar": 6}
+    x = reversed(d)
+    assert isinstance(x, type(iter([]))) and list(x) == ["bar", "foo"]
+    x = {"bar": 7, "baz": 7} | d
+    assert type(x) is dict and x == {"foo": 5, "bar": 6, "baz": 7}
+    x = d | {"bar": 7, "baz": 7}
+    assert type(x) is dict and x == {"foo": 5, "bar": 7, "baz": 7}
+    x = d.fromkeys(["bar"], 6)
+    assert type(x) is dict and x == {"bar": 6}
+    d["later"] = 1
+
+
+def list_ops_in_child(lst):
+    copied = lst.copy()
+    assert type(copied) is list and copied == [5, 7]
+    lst.append(copied[0] + copied[1])
+    lst.clear()
+    lst.append("after clear")
+
+
+def add_to_inner_set(d, value):
+    d["s"].add(value)

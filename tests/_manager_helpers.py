@@ -101,3 +101,10 @@ def use_remote_objects(counter, d, n):
     for i in range(n):
         counter.increment()
         d[f"k{i}"] = i
+
+
+def use_served_set(s, n):
+    for i in range(n):
+        s.add(i)
+    s |= {"or"}
+    s -= {0}

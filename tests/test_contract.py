@@ -7,6 +7,7 @@ be started).  Tests only use what the contract in
 ``interproc.backends.contract`` names, so a backend that passes them can
 replace another.
 """
+import collections.abc
 import queue
 import threading
 import time
@@ -49,7 +50,7 @@ def test_manager_matches_the_contract(manager):
 
 # typeid -> positional arguments that make one object
 _FACTORY_ARGS = {
-    "dict": (), "list": (), "Namespace": (), "Lock": (), "RLock": (), "Semaphore": (),
+    "dict": (), "list": (), "set": (), "Namespace": (), "Lock": (), "RLock": (), "Semaphore": (),
     "BoundedSemaphore": (), "Condition": (), "Event": (), "Barrier": (2,), "Queue": (),
     "JoinableQueue": (), "SimpleQueue": (), "Value": ("i", 0), "Array": ("i", [0, 0]),
 }
@@ -239,6 +240,186 @@ def test_list_appends_from_processes_lose_nothing(manager, start_method):
     procs = [start_method.Process(target=ch.append_many, args=(lst, i, 100)) for i in range(3)]
     ch.run_all(procs)
     assert sorted(lst) == sorted(i * 1000 + j for i in range(3) for j in range(100))
+
+
+# ------------------------------------------ dict and list: 3.13 to 3.15
+
+def test_dict_or_reversed_and_fromkeys_as_a_dict_proxy_has_them(manager):
+    d = manager.dict(foo=5)
+    d |= {"bar": 6}
+    assert d == {"foo": 5, "bar": 6}
+    x = reversed(d)
+    assert isinstance(x, type(iter([]))) and list(x) == ["bar", "foo"]
+    assert type({"baz": 7} | d) is dict and {"bar": 7, "baz": 7} | d == {"foo": 5, "bar": 6, "baz": 7}
+    assert type(d | {"baz": 7}) is dict and d | {"bar": 7, "baz": 7} == {"foo": 5, "bar": 7, "baz": 7}
+    assert d | manager.dict(q=1) == {"foo": 5, "bar": 6, "q": 1}
+    x = d.fromkeys(["bar"], 6)
+    assert type(x) is dict and x == {"bar": 6}
+    assert d.fromkeys("ab") == {"a": None, "b": None}
+    with pytest.raises(TypeError):
+        d | [("x", 1)]
+    d |= [("seq", 1)]  # as dict's |=, which takes what update() takes
+    assert d["seq"] == 1 and d == {"foo": 5, "bar": 6, "seq": 1}
+
+
+def test_dict_additions_seen_across_processes(manager, start_method):
+    d = manager.dict(foo=5)
+    ch.run_all([start_method.Process(target=ch.dict_ops_in_child, args=(d,))])
+    assert d == {"foo": 5, "bar": 6, "later": 1}
+
+
+def test_dict_or_assign_is_atomic(manager, start_method):
+    """Every ``|=`` writes its round into all the keys at once: a reader
+    never sees two rounds in one copy()."""
+    keys = [f"k{i}" for i in range(50)]
+    d = manager.dict({k: -1 for k in keys})
+    out = manager.Queue()
+    writer = start_method.Process(target=ch.or_batches_into_dict, args=(d, keys, 200))
+    reader = start_method.Process(target=ch.read_dict_snapshots, args=(d, 200, out))
+    ch.run_all([writer, reader])
+    assert out.get(timeout=10) == []
+    assert set(d.values()) == {199}
+
+
+def test_list_clear_and_copy_across_processes(manager, start_method):
+    lst = manager.list([5, 7])
+    ch.run_all([start_method.Process(target=ch.list_ops_in_child, args=(lst,))])
+    assert lst == ["after clear"] and lst.copy() == ["after clear"]
+    assert type(lst.copy()) is list
+
+
+def test_containers_are_generic_in_annotations(manager):
+    for obj in (manager.dict(), manager.list(), manager.set()):
+        alias = type(obj)[int]
+        assert alias.__origin__ is type(obj) and alias.__args__ == (int,)
+
+
+# ------------------------------------------------------------------ set
+
+def test_set_behaves_as_a_set(manager):
+    s = manager.set(["a", "b"])
+    ref = {"a", "b"}
+    assert s == ref and len(s) == 2 and "a" in s and "z" not in s
+    assert manager.set({"x": 1, "y": 2}) == {"x", "y"}  # a dict gives its keys, as to set()
+    assert manager.set() == set() and not manager.set()
+    steps = [
+        lambda x: x.add("c"),
+        lambda x: x.add("a"),
+        lambda x: x.discard("b"),
+        lambda x: x.discard("nope"),
+        lambda x: x.update(["d", "e"], ("f",)),
+        lambda x: x.__ior__({"g"}),
+        lambda x: x.__isub__({"g", "zz"}),
+        lambda x: x.difference_update(["f"], {"e"}),
+        lambda x: x.__iand__({"a", "c", "d", "q"}),
+        lambda x: x.intersection_update({"a", "c", "d"}, ["a", "d", "w"]),
+        lambda x: x.__ixor__({"d", "m"}),
+        lambda x: x.symmetric_difference_update(["m", "n", "n"]),
+        lambda x: x.remove("a"),
+    ]
+    for step in steps:
+        step(s)
+        step(ref)
+        assert s == ref and len(s) == len(ref) and sorted(s) == sorted(ref)
+    assert s == {"n"}
+    assert s.pop() == "n" and len(s) == 0
+    s.update(range(5))
+    assert sorted(s) == [0, 1, 2, 3, 4]
+    s.clear()
+    assert len(s) == 0 and s == set()
+    s.add(1)
+    s.add(1.0)
+    s.add(True)
+    assert len(s) == 1 and type(list(s)[0]) is int  # one element, the first kept
+    s.add((1, "x"))
+    assert (1.0, "x") in s and frozenset({1, 2}) not in s
+
+
+def test_set_errors(manager):
+    s = manager.set(["a"])
+    with pytest.raises(KeyError):
+        s.remove("missing")
+    with pytest.raises(TypeError):
+        s.add(["unhashable"])
+    with pytest.raises(TypeError):
+        ["unhashable"] in s
+    with pytest.raises(TypeError):
+        s | ["a"]
+    with pytest.raises(TypeError):
+        s |= ["a"]
+    with pytest.raises(TypeError):
+        s < ["a"]
+    with pytest.raises(TypeError):
+        manager.set(1234)
+    with pytest.raises(TypeError):
+        s.update(["b", ["unhashable"]])
+    assert s == {"a"}  # a bad element changes nothing
+    s.clear()
+    with pytest.raises(KeyError):
+        s.pop()
+
+
+def test_set_iteration_raises_when_the_size_changes(manager):
+    s = manager.set(range(10))
+    with pytest.raises(RuntimeError, match="Set changed size during iteration"):
+        for x in s:
+            s.add(x + 100)
+
+
+def test_set_has_what_the_set_proxy_exposes(manager):
+    s = manager.set()
+    exposed = {
+        "__and__", "__class_getitem__", "__contains__", "__iand__", "__ior__", "__isub__",
+        "__iter__", "__ixor__", "__len__", "__or__", "__rand__", "__ror__", "__rsub__",
+        "__rxor__", "__sub__", "__xor__", "__ge__", "__gt__", "__le__", "__lt__", "add",
+        "clear", "copy", "difference", "difference_update", "discard", "intersection",
+        "intersection_update", "isdisjoint", "issubset", "issuperset", "pop", "remove",
+        "symmetric_difference", "symmetric_difference_update", "union", "update",
+    }
+    assert exposed <= set(dir(s))
+    assert isinstance(s, collections.abc.MutableSet)
+    assert not hasattr(s, "get") and not hasattr(s, "popitem")
+    with pytest.raises(TypeError):
+        s["a"]
+
+
+def test_set_operations_seen_across_processes(manager, start_method):
+    s = manager.set()
+    ch.run_all([start_method.Process(target=ch.set_ops_in_child, args=(s,))])
+    assert s == {"f", "g", "h"}
+
+
+def test_set_stored_in_another_container_stays_shared(manager, start_method):
+    d = manager.dict()
+    d["s"] = manager.set(["x"])
+    ch.run_all([start_method.Process(target=ch.add_to_inner_set, args=(d, "y"))])
+    inner = d["s"]
+    assert type(inner) is type(manager.set()) and inner == {"x", "y"}
+    inner.add("z")
+    assert d["s"] == {"x", "y", "z"}
+
+
+def test_set_adds_from_processes_lose_nothing(manager, start_method):
+    s = manager.set()
+    procs = [start_method.Process(target=ch.add_many_to_set, args=(s, i, 60)) for i in range(3)]
+    ch.run_all(procs)
+    want = {(i, j) for i in range(3) for j in range(60)}
+    want |= {(i, tag, j) for i in range(3) for tag in ("u", "o") for j in range(60)}
+    assert s == want and len(s) == len(want)
+
+
+def test_set_in_place_operations_are_atomic(manager, start_method):
+    """``^=`` moves the set from one batch to the next in one step: a reader
+    in another process sees one whole batch or another, never a mix."""
+    batches = [[(b, i) for i in range(40)] for b in range(3)]
+    s = manager.set(batches[0])
+    out = manager.Queue()
+    rounds = 150  # a multiple of len(batches): ends where it started
+    writer = start_method.Process(target=ch.toggle_batches, args=(s, batches, rounds))
+    reader = start_method.Process(target=ch.read_set_snapshots, args=(s, batches, 200, out))
+    ch.run_all([writer, reader])
+    assert out.get(timeout=10) == []
+    assert s == set(batches[0])
 
 
 # ------------------------------------------------------------ Namespace

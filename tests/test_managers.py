@@ -446,3 +446,27 @@ def test_manager_queue_has_task_done_and_join():
     assert q.get(timeout=5) == 1
     q.task_done()
     q.join()
+
+
+def test_set_is_shared_memory_unless_served(start_method):
+    with interproc.Manager() as m:
+        s = m.set("ab")
+        assert isinstance(s, interproc.SharedSet) and s == {"a", "b"}
+    # A manager with an address serves set() too, on every Python: the
+    # typeid multiprocessing registers from 3.14 is registered here before.
+    m = SyncManager(address=("127.0.0.1", 0), authkey=AUTHKEY)
+    m.start()
+    try:
+        client = SyncManager(address=m.address, authkey=AUTHKEY)
+        client.connect()
+        s = client.set(["x"])
+        assert not isinstance(s, interproc.SharedSet)
+        worker = start_method.Process(target=mh.use_served_set, args=(s, 3))
+        worker.start()
+        join_ok(worker)
+        assert s.copy() == {"x", 1, 2, "or"} and len(s) == 4 and "x" in s
+        s &= {"x", 1}
+        assert s.copy() == {"x", 1}
+        assert s | {"y"} == {"x", 1, "y"}
+    finally:
+        m.shutdown()

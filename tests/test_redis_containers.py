@@ -21,7 +21,8 @@ from interproc import _core  # noqa: E402
 from interproc.backends.redis import SignatureError  # noqa: E402
 from interproc.backends.redis.client import Connection  # noqa: E402
 from interproc.backends.redis.codec import Codec  # noqa: E402
-from interproc.backends.redis.containers import RedisDict, RedisList, RedisNamespace  # noqa: E402
+from interproc.backends.redis.containers import (  # noqa: E402
+    RedisDict, RedisList, RedisNamespace, RedisSet)
 from interproc.backends.redis.sharedctypes import Array, Value  # noqa: E402
 
 
@@ -488,6 +489,58 @@ def test_closed_handle(mk):
         d["a"]
 
 
+# -------------------------------------------------------------------- set
+
+def test_set_matches_set_and_keeps_the_first_element(mk):
+    s, ref = mk(RedisSet, [1, "a"]), {1, "a"}
+    s.add(1.0)
+    s.add(True)
+    assert s == ref and type([x for x in s if x == 1][0]) is int
+    s.update([Color.RED, (1, 2)], {(1.0, 2.0)})
+    assert len(s) == 3 and (1, 2) in s and type([x for x in s if x == (1, 2)][0][0]) is int
+    s.symmetric_difference_update([(1, 2), (1.0, 2), "z", "z"])
+    assert s == {1, "a", "z"}
+    s.intersection_update([1.0, "z", "q"])
+    assert s == {1, "z"}
+    s.difference_update([True])
+    assert s == {"z"} and s.pop() == "z" and not s
+    big = set(range(5000))
+    s |= big
+    assert s == big
+    s &= set(range(0, 5000, 2))
+    assert len(s) == 2500
+    s -= set(range(0, 5000, 4))
+    assert s == set(range(2, 5000, 4))
+
+
+def test_set_named_and_signed(conn, made):
+    name = f"t-redis-set-{random.getrandbits(40):x}"
+    codec = Codec("pickle", b"secret")
+    s = RedisSet(conn, ["k", (1, True)], name=name, create=True, codec=codec)
+    made.append(s)
+    with pytest.raises(TypeError):
+        RedisDict(conn, name=name)
+    with pytest.raises(ValueError):
+        RedisSet(conn, ["x"], name=name, codec=codec)
+    again = RedisSet(conn, name=name, create=False, codec=codec)
+    again ^= {"k", "n"}
+    assert s == {(1, True), "n"} and pickle.loads(pickle.dumps(s)) == s
+    # An element whose encoding would unpickle, written behind its back, is refused.
+    forged = b"p\x05\x00\x00\x00" + pickle.dumps(1)[:5]
+    conn.client.hset(s._keylist[1], forged, b"1")
+    conn.client.zadd(s._keylist[3], {forged: 10**9})
+    with pytest.raises(SignatureError):
+        list(s)
+
+
+def test_set_operations_inside_its_lock(mk):
+    s = mk(RedisSet)
+    with s.lock:
+        s.add(1)
+        s |= {2}
+    assert s == {1, 2}
+
+
 # ---------------------------------------------------------- Value, Array
 
 def test_value(mk, conn, made):
@@ -576,7 +629,11 @@ def test_cluster_smoke(redis_cluster_url):
         ns = RedisNamespace(conn, x=1)
         v = Value(conn, "i", 1)
         a = Array(conn, "i", [1, 2])
-        objs += [d, lst, ns, v, a]
+        st = RedisSet(conn, [1, 2])
+        objs += [d, lst, ns, v, a, st]
+        st ^= {2, 3}
+        d["s"] = st
+        assert d["s"] == {1, 3} and st.pop() == 3
         d["l"] = lst
         d.update(b=2)
         assert d.increment("a") == 2

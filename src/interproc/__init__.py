@@ -19,7 +19,7 @@ if _sysconfig.get_config_var("Py_GIL_DISABLED"):
     )
 
 from .connection import Connection, Pipe, wait
-from .containers import Namespace, SharedDict, SharedList
+from .containers import Namespace, SharedDict, SharedList, SharedSet
 from .naming import ObjectInfo, SegmentError, attach, list_objects, unlink
 from .queues import Empty, Full, JoinableQueue, Queue, SimpleQueue
 from .sharedctypes import Array, RawArray, RawValue, Value, as_ndarray
@@ -82,6 +82,7 @@ __all__ = [
     "as_ndarray",
     "SharedDict",
     "SharedList",
+    "SharedSet",
     "Namespace",
     "Full",
     "Empty",

@@ -1,11 +1,12 @@
-"""SharedDict, SharedList and Namespace: containers stored once, in shared memory.
+"""SharedDict, SharedList, SharedSet and Namespace: containers stored once, in shared memory.
 
 Every process reads and writes them directly: there is no server process
 and no per-process replica.  They live in a *heap*, a shared-memory segment
 with one lock, an allocator and an undo log (``_core/heap.c``):
 
 - every operation holds the heap's lock, so single operations (``d[k] = v``,
-  ``setdefault``, ``pop``, ``update``, ``append``...) are atomic;
+  ``setdefault``, ``pop``, ``update``, ``append``, ``s |= other``...) are
+  atomic;
 - ``with d.lock:`` holds it across several operations, for compound
   updates; ``d.increment(k)`` is the atomic ``d[k] += 1``;
 - a process killed in the middle of an operation leaves the container as it
@@ -23,7 +24,8 @@ they are compared in a canonical encoding, in which ``1``, ``1.0`` and
 ``True`` are one key, for None, bool, int, float, str, bytes and tuples and
 frozensets of these (subclasses such as IntEnum count as their base value).
 Any other hashable key is compared by its pickle: two such keys are one key
-when they pickle to the same bytes.
+when they pickle to the same bytes.  A SharedSet is a dict table whose
+values are all None, so its elements compare the same way.
 """
 from __future__ import annotations
 
@@ -33,9 +35,10 @@ import weakref
 from typing import Any, Iterable, Iterator, Optional
 
 from . import _core, naming, serialization  # noqa: F401  (serialization configures _core)
-from ._container_api import CHUNK_FIRST, CHUNK_MAX, DictAPI, ListAPI, dict_pairs, list_values
+from ._container_api import (CHUNK_FIRST, CHUNK_MAX, KEYS_ADD, DictAPI, ListAPI, SetAPI,
+                             dict_pairs, list_values, set_keys)
 
-__all__ = ["SharedDict", "SharedList", "Namespace"]
+__all__ = ["SharedDict", "SharedList", "SharedSet", "Namespace"]
 
 # uid -> this process's view of that heap, so a reference to a heap that is
 # already open reuses its mapping (and its in-heap references stay valid).
@@ -74,7 +77,7 @@ def _class_of(obj_type: int) -> type:
     """The class of a handle on a container read back out of another: the
     core makes the handle itself (it has already counted it in)."""
     return {_core.OBJ_DICT: SharedDict, _core.OBJ_LIST: SharedList,
-            _core.OBJ_NAMESPACE: Namespace}[obj_type]
+            _core.OBJ_NAMESPACE: Namespace, _core.OBJ_SET: SharedSet}[obj_type]
 
 
 def _handle(cls: type, heap: _core.HeapCore, offset: int, oid: int,
@@ -235,6 +238,11 @@ class _Container:
         heap = self._heap
         return (_rebuild, (type(self), _heap_reference(heap), heap.kind, self._offset, self._oid))
 
+    def __dir__(self) -> list:
+        # object.__dir__ cannot read the instance dict of a handle whose
+        # layout is the core's: the class's names are the API anyway.
+        return dir(type(self))
+
     def __copy__(self) -> Any:
         return self.copy()
 
@@ -269,14 +277,51 @@ def _read_all(d: Any, what: int) -> list:
 
 
 def _changed(d: Any, size: int, now: Optional[int] = None) -> None:
+    noun = d._ITER_NOUN
     if now is None:
         now = d._state()[0]
     if now != size:
-        raise RuntimeError("dictionary changed size during iteration")
-    raise RuntimeError("dictionary keys changed during iteration")
+        raise RuntimeError(f"{noun} changed size during iteration")
+    raise RuntimeError(f"{noun} keys changed during iteration")
+
+
+def _iterate(d: Any, what: int) -> Iterator[Any]:
+    """Iterate a dict or set like a dict: RuntimeError if its keys change
+    (in any process) while it runs."""
+    size, version = d._state()
+    pos, want = 0, CHUNK_FIRST
+    while True:
+        chunk, pos, ver = d._chunk(pos, want, what)
+        if ver != version:
+            _changed(d, size)
+        if not chunk:
+            return
+        for x in chunk:
+            yield x
+            now_size, now_version = d._state()
+            if now_version != version:
+                _changed(d, size, now_size)
+        want = min(want * 4, CHUNK_MAX)
 
 
 _MISSING = object()
+
+
+class _FromKeys:
+    """``SharedDict.fromkeys(iterable, value=None)`` makes a new anonymous
+    SharedDict; called on a dict, ``d.fromkeys(...)`` gives a plain dict,
+    as a manager's dict proxy does (it runs dict.fromkeys where the dict is)."""
+
+    def __get__(self, obj: Any, cls: type) -> Any:
+        if obj is None:
+            def fromkeys(iterable: Iterable[Any], value: Any = None) -> Any:
+                return cls([(k, value) for k in iterable])
+            fromkeys.__doc__ = "A new anonymous SharedDict with keys from iterable, each set to value."
+        else:
+            def fromkeys(iterable: Iterable[Any], value: Any = None) -> Any:
+                return dict.fromkeys(iterable, value)
+            fromkeys.__doc__ = "A plain dict with keys from iterable, each set to value."
+        return fromkeys
 
 
 class SharedDict(_Container, DictAPI, _core.DictCore):
@@ -298,6 +343,7 @@ class SharedDict(_Container, DictAPI, _core.DictCore):
     """
 
     _KIND = _core.KIND_DICT
+    _ITER_NOUN = "dictionary"
 
     def __new__(cls, *args: Any, name: Optional[str] = None, create: Optional[bool] = None,
                 mode: int = 0o600, **kwargs: Any) -> "SharedDict":
@@ -311,31 +357,13 @@ class SharedDict(_Container, DictAPI, _core.DictCore):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         pass  # everything happens in __new__
 
-    @classmethod
-    def fromkeys(cls, iterable: Iterable[Any], value: Any = None) -> "SharedDict":
-        """A new anonymous SharedDict with keys from iterable, each set to value."""
-        return cls([(k, value) for k in iterable])
+    fromkeys = _FromKeys()
 
     def _all(self, what: int) -> list:
         return _read_all(self, what)
 
     def _iterate(self, what: int) -> Iterator[Any]:
-        """Iterate like a dict: RuntimeError if its keys change (in any
-        process) while it runs."""
-        size, version = self._state()
-        pos, want = 0, CHUNK_FIRST
-        while True:
-            chunk, pos, ver = self._chunk(pos, want, what)
-            if ver != version:
-                _changed(self, size)
-            if not chunk:
-                return
-            for x in chunk:
-                yield x
-                now_size, now_version = self._state()
-                if now_version != version:
-                    _changed(self, size, now_size)
-            want = min(want * 4, CHUNK_MAX)
+        return _iterate(self, what)
 
     def increment(self, key: Any, delta: Any = 1, default: Any = 0) -> Any:
         """Atomically ``d[key] = d.get(key, default) + delta``; returns the new value."""
@@ -453,9 +481,99 @@ class SharedList(_Container, ListAPI, _core.ListCore):
 collections.abc.MutableSequence.register(SharedList)
 
 
+_DICT_ONLY = frozenset({"get", "setdefault", "popitem"})
+
+
+class _DictOnly:
+    """A DictCore method a SharedSet hides: reading it raises AttributeError,
+    so ``hasattr(s, 'get')`` is False, as for a set."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._name = name
+
+    def __get__(self, obj: Any, cls: type) -> Any:
+        raise AttributeError(f"'{cls.__name__}' object has no attribute '{self._name}'")
+
+
+class SharedSet(_Container, SetAPI, _core.DictCore):
+    """A set in shared memory, shared by every process that has a handle on it.
+
+    ``SharedSet(iterable=(), *, name=None, create=None, mode=0o600)``.  It
+    has the whole set API, with set's errors.  Elements are any hashable
+    objects, compared as a SharedDict's keys are (``1``, ``1.0`` and
+    ``True`` are one element, in every process, whatever its hash seed).
+    Single operations are atomic, the in-place ones (``update``, ``|=``,
+    ``-=``, ``&=``, ``^=``...) included; ``with s.lock:`` makes a sequence
+    of them atomic.  Operators and methods that make a new set (``|``,
+    ``union()``, ``copy()``...) give plain sets.  ``pop()`` removes the
+    element added last.  Iterating while the elements change, in any
+    process, raises RuntimeError as a set does.
+    """
+
+    _KIND = _core.KIND_SET
+    _ITER_NOUN = "Set"
+
+    def __new__(cls, iterable: Iterable[Any] = (), *, name: Optional[str] = None,
+                create: Optional[bool] = None, mode: int = 0o600) -> "SharedSet":
+        keys = set_keys(iterable)
+        fill = (lambda obj: obj._keys_apply(KEYS_ADD, keys)) if keys else _nothing
+        return _open(cls, cls._KIND, _core.OBJ_SET, name, create, mode, fill)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def add(self, element: Any) -> None:
+        """Add element; nothing happens if an equal one is there already."""
+        _dict_setdefault(self, element, None)
+
+    def discard(self, element: Any) -> None:
+        """Remove element if it is there."""
+        _dict_pop(self, element, None)
+
+    def remove(self, element: Any) -> None:
+        """Remove element; KeyError if it is not there."""
+        _dict_del(self, element)
+
+    def pop(self) -> Any:
+        """Remove and return the element added last; KeyError if empty."""
+        try:
+            return _dict_popitem(self)[0]
+        except KeyError:
+            raise KeyError("pop from an empty set") from None
+
+    def _all(self, what: int) -> list:
+        return _read_all(self, what)
+
+    def _iterate(self, what: int) -> Iterator[Any]:
+        return _iterate(self, what)
+
+    # The dict machinery underneath is not part of a set's API.
+    def __getitem__(self, key: Any) -> Any:
+        raise TypeError(f"'{type(self).__name__}' object is not subscriptable")
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        raise TypeError(f"'{type(self).__name__}' object does not support item assignment")
+
+    def __delitem__(self, key: Any) -> None:
+        raise TypeError(f"'{type(self).__name__}' object doesn't support item deletion")
+
+    get = _DictOnly()
+    setdefault = _DictOnly()
+    popitem = _DictOnly()
+
+    def __dir__(self) -> list:
+        return [n for n in dir(type(self)) if n not in _DICT_ONLY]
+
+
+collections.abc.MutableSet.register(SharedSet)
+
+
 _dict_get = _core.DictCore.__getitem__
 _dict_set = _core.DictCore.__setitem__
 _dict_del = _core.DictCore.__delitem__
+_dict_setdefault = _core.DictCore.setdefault
+_dict_pop = _core.DictCore.pop
+_dict_popitem = _core.DictCore.popitem
 
 
 class Namespace(_Container, _core.DictCore):
@@ -538,3 +656,4 @@ _NAMESPACE_OWN = frozenset({"closed", "close", "unlink"})
 naming.register_kind(_core.KIND_DICT, SharedDict)
 naming.register_kind(_core.KIND_LIST, SharedList)
 naming.register_kind(_core.KIND_NAMESPACE, Namespace)
+naming.register_kind(_core.KIND_SET, SharedSet)

@@ -2,8 +2,8 @@
 
 :func:`Manager` returns a :class:`SyncManager`, a subclass of
 ``multiprocessing.managers.SyncManager`` that answers ``dict()``,
-``list()``, ``Namespace()``, ``Lock()``, ``Queue()``, ``Value()`` and the
-other built-in typeids with interproc's shared-memory objects instead of
+``list()``, ``set()``, ``Namespace()``, ``Lock()``, ``Queue()``,
+``Value()`` and the other built-in typeids with interproc's shared-memory objects instead of
 proxies to a server process.  Those objects are used directly by every
 process that has them, so no operation goes through a socket and nothing is
 lost if some process dies.
@@ -56,11 +56,11 @@ class ManagerStateError(ProcessError, AssertionError):
 class SyncManager(_mp_managers.SyncManager):
     """``multiprocessing.managers.SyncManager`` with its built-in types in shared memory.
 
-    **Shared memory, no server:** ``dict``, ``list``, ``Namespace``,
+    **Shared memory, no server:** ``dict``, ``list``, ``set``, ``Namespace``,
     ``Lock``, ``RLock``, ``Semaphore``, ``BoundedSemaphore``,
     ``Condition``, ``Event``, ``Barrier``, ``Queue``, ``JoinableQueue``,
     ``Value`` and ``Array`` return interproc's objects (``SharedDict``,
-    ``SharedList``, ``interproc.Lock``, ...), which pass to other processes
+    ``SharedList``, ``SharedSet``, ``interproc.Lock``, ...), which pass to other processes
     like any interproc object and outlive the manager: ``shutdown()`` does
     not touch them.
 
@@ -233,6 +233,19 @@ class SyncManager(_mp_managers.SyncManager):
         from .containers import SharedList
         return SharedList(sequence)
 
+    def set(self, iterable: Any = ()) -> Any:
+        """A ``SharedSet`` holding the elements of ``iterable`` (the
+        ``set()`` typeid multiprocessing added in Python 3.14).
+
+        Served, it is multiprocessing's ``SetProxy``; before 3.14 this
+        module registers the same typeid, so that remote managers have it
+        on every Python interproc supports.
+        """
+        if self._served():
+            return _served_set(self, iterable)
+        from .containers import SharedSet
+        return SharedSet(iterable)
+
     def Namespace(self, **kwds: Any) -> Any:
         """A shared ``Namespace`` with ``kwds`` as its attributes."""
         if self._served():
@@ -334,12 +347,63 @@ class SyncManager(_mp_managers.SyncManager):
         return sharedctypes.Array(typecode, sequence, lock=lock)
 
 
+# The methods multiprocessing's SetProxy (Python 3.14) exposes.
+_SET_EXPOSED = (
+    "__and__", "__contains__", "__iand__", "__ior__", "__isub__", "__iter__", "__ixor__",
+    "__len__", "__or__", "__rand__", "__ror__", "__rsub__", "__rxor__", "__sub__", "__xor__",
+    "__ge__", "__gt__", "__le__", "__lt__", "add", "clear", "copy", "difference",
+    "difference_update", "discard", "intersection", "intersection_update", "isdisjoint",
+    "issubset", "issuperset", "pop", "remove", "symmetric_difference",
+    "symmetric_difference_update", "union", "update",
+)
+
+if not hasattr(_mp_managers, "SetProxy"):
+    # Before 3.14: the same proxy, defined here so that a registry naming
+    # it pickles (a spawned server process imports it from this module).
+    _BaseSetProxy = _mp_managers.MakeProxyType("_BaseSetProxy", _SET_EXPOSED)
+    _BaseSetProxy.__module__ = __name__
+
+    class _SetProxy(_BaseSetProxy):  # type: ignore[valid-type,misc]
+        # The server changes its set; the proxy stays the name for it.
+        def __ior__(self, value: Any) -> Any:
+            self._callmethod("__ior__", (value,))
+            return self
+
+        def __iand__(self, value: Any) -> Any:
+            self._callmethod("__iand__", (value,))
+            return self
+
+        def __ixor__(self, value: Any) -> Any:
+            self._callmethod("__ixor__", (value,))
+            return self
+
+        def __isub__(self, value: Any) -> Any:
+            self._callmethod("__isub__", (value,))
+            return self
+
+
+def _make_served_set() -> Any:
+    """The method that asks the server for a ``set``: multiprocessing's
+    own from Python 3.14; before, the one registering the typeid makes."""
+    own = getattr(_mp_managers.SyncManager, "set", None)
+    if own is not None:
+        return own
+    ours = SyncManager.__dict__["set"]
+    SyncManager.register("set", set, _SetProxy)  # also sets SyncManager.set: put ours back
+    made = SyncManager.__dict__["set"]
+    SyncManager.set = ours  # type: ignore[method-assign]
+    return made
+
+
+_served_set = _make_served_set()
+
+
 def Manager(url: Any = None, **kwargs: Any) -> Any:
     """A started manager.
 
     Without ``url``: a :class:`SyncManager`, ``multiprocessing.Manager()``.
     No server process is started: the built-in types (``dict``, ``list``,
-    ``Namespace``, ``Lock``, ``Queue``, ``Value``, ...) are made in shared
+    ``set``, ``Namespace``, ``Lock``, ``Queue``, ``Value``, ...) are made in shared
     memory, and the server starts only if ``Pool()`` or another served
     typeid is used.  Usable as ``with Manager() as m:``, like
     multiprocessing's.

@@ -1080,6 +1080,185 @@ out:
     return res;
 }
 
+/* ------------------------------------------------------- key sets */
+
+/* What _keys_apply() does with each key: a shared set's bulk updates. */
+enum { KEYS_ADD = 0, KEYS_DISCARD = 1, KEYS_TOGGLE = 2, KEYS_RETAIN = 3 };
+
+/* By encoding, then by position, so that the first of equal keys sorts first. */
+static int dkey_order(const void *a, const void *b)
+{
+    const dkey_t *x = *(dkey_t *const *)a, *y = *(dkey_t *const *)b;
+    if (x->hash != y->hash)
+        return x->hash < y->hash ? -1 : 1;
+    if (x->enc.len != y->enc.len)
+        return x->enc.len < y->enc.len ? -1 : 1;
+    int c = memcmp(x->enc.buf, y->enc.buf, x->enc.len);
+    if (c != 0)
+        return c;
+    return x < y ? -1 : x > y;
+}
+
+static int dkey_same(const dkey_t *x, const dkey_t *y)
+{
+    return x->hash == y->hash && x->enc.len == y->enc.len
+           && memcmp(x->enc.buf, y->enc.buf, x->enc.len) == 0;
+}
+
+/* Whether a stored key (its hash and encoding) is among the sorted keys. */
+static int sorted_has(dkey_t *const *sorted, Py_ssize_t n, uint64_t hash, const uint8_t *enc,
+                      uint64_t len)
+{
+    Py_ssize_t lo = 0, hi = n;
+    while (lo < hi) {
+        Py_ssize_t mid = lo + (hi - lo) / 2;
+        const dkey_t *k = sorted[mid];
+        int c = k->hash != hash         ? (k->hash < hash ? -1 : 1)
+                : k->enc.len != len     ? (k->enc.len < len ? -1 : 1)
+                                        : memcmp(k->enc.buf, enc, len);
+        if (c == 0)
+            return 1;
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return 0;
+}
+
+/* Removes key k if present: 1 removed, 0 absent, -1 error. */
+static int discard_key(const ip_op_t *op, const dkey_t *k)
+{
+    dview_t dv;
+    ip_item_t it;
+    uint64_t ix = 0, slot, item = 0;
+    int found = dview(op, &dv) < 0 ? -1 : lookup(op->hp, &dv, k, &ix, &slot, &item, &it);
+    if (found <= 0)
+        return found;
+    return remove_entry(op, &dv, ix, slot, &it) < 0 ? -1 : 1;
+}
+
+/* Removes every key not among the sorted ones; the number removed, or -1. */
+static Py_ssize_t retain_keys(const ip_op_t *op, dkey_t *const *sorted, Py_ssize_t n)
+{
+    ip_heap_t *hp = op->hp;
+    Py_ssize_t removed = 0;
+    dview_t dv;
+    if (dview(op, &dv) < 0)
+        return -1;
+    /* Removing leaves holes and never allocates: entry numbers stay put. */
+    for (uint64_t i = 0; i < dv.nitems; i++) {
+        uint64_t item = IP_LOAD(dv.ents[i].item);
+        if (item == 0)
+            continue;
+        ip_item_t it;
+        if (ip_ditem_read(hp, item, &it) < 0)
+            return -1;
+        uint64_t hash = IP_LOAD(dv.ents[i].hash);
+        if (sorted_has(sorted, n, hash, it.key, it.klen))
+            continue;
+        int64_t slot = slot_of(&dv, i, hash);
+        if (slot < 0 || remove_entry(op, &dv, i, (uint64_t)slot, &it) < 0)
+            return -1;
+        removed++;
+        ip_heap_checkpoint(hp);
+        if (dview(op, &dv) < 0)
+            return -1;
+    }
+    return removed;
+}
+
+PyDoc_STRVAR(keys_apply_doc, "_keys_apply(how, keys) -> int\n--\n\n"
+"A shared set's bulk update, in one transaction: add every key of the list\n"
+"(how=0, with None as its value), discard them (1), toggle each distinct\n"
+"one (2), or remove every stored key not among them (3).  Returns how many\n"
+"keys were added or removed.  The keys are encoded before the lock.");
+
+static PyObject *DictCore_keys_apply(ip_handle_t *h, PyObject *args)
+{
+    int how;
+    PyObject *list;
+    if (!PyArg_ParseTuple(args, "iO!:_keys_apply", &how, &PyList_Type, &list))
+        return NULL;
+    if (how < KEYS_ADD || how > KEYS_RETAIN) {
+        PyErr_Format(PyExc_ValueError, "not a key operation: %d", how);
+        return NULL;
+    }
+    if (ip_handle_check(h) < 0)
+        return NULL;
+    /* A copy: encoding a key may run code that changes the list. */
+    PyObject *items = PySequence_List(list);
+    if (items == NULL)
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(items), done = 0, changed = 0;
+    dkey_t *keys = PyMem_Calloc(n ? (size_t)n : 1, sizeof *keys);
+    dkey_t **sorted = PyMem_Calloc(n ? (size_t)n : 1, sizeof *sorted);
+    char *dup = PyMem_Calloc(n ? (size_t)n : 1, 1);
+    PyObject *res = NULL;
+    int have_value = 0;
+    ip_value_t none;
+    if (keys == NULL || sorted == NULL || dup == NULL) {
+        PyErr_NoMemory();
+        goto out;
+    }
+    /* Whatever can fail on bad input (an unhashable key, one that does
+     * not pickle) fails here, before the lock, and changes nothing. */
+    for (; done < n; done++) {
+        if (dkey_init(&keys[done], PyList_GET_ITEM(items, done)) < 0)
+            goto out;
+        sorted[done] = &keys[done];
+    }
+    if (how == KEYS_TOGGLE || how == KEYS_RETAIN) {
+        qsort(sorted, (size_t)n, sizeof *sorted, dkey_order);
+        for (Py_ssize_t i = 1; i < n; i++)
+            if (dkey_same(sorted[i - 1], sorted[i]))
+                dup[sorted[i] - keys] = 1;
+    }
+    if (how == KEYS_ADD || how == KEYS_TOGGLE) {
+        if (ip_value_init(h->heap, &none, Py_None) < 0)
+            goto out;
+        have_value = 1;
+    }
+    ip_op_t op;
+    if (ip_op_begin(h, &op) < 0)
+        goto out;
+    int ok = 1;
+    if (how == KEYS_RETAIN) {
+        Py_ssize_t removed = retain_keys(&op, sorted, n);
+        ok = removed >= 0;
+        changed = removed;
+    }
+    for (Py_ssize_t i = 0; i < n && ok && how != KEYS_RETAIN; i++) {
+        if (dup[i])
+            continue;
+        ip_heap_checkpoint(op.hp);
+        int rc;
+        if (how == KEYS_ADD) {
+            rc = store(&op, &keys[i], &none, 1);
+        } else {
+            rc = discard_key(&op, &keys[i]);
+            if (rc == 0 && how == KEYS_TOGGLE)
+                rc = store(&op, &keys[i], &none, 1);
+        }
+        ok = rc >= 0;
+        changed += rc > 0;
+    }
+    ip_op_end(&op, ok);
+    ip_op_done(&op);
+    if (ok)
+        res = PyLong_FromSsize_t(changed);
+out:
+    if (have_value)
+        ip_value_clear(&none);
+    for (Py_ssize_t i = 0; i < done; i++)
+        dkey_clear(&keys[i]);
+    PyMem_Free(keys);
+    PyMem_Free(sorted);
+    PyMem_Free(dup);
+    Py_DECREF(items);
+    return res;
+}
+
 static PyObject *DictCore_clear(ip_handle_t *h, PyObject *Py_UNUSED(a))
 {
     ip_op_t op;
@@ -1271,6 +1450,7 @@ static PyMethodDef DictCore_methods[] = {
      "popitem()\n--\n\nRemove and return the last inserted (key, value) pair."},
     {"clear", (PyCFunction)DictCore_clear, METH_NOARGS, "clear()\n--\n\nRemove every item."},
     {"_update_pairs", (PyCFunction)DictCore_update_pairs, METH_O, update_doc},
+    {"_keys_apply", (PyCFunction)DictCore_keys_apply, METH_VARARGS, keys_apply_doc},
     {"_chunk", (PyCFunction)DictCore_chunk, METH_VARARGS, chunk_doc},
     {"_snapshot", (PyCFunction)DictCore_snapshot, METH_O, snapshot_doc},
     {"_state", (PyCFunction)DictCore_state, METH_NOARGS, state_doc},

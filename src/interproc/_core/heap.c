@@ -465,7 +465,7 @@ ip_obj_t *ip_heap_obj(ip_heap_t *hp, uint64_t off, uint32_t type, uint64_t oid)
     uint32_t t = IP_LOAD(o->type);
     if (id == 0 || (oid && id != oid))
         return NULL;
-    if (type ? t != type : (t < IP_OBJ_DICT || t > IP_OBJ_NAMESPACE))
+    if (type ? t != type : (t < IP_OBJ_FIRST || t > IP_OBJ_LAST))
         return NULL;
     return o;
 }
@@ -923,7 +923,7 @@ copy_value(ip_heap_t *hp, uint32_t vtype, const uint8_t *data, uint64_t len, ip_
         c->off = t;
         c->oid = IP_LOAD(o->oid);
         c->otype = IP_LOAD(o->type);
-        if (c->oid == 0 || c->otype < IP_OBJ_DICT || c->otype > IP_OBJ_NAMESPACE)
+        if (c->oid == 0 || c->otype < IP_OBJ_FIRST || c->otype > IP_OBJ_LAST)
             return ip_heap_corrupt("a stored container is gone");
         return 0;
     }
@@ -1080,8 +1080,10 @@ static int heap_layout(ip_heap_t *hp, uint32_t kind, int create)
         hp->uid = h->seg.uid;
         hp->kind = kind;
         if (kind != IP_KIND_HEAP) {
-            uint32_t type = kind == IP_KIND_DICT ? IP_OBJ_DICT
-                            : kind == IP_KIND_LIST ? IP_OBJ_LIST : IP_OBJ_NAMESPACE;
+            uint32_t type = kind == IP_KIND_DICT   ? IP_OBJ_DICT
+                            : kind == IP_KIND_LIST ? IP_OBJ_LIST
+                            : kind == IP_KIND_SET  ? IP_OBJ_SET
+                                                   : IP_OBJ_NAMESPACE;
             ip_deadline_t d = {.infinite = 1};
             if (ip_heap_enter(hp, &d) != 0)
                 return -1;
@@ -1139,7 +1141,7 @@ static PyObject *HeapCore_new(PyTypeObject *type, PyObject *args, PyObject *kwds
         close(fd);
         return NULL;
     }
-    if (kind < IP_KIND_HEAP || kind > IP_KIND_NAMESPACE || create < 0) {
+    if (kind < IP_KIND_HEAP || kind > IP_KIND_SET || create < 0) {
         if (create >= 0)
             PyErr_Format(PyExc_ValueError, "not a container kind: %ld", kind);
         close(fd);
@@ -1272,14 +1274,14 @@ static PyObject *HeapCore_guard_exit(ip_heap_t *hp, PyObject *Py_UNUSED(a))
 }
 
 PyDoc_STRVAR(new_object_doc, "new_object(type) -> (offset, oid)\n--\n\n"
-"Allocate an empty container of `type` (1 dict, 2 list, 3 namespace).");
+"Allocate an empty container of `type` (1 dict, 2 list, 3 namespace, 4 set).");
 
 static PyObject *HeapCore_new_object(ip_heap_t *hp, PyObject *arg)
 {
     long type = PyLong_AsLong(arg);
     if (type == -1 && PyErr_Occurred())
         return NULL;
-    if (type < IP_OBJ_DICT || type > IP_OBJ_NAMESPACE) {
+    if (type < IP_OBJ_FIRST || type > IP_OBJ_LAST) {
         PyErr_Format(PyExc_ValueError, "not a container type: %ld", type);
         return NULL;
     }
@@ -1647,10 +1649,12 @@ int ip_heap_init_module(PyObject *m)
         || PyModule_AddIntConstant(m, "KIND_DICT", IP_KIND_DICT) < 0
         || PyModule_AddIntConstant(m, "KIND_LIST", IP_KIND_LIST) < 0
         || PyModule_AddIntConstant(m, "KIND_NAMESPACE", IP_KIND_NAMESPACE) < 0
+        || PyModule_AddIntConstant(m, "KIND_SET", IP_KIND_SET) < 0
         || PyModule_AddIntConstant(m, "HEAP_START", (long)IP_HEAP_START) < 0
         || PyModule_AddIntConstant(m, "OBJ_DICT", IP_OBJ_DICT) < 0
         || PyModule_AddIntConstant(m, "OBJ_LIST", IP_OBJ_LIST) < 0
-        || PyModule_AddIntConstant(m, "OBJ_NAMESPACE", IP_OBJ_NAMESPACE) < 0)
+        || PyModule_AddIntConstant(m, "OBJ_NAMESPACE", IP_OBJ_NAMESPACE) < 0
+        || PyModule_AddIntConstant(m, "OBJ_SET", IP_OBJ_SET) < 0)
         return -1;
     return add_layout(m);
 }

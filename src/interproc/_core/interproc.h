@@ -45,6 +45,7 @@ enum ip_kind {
     IP_KIND_DICT = 15,      /* a heap whose root is a SharedDict */
     IP_KIND_LIST = 16,      /* ... a SharedList */
     IP_KIND_NAMESPACE = 17, /* ... a Namespace */
+    IP_KIND_SET = 18,       /* ... a SharedSet */
 };
 
 /* ------------------------------------------------------------------ */
@@ -585,7 +586,12 @@ typedef struct {
 #define IP_HEAP_LOG_OFFSET IP_HEAP_HDR_SIZE
 #define IP_HEAP_START (IP_HEAP_LOG_OFFSET + (uint64_t)IP_HEAP_LOG_CAP * sizeof(ip_undo_t))
 
-enum ip_obj_type { IP_OBJ_DICT = 1, IP_OBJ_LIST = 2, IP_OBJ_NAMESPACE = 3 };
+/* A set is a dict table whose values are all None: it shares the dict's
+ * layout and code, and has a type of its own only so that a stored set
+ * reads back as a set. */
+enum ip_obj_type { IP_OBJ_DICT = 1, IP_OBJ_LIST = 2, IP_OBJ_NAMESPACE = 3, IP_OBJ_SET = 4 };
+#define IP_OBJ_FIRST IP_OBJ_DICT
+#define IP_OBJ_LAST IP_OBJ_SET
 
 /* A container inside a heap.  Dicts keep CPython's split layout: `index`
  * is a table of `mask + 1` u32 slots (0 empty, UINT32_MAX deleted, else
@@ -779,7 +785,7 @@ static inline ip_obj_t *ip_op_obj(const ip_op_t *op)
      * that the header is still this container's. */
     ip_obj_t *o = IP_HOFF(op->hp, op->off);
     uint32_t t = IP_LOAD(o->type);
-    if (IP_LOAD(o->oid) != op->oid || t < IP_OBJ_DICT || t > IP_OBJ_NAMESPACE)
+    if (IP_LOAD(o->oid) != op->oid || t < IP_OBJ_FIRST || t > IP_OBJ_LAST)
         return NULL;
     return o;
 }

@@ -98,6 +98,8 @@ static const char *kind_name(uint32_t kind)
         return "SharedList";
     case IP_KIND_NAMESPACE:
         return "Namespace";
+    case IP_KIND_SET:
+        return "SharedSet";
     default:
         return NULL;
     }

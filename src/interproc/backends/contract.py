@@ -37,6 +37,7 @@ _POS = _P.POSITIONAL_OR_KEYWORD
 MANAGER_METHODS: Dict[str, inspect.Signature] = {
     "dict": _sig(("args", _P.VAR_POSITIONAL, _EMPTY), ("kwds", _P.VAR_KEYWORD, _EMPTY)),
     "list": _sig(("sequence", _POS, ())),
+    "set": _sig(("iterable", _POS, ())),
     "Namespace": _sig(("kwds", _P.VAR_KEYWORD, _EMPTY)),
     "Lock": _sig(),
     "RLock": _sig(),
@@ -63,10 +64,18 @@ _LOCK = ("acquire", "release", "__enter__", "__exit__")
 OBJECT_METHODS: Dict[str, Tuple[str, ...]] = {
     "dict": ("__getitem__", "__setitem__", "__delitem__", "__contains__", "__len__", "__iter__",
              "get", "setdefault", "pop", "popitem", "update", "clear", "copy", "keys", "values",
-             "items", "increment", "lock"),
+             "items", "increment", "fromkeys", "__or__", "__ror__", "__ior__", "__reversed__",
+             "lock"),
     "list": ("__getitem__", "__setitem__", "__delitem__", "__contains__", "__len__", "__iter__",
              "append", "extend", "insert", "pop", "remove", "index", "count", "sort", "reverse",
              "clear", "copy", "__iadd__", "__imul__", "lock"),
+    "set": ("__contains__", "__len__", "__iter__", "__or__", "__ror__", "__ior__", "__and__",
+            "__rand__", "__iand__", "__sub__", "__rsub__", "__isub__", "__xor__", "__rxor__",
+            "__ixor__", "__lt__", "__le__", "__gt__", "__ge__", "__eq__", "add", "discard",
+            "remove", "pop", "clear", "copy", "update", "difference_update",
+            "intersection_update", "symmetric_difference_update", "union", "intersection",
+            "difference", "symmetric_difference", "isdisjoint", "issubset", "issuperset",
+            "lock"),
     "Namespace": (),  # attributes: the behaviour tests cover them
     "Lock": _LOCK,
     "RLock": _LOCK,

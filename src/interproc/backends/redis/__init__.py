@@ -1,7 +1,7 @@
 """interproc on Redis: the same objects, shared between machines.
 
 ``interproc.Manager("redis://host:6379/0")`` returns a :class:`RedisManager`
-whose dict, list, Namespace, queues, locks, Value and Array live in a Redis
+whose dict, list, set, Namespace, queues, locks, Value and Array live in a Redis
 server or Redis Cluster, with the semantics of the shared-memory objects.
 
 Modules
@@ -23,7 +23,7 @@ Modules
                    (containers, Value, Array);
 - ``synchronize``  Lock, RLock, Semaphore, BoundedSemaphore, Condition, Event, Barrier;
 - ``queues``       Queue, JoinableQueue, SimpleQueue;
-- ``containers``, ``sharedctypes``: dict, list, Namespace; Value, Array.
+- ``containers``, ``sharedctypes``: dict, list, set, Namespace; Value, Array.
 
 redis-py is needed (``pip install interproc[redis]``), but only once a
 connection is made: importing this package does not import it.
@@ -71,7 +71,7 @@ def _register_lazily(kind: str, module: str) -> None:
 # Objects stored in other objects (a list in a dict, a queue sent through a
 # queue) come back as references (see codec), in any process.
 for _module, _kinds in (
-    ("containers", ("dict", "list", "Namespace")),
+    ("containers", ("dict", "list", "set", "Namespace")),
     ("sharedctypes", ("Value", "Array")),
     ("queues", ("Queue", "SimpleQueue", "JoinableQueue")),
     ("synchronize", ("Lock", "RLock", "Semaphore", "BoundedSemaphore", "Event", "Condition",

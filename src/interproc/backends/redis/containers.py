@@ -1,4 +1,4 @@
-"""RedisDict, RedisList and RedisNamespace: SharedDict, SharedList and Namespace on Redis.
+"""RedisDict, RedisList, RedisSet and RedisNamespace: the shared containers on Redis.
 
 Same API and semantics as the shared-memory containers (docs/api.md,
 "Shared containers"), with the data on a Redis server or cluster so that
@@ -22,6 +22,11 @@ is atomic; ``with c.lock:`` makes several atomic together (see _guarded).
   scores come from it.  Iteration compares it at each chunk and at the end
   and raises RuntimeError when it moved; changes made through this process's
   handles are noticed at the next item, as with a dict.
+
+**set**: a dict's parts (``h``, ``k``, ``o``, ``ver``) with the same
+constant payload for every element, so that elements compare, keep their
+first form and iterate exactly as a dict's keys do; the bulk updates
+(``update``, ``-=``, ``&=``, ``^=``...) are one script each.
 
 **list**: ``l``, a Redis list of payloads (LINDEX/LSET/RPUSH/LRANGE; Lua for
 insert, slices, pop at an index, reverse, ``*=``); ``ver``, bumped by every
@@ -47,14 +52,16 @@ import sys
 from typing import Any, Iterable, Iterator, Optional
 
 from ... import _core
-from ..._container_api import CHUNK_FIRST, CHUNK_MAX, DictAPI, ListAPI, dict_pairs, list_values
+from ..._container_api import (CHUNK_FIRST, CHUNK_MAX, KEYS_ADD, KEYS_DISCARD, KEYS_RETAIN,
+                                KEYS_TOGGLE, DictAPI, ListAPI, SetAPI, dict_pairs, list_values,
+                                set_keys)
 from ._base import register
 from ._guarded import GuardedObject, lua
 from .synchronize import DEFAULT_LEASE, RLock, check_lease
 from .codec import Codec
 from .errors import SignatureError
 
-__all__ = ["RedisDict", "RedisList", "RedisNamespace"]
+__all__ = ["RedisDict", "RedisList", "RedisSet", "RedisNamespace"]
 
 # Indexes handed to Lua (doubles) are clamped to this: no list is that long.
 _INDEX_LIMIT = 1 << 50
@@ -193,10 +200,10 @@ return put(ARGV[2], ARGV[4], ARGV[5])
 """)
 
 
-def _changed(size: int, now: int) -> None:
+def _changed(size: int, now: int, noun: str = "dictionary") -> None:
     if now != size:
-        raise RuntimeError("dictionary changed size during iteration")
-    raise RuntimeError("dictionary keys changed during iteration")
+        raise RuntimeError(f"{noun} changed size during iteration")
+    raise RuntimeError(f"{noun} keys changed during iteration")
 
 
 _MISSING = object()
@@ -206,6 +213,7 @@ class _HashBase(GuardedObject):
     """The dict machinery RedisDict and RedisNamespace share."""
 
     _PARTS = ("h", "k", "o", "ver")
+    _ITER_NOUN = "dictionary"
 
     # ---------------------------------------------------------- encoding
 
@@ -282,7 +290,7 @@ class _HashBase(GuardedObject):
             if version is None:
                 version, size = ver, n
             elif ver != version:
-                _changed(size, n)
+                _changed(size, n, self._ITER_NOUN)
             if not fields:
                 return
             for x in self._decode(what, fields, okeys, payloads):
@@ -290,7 +298,7 @@ class _HashBase(GuardedObject):
                 if _local_changes.get(self._ident, 0) != local:
                     ver, n = self._state()
                     if ver != version:
-                        _changed(size, n)
+                        _changed(size, n, self._ITER_NOUN)
             pos += len(fields)
             want = min(want * 4, CHUNK_MAX)
 
@@ -300,18 +308,20 @@ def _signature_error(message: str) -> Exception:
 
 
 class _FromKeys:
-    """``fromkeys`` called on a RedisDict makes a new anonymous one on its
-    connection; on the class it needs the connection first."""
+    """``RedisDict.fromkeys(conn, iterable, value=None, **options)`` makes a
+    new anonymous RedisDict (it needs the connection first); called on a
+    dict, ``d.fromkeys(iterable, value=None)`` gives a plain dict, as a
+    SharedDict's and a manager's dict proxy's do."""
 
     def __get__(self, obj: Any, cls: type) -> Any:
         if obj is None:
             def fromkeys(conn: Any, iterable: Iterable[Any], value: Any = None, **options: Any) -> Any:
                 return cls(conn, [(k, value) for k in iterable], **options)
+            fromkeys.__doc__ = "A new anonymous RedisDict with keys from iterable, each set to value."
         else:
             def fromkeys(iterable: Iterable[Any], value: Any = None) -> Any:
-                return cls(obj._conn, [(k, value) for k in iterable], codec=obj._codec,
-                           lease=obj._lease)
-        fromkeys.__doc__ = "A new anonymous RedisDict with keys from iterable, each set to value."
+                return dict.fromkeys(iterable, value)
+            fromkeys.__doc__ = "A plain dict with keys from iterable, each set to value."
         return fromkeys
 
 
@@ -419,6 +429,135 @@ class RedisDict(DictAPI, _HashBase):
 
 
 collections.abc.MutableMapping.register(RedisDict)
+
+
+# ------------------------------------------------------------------- set
+
+# Every element's payload is '1': never decoded, there only because a set
+# is a dict's hash with nothing to say about values.  KEYS as _D.  ARGV: 2.. (field, original key) pairs.
+S_ADD = lua(_D + """
+local added = 0
+for i = 2, #ARGV, 2 do added = added + put(ARGV[i], '1', ARGV[i + 1]) end
+return added
+""")
+# ARGV: 2.. fields.
+S_DISCARD = lua(_D + """
+local gone = 0
+for i = 2, #ARGV do gone = gone + drop(ARGV[i]) end
+return gone
+""")
+# ARGV: 2.. (field, original key) pairs, each field once.
+S_TOGGLE = lua(_D + """
+local n = 0
+for i = 2, #ARGV, 2 do
+  if drop(ARGV[i]) == 0 then put(ARGV[i], '1', ARGV[i + 1]) end
+  n = n + 1
+end
+return n
+""")
+# ARGV: 2.. the fields to keep.
+S_RETAIN = lua(_D + """
+local keep = {}
+for i = 2, #ARGV do keep[ARGV[i]] = true end
+local gone = 0
+for _, f in ipairs(redis.call('HKEYS', KEYS[2])) do
+  if not keep[f] then gone = gone + drop(f) end
+end
+return gone
+""")
+S_POP = lua(_D + """
+local last = redis.call('ZREVRANGE', KEYS[4], 0, 0)
+if #last == 0 then return false end
+local f = last[1]
+local out = {f, redis.call('HGET', KEYS[3], f)}
+drop(f)
+return out
+""")
+
+
+@register
+class RedisSet(SetAPI, _HashBase):
+    """A set on Redis, shared by every process (on any machine) with a handle on it.
+
+    ``RedisSet(conn, iterable=(), *, name=None, create=None, codec=None,
+    lease=10.0)``.  The API and semantics are SharedSet's: elements compare
+    as a RedisDict's keys, every single operation is atomic (the in-place
+    ones included), ``with s.lock:`` makes several atomic together, and
+    operations that make a new set give plain sets.
+    """
+
+    _KIND = "set"
+    _ITER_NOUN = "Set"
+
+    def __init__(self, conn: Any, iterable: Iterable[Any] = (), *, name: Optional[str] = None,
+                 create: Optional[bool] = None, codec: Any = None,
+                 lease: float = DEFAULT_LEASE) -> None:
+        keys = set_keys(iterable)
+        self._lease = check_lease(lease)
+        meta = self._open(conn, name, create, codec, {})
+        if keys and not meta.created:
+            raise ValueError(f"RedisSet {name!r} already exists; content can only be given "
+                             "when it is created")
+        if keys:
+            self._keys_apply(KEYS_ADD, keys)
+
+    @property
+    def lock(self) -> RLock:
+        """The lock that makes compound updates atomic: a Redis RLock (see _guarded)."""
+        return self._lock
+
+    def _keys_apply(self, how: int, keys: list) -> int:
+        """The bulk update SetAPI builds on (see _container_api)."""
+        if how == KEYS_DISCARD or how == KEYS_RETAIN:
+            args: list = [self._field(k) for k in keys]
+            if how == KEYS_RETAIN:
+                done = self._run(S_RETAIN, *args)
+            else:
+                done = self._run(S_DISCARD, *args) if args else 0
+        else:
+            fields: dict = {}
+            for k in keys:
+                field = self._field(k)
+                if field not in fields:  # the first of equal elements is the one stored
+                    fields[field] = self._okey(k)
+            args = [x for pair in fields.items() for x in pair]
+            script = {KEYS_ADD: S_ADD, KEYS_TOGGLE: S_TOGGLE}[how]
+            done = self._run(script, *args) if args else 0
+        self._changed_keys(int(done))
+        return int(done)
+
+    def __contains__(self, element: Any) -> bool:
+        return bool(self._run(D_CONTAINS, self._field(element)))
+
+    def __len__(self) -> int:
+        return int(self._run(D_LEN))
+
+    def add(self, element: Any) -> None:
+        """Add element; nothing happens if an equal one is there already."""
+        self._changed_keys(self._run(S_ADD, self._field(element), self._okey(element)))
+
+    def discard(self, element: Any) -> None:
+        """Remove element if it is there."""
+        self._changed_keys(self._run(D_DEL, self._field(element)))
+
+    def remove(self, element: Any) -> None:
+        """Remove element; KeyError if it is not there."""
+        self._del(element)
+
+    def pop(self) -> Any:
+        """Remove and return the element added last; KeyError if empty."""
+        reply = self._run(S_POP)
+        if reply is None:
+            raise KeyError("pop from an empty set")
+        self._changed_keys()
+        field, okey = reply
+        return self._key_of(field, okey)
+
+    def clear(self) -> None:
+        self._changed_keys(self._run(D_CLEAR))
+
+
+collections.abc.MutableSet.register(RedisSet)
 
 
 # ------------------------------------------------------------- Namespace

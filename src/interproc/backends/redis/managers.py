@@ -188,6 +188,12 @@ class RedisManager:
         from .containers import RedisList
         return self._make(RedisList, sequence, name=name, create=create)
 
+    def set(self, iterable: Any = (), *, name: Optional[str] = None,
+            create: Optional[bool] = None) -> Any:
+        """A ``RedisSet`` holding the elements of ``iterable``."""
+        from .containers import RedisSet
+        return self._make(RedisSet, iterable, name=name, create=create)
+
     def Namespace(self, *, name: Optional[str] = None, create: Optional[bool] = None,
                   **kwds: Any) -> Any:
         """A ``RedisNamespace`` with ``kwds`` as its attributes (``name`` and
