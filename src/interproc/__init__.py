@@ -10,7 +10,7 @@ from typing import Any as _Any
 from .connection import Connection, Pipe, wait
 from .containers import Namespace, SharedDict, SharedList
 from .naming import ObjectInfo, SegmentError, attach, list_objects, unlink
-from .queues import Empty, Full, JoinableQueue, Queue, SimpleQueue
+from .queues import Empty, Full, JoinableQueue, Queue, ShutDown, SimpleQueue
 from .sharedctypes import Array, RawArray, RawValue, Value, as_ndarray
 from .synchronize import (
     Barrier,
@@ -74,6 +74,7 @@ __all__ = [
     "Namespace",
     "Full",
     "Empty",
+    "ShutDown",
     "attach",
     "unlink",
     "list_objects",
