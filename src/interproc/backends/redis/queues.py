@@ -21,8 +21,9 @@ consumer that takes it puts it back in the same script, and so the one
 blocked ``BLMOVE`` after another wakes, each raising ShutDown: the marker
 wakes consumers that wait in Redis the way an item would.  Each take script
 puts back a marker that is missing from a shut-down queue (taken by a
-consumer that died before its next command), so such a death delays the
-others by at most one ``GET_CHUNK``.  An immediate shutdown deletes the
+consumer that died before its next command), and so does the command
+before each blocking move: such a death delays the consumers already
+blocked by at most one ``GET_CHUNK``, and the others not at all.  An immediate shutdown deletes the
 items in the same script, lowers a JoinableQueue's unfinished tasks by as
 many (never below 0), and wakes every ``join()``; items that were in flight
 to a consumer whose connection broke are then discarded with them instead
@@ -254,6 +255,16 @@ w_wake(KEYS[4], KEYS[5], ARGV[3], -1)
 return n
 """)
 
+# Before a blocking move: empties the processing list (what it held was
+# delivered by the previous call) and puts back a shut-down queue's end
+# marker if a consumer that died took it, so that the move does not wait
+# for what will never come.  KEYS items, proc, shut.
+_BEFORE_MOVE_LUA = _QUEUE_PRELUDE + """
+redis.call('DEL', KEYS[2])
+q_settle(KEYS[1], KEYS[3])
+return 0
+"""
+
 # qsize: the items, less the end marker of a shut-down queue.  KEYS items.
 _QSIZE_LUA = """
 local n = redis.call('LLEN', KEYS[1])
@@ -455,7 +466,7 @@ class _QueueBase(WaitingObject):
             pipe = self._conn.blocking_client.pipeline(transaction=False)
             if not c.registered:
                 pipe.execute_command("EVAL", _REGISTER_CONSUMER_LUA, 2, self._procs, c.proc)
-            pipe.delete(c.proc)
+            pipe.execute_command("EVAL", _BEFORE_MOVE_LUA, 3, self._items, c.proc, self._shut)
             left = deadline.remaining()
             blocking = deadline.waits and (left is None or left > 0)
             if blocking:
