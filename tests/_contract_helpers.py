@@ -174,3 +174,80 @@ def list_ops_in_child(lst):
 
 def add_to_inner_set(d, value):
     d["s"].add(value)
+
+# ------------------------------------------------------------ queue shutdown
+# Children report what they saw on `out` and exit 0; an unexpected outcome
+# raises, which fails the child's exit code.
+
+#: How long a child's blocked call waits before it gives up: far longer than
+#: a wake-up takes on a loaded machine, far shorter than the test's timeout.
+WAKE_TIMEOUT = 30
+
+
+def _raises_shutdown(call, *args):
+    from interproc import ShutDown
+
+    try:
+        call(*args)
+    except ShutDown:
+        return True
+    return False
+
+
+def puts_after_shutdown(q, simple):
+    assert q.is_shutdown
+    calls = [(q.put, 1)] if simple else [(q.put, 1), (q.put_nowait, 1), (q.put_many, [1, 2])]
+    for call, arg in calls:
+        assert _raises_shutdown(call, arg), call
+
+
+def drain_after_shutdown(q, n, out, simple):
+    got = [q.get(timeout=TIMEOUT) for _ in range(n)]
+    calls = [q.get] if simple else [q.get, q.get_nowait, q.get_many]
+    for call in calls:
+        assert _raises_shutdown(call), call
+    out.put(got)
+
+
+def blocked_get(q, ready, out):
+    ready.put("ready")
+    from interproc import ShutDown
+    import queue as _queue
+
+    try:
+        out.put(("item", q.get(timeout=WAKE_TIMEOUT)))
+    except ShutDown:
+        out.put("ShutDown")
+    except _queue.Empty:
+        out.put("Empty")
+
+
+def blocked_put(q, ready, out):
+    ready.put("ready")
+    from interproc import ShutDown
+    import queue as _queue
+
+    try:
+        q.put("late", timeout=WAKE_TIMEOUT)
+        out.put("put")
+    except ShutDown:
+        out.put("ShutDown")
+    except _queue.Full:
+        out.put("Full")
+
+
+def blocked_join(q, ready, out):
+    ready.put("ready")
+    q.join()
+    out.put("joined")
+
+
+def blocked_forever(q, ready, what):
+    """Blocks in `what` until killed."""
+    ready.put("ready")
+    if what == "get":
+        q.get()
+    elif what == "put":
+        q.put("never")
+    else:
+        q.join()

@@ -141,3 +141,28 @@ def barrier_action():
 
 def ignore_warnings():
     warnings.simplefilter("ignore")
+
+
+def open_shut_down_queue(url, name, expected):
+    """Open the queue `name` after its shutdown: it says so, refuses a put
+    and hands out what is left, then ShutDown."""
+    from interproc import ShutDown
+    from interproc.backends.redis import queues as rq
+    from interproc.backends.redis.client import Connection
+
+    q = rq.Queue(Connection.from_url(url), name=name, create=False)
+    if not q.is_shutdown:
+        sys.exit(EXIT_WRONG)
+    try:
+        q.put("late")
+        sys.exit(EXIT_WRONG)
+    except ShutDown:
+        pass
+    got = []
+    while True:
+        try:
+            got.append(q.get(timeout=CHILD_TIMEOUT))
+        except ShutDown:
+            break
+    if got != expected:
+        sys.exit(EXIT_WRONG)

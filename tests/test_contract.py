@@ -573,3 +573,132 @@ def test_value_and_array(manager, start_method):
     ch.run_all(procs)
     assert v.value == 200
     assert a[0] == 200.0 and list(a[:]) == [200.0, 0.0] and len(a) == 2
+
+
+# --------------------------------------------------------- queue shutdown
+
+QUEUE_KINDS = ("Queue", "JoinableQueue", "SimpleQueue")
+
+
+def _waiting(manager, start_method, target, *args):
+    """A child running target(*args, ready, ...) and the moment it is about
+    to block: the parent then gives it time to get there.  Whether it has
+    or not, the outcome asked of shutdown is the same; the pause only makes
+    the blocked path the one usually taken."""
+    ready = manager.Queue()
+    p = start_method.Process(target=target, args=args[:1] + (ready,) + args[1:])
+    p.start()
+    assert ready.get(timeout=ch.TIMEOUT) == "ready"
+    time.sleep(0.3)
+    return p
+
+
+def test_shutdown_exception_is_one_class():
+    assert interproc.ShutDown is interproc.queues.ShutDown
+    assert issubclass(interproc.ShutDown, Exception)
+    if hasattr(queue, "ShutDown"):
+        assert interproc.ShutDown is queue.ShutDown
+
+
+@pytest.mark.parametrize("kind", QUEUE_KINDS)
+def test_queue_shutdown_refuses_puts_in_other_processes(manager, start_method, kind):
+    q = getattr(manager, kind)()
+    assert not q.is_shutdown
+    q.put("kept")
+    q.shutdown()
+    assert q.is_shutdown
+    ch.run_all([start_method.Process(target=ch.puts_after_shutdown,
+                                     args=(q, kind == "SimpleQueue"))])
+    assert q.get() == "kept"
+
+
+@pytest.mark.parametrize("kind", QUEUE_KINDS)
+def test_queue_shutdown_drains_then_raises_in_other_processes(manager, start_method, kind):
+    q, out = getattr(manager, kind)(), manager.Queue()
+    for i in range(3):
+        q.put(i)
+    q.shutdown()
+    ch.run_all([start_method.Process(target=ch.drain_after_shutdown,
+                                     args=(q, 3, out, kind == "SimpleQueue"))])
+    assert out.get(timeout=ch.TIMEOUT) == [0, 1, 2]
+    with pytest.raises(interproc.ShutDown):
+        q.get()
+
+
+def test_queue_shutdown_wakes_blocked_gets_in_other_processes(manager, start_method):
+    q, out = manager.Queue(), manager.Queue()
+    # One waiter is SIGKILLed while it blocks: it must not hold the others back.
+    victim = _waiting(manager, start_method, ch.blocked_forever, q, "get")
+    victim.kill()
+    victim.join(ch.TIMEOUT)
+    waiters = [_waiting(manager, start_method, ch.blocked_get, q, out) for _ in range(2)]
+    q.shutdown()
+    assert [out.get(timeout=ch.TIMEOUT) for _ in waiters] == ["ShutDown", "ShutDown"]
+    join_ok(*waiters)
+
+
+def test_queue_shutdown_wakes_a_blocked_put(manager, start_method):
+    q, out = manager.Queue(1), manager.Queue()
+    q.put("first")
+    victim = _waiting(manager, start_method, ch.blocked_forever, q, "put")
+    victim.kill()
+    victim.join(ch.TIMEOUT)
+    p = _waiting(manager, start_method, ch.blocked_put, q, out)
+    q.shutdown()
+    assert out.get(timeout=ch.TIMEOUT) == "ShutDown"
+    join_ok(p)
+    assert q.get() == "first"  # drained after the shutdown
+    with pytest.raises(interproc.ShutDown):
+        q.get(timeout=ch.TIMEOUT)
+
+
+def test_immediate_shutdown_discards_and_releases_join(manager, start_method):
+    q, out = manager.JoinableQueue(), manager.Queue()
+    q.put_many(list(range(5)))
+    assert q.get() == 0  # taken before the shutdown: its task is still to finish
+    victim = _waiting(manager, start_method, ch.blocked_forever, q, "join")
+    victim.kill()
+    victim.join(ch.TIMEOUT)
+    p = _waiting(manager, start_method, ch.blocked_join, q, out)
+    q.shutdown(immediate=True)
+    assert q.is_shutdown and q.qsize() == 0
+    with pytest.raises(interproc.ShutDown):
+        q.get(timeout=ch.TIMEOUT)  # at once, not after the timeout
+    with pytest.raises(queue.Empty):
+        out.get(timeout=0.2)  # one task is unfinished yet
+    q.task_done()
+    assert out.get(timeout=ch.TIMEOUT) == "joined"
+    join_ok(p)
+    with pytest.raises(ValueError):
+        q.task_done()  # the discarded items counted as done
+    q.join()
+
+
+def test_immediate_shutdown_of_untaken_items_ends_join_at_once(manager):
+    q = manager.JoinableQueue()
+    q.put_many(list(range(3)))
+    q.shutdown(immediate=True)
+    q.join()
+
+
+def test_shutdown_twice_and_upgrade_to_immediate(manager):
+    q = manager.Queue()
+    q.put_many([1, 2, 3])
+    q.shutdown()
+    q.shutdown()
+    assert q.get() == 1 and q.qsize() == 2
+    q.shutdown(immediate=True)
+    assert q.is_shutdown and q.qsize() == 0
+    with pytest.raises(interproc.ShutDown):
+        q.get_nowait()
+    q.shutdown()  # a plain shutdown after an immediate one changes nothing
+    with pytest.raises(interproc.ShutDown):
+        q.get_many(timeout=ch.TIMEOUT)
+
+
+def test_put_many_stopped_by_shutdown_says_how_many_went_in(manager):
+    q = manager.Queue()
+    q.shutdown()
+    with pytest.raises(interproc.ShutDown) as info:
+        q.put_many([1, 2])
+    assert info.value.count == 0

@@ -952,3 +952,85 @@ def test_send_bytes_size_that_overflows_offset_plus_size():
         a.send_bytes(b"0123456789", sys.maxsize, sys.maxsize)
     a.send_bytes(b"ok")
     assert b.recv_bytes() == b"ok"
+
+
+# ------------------------------------------------------------------
+# A damaged shutdown state
+
+
+@pytest.mark.parametrize("state", [3, 2**63, 2**64 - 1])
+def test_unknown_shutdown_state_raises_segment_error_everywhere(state):
+    """A state no shutdown() writes: every operation that reads it says the
+    header is corrupt, and writing a real state back heals the queue."""
+    run_child(f'''
+        q = interproc.JoinableQueue(2)
+        q.put("a")
+        seg = Seg(q._fd)
+        seg.u64(L["queue.shut.state"], {state})
+        for call, args in [(q.put, ("b",)), (q.get, ()), (q.get_nowait, ()), (q.get_many, ()),
+                           (q.put_many, (["c"],)), (q.shutdown, ()), (q.join, ())]:
+            expect(SegmentError, call, *args)
+        expect(SegmentError, getattr, q, "is_shutdown")
+        seg.u64(L["queue.shut.state"], 0)
+        assert not q.is_shutdown and q.get(timeout=10) == "a"
+        q.task_done()
+        seg.close()
+    ''')
+
+
+def test_forged_discarded_count_never_blocks_join_or_crashes():
+    """An absurd count of discarded items only ends tasks early: join()
+    returns and task_done() refuses, nothing worse."""
+    run_child('''
+        q = interproc.JoinableQueue()
+        q.put_many(range(3))
+        seg = Seg(q._fd)
+        q.shutdown(immediate=True)
+        for forged in (2**64 - 1, 2**63, 10**6):
+            seg.u64(L["queue.shut.discarded"], forged)
+            q.join()
+            expect(ValueError, q.task_done)
+            expect(interproc.ShutDown, q.get_nowait)
+        seg.close()
+    ''')
+
+
+def test_forged_immediate_state_is_finished_by_the_next_get():
+    """A state set to immediate with nothing recorded (as a shutdown killed
+    between its two steps leaves it): the next get discards and records."""
+    run_child('''
+        q = interproc.JoinableQueue()
+        q.put_many(range(5))
+        seg = Seg(q._fd)
+        seg.u64(L["queue.shut.state"], 2)
+        assert q.qsize() == 5
+        expect(interproc.ShutDown, q.get)
+        assert q.qsize() == 0 and q._info()["discarded"] == 6
+        q.join()
+        seg.close()
+    ''')
+
+
+def test_drain_left_half_done_is_finished_without_counting_twice():
+    """Immediate state with the count recorded and items still there (a
+    shutdown killed in the middle of its drain): the next get discards them
+    and leaves the count alone, so join() neither hangs nor ends early."""
+    run_child('''
+        q = interproc.JoinableQueue()
+        q.put_many(range(5))
+        assert q.get() == 0
+        seg = Seg(q._fd)
+        seg.u64(L["queue.shut.discarded"], 4 + 1)
+        seg.u64(L["queue.shut.state"], 2)
+        expect(interproc.ShutDown, q.get_nowait)
+        assert q.qsize() == 0 and q._info()["discarded"] == 5
+        done = threading.Event()
+        t = threading.Thread(target=lambda: (q.join(), done.set()))
+        t.start()
+        assert not done.wait(0.2)  # the item taken before is not done yet
+        q.task_done()
+        t.join(10)
+        assert done.is_set()
+        expect(ValueError, q.task_done)
+        seg.close()
+    ''')

@@ -347,3 +347,84 @@ def test_cluster_smoke(redis_cluster_url, cls):
     finally:
         q.unlink()
     assert not conn.client.keys(f"ip:{{{q.name}}}:*")
+
+
+# ------------------------------------------------------------------ shutdown
+# The behaviour both backends share is in test_contract.py; these are the
+# Redis mechanics: the end marker, and recovery after a shutdown.
+
+@pytest.mark.parametrize("immediate", [False, True])
+def test_named_queue_opened_after_shutdown_sees_it(conn, made, start_method, redis_url,
+                                                   immediate):
+    name = fresh_name()
+    q = Q(made, rq.Queue, conn, name=name)
+    q.put_many([1, 2, 3])
+    q.shutdown(immediate=immediate)
+    p = start_method.Process(target=h.open_shut_down_queue,
+                             args=(redis_url, name, [] if immediate else [1, 2, 3]))
+    p.start()
+    p.join(60)
+    assert p.exitcode == 0
+
+
+def test_end_marker_stays_last_and_is_not_an_item(conn, made):
+    q = Q(made, rq.Queue, conn)
+    q.put_many(["a", "b"])
+    q.shutdown()
+    q.shutdown()
+    assert conn.client.lrange(q._items, 0, -1)[-1] == b""
+    assert conn.client.llen(q._items) == 3 and q.qsize() == 2
+    assert q.get_many() == ["a", "b"]
+    with pytest.raises(rq.ShutDown):
+        q.get_many()
+    assert conn.client.lrange(q._items, 0, -1) == [b""]  # put back for the next consumer
+
+
+def test_end_marker_taken_by_a_dead_consumer_comes_back(conn, made):
+    """A consumer killed between its BLMOVE and the script after it keeps
+    the marker in its processing list; the next take puts one back."""
+    q = Q(made, rq.Queue, conn)
+    q.shutdown()
+    conn.client.lmove(q._items, q._key("proc:dead"), "LEFT", "RIGHT")
+    assert conn.client.llen(q._items) == 0
+    with pytest.raises(rq.ShutDown):
+        q.get(timeout=60)
+    with pytest.raises(rq.ShutDown):
+        q.get(timeout=60)  # the registered consumer's first, non-blocking take
+    assert conn.client.lrange(q._items, 0, -1) == [b""]
+
+
+def test_forged_end_marker_in_an_open_queue_is_dropped(conn, made):
+    q = Q(made, rq.Queue, conn)
+    conn.client.rpush(q._items, b"")
+    q.put("real")
+    assert q.get(timeout=5) == "real"
+    with pytest.raises(queue.Empty):
+        q.get_nowait()
+    assert not q.is_shutdown
+
+
+@pytest.mark.parametrize("immediate", [False, True])
+def test_items_in_flight_during_a_shutdown(conn, made, immediate):
+    """Items the server moved to a consumer whose reply was lost: after a
+    plain shutdown they go back ahead of the marker, to be drained; after
+    an immediate one they are discarded with the rest, and their tasks with
+    them, so join() returns."""
+    q = Q(made, rq.JoinableQueue, conn)
+    q.put_many([1, 2, 3])
+    c = q._consumer()
+    conn.client.lmove(q._items, c.proc, "LEFT", "RIGHT")  # in flight, never delivered
+    q.shutdown(immediate=immediate)
+    q._recover(c)
+    if immediate:
+        assert q.qsize() == 0
+        q.join()
+        with pytest.raises(rq.ShutDown):
+            q.get_nowait()
+    else:
+        assert q.get_many() == [1, 2, 3]
+        for _ in range(3):
+            q.task_done()
+        q.join()
+        with pytest.raises(rq.ShutDown):
+            q.get_nowait()

@@ -21,7 +21,7 @@ if _sysconfig.get_config_var("Py_GIL_DISABLED"):
 from .connection import Connection, Pipe, wait
 from .containers import Namespace, SharedDict, SharedList, SharedSet
 from .naming import ObjectInfo, SegmentError, attach, list_objects, unlink
-from .queues import Empty, Full, JoinableQueue, Queue, SimpleQueue
+from .queues import Empty, Full, JoinableQueue, Queue, ShutDown, SimpleQueue
 from .sharedctypes import Array, RawArray, RawValue, Value, as_ndarray
 from .synchronize import (
     Barrier,
@@ -86,6 +86,7 @@ __all__ = [
     "Namespace",
     "Full",
     "Empty",
+    "ShutDown",
     "attach",
     "unlink",
     "list_objects",

@@ -17,10 +17,26 @@ from typing import Any, Iterable, List, Optional
 from . import _core, naming
 from . import serialization as _serialization  # noqa: F401  (installs the serializers)
 
-__all__ = ["Queue", "SimpleQueue", "JoinableQueue", "Full", "Empty"]
+__all__ = ["Queue", "SimpleQueue", "JoinableQueue", "Full", "Empty", "ShutDown"]
 
 Full = _queue.Full
 Empty = _queue.Empty
+
+if hasattr(_queue, "ShutDown"):
+    #: Raised by a queue after ``shutdown()``.  From Python 3.13 on it is
+    #: ``queue.ShutDown`` itself, so code written for ``queue.Queue`` catches it.
+    ShutDown = _queue.ShutDown
+else:
+
+    class ShutDown(Exception):
+        """Raised by put() on a queue that was shut down, and by get() once
+        such a queue is empty: Python 3.13's queue.ShutDown, for 3.11 and
+        3.12.  Both backends raise this one class."""
+
+    ShutDown.__module__ = "interproc"
+
+# The core raises the very class this module exports.
+_core._configure_shutdown(ShutDown)
 
 #: Bytes in the ring's base region unless capacity_bytes says otherwise.  Its
 #: memory is only touched as it fills, so an idle queue costs a few pages.
@@ -143,6 +159,9 @@ class _QueueBase(_core.QueueCore):
 
     # Typed signatures of the C methods, for readers and type checkers.
     if False:  # pragma: no cover
+        def shutdown(self, immediate: bool = False) -> None: ...
+        @property
+        def is_shutdown(self) -> bool: ...
         def put(self, obj: Any, block: bool = True, timeout: Optional[float] = None) -> None: ...
         def get(self, block: bool = True, timeout: Optional[float] = None) -> Any: ...
         def put_many(self, items: Iterable[Any], block: bool = True, timeout: Optional[float] = None) -> None: ...
@@ -168,6 +187,11 @@ class Queue(_QueueBase):
 
     A process killed inside ``put`` or ``get`` leaves the queue consistent:
     the others neither hang nor see a torn item.
+
+    ``shutdown(immediate=False)`` and ``is_shutdown`` are ``queue.Queue``'s
+    (Python 3.13), for every process at once: after it, ``put`` raises
+    ``ShutDown``, and ``get`` returns what is left (nothing, if immediate)
+    and then raises ``ShutDown``; blocked callers everywhere wake.
     """
 
     _KIND = _core.KIND_QUEUE
@@ -201,6 +225,10 @@ class JoinableQueue(_QueueBase):
     so it survives the death of any process.  A consumer killed after ``get``
     and before ``task_done`` leaves its task unfinished for ever, as in
     multiprocessing.
+
+    ``shutdown(immediate=True)`` counts every item it discards as done, as
+    ``queue.Queue`` does, and wakes ``join()`` in every process: it then
+    waits only for the items taken before.
     """
 
     _KIND = _core.KIND_JOINABLE_QUEUE

@@ -57,6 +57,109 @@ int ip_channel_count(const ip_channel_t *ch, uint64_t *n)
 }
 
 /* ------------------------------------------------------------------ */
+/* shutdown                                                            */
+
+static void shut_error(void)
+{
+    PyErr_SetString(ip_state.ShutDown ? ip_state.ShutDown : PyExc_RuntimeError,
+                    "queue is shut down");
+}
+
+int ip_channel_shut_state(const ip_channel_t *ch)
+{
+    uint64_t st = ld(&ch->shut->state);
+    if (st <= IP_SHUT_NOW)
+        return (int)st;
+    PyErr_SetString(ip_SegmentError, "queue header is corrupt (unknown shutdown state)");
+    return -1;
+}
+
+uint64_t ip_channel_discarded(const ip_channel_t *ch, uint64_t limit)
+{
+    uint64_t d = ld(&ch->shut->discarded);
+    return d == 0 ? 0 : d - 1 < limit ? d - 1 : limit;
+}
+
+/* Under cons.lock, in an immediately shut-down channel.  The count is
+ * recorded before anything is discarded: a process that dies in the middle
+ * leaves the rest to the next one here, which must not count it again.
+ * Each commit is journaled like a take's, so the ring stays whole. */
+static int discard_locked(ip_channel_t *ch)
+{
+    uint64_t n;
+    if (ip_channel_count(ch, &n) < 0)
+        return -1;
+    if (ld(&ch->shut->discarded) == 0)
+        __atomic_store_n(&ch->shut->discarded, n + 1, __ATOMIC_RELEASE);
+    if (n == 0)
+        return 0;
+    ip_ringview_t *v = &ch->view;
+    ip_txn_t t;
+    ip_ring_consume_begin(v, &t);
+    int again = 0, rc;
+    for (;;) {
+        uint32_t type;
+        const uint8_t *data;
+        uint64_t len;
+        rc = ip_ring_peek(v, &t, &type, &data, &len);
+        if (rc == IP_PEEK_AGAIN) {
+            if (again++) {
+                PyErr_SetString(ip_SegmentError,
+                                "queue data is corrupt (forward records without messages between)");
+                rc = -1;
+                break;
+            }
+            ip_ring_consume_commit(v, &t);
+            continue;
+        }
+        if (rc <= 0)
+            break;
+        again = 0;
+        ip_ring_advance(&t, len);
+    }
+    ip_ring_consume_commit(v, &t);
+    return rc < 0 ? -1 : 0;
+}
+
+int ip_channel_finish_discard(ip_channel_t *ch)
+{
+    ip_ring_t *r = ch->view.ring;
+    ip_deadline_t forever = {.infinite = 1};
+    if (lock_side(ch, &r->cons, &forever) <= 0)
+        return -1;
+    int rc = ip_channel_shut_state(ch) < 0 ? -1 : discard_locked(ch);
+    ip_mutex_unlock(&r->cons.lock);
+    ip_event_signal(&r->get_ev, INT32_MAX);
+    return rc;
+}
+
+int ip_channel_shutdown(ip_channel_t *ch, int immediate)
+{
+    ip_ring_t *r = ch->view.ring;
+    ip_deadline_t forever = {.infinite = 1};
+    int want = immediate ? IP_SHUT_NOW : IP_SHUT_DRAIN;
+    /* Under the producer lock (whose dead holder's journal is replayed
+     * first): the put in progress commits before the state changes, and
+     * none commits after. */
+    if (lock_side(ch, &r->prod, &forever) <= 0)
+        return -1;
+    int st = ip_channel_shut_state(ch);
+    if (st >= 0 && st < want)
+        __atomic_store_n(&ch->shut->state, (uint64_t)want, __ATOMIC_SEQ_CST);
+    ip_mutex_unlock(&r->prod.lock);
+    if (st < 0)
+        return -1;
+    /* Every sleeper looks again: takes find the state, puts waiting for
+     * room find it under the lock.  A shutdown killed before these lines
+     * costs the sleepers one slice of their wait, no more. */
+    ip_event_signal(&r->put_ev, INT32_MAX);
+    ip_event_signal(&r->get_ev, INT32_MAX);
+    if (want == IP_SHUT_NOW || st == IP_SHUT_NOW)
+        return ip_channel_finish_discard(ch);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
 /* put                                                                 */
 
 /* Copies payloads into the ring under prod.lock.  Returns how many went in;
@@ -114,6 +217,17 @@ static int put_attempt(void *arg, int before_sleep, const uint64_t **watch, uint
     int locked = lock_side(c->ch, &r->prod, c->d);
     if (locked <= 0)
         return locked;
+    /* Read under the lock that shutdown() stores it under: a put either
+     * commits before the shutdown or sees it. */
+    if (c->ch->shut) {
+        int st = ip_channel_shut_state(c->ch);
+        if (st != IP_SHUT_OPEN) {
+            ip_mutex_unlock(&r->prod.lock);
+            if (st > 0)
+                shut_error();
+            return -1;
+        }
+    }
     uint32_t published = 0;
     int err;
     c->done += write_batch(c->ch, c->payloads + c->done, c->n - c->done, &published, &err);
@@ -235,10 +349,23 @@ static int take_attempt(void *arg, int before_sleep, const uint64_t **watch, uin
     int locked = lock_side(c->ch, &r->cons, c->d);
     if (locked <= 0)
         return locked;
+    /* Read before the ring: a shutdown seen here came after every put that
+     * committed, so an empty ring below is empty for good. */
+    int st = c->ch->shut ? ip_channel_shut_state(c->ch) : IP_SHUT_OPEN;
+    if (st != IP_SHUT_OPEN && st != IP_SHUT_DRAIN) {
+        if (st == IP_SHUT_NOW && discard_locked(c->ch) == 0)
+            shut_error();
+        ip_mutex_unlock(&r->cons.lock);
+        return -1;
+    }
     Py_ssize_t n = take_records(c->ch, c->max, c->max_len, c->payloads, c->types, watch, watch_val);
     ip_mutex_unlock(&r->cons.lock);
     if (n < 0)
         return -1;
+    if (n == 0 && st == IP_SHUT_DRAIN) {
+        shut_error();
+        return -1;
+    }
     if (n == 0) {
         /* Nothing there: the owner may know that nothing ever will be. */
         if (before_sleep && c->ch->eof && c->ch->eof(c->ch->owner) < 0)

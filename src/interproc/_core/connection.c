@@ -293,6 +293,7 @@ static void setup_channel(ConnectionCore *self, ip_channel_t *ch, int ring, uint
     ip_ringview_init(&ch->view, &h->rings[ring], &h->seg, self->fd, (uint8_t *)h + off, off, cap,
                      hsize + 2 * cap);
     ch->maxsize = 0;
+    ch->shut = NULL; /* a pipe ends by EOF, not by a shutdown state */
     ch->owner = self;
     ch->check = check_open;
 }

@@ -361,10 +361,26 @@ int ip_ring_full(ip_ringview_t *v, uint64_t in, uint64_t maxsize);
 
 #define IP_MAX_PIDS 64
 
+/* A queue's shutdown() as its shared header keeps it.  `state` only rises
+ * (OPEN -> DRAIN -> NOW) and is stored under the producer lock: a put that
+ * takes that lock afterwards sees it, so once it is set the producer count
+ * is final and nothing can land behind a drain.  An immediate shutdown
+ * records how many records it discards before it discards them, once, so
+ * that whoever finishes a drain a dead process began neither counts nor
+ * loses them twice.  Segments laid out before shutdown existed hold zeros
+ * here, which read as an open queue. */
+enum ip_shut_state { IP_SHUT_OPEN = 0, IP_SHUT_DRAIN = 1, IP_SHUT_NOW = 2 };
+
+typedef struct {
+    uint64_t state;
+    uint64_t discarded; /* 0, or 1 + the records the immediate shutdown discarded */
+} ip_shutdown_t;
+
 typedef struct {
     ip_seghdr_t seg;
     _Alignas(IP_CACHELINE) uint64_t maxsize; /* 0 = unbounded */
     uint64_t base_cap;
+    ip_shutdown_t shut; /* in what was padding: the layout of every other field is unchanged */
     _Alignas(IP_CACHELINE) uint64_t tasks_done; /* JoinableQueue: unfinished = prod.count - tasks_done */
     ip_event_t done_ev;
     _Alignas(IP_CACHELINE) uint32_t pids[IP_MAX_PIDS];
@@ -459,6 +475,7 @@ typedef struct {
     PyObject *protocol;   /* int */
     PyObject *Full;
     PyObject *Empty;
+    PyObject *ShutDown; /* interproc.ShutDown, installed by queues.py */
     PyObject *BufferTooShort;
 } ip_state_t;
 
@@ -518,6 +535,7 @@ void ip_pids_unregister(uint32_t *pids, int n, int slot);
 typedef struct {
     ip_ringview_t view;
     uint64_t maxsize; /* 0: put never waits */
+    ip_shutdown_t *shut; /* a queue's shutdown state; NULL: the channel has none (pipes) */
     void *owner;      /* passed to the hooks below, any of which may be NULL */
     /* Before every try: -1 with an exception stops (a closed handle). */
     int (*check)(void *owner);
@@ -551,6 +569,19 @@ Py_ssize_t ip_channel_take(ip_channel_t *ch, Py_ssize_t max, uint64_t max_len, P
                            uint32_t *types, const ip_deadline_t *d);
 /* Waits until a take would not block (data, or end of stream). */
 int ip_channel_wait_ready(ip_channel_t *ch, const ip_deadline_t *d);
+/* The channel's shutdown state (enum ip_shut_state), or -1 with
+ * SegmentError when the shared word holds no such state. */
+int ip_channel_shut_state(const ip_channel_t *ch);
+/* Shuts the channel down (immediate: and discards what is left), waking
+ * every waiting put and take.  0, or -1 with an exception set. */
+int ip_channel_shutdown(ip_channel_t *ch, int immediate);
+/* In an immediately shut-down channel: records the discarded count if no
+ * process did, and discards any record still there (a drain whose process
+ * died).  0, or -1 with an exception set. */
+int ip_channel_finish_discard(ip_channel_t *ch);
+/* How many records the immediate shutdown discarded (0 before it recorded
+ * them); never more than `limit`, whatever the shared word says. */
+uint64_t ip_channel_discarded(const ip_channel_t *ch, uint64_t limit);
 
 /* ------------------------------------------------------------------ */
 /* Heap of containers (heap.c, dict.c, list.c)                         */

@@ -217,6 +217,21 @@ static PyObject *configure(PyObject *Py_UNUSED(m), PyObject *args)
     Py_RETURN_NONE;
 }
 
+PyDoc_STRVAR(configure_shutdown_doc,
+"_configure_shutdown(ShutDown)\n--\n\n"
+"Install the exception a shut-down queue raises.  Called once by\n"
+"interproc.queues at import, which defines it.");
+
+static PyObject *configure_shutdown(PyObject *Py_UNUSED(m), PyObject *cls)
+{
+    if (!PyExceptionClass_Check(cls)) {
+        PyErr_SetString(PyExc_TypeError, "ShutDown must be an exception class");
+        return NULL;
+    }
+    Py_XSETREF(ip_state.ShutDown, Py_NewRef(cls));
+    Py_RETURN_NONE;
+}
+
 PyDoc_STRVAR(layout_doc,
 "_layout()\n--\n\n"
 "Offsets and sizes of the queue and pipe layouts in shared memory, as a\n"
@@ -237,6 +252,9 @@ static PyObject *layout(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored))
         F("seg.grow_lock", ip_seghdr_t, grow_lock),
         F("queue.maxsize", ip_queue_hdr_t, maxsize),
         F("queue.base_cap", ip_queue_hdr_t, base_cap),
+        F("queue.shut.state", ip_queue_hdr_t, shut.state),
+        F("queue.shut.discarded", ip_queue_hdr_t, shut.discarded),
+        F("queue.tasks_done", ip_queue_hdr_t, tasks_done),
         F("queue.ring", ip_queue_hdr_t, ring),
         S("queue.size", ip_queue_hdr_t),
         F("pipe.base_cap", ip_pipe_hdr_t, base_cap),
@@ -302,6 +320,7 @@ static PyObject *layout(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored))
 
 static PyMethodDef module_methods[] = {
     {"_configure", configure, METH_VARARGS, configure_doc},
+    {"_configure_shutdown", configure_shutdown, METH_O, configure_shutdown_doc},
     {"_layout", layout, METH_NOARGS, layout_doc},
     {NULL, NULL, 0, NULL},
 };

@@ -200,6 +200,7 @@ static PyObject *QueueCore_new(PyTypeObject *type, PyObject *args, PyObject *kwd
     }
     self->ch.owner = self;
     self->ch.check = check_open;
+    self->ch.shut = &self->hdr->shut;
     self->pid_slot = ip_pids_register(self->hdr->pids, IP_MAX_PIDS);
     return (PyObject *)self;
 }
@@ -240,6 +241,11 @@ static Py_ssize_t put_payloads(QueueCore *self, const ip_payload_t *payloads, Py
         return 0;
     int timed_out;
     Py_ssize_t done = ip_channel_put(&self->ch, payloads, n, &d, &timed_out);
+    if (batch && done < n && !timed_out && PyErr_ExceptionMatches(ip_state.ShutDown)) {
+        /* As with Full: the caller learns which leading items went in. */
+        PyErr_Clear();
+        raise_with_count(ip_state.ShutDown, "queue is shut down", done);
+    }
     if (timed_out) {
         if (batch)
             raise_with_count(ip_state.Full, "queue is full", done);
@@ -566,6 +572,11 @@ static PyObject *QueueCore_get_many(QueueCore *self, PyObject *const *args, Py_s
             Py_ssize_t want = s.cap - got < max - got ? s.cap - got : max - got;
             Py_ssize_t n = ip_channel_take(&self->ch, want, UINT64_MAX, s.payloads + got,
                                            s.types + got, got ? &now : &d);
+            if (n < 0 && got > 0 && PyErr_ExceptionMatches(ip_state.ShutDown)) {
+                /* Drained: what this call took is returned; the next one raises. */
+                PyErr_Clear();
+                break;
+            }
             if (n < 0 || (n == 0 && got == 0)) {
                 if (n == 0)
                     PyErr_SetNone(ip_state.Empty);
@@ -639,6 +650,14 @@ static PyObject *QueueCore_close(QueueCore *self, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
+/* The items whose tasks can still be finished: every item put, less those
+ * an immediate shutdown discarded (finished by it, as queue.Queue does). */
+static uint64_t unfinished_limit(QueueCore *self)
+{
+    uint64_t put = ld(&self->hdr->ring.prod.count);
+    return put - ip_channel_discarded(&self->ch, put);
+}
+
 static int joinable(QueueCore *self)
 {
     if (self->kind != IP_KIND_JOINABLE_QUEUE) {
@@ -655,7 +674,7 @@ static PyObject *QueueCore_task_done(QueueCore *self, PyObject *Py_UNUSED(ignore
     ip_queue_hdr_t *h = self->hdr;
     uint64_t done = ld(&h->tasks_done);
     for (;;) {
-        if (done >= ld(&h->ring.prod.count)) {
+        if (done >= unfinished_limit(self)) {
             PyErr_SetString(PyExc_ValueError, "task_done() called too many times");
             return leave(self, NULL);
         }
@@ -674,8 +693,15 @@ static int join_attempt(void *arg, int before_sleep, const uint64_t **watch, uin
     if (self->closed)
         return closed_error(self);
     ip_queue_hdr_t *h = self->hdr;
+    /* An immediate shutdown whose process died before it recorded what it
+     * discarded would keep this wait going for ever: finish it here. */
+    int st = ip_channel_shut_state(&self->ch);
+    if (st < 0)
+        return -1;
+    if (st == IP_SHUT_NOW && ld(&h->shut.discarded) == 0 && ip_channel_finish_discard(&self->ch) < 0)
+        return -1;
     uint64_t done = ld(&h->tasks_done);
-    if (done >= ld(&h->ring.prod.count))
+    if (done >= unfinished_limit(self))
         return 1;
     *watch = &h->tasks_done;
     *watch_val = done;
@@ -689,6 +715,24 @@ static PyObject *QueueCore_join(QueueCore *self, PyObject *Py_UNUSED(ignored))
     ip_deadline_t forever = {.infinite = 1};
     if (ip_wait_for(&self->hdr->done_ev, &forever, join_attempt, self) != IP_WAIT_DONE)
         return leave(self, NULL);
+    return leave(self, Py_NewRef(Py_None));
+}
+
+static const char *const shutdown_names[] = {"immediate"};
+
+static PyObject *QueueCore_shutdown(QueueCore *self, PyObject *const *args, Py_ssize_t nargs,
+                                    PyObject *kwnames)
+{
+    PyObject *vals[1] = {Py_False};
+    if (ip_parse_args("shutdown", args, nargs, kwnames, shutdown_names, 1, 0, vals) < 0)
+        return NULL;
+    int immediate = PyObject_IsTrue(vals[0]);
+    if (immediate < 0 || enter(self) < 0)
+        return NULL;
+    if (ip_channel_shutdown(&self->ch, immediate) < 0)
+        return leave(self, NULL);
+    if (immediate) /* the discarded items count as finished tasks: join() may return */
+        ip_event_signal(&self->hdr->done_ev, INT32_MAX);
     return leave(self, Py_NewRef(Py_None));
 }
 
@@ -743,12 +787,13 @@ static PyObject *QueueCore_info(QueueCore *self, PyObject *Py_UNUSED(ignored))
     struct stat st;
     long long fsize = fstat(self->fd, &st) == 0 ? (long long)st.st_size : -1;
     PyObject *d = Py_BuildValue(
-        "{s:i,s:K,s:K,s:K,s:K,s:N,s:i,s:L,s:K,s:K}", "kind", self->kind, "maxsize",
+        "{s:i,s:K,s:K,s:K,s:K,s:N,s:i,s:L,s:K,s:K,s:K,s:K}", "kind", self->kind, "maxsize",
         (unsigned long long)self->ch.maxsize, "capacity_bytes", (unsigned long long)self->base_cap,
         "items", (unsigned long long)ip_channel_size(&self->ch), "bytes_used",
         (unsigned long long)ip_ring_bytes_used(&self->ch.view), "pids", pids, "regions", regions,
         "file_size", fsize, "put_count", (unsigned long long)ld(&h->ring.prod.count), "creator_pid",
-        (unsigned long long)h->seg.creator_pid);
+        (unsigned long long)h->seg.creator_pid, "shutdown", (unsigned long long)ld(&h->shut.state),
+        "discarded", (unsigned long long)ld(&h->shut.discarded));
     return leave(self, d);
 }
 
@@ -772,6 +817,14 @@ static PyObject *QueueCore_get_closed(QueueCore *self, void *Py_UNUSED(c))
     return PyBool_FromLong(self->closed);
 }
 
+static PyObject *QueueCore_get_is_shutdown(QueueCore *self, void *Py_UNUSED(c))
+{
+    if (enter(self) < 0)
+        return NULL;
+    int st = ip_channel_shut_state(&self->ch);
+    return leave(self, st < 0 ? NULL : PyBool_FromLong(st != IP_SHUT_OPEN));
+}
+
 static PyObject *QueueCore_get_kind(QueueCore *self, void *Py_UNUSED(c))
 {
     return PyLong_FromLong(self->kind);
@@ -789,20 +842,24 @@ PyDoc_STRVAR(put_doc,
 "raises at once, and what is delivered is obj as it was at the call.  The\n"
 "call blocks only while the queue holds maxsize items (never when maxsize\n"
 "is 0: the shared ring grows instead).  If block is false, or timeout\n"
-"seconds pass, queue.Full is raised.  After close(), ValueError.  A\n"
-"damaged queue raises interproc.SegmentError and nothing goes in.");
+"seconds pass, queue.Full is raised.  After close(), ValueError; after\n"
+"shutdown(), by any process, ShutDown (also for a put waiting for room).\n"
+"A damaged queue raises interproc.SegmentError and nothing goes in.");
 PyDoc_STRVAR(get_doc,
 "get($self, block=True, timeout=None)\n--\n\n"
 "Remove and return the oldest item.\n\n"
 "Blocks until an item is there; if block is false, or timeout seconds pass,\n"
 "queue.Empty is raised.  The GIL is released while waiting, and Ctrl-C\n"
-"interrupts the wait.  After close(), ValueError.  A damaged queue raises\n"
+"interrupts the wait.  After close(), ValueError.  Once the queue is shut\n"
+"down and empty (at once after shutdown(immediate=True)), ShutDown, also\n"
+"for a get that was waiting.  A damaged queue raises\n"
 "interproc.SegmentError and nothing is taken.");
 PyDoc_STRVAR(put_many_doc,
 "put_many($self, items, block=True, timeout=None)\n--\n\n"
 "Put every item of items, in order, holding the producer lock once per run.\n\n"
 "All items are pickled before any is put.  If the call gives up on a full\n"
-"queue it raises queue.Full whose .count says how many leading items went in.");
+"queue it raises queue.Full whose .count says how many leading items went in;\n"
+"stopped by a shutdown, ShutDown with the same .count.");
 PyDoc_STRVAR(get_many_doc,
 "get_many($self, max_items=None, block=True, timeout=None)\n--\n\n"
 "Wait, as get() does, for at least one item, then return a list of every\n"
@@ -810,6 +867,20 @@ PyDoc_STRVAR(get_many_doc,
 "items taken, whatever max_items says.  If taking more fails after some\n"
 "were taken, the error is raised and those items come first from the next\n"
 "get or get_many.");
+
+PyDoc_STRVAR(shutdown_doc,
+"shutdown($self, immediate=False)\n--\n\n"
+"Shut the queue down, for every process that uses it: queue.Queue.shutdown().\n\n"
+"From then on put, put_nowait and put_many raise ShutDown.  get and\n"
+"get_many return what is left, then raise ShutDown instead of waiting or\n"
+"raising Empty.  With immediate true, what is left is discarded and get\n"
+"raises ShutDown at once; a JoinableQueue counts the discarded items as\n"
+"done, so join() returns once the items taken before are done.  Every\n"
+"blocked put, get and join, in any process, wakes.  Calling it again is\n"
+"harmless, and immediate=True after a plain shutdown discards what is\n"
+"left.  A process killed inside it leaves the queue either as it was or\n"
+"shut down; an immediate shutdown it began is finished by the next get,\n"
+"join or shutdown.");
 
 static PyMethodDef QueueCore_methods[] = {
     {"put", (PyCFunction)(void (*)(void))QueueCore_put, METH_FASTCALL | METH_KEYWORDS, put_doc},
@@ -831,6 +902,8 @@ static PyMethodDef QueueCore_methods[] = {
     {"close", (PyCFunction)QueueCore_close, METH_NOARGS,
      "close($self, /)\n--\n\nRelease this handle: later calls on it raise ValueError.  The "
      "queue itself, and other handles to it, are unaffected."},
+    {"shutdown", (PyCFunction)(void (*)(void))QueueCore_shutdown, METH_FASTCALL | METH_KEYWORDS,
+     shutdown_doc},
     {"_task_done", (PyCFunction)QueueCore_task_done, METH_NOARGS, NULL},
     {"_join", (PyCFunction)QueueCore_join, METH_NOARGS, NULL},
     {"_register_pid", (PyCFunction)QueueCore_register_pid, METH_NOARGS, NULL},
@@ -843,6 +916,8 @@ static PyGetSetDef QueueCore_getset[] = {
     {"maxsize", (getter)QueueCore_get_maxsize, NULL, "The item limit (0: unbounded).", NULL},
     {"capacity_bytes", (getter)QueueCore_get_capacity, NULL,
      "Bytes in the base region of the shared ring (a power of two).", NULL},
+    {"is_shutdown", (getter)QueueCore_get_is_shutdown, NULL,
+     "True once shutdown() was called on this queue, by any process.", NULL},
     {"_fd", (getter)QueueCore_get_fd, NULL, NULL, NULL},
     {"_closed", (getter)QueueCore_get_closed, NULL, NULL, NULL},
     {"_kind", (getter)QueueCore_get_kind, NULL, NULL, NULL},

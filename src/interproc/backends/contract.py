@@ -56,8 +56,10 @@ MANAGER_METHODS: Dict[str, inspect.Signature] = {
 #: Lifecycle methods every manager has.
 MANAGER_LIFECYCLE = ("start", "shutdown", "__enter__", "__exit__")
 
+#: ``shutdown``/``is_shutdown``: queue.Queue's (Python 3.13), across processes.
+_SHUTDOWN = ("shutdown", "is_shutdown")
 _QUEUE = ("put", "get", "put_nowait", "get_nowait", "put_many", "get_many", "qsize", "empty",
-          "full", "close", "join_thread", "cancel_join_thread")
+          "full", "close", "join_thread", "cancel_join_thread") + _SHUTDOWN
 _LOCK = ("acquire", "release", "__enter__", "__exit__")
 
 #: typeid -> public methods and properties its objects have.
@@ -86,7 +88,7 @@ OBJECT_METHODS: Dict[str, Tuple[str, ...]] = {
     "Barrier": ("wait", "reset", "abort", "parties", "n_waiting", "broken"),
     "Queue": _QUEUE,
     "JoinableQueue": _QUEUE + ("task_done", "join"),
-    "SimpleQueue": ("put", "get", "empty", "close"),
+    "SimpleQueue": ("put", "get", "empty", "close") + _SHUTDOWN,
     "Value": ("value", "get_lock", "get_obj"),
     "Array": ("__getitem__", "__setitem__", "__len__", "get_lock", "get_obj"),
 }

@@ -9,7 +9,25 @@ keys start with ``ip:{name}:``:
 - ``pw``/``pw.e`` and ``pwk:<id>``: producers waiting for room in a bounded
   queue, woken by the consumer that takes items (see ``_waiters``);
 - ``jw``/``jw.e`` and ``jwk:<id>``: processes waiting in ``join()``;
-- ``proc:<id>``: each consumer's processing list, listed in the set ``procs``.
+- ``proc:<id>``: each consumer's processing list, listed in the set ``procs``;
+- ``shut``: absent while the queue is open; ``1`` after ``shutdown()``,
+  ``2`` after ``shutdown(immediate=True)``.
+
+**Shutdown.**  The script that sets ``shut`` also appends an end marker to
+``items``: an empty string, which no codec writes (every payload starts with
+the codec's header byte).  Every put script refuses to append once ``shut``
+is set, so the marker stays last, behind whatever is left to drain.  A
+consumer that takes it puts it back in the same script, and so the one
+blocked ``BLMOVE`` after another wakes, each raising ShutDown: the marker
+wakes consumers that wait in Redis the way an item would.  Each take script
+puts back a marker that is missing from a shut-down queue (taken by a
+consumer that died before its next command), and so does the command
+before each blocking move: such a death delays the consumers already
+blocked by at most one ``GET_CHUNK``, and the others not at all.  An immediate shutdown deletes the
+items in the same script, lowers a JoinableQueue's unfinished tasks by as
+many (never below 0), and wakes every ``join()``; items that were in flight
+to a consumer whose connection broke are then discarded with them instead
+of going back.  Producers waiting for room are woken by every shutdown.
 
 A ``get`` first takes without waiting, in one Lua script (delete the
 processing list, ``LMOVE items -> proc:<id>``, set its expiry); only when
@@ -56,7 +74,9 @@ from . import client as _client
 from ._base import call, register
 from ._waiters import Deadline, WaitingObject, lua
 
-__all__ = ["Queue", "JoinableQueue", "SimpleQueue", "Full", "Empty"]
+from ...queues import ShutDown
+
+__all__ = ["Queue", "JoinableQueue", "SimpleQueue", "Full", "Empty", "ShutDown"]
 
 Full = _queue.Full
 Empty = _queue.Empty
@@ -68,14 +88,20 @@ GET_CHUNK = 10.0
 #: A consumer's processing list expires this long after its last take.
 PROC_TTL_MS = 3_600_000
 
-# KEYS items, tasks, z, e.  ARGV maxsize, joinable, wid, mode, ttl, prefix,
-# payloads...  Appends as many payloads as fit; returns how many.
+# KEYS items, tasks, z, e, shut.  ARGV maxsize, joinable, wid, mode, ttl,
+# prefix, payloads...  Appends as many payloads as fit; returns how many,
+# or -1 (and unregisters the waiter) once the queue is shut down.
 _PUT_LUA = lua("""
 local items, tasks, z, e = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local maxsize, wid, mode, p = tonumber(ARGV[1]), ARGV[3], tonumber(ARGV[4]), ARGV[6]
+if redis.call('EXISTS', KEYS[5]) == 1 then
+  w_done(z, e, p, wid)
+  return -1
+end
 local n = #ARGV - 6
 local room = n
 if maxsize > 0 then
+  -- The end marker of a shut-down queue is never there: puts stop first.
   room = math.max(math.min(n, maxsize - redis.call('LLEN', items)), 0)
 end
 for i = 7, 6 + room, 1000 do
@@ -86,68 +112,164 @@ if room == n then w_done(z, e, p, wid) else w_fail(z, e, p, wid, mode, tonumber(
 return room
 """)
 
-# An unbounded JoinableQueue's put: it never waits, so there is no waiter
-# to register, forget or wake.  KEYS items, tasks.  ARGV payloads.
+# An unbounded queue's put: it never waits, so there is no waiter to
+# register, forget or wake.  KEYS items, tasks, shut.  ARGV joinable,
+# payloads...  Returns how many went in, or -1 once the queue is shut down.
 _PUT_UNBOUNDED_LUA = """
-for i = 1, #ARGV, 1000 do
+if redis.call('EXISTS', KEYS[3]) == 1 then return -1 end
+for i = 2, #ARGV, 1000 do
   redis.call('RPUSH', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
 end
-return redis.call('INCRBY', KEYS[2], #ARGV)
+if ARGV[1] == '1' then redis.call('INCRBY', KEYS[2], #ARGV - 1) end
+return #ARGV - 1
 """
 
-# After a take moved one item into the processing list: take up to
-# ARGV[1] more, wake as many waiting producers (bounded queue), return the
-# processing list.  KEYS items, proc, z, e.
-_TAKE_MORE_LUA = lua("""
-local items, proc, z, e = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-if redis.call('LLEN', proc) == 0 then return {} end
-local more = tonumber(ARGV[1])
-if more > 0 then
-  local extra = redis.call('LPOP', items, more)
-  if extra then
-    for i = 1, #extra, 1000 do
-      redis.call('RPUSH', proc, unpack(extra, i, math.min(i + 999, #extra)))
-    end
+# What every take script shares: the end marker of a shut-down queue.
+_QUEUE_PRELUDE = """
+-- Keeps one end marker at the tail of a shut-down queue's items.
+local function q_settle(items, shut)
+  if redis.call('EXISTS', shut) == 1 and redis.call('LINDEX', items, -1) ~= '' then
+    redis.call('RPUSH', items, '')
   end
 end
-redis.call('PEXPIRE', proc, ARGV[4])
-local all = redis.call('LRANGE', proc, 0, -1)
-if tonumber(ARGV[2]) > 0 then w_wake(z, e, ARGV[3], #all) end
-return all
+-- Whether items holds nothing but (at most) the end marker.
+local function q_drained(items)
+  local n = redis.call('LLEN', items)
+  return n == 0 or (n == 1 and redis.call('LINDEX', items, 0) == '')
+end
+-- Appends the items of list `all` to res, skipping end markers (they go
+-- back with q_settle; in an open queue one is forged, and dropped).
+local function q_keep(res, all)
+  for _, v in ipairs(all) do
+    if v ~= '' then res[#res + 1] = v end
+  end
+end
+-- res[1]: 0 while there are items to take; 1 (2) when a shut-down
+-- (immediately shut-down) queue has none left for this consumer.
+local function q_flag(res, st, items)
+  if st and #res == 1 and (st == '2' or q_drained(items)) then
+    res[1] = st == '2' and 2 or 1
+  end
+  return res
+end
+local function q_hold(proc, res, ttl)
+  redis.call('DEL', proc)
+  for i = 2, #res, 1000 do
+    redis.call('RPUSH', proc, unpack(res, i, math.min(i + 999, #res)))
+  end
+  if #res > 1 then redis.call('PEXPIRE', proc, ttl) end
+end
+"""
+
+# After a BLMOVE (or LMOVE) moved at most one item into the processing
+# list: take up to ARGV[1] more, wake as many waiting producers (bounded
+# queue), and return {flag, items...} (flag: see q_flag).  An end marker
+# the move took goes back to the tail for the next waiter.  KEYS items,
+# proc, z, e, shut.  ARGV more, maxsize, prefix, ttl.
+_TAKE_MORE_LUA = lua(_QUEUE_PRELUDE + """
+local items, proc, z, e, shut = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local st = redis.call('GET', shut)
+local res = {0}
+q_keep(res, redis.call('LRANGE', proc, 0, -1))
+local more = tonumber(ARGV[1])
+-- After an immediate shutdown only what was moved before it is delivered.
+if #res > 1 and more > 0 and st ~= '2' then
+  local extra = redis.call('LPOP', items, more)
+  if extra then q_keep(res, extra) end
+end
+q_hold(proc, res, ARGV[4])
+q_settle(items, shut)
+if #res > 1 and tonumber(ARGV[2]) > 0 then w_wake(z, e, ARGV[3], #res - 1) end
+return q_flag(res, st, items)
 """)
 
 # A take that does not wait: delete the processing list (what it held was
-# delivered by the previous call), move the first item into it, and return
-# that item, or nil when the queue is empty.  KEYS items, proc.  ARGV ttl.
-_TAKE_ONE_LUA = """
-redis.call('DEL', KEYS[2])
-local item = redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT')
-if item then redis.call('PEXPIRE', KEYS[2], ARGV[1]) end
-return item
-"""
-
-# The same for up to ARGV[1] items, waking as many waiting producers of a
-# bounded queue (ARGV[2] > 0).  KEYS items, proc, z, e.  ARGV count,
-# maxsize, prefix, ttl.  Returns the items taken (none: the queue is empty).
-_TAKE_NOW_LUA = lua("""
-local items, proc, z, e = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+# delivered by the previous call), move up to ARGV[1] items into it, wake
+# as many waiting producers of a bounded queue (ARGV[2] > 0), and return
+# {flag, items...} as above.  KEYS items, proc, z, e, shut.  ARGV count,
+# maxsize, prefix, ttl.
+_TAKE_NOW_LUA = lua(_QUEUE_PRELUDE + """
+local items, proc, z, e, shut = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 redis.call('DEL', proc)
-local all = redis.call('LPOP', items, tonumber(ARGV[1]))
-if not all then return {} end
-for i = 1, #all, 1000 do
-  redis.call('RPUSH', proc, unpack(all, i, math.min(i + 999, #all)))
+local st = redis.call('GET', shut)
+local res = {0}
+if st ~= '2' then
+  local all = redis.call('LPOP', items, tonumber(ARGV[1]))
+  if all then q_keep(res, all) end
 end
-redis.call('PEXPIRE', proc, ARGV[4])
-if tonumber(ARGV[2]) > 0 then w_wake(z, e, ARGV[3], #all) end
-return all
+q_hold(proc, res, ARGV[4])
+q_settle(items, shut)
+if #res > 1 and tonumber(ARGV[2]) > 0 then w_wake(z, e, ARGV[3], #res - 1) end
+return q_flag(res, st, items)
 """)
 
-# Puts a consumer's processing list back at the head of the queue, in order.
-_RECOVER_LUA = """
-local all = redis.call('LRANGE', KEYS[1], 0, -1)
-for i = #all, 1, -1 do redis.call('LPUSH', KEYS[2], all[i]) end
-redis.call('DEL', KEYS[1])
-return #all
+# Puts a consumer's processing list back at the head of the queue, in order;
+# after an immediate shutdown, discards it as the shutdown discarded the rest
+# (a JoinableQueue's tasks with it, waking join()).  KEYS proc, items, shut,
+# tasks, jw z, jw e.  ARGV joinable, jw prefix.
+_RECOVER_LUA = lua(_QUEUE_PRELUDE + """
+local proc, items, shut, tasks = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local res = {0}
+q_keep(res, redis.call('LRANGE', proc, 0, -1))
+redis.call('DEL', proc)
+local n = #res - 1
+if redis.call('GET', shut) == '2' then
+  if ARGV[1] == '1' and n > 0 then
+    local left = tonumber(redis.call('GET', tasks) or '0')
+    redis.call('SET', tasks, math.max(left - n, 0))
+    w_wake(KEYS[5], KEYS[6], ARGV[2], -1)
+  end
+else
+  for i = #res, 2, -1 do redis.call('LPUSH', items, res[i]) end
+end
+q_settle(items, shut)
+return n
+""")
+
+# Sets shut (it only rises: '1' -> '2'), leaves the end marker, wakes the
+# producers waiting for room; immediate ('2'): deletes the items, lowers a
+# JoinableQueue's tasks by as many and wakes join().  Returns how many items
+# were discarded.  KEYS items, tasks, shut, pw z, pw e, jw z, jw e.  ARGV
+# immediate, joinable, pw prefix, jw prefix.
+_SHUTDOWN_LUA = lua(_QUEUE_PRELUDE + """
+local items, tasks, shut = KEYS[1], KEYS[2], KEYS[3]
+local st = redis.call('GET', shut)
+if ARGV[1] == '1' then
+  redis.call('SET', shut, '2')
+elseif not st then
+  redis.call('SET', shut, '1')
+end
+local n = 0
+if redis.call('GET', shut) == '2' then
+  n = redis.call('LLEN', items)
+  if n > 0 and redis.call('LINDEX', items, -1) == '' then n = n - 1 end
+  redis.call('DEL', items)
+  if ARGV[2] == '1' then
+    local left = tonumber(redis.call('GET', tasks) or '0')
+    if n > 0 and left > 0 then redis.call('SET', tasks, math.max(left - n, 0)) end
+    w_wake(KEYS[6], KEYS[7], ARGV[4], -1)
+  end
+end
+q_settle(items, shut)
+w_wake(KEYS[4], KEYS[5], ARGV[3], -1)
+return n
+""")
+
+# Before a blocking move: empties the processing list (what it held was
+# delivered by the previous call) and puts back a shut-down queue's end
+# marker if a consumer that died took it, so that the move does not wait
+# for what will never come.  KEYS items, proc, shut.
+_BEFORE_MOVE_LUA = _QUEUE_PRELUDE + """
+redis.call('DEL', KEYS[2])
+q_settle(KEYS[1], KEYS[3])
+return 0
+"""
+
+# qsize: the items, less the end marker of a shut-down queue.  KEYS items.
+_QSIZE_LUA = """
+local n = redis.call('LLEN', KEYS[1])
+if n > 0 and redis.call('LINDEX', KEYS[1], -1) == '' then n = n - 1 end
+return n
 """
 
 # Registers a consumer's processing list, and forgets up to ten that have
@@ -185,6 +307,20 @@ return n + redis.call('DEL', KEYS[1])
 """
 
 
+def _shut_down(count: int, batch: bool) -> None:
+    exc = ShutDown("queue is shut down")
+    if batch:
+        exc.count = count  # type: ignore[attr-defined]
+    raise exc
+
+
+def _taken(res: Any) -> List[bytes]:
+    """The payloads of a take script's reply; ShutDown for its end flag."""
+    if int(res[0]) and len(res) == 1:
+        raise ShutDown("queue is shut down")
+    return list(res[1:])
+
+
 class _Consumer:
     """What one thread of one process needs to take items."""
 
@@ -200,7 +336,7 @@ class _Consumer:
 class _QueueBase(WaitingObject):
     _KIND = "Queue"
     _JOINABLE = False
-    _PARTS = ("items", "tasks")
+    _PARTS = ("items", "tasks", "shut")
     _REGISTRIES = {"pw": "pwk:", "jw": "jwk:"}
 
     def __init__(self, conn: Any, maxsize: int = 0, *, name: Optional[str] = None,
@@ -213,6 +349,7 @@ class _QueueBase(WaitingObject):
         self._maxsize = int(self._opts["maxsize"])
         self._items = self._key("items")
         self._tasks = self._key("tasks")
+        self._shut = self._key("shut")
         self._procs = self._key("procs")
         self._pw = [self._key("pw"), self._key("pw.e")]
         self._pw_prefix = self._key("pwk:")
@@ -237,25 +374,31 @@ class _QueueBase(WaitingObject):
         self._check()
         if not payloads:
             return
+        joinable = "1" if self._JOINABLE else "0"
         if self._maxsize == 0:
             # Unbounded: one round trip, and no waiter id (block and timeout
             # cannot matter).
-            if self._JOINABLE:
-                self._script(_PUT_UNBOUNDED_LUA, [self._items, self._tasks], payloads)
-            else:
-                self._call(self._client.rpush, self._items, *payloads)
+            if int(self._script(_PUT_UNBOUNDED_LUA, [self._items, self._tasks, self._shut],
+                                [joinable, *payloads])) < 0:
+                _shut_down(0, batch)
             return
-        keys = [self._items, self._tasks] + self._pw
+        keys = [self._items, self._tasks] + self._pw + [self._shut]
         done = [0]
+        shut = [False]
 
         def attempt(wid: str, mode: int) -> Tuple[bool, Any, Optional[float]]:
-            n = self._script(_PUT_LUA, keys, [
-                self._maxsize, "1" if self._JOINABLE else "0", wid, mode,
-                _waiters.REGISTRATION_TTL_MS, self._pw_prefix, *payloads[done[0]:]])
-            done[0] += int(n)
+            n = int(self._script(_PUT_LUA, keys, [
+                self._maxsize, joinable, wid, mode,
+                _waiters.REGISTRATION_TTL_MS, self._pw_prefix, *payloads[done[0]:]]))
+            if n < 0:
+                shut[0] = True
+                return True, None, None
+            done[0] += n
             return done[0] == len(payloads), None, None
 
         ok, _ = self._wait(attempt, Deadline(block, timeout), "pwk:")
+        if shut[0]:
+            _shut_down(done[0], batch)
         if not ok:
             if batch:
                 exc = Full("queue is full")
@@ -265,7 +408,8 @@ class _QueueBase(WaitingObject):
 
     def put(self, obj: Any, block: bool = True, timeout: Optional[float] = None) -> None:
         """Serialize ``obj`` here and append it; blocks only while a bounded
-        queue is full (queue.Full when it gives up)."""
+        queue is full (queue.Full when it gives up).  ShutDown once the queue
+        is shut down, also for a put waiting for room."""
         self._check()
         self._put_payloads([self._codec.dumps(obj)], block, timeout, False)
 
@@ -276,7 +420,8 @@ class _QueueBase(WaitingObject):
                  timeout: Optional[float] = None) -> None:
         """Put every item, in order, in one round trip when they fit.  Every
         item is serialized before any is put.  If it gives up on a full
-        queue, queue.Full's ``.count`` says how many leading items went in."""
+        queue, queue.Full's ``.count`` says how many leading items went in;
+        stopped by a shutdown, ShutDown's ``.count`` does."""
         self._check()
         payloads = [self._codec.dumps(obj) for obj in items]
         self._put_payloads(payloads, block, timeout, True)
@@ -291,37 +436,37 @@ class _QueueBase(WaitingObject):
         return c
 
     def _recover(self, c: _Consumer) -> None:
-        call(self._conn, self._op(), self._conn.script(_RECOVER_LUA), [c.proc, self._items], [])
+        call(self._conn, self._op(), self._conn.script(_RECOVER_LUA),
+             [c.proc, self._items, self._shut, self._tasks] + self._jw,
+             ["1" if self._JOINABLE else "0", self._jw_prefix])
         c.recover = False
 
     def _take(self, max_items: int, deadline: Deadline) -> List[bytes]:
+        """Up to ``max_items`` payloads, waiting until ``deadline`` for the
+        first; [] when it passes.  ShutDown when the queue is shut down and
+        has nothing left for this call."""
         c = self._consumer()
         if c.recover:
             self._recover(c)
         more = max_items - 1
-        extra = more > 0 or self._maxsize > 0
         if c.registered:
             # First without waiting: one script, one round trip.  Only an
             # empty queue makes the blocking take below necessary.
             try:
-                if extra:
-                    got = self._conn.script(_TAKE_NOW_LUA).execute(
-                        self._conn.client, 4, self._items, c.proc, *self._pw,
-                        max_items, self._maxsize, self._pw_prefix, PROC_TTL_MS)
-                else:
-                    got = self._conn.script(_TAKE_ONE_LUA).execute(
-                        self._conn.client, 2, self._items, c.proc, PROC_TTL_MS)
-                    got = [] if got is None else [got]
+                res = self._conn.script(_TAKE_NOW_LUA).execute(
+                    self._conn.client, 5, self._items, c.proc, *self._pw, self._shut,
+                    max_items, self._maxsize, self._pw_prefix, PROC_TTL_MS)
             except BaseException as exc:
                 self._take_failed(c, exc)
+            got = _taken(res)
             if got or not deadline.waits or deadline.remaining() == 0:
-                return list(got)
+                return got
         limit = GET_CHUNK
         while True:
             pipe = self._conn.blocking_client.pipeline(transaction=False)
             if not c.registered:
                 pipe.execute_command("EVAL", _REGISTER_CONSUMER_LUA, 2, self._procs, c.proc)
-            pipe.delete(c.proc)
+            pipe.execute_command("EVAL", _BEFORE_MOVE_LUA, 3, self._items, c.proc, self._shut)
             left = deadline.remaining()
             blocking = deadline.waits and (left is None or left > 0)
             if blocking:
@@ -329,19 +474,18 @@ class _QueueBase(WaitingObject):
                 pipe.blmove(self._items, c.proc, _waiters.server_seconds(wait), "LEFT", "RIGHT")
             else:
                 pipe.lmove(self._items, c.proc, "LEFT", "RIGHT")
-            if extra:
-                pipe.execute_command("EVAL", _TAKE_MORE_LUA, 4, self._items, c.proc, *self._pw,
-                                     more, self._maxsize, self._pw_prefix, PROC_TTL_MS)
-            else:
-                pipe.pexpire(c.proc, PROC_TTL_MS)
+            # Always a script after the move: the item moved may be the end
+            # marker, which must go back before another consumer waits.
+            pipe.execute_command("EVAL", _TAKE_MORE_LUA, 5, self._items, c.proc, *self._pw,
+                                 self._shut, more, self._maxsize, self._pw_prefix, PROC_TTL_MS)
             try:
                 res = pipe.execute()
             except BaseException as exc:
                 self._take_failed(c, exc)
             c.registered = True
-            got = res[-1] if extra else ([res[-2]] if res[-2] is not None else [])
+            got = _taken(res[-1])
             if got or not blocking:
-                return list(got)
+                return got
             if deadline.remaining() == 0:
                 return []
 
@@ -378,7 +522,9 @@ class _QueueBase(WaitingObject):
         return out
 
     def get(self, block: bool = True, timeout: Optional[float] = None) -> Any:
-        """Remove and return the oldest item; queue.Empty when it gives up."""
+        """Remove and return the oldest item; queue.Empty when it gives up.
+        ShutDown once the queue is shut down and empty (at once after an
+        immediate shutdown), also for a get that was waiting."""
         self._check()
         if self._pending:
             raw = [self._pending.pop(0)]
@@ -415,7 +561,31 @@ class _QueueBase(WaitingObject):
     def qsize(self) -> int:
         """The number of items in the queue (exact)."""
         self._check()
-        return int(self._call(self._client.llen, self._items)) + len(self._pending)
+        return int(self._script(_QSIZE_LUA, [self._items], [])) + len(self._pending)
+
+    # ------------------------------------------------------------ shutdown
+
+    def shutdown(self, immediate: bool = False) -> None:
+        """Shut the queue down for every process and machine that uses it
+        (``queue.Queue.shutdown``): puts raise ShutDown from now on, and gets
+        once the queue is empty; every blocked put, get and join wakes.
+        ``immediate``: the items left are discarded (and counted as done by
+        a JoinableQueue, whose ``join()`` then returns once the items taken
+        before are done), and gets raise ShutDown at once.  Calling it again
+        is harmless; ``immediate=True`` after a plain shutdown discards what
+        is left.  One script: a lost connection leaves the queue either as
+        it was or shut down."""
+        self._check()
+        self._script(_SHUTDOWN_LUA,
+                     [self._items, self._tasks, self._shut] + self._pw + self._jw,
+                     ["1" if immediate else "0", "1" if self._JOINABLE else "0",
+                      self._pw_prefix, self._jw_prefix])
+
+    @property
+    def is_shutdown(self) -> bool:
+        """True once ``shutdown()`` was called on this queue, from anywhere."""
+        self._check()
+        return bool(self._call(self._client.exists, self._shut))
 
     def empty(self) -> bool:
         return self.qsize() == 0
