@@ -16,6 +16,11 @@ from typing import Any, Optional
 
 from . import _core, naming
 
+#: What ``Lock.release()`` raises when the lock is not held: a ValueError
+#: (multiprocessing.Lock's) and a RuntimeError (threading.Lock's, and so a
+#: multiprocessing manager's Lock proxy's).
+UnlockedReleaseError = _core.UnlockedReleaseError
+
 __all__ = [
     "Lock", "RLock", "Semaphore", "BoundedSemaphore", "Event", "Condition", "Barrier",
     "OwnerDiedWarning",
@@ -136,8 +141,9 @@ class Lock(_LockBase):
     """A non-recursive lock in shared memory: ``multiprocessing.Lock``.
 
     ``acquire(block=True, timeout=None)`` returns whether it got the lock
-    (False on timeout); ``release()`` raises ValueError if it is not held,
-    and may be called from any thread or process, as with
+    (False on timeout); ``release()`` raises ValueError if it is not held
+    (:data:`UnlockedReleaseError`, also a RuntimeError as threading.Lock
+    raises there), and may be called from any thread or process, as with
     multiprocessing's.  If the holder dies (SIGKILL included), the next
     acquirer gets the lock, finds ``owner_died`` true and an
     :class:`OwnerDiedWarning` is emitted.  A holder is judged alive by an

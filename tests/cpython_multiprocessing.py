@@ -1,0 +1,365 @@
+"""CPython's own multiprocessing tests, run against interproc's objects.
+
+    python tests/cpython_multiprocessing.py {fork|spawn|forkserver} [-v] [-k PATTERN]
+
+Run from the repository root with interproc installed.  The tests come from
+``test._test_multiprocessing`` of the interpreter running this script (the
+``test`` package must be installed with it), so each Python checks
+interproc against its own multiprocessing.
+
+What is run: the test mixins about the objects interproc replaces (queues,
+pipes and connections, locks, semaphores, conditions, events, barriers,
+shared values and arrays) in their "processes" variant, with interproc's
+factories in place of multiprocessing's, and in their "manager" variant,
+with ``interproc.Manager()``; and the plain test cases about the same
+objects (``TestWait``, ``TestSimpleQueue``, ``TestSyncManagerTypes``,
+``TestIgnoreEINTR``), which call ``multiprocessing.Pipe()`` and the like
+directly, so those names are pointed at interproc's while they run.  The
+"threads" variant tests ``multiprocessing.dummy`` and is not run.
+
+Every test must pass, or be listed in ``DIFFERENCES`` with the reason:
+docs/api.md ("Differences from multiprocessing") explains each entry.  A
+listed test that passes is reported, so that the list cannot go stale
+silently, but does not fail the run (a test may differ on one Python and
+not on another).  The exit status is 0 when nothing else failed.
+
+A test that hangs ends the run: after ``--test-timeout`` seconds every
+thread's stack is printed and the process exits with status 3.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import faulthandler
+import fnmatch
+import multiprocessing
+import multiprocessing.connection
+import operator
+import signal
+import sys
+import time
+import types
+import unittest
+from unittest import mock
+
+import interproc
+import interproc.managers
+
+try:
+    import test._test_multiprocessing as cpython
+except ImportError as exc:  # pragma: no cover - depends on the interpreter
+    sys.exit(f"cpython_multiprocessing: this Python has no test package ({exc}); install it to run these tests")
+
+# test_wait_result interrupts a wait with SIGINT and expects KeyboardInterrupt.
+# A runner started in the background by a non-interactive shell has SIGINT
+# ignored, and that disposition is inherited across exec: put Python's own
+# handler back, as the interpreter would have installed it.
+signal.signal(signal.SIGINT, signal.default_int_handler)
+
+#: The test mixins in scope.  Looked up by name, since the module's content
+#: changes between Python versions; the variants built are those of each
+#: mixin's ALLOWED_TYPES, but for "threads".
+MIXINS = (
+    "_TestQueue",
+    "_TestLock",
+    "_TestSemaphore",
+    "_TestCondition",
+    "_TestEvent",
+    "_TestBarrier",
+    "_TestValue",
+    "_TestArray",
+    "_TestContainers",
+    "_TestConnection",
+    "_TestPoll",
+    "_TestPicklingConnections",
+    "_TestSharedCTypes",
+)
+
+#: Plain test cases in scope; they name ``multiprocessing.Pipe`` and friends
+#: directly, which are pointed at interproc's while they run.
+PLAIN_CASES = (
+    "TestWait",
+    "TestSimpleQueue",
+    "TestSyncManagerTypes",
+    "TestIgnoreEINTR",
+)
+
+#: Tests of the classes above that exercise only multiprocessing's own
+#: objects, whatever the substitution: they say nothing about interproc.
+#: Keyed by method name (every variant).
+NOT_OURS = {
+    "test_queue_feeder_on_queue_feeder_error": "subclasses multiprocessing.queues.Queue to hook its feeder thread",
+    "test_ignore_listener": "multiprocessing.connection.Listener and Client",
+}
+
+#: The deliberate differences: "<variant class>.<test>" -> why it fails on
+#: interproc.  Each one is explained in docs/api.md, "Differences from
+#: multiprocessing".  Keep this the only list.
+DIFFERENCES: "dict[str, str]" = {}
+
+
+# ---------------------------------------------------------------------------
+# interproc in place of multiprocessing
+
+# The ``connection`` namespace the mixins use: multiprocessing's Listener,
+# Client and families (interproc has no sockets), interproc's wait().
+connection = types.SimpleNamespace(
+    **{k: getattr(multiprocessing.connection, k) for k in ("Listener", "Client", "families")},
+    wait=interproc.wait,
+    Connection=interproc.Connection,
+)
+
+#: multiprocessing's top-level factories -> interproc's.
+FACTORIES = {
+    name: getattr(interproc, name)
+    for name in (
+        "Pipe", "Queue", "JoinableQueue", "SimpleQueue", "Lock", "RLock", "Semaphore",
+        "BoundedSemaphore", "Condition", "Event", "Barrier", "Value", "Array", "RawValue", "RawArray",
+    )
+}
+
+
+@contextlib.contextmanager
+def substituted():
+    """multiprocessing's factories, ``multiprocessing.connection.wait`` and
+    the names the test module imported from multiprocessing, pointed at
+    interproc's for the duration: for tests that call them directly."""
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(mock.patch.multiple(multiprocessing, **FACTORIES))
+        stack.enter_context(mock.patch.object(multiprocessing.connection, "wait", interproc.wait))
+        for name, value in (("Value", interproc.Value), ("wait", interproc.wait)):
+            if hasattr(cpython, name):
+                stack.enter_context(mock.patch.object(cpython, name, value))
+        yield
+
+
+class Substituting:
+    def setUp(self):
+        stack = contextlib.ExitStack()
+        stack.enter_context(substituted())
+        self.addCleanup(stack.close)
+        super().setUp()
+
+
+class ProcessesMixin(Substituting, cpython.ProcessesMixin):
+    connection = connection
+    Pipe = staticmethod(interproc.Pipe)
+    Queue = staticmethod(interproc.Queue)
+    JoinableQueue = staticmethod(interproc.JoinableQueue)
+    SimpleQueue = staticmethod(interproc.SimpleQueue)
+    Lock = staticmethod(interproc.Lock)
+    RLock = staticmethod(interproc.RLock)
+    Semaphore = staticmethod(interproc.Semaphore)
+    BoundedSemaphore = staticmethod(interproc.BoundedSemaphore)
+    Condition = staticmethod(interproc.Condition)
+    Event = staticmethod(interproc.Event)
+    Barrier = staticmethod(interproc.Barrier)
+    Value = staticmethod(interproc.Value)
+    Array = staticmethod(interproc.Array)
+    RawValue = staticmethod(interproc.RawValue)
+    RawArray = staticmethod(interproc.RawArray)
+
+
+
+class ManagerMixin(Substituting, cpython.ManagerMixin):
+    connection = connection
+
+    # CPython's setUpClass/tearDownClass start multiprocessing.Manager() and
+    # count the objects its server holds; interproc's manager has no server
+    # for these types.
+    @classmethod
+    def setUpClass(cls):
+        cpython.BaseMixin.setUpClass.__func__(cls)
+        cls.manager = interproc.Manager()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.manager.shutdown()
+        cls.manager.join()
+        cls.manager = None
+        cpython.BaseMixin.tearDownClass.__func__(cls)
+
+
+MIXIN_CLASSES = {"processes": ProcessesMixin, "manager": ManagerMixin}
+
+
+def check_invariant(self, cond):
+    # CPython reads the private semaphores multiprocessing builds a
+    # Condition from; the invariant it checks (nobody left waiting) is what
+    # interproc's statistics() report.
+    self.assertEqual(cond.statistics()["condition_waiters"], 0)
+
+
+def _plain_case(base):
+    attrs = {}
+    if base.__name__ == "TestSyncManagerTypes":
+        attrs["manager_class"] = interproc.managers.SyncManager
+    return type(base.__name__, (Substituting, base), attrs)
+
+
+def build_cases():
+    """The test classes, as ``install_tests_in_module_dict`` names them, in
+    this module's namespace (children started by spawn or forkserver find
+    them there by name)."""
+    cases = []
+    for name in MIXINS:
+        base = getattr(cpython, name, None)
+        if base is None:
+            continue
+        for type_ in base.ALLOWED_TYPES:
+            if type_ not in MIXIN_CLASSES:
+                continue
+            newname = "With" + type_.capitalize() + name[1:]
+            # Set on the class itself: the test mixin's own comes first in the MRO.
+            attrs = {"check_invariant": check_invariant} if hasattr(base, "check_invariant") else {}
+            cases.append(type(newname, (base, MIXIN_CLASSES[type_], unittest.TestCase), attrs))
+    for name in PLAIN_CASES:
+        base = getattr(cpython, name, None)
+        if base is not None:
+            cases.append(_plain_case(base))
+    for case in cases:
+        case.__qualname__ = case.__name__
+        case.__module__ = __name__
+        globals()[case.__name__] = case
+    return cases
+
+
+CASES = build_cases()
+
+
+# ---------------------------------------------------------------------------
+# Running and reporting
+
+def test_key(test):
+    return f"{type(test).__name__}.{test._testMethodName}"
+
+
+class Result(unittest.TextTestResult):
+    """Sorts each outcome: passed, a listed difference, or a failure."""
+
+    def __init__(self, *args, test_timeout, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.test_timeout = test_timeout
+        self.passed = []
+        self.listed = []          # (key, reason) of listed tests that failed
+        self.listed_passed = []   # listed, yet passed
+        self.failed = []          # (key, traceback text)
+
+    def startTest(self, test):
+        # Arms a watchdog: a hung test prints every stack and ends the run.
+        faulthandler.dump_traceback_later(self.test_timeout, exit=True)
+        if self.showAll:
+            self.stream.write(f"{test_key(test)} ... ")
+            self.stream.flush()
+        unittest.TestResult.startTest(self, test)
+
+    def stopTest(self, test):
+        faulthandler.cancel_dump_traceback_later()
+        super().stopTest(test)
+
+    def _line(self, word):
+        if self.showAll:
+            self.stream.writeln(word)
+            self.stream.flush()
+
+    def addSuccess(self, test):
+        key = test_key(test)
+        if key in DIFFERENCES:
+            self.listed_passed.append(key)
+            self._line("ok (listed as a difference)")
+        else:
+            self.passed.append(key)
+            self._line("ok")
+
+    def _bad(self, test, err, word):
+        key = test_key(test)
+        if key in DIFFERENCES:
+            self.listed.append((key, DIFFERENCES[key]))
+            self._line("listed difference")
+        else:
+            self.failed.append((key, self._exc_info_to_string(err, test)))
+            self._line(word)
+
+    def addFailure(self, test, err):
+        self._bad(test, err, "FAIL")
+
+    def addError(self, test, err):
+        if isinstance(test, unittest.suite._ErrorHolder):
+            # setUpClass or tearDownClass: not one test's.
+            self.failed.append((str(test), self._exc_info_to_string(err, test)))
+            self._line("ERROR")
+        else:
+            self._bad(test, err, "ERROR")
+
+    def addSubTest(self, test, subtest, err):
+        if err is not None:
+            self._bad(test, err, "FAIL (subtest)")
+
+    def addSkip(self, test, reason):
+        super().addSkip(test, reason)
+
+    def addExpectedFailure(self, test, err):
+        self._bad(test, err, "FAIL (expected failure)")
+
+    def addUnexpectedSuccess(self, test):
+        self.addSuccess(test)
+
+    def printErrors(self):
+        pass
+
+
+def _skip_not_ours(suite):
+    for test in suite:
+        if isinstance(test, unittest.TestSuite):
+            _skip_not_ours(test)
+            continue
+        reason = NOT_OURS.get(test._testMethodName)
+        if reason is not None:
+            setattr(test, test._testMethodName,
+                    unittest.skip(f"not interproc's: {reason}")(getattr(test, test._testMethodName)))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("method", choices=("fork", "spawn", "forkserver"))
+    parser.add_argument("-v", "--verbose", action="store_true", help="one line per test")
+    parser.add_argument("-k", dest="patterns", action="append", default=[],
+                        help="only tests whose 'Class.test' matches this glob (repeatable)")
+    parser.add_argument("--test-timeout", type=float, default=300.0,
+                        help="seconds one test may take before the run is ended as hung (default 300)")
+    args = parser.parse_args(argv)
+
+    multiprocessing.set_start_method(args.method, force=True)
+    loader = unittest.TestLoader()
+    suite = unittest.TestSuite()
+    for case in CASES:
+        for test in loader.loadTestsFromTestCase(case):
+            if args.patterns and not any(fnmatch.fnmatch(test_key(test), p) for p in args.patterns):
+                continue
+            suite.addTest(test)
+    _skip_not_ours(suite)
+
+    stream = unittest.runner._WritelnDecorator(sys.stdout)
+    result = Result(stream, True, 2 if args.verbose else 0, test_timeout=args.test_timeout)
+    started = time.monotonic()
+    suite(result)
+    elapsed = time.monotonic() - started
+
+    for key, text in result.failed:
+        print(f"\n{'=' * 70}\nFAIL: {key}\n{'-' * 70}\n{text}", end="")
+    if result.listed_passed:
+        print("\nListed as differences but passed (remove them from DIFFERENCES if they pass everywhere):")
+        for key in result.listed_passed:
+            print(f"  {key}")
+    version = ".".join(map(str, sys.version_info[:3]))
+    print(
+        f"\ncpython_multiprocessing {args.method} (Python {version}): "
+        f"{len(result.passed) + len(result.listed_passed)} passed, {len(result.listed)} listed differences, "
+        f"{len(result.skipped)} skipped, {len(result.failed)} failed in {elapsed:.0f}s"
+    )
+    ran = result.testsRun - len(result.skipped)
+    return 0 if not result.failed and ran > 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
