@@ -322,7 +322,11 @@ class SharedDict(_Container, DictAPI, _core.DictCore):
     def _iterate(self, what: int) -> Iterator[Any]:
         """Iterate like a dict: RuntimeError if its keys change (in any
         process) while it runs."""
-        size, version = self._state()
+        # Read now, not at the first next(): a dict's iterator counts a
+        # change made between iter() and the first next() too.
+        return self._iterate_from(what, *self._state())
+
+    def _iterate_from(self, what: int, size: int, version: int) -> Iterator[Any]:
         pos, want = 0, CHUNK_FIRST
         while True:
             chunk, pos, ver = self._chunk(pos, want, what)
