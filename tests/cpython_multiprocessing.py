@@ -99,11 +99,18 @@ _FD_PASSING = (
     "multiprocessing.reduction.send_handle/recv_handle need an AF_UNIX socket behind conn.fileno(); "
     "an interproc Connection is shared memory and refuses them with a TypeError naming the alternatives"
 )
+_UNUSED_CLOSE = (
+    "close() closes the handle at once; multiprocessing's does nothing to a queue never used "
+    "(it has no feeder thread yet), whose empty() still answers True; once used, both raise OSError"
+)
 DIFFERENCES: "dict[str, str]" = {
     "WithProcessesTestQueue.test_queue_feeder_donot_stop_onexc": (
         "no feeder thread: put() pickles in the caller, so an unpicklable object raises there "
         "instead of being reported on stderr by a feeder thread and dropped"
     ),
+    # Python 3.13 and later.
+    "WithProcessesTestQueue.test_closed_queue_empty_exceptions": _UNUSED_CLOSE,
+    "WithManagerTestQueue.test_closed_queue_empty_exceptions": _UNUSED_CLOSE,
     "WithManagerTestEvent.test_repr": (
         "the manager's Event is interproc's Event, not an EventProxy: its repr is the Event's own"
     ),

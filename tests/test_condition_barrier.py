@@ -1178,19 +1178,6 @@ def test_cpython_test_waitfor(method, factory):
     join_ok(p)
 
 
-@pytest.mark.timeout(400)
-@pytest.mark.parametrize("method", ["fork", "spawn"])
-def test_cpython_condition_tests_pass_on_interproc(method):
-    """CPython's own _TestCondition (processes and manager variants), run
-    by tests/_cpython_condition.py against interproc's objects."""
-    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_cpython_condition.py")
-    try:
-        r = subprocess.run([sys.executable, script, method], capture_output=True, text=True, timeout=300)
-    except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"CPython's Condition tests hung: {exc.stderr}")
-    assert r.returncode == 0, r.stderr[-4000:]
-
-
 def test_a_notifier_that_then_waits_does_not_take_its_own_notification(lib):
     cond = make(lib, "Condition")
     arrived, out = counter(), interproc.Queue()

@@ -1,0 +1,46 @@
+"""CPython's own multiprocessing tests against interproc, under each start
+method: tests/cpython_multiprocessing.py, run in a fresh interpreter.
+
+Every test in scope must pass or be one of the runner's listed differences
+(docs/api.md, "Differences from multiprocessing").  The runner ends itself,
+with every thread's stack, when one test hangs; the timeout here catches
+anything else, so that a hang fails the test instead of stalling the suite.
+"""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+RUNNER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cpython_multiprocessing.py")
+
+# Generous: the spawn run takes about a minute on an idle 2-core machine.
+RUN_TIMEOUT = 1200
+
+try:
+    import test._test_multiprocessing  # noqa: F401
+except ImportError:  # pragma: no cover - depends on how Python was installed
+    HAVE_TESTS = False
+else:
+    HAVE_TESTS = True
+
+
+def _text(out):
+    # TimeoutExpired carries bytes even when the run was asked for text.
+    if isinstance(out, bytes):
+        return out.decode(errors="replace")
+    return out or ""
+
+
+@pytest.mark.skipif(not HAVE_TESTS, reason="this Python has no test package (test._test_multiprocessing)")
+@pytest.mark.timeout(RUN_TIMEOUT + 60)
+@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
+def test_cpython_multiprocessing_tests_pass_on_interproc(method):
+    try:
+        r = subprocess.run([sys.executable, RUNNER, method, "--test-timeout", "400"],
+                           capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"CPython's multiprocessing tests did not finish in {RUN_TIMEOUT}s:\n"
+                    f"{_text(exc.stdout)[-4000:]}\n{_text(exc.stderr)[-4000:]}")
+    assert r.returncode == 0, f"{r.stdout[-6000:]}\n{r.stderr[-3000:]}"
