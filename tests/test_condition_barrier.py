@@ -12,6 +12,7 @@ import functools
 import multiprocessing
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -549,10 +550,16 @@ def test_named_condition_opened_by_name(unique_name):
     assert ok is True
 
 
-def test_repr_does_not_fail():
+def test_repr_has_multiprocessing_shape():
+    """"<Condition(<lock>, waiters)>", as multiprocessing's."""
     for cond in (interproc.Condition(), interproc.Condition(interproc.Lock()),
-                 interproc.Condition(interproc.RLock())):
-        assert "Condition" in repr(cond)
+                 interproc.Condition(interproc.RLock()), multiprocessing.Condition()):
+        assert re.fullmatch(r"<Condition\(<.*>, 0\)>", repr(cond)), repr(cond)
+    cond = interproc.Condition()
+    with cond:
+        assert re.fullmatch(r"<Condition\(<interproc.RLock anonymous owner=\d+>, 0\)>", repr(cond)), repr(cond)
+    cond.close()
+    assert "closed" in repr(cond)
 
 
 # ----------------------------------------------------------------- Ctrl-C

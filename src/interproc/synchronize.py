@@ -316,10 +316,17 @@ class Condition(_SyncBase):
         return (_rebuild_condition, (naming.reference(self), self._lock))
 
     def __repr__(self) -> str:
+        # multiprocessing's shape, "<Condition(<lock>, waiters)>"; the lock
+        # that lives in the condition's own segment is shown as an RLock.
         if self._closed:
-            return f"<interproc.Condition {self._where()} closed>"
-        lock = "own RLock" if self._lock is None else repr(self._lock)
-        return f"<interproc.Condition {self._where()} lock={lock}>"
+            return f"<Condition {self._where()} closed>"
+        stats = self.statistics()
+        if self._lock is not None:
+            lock = repr(self._lock)
+        else:
+            state = f"owner={stats['owner_pid']}" if stats["locked"] else "unlocked"
+            lock = f"<interproc.RLock {self._where()} {state}>"
+        return f"<Condition({lock}, {stats['condition_waiters']})>"
 
 
 def _wait_timeout(timeout: Any) -> Optional[float]:
