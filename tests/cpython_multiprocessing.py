@@ -23,8 +23,13 @@ listed test that passes is reported, so that the list cannot go stale
 silently, but does not fail the run (a test may differ on one Python and
 not on another).  The exit status is 0 when nothing else failed.
 
+Output: the failures, with what went to stderr during each (its children's
+included), and one summary line.  Without -v, everything else the tests
+write to stderr (the listed differences' tracebacks, CPython's warnings
+about dangling processes) is dropped.
+
 A test that hangs ends the run: after ``--test-timeout`` seconds every
-thread's stack is printed and the process exits with status 3.
+thread's stack is printed and the process exits with status 1.
 """
 from __future__ import annotations
 
@@ -34,9 +39,10 @@ import faulthandler
 import fnmatch
 import multiprocessing
 import multiprocessing.connection
-import operator
+import os
 import signal
 import sys
+import tempfile
 import time
 import types
 import unittest
@@ -274,9 +280,17 @@ def test_key(test):
 class Result(unittest.TextTestResult):
     """Sorts each outcome: passed, a listed difference, or a failure."""
 
-    def __init__(self, *args, test_timeout, **kwargs):
+    def __init__(self, *args, test_timeout, capture, real_stderr, **kwargs):
         super().__init__(*args, **kwargs)
         self.test_timeout = test_timeout
+        # What the tests and their children write to stderr goes to a file
+        # (see captured_stderr), and a test's part of it is shown only with
+        # its failure: listed differences and CPython's own warnings would
+        # drown the report otherwise.  The watchdog writes to the real
+        # stderr.
+        self.capture = capture
+        self.real_stderr = real_stderr
+        self.stderr_start = 0
         self.passed = []
         self.listed = []          # (key, reason) of listed tests that failed
         self.listed_passed = []   # listed, yet passed
@@ -284,7 +298,10 @@ class Result(unittest.TextTestResult):
 
     def startTest(self, test):
         # Arms a watchdog: a hung test prints every stack and ends the run.
-        faulthandler.dump_traceback_later(self.test_timeout, exit=True)
+        faulthandler.dump_traceback_later(self.test_timeout, exit=True, file=self.real_stderr)
+        if self.capture is not None:
+            sys.stderr.flush()
+            self.stderr_start = os.fstat(self.capture.fileno()).st_size
         if self.showAll:
             self.stream.write(f"{test_key(test)} ... ")
             self.stream.flush()
@@ -293,6 +310,11 @@ class Result(unittest.TextTestResult):
     def stopTest(self, test):
         faulthandler.cancel_dump_traceback_later()
         super().stopTest(test)
+
+    def _written(self):
+        """What went to stderr since this test started."""
+        sys.stderr.flush()
+        return os.pread(self.capture.fileno(), 1 << 20, self.stderr_start).decode(errors="replace")
 
     def _line(self, word):
         if self.showAll:
@@ -314,7 +336,11 @@ class Result(unittest.TextTestResult):
             self.listed.append((key, DIFFERENCES[key]))
             self._line("listed difference")
         else:
-            self.failed.append((key, self._exc_info_to_string(err, test)))
+            text = self._exc_info_to_string(err, test)
+            written = self._written() if self.capture is not None else ""
+            if written.strip():
+                text += f"\nstderr since it started (its children's included):\n{written}"
+            self.failed.append((key, text))
             self._line(word)
 
     def addFailure(self, test, err):
@@ -357,6 +383,29 @@ def _skip_not_ours(suite):
                     unittest.skip(f"not interproc's: {reason}")(getattr(test, test._testMethodName)))
 
 
+@contextlib.contextmanager
+def captured_stderr(enabled):
+    """Points file descriptor 2 at a temporary file for the run: the tests',
+    their children's and the forkserver's (started inside) output goes
+    there.  Yields (the file or None, a file object on the real stderr)."""
+    real = os.fdopen(os.dup(2), "w")
+    if not enabled:
+        try:
+            yield None, real
+        finally:
+            real.close()
+        return
+    sys.stderr.flush()
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield capture, real
+        finally:
+            sys.stderr.flush()
+            os.dup2(real.fileno(), 2)
+            real.close()
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("method", choices=("fork", "spawn", "forkserver"))
@@ -378,15 +427,18 @@ def main(argv=None):
     _skip_not_ours(suite)
 
     stream = unittest.runner._WritelnDecorator(sys.stdout)
-    result = Result(stream, True, 2 if args.verbose else 0, test_timeout=args.test_timeout)
     started = time.monotonic()
-    suite(result)
+    with captured_stderr(not args.verbose) as (capture, real_stderr):
+        result = Result(stream, True, 2 if args.verbose else 0, test_timeout=args.test_timeout,
+                        capture=capture, real_stderr=real_stderr)
+        suite(result)
     elapsed = time.monotonic() - started
 
     for key, text in result.failed:
         print(f"\n{'=' * 70}\nFAIL: {key}\n{'-' * 70}\n{text}", end="")
     if result.listed_passed:
-        print("\nListed as differences but passed (remove them from DIFFERENCES if they pass everywhere):")
+        print("\nListed as differences, but passed here (remove an entry once it passes on every "
+              "Python and start method):")
         for key in result.listed_passed:
             print(f"  {key}")
     version = ".".join(map(str, sys.version_info[:3]))
