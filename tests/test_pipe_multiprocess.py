@@ -222,17 +222,27 @@ def _open_fds():
     return len(os.listdir("/proc/self/fd"))
 
 
-def test_ends_handed_over_leave_no_descriptors_behind(start_method):
+@pytest.mark.parametrize("threads", [1, 4])
+def test_ends_handed_over_leave_no_descriptors_behind(start_method, threads):
+    per_thread = 30 // threads
     carrier_here, carrier_there = Pipe()
-    p = start(start_method, ph.take_ends_and_close, carrier_there, 30)
+    p = start(start_method, ph.take_ends_and_close, carrier_there, per_thread * threads)
     carrier_there.close()
     carrier_here.poll(0)
     before = _open_fds()
-    for _ in range(30):
-        a, b = Pipe()
-        carrier_here.send(b)
-        a.close()
-        b.close()
+
+    def hand_over():
+        for _ in range(per_thread):
+            a, b = Pipe()
+            carrier_here.send(b)
+            a.close()
+            b.close()
+
+    senders = [threading.Thread(target=hand_over) for _ in range(threads)]
+    for t in senders:
+        t.start()
+    for t in senders:
+        t.join(TIMEOUT)
     assert recv_or_fail(carrier_here) == "done"
     join_ok(p)
     # Every end was taken: the copies kept for the receiver go at the next

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import os
+import threading
 import weakref
 from typing import Any, Callable, Dict, List, Optional
 
@@ -366,51 +367,62 @@ class _HandOver:
     """
 
     _current: "Optional[_HandOver]" = None
+    _making = threading.Lock()
 
     def __init__(self) -> None:
         self.pid = os.getpid()
         self.rfd, self.wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.pending: "Dict[bytes, List[int]]" = {}
+        # Keeps "the table is empty, so the hook goes" from racing with
+        # another thread's offer; re-entrant, since a sweep may run from a
+        # finalizer that the garbage collector calls in the middle of one.
+        self.lock = threading.RLock()
 
     @classmethod
     def get(cls) -> "_HandOver":
         current = cls._current
         if current is None or current.pid != os.getpid():
-            current = cls._current = cls()
+            with cls._making:
+                current = cls._current
+                if current is None or current.pid != os.getpid():
+                    current = cls._current = cls()
         return current
 
     def offer(self, fds: "list[int]") -> tuple:
-        self.sweep()
-        copies: "list[int]" = []
-        try:
-            for fd in fds:
-                copies.append(os.dup(fd) if fd >= 0 else -1)
-        except BaseException:
-            _close_all(copies)
-            raise
-        token = os.urandom(8)
-        self.pending[token] = copies
-        _set_hook(True)
-        return (copies, self.wfd, token)
+        with self.lock:
+            self.sweep()
+            copies: "list[int]" = []
+            try:
+                for fd in fds:
+                    copies.append(os.dup(fd) if fd >= 0 else -1)
+            except BaseException:
+                _close_all(copies)
+                raise
+            token = os.urandom(8)
+            self.pending[token] = copies
+            _set_hook(True)
+            return (copies, self.wfd, token)
 
     def take_local(self, token: bytes) -> "Optional[list[int]]":
         """The copies of ``token``, for a receiver in this same process."""
-        return self.pending.pop(token, None)
+        with self.lock:
+            return self.pending.pop(token, None)
 
     def sweep(self) -> None:
         if not self.pending:
             return
-        while True:
-            try:
-                data = os.read(self.rfd, 8 * 512)
-            except BlockingIOError:
-                break
-            if not data:
-                break
-            for i in range(0, len(data) - 7, 8):
-                _close_all(self.pending.pop(data[i:i + 8], ()))
-        if not self.pending:
-            _set_hook(False)
+        with self.lock:
+            while True:
+                try:
+                    data = os.read(self.rfd, 8 * 512)
+                except BlockingIOError:
+                    break
+                if not data:
+                    break
+                for i in range(0, len(data) - 7, 8):
+                    _close_all(self.pending.pop(data[i:i + 8], ()))
+            if not self.pending:
+                _set_hook(False)
 
     @classmethod
     def sweep_current(cls) -> None:
@@ -420,6 +432,9 @@ class _HandOver:
 
     @classmethod
     def forget_in_child(cls) -> None:
+        # Another thread of the parent may have held it: only this thread
+        # exists here.
+        cls._making = threading.Lock()
         current, cls._current = cls._current, None
         if current is not None:
             for copies in current.pending.values():
