@@ -430,3 +430,8 @@ def write_from_queue(outer, n):
     for i in range(n):
         conn.send(i)
     conn.close()
+
+
+def put_end_and_exit(outer, end):
+    outer.put(end)
+    end.close()

@@ -218,6 +218,21 @@ def test_end_put_in_a_queue_and_closed_at_once_arrives_alive(start_method):
         finish_within(TIMEOUT, r.recv)
 
 
+def test_an_end_whose_sender_exited_before_it_was_taken_is_gone(start_method):
+    """The copies kept for the receiver die with their sender: the end's
+    peer reads end of stream, and a late receiver is told the sender is
+    gone."""
+    outer = interproc.Queue()
+    r, w = Pipe(duplex=False)
+    p = start(start_method, ph.put_end_and_exit, outer, w)
+    w.close()
+    join_ok(p)
+    with pytest.raises(EOFError):
+        finish_within(TIMEOUT, r.recv)
+    with pytest.raises(RuntimeError, match="has exited"):
+        outer.get(timeout=TIMEOUT)
+
+
 def _open_fds():
     return len(os.listdir("/proc/self/fd"))
 
