@@ -177,11 +177,11 @@ def substituted():
 
 
 class Substituting:
-    def setUp(self):
-        stack = contextlib.ExitStack()
-        stack.enter_context(substituted())
-        self.addCleanup(stack.close)
-        super().setUp()
+    # Around the whole run, not in setUp: several test mixins define a
+    # setUp that does not call super().
+    def run(self, result=None):
+        with substituted():
+            return super().run(result)
 
 
 class ProcessesMixin(Substituting, cpython.ProcessesMixin):
