@@ -7,13 +7,16 @@ with every thread's stack, when one test hangs; the timeout here catches
 anything else, so that a hang fails the test instead of stalling the suite.
 """
 
+import ast
 import os
 import subprocess
 import sys
 
 import pytest
 
-RUNNER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cpython_multiprocessing.py")
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+RUNNER = os.path.join(TESTS_DIR, "cpython_multiprocessing.py")
+API_DOC = os.path.join(TESTS_DIR, os.pardir, "docs", "api.md")
 
 # Generous: the spawn run takes about a minute on an idle 2-core machine.
 RUN_TIMEOUT = 1200
@@ -44,3 +47,26 @@ def test_cpython_multiprocessing_tests_pass_on_interproc(method):
         pytest.fail(f"CPython's multiprocessing tests did not finish in {RUN_TIMEOUT}s:\n"
                     f"{_text(exc.stdout)[-4000:]}\n{_text(exc.stderr)[-4000:]}")
     assert r.returncode == 0, f"{r.stdout[-6000:]}\n{r.stderr[-3000:]}"
+
+
+def _listed_differences():
+    """The runner's DIFFERENCES keys, read from its source (importing it
+    would import CPython's test module)."""
+    with open(RUNNER, encoding="utf-8") as f:
+        tree = ast.parse(f.read())
+    for node in tree.body:
+        target = node.target if isinstance(node, ast.AnnAssign) else (
+            node.targets[0] if isinstance(node, ast.Assign) else None)
+        if isinstance(target, ast.Name) and target.id == "DIFFERENCES":
+            return [ast.literal_eval(k) for k in node.value.keys]
+    raise AssertionError("no DIFFERENCES in the runner")
+
+
+def test_every_listed_difference_is_explained_in_the_api_docs():
+    with open(API_DOC, encoding="utf-8") as f:
+        doc = f.read()
+    section = doc[doc.index("### What CPython's multiprocessing tests show"):]
+    listed = _listed_differences()
+    assert listed
+    missing = [key for key in listed if key.split(".")[1] not in section]
+    assert not missing, f"listed in the runner but not explained in docs/api.md: {missing}"
