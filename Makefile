@@ -22,13 +22,14 @@ STAMP_TEST := $(VENV)/.installed-test
 STAMP_BENCH := $(VENV)/.installed-bench
 STAMPS := $(STAMP_TEST) $(STAMP_BENCH)
 
-.PHONY: help venv demo test test-all bench sanitize clean distclean \
+.PHONY: help venv demo test test-all test-cpython bench sanitize clean distclean \
 	fuzz fuzz-ci fuzz-merge fuzz-coverage fuzz-seed fuzz-repro
 
 help:
 	@echo "make demo       build .venv and run 'interproc demo'"
 	@echo "make test       build .venv and run the whole test suite"
-	@echo "make test-all   the suite and CPython's multiprocessing tests on Python 3.11 to 3.15 (.ci/test-matrix)"
+	@echo "make test-all   the suite, CPython's multiprocessing tests included, on Python 3.11 to 3.15 (.ci/test-matrix)"
+	@echo "make test-cpython  only CPython's own multiprocessing tests against interproc, per start method"
 	@echo "make bench      run the benchmarks, appending to benchmarks/RESULTS.md"
 	@echo "make sanitize   run the tests against an ASan/UBSan build of the core"
 	@echo "make fuzz       fuzz each target FUZZ_SECONDS (default $(FUZZ_SECONDS)) seconds; see fuzz/README.md"
@@ -56,6 +57,20 @@ test: $(STAMP_TEST)
 MATRIX ?=
 test-all:
 	.ci/test-matrix $(MATRIX)
+
+# CPython's own test._test_multiprocessing, from the test package of the
+# interpreter that runs it, against interproc's objects: under each start
+# method, every test in scope passes or is a listed difference (see the
+# runner's docstring).  The venv's Python by default; CPYTHON_PY=<python>
+# runs it on another interpreter that has interproc installed (no venv is
+# built then).  CPYTHON_ARGS passes options, e.g. -v or -k 'WithManager*'.
+CPYTHON_PY ?=
+CPYTHON_METHODS ?= fork spawn forkserver
+CPYTHON_ARGS ?=
+test-cpython: $(if $(CPYTHON_PY),,$(STAMP_TEST))
+	@status=0; for m in $(CPYTHON_METHODS); do \
+	    env -u PYTHONPATH $(or $(CPYTHON_PY),$(PY)) tests/cpython_multiprocessing.py $$m $(CPYTHON_ARGS) || status=1; \
+	done; exit $$status
 
 bench: $(STAMP_BENCH)
 	$(VENV)/bin/interproc bench --append benchmarks/RESULTS.md $(BENCH_ARGS)

@@ -175,6 +175,7 @@ def list_ops_in_child(lst):
 def add_to_inner_set(d, value):
     d["s"].add(value)
 
+
 # ------------------------------------------------------------ queue shutdown
 # Children report what they saw on `out` and exit 0; an unexpected outcome
 # raises, which fails the child's exit code.

@@ -403,3 +403,35 @@ def recv_and_check(conn, expected):
     seq, payload = conn.recv()
     if payload != expected:
         sys.exit(3)
+
+
+# ------------------------------------------------ ends closed by their sender
+
+def use_handed_ends(carrier):
+    """CPython's test_access, child side: an end the parent closed at once
+    after sending it must arrive alive, whichever end it is."""
+    w = recv_within(carrier)
+    w.send("all is well")
+    w.close()
+    r = recv_within(carrier)
+    carrier.send(recv_within(r) * 2)
+    r.close()
+
+
+def take_ends_and_close(carrier, n):
+    for _ in range(n):
+        end = recv_within(carrier)
+        end.close()
+    carrier.send("done")
+
+
+def write_from_queue(outer, n):
+    conn = outer.get(timeout=CHILD_TIMEOUT)
+    for i in range(n):
+        conn.send(i)
+    conn.close()
+
+
+def put_end_and_exit(outer, end):
+    outer.put(end)
+    end.close()

@@ -463,6 +463,18 @@ def test_size_change_during_iteration_raises(view, mutation):
             next(it)
 
 
+@pytest.mark.parametrize("view", ["dict", "keys", "values", "items"])
+@pytest.mark.parametrize("mutation", MUTATIONS.values(), ids=MUTATIONS.keys())
+def test_size_change_before_the_first_next_raises(view, mutation):
+    """As a dict's: the iterator is bound to the keys at iter(), not at the
+    first next() (CPython's test_dict_iter clears between the two)."""
+    for container in (dict(INITIAL), SharedDict(INITIAL)):
+        it = iter(container if view == "dict" else getattr(container, view)())
+        mutation(container)
+        with pytest.raises(RuntimeError, match="changed size during iteration"):
+            next(it)
+
+
 def test_value_change_during_iteration_is_fine():
     d = SharedDict({i: i for i in range(100)})
     seen = []

@@ -102,6 +102,17 @@ def test_builtin_typeids_return_interproc_objects():
     assert_no_server(m)
 
 
+@pytest.mark.parametrize("typecode, first, second", [("i", 1, 2), ("d", 1.5, -2.5), ("c", b"x", b"y")])
+def test_value_answers_get_and_set_as_the_proxy_does(typecode, first, second):
+    """multiprocessing's ValueProxy has get() and set(); CPython's
+    TestSyncManagerTypes.test_value uses them."""
+    with interproc.Manager() as m:
+        v = m.Value(typecode, first)
+        assert v.get() == first
+        v.set(second)
+        assert v.value == second and v.get() == second
+
+
 def test_value_and_array_refuse_pointers():
     m = interproc.Manager()
     for ctype in (ctypes.c_char_p, ctypes.c_wchar_p, ctypes.c_void_p, ctypes.POINTER(ctypes.c_int)):

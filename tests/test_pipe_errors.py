@@ -8,6 +8,7 @@ apart from a differing exception.
 
 import array
 import multiprocessing
+import os
 import pickle
 import re
 import time
@@ -264,3 +265,31 @@ def test_poll_non_number_timeout_is_type_error(Pipe):
     a, b = Pipe()
     with pytest.raises(TypeError):
         b.poll("1")
+
+
+def test_send_handle_over_an_interproc_end_says_what_to_use_instead():
+    """multiprocessing.reduction passes descriptors over the socket behind
+    fileno(); an interproc end has none, and says so instead of failing
+    with "Socket operation on non-socket"."""
+    from multiprocessing import reduction
+
+    a, b = interproc.Pipe()
+    r, w = os.pipe()
+    try:
+        with pytest.raises(TypeError, match="socketpair"):
+            reduction.send_handle(a, w, os.getpid())
+        with pytest.raises(TypeError, match="not sockets"):
+            reduction.recv_handle(b)
+        # multiprocessing's own connections still pass descriptors.
+        ma, mb = multiprocessing.Pipe()
+        with ma, mb:
+            reduction.send_handle(ma, w, os.getpid())
+            got = reduction.recv_handle(mb)
+        os.write(got, b"x")
+        os.close(got)
+        assert os.read(r, 1) == b"x"
+    finally:
+        os.close(r)
+        os.close(w)
+        a.close()
+        b.close()

@@ -177,6 +177,97 @@ def test_pipe_made_in_child_handed_to_parent(start_method):
         finish_within(5, end.recv)
 
 
+def test_ends_closed_by_their_sender_right_after_sending_arrive_alive(start_method):
+    """CPython's test_access: the sender's close() must not reach the
+    receiver as EOFError before it has opened the end."""
+    carrier_here, carrier_there = Pipe()
+    p = start(start_method, ph.use_handed_ends, carrier_there)
+    carrier_there.close()
+
+    r, w = Pipe(duplex=False)
+    carrier_here.send(w)
+    w.close()
+    assert recv_or_fail(r) == "all is well"
+    # The child closed the only other copy: the end of stream is not hidden
+    # by what this process kept for the hand-over, although it sends nothing
+    # more that would clear it.
+    with pytest.raises(EOFError):
+        finish_within(TIMEOUT, r.recv)
+    r.close()
+
+    r, w = Pipe(duplex=False)
+    carrier_here.send(r)
+    r.close()
+    w.send("foobar")
+    assert recv_or_fail(carrier_here) == "foobar" * 2
+    join_ok(p)
+    # The receiving end's only holder is gone.
+    send_until_broken(w, TIMEOUT)
+    w.close()
+
+
+def test_end_put_in_a_queue_and_closed_at_once_arrives_alive(start_method):
+    outer = interproc.Queue()
+    r, w = Pipe(duplex=False)
+    outer.put(w)
+    w.close()
+    p = start(start_method, ph.write_from_queue, outer, 3)
+    assert [recv_or_fail(r) for _ in range(3)] == [0, 1, 2]
+    join_ok(p)
+    with pytest.raises(EOFError):
+        finish_within(TIMEOUT, r.recv)
+
+
+def test_an_end_whose_sender_exited_before_it_was_taken_is_gone(start_method):
+    """The copies kept for the receiver die with their sender: the end's
+    peer reads end of stream, and a late receiver is told the sender is
+    gone."""
+    outer = interproc.Queue()
+    r, w = Pipe(duplex=False)
+    p = start(start_method, ph.put_end_and_exit, outer, w)
+    w.close()
+    join_ok(p)
+    with pytest.raises(EOFError):
+        finish_within(TIMEOUT, r.recv)
+    with pytest.raises(RuntimeError, match="has exited"):
+        outer.get(timeout=TIMEOUT)
+
+
+def _open_fds():
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.parametrize("threads", [1, 4])
+def test_ends_handed_over_leave_no_descriptors_behind(start_method, threads):
+    per_thread = 30 // threads
+    carrier_here, carrier_there = Pipe()
+    p = start(start_method, ph.take_ends_and_close, carrier_there, per_thread * threads)
+    carrier_there.close()
+    carrier_here.poll(0)
+    before = _open_fds()
+
+    def hand_over():
+        for _ in range(per_thread):
+            a, b = Pipe()
+            carrier_here.send(b)
+            a.close()
+            b.close()
+
+    senders = [threading.Thread(target=hand_over) for _ in range(threads)]
+    for t in senders:
+        t.start()
+    for t in senders:
+        t.join(TIMEOUT)
+    assert recv_or_fail(carrier_here) == "done"
+    join_ok(p)
+    # Every end was taken: the copies kept for the receiver go at the next
+    # look at a peer, here the end of stream of the carrier.
+    with pytest.raises(EOFError):
+        finish_within(TIMEOUT, carrier_here.recv)
+    # (+2: the hand-over's own pipe, made at the first hand-over.)
+    assert _open_fds() <= before + 2
+
+
 def test_maxlength_leaves_the_message_for_other_handles(start_method):
     """docs/api.md: after a too-long message this handle no longer reads,
     and the message stays for the other handles of the same end."""

@@ -188,6 +188,22 @@ def test_use_after_close(cls):
     q.close()  # closing twice is allowed, as in multiprocessing
 
 
+@pytest.mark.parametrize("cls", KINDS, ids=lambda c: c.__name__)
+def test_state_of_a_closed_queue_is_an_os_error_as_in_multiprocessing(cls):
+    """multiprocessing's empty() on a closed (used) Queue, and on any closed
+    SimpleQueue, raises OSError "handle is closed" (CPython's
+    test_closed_queue_empty_exceptions and test_empty_exceptions)."""
+    q = cls()
+    q.put(1)
+    q.close()
+    for call in (q.empty, q.qsize):
+        with pytest.raises(OSError, match="is closed"):
+            call()
+    with pytest.raises(OSError, match="is closed"):
+        q.get()
+    assert issubclass(interproc.queues.QueueClosedError, ValueError)
+
+
 def test_task_done_after_close():
     q = JoinableQueue()
     q.put(1)

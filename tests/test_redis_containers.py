@@ -156,6 +156,17 @@ def test_dict_iteration_detects_changes(mk):
     assert set(d.values()) == {"v"}
 
 
+@pytest.mark.parametrize("view", ["dict", "keys", "values", "items"])
+def test_dict_iteration_detects_a_change_before_the_first_next(mk, view):
+    """As a dict's iterator: bound to the keys at iter() (CPython's
+    test_dict_iter clears the dict between iter() and next())."""
+    d = mk(RedisDict, {i: i for i in range(5)})
+    it = iter(d if view == "dict" else getattr(d, view)())
+    d.clear()
+    with pytest.raises(RuntimeError, match="changed size"):
+        next(it)
+
+
 def test_dict_iteration_detects_other_process(mk, start_method):
     d = mk(RedisDict, {i: i for i in range(10)})
     p = start_method.Process(target=helpers.grow_dict, args=(d, 200))

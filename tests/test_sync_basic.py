@@ -161,6 +161,18 @@ def test_blocked_acquire_is_woken_by_release_from_a_thread(make):
     lock.release()
 
 
+def test_release_of_unlocked_lock_is_also_runtime_error(make_ip):
+    """threading.Lock raises RuntimeError there, and so does a
+    multiprocessing manager's Lock proxy, which Manager().Lock() replaces."""
+    lock = make_ip("Lock")
+    with pytest.raises(RuntimeError):
+        lock.release()
+    assert isinstance(interproc.synchronize.UnlockedReleaseError(), ValueError)
+    with interproc.Manager() as m:
+        with pytest.raises(RuntimeError):
+            m.Lock().release()
+
+
 def test_release_of_unlocked_lock_is_value_error(make):
     lock = make("Lock")
     with pytest.raises(ValueError):

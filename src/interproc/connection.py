@@ -89,6 +89,44 @@ class Connection(_core.ConnectionCore):
         return f"<interproc.Connection {mode}>"
 
 
+# multiprocessing.reduction.send_handle/recv_handle pass a descriptor as
+# SCM_RIGHTS over the socket behind conn.fileno().  An interproc end's
+# fileno() is a readiness pipe, where that fails with a bare "Socket
+# operation on non-socket"; wrapped, they say why and what to use instead.
+# Any other connection goes to multiprocessing's own functions unchanged.
+_NOT_A_SOCKET = (
+    "interproc Connections are shared memory, not sockets, and cannot carry file descriptors: "
+    "pass descriptors over a multiprocessing.Pipe() or socket.socketpair(), where "
+    "multiprocessing.reduction.send_handle/recv_handle work; interproc objects themselves "
+    "(Pipe ends, queues, locks...) are sent as they are: conn.send(obj)"
+)
+
+
+def _refusing_interproc(original: Any) -> Any:
+    def wrapper(conn: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(conn, Connection):
+            raise TypeError(_NOT_A_SOCKET)
+        return original(conn, *args, **kwargs)
+
+    wrapper.__name__ = original.__name__
+    wrapper.__qualname__ = original.__qualname__
+    wrapper.__doc__ = original.__doc__
+    wrapper.__wrapped__ = original
+    return wrapper
+
+
+def _wrap_handle_passing() -> None:
+    from multiprocessing import reduction
+
+    for name in ("send_handle", "recv_handle"):
+        original = getattr(reduction, name, None)
+        if original is not None and not hasattr(original, "__wrapped__"):
+            setattr(reduction, name, _refusing_interproc(original))
+
+
+_wrap_handle_passing()
+
+
 def Pipe(duplex: bool = True, *, capacity_bytes: Optional[int] = None) -> "tuple[Connection, Connection]":
     """Return two connected :class:`Connection` ends, as ``multiprocessing.Pipe``.
 

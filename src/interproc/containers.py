@@ -288,7 +288,13 @@ def _changed(d: Any, size: int, now: Optional[int] = None) -> None:
 def _iterate(d: Any, what: int) -> Iterator[Any]:
     """Iterate a dict or set like a dict: RuntimeError if its keys change
     (in any process) while it runs."""
+    # Read now, not at the first next(): a dict's iterator counts a change
+    # made between iter() and the first next() too.
     size, version = d._state()
+    return _iterate_from(d, what, size, version)
+
+
+def _iterate_from(d: Any, what: int, size: int, version: int) -> Iterator[Any]:
     pos, want = 0, CHUNK_FIRST
     while True:
         chunk, pos, ver = d._chunk(pos, want, what)

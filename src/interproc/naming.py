@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import os
+import threading
 import weakref
 from typing import Any, Callable, Dict, List, Optional
 
@@ -303,7 +304,9 @@ def share_fds(fds: "list[int]") -> tuple:
 
     While a child is being spawned they travel with it, through
     multiprocessing's own ``DupFd``.  Otherwise the receiver reopens them
-    through ``/proc/<sender pid>/fd/<fd>``, which needs the sender alive.
+    through ``/proc/<sender pid>/fd/<fd>``, which needs the sender alive;
+    copies of them are kept for the receiver (see :class:`_HandOver`), so
+    that the sender may close its object as soon as it has sent it.
     """
     from multiprocessing import context, reduction
 
@@ -321,11 +324,180 @@ def share_fds(fds: "list[int]") -> tuple:
                     handed[fd] = reduction.DupFd(fd)
                 out.append(handed[fd])
         return ("dupfd", out)
-    return ("proc", os.getpid(), list(fds))
+    fds = list(fds)
+    ids = [_identity(fd) for fd in fds]
+    return ("proc", os.getpid(), fds, ids) + _HandOver.get().offer(fds)
 
 
 # spawning Popen -> {fd: what DupFd made of it}, for share_fds
 _handed_to: "weakref.WeakKeyDictionary[Any, Dict[int, Any]]" = weakref.WeakKeyDictionary()
+
+
+def _identity(fd: int) -> "Optional[tuple[int, int]]":
+    if fd < 0:
+        return None
+    st = os.fstat(fd)
+    return (st.st_dev, st.st_ino)
+
+
+class _HandOver:
+    """Copies of sent descriptors, kept until their receiver has them.
+
+    A receiver reopens a sent descriptor through ``/proc/<sender>/fd/<n>``,
+    so ``n`` must still be open when it does; but a sender commonly closes
+    what it sent at once (``conn.send(w); w.close()``).  So each send
+    duplicates the descriptors and keeps the copies here under a random
+    token; the receiver, once it has opened them, writes the token into
+    this process's hand-over pipe (reopened through ``/proc`` too), and the
+    copies of every token found there are closed at the next sweep.  A
+    sweep runs whenever this process sends or receives a descriptor, and
+    before a Connection asks the kernel whether its peer is gone: copies of
+    an end kept here would count as a holder of it, and hide the peer's
+    departure.  No thread is involved.
+
+    - A sender that dies before the receiver opened the copies takes them
+      with it: the receiver gets what a dead sender gives (RuntimeError,
+      as before).
+    - A receiver that dies (or a message that is never read) leaves its
+      copies here until this process exits: what it cost is bounded by the
+      messages sent and never received.
+    - A fork child closes the copies it inherited: they are its parent's
+      to hand over, and would hide ends' departures for as long as the child
+      lives.
+    """
+
+    _current: "Optional[_HandOver]" = None
+    _making = threading.Lock()
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.rfd, self.wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.pending: "Dict[bytes, List[int]]" = {}
+        # Keeps "the table is empty, so the hook goes" from racing with
+        # another thread's offer; re-entrant, since a sweep may run from a
+        # finalizer that the garbage collector calls in the middle of one.
+        self.lock = threading.RLock()
+
+    @classmethod
+    def get(cls) -> "_HandOver":
+        current = cls._current
+        if current is None or current.pid != os.getpid():
+            with cls._making:
+                current = cls._current
+                if current is None or current.pid != os.getpid():
+                    current = cls._current = cls()
+        return current
+
+    def offer(self, fds: "list[int]") -> tuple:
+        with self.lock:
+            self.sweep()
+            copies: "list[int]" = []
+            try:
+                for fd in fds:
+                    copies.append(os.dup(fd) if fd >= 0 else -1)
+            except BaseException:
+                _close_all(copies)
+                raise
+            token = os.urandom(8)
+            self.pending[token] = copies
+            _set_hook(True)
+            return (copies, self.wfd, token)
+
+    def take_local(self, token: bytes) -> "Optional[list[int]]":
+        """The copies of ``token``, for a receiver in this same process."""
+        with self.lock:
+            return self.pending.pop(token, None)
+
+    def sweep(self) -> None:
+        if not self.pending:
+            return
+        with self.lock:
+            while True:
+                try:
+                    data = os.read(self.rfd, 8 * 512)
+                except BlockingIOError:
+                    break
+                if not data:
+                    break
+                for i in range(0, len(data) - 7, 8):
+                    _close_all(self.pending.pop(data[i:i + 8], ()))
+            if not self.pending:
+                _set_hook(False)
+
+    @classmethod
+    def sweep_current(cls) -> None:
+        current = cls._current
+        if current is not None and current.pid == os.getpid():
+            current.sweep()
+
+    @classmethod
+    def forget_in_child(cls) -> None:
+        # Another thread of the parent may have held it: only this thread
+        # exists here.
+        cls._making = threading.Lock()
+        current, cls._current = cls._current, None
+        if current is not None:
+            for copies in current.pending.values():
+                _close_all(copies)
+            _close_all([current.rfd, current.wfd])
+        _set_hook(False)
+
+
+def _set_hook(on: bool) -> None:
+    _core.ConnectionCore._set_handover_hook(_HandOver.sweep_current if on else None)
+
+
+os.register_at_fork(after_in_child=_HandOver.forget_in_child)
+
+
+def _tell_taken(pid: int, wfd: int, token: bytes) -> None:
+    """Tell the sender that its copies may go.  If this fails (its pipe is
+    full, or it exited), the copies stay until the sender exits."""
+    try:
+        fd = os.open(f"/proc/{pid}/fd/{wfd}", os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        os.write(fd, token)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _reopen(pid: int, fds: "list[int]", flags: "list[int]", ids: list) -> "Optional[list[int]]":
+    """Open another process's descriptors through /proc, or None if one of
+    them is gone or is no longer the file that was sent (its number was
+    given to another file meanwhile).  A descriptor that cannot be reopened
+    because nothing is at its other end any more (a pipe without readers)
+    comes back as -1."""
+    out: "list[int]" = []
+    try:
+        for fd, flag, ident in zip(fds, flags, ids):
+            if fd < 0:
+                out.append(-1)
+                continue
+            try:
+                if pid == os.getpid():
+                    new = os.dup(fd)
+                else:
+                    new = os.open(f"/proc/{pid}/fd/{fd}", flag | os.O_CLOEXEC)
+            except OSError as exc:
+                if exc.errno == errno.ENXIO:
+                    out.append(-1)
+                    continue
+                if exc.errno in (errno.ENOENT, errno.EBADF, errno.ESRCH):
+                    _close_all(out)
+                    return None
+                raise
+            out.append(new)
+            if ident is not None and _identity(new) != tuple(ident):
+                _close_all(out)
+                return None
+    except BaseException:
+        _close_all(out)
+        raise
+    return out
 
 
 def receive_fds(shared: tuple, flags: "list[int]") -> "list[int]":
@@ -341,29 +513,32 @@ def receive_fds(shared: tuple, flags: "list[int]") -> "list[int]":
             _close_all(out)
             raise
         return out
-    _, pid, fds = shared
-    try:
-        for fd, flag in zip(fds, flags):
-            if fd < 0:
-                out.append(-1)
-            elif pid == os.getpid():
-                out.append(os.dup(fd))
-            else:
-                try:
-                    out.append(os.open(f"/proc/{pid}/fd/{fd}", flag | os.O_CLOEXEC))
-                except OSError as exc:
-                    if exc.errno != errno.ENXIO:
-                        raise
-                    out.append(-1)
-    except BaseException as exc:
-        _close_all(out)
-        if not isinstance(exc, FileNotFoundError):
-            raise
+    pid, fds = shared[1], shared[2]
+    ids = shared[3] if len(shared) > 3 else [None] * len(fds)
+    _HandOver.sweep_current()
+    got = None
+    if len(shared) > 4:
+        copies, wfd, token = shared[4:7]
+        if pid == os.getpid():
+            mine = _HandOver.get().take_local(token)
+            if mine is not None:
+                # Ours to give: the copies themselves become the receiver's.
+                return mine
+        else:
+            got = _reopen(pid, copies, flags, ids)
+            if got is not None:
+                _tell_taken(pid, wfd, token)
+    if got is None:
+        # The copies went to an earlier receiver (an object stored in a
+        # container is read more than once): the sender's own descriptors,
+        # while it keeps the object open.
+        got = _reopen(pid, fds, flags, ids)
+    if got is None:
         raise RuntimeError(
             f"the process that sent this anonymous object (pid {pid}) has exited or closed it; "
             "give the object a name= to hand it to processes that outlive its sender"
-        ) from None
-    return out
+        )
+    return got
 
 
 def _close_all(fds: "list[int]") -> None:

@@ -19,6 +19,11 @@ from . import serialization as _serialization  # noqa: F401  (installs the seria
 
 __all__ = ["Queue", "SimpleQueue", "JoinableQueue", "Full", "Empty", "ShutDown"]
 
+#: What any call on a closed handle raises: a ValueError ("Queue ... is
+#: closed"), as multiprocessing's put() and get() raise, and an OSError, as
+#: its empty() raises on a closed queue.
+QueueClosedError = _core.QueueClosedError
+
 Full = _queue.Full
 Empty = _queue.Empty
 

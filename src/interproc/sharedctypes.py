@@ -552,6 +552,14 @@ class SynchronizedInt(_core.AtomicCell):
     def get_obj(self) -> Any:
         return self._obj
 
+    def get(self) -> Any:
+        """``value``, as a multiprocessing manager's ValueProxy has it."""
+        return self.value
+
+    def set(self, v: Any) -> None:
+        """``value = v``, as a multiprocessing manager's ValueProxy has it."""
+        self.value = v
+
     def __enter__(self) -> Any:
         return self._lock.__enter__()
 
@@ -589,12 +597,18 @@ def _traveling(cls: type) -> type:
     reference."""
     sub = _traveling_classes.get(cls)
     if sub is None:
-        sub = type(cls.__name__, (cls,), {
+        attrs = {
             "__reduce__": lambda self: (_rewrap, (self._obj, self._lock)),
             # Python 3.12+ lets a class export a buffer: numpy.frombuffer(arr).
             "__buffer__": lambda self, flags: memoryview(self._obj),
             "__module__": __name__,
-        })
+        }
+        if cls is _mp_sharedctypes.Synchronized:
+            # A Value also answers as a multiprocessing manager's ValueProxy,
+            # since Manager().Value() returns one.
+            attrs["get"] = lambda self: self.value
+            attrs["set"] = lambda self, v: setattr(self, "value", v)
+        sub = type(cls.__name__, (cls,), attrs)
         _traveling_classes[cls] = sub
     return sub
 

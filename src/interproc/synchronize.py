@@ -16,6 +16,11 @@ from typing import Any, Optional
 
 from . import _core, naming
 
+#: What ``Lock.release()`` raises when the lock is not held: a ValueError
+#: (multiprocessing.Lock's) and a RuntimeError (threading.Lock's, and so a
+#: multiprocessing manager's Lock proxy's).
+UnlockedReleaseError = _core.UnlockedReleaseError
+
 __all__ = [
     "Lock", "RLock", "Semaphore", "BoundedSemaphore", "Event", "Condition", "Barrier",
     "OwnerDiedWarning",
@@ -136,8 +141,9 @@ class Lock(_LockBase):
     """A non-recursive lock in shared memory: ``multiprocessing.Lock``.
 
     ``acquire(block=True, timeout=None)`` returns whether it got the lock
-    (False on timeout); ``release()`` raises ValueError if it is not held,
-    and may be called from any thread or process, as with
+    (False on timeout); ``release()`` raises ValueError if it is not held
+    (:data:`UnlockedReleaseError`, also a RuntimeError as threading.Lock
+    raises there), and may be called from any thread or process, as with
     multiprocessing's.  If the holder dies (SIGKILL included), the next
     acquirer gets the lock, finds ``owner_died`` true and an
     :class:`OwnerDiedWarning` is emitted.  A holder is judged alive by an
@@ -310,10 +316,17 @@ class Condition(_SyncBase):
         return (_rebuild_condition, (naming.reference(self), self._lock))
 
     def __repr__(self) -> str:
+        # multiprocessing's shape, "<Condition(<lock>, waiters)>"; the lock
+        # that lives in the condition's own segment is shown as an RLock.
         if self._closed:
-            return f"<interproc.Condition {self._where()} closed>"
-        lock = "own RLock" if self._lock is None else repr(self._lock)
-        return f"<interproc.Condition {self._where()} lock={lock}>"
+            return f"<Condition {self._where()} closed>"
+        stats = self.statistics()
+        if self._lock is not None:
+            lock = repr(self._lock)
+        else:
+            state = f"owner={stats['owner_pid']}" if stats["locked"] else "unlocked"
+            lock = f"<interproc.RLock {self._where()} {state}>"
+        return f"<Condition({lock}, {stats['condition_waiters']})>"
 
 
 def _wait_timeout(timeout: Any) -> Optional[float]:

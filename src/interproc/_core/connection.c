@@ -147,10 +147,33 @@ static short poll_fd(int fd, short events)
     return rc > 0 ? p.revents : 0;
 }
 
+/* Called, while set, before this process asks the kernel whether a peer is
+ * gone: descriptors this process still keeps for a hand-over to another
+ * process (naming.py) would otherwise count as a holder of the very end
+ * it waits on.  Set only while such descriptors exist. */
+static PyObject *handover_hook;
+
+static void run_handover_hook(void)
+{
+    if (handover_hook == NULL)
+        return;
+    PyObject *r = PyObject_CallNoArgs(handover_hook);
+    if (r == NULL)
+        PyErr_WriteUnraisable(handover_hook);
+    Py_XDECREF(r);
+}
+
+static PyObject *ConnectionCore_set_handover_hook(PyObject *Py_UNUSED(cls), PyObject *hook)
+{
+    Py_XSETREF(handover_hook, hook == Py_None ? NULL : Py_NewRef(hook));
+    Py_RETURN_NONE;
+}
+
 /* The ring was found empty: is anyone left who could send? */
 static int rx_eof(void *owner)
 {
     ConnectionCore *self = owner;
+    run_handover_hook();
     if (self->rfd >= 0 && !(poll_fd(self->rfd, POLLIN) & POLLHUP))
         return 0;
     /* Whatever the peer sent before it went is delivered first. */
@@ -170,6 +193,7 @@ static int tx_check_peer(ConnectionCore *self)
         if (closes != self->seen_closes || now >= self->next_check_ns) {
             self->seen_closes = closes;
             self->next_check_ns = now + IP_PEER_CHECK_NS;
+            run_handover_hook();
             if (self->wfd < 0 || (poll_fd(self->wfd, POLLOUT) & POLLERR))
                 self->peer_gone = 1;
         }
@@ -836,6 +860,7 @@ static PyMethodDef ConnectionCore_methods[] = {
     {"close", (PyCFunction)ConnectionCore_close, METH_NOARGS,
      "close($self, /)\n--\n\nClose this handle.  Later calls on it raise OSError."},
     {"_after_fork", (PyCFunction)ConnectionCore_after_fork, METH_NOARGS, NULL},
+    {"_set_handover_hook", (PyCFunction)ConnectionCore_set_handover_hook, METH_O | METH_STATIC, NULL},
     {NULL, NULL, 0, NULL},
 };
 

@@ -185,6 +185,9 @@ void *ip_map(int fd, size_t len, off_t offset);
  * Returns 0, or -1 with SegmentError / TypeError set. */
 int ip_seghdr_check(const ip_seghdr_t *h, uint64_t file_size, int want_kind);
 extern PyObject *ip_SegmentError;
+/* A closed Queue handle was used: a ValueError, as multiprocessing's put()
+ * and get() raise, and an OSError, as its empty() raises once closed. */
+extern PyObject *ip_QueueClosedError;
 
 /* Lays out a new segment in the empty file fd: sizes it, maps it whole and
  * fills in the header but the magic.  Returns the mapping, or NULL with an

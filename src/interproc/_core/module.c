@@ -347,6 +347,18 @@ PyMODINIT_FUNC PyInit__core(void)
         PyExc_ValueError, NULL);
     if (ip_SegmentError == NULL || PyModule_AddObjectRef(m, "SegmentError", ip_SegmentError) < 0)
         goto fail;
+    PyObject *closed_bases = PyTuple_Pack(2, PyExc_ValueError, PyExc_OSError);
+    if (closed_bases == NULL)
+        goto fail;
+    ip_QueueClosedError = PyErr_NewExceptionWithDoc(
+        "interproc.queues.QueueClosedError",
+        "A closed queue handle was used: a ValueError, as multiprocessing's Queue.put()\n"
+        "and get() raise, and an OSError, as its empty() raises once closed.",
+        closed_bases, NULL);
+    Py_DECREF(closed_bases);
+    if (ip_QueueClosedError == NULL
+        || PyModule_AddObjectRef(m, "QueueClosedError", ip_QueueClosedError) < 0)
+        goto fail;
     if (PyType_Ready(&ip_QueueCore_Type) < 0
         || PyModule_AddObjectRef(m, "QueueCore", (PyObject *)&ip_QueueCore_Type) < 0)
         goto fail;

@@ -55,9 +55,11 @@ static void release_resources(QueueCore *self)
     }
 }
 
+PyObject *ip_QueueClosedError;
+
 static int closed_error(QueueCore *self)
 {
-    PyErr_Format(PyExc_ValueError, "Queue %R is closed", (PyObject *)self);
+    PyErr_Format(ip_QueueClosedError, "Queue %R is closed", (PyObject *)self);
     return -1;
 }
 

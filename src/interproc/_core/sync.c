@@ -563,6 +563,8 @@ static PyObject *SyncCore_acquire(SyncCore *self, PyObject *const *args, Py_ssiz
     return leave(self, rc < 0 ? NULL : PyBool_FromLong(rc));
 }
 
+static PyObject *ip_UnlockedReleaseError;
+
 /* Gives the lock back; the caller has entered.  0, or -1 with an exception. */
 static int lock_release(SyncCore *self)
 {
@@ -582,7 +584,7 @@ static int lock_release(SyncCore *self)
         return 0;
     }
     if (__atomic_exchange_n(&h->owner, 0, __ATOMIC_SEQ_CST) == 0) {
-        PyErr_SetString(PyExc_ValueError, "semaphore or lock released too many times");
+        PyErr_SetString(ip_UnlockedReleaseError, "semaphore or lock released too many times");
         return -1;
     }
     ip_event_wake(&h->ev, 1);
@@ -1489,6 +1491,21 @@ uint8_t *ip_sync_data(PyObject *obj, uint64_t *size)
 
 int ip_sync_init_module(PyObject *m)
 {
+    /* multiprocessing.Lock raises ValueError here, threading.Lock (and so a
+     * multiprocessing manager's Lock proxy) RuntimeError: code written for
+     * either catches this one. */
+    PyObject *bases = PyTuple_Pack(2, PyExc_ValueError, PyExc_RuntimeError);
+    if (bases == NULL)
+        return -1;
+    ip_UnlockedReleaseError = PyErr_NewExceptionWithDoc(
+        "interproc.synchronize.UnlockedReleaseError",
+        "release() of a Lock that is not locked: a ValueError, as multiprocessing.Lock\n"
+        "raises, and a RuntimeError, as threading.Lock raises.",
+        bases, NULL);
+    Py_DECREF(bases);
+    if (ip_UnlockedReleaseError == NULL
+        || PyModule_AddObjectRef(m, "UnlockedReleaseError", ip_UnlockedReleaseError) < 0)
+        return -1;
     ip_OwnerDiedWarning = PyErr_NewExceptionWithDoc(
         "interproc.OwnerDiedWarning",
         "A lock was taken over from a process that died holding it: the data it\n"

@@ -89,7 +89,7 @@ OBJECT_METHODS: Dict[str, Tuple[str, ...]] = {
     "Queue": _QUEUE,
     "JoinableQueue": _QUEUE + ("task_done", "join"),
     "SimpleQueue": ("put", "get", "empty", "close") + _SHUTDOWN,
-    "Value": ("value", "get_lock", "get_obj"),
+    "Value": ("value", "get", "set", "get_lock", "get_obj"),
     "Array": ("__getitem__", "__setitem__", "__len__", "get_lock", "get_obj"),
 }
 

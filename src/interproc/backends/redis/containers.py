@@ -282,25 +282,32 @@ class _HashBase(GuardedObject):
 
     def _iterate(self, what: int) -> Iterator[Any]:
         """Iterate like a dict: RuntimeError if the keys change meanwhile."""
+        # The first chunk, and with it the version the iteration is bound
+        # to, is read at iter(), not at the first next(): a dict's iterator
+        # counts a change made between the two too.
         local = _local_changes.get(self._ident, 0)
+        first = self._run(D_CHUNK, 0, CHUNK_FIRST, what)
+        return self._iterate_from(what, local, first)
+
+    def _iterate_from(self, what: int, local: int, first: tuple) -> Iterator[Any]:
         pos, want = 0, CHUNK_FIRST
-        version = size = None
+        version, size = first[0], first[1]
+        chunk = first
         while True:
-            ver, n, fields, okeys, payloads = self._run(D_CHUNK, pos, want, what)
-            if version is None:
-                version, size = ver, n
-            elif ver != version:
+            ver, n, fields, okeys, payloads = chunk
+            if ver != version:
                 _changed(size, n, self._ITER_NOUN)
             if not fields:
                 return
             for x in self._decode(what, fields, okeys, payloads):
-                yield x
                 if _local_changes.get(self._ident, 0) != local:
                     ver, n = self._state()
                     if ver != version:
                         _changed(size, n, self._ITER_NOUN)
+                yield x
             pos += len(fields)
             want = min(want * 4, CHUNK_MAX)
+            chunk = self._run(D_CHUNK, pos, want, what)
 
 
 def _signature_error(message: str) -> Exception:

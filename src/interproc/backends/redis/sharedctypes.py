@@ -196,6 +196,15 @@ class RedisValue(_Shared):
     def value(self, v: Any) -> None:
         self._do(V_SET, _encode(self._ctype, v))
 
+    # A multiprocessing manager's Value proxy reads and writes through these.
+    def get(self) -> Any:
+        """``value``, as a multiprocessing manager's ValueProxy has it."""
+        return self.value
+
+    def set(self, v: Any) -> None:
+        """``value = v``, as a multiprocessing manager's ValueProxy has it."""
+        self.value = v
+
     def __repr__(self) -> str:
         inner = f"{self._ctype.__name__}({self.value!r})"
         if self._user_lock is False:
