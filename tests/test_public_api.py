@@ -95,3 +95,35 @@ def test_a_free_threaded_build_is_refused_at_import_with_a_clear_message():
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("refused:"), out.stdout
     assert "free-threaded" in out.stdout and "3.11 to 3.15" in out.stdout
+
+
+FORK_AFTER_USE = """
+import multiprocessing, threading
+import interproc
+
+q = interproc.Queue(); q.put(1); q.get()
+a, b = interproc.Pipe(); a.send(1); b.recv()
+v = interproc.Value("i", 1); arr = interproc.Array("d", 3)
+lock = interproc.Lock(); lock.acquire(); lock.release()
+cond = interproc.Condition(); ev = interproc.Event(); ev.set()
+bar = interproc.Barrier(1); bar.wait()
+m = interproc.Manager(); d = m.dict(a=1); lst = m.list([1]); ns = m.Namespace(x=1)
+d["b"] = 2; lst.append(2); ns.y = 2
+
+def child(q, d):
+    q.put(d["b"])
+
+p = multiprocessing.get_context("fork").Process(target=child, args=(q, d))
+p.start(); p.join()
+print(q.get(timeout=10), p.exitcode, threading.active_count())
+"""
+
+
+def test_forking_after_using_every_kind_of_object_warns_nothing():
+    """Python 3.12+ warns (DeprecationWarning) when a process with threads
+    forks: interproc's shared-memory objects and Manager must leave no
+    thread behind that would make a user's fork() warn."""
+    out = subprocess.run([sys.executable, "-W", "error::DeprecationWarning", "-c", FORK_AFTER_USE],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["2", "0", "1"], (out.stdout, out.stderr)
