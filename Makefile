@@ -86,7 +86,9 @@ bench: $(STAMP_BENCH)
 # of one that aborts pytest itself is not lost with pytest's capture files.
 # .ci/asan.supp says which third-party reports are ignored, and why.  Tests
 # that count memory or mappings, which ASan changes, skip themselves
-# (tests/_helpers.py: needs_plain_allocator).
+# (tests/_helpers.py: needs_plain_allocator).  CPython's multiprocessing
+# tests are left out: they check behaviour at the Python level, which the
+# plain run covers, and would run their hundreds of processes at ASan's pace.
 SANITIZE_ENV := ASAN_OPTIONS=detect_leaks=0:suppressions=$(CURDIR)/.ci/asan.supp \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 sanitize: $(STAMP_TEST)
@@ -95,7 +97,7 @@ sanitize: $(STAMP_TEST)
 	rm -rf build $(STAMPS)
 	env -u PYTHONPATH $(SANITIZE_ENV) \
 	    LD_PRELOAD="$$(gcc -print-file-name=libasan.so)" \
-	    $(PY) -m pytest -q --capture=sys $(PYTEST_ARGS) $(TESTS)
+	    $(PY) -m pytest -q --capture=sys --ignore=tests/test_cpython_multiprocessing.py $(PYTEST_ARGS) $(TESTS)
 
 # ---------------------------------------------------------------------------
 # Fuzzing (fuzz/README.md): atheris (libFuzzer) drives the targets in fuzz/

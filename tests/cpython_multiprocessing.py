@@ -105,6 +105,14 @@ _FD_PASSING = (
     "multiprocessing.reduction.send_handle/recv_handle need an AF_UNIX socket behind conn.fileno(); "
     "an interproc Connection is shared memory and refuses them with a TypeError naming the alternatives"
 )
+_NOT_A_PROXY = (
+    "Manager().dict(), list() and set() are interproc's shared-memory containers, not proxies: "
+    "isinstance(obj, multiprocessing.managers.DictProxy) (ListProxy, SetProxy) is False"
+)
+_OWNER_NOT_KEPT = (
+    "the repr names the lock and its state (<interproc.Lock anonymous unlocked>); multiprocessing's "
+    "names the owning process and thread by name, which a lock in shared memory does not keep"
+)
 _UNUSED_CLOSE = (
     "close() closes the handle at once; multiprocessing's does nothing to a queue never used "
     "(it has no feeder thread yet), whose empty() still answers True; once used, both raise OSError"
@@ -133,6 +141,16 @@ DIFFERENCES: "dict[str, str]" = {
         "send() never blocks (the ring grows where a socket buffer fills): the child's big send_bytes "
         "returns at once, so the child may have exited when the test signals it, and under forkserver, "
         "whose server reaps it at once, os.kill() then fails"
+    ),
+    # Python 3.14 and later.
+    "WithProcessesTestLock.test_repr_lock": _OWNER_NOT_KEPT,
+    "WithProcessesTestLock.test_repr_rlock": _OWNER_NOT_KEPT,
+    "TestSyncManagerTypes.test_dict": _NOT_A_PROXY,
+    "TestSyncManagerTypes.test_list": _NOT_A_PROXY,
+    "TestSyncManagerTypes.test_set": _NOT_A_PROXY,
+    "TestSyncManagerTypes.test_set_init": (
+        "manager.set(1234) raises set(1234)'s own TypeError in the caller: there is no server "
+        "process whose error would come back wrapped in RemoteError"
     ),
     "TestSimpleQueue.test_closed": (
         "reads SimpleQueue._reader and _writer, the OS pipe inside multiprocessing's SimpleQueue; "

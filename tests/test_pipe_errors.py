@@ -11,6 +11,7 @@ import multiprocessing
 import os
 import pickle
 import re
+import threading
 import time
 
 import pytest
@@ -283,8 +284,13 @@ def test_send_handle_over_an_interproc_end_says_what_to_use_instead():
         # multiprocessing's own connections still pass descriptors.
         ma, mb = multiprocessing.Pipe()
         with ma, mb:
-            reduction.send_handle(ma, w, os.getpid())
+            # From a thread: since Python 3.15 send_handle waits for the
+            # receiver's acknowledgement.
+            sender = threading.Thread(target=reduction.send_handle, args=(ma, w, os.getpid()))
+            sender.start()
             got = reduction.recv_handle(mb)
+            sender.join(10)
+            assert not sender.is_alive()
         os.write(got, b"x")
         os.close(got)
         assert os.read(r, 1) == b"x"
