@@ -109,10 +109,6 @@ _NOT_A_PROXY = (
     "Manager().dict(), list() and set() are interproc's shared-memory containers, not proxies: "
     "isinstance(obj, multiprocessing.managers.DictProxy) (ListProxy, SetProxy) is False"
 )
-_OWNER_NOT_KEPT = (
-    "the repr names the lock and its state (<interproc.Lock anonymous unlocked>); multiprocessing's "
-    "names the owning process and thread by name, which a lock in shared memory does not keep"
-)
 _UNUSED_CLOSE = (
     "close() closes the handle at once; multiprocessing's does nothing to a queue never used "
     "(it has no feeder thread yet), whose empty() still answers True; once used, both raise OSError"
@@ -143,8 +139,6 @@ DIFFERENCES: "dict[str, str]" = {
         "whose server reaps it at once, os.kill() then fails"
     ),
     # Python 3.14 and later.
-    "WithProcessesTestLock.test_repr_lock": _OWNER_NOT_KEPT,
-    "WithProcessesTestLock.test_repr_rlock": _OWNER_NOT_KEPT,
     "TestSyncManagerTypes.test_dict": _NOT_A_PROXY,
     "TestSyncManagerTypes.test_list": _NOT_A_PROXY,
     "TestSyncManagerTypes.test_set": _NOT_A_PROXY,

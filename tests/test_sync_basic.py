@@ -564,6 +564,76 @@ def test_repr_does_not_crash(make, kind):
         assert kind in repr(obj)
 
 
+def _hold_until_set(lock, held, go):
+    lock.acquire()
+    held.set()
+    go.wait(30)
+    lock.release()
+
+
+def _lock_reprs(lock, ctx, recursive):
+    """The reprs of ``lock`` through the cases multiprocessing names: free,
+    held here, held by another thread (seen there and here), held by
+    another process."""
+    seen = [repr(lock)]
+    lock.acquire()
+    seen.append(repr(lock))
+    if recursive:
+        lock.acquire()
+        seen.append(repr(lock))
+        lock.release()
+    lock.release()
+    held, go, inside = threading.Event(), threading.Event(), []
+
+    def in_thread():
+        lock.acquire()
+        inside.append(repr(lock))
+        held.set()
+        go.wait(30)
+        lock.release()
+
+    t = threading.Thread(target=in_thread, name="T1")
+    t.start()
+    assert held.wait(30)
+    seen += inside + [repr(lock)]
+    go.set()
+    t.join()
+    held, go = ctx.Event(), ctx.Event()
+    p = ctx.Process(target=_hold_until_set, args=(lock, held, go))
+    p.start()
+    assert held.wait(30)
+    seen.append(repr(lock))
+    go.set()
+    p.join(30)
+    seen.append(repr(lock))
+    return seen
+
+
+@pytest.mark.parametrize("kind", ["Lock", "RLock"])
+def test_lock_repr_is_multiprocessings(kind):
+    """Programs and CPython's own tests match on these reprs:
+    "<Lock(owner=MainProcess|T1)>", "<RLock(SomeOtherProcess, nonzero)>"."""
+    ctx = multiprocessing.get_context("fork")
+    ours = _lock_reprs(getattr(interproc, kind)(), ctx, kind == "RLock")
+    theirs = _lock_reprs(getattr(ctx, kind)(), ctx, kind == "RLock")
+    assert ours == theirs
+    assert "SomeOtherProcess" in ours[-2] and "SomeOtherThread" in ours[-3]
+
+
+def test_named_lock_repr_adds_its_name_and_a_closed_one_says_unknown(unique_name):
+    name = unique_name()
+    lock = interproc.RLock(name=name)
+    try:
+        assert repr(lock) == f"<RLock(None, 0) name='{name}'>"
+    finally:
+        lock.close()
+        interproc.unlink(name)
+    assert repr(lock) == f"<RLock(unknown, unknown) name='{name}'>"
+    lock = interproc.Lock()
+    lock.close()
+    assert repr(lock) == "<Lock(owner=unknown)>"
+
+
 def test_event_repr_has_multiprocessing_shape(make):
     ev = make("Event")
     shape = r"<Event at 0x[0-9a-f]+( name='[^']+')? {}>"

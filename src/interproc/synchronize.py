@@ -129,12 +129,47 @@ class _LockBase(_SyncBase):
         """Whether some thread or process holds the lock."""
         return self._locked()
 
-    def __repr__(self) -> str:
-        if self._closed:
-            return f"<interproc.{type(self).__name__} {self._where()} closed>"
-        stats = self.statistics()
-        state = f"owner={stats['owner_pid']}" if stats["locked"] else "unlocked"
-        return f"<interproc.{type(self).__name__} {self._where()} {state}>"
+    def _named(self, text: str) -> str:
+        # A named lock adds its name after multiprocessing's shape.
+        name = getattr(self, "_name", None)
+        return f"<{text} name={name!r}>" if name else f"<{text}>"
+
+
+def _owner_name(lock: Any) -> str:
+    """Who holds ``lock`` (a Lock, an RLock or a Condition's own lock), in
+    the words of multiprocessing's repr."""
+    try:
+        state = lock._owner_state()
+    except ValueError:  # closed
+        return "unknown"
+    if state == 0:
+        return "None"
+    if state == 1:
+        import multiprocessing
+        import threading
+
+        name = multiprocessing.current_process().name
+        thread = threading.current_thread().name
+        if thread != "MainThread":
+            name += "|" + thread
+        return name
+    return "SomeOtherThread" if state == 2 else "SomeOtherProcess"
+
+
+def _rlock_text(lock: Any) -> str:
+    """multiprocessing's "RLock(MainProcess, 2)": the holder and its depth,
+    which only the holding thread knows for sure."""
+    owner = _owner_name(lock)
+    if owner == "None":
+        return "RLock(None, 0)"
+    if owner == "unknown":
+        return "RLock(unknown, unknown)"
+    if owner in ("SomeOtherThread", "SomeOtherProcess"):
+        return f"RLock({owner}, nonzero)"
+    try:
+        return f"RLock({owner}, {lock.statistics()['recursion']})"
+    except ValueError:  # closed meanwhile
+        return "RLock(unknown, unknown)"
 
 
 class Lock(_LockBase):
@@ -155,6 +190,11 @@ class Lock(_LockBase):
 
     _KIND = _core.KIND_LOCK
 
+    def __repr__(self) -> str:
+        # multiprocessing's shape, "<Lock(owner=MainProcess)>", which
+        # programs and CPython's own tests match on.
+        return self._named(f"Lock(owner={_owner_name(self)})")
+
 
 class RLock(_LockBase):
     """A re-entrant lock in shared memory: ``multiprocessing.RLock``.
@@ -168,6 +208,9 @@ class RLock(_LockBase):
     """
 
     _KIND = _core.KIND_RLOCK
+
+    def __repr__(self) -> str:
+        return self._named(_rlock_text(self))
 
 
 class Semaphore(_SyncBase):
@@ -321,11 +364,7 @@ class Condition(_SyncBase):
         if self._closed:
             return f"<Condition {self._where()} closed>"
         stats = self.statistics()
-        if self._lock is not None:
-            lock = repr(self._lock)
-        else:
-            state = f"owner={stats['owner_pid']}" if stats["locked"] else "unlocked"
-            lock = f"<interproc.RLock {self._where()} {state}>"
+        lock = repr(self._lock) if self._lock is not None else f"<{_rlock_text(self)}>"
         return f"<Condition({lock}, {stats['condition_waiters']})>"
 
 

@@ -435,7 +435,7 @@ typedef struct {
 typedef struct {
     ip_seghdr_t seg;
     _Alignas(IP_CACHELINE) uint64_t owner; /* locks: the holder's liveness key, 0 when free */
-    uint64_t thread;     /* RLock: the holding thread's ip_thread_serial() */
+    uint64_t thread;     /* Lock, RLock: the holding thread's ip_thread_serial() */
     uint64_t count;      /* RLock: recursion depth; Barrier: the generation a reset ended + 1 */
     uint64_t value;      /* semaphores: the counter; Event: the flag; Barrier: its state */
     uint64_t maxvalue;   /* BoundedSemaphore: the ceiling; Barrier: the parties */

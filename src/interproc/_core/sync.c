@@ -451,10 +451,9 @@ static void took_lock(SyncCore *self, uint64_t token, uint64_t thread, int recov
 {
     ip_sync_hdr_t *h = self->hdr;
     __atomic_store_n(&h->owner_pid, my_pid(), __ATOMIC_RELAXED);
-    if (self->kind == IP_KIND_RLOCK) {
-        __atomic_store_n(&h->thread, thread, __ATOMIC_RELEASE);
+    __atomic_store_n(&h->thread, thread, __ATOMIC_RELEASE);
+    if (self->kind == IP_KIND_RLOCK)
         h->count = 1;
-    }
     if (recovered) /* now re-entry may see it ours */
         __atomic_store_n(&h->owner, token, __ATOMIC_RELEASE);
     self->owner_died = recovered;
@@ -481,8 +480,8 @@ static int acquire_core(SyncCore *self, const ip_deadline_t *d)
         c.token = ip_ident_get(&self->ident, self->fd, 1);
         if (c.token == 0)
             return -1;
+        thread = ip_thread_serial();
         if (self->kind == IP_KIND_RLOCK) {
-            thread = ip_thread_serial();
             if (ld(&h->owner) == c.token && ld(&h->thread) == thread) {
                 h->count++;
                 return 1;
@@ -524,6 +523,7 @@ static PyObject *SyncCore_acquire(SyncCore *self, PyObject *const *args, Py_ssiz
         if (token && self->kind == IP_KIND_LOCK) {
             if (cas(&h->owner, 0, token)) {
                 __atomic_store_n(&h->owner_pid, my_pid(), __ATOMIC_RELAXED);
+                __atomic_store_n(&h->thread, ip_thread_serial(), __ATOMIC_RELAXED);
                 self->owner_died = 0;
                 Py_RETURN_TRUE;
             }
@@ -764,6 +764,28 @@ static PyObject *SyncCore_is_owned(SyncCore *self, PyObject *Py_UNUSED(ignored))
 {
     int owned = lock_is_owned(self);
     return owned < 0 ? NULL : PyBool_FromLong(owned);
+}
+
+/* Who holds a lock, as multiprocessing's repr tells it: 0 nobody, 1 the
+ * calling thread, 2 another thread of this process, 3 another process. */
+static PyObject *SyncCore_owner_state(SyncCore *self, PyObject *Py_UNUSED(ignored))
+{
+    if (!is_lock(self->kind)) {
+        PyErr_SetString(PyExc_TypeError, "only a Lock or RLock has an owner");
+        return NULL;
+    }
+    if (self->closed) {
+        closed_error();
+        return NULL;
+    }
+    ip_sync_hdr_t *h = self->hdr;
+    uint64_t owner = ld(&h->owner);
+    if (owner == 0)
+        return PyLong_FromLong(0);
+    uint64_t key = ip_ident_get(&self->ident, self->fd, 0);
+    if (key == 0 || owner != key)
+        return PyLong_FromLong(3);
+    return PyLong_FromLong(ld(&h->thread) == ip_thread_serial() ? 1 : 2);
 }
 
 static PyObject *SyncCore_release_save(SyncCore *self, PyObject *Py_UNUSED(ignored))
@@ -1436,6 +1458,7 @@ static PyMethodDef SyncCore_methods[] = {
     {"_cond_wait", (PyCFunction)(void (*)(void))SyncCore_cond_wait, METH_FASTCALL, NULL},
     {"_cond_notify", (PyCFunction)SyncCore_cond_notify, METH_O, NULL},
     {"_is_owned", (PyCFunction)SyncCore_is_owned, METH_NOARGS, NULL},
+    {"_owner_state", (PyCFunction)SyncCore_owner_state, METH_NOARGS, NULL},
     {"_release_save", (PyCFunction)SyncCore_release_save, METH_NOARGS, NULL},
     {"_acquire_restore", (PyCFunction)SyncCore_acquire_restore, METH_O, NULL},
     {"_barrier_wait", (PyCFunction)SyncCore_barrier_wait, METH_O, NULL},
