@@ -214,16 +214,25 @@ def test_producers_and_shutdown_killed_while_racing_lose_no_item(tmp_path):
         killer.start()
         got = []
         deadline = time.monotonic() + TIMEOUT
-        while True:
-            assert time.monotonic() < deadline, f"consumer stuck (seed {seed}, round {round_})"
-            try:
-                got.append(q.get(timeout=0.2))
-            except ShutDown:
-                break
-            except Empty:
-                # The shutter may have died before it shut the queue down.
-                if not killer.is_alive() and started[0] and not shutter.is_alive():
+        try:
+            while True:
+                assert time.monotonic() < deadline, f"consumer stuck (seed {seed}, round {round_})"
+                # The shutter may have died before it shut the queue down,
+                # and the producers then never stop: shut it down here.
+                if not killer.is_alive() and started[0] and not shutter.is_alive() and not q.is_shutdown:
                     q.shutdown()
+                try:
+                    got.append(q.get(timeout=0.2))
+                except ShutDown:
+                    break
+                except Empty:
+                    pass
+        except BaseException:
+            killer.join()
+            for p in victims:
+                if p.is_alive():
+                    kill_and_reap(p)
+            raise
         killer.join()
         # The survivors end by themselves, their blocked puts woken.
         for p in victims:
