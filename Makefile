@@ -87,8 +87,10 @@ bench: $(STAMP_BENCH)
 # .ci/asan.supp says which third-party reports are ignored, and why.  Tests
 # that count memory or mappings, which ASan changes, skip themselves
 # (tests/_helpers.py: needs_plain_allocator).  CPython's multiprocessing
-# tests are left out: they check behaviour at the Python level, which the
-# plain run covers, and would run their hundreds of processes at ASan's pace.
+# tests and the Redis backend's are left out: they check behaviour at the
+# Python level, which the plain run covers (the Redis backend's only C is the
+# key codec, which the shared-memory dict tests and the key fuzzer drive),
+# and would run their processes at ASan's pace.
 SANITIZE_ENV := ASAN_OPTIONS=detect_leaks=0:suppressions=$(CURDIR)/.ci/asan.supp \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 sanitize: $(STAMP_TEST)
@@ -97,7 +99,8 @@ sanitize: $(STAMP_TEST)
 	rm -rf build $(STAMPS)
 	env -u PYTHONPATH $(SANITIZE_ENV) \
 	    LD_PRELOAD="$$(gcc -print-file-name=libasan.so)" \
-	    $(PY) -m pytest -q --capture=sys --ignore=tests/test_cpython_multiprocessing.py $(PYTEST_ARGS) $(TESTS)
+	    $(PY) -m pytest -q --capture=sys --ignore=tests/test_cpython_multiprocessing.py \
+	    --ignore-glob='tests/test_redis_*.py' $(PYTEST_ARGS) $(TESTS)
 
 # ---------------------------------------------------------------------------
 # Fuzzing (fuzz/README.md): atheris (libFuzzer) drives the targets in fuzz/
