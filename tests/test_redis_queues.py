@@ -394,6 +394,28 @@ def test_end_marker_taken_by_a_dead_consumer_comes_back(conn, made):
     assert conn.client.lrange(q._items, 0, -1) == [b""]
 
 
+@pytest.mark.parametrize("take", ["get", "get_many"])
+@pytest.mark.parametrize("maxsize", [0, 5])
+def test_marker_lost_behind_items_comes_back_once_they_are_drained(conn, made, take, maxsize):
+    """Takes that get every item they asked for do not look for the marker;
+    the one that drains the queue does, and puts back the one a dead
+    consumer took, so that the next get raises at once instead of waiting."""
+    q = Q(made, rq.Queue, conn, maxsize)
+    q.put_many([1, 2])
+    q.shutdown()
+    conn.client.lmove(q._items, q._key("proc:dead"), "RIGHT", "RIGHT")
+    left = conn.client.lrange(q._items, 0, -1)
+    assert len(left) == 2 and b"" not in left
+    one = (lambda: q.get(timeout=60)) if take == "get" else (lambda: q.get_many(1, timeout=60))
+    got = [one(), one()]
+    assert got == ([1, 2] if take == "get" else [[1], [2]])
+    started = time.monotonic()
+    with pytest.raises(rq.ShutDown):
+        one()
+    assert time.monotonic() - started < rq.GET_CHUNK / 2
+    assert conn.client.lrange(q._items, 0, -1) == [b""]
+
+
 def test_forged_end_marker_in_an_open_queue_is_dropped(conn, made):
     q = Q(made, rq.Queue, conn)
     conn.client.rpush(q._items, b"")

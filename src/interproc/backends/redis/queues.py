@@ -20,9 +20,11 @@ is set, so the marker stays last, behind whatever is left to drain.  A
 consumer that takes it puts it back in the same script, and so the one
 blocked ``BLMOVE`` after another wakes, each raising ShutDown: the marker
 wakes consumers that wait in Redis the way an item would.  Each take script
-puts back a marker that is missing from a shut-down queue (taken by a
-consumer that died before its next command), and so does the command
-before each blocking move: such a death delays the consumers already
+that finds fewer items than it wanted puts back a marker that is missing
+from a shut-down queue (taken by a consumer that died before its next
+command), and so does the command before each blocking move (a take that
+gets all it asked for reads nothing but the items, which keeps a get on a
+busy queue as cheap as it was before shutdown existed): such a death delays the consumers already
 blocked by at most one ``GET_CHUNK``, and the others not at all.  An immediate shutdown deletes the
 items in the same script, lowers a JoinableQueue's unfinished tasks by as
 many (never below 0), and wakes every ``join()``; items that were in flight
@@ -126,9 +128,10 @@ return #ARGV - 1
 
 # What every take script shares: the end marker of a shut-down queue.
 _QUEUE_PRELUDE = """
--- Keeps one end marker at the tail of a shut-down queue's items.
-local function q_settle(items, shut)
-  if redis.call('EXISTS', shut) == 1 and redis.call('LINDEX', items, -1) ~= '' then
+-- Keeps one end marker at the tail of a shut-down queue's items; st is
+-- the queue's shut key as read in this script.
+local function q_settle(items, st)
+  if st and redis.call('LINDEX', items, -1) ~= '' then
     redis.call('RPUSH', items, '')
   end
 end
@@ -178,7 +181,7 @@ if #res > 1 and more > 0 and st ~= '2' then
   if extra then q_keep(res, extra) end
 end
 q_hold(proc, res, ARGV[4])
-q_settle(items, shut)
+q_settle(items, st)
 if #res > 1 and tonumber(ARGV[2]) > 0 then w_wake(z, e, ARGV[3], #res - 1) end
 return q_flag(res, st, items)
 """)
@@ -190,18 +193,43 @@ return q_flag(res, st, items)
 # maxsize, prefix, ttl.
 _TAKE_NOW_LUA = lua(_QUEUE_PRELUDE + """
 local items, proc, z, e, shut = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-redis.call('DEL', proc)
-local st = redis.call('GET', shut)
+local want = tonumber(ARGV[1])
 local res = {0}
-if st ~= '2' then
-  local all = redis.call('LPOP', items, tonumber(ARGV[1]))
-  if all then q_keep(res, all) end
+local all = redis.call('LPOP', items, want)
+if all then q_keep(res, all) end
+-- As many items as asked for, none of them the end marker: whatever the
+-- queue's state, the marker (if any) is still behind them, and there is
+-- no flag to set, so the shut key need not be read.  Otherwise: after an
+-- immediate shutdown the items are gone and the pop can only have taken
+-- the marker, which q_settle puts back.
+local st = nil
+if #res - 1 < want then
+  st = redis.call('GET', shut)
+  q_settle(items, st)
 end
 q_hold(proc, res, ARGV[4])
-q_settle(items, shut)
 if #res > 1 and tonumber(ARGV[2]) > 0 then w_wake(z, e, ARGV[3], #res - 1) end
 return q_flag(res, st, items)
 """)
+
+# take_now's commonest case, a get() from an unbounded queue, in as few
+# commands as it took before queues could be shut down: one item moved
+# straight into the processing list.  Only when that finds no item, or the
+# end marker, does it read the shut key.  KEYS items, proc, shut.  ARGV ttl.
+# Returns {flag, item} or {flag} as take_now does.
+_TAKE_ONE_LUA = _QUEUE_PRELUDE + """
+local items, proc = KEYS[1], KEYS[2]
+redis.call('DEL', proc)
+local item = redis.call('LMOVE', items, proc, 'LEFT', 'RIGHT')
+if item and item ~= '' then
+  redis.call('PEXPIRE', proc, ARGV[1])
+  return {0, item}
+end
+redis.call('DEL', proc)
+local st = redis.call('GET', KEYS[3])
+q_settle(items, st)
+return q_flag({0}, st, items)
+"""
 
 # Puts a consumer's processing list back at the head of the queue, in order;
 # after an immediate shutdown, discards it as the shutdown discarded the rest
@@ -213,7 +241,8 @@ local res = {0}
 q_keep(res, redis.call('LRANGE', proc, 0, -1))
 redis.call('DEL', proc)
 local n = #res - 1
-if redis.call('GET', shut) == '2' then
+local st = redis.call('GET', shut)
+if st == '2' then
   if ARGV[1] == '1' and n > 0 then
     local left = tonumber(redis.call('GET', tasks) or '0')
     redis.call('SET', tasks, math.max(left - n, 0))
@@ -222,7 +251,7 @@ if redis.call('GET', shut) == '2' then
 else
   for i = #res, 2, -1 do redis.call('LPUSH', items, res[i]) end
 end
-q_settle(items, shut)
+q_settle(items, st)
 return n
 """)
 
@@ -239,8 +268,9 @@ if ARGV[1] == '1' then
 elseif not st then
   redis.call('SET', shut, '1')
 end
+st = redis.call('GET', shut)
 local n = 0
-if redis.call('GET', shut) == '2' then
+if st == '2' then
   n = redis.call('LLEN', items)
   if n > 0 and redis.call('LINDEX', items, -1) == '' then n = n - 1 end
   redis.call('DEL', items)
@@ -250,7 +280,7 @@ if redis.call('GET', shut) == '2' then
     w_wake(KEYS[6], KEYS[7], ARGV[4], -1)
   end
 end
-q_settle(items, shut)
+q_settle(items, st)
 w_wake(KEYS[4], KEYS[5], ARGV[3], -1)
 return n
 """)
@@ -261,7 +291,7 @@ return n
 # for what will never come.  KEYS items, proc, shut.
 _BEFORE_MOVE_LUA = _QUEUE_PRELUDE + """
 redis.call('DEL', KEYS[2])
-q_settle(KEYS[1], KEYS[3])
+q_settle(KEYS[1], redis.call('GET', KEYS[3]))
 return 0
 """
 
@@ -453,9 +483,13 @@ class _QueueBase(WaitingObject):
             # First without waiting: one script, one round trip.  Only an
             # empty queue makes the blocking take below necessary.
             try:
-                res = self._conn.script(_TAKE_NOW_LUA).execute(
-                    self._conn.client, 5, self._items, c.proc, *self._pw, self._shut,
-                    max_items, self._maxsize, self._pw_prefix, PROC_TTL_MS)
+                if max_items == 1 and self._maxsize == 0:
+                    res = self._conn.script(_TAKE_ONE_LUA).execute(
+                        self._conn.client, 3, self._items, c.proc, self._shut, PROC_TTL_MS)
+                else:
+                    res = self._conn.script(_TAKE_NOW_LUA).execute(
+                        self._conn.client, 5, self._items, c.proc, *self._pw, self._shut,
+                        max_items, self._maxsize, self._pw_prefix, PROC_TTL_MS)
             except BaseException as exc:
                 self._take_failed(c, exc)
             got = _taken(res)
