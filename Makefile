@@ -22,7 +22,7 @@ STAMP_TEST := $(VENV)/.installed-test
 STAMP_BENCH := $(VENV)/.installed-bench
 STAMPS := $(STAMP_TEST) $(STAMP_BENCH)
 
-.PHONY: help venv demo test test-all test-cpython bench sanitize clean distclean \
+.PHONY: help venv demo test test-all test-cpython bench sanitize sanitize-venv fuzz-venv clean distclean \
 	fuzz fuzz-ci fuzz-merge fuzz-coverage fuzz-seed fuzz-repro
 
 help:
@@ -75,9 +75,8 @@ test-cpython: $(if $(CPYTHON_PY),,$(STAMP_TEST))
 bench: $(STAMP_BENCH)
 	$(VENV)/bin/interproc bench --append benchmarks/RESULTS.md $(BENCH_ARGS)
 
-# The sanitized build replaces the installed core, so the stamps are dropped
-# before the run: the next plain target then reinstalls a normal build, even
-# when the sanitized tests fail.  ASan must be the first library loaded, and
+# The sanitized build lives in a venv of its own, beside .venv.  ASan must be
+# the first library loaded, and
 # the interpreter is not built with it, hence LD_PRELOAD; CPython keeps memory
 # alive until exit by design, so leak reports would be noise.  Every UBSan
 # finding aborts (-fno-sanitize-recover in setup.py, halt_on_error here), as
@@ -93,13 +92,12 @@ bench: $(STAMP_BENCH)
 # and would run their processes at ASan's pace.
 SANITIZE_ENV := ASAN_OPTIONS=detect_leaks=0:suppressions=$(CURDIR)/.ci/asan.supp \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
-sanitize: $(STAMP_TEST)
-	rm -rf build
-	INTERPROC_SANITIZE=1 $(PIP) install --no-deps --force-reinstall .
-	rm -rf build $(STAMPS)
+SAN_VENV := .venv-sanitize
+SAN_STAMP := $(SAN_VENV)/.installed-sanitize
+sanitize: $(SAN_STAMP)
 	env -u PYTHONPATH $(SANITIZE_ENV) \
 	    LD_PRELOAD="$$(gcc -print-file-name=libasan.so)" \
-	    $(PY) -m pytest -q --capture=sys --ignore=tests/test_cpython_multiprocessing.py \
+	    $(SAN_VENV)/bin/python -m pytest -q --capture=sys --ignore=tests/test_cpython_multiprocessing.py \
 	    --ignore-glob='tests/test_redis_*.py' $(PYTEST_ARGS) $(TESTS)
 
 # ---------------------------------------------------------------------------
@@ -123,15 +121,30 @@ FUZZ_STAMP := $(FUZZ_VENV)/.installed-fuzz
 COV_STAMP := $(COV_VENV)/.installed-coverage
 # Python's allocator is bypassed so that ASan sees every Python object the
 # core touches.  Each input is run in a private /dev/shm when possible.
+# Fuzzing yields the CPU to anything else (FUZZ_NICE); CI, which runs it
+# beside other work, keeps it at the same priority so that a slow input is
+# not starved into a false timeout.
+FUZZ_NICE ?= 19
 FUZZ_RUN = env -u PYTHONPATH PATH="$(CURDIR)/$(FUZZ_VENV)/bin:$$PATH" \
 	LD_PRELOAD="$$($(FUZZ_VENV)/bin/python -c 'import atheris; print(atheris.path())')/asan_with_fuzzer.so" \
 	ASAN_OPTIONS=detect_leaks=0:allocator_may_return_null=1 \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 PYTHONMALLOC=malloc \
-	nice -n 19 fuzz/in-private-shm.sh fuzz/run.py fuzz
+	nice -n $(FUZZ_NICE) fuzz/in-private-shm.sh fuzz/run.py fuzz
 FUZZ_FLAGS = -timeout=$(FUZZ_TIMEOUT) -rss_limit_mb=4096 -print_final_stats=1 $(FUZZ_OPTIONS)
 
-$(FUZZ_VENV)/bin/python $(COV_VENV)/bin/python: | $(PY)
+$(FUZZ_VENV)/bin/python $(COV_VENV)/bin/python $(SAN_VENV)/bin/python: | $(PY)
 	$(PY) -m venv $(@D)/..
+
+$(SAN_STAMP): $(PKG_SOURCES) | $(SAN_VENV)/bin/python
+	rm -rf build/sanitize
+	INTERPROC_SANITIZE=1 $(SAN_VENV)/bin/python -m pip install '.[test]'
+	rm -rf build/sanitize
+	@touch $@
+
+# Only the builds: CI makes every venv before running anything, since two
+# builds from one tree at once would share its egg-info.
+sanitize-venv: $(SAN_STAMP)
+fuzz-venv: $(FUZZ_STAMP)
 
 # atheris is built from source with the same clang, so that its libFuzzer and
 # sanitizer runtimes are the ones the core is instrumented for.
@@ -235,7 +248,7 @@ $(PY):
 	    exit 1; }
 
 # `rm -rf build` first: setuptools reuses an object in build/ whenever it is
-# newer than its source, so a core compiled with other flags (make sanitize)
+# newer than its source, so a core compiled with other flags (INTERPROC_CFLAGS)
 # would otherwise be installed again.
 $(STAMPS): $(VENV)/.installed-%: $(PKG_SOURCES) | $(PY)
 	rm -rf build
@@ -249,4 +262,4 @@ clean:
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
 
 distclean: clean
-	rm -rf $(VENV) $(FUZZ_VENV) $(COV_VENV)
+	rm -rf $(VENV) $(FUZZ_VENV) $(COV_VENV) $(SAN_VENV)

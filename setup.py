@@ -13,9 +13,9 @@ builds into a place of its own, never over the normal build:
 - INTERPROC_CFLAGS: more compiler flags for any of them, e.g.
   -fno-sanitize=alignment to look past a known finding until its fix lands.
 
-The clang variants use $CC if it is set, else clang-14 or clang from PATH,
-and build under build/<variant> so that they never reuse the normal
-build's objects.
+Each variant builds under build/<variant>, so that it never reuses the
+normal build's objects; the clang ones use $CC if it is set, else clang-14
+or clang from PATH.
 """
 import os
 import shlex
@@ -45,6 +45,12 @@ ldflags = ["-lpthread"]
 options = {}
 
 
+def build_apart(variant):
+    """Build under build/<variant>: never over, nor from, the normal
+    build's objects, and beside another variant's build."""
+    options["build"] = {"build_base": f"build/{variant}"}
+
+
 def use_clang(variant):
     """Compile with clang, into build/<variant>."""
     cc = os.environ.get("CC") or shutil.which("clang-14") or shutil.which("clang")
@@ -52,10 +58,11 @@ def use_clang(variant):
         raise SystemExit(f"INTERPROC_{variant.upper()}=1 needs clang (apt-get install clang-14)")
     os.environ["CC"] = cc
     os.environ.setdefault("LDSHARED", f"{cc} -shared")
-    options["build"] = {"build_base": f"build/{variant}"}
+    build_apart(variant)
 
 
 if os.environ.get("INTERPROC_SANITIZE"):
+    build_apart("sanitize")
     cflags += ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined",
                "-fno-omit-frame-pointer", "-O1", "-g"]
     ldflags += ["-fsanitize=address,undefined"]

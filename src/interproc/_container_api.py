@@ -107,6 +107,26 @@ class _ItemsView(collections.abc.ItemsView):
         return self._mapping._iterate(2)
 
 
+class FromKeys:
+    """A shared dict class's ``fromkeys``.  Called on a dict,
+    ``d.fromkeys(iterable, value=None)`` gives a plain dict, as a manager's
+    dict proxy does (it runs dict.fromkeys where the dict is); called on the
+    class, a new anonymous shared dict, made as the backend's ``on_class``
+    says."""
+
+    def __get__(self, obj: Any, cls: type) -> Any:
+        if obj is None:
+            return self.on_class(cls)
+
+        def fromkeys(iterable: Iterable[Any], value: Any = None) -> Any:
+            return dict.fromkeys(iterable, value)
+        fromkeys.__doc__ = "A plain dict with keys from iterable, each set to value."
+        return fromkeys
+
+    def on_class(self, cls: type) -> Any:
+        raise NotImplementedError
+
+
 class DictAPI:
     """Views, iteration, update, copy, equality, ``|`` and text of a shared dict."""
 

@@ -35,7 +35,7 @@ import weakref
 from typing import Any, Iterable, Iterator, Optional
 
 from . import _core, naming, serialization  # noqa: F401  (serialization configures _core)
-from ._container_api import (CHUNK_FIRST, CHUNK_MAX, KEYS_ADD, DictAPI, ListAPI, SetAPI,
+from ._container_api import (CHUNK_FIRST, CHUNK_MAX, KEYS_ADD, DictAPI, FromKeys, ListAPI, SetAPI,
                              dict_pairs, list_values, set_keys)
 
 __all__ = ["SharedDict", "SharedList", "SharedSet", "Namespace"]
@@ -313,20 +313,14 @@ def _iterate_from(d: Any, what: int, size: int, version: int) -> Iterator[Any]:
 _MISSING = object()
 
 
-class _FromKeys:
+class _FromKeys(FromKeys):
     """``SharedDict.fromkeys(iterable, value=None)`` makes a new anonymous
-    SharedDict; called on a dict, ``d.fromkeys(...)`` gives a plain dict,
-    as a manager's dict proxy does (it runs dict.fromkeys where the dict is)."""
+    SharedDict."""
 
-    def __get__(self, obj: Any, cls: type) -> Any:
-        if obj is None:
-            def fromkeys(iterable: Iterable[Any], value: Any = None) -> Any:
-                return cls([(k, value) for k in iterable])
-            fromkeys.__doc__ = "A new anonymous SharedDict with keys from iterable, each set to value."
-        else:
-            def fromkeys(iterable: Iterable[Any], value: Any = None) -> Any:
-                return dict.fromkeys(iterable, value)
-            fromkeys.__doc__ = "A plain dict with keys from iterable, each set to value."
+    def on_class(self, cls: type) -> Any:
+        def fromkeys(iterable: Iterable[Any], value: Any = None) -> Any:
+            return cls([(k, value) for k in iterable])
+        fromkeys.__doc__ = "A new anonymous SharedDict with keys from iterable, each set to value."
         return fromkeys
 
 

@@ -53,8 +53,8 @@ from typing import Any, Iterable, Iterator, Optional
 
 from ... import _core
 from ..._container_api import (CHUNK_FIRST, CHUNK_MAX, KEYS_ADD, KEYS_DISCARD, KEYS_RETAIN,
-                                KEYS_TOGGLE, DictAPI, ListAPI, SetAPI, dict_pairs, list_values,
-                                set_keys)
+                                KEYS_TOGGLE, DictAPI, FromKeys, ListAPI, SetAPI, dict_pairs,
+                                list_values, set_keys)
 from ._base import register
 from ._guarded import GuardedObject, lua
 from .synchronize import DEFAULT_LEASE, RLock, check_lease
@@ -314,21 +314,21 @@ def _signature_error(message: str) -> Exception:
     return SignatureError(message)
 
 
-class _FromKeys:
-    """``RedisDict.fromkeys(conn, iterable, value=None, **options)`` makes a
-    new anonymous RedisDict (it needs the connection first); called on a
-    dict, ``d.fromkeys(iterable, value=None)`` gives a plain dict, as a
-    SharedDict's and a manager's dict proxy's do."""
+def _given_too_late(kind: str, name: Optional[str], what: str = "content") -> ValueError:
+    """The error for content given to a constructor that opened an existing
+    object: the content would be lost, or mixed into another's."""
+    return ValueError(f"{kind} {name!r} already exists; {what} can only be given "
+                      "when it is created")
 
-    def __get__(self, obj: Any, cls: type) -> Any:
-        if obj is None:
-            def fromkeys(conn: Any, iterable: Iterable[Any], value: Any = None, **options: Any) -> Any:
-                return cls(conn, [(k, value) for k in iterable], **options)
-            fromkeys.__doc__ = "A new anonymous RedisDict with keys from iterable, each set to value."
-        else:
-            def fromkeys(iterable: Iterable[Any], value: Any = None) -> Any:
-                return dict.fromkeys(iterable, value)
-            fromkeys.__doc__ = "A plain dict with keys from iterable, each set to value."
+
+class _FromKeys(FromKeys):
+    """``RedisDict.fromkeys(conn, iterable, value=None, **options)`` makes a
+    new anonymous RedisDict (it needs the connection first)."""
+
+    def on_class(self, cls: type) -> Any:
+        def fromkeys(conn: Any, iterable: Iterable[Any], value: Any = None, **options: Any) -> Any:
+            return cls(conn, [(k, value) for k in iterable], **options)
+        fromkeys.__doc__ = "A new anonymous RedisDict with keys from iterable, each set to value."
         return fromkeys
 
 
@@ -352,8 +352,7 @@ class RedisDict(DictAPI, _HashBase):
         self._lease = check_lease(lease)
         meta = self._open(conn, name, create, codec, {})
         if (args or kwargs) and not meta.created:
-            raise ValueError(f"RedisDict {name!r} already exists; content can only be given "
-                             "when it is created")
+            raise _given_too_late("RedisDict", name)
         if pairs:
             self._update_pairs(pairs)
 
@@ -503,8 +502,7 @@ class RedisSet(SetAPI, _HashBase):
         self._lease = check_lease(lease)
         meta = self._open(conn, name, create, codec, {})
         if keys and not meta.created:
-            raise ValueError(f"RedisSet {name!r} already exists; content can only be given "
-                             "when it is created")
+            raise _given_too_late("RedisSet", name)
         if keys:
             self._keys_apply(KEYS_ADD, keys)
 
@@ -593,8 +591,7 @@ class RedisNamespace(_HashBase):
         self._lease = check_lease(lease)
         meta = self._open(conn, name, create, codec, {})
         if attrs and not meta.created:
-            raise ValueError(f"Namespace {name!r} already exists; attributes can only be given "
-                             "when it is created")
+            raise _given_too_late("Namespace", name, "attributes")
         if attrs:
             self._update_pairs(list(attrs.items()))
 
@@ -851,8 +848,7 @@ class RedisList(ListAPI, GuardedObject):
         # A new list gets its content in the step that creates it.
         meta = self._open(conn, name, create, codec, {}, init={"l": payloads})
         if values and not meta.created:
-            raise ValueError(f"RedisList {name!r} already exists; content can only be given "
-                             "when it is created")
+            raise _given_too_late("RedisList", name)
 
     @property
     def lock(self) -> RLock:
