@@ -215,9 +215,11 @@ return q_flag(res, st, items)
 # take_now's commonest case, a get() from an unbounded queue, in as few
 # commands as it took before queues could be shut down: one item moved
 # straight into the processing list.  Only when that finds no item, or the
-# end marker, does it read the shut key.  KEYS items, proc, shut.  ARGV ttl.
-# Returns {flag, item} or {flag} as take_now does.
-_TAKE_ONE_LUA = _QUEUE_PRELUDE + """
+# end marker, does it read the shut key; it then does what q_settle and
+# q_flag do, written out, since defining the prelude's functions on every
+# call costs a busy queue's get a few percent.  KEYS items, proc, shut.
+# ARGV ttl.  Returns {flag, item} or {flag} as take_now does.
+_TAKE_ONE_LUA = """
 local items, proc = KEYS[1], KEYS[2]
 redis.call('DEL', proc)
 local item = redis.call('LMOVE', items, proc, 'LEFT', 'RIGHT')
@@ -227,8 +229,11 @@ if item and item ~= '' then
 end
 redis.call('DEL', proc)
 local st = redis.call('GET', KEYS[3])
-q_settle(items, st)
-return q_flag({0}, st, items)
+if not st then return {0} end
+if redis.call('LINDEX', items, -1) ~= '' then redis.call('RPUSH', items, '') end
+if st == '2' then return {2} end
+if redis.call('LLEN', items) == 1 then return {1} end
+return {0}
 """
 
 # Puts a consumer's processing list back at the head of the queue, in order;
