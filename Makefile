@@ -238,8 +238,10 @@ $(PY):
 	    echo "Point PYTHON at one: make PYTHON=/path/to/python3.x ..." >&2; \
 	    exit 1; }
 	@# Debian splits ensurepip into python3-venv.  Without it, fall back to a
-	@# pip-less venv seeded by the system pip, if there is one.
-	$(PYTHON) -m venv $(VENV) || { \
+	@# pip-less venv seeded by the system pip, if there is one.  The recipe is
+	@# not echoed: its fallback's messages would read as a failure in every log.
+	@echo "$(PYTHON) -m venv $(VENV)"
+	@$(PYTHON) -m venv $(VENV) || { \
 	    rm -rf $(VENV); \
 	    echo "'$(PYTHON) -m venv' failed; trying a venv without pip, seeded by the system pip" >&2; \
 	    $(PYTHON) -m venv --without-pip $(VENV) && \
