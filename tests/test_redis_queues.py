@@ -16,6 +16,7 @@ from interproc.backends.redis import queues as rq  # noqa: E402
 from interproc.backends.redis.client import Connection  # noqa: E402
 
 import _redis_sync_helpers as h  # noqa: E402
+from _fault_proxy import FaultProxy  # noqa: E402
 
 
 @pytest.fixture
@@ -285,6 +286,42 @@ def test_connection_killed_during_blocking_get_loses_nothing(conn, made):
     q.put("after")
     assert q.get(timeout=5) == "after"
     assert q.empty()
+
+
+@pytest.fixture
+def proxy(redis_server):
+    """A FaultProxy in front of the standalone server."""
+    p = FaultProxy(redis_server.port)
+    yield p
+    p.close()
+
+
+@pytest.mark.parametrize("maxsize", [0, 5])
+@pytest.mark.parametrize("take", ["get", "get_many"])
+def test_take_failing_after_a_delivery_does_not_deliver_it_again(proxy, maxsize, take):
+    """An outage after a get returned: the next take fails before it reaches
+    the server, and so does the recovery it tries.  Once the server is back,
+    the recovery must not put back what that get delivered: only items whose
+    reply never arrived may come again."""
+    conn = Connection.from_url(proxy.url)
+    q = rq.JoinableQueue(conn, maxsize)
+    try:
+        q.put_many(["item-1", "item-2", "item-3"])
+        one = (lambda: q.get(timeout=5)) if take == "get" else (lambda: q.get_many(1, timeout=5)[0])
+        assert one() == "item-1"
+        q.task_done()
+        proxy.refuse()
+        with pytest.raises(ConnectionError):
+            one()
+        proxy.accept()
+        got = q.get_many(timeout=5)
+        assert got == ["item-2", "item-3"], got
+        for _ in got:
+            q.task_done()
+        q.join()
+    finally:
+        proxy.accept()
+        q._destroy()
 
 
 def test_fifo_across_producer_processes(conn, made, start_method):

@@ -9,7 +9,8 @@ keys start with ``ip:{name}:``:
 - ``pw``/``pw.e`` and ``pwk:<id>``: producers waiting for room in a bounded
   queue, woken by the consumer that takes items (see ``_waiters``);
 - ``jw``/``jw.e`` and ``jwk:<id>``: processes waiting in ``join()``;
-- ``proc:<id>``: each consumer's processing list, listed in the set ``procs``;
+- ``proc:<id>:0``/``proc:<id>:1``: each consumer's two processing lists,
+  used by turns and listed in the set ``procs``;
 - ``shut``: absent while the queue is open; ``1`` after ``shutdown()``,
   ``2`` after ``shutdown(immediate=True)``.
 
@@ -32,15 +33,18 @@ to a consumer whose connection broke are then discarded with them instead
 of going back.  Producers waiting for room are woken by every shutdown.
 
 A ``get`` first takes without waiting, in one Lua script (delete the
-processing list, ``LMOVE items -> proc:<id>``, set its expiry); only when
-the queue is empty does it wait in Redis: ``BLMOVE items -> proc:<id>`` with
-the remaining timeout.  The item stays in the consumer's processing list until
-that consumer's next call, which deletes it in the same round trip as it
-takes the next one.  If the connection breaks while a take is in flight the
-caller gets the error and the processing list is moved back to the head of
+previous take's processing list, ``LMOVE items -> proc:<id>:<n mod 2>``,
+set its expiry); only when the queue is empty does it wait in Redis:
+``BLMOVE items -> proc:<id>:<n mod 2>`` with the remaining timeout.  The
+item stays in that processing list until the consumer's next take, which
+deletes it in the same round trip as it takes the next one into the other
+list.  If the connection breaks while a take is in flight the caller gets
+the error and the list that take was filling is moved back to the head of
 the queue (at once, and again before the next take), so an item is never
 lost between Redis and the caller: it is either returned or back in the
-queue.  (An item the server handed over whose reply never arrived may thus
+queue.  The previous take's list is only deleted then: what it holds was
+delivered, even when the failed take never reached the server to delete
+it.  (An item the server handed over whose reply never arrived may thus
 be delivered again, to the next consumer: at-least-once across connection
 failures, exactly-once otherwise.)  Processing lists expire after an hour of
 disuse, so an item whose recovery failed for longer than that is lost.
@@ -186,13 +190,14 @@ if #res > 1 and tonumber(ARGV[2]) > 0 then w_wake(z, e, ARGV[3], #res - 1) end
 return q_flag(res, st, items)
 """)
 
-# A take that does not wait: delete the processing list (what it held was
-# delivered by the previous call), move up to ARGV[1] items into it, wake
-# as many waiting producers of a bounded queue (ARGV[2] > 0), and return
-# {flag, items...} as above.  KEYS items, proc, z, e, shut.  ARGV count,
-# maxsize, prefix, ttl.
+# A take that does not wait: empty the previous take's processing list
+# (what it held was delivered), move up to ARGV[1] items into this one's,
+# wake as many waiting producers of a bounded queue (ARGV[2] > 0), and
+# return {flag, items...} as above.  KEYS items, proc, z, e, shut, prev.
+# ARGV count, maxsize, prefix, ttl.
 _TAKE_NOW_LUA = lua(_QUEUE_PRELUDE + """
 local items, proc, z, e, shut = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+redis.call('DEL', KEYS[6])
 local want = tonumber(ARGV[1])
 local res = {0}
 local all = redis.call('LPOP', items, want)
@@ -217,11 +222,11 @@ return q_flag(res, st, items)
 # straight into the processing list.  Only when that finds no item, or the
 # end marker, does it read the shut key; it then does what q_settle and
 # q_flag do, written out, since defining the prelude's functions on every
-# call costs a busy queue's get a few percent.  KEYS items, proc, shut.
-# ARGV ttl.  Returns {flag, item} or {flag} as take_now does.
+# call costs a busy queue's get a few percent.  KEYS items, proc, shut,
+# prev.  ARGV ttl.  Returns {flag, item} or {flag} as take_now does.
 _TAKE_ONE_LUA = """
 local items, proc = KEYS[1], KEYS[2]
-redis.call('DEL', proc)
+redis.call('DEL', KEYS[4])
 local item = redis.call('LMOVE', items, proc, 'LEFT', 'RIGHT')
 if item and item ~= '' then
   redis.call('PEXPIRE', proc, ARGV[1])
@@ -236,12 +241,14 @@ if redis.call('LLEN', items) == 1 then return {1} end
 return {0}
 """
 
-# Puts a consumer's processing list back at the head of the queue, in order;
+# After a failed take: puts the processing list it filled back at the head
+# of the queue, in order, and empties the previous take's (delivered);
 # after an immediate shutdown, discards it as the shutdown discarded the rest
 # (a JoinableQueue's tasks with it, waking join()).  KEYS proc, items, shut,
-# tasks, jw z, jw e.  ARGV joinable, jw prefix.
+# tasks, jw z, jw e, prev.  ARGV joinable, jw prefix.
 _RECOVER_LUA = lua(_QUEUE_PRELUDE + """
 local proc, items, shut, tasks = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+redis.call('DEL', KEYS[7])
 local res = {0}
 q_keep(res, redis.call('LRANGE', proc, 0, -1))
 redis.call('DEL', proc)
@@ -290,12 +297,12 @@ w_wake(KEYS[4], KEYS[5], ARGV[3], -1)
 return n
 """)
 
-# Before a blocking move: empties the processing list (what it held was
-# delivered by the previous call) and puts back a shut-down queue's end
-# marker if a consumer that died took it, so that the move does not wait
-# for what will never come.  KEYS items, proc, shut.
+# Before a blocking move: empties the previous take's processing list (what
+# it held was delivered) and this one's, and puts back a shut-down queue's
+# end marker if a consumer that died took it, so that the move does not
+# wait for what will never come.  KEYS items, proc, shut, prev.
 _BEFORE_MOVE_LUA = _QUEUE_PRELUDE + """
-redis.call('DEL', KEYS[2])
+redis.call('DEL', KEYS[2], KEYS[4])
 q_settle(KEYS[1], redis.call('GET', KEYS[3]))
 return 0
 """
@@ -307,13 +314,13 @@ if n > 0 and redis.call('LINDEX', KEYS[1], -1) == '' then n = n - 1 end
 return n
 """
 
-# Registers a consumer's processing list, and forgets up to ten that have
-# expired, so the set follows the live consumers.
+# Registers a consumer's two processing lists, and forgets up to ten that
+# have expired, so the set follows the live consumers.
 _REGISTER_CONSUMER_LUA = """
 for _, k in ipairs(redis.call('SRANDMEMBER', KEYS[1], 10)) do
   if redis.call('EXISTS', k) == 0 then redis.call('SREM', KEYS[1], k) end
 end
-redis.call('SADD', KEYS[1], KEYS[2])
+redis.call('SADD', KEYS[1], KEYS[2], KEYS[3])
 return 1
 """
 
@@ -359,13 +366,29 @@ def _taken(res: Any) -> List[bytes]:
 class _Consumer:
     """What one thread of one process needs to take items."""
 
-    __slots__ = ("pid", "proc", "registered", "recover")
+    __slots__ = ("pid", "lists", "n", "registered", "recover")
 
-    def __init__(self, proc: str) -> None:
+    def __init__(self, base: str) -> None:
         self.pid = os.getpid()
-        self.proc = proc
+        # Two processing lists, used by turns: take n fills one and, first,
+        # empties the other, which holds what take n - 1 delivered.  So a
+        # take that fails before it reaches the server leaves the items of
+        # the previous one (delivered) apart from its own (maybe moved,
+        # never delivered), and recovery puts back only the latter.
+        self.lists = (base + ":0", base + ":1")
+        self.n = 0
         self.registered = False
         self.recover = False
+
+    @property
+    def proc(self) -> str:
+        """The list this take fills."""
+        return self.lists[self.n & 1]
+
+    @property
+    def prev(self) -> str:
+        """The list the previous take filled: delivered, to be emptied."""
+        return self.lists[~self.n & 1]
 
 
 class _QueueBase(WaitingObject):
@@ -472,7 +495,7 @@ class _QueueBase(WaitingObject):
 
     def _recover(self, c: _Consumer) -> None:
         call(self._conn, self._op(), self._conn.script(_RECOVER_LUA),
-             [c.proc, self._items, self._shut, self._tasks] + self._jw,
+             [c.proc, self._items, self._shut, self._tasks] + self._jw + [c.prev],
              ["1" if self._JOINABLE else "0", self._jw_prefix])
         c.recover = False
 
@@ -483,6 +506,7 @@ class _QueueBase(WaitingObject):
         c = self._consumer()
         if c.recover:
             self._recover(c)
+        c.n += 1
         more = max_items - 1
         if c.registered:
             # First without waiting: one script, one round trip.  Only an
@@ -490,11 +514,12 @@ class _QueueBase(WaitingObject):
             try:
                 if max_items == 1 and self._maxsize == 0:
                     res = self._conn.script(_TAKE_ONE_LUA).execute(
-                        self._conn.client, 3, self._items, c.proc, self._shut, PROC_TTL_MS)
+                        self._conn.client, 4, self._items, c.proc, self._shut, c.prev,
+                        PROC_TTL_MS)
                 else:
                     res = self._conn.script(_TAKE_NOW_LUA).execute(
-                        self._conn.client, 5, self._items, c.proc, *self._pw, self._shut,
-                        max_items, self._maxsize, self._pw_prefix, PROC_TTL_MS)
+                        self._conn.client, 6, self._items, c.proc, *self._pw, self._shut,
+                        c.prev, max_items, self._maxsize, self._pw_prefix, PROC_TTL_MS)
             except BaseException as exc:
                 self._take_failed(c, exc)
             got = _taken(res)
@@ -504,8 +529,9 @@ class _QueueBase(WaitingObject):
         while True:
             pipe = self._conn.blocking_client.pipeline(transaction=False)
             if not c.registered:
-                pipe.execute_command("EVAL", _REGISTER_CONSUMER_LUA, 2, self._procs, c.proc)
-            pipe.execute_command("EVAL", _BEFORE_MOVE_LUA, 3, self._items, c.proc, self._shut)
+                pipe.execute_command("EVAL", _REGISTER_CONSUMER_LUA, 3, self._procs, *c.lists)
+            pipe.execute_command("EVAL", _BEFORE_MOVE_LUA, 4, self._items, c.proc, self._shut,
+                                 c.prev)
             left = deadline.remaining()
             blocking = deadline.waits and (left is None or left > 0)
             if blocking:
