@@ -10,6 +10,7 @@ import hashlib
 import os
 import queue
 import random
+import re
 import resource
 import signal
 import sys
@@ -45,6 +46,30 @@ def shm_path(name):
 
 def shm_entries():
     return set(os.listdir(SHM_DIR))
+
+
+# Names made by the unique_name fixture carry the pid of the run that made
+# them: what another test run on the machine creates meanwhile is not ours.
+OTHER_RUN_NAME = re.compile(re.escape(SHM_PREFIX) + r"t-(\d+)-")
+
+# multiprocessing's own named semaphores (Lock, Queue, Event of another
+# program, or of another test run): its resource tracker removes them, and
+# they carry nothing that says whose they are.
+MP_SEMAPHORE = "sem.mp-"
+
+
+def _another_runs(entry):
+    if entry.startswith(MP_SEMAPHORE):
+        return True
+    m = OTHER_RUN_NAME.match(entry)
+    return m is not None and int(m.group(1)) != os.getpid()
+
+
+def new_shm_entries(before):
+    """The /dev/shm entries made since ``before`` (a shm_entries() result)
+    that may be this run's: those another test run on the machine made
+    meanwhile are left out."""
+    return {e for e in shm_entries() - before if not _another_runs(e)}
 
 
 def memfd_maps():

@@ -289,8 +289,9 @@ def fork_holder_with_child(lock):
     return pid, int(line)
 
 
-def churn_lock(lock, inside, deaths_seen, stop, seed, timeout):
+def churn_lock(lock, inside, holder, deaths_seen, stop, seed, timeout):
     """Take and release ``lock`` as fast as possible until told to stop.
+    While it holds the lock, ``holder`` names this process's pid.
 
     Invariants checked on every acquisition:
     - ``owner_died`` is true exactly when an OwnerDiedWarning came with it;
@@ -319,11 +320,13 @@ def churn_lock(lock, inside, deaths_seen, stop, seed, timeout):
             elif inside.value:
                 sys.exit(EXIT_EXCLUSION_BROKEN)
             inside.value = 1
+            holder.value = os.getpid()
             if reentrant and rng.random() < 0.5:
                 _acquire_or_exit(lock, timeout)
                 lock.release()
             for _ in range(rng.randint(0, 3000)):
                 pass
+            holder.value = 0
             inside.value = 0
             lock.release()
             if rng.random() < 0.3:

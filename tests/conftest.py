@@ -31,24 +31,6 @@ START_METHODS = ("fork", "spawn", "forkserver")
 # a test returns, so a leftover entry only counts once it has outlived this.
 SHM_GRACE_SECONDS = 1.0
 
-# Names made by unique_name() carry the pid of the run that made them: what
-# another test run on the same machine creates meanwhile is not a leak of ours.
-OTHER_RUN_NAME = re.compile(re.escape(_helpers.SHM_PREFIX) + r"t-(\d+)-")
-
-
-# multiprocessing's own named semaphores (Lock, Queue, Event of another
-# program, or of another test run): its resource tracker removes them, and
-# they carry nothing that says whose they are.
-MP_SEMAPHORE = "sem.mp-"
-
-
-def _another_runs(entry):
-    if entry.startswith(MP_SEMAPHORE):
-        return True
-    m = OTHER_RUN_NAME.match(entry)
-    return m is not None and int(m.group(1)) != os.getpid()
-
-
 @pytest.fixture(autouse=True)
 def forks_beside_threads_on_purpose():
     """Many tests fork while a thread of the test is running, because
@@ -71,7 +53,7 @@ def no_shm_leaks():
     yield
     deadline = time.monotonic() + SHM_GRACE_SECONDS
     while True:
-        leaked = {e for e in _helpers.shm_entries() - before if not _another_runs(e)}
+        leaked = _helpers.new_shm_entries(before)
         if not leaked or time.monotonic() >= deadline:
             break
         time.sleep(0.02)

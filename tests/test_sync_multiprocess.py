@@ -426,22 +426,47 @@ def test_a_forked_child_does_not_keep_its_dead_parent_looking_alive(kind):
                 pass
 
 
+def _kill_a_holder(procs, holder, timeout=TIMEOUT):
+    """SIGKILL whichever of ``procs`` holds the lock (it names itself in
+    ``holder``); stopping it first makes sure it still does when killed.
+    Returns the victim's slot."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pid = holder.value
+        slot = next((i for i, p in enumerate(procs) if p.pid == pid), None)
+        if slot is None:  # nobody, or a victim already gone
+            time.sleep(0.0005)
+            continue
+        os.kill(pid, signal.SIGSTOP)
+        if holder.value == pid:
+            code = kill_and_reap(procs[slot])
+            assert code == -signal.SIGKILL, f"the holder {sh.describe_exit(code)}"
+            return slot
+        os.kill(pid, signal.SIGCONT)
+    raise AssertionError(f"no churner was seen holding the lock in {timeout} s")
+
+
 @pytest.mark.timeout(90)
 @pytest.mark.parametrize("kind", ["Lock", "RLock"])
 def test_churning_processes_killed_at_random_points(kind):
     """Processes take and release the lock as fast as they can and are
     SIGKILLed at random, holding it or waiting for it.  None may ever find
     another inside the critical section unless told its holder died, none
-    may wait more than a few seconds, and the lock ends up working."""
+    may wait more than a few seconds, and the lock ends up working.  Random
+    kills may all miss a holder on a loaded machine, so the run ends with
+    one that cannot: a churner stopped while holding the lock, then killed,
+    whose death the others must see."""
     seed = new_seed()
     rng = random.Random(seed)
     lock = getattr(interproc, kind)()
     inside = FORK.RawValue("b", 0)
+    holder = FORK.RawValue("q", 0)
     deaths_seen = FORK.RawValue("q", 0)
     stop = FORK.RawValue("b", 0)
 
     def churner():
-        return start(FORK, sh.churn_lock, lock, inside, deaths_seen, stop, rng.getrandbits(32), 5.0)
+        return start(FORK, sh.churn_lock, lock, inside, holder, deaths_seen, stop,
+                     rng.getrandbits(32), 5.0)
 
     procs = [churner() for _ in range(CHURNERS)]
     kills = 0
@@ -454,12 +479,18 @@ def test_churning_processes_killed_at_random_points(kind):
             assert code == -signal.SIGKILL, f"seed={seed}: a churner {sh.describe_exit(code)}"
             kills += 1
             procs[slot] = churner()
+        seen = deaths_seen.value
+        slot = _kill_a_holder(procs, holder)
+        kills += 1
+        procs[slot] = churner()
+        wait_until(lambda: deaths_seen.value > seen, TIMEOUT,
+                   f"seed={seed}: a churner taking over from the holder killed last")
     finally:
         stop.value = 1
     join_ok(*procs, timeout=30)
     ctx = f"seed={seed} kills={kills}"
     assert kills >= CHURN_KILLS // 2, f"{ctx}: too slow to kill enough"
-    assert 1 <= deaths_seen.value <= kills, f"{ctx}: {deaths_seen.value} takeovers seen"
+    assert deaths_seen.value <= kills, f"{ctx}: {deaths_seen.value} takeovers seen"
 
     # A last victim's lock may not have been taken over by anyone yet.
     with warnings.catch_warnings(record=True) as caught:
