@@ -229,3 +229,57 @@ def redis_server_factory(tmp_path):
     yield make
     for server in started:
         server.stop()
+
+
+# ---------------------------------------------------------------------------
+# Redis under faults (tests/test_redis_faults.py): servers a test may stop,
+# kill, restart or put behind fault proxies, so each is the test's own.
+
+
+@pytest.fixture
+def private_redis(tmp_path):
+    """Start standalone servers that belong to one test:
+    ``make(persistent=False, password=None)``; stopped (and continued, if
+    the test left one SIGSTOPped) afterwards."""
+    import _redis_helpers
+    from interproc.backends.redis import local_server
+
+    _redis_helpers.require_redis()
+    started = []
+
+    def make(persistent=False, password=None):
+        server = local_server.RedisServer(str(tmp_path / f"private{len(started)}"),
+                                          password=password, persistent=persistent)
+        started.append(server)
+        return server.start()
+
+    yield make
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def failover_cluster(tmp_path_factory):
+    """A Redis Cluster of three masters with one replica each and a short
+    node timeout, for a test that kills a master (``kill_master``,
+    ``wait_failover``)."""
+    yield from _local_redis(tmp_path_factory, "failover-cluster", "RedisClusterServers", cli=True,
+                            replicas=1)
+
+
+@pytest.fixture
+def proxied_cluster(tmp_path_factory):
+    """A 3-master Redis Cluster whose nodes tell clients the ports of fault
+    proxies in front of them: ``(cluster, proxies)``, ``proxies`` mapping
+    each node's real port to its FaultProxy.  Clients (any cluster client)
+    then reach every node through its proxy."""
+    from _fault_proxy import FaultProxy
+
+    for cluster in _local_redis(tmp_path_factory, "proxied-cluster", "RedisClusterServers", cli=True):
+        proxies = {s.port: FaultProxy(s.port) for s in cluster.servers}
+        try:
+            cluster.announce({port: p.port for port, p in proxies.items()})
+            yield cluster, proxies
+        finally:
+            for p in proxies.values():
+                p.close()

@@ -11,7 +11,8 @@ change: a wake-up is never lost between the check and the wait.
 - **Timeout**: a wait gives up when its ``timeout`` (threading's reading:
   None waits for ever, a negative one does not wait) has passed, removing
   its registration in the script that makes the last check, so that no
-  wake-up is spent on it.
+  wake-up is spent on it.  It returns within ``SERVER_TIMER_SLACK`` plus a
+  round trip of its timeout, not a server timer tick later.
 - **Chunks**: waits are cut into server-side waits of at most
   :data:`WAIT_CHUNK` seconds, after which the waiter checks again and
   refreshes its registration.  So no command blocks longer than
@@ -21,9 +22,10 @@ change: a wake-up is never lost between the check and the wait.
   sent to it delays the others by at most one chunk.  Its wake key expires
   by itself (``WAKE_TTL_MS``).
 - **Lost connection**: the blocked command raises ``ConnectionLostError``
-  (or ``ServerTimeoutError`` if the server vanished without closing the
-  socket, within ``client.MAX_BLOCK`` plus the socket timeout); the wait
-  ends with that error and its registration expires like a dead waiter's.
+  (or ``ServerTimeoutError`` if the server stalled or vanished without
+  closing the socket: ``client.BLOCK_MARGIN`` after the command's own
+  timeout, so at most one chunk plus that margin); the wait ends with that
+  error and its registration expires like a dead waiter's.
 - **Close**: a closed handle's waits raise ValueError before talking to Redis.
 
 Every key of an object shares its ``{name}`` hash tag, so each script
@@ -46,6 +48,12 @@ WAIT_CHUNK = 2.0
 REGISTRATION_TTL_MS = 3 * int(WAIT_CHUNK * 1000)
 #: Wake keys vanish after this long if nobody reads them (dead waiters).
 WAKE_TTL_MS = 60_000
+#: The last moments of a wait, in seconds, are waited locally: the server
+#: ends a blocking command on its timer (10 times a second at the default
+#: ``hz``), so a BLPOP of 50 ms can return after 100.  A blocking command
+#: asks for the remaining time less this; the rest is slept, then the
+#: state is checked once more.
+SERVER_TIMER_SLACK = 0.1
 
 LUA_PRELUDE = """
 local function now_ms()
@@ -129,6 +137,10 @@ def server_seconds(seconds: float) -> float:
     return max(math.ceil(seconds * 1000.0), 1) / 1000.0
 
 
+def _raise(exc: BaseException) -> None:
+    raise exc
+
+
 class Deadline:
     """When a blocking call gives up: never (None), at once, or at a time."""
 
@@ -171,8 +183,14 @@ class WaitingObject(RedisObject):
         return parts
 
     def _blpop(self, key: str, seconds: float) -> Any:
-        """Block on a wake key for at most ``seconds`` (at most WAIT_CHUNK)."""
-        return self._call(self._conn.blocking_client.blpop, [key], server_seconds(seconds))
+        """Block on a wake key for at most ``seconds`` (at most WAIT_CHUNK);
+        ServerTimeoutError if the server has not answered ``client.BLOCK_MARGIN``
+        later (``Connection.bounded``)."""
+        reply = self._call(self._conn.bounded, key, seconds,
+                           lambda pipe: pipe.blpop([key], server_seconds(seconds)))[0]
+        if isinstance(reply, Exception):
+            self._call(_raise, reply)
+        return reply
 
     def _wait(self, attempt: Callable[[str, int], Tuple[bool, Any, Optional[float]]],
               deadline: Deadline, wake_part: str) -> Tuple[bool, Any]:
@@ -194,10 +212,11 @@ class WaitingObject(RedisObject):
             chunk = WAIT_CHUNK if bound is None else min(WAIT_CHUNK, bound)
             left = deadline.remaining()
             if left is not None:
-                if left <= 0:
+                if left <= SERVER_TIMER_SLACK:
+                    time.sleep(left)
                     ok, value, _ = attempt(wid, 2)
                     break
-                chunk = min(chunk, left)
+                chunk = min(chunk, left - SERVER_TIMER_SLACK)
             self._blpop(wake, chunk)
             ok, value, bound = attempt(wid, 1)
         return ok, value

@@ -43,6 +43,13 @@ Attributes and methods of a ``Connection``
                          at the latest ``MAX_BLOCK`` + the socket timeout
                          after the command was sent).  Longer waits are
                          made of several commands.
+    ``bounded(key, seconds, build)``
+                         the commands ``build(pipe)`` adds to a plain
+                         pipeline, sent once on a connection of their own
+                         to the server, or to the Cluster node that serves
+                         ``key``'s slot, whose socket timeout is ``seconds``
+                         + ``BLOCK_MARGIN`` (see "Bounded calls" below);
+                         returns their replies.
     ``is_cluster``       whether the server is a Redis Cluster (asks it once).
     ``address``          ``host:port`` or the socket path, for messages.
     ``url``              the URL without credentials.
@@ -86,6 +93,30 @@ twice -- so the backend reports the failure instead and leaves the decision
 to the caller.  A stale pooled socket (the server restarted between two
 commands) is still replaced transparently: nothing had been sent on it.
 
+On a Redis Cluster the same holds: the cluster client gets no retries
+(``retry`` with none for redis-py 6 and later, ``cluster_error_retry_attempts
+= 0`` for redis-py 5), and no redis-py ``ClusterPipeline`` is used, since it
+resends the commands of a pipeline one by one after a connection error
+whatever its retry setting (a resent DEL once deleted an item that the
+first BLMOVE had moved).  Pipelines go through ``bounded()`` instead, as
+plain pipelines on the slot's node.  Redirections are followed only when
+they prove that nothing ran: a MOVED, ASK or TRYAGAIN reply comes before a
+command runs, so a pipeline whose every reply is one is sent again (to the
+node the refreshed slot table names); one that ran in part raises
+ConnectionLostError.  A connection that could not be made sent nothing,
+and is tried again once after a refresh of the slot table (a failover).
+
+Bounded calls
+-------------
+
+A blocking command (BLMOVE, BLPOP) waits on the server for as long as the
+caller allows, so its socket cannot keep the connection's socket timeout:
+``bounded()`` sets it, for that call, to the time the server may take plus
+``BLOCK_MARGIN`` (and the connect timeout to no more than that), so that a
+stalled or vanished server is noticed ``BLOCK_MARGIN`` after the caller's
+time ran out (ServerTimeoutError), not a socket timeout later.  Callers with
+a deadline send their non-blocking commands the same way.
+
 redis-py is imported on first use, so ``import interproc`` works without it;
 a missing redis-py raises ImportError saying ``pip install interproc[redis]``.
 """
@@ -98,7 +129,7 @@ import os
 import sys
 import threading
 import urllib.parse
-from typing import Any, Callable, Dict, Iterable, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from .errors import (
     AuthenticationError,
@@ -118,6 +149,16 @@ DEFAULT_CONNECT_TIMEOUT = 10.0
 #: ``Connection.blocking_client``, in seconds; the backend cuts longer waits
 #: into commands of at most this long.
 MAX_BLOCK = 30.0
+
+#: How much longer than the server may take a bounded call waits for its
+#: reply (``Connection.bounded``), in seconds: the round trip, and the
+#: server's own lateness (it ends blocking commands on its ``hz`` timer,
+#: up to 100 ms late at the default hz 10).
+BLOCK_MARGIN = 0.5
+
+#: How often a bounded pipeline whose every command was redirected (MOVED,
+#: ASK, TRYAGAIN: nothing ran) is sent again after refreshing the slot table.
+REDIRECT_ATTEMPTS = 5
 
 INSTALL_HINT = "pip install interproc[redis]"
 
@@ -238,19 +279,22 @@ _AUTH_WORDS = (
 
 
 def translate(exc: BaseException, server: Optional[str] = None, op: Optional[str] = None,
-              *, cluster: bool = False) -> BaseException:
+              *, cluster: bool = False, node: bool = False) -> BaseException:
     """The exception to raise in place of the redis-py exception ``exc``.
 
     ``server`` (``host:port`` or a socket path; for a cluster, the node the
     connection was made through) and ``op`` (what was being done,
     "Queue.put" say) go into the message.  Exceptions that are not
     redis-py's, and redis-py errors with no better equivalent (a Lua
-    script's ``error_reply`` among them), are returned unchanged.
+    script's ``error_reply`` among them), are returned unchanged.  ``node``:
+    ``server`` is the cluster node that failed, not the one connected through.
     """
     rexc = sys.modules.get("redis.exceptions")
     if rexc is None or not isinstance(exc, (rexc.RedisError, rexc.RedisClusterException)):
         return exc
-    if cluster:
+    if cluster and node:
+        where = f"Redis Cluster node {server}"
+    elif cluster:
         # the failing node is named in redis-py's own text, kept as the detail
         where = f"a node of the Redis Cluster at {server}" if server else "a Redis Cluster node"
     else:
@@ -341,8 +385,27 @@ class errors(contextlib.ContextDecorator):
 
 def _translate_for(exc: BaseException, conn: "Connection | str | None", op: Optional[str]) -> BaseException:
     if isinstance(conn, Connection):
-        return translate(exc, conn.address, op, cluster=bool(conn._cluster))
+        node = failed_node(exc)
+        if node is not None and conn._cluster and node != conn.address:
+            return translate(exc, f"{node} (of the Redis Cluster at {conn.address})", op,
+                             cluster=True, node=True)
+        return translate(exc, node or conn.address, op, cluster=bool(conn._cluster),
+                         node=node is not None)
     return translate(exc, conn, op)
+
+
+def failed_node(exc: BaseException) -> Optional[str]:
+    """``host:port`` of the server a redis-py exception came from, when it
+    says: ``bounded()`` marks its own; redis-py's cluster client leaves the
+    connection (or node) on the exception."""
+    node = getattr(exc, "interproc_node", None)
+    if node is not None:
+        return node
+    where = getattr(exc, "connection", None)
+    host, port = getattr(where, "host", None), getattr(where, "port", None)
+    if isinstance(host, str) and isinstance(port, int):
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return None
 
 
 def translated(op: Optional[str] = None) -> Callable:
@@ -482,6 +545,8 @@ class Connection:
         self._blocking: Any = None
         self._threads = threading.local()
         self._scripts: Dict[str, Script] = {}
+        self._node_pools: Dict[str, Any] = {}
+        self._slots_stale = False
 
     # -- construction
 
@@ -549,6 +614,7 @@ class Connection:
             self._pid = os.getpid()
             self._client = self._blocking = None
             self._threads = threading.local()
+            self._node_pools = {}
 
     @property
     def client(self) -> Any:
@@ -652,7 +718,96 @@ class Connection:
             dbs.update(v for k, v in urllib.parse.parse_qsl(parts.query) if k == "db")
             if dbs != {"0"}:
                 raise ValueError(f"{self.url}: a Redis Cluster has only database 0")
-            return redis.cluster.RedisCluster.from_url(self.url, **kw)
+            cluster = redis.cluster.RedisCluster.from_url(self.url, **kw)
+            # redis-py 5 retries a cluster command after a connection error
+            # this many times, whatever ``retry`` says; later versions read
+            # ``retry`` (given above) and ignore this attribute.
+            cluster.cluster_error_retry_attempts = 0
+            return cluster
+
+
+    # -- bounded calls (see "Bounded calls" in the module docstring)
+
+    def bounded(self, key: str, seconds: Optional[float], build: Callable[[Any], None]) -> List[Any]:
+        """Send what ``build(pipe)`` adds to a plain pipeline, once, and
+        return the replies (error replies as exception objects, for the
+        caller to judge).  ``seconds``: how long the server may take (a
+        blocking command's own timeout, or the caller's remaining time);
+        None keeps the connection's socket timeout.  Raises redis-py's
+        exceptions, marked with the node (``failed_node``)."""
+        redis = import_redis()
+        redirected = (redis.exceptions.MovedError, redis.exceptions.AskError,
+                      redis.exceptions.TryAgainError)
+        reconnects = 1
+        attempt = 0
+        while True:
+            address, pool = self._pool_for(key)
+            client = redis.Redis(connection_pool=pool)
+            pipe = client.pipeline(transaction=False)
+            build(pipe)
+            try:
+                pipe.connection = _get_connection(pool)  # execute() gives it back
+                _bound_socket(pipe.connection, seconds, self._options)
+                replies = pipe.execute(raise_on_error=False)
+            except BaseException as exc:
+                pipe.reset()
+                exc.interproc_node = address  # type: ignore[attr-defined]
+                if self._cluster and isinstance(exc, (redis.exceptions.ConnectionError,
+                                                      redis.exceptions.TimeoutError)):
+                    self._slots_stale = True
+                    if reconnects and _while_connecting(exc):
+                        reconnects -= 1  # nothing was sent: the node may be gone
+                        continue
+                raise
+            if not self._cluster:
+                return replies
+            moved = [r for r in replies if isinstance(r, redirected)]
+            if not moved:
+                return replies
+            self._slots_stale = True
+            if len(moved) < len(replies):
+                raise ConnectionLostError(
+                    f"the slot of {key!r} moved to another Redis Cluster node while "
+                    f"{address} ran part of a pipeline; it may or may not have taken "
+                    f"effect ({moved[0]})")
+            attempt += 1
+            if attempt >= REDIRECT_ATTEMPTS:
+                exc = moved[0]
+                exc.interproc_node = address  # type: ignore[attr-defined]
+                raise UnreachableError(
+                    f"Redis Cluster node {address} kept redirecting the slot of {key!r}; "
+                    f"nothing ran ({exc})") from exc
+            if isinstance(moved[0], redis.exceptions.TryAgainError):
+                import time
+                time.sleep(0.05)
+
+    def _pool_for(self, key: str) -> Tuple[str, Any]:
+        """The connection pool of the server, or of the node serving
+        ``key``'s slot, with its ``host:port``."""
+        self._check_pid()
+        redis = import_redis()
+        if not self.is_cluster:
+            address, url = self.address, self.url
+        else:
+            cluster = self._shared_client()
+            manager = cluster.nodes_manager
+            if self._slots_stale:
+                self._slots_stale = False
+                with errors(self, "refreshing the slot table"):
+                    manager.initialize()
+            with errors(self, "finding the node of a slot"):
+                node = manager.get_node_from_slot(cluster.keyslot(key))
+            address = f"{node.host}:{node.port}"
+            scheme = urllib.parse.urlsplit(self.url).scheme
+            url = f"{scheme}://{address}/0"
+        pool = self._node_pools.get(address)
+        if pool is None:
+            with self._lock:
+                pool = self._node_pools.get(address)
+                if pool is None:
+                    pool = self._node_pools[address] = redis.ConnectionPool.from_url(
+                        url, **self._client_kwargs())
+        return address, pool
 
     # -- helpers
 
@@ -678,12 +833,44 @@ class Connection:
         with self._lock:
             mine = getattr(self._threads, "client", None)
             clients = [c for c in (mine, self._client, self._blocking) if c is not None]
+            clients += list(self._node_pools.values())  # pools close with disconnect()
+            self._node_pools = {}
             self._client = self._blocking = None
             # Other threads' clients hold connections of the pool closed
             # below; they make new clients on their next use.
             self._threads = threading.local()
         for c in clients:
             try:
-                c.close()
+                c.close() if hasattr(c, "close") else c.disconnect()
             except Exception:
                 pass
+
+
+def _get_connection(pool: Any) -> Any:
+    # redis-py 5 wants a command name here; later versions warn about one.
+    try:
+        return pool.get_connection()
+    except TypeError:
+        return pool.get_connection("_")
+
+
+def _bound_socket(conn: Any, seconds: Optional[float], options: Dict[str, Any]) -> None:
+    """Give a pooled connection the socket timeout of a call in which the
+    server may take ``seconds`` (None: the connection's own)."""
+    if seconds is None:
+        timeout = options.get("socket_timeout")
+        if timeout is None:
+            try:
+                from redis._defaults import DEFAULT_SOCKET_TIMEOUT as timeout
+            except ImportError:
+                timeout = None
+        connect = options.get("socket_connect_timeout", DEFAULT_CONNECT_TIMEOUT)
+    else:
+        timeout = max(seconds, 0.0) + BLOCK_MARGIN
+        connect = min(options.get("socket_connect_timeout") or DEFAULT_CONNECT_TIMEOUT, timeout)
+    conn.socket_connect_timeout = connect
+    if conn.socket_timeout != timeout:
+        conn.socket_timeout = timeout
+        sock = getattr(conn, "_sock", None)
+        if sock is not None:
+            sock.settimeout(timeout)

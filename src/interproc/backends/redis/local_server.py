@@ -5,11 +5,16 @@ nothing here imports redis-py.
 
 - :class:`RedisServer`: one standalone server on a free port of 127.0.0.1
   and on a unix socket, optionally with a password, in its own directory,
-  with persistence off.
-- :class:`RedisClusterServers`: three cluster-enabled servers (optionally
-  with a password) joined into a Redis Cluster by
-  ``redis-cli --cluster create`` (no replicas), ready once every node
-  reports ``cluster_state:ok``.
+  with persistence off, or on with ``persistent=True`` (an append-only
+  file synced on every write: ``appendfsync always``).  ``kill()`` then
+  ``start()`` restarts it on the same port, with what it persisted.
+- :class:`RedisClusterServers`: cluster-enabled servers (optionally with a
+  password) joined into a Redis Cluster by ``redis-cli --cluster create``,
+  three masters without replicas by default, or ``replicas=1`` (six nodes),
+  ready once every node reports ``cluster_state:ok``.  ``kill_master(key)``
+  kills the master serving a key and ``wait_failover(dead)`` waits until a
+  replica took its slots over.  ``announce(ports)`` makes the nodes tell
+  clients other ports (fault proxies in front of them).
 - ``make_tls_files``: a throw-away CA and server certificate (openssl), for
   ``RedisServer(tls=True)``.
 
@@ -144,8 +149,11 @@ class RedisServer:
     (and, with ``tls=True``, a TLS port with a certificate from a throw-away CA)."""
 
     def __init__(self, workdir: str, password: Optional[str] = None, cluster: bool = False,
-                 port: Optional[int] = None, tls: bool = False):
+                 port: Optional[int] = None, tls: bool = False, persistent: bool = False,
+                 cluster_node_timeout_ms: int = 5000):
         self.workdir = workdir
+        self.persistent = persistent
+        self.cluster_node_timeout_ms = cluster_node_timeout_ms
         self.password = password
         self.cluster = cluster
         self.port = port
@@ -188,6 +196,8 @@ class RedisServer:
 
     def start(self) -> "RedisServer":
         last_error = ""
+        # A restart (start() after kill() or stop()) keeps the port, so that
+        # clients find the server where it was.
         fixed_port = self.port
         for _ in range(5):  # another process may take the port between choosing and binding
             self.port = fixed_port or free_port(cluster_bus=self.cluster)
@@ -195,9 +205,13 @@ class RedisServer:
                 REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1",
                 "--dir", self.workdir, "--logfile", self.logfile,
                 "--unixsocket", self.socket_path, "--unixsocketperm", "700",
-                "--save", "", "--appendonly", "no", "--daemonize", "no",
-                "--protected-mode", "no",
+                "--save", "", "--daemonize", "no", "--protected-mode", "no",
             ]
+            if self.persistent:
+                # Every acknowledged write is on disk before its reply.
+                args += ["--appendonly", "yes", "--appendfsync", "always"]
+            else:
+                args += ["--appendonly", "no"]
             if self.password is not None:
                 args += ["--requirepass", self.password, "--masterauth", self.password]
             if self.tls:
@@ -212,9 +226,12 @@ class RedisServer:
             if self.cluster:
                 args += ["--cluster-enabled", "yes",
                          "--cluster-config-file", os.path.join(self.workdir, "nodes.conf"),
-                         "--cluster-node-timeout", "5000"]
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(os.path.join(self.workdir, "nodes.conf"))
+                         "--cluster-node-timeout", str(self.cluster_node_timeout_ms),
+                         # a replica's first sync starts at once, not 5 s later
+                         "--repl-diskless-sync-delay", "0"]
+            if not fixed_port:  # a new node; a restarted one keeps its identity
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(self.workdir, "nodes.conf"))
             self.proc = subprocess.Popen(
                 args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent,
@@ -255,15 +272,27 @@ class RedisServer:
         return _commands(("127.0.0.1", self.port), *cmds, args)[-1]
 
     def kill(self) -> None:
-        """SIGKILL, as a crash would."""
+        """SIGKILL, as a crash would; ``start()`` restarts it on the same port."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        self.proc = None
+
+    @property
+    def pid(self) -> Optional[int]:
+        """The server's process id (to SIGSTOP it, say), None when not running."""
+        return None if self.proc is None else self.proc.pid
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
 
     def stop(self) -> None:
         if self.proc is None:
             return
         if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.proc.pid, signal.SIGCONT)  # a stopped server cannot exit
             self.proc.terminate()
             try:
                 self.proc.wait(10)
@@ -280,14 +309,21 @@ class RedisServer:
 
 
 class RedisClusterServers:
-    """Three cluster-enabled servers joined into one Redis Cluster."""
+    """Cluster-enabled servers joined into one Redis Cluster: ``nodes``
+    masters (at least three), each with ``replicas`` replicas."""
 
-    def __init__(self, workdir: str, nodes: int = 3, password: Optional[str] = None):
+    def __init__(self, workdir: str, nodes: int = 3, password: Optional[str] = None,
+                 replicas: int = 0, node_timeout_ms: Optional[int] = None):
         self.workdir = workdir
         self.password = password
+        self.replicas = replicas
+        # A failover takes about the node timeout: short where one is awaited.
+        if node_timeout_ms is None:
+            node_timeout_ms = 1000 if replicas else 5000
         self.servers: List[RedisServer] = [
-            RedisServer(os.path.join(workdir, f"node{i}"), cluster=True, password=password)
-            for i in range(nodes)
+            RedisServer(os.path.join(workdir, f"node{i}"), cluster=True, password=password,
+                        cluster_node_timeout_ms=node_timeout_ms)
+            for i in range(nodes * (1 + replicas))
         ]
 
     @property
@@ -303,6 +339,10 @@ class RedisClusterServers:
     def addresses(self) -> List[str]:
         return [s.address for s in self.servers]
 
+    @property
+    def live_servers(self) -> List[RedisServer]:
+        return [s for s in self.servers if s.alive]
+
     def start(self) -> "RedisClusterServers":
         try:
             for s in self.servers:
@@ -312,30 +352,127 @@ class RedisClusterServers:
                 env["REDISCLI_AUTH"] = self.password  # not on the command line
             out = subprocess.run(
                 [REDIS_CLI, "--cluster", "create", *self.addresses,
-                 "--cluster-replicas", "0", "--cluster-yes"],
+                 "--cluster-replicas", str(self.replicas), "--cluster-yes"],
                 stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60, env=env,
             )
             if out.returncode != 0:
                 raise RuntimeError(f"redis-cli --cluster create failed:\n{out.stdout}\n{out.stderr}")
             self._wait_ok()
+            if self.replicas:
+                self._wait(lambda: all(self._replicas_in_sync(m) for m in self._masters()),
+                           "the replicas did not finish their first synchronization")
         except BaseException:
             self.stop()
             raise
         return self
 
-    def _wait_ok(self) -> None:
-        deadline = time.monotonic() + 30.0
-        pending = list(self.servers)
-        while pending:
-            pending = [s for s in pending if b"cluster_state:ok" not in s.command("CLUSTER", "INFO")]
-            if not pending:
-                return
+    def _wait(self, done, what: str, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if done():
+                    return
+            except (OSError, LookupError):
+                pass  # a node being killed, or the cluster between two states: ask again
             if time.monotonic() > deadline:
-                raise RuntimeError(
-                    "the Redis Cluster did not reach cluster_state:ok; nodes not ready: "
-                    + ", ".join(s.address for s in pending)
-                )
-            time.sleep(0.1)
+                raise RuntimeError(f"Redis Cluster in {self.workdir}: {what}")
+            time.sleep(0.05)
+
+    def _wait_ok(self) -> None:
+        pending = list(self.live_servers)
+
+        def all_ok() -> bool:
+            pending[:] = [s for s in pending if b"cluster_state:ok" not in s.command("CLUSTER", "INFO")]
+            return not pending
+
+        self._wait(all_ok, "cluster_state:ok not reached; nodes not ready: "
+                   + ", ".join(s.address for s in pending))
+
+    # -- topology, read from the nodes themselves
+
+    def nodes_table(self, via: Optional[RedisServer] = None) -> List[dict]:
+        """``CLUSTER NODES`` as seen by ``via`` (the first live node): one
+        dict per node with ``id``, ``port`` (announced), ``flags``,
+        ``master`` (its master's id, or '-') and ``slots`` (ranges)."""
+        via = via or self.live_servers[0]
+        text = via.command("CLUSTER", "NODES").split(b"\r\n", 1)[1].decode()
+        rows = []
+        for line in text.splitlines():
+            f = line.split()
+            if len(f) < 8:
+                continue
+            slots = []
+            for r in f[8:]:
+                if r.startswith("["):
+                    continue  # a slot being migrated or imported
+                lo, _, hi = r.partition("-")
+                slots.append((int(lo), int(hi or lo)))
+            rows.append({"id": f[0], "port": int(f[1].split("@")[0].rsplit(":", 1)[1]),
+                         "flags": set(f[2].split(",")), "master": f[3], "slots": slots})
+        return rows
+
+    def _node_id(self, server: RedisServer) -> str:
+        return server.command("CLUSTER", "MYID").split(b"\r\n")[1].decode()
+
+    def _masters(self) -> List[RedisServer]:
+        return [s for s in self.live_servers
+                if b"role:master" in s.command("INFO", "replication")]
+
+    def _replicas_in_sync(self, master: RedisServer) -> bool:
+        info = master.command("INFO", "replication").decode()
+        return info.count("state=online") >= self.replicas
+
+    def server_for_slot(self, slot: int, via: Optional[RedisServer] = None) -> RedisServer:
+        """The server that ``via`` says serves ``slot``."""
+        ids = {self._node_id(s): s for s in self.live_servers}
+        for row in self.nodes_table(via):
+            if "master" in row["flags"] and "fail" not in row["flags"] and any(
+                    lo <= slot <= hi for lo, hi in row["slots"]):
+                if row["id"] in ids:
+                    return ids[row["id"]]
+        raise LookupError(f"no live master serves slot {slot}")
+
+    def slot(self, key: str) -> int:
+        reply = self.live_servers[0].command("CLUSTER", "KEYSLOT", key)
+        return int(reply[1:].strip())
+
+    def kill_master(self, key: str) -> RedisServer:
+        """SIGKILL the master that serves ``key``; returns it (dead)."""
+        server = self.server_for_slot(self.slot(key))
+        server.kill()
+        return server
+
+    def wait_failover(self, key: str, dead: RedisServer, timeout: float = 30.0) -> RedisServer:
+        """Wait until every live node is ``cluster_state:ok`` again and agrees
+        that a node other than ``dead`` serves ``key``'s slot; returns it."""
+        slot = self.slot(key)
+        found: List[RedisServer] = []
+
+        def taken_over() -> bool:
+            owners = set()
+            for s in self.live_servers:
+                if b"cluster_state:ok" not in s.command("CLUSTER", "INFO"):
+                    return False
+                owners.add(self.server_for_slot(slot, via=s))
+            if len(owners) != 1 or dead in owners:
+                return False
+            found[:] = list(owners)
+            return True
+
+        self._wait(taken_over, f"no replica took slot {slot} over from {dead.address}", timeout)
+        return found[0]
+
+    def announce(self, ports: dict) -> None:
+        """Make each node tell clients ``ports[node's port]`` as its port
+        (the bus port stays), and wait until every node says so: clients
+        then reach the nodes through whatever listens there."""
+        for s in self.live_servers:
+            s.command("CONFIG", "SET", "cluster-announce-bus-port", str(s.port + 10000))
+            s.command("CONFIG", "SET", "cluster-announce-port", str(ports.get(s.port, s.port)))
+        wanted = {ports.get(s.port, s.port) for s in self.live_servers}
+        self._wait(lambda: all({r["port"] for r in self.nodes_table(s)} >= wanted
+                               for s in self.live_servers),
+                   "the nodes did not learn the announced ports")
 
     def stop(self) -> None:
         for s in self.servers:

@@ -73,6 +73,7 @@ import os
 import queue as _queue
 import secrets
 import threading
+import time
 from typing import Any, Iterable, List, Optional, Tuple
 
 from . import _waiters
@@ -91,6 +92,8 @@ Empty = _queue.Empty
 #: client.MAX_BLOCK).  Items arrive at once; this only bounds how long one
 #: command stays on the server.
 GET_CHUNK = 10.0
+#: A waiting get's last moments are waited locally (``_waiters.SERVER_TIMER_SLACK``).
+SERVER_TIMER_SLACK = _waiters.SERVER_TIMER_SLACK
 #: A consumer's processing list expires this long after its last take.
 PROC_TTL_MS = 3_600_000
 
@@ -356,6 +359,13 @@ def _shut_down(count: int, batch: bool) -> None:
     raise exc
 
 
+def _raise_error_reply(replies: List[Any]) -> None:
+    """Raise the first error reply of a pipeline (``client.bounded``)."""
+    for r in replies:
+        if isinstance(r, Exception):
+            raise r
+
+
 def _taken(res: Any) -> List[bytes]:
     """The payloads of a take script's reply; ShutDown for its end flag."""
     if int(res[0]) and len(res) == 1:
@@ -493,26 +503,40 @@ class _QueueBase(WaitingObject):
             self._local.c = c
         return c
 
-    def _recover(self, c: _Consumer) -> None:
-        call(self._conn, self._op(), self._conn.script(_RECOVER_LUA),
-             [c.proc, self._items, self._shut, self._tasks] + self._jw + [c.prev],
-             ["1" if self._JOINABLE else "0", self._jw_prefix])
+    def _recover(self, c: _Consumer, seconds: Optional[float] = None) -> None:
+        """Put back what the failed take may have moved (``_RECOVER_LUA``);
+        ``seconds`` bounds the wait for the server's reply."""
+        keys = [c.proc, self._items, self._shut, self._tasks] + self._jw + [c.prev]
+        args = ["1" if self._JOINABLE else "0", self._jw_prefix]
+        script = self._conn.script(_RECOVER_LUA)
+        if seconds is None:
+            call(self._conn, self._op(), script, keys, args)
+        else:
+            res = call(self._conn, self._op(), self._conn.bounded, self._items, seconds,
+                       lambda pipe: pipe.execute_command("EVAL", script.source, len(keys),
+                                                         *keys, *args))
+            _raise_error_reply(res)
         c.recover = False
 
     def _take(self, max_items: int, deadline: Deadline) -> List[bytes]:
         """Up to ``max_items`` payloads, waiting until ``deadline`` for the
         first; [] when it passes.  ShutDown when the queue is shut down and
-        has nothing left for this call."""
+        has nothing left for this call.  With a timeout, every command's
+        reply is awaited for at most the remaining time plus
+        ``client.BLOCK_MARGIN`` (ServerTimeoutError after that)."""
         c = self._consumer()
         if c.recover:
-            self._recover(c)
+            self._recover(c, deadline.remaining())
         c.n += 1
         more = max_items - 1
+        bounded = deadline.end is not None and deadline.waits
         if c.registered:
             # First without waiting: one script, one round trip.  Only an
             # empty queue makes the blocking take below necessary.
             try:
-                if max_items == 1 and self._maxsize == 0:
+                if bounded:
+                    res = self._take_now_bounded(c, max_items, deadline.remaining())
+                elif max_items == 1 and self._maxsize == 0:
                     res = self._conn.script(_TAKE_ONE_LUA).execute(
                         self._conn.client, 4, self._items, c.proc, self._shut, c.prev,
                         PROC_TTL_MS)
@@ -521,32 +545,45 @@ class _QueueBase(WaitingObject):
                         self._conn.client, 6, self._items, c.proc, *self._pw, self._shut,
                         c.prev, max_items, self._maxsize, self._pw_prefix, PROC_TTL_MS)
             except BaseException as exc:
-                self._take_failed(c, exc)
+                self._take_failed(c, exc, deadline)
             got = _taken(res)
             if got or not deadline.waits or deadline.remaining() == 0:
                 return got
-        limit = GET_CHUNK
         while True:
-            pipe = self._conn.blocking_client.pipeline(transaction=False)
-            if not c.registered:
-                pipe.execute_command("EVAL", _REGISTER_CONSUMER_LUA, 3, self._procs, *c.lists)
-            pipe.execute_command("EVAL", _BEFORE_MOVE_LUA, 4, self._items, c.proc, self._shut,
-                                 c.prev)
             left = deadline.remaining()
             blocking = deadline.waits and (left is None or left > 0)
+            if blocking and left is not None and left <= SERVER_TIMER_SLACK:
+                # The server ends a blocking command on its timer, up to
+                # 100 ms late: the last moments are waited here, then the
+                # queue is looked at once more without blocking.
+                time.sleep(left)
+                blocking = False
+            wait = 0.0
             if blocking:
-                wait = limit if left is None else min(limit, left)
-                pipe.blmove(self._items, c.proc, _waiters.server_seconds(wait), "LEFT", "RIGHT")
-            else:
-                pipe.lmove(self._items, c.proc, "LEFT", "RIGHT")
-            # Always a script after the move: the item moved may be the end
-            # marker, which must go back before another consumer waits.
-            pipe.execute_command("EVAL", _TAKE_MORE_LUA, 5, self._items, c.proc, *self._pw,
-                                 self._shut, more, self._maxsize, self._pw_prefix, PROC_TTL_MS)
+                wait = GET_CHUNK if left is None else min(GET_CHUNK, left - SERVER_TIMER_SLACK)
+
+            def build(pipe: Any) -> None:
+                if not c.registered:
+                    pipe.execute_command("EVAL", _REGISTER_CONSUMER_LUA, 3, self._procs, *c.lists)
+                pipe.execute_command("EVAL", _BEFORE_MOVE_LUA, 4, self._items, c.proc,
+                                     self._shut, c.prev)
+                if blocking:
+                    pipe.blmove(self._items, c.proc, _waiters.server_seconds(wait), "LEFT", "RIGHT")
+                else:
+                    pipe.lmove(self._items, c.proc, "LEFT", "RIGHT")
+                # Always a script after the move: the item moved may be the end
+                # marker, which must go back before another consumer waits.
+                pipe.execute_command("EVAL", _TAKE_MORE_LUA, 5, self._items, c.proc, *self._pw,
+                                     self._shut, more, self._maxsize, self._pw_prefix,
+                                     PROC_TTL_MS)
+
             try:
-                res = pipe.execute()
+                # One plain pipeline on the slot's node, never resent (client.bounded).
+                res = self._conn.bounded(self._items, wait if blocking else
+                                         deadline.remaining() if bounded else None, build)
+                _raise_error_reply(res)
             except BaseException as exc:
-                self._take_failed(c, exc)
+                self._take_failed(c, exc, deadline)
             c.registered = True
             got = _taken(res[-1])
             if got or not blocking:
@@ -554,16 +591,45 @@ class _QueueBase(WaitingObject):
             if deadline.remaining() == 0:
                 return []
 
-    def _take_failed(self, c: _Consumer, exc: BaseException) -> None:
+    def _take_now_bounded(self, c: _Consumer, max_items: int, seconds: Optional[float]) -> Any:
+        """The take without waiting of ``_take``, its reply awaited for at
+        most ``seconds`` + ``client.BLOCK_MARGIN``."""
+        if max_items == 1 and self._maxsize == 0:
+            source = _TAKE_ONE_LUA
+            keys_args = [4, self._items, c.proc, self._shut, c.prev, PROC_TTL_MS]
+        else:
+            source = _TAKE_NOW_LUA
+            keys_args = [6, self._items, c.proc, *self._pw, self._shut, c.prev, max_items,
+                         self._maxsize, self._pw_prefix, PROC_TTL_MS]
+        script = self._conn.script(source)
+
+        def build(pipe: Any) -> None:
+            pipe.execute_command("EVALSHA", script.sha, *keys_args)
+
+        res = self._conn.bounded(self._items, seconds, build)[0]
+        if isinstance(res, _client.import_redis().exceptions.NoScriptError):
+            # Nothing ran: load it by running it in full.
+            res = self._conn.bounded(self._items, seconds, lambda pipe: pipe.execute_command(
+                "EVAL", source, *keys_args))[0]
+        _raise_error_reply([res])
+        return res
+
+    def _take_failed(self, c: _Consumer, exc: BaseException, deadline: Optional[Deadline] = None) -> None:
         """Raise for a take that failed: the server may have moved items
         into our processing list before the failure, so they are put back,
-        now if we can, and in any case before this consumer's next take."""
+        now if the caller's time allows, and in any case before this
+        consumer's next take."""
         c.recover = True
-        try:
-            self._recover(c)
-        except BaseException:
-            pass
-        new = _client.translate(exc, self._conn.address, self._op())
+        left = None if deadline is None else deadline.remaining()
+        timed_out = isinstance(exc, _client.import_redis().exceptions.TimeoutError)
+        # A server that did not answer in time would not answer the recovery
+        # either: it waits for the next take rather than the caller.
+        if not timed_out and (left is None or left > 0):
+            try:
+                self._recover(c, left)
+            except BaseException:
+                pass
+        new = _client._translate_for(exc, self._conn, self._op())
         if new is exc:
             raise exc
         raise new from exc
