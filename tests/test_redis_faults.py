@@ -108,3 +108,128 @@ def test_cluster_take_whose_reply_is_lost_is_not_resent(proxied_cluster):
             q.get(timeout=0.2)
     finally:
         q._destroy()
+
+
+# ---------------------------------------------------------------------------
+# Defect 10: the caller's timeout holds when the server stalls or vanishes
+
+
+def _bound(timeout):
+    """How long a call with ``timeout`` may take when the server never answers."""
+    # 0.5 s: the documented margin (client.BLOCK_MARGIN)
+    return timeout + getattr(rclient, "BLOCK_MARGIN", 0.5) + SLACK
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("when", ["before", "while blocked"])
+def test_get_timeout_holds_when_the_server_stalls(private_redis, when):
+    """A server stopped with SIGSTOP (a frozen VM, say) answers nothing: a
+    get(timeout=1) raises ServerTimeoutError within the timeout plus
+    BLOCK_MARGIN, whether the server froze before the get or while it
+    waited in BLMOVE; once the server runs again, nothing is lost."""
+    server = private_redis()
+    q = rq.Queue(Connection.from_url(server.url))
+    try:
+        q.put("warm-up")  # the consumer's lists registered, its sockets open
+        assert q.get(timeout=5) == "warm-up"
+        if when == "before":
+            os.kill(server.pid, signal.SIGSTOP)
+        getter = _Getter(lambda: q.get(timeout=1))
+        getter.start()
+        if when == "while blocked":
+            _wait_until(lambda: _blocked_clients(server) == 1, "the get blocks in BLMOVE")
+            os.kill(server.pid, signal.SIGSTOP)
+        getter.join(60)
+        assert getter.result is not None
+        kind, value = getter.result
+        assert kind == "error" and isinstance(value, ServerTimeoutError), getter.result
+        assert getter.elapsed < _bound(1), getter.elapsed
+    finally:
+        os.kill(server.pid, signal.SIGCONT)
+    q.put("after")
+    assert q.get(timeout=5) == "after"
+    assert q.qsize() == 0
+    q._destroy()
+
+
+@pytest.mark.timeout(60)
+def test_get_timeout_holds_when_the_server_vanishes(proxy, redis_server):
+    """The network drops every packet (a server gone without a reset): a
+    get(timeout=2) that waits in BLMOVE raises ServerTimeoutError within the
+    timeout plus BLOCK_MARGIN.  The item the server moved to the consumer
+    meanwhile, whose reply vanished, is not lost: the next get returns it,
+    once."""
+    q = rq.Queue(Connection.from_url(proxy.url))
+    try:
+        q.put("warm-up")
+        assert q.get(timeout=5) == "warm-up"
+        getter = _Getter(lambda: q.get(timeout=2))
+        getter.start()
+        _wait_until(lambda: _blocked_clients(redis_server) >= 1, "the get blocks in BLMOVE")
+        proxy.drop()
+        redis_server.command("RPUSH", q._items, q._codec.dumps("moved, never delivered"))
+        _wait_until(lambda: _llen(redis_server, q._items) == 0, "the server moved the item")
+        getter.join(60)
+        assert getter.result is not None
+        kind, value = getter.result
+        assert kind == "error" and isinstance(value, ServerTimeoutError), getter.result
+        assert getter.elapsed < _bound(2), getter.elapsed
+        proxy.resume()
+        assert q.get(timeout=5) == "moved, never delivered"
+        with pytest.raises(queue.Empty):
+            q.get(timeout=0.2)
+    finally:
+        proxy.resume()
+        q._destroy()
+
+
+@pytest.mark.timeout(60)
+def test_blocking_waits_of_other_objects_hold_their_timeout_when_the_network_drops(proxy):
+    """A wait on a wake key (an Event here; locks and semaphores wait the same
+    way) raises ServerTimeoutError within its timeout plus BLOCK_MARGIN
+    when the network drops while it waits."""
+    from interproc.backends.redis.synchronize import Event
+
+    ev = Event(Connection.from_url(proxy.url))
+    try:
+        assert ev.wait(0.05) is False  # sockets open
+        getter = _Getter(lambda: ev.wait(1.5))
+        getter.start()
+        time.sleep(0.3)  # in BLPOP, or about to be: either way nothing answers
+        proxy.drop()
+        getter.join(60)
+        assert getter.result is not None
+        kind, value = getter.result
+        assert kind == "error" and isinstance(value, ServerTimeoutError), getter.result
+        assert getter.elapsed < _bound(1.5) + 5, getter.elapsed
+    finally:
+        proxy.resume()
+        ev._destroy()
+
+
+def _blmove_calls(server) -> int:
+    stats = server.command("INFO", "commandstats").decode()
+    if "cmdstat_blmove:" not in stats:
+        return 0
+    return int(stats.split("cmdstat_blmove:calls=")[1].split(",")[0])
+
+
+@pytest.mark.timeout(30)
+def test_short_get_timeout_does_not_wait_for_the_server_timer(private_redis):
+    """The server ends a BLMOVE on its timer, up to 100 ms late (hz 10): a
+    get whose timeout is within SERVER_TIMER_SLACK waits locally and looks
+    once more, so it never sends a BLMOVE at all; a longer one asks the
+    server for its timeout less that slack."""
+    server = private_redis()
+    q = rq.Queue(Connection.from_url(server.url))
+    try:
+        with pytest.raises(queue.Empty):
+            q.get(timeout=0.05)
+        assert _blmove_calls(server) == 0
+        with pytest.raises(queue.Empty):
+            q.get(timeout=0.3)
+        assert _blmove_calls(server) == 1
+        q.put("x")
+        assert q.get(timeout=0.05) == "x"
+    finally:
+        q._destroy()

@@ -174,10 +174,21 @@ end
 # After a BLMOVE (or LMOVE) moved at most one item into the processing
 # list: take up to ARGV[1] more, wake as many waiting producers (bounded
 # queue), and return {flag, items...} (flag: see q_flag).  An end marker
-# the move took goes back to the tail for the next waiter.  KEYS items,
-# proc, z, e, shut.  ARGV more, maxsize, prefix, ttl.
+# the move took goes back to the tail for the next waiter.  A take of a
+# consumer that gave its lists up (void set: a stale command, run after its
+# sender stopped waiting for it) puts back what its move took, and returns
+# nothing.  KEYS items, proc, z, e, shut, void.  ARGV more, maxsize, prefix, ttl.
 _TAKE_MORE_LUA = lua(_QUEUE_PRELUDE + """
 local items, proc, z, e, shut = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+if redis.call('EXISTS', KEYS[6]) == 1 then
+  local back = redis.call('LRANGE', proc, 0, -1)
+  for i = #back, 1, -1 do
+    if back[i] ~= '' then redis.call('LPUSH', items, back[i]) end
+  end
+  redis.call('DEL', proc)
+  q_settle(items, redis.call('GET', shut))
+  return {0}
+end
 local st = redis.call('GET', shut)
 local res = {0}
 q_keep(res, redis.call('LRANGE', proc, 0, -1))
@@ -196,10 +207,12 @@ return q_flag(res, st, items)
 # A take that does not wait: empty the previous take's processing list
 # (what it held was delivered), move up to ARGV[1] items into this one's,
 # wake as many waiting producers of a bounded queue (ARGV[2] > 0), and
-# return {flag, items...} as above.  KEYS items, proc, z, e, shut, prev.
-# ARGV count, maxsize, prefix, ttl.
+# return {flag, items...} as above; nothing for a consumer that gave its
+# lists up (void).  KEYS items, proc, z, e, shut, prev, void.  ARGV count,
+# maxsize, prefix, ttl.
 _TAKE_NOW_LUA = lua(_QUEUE_PRELUDE + """
 local items, proc, z, e, shut = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+if redis.call('EXISTS', KEYS[7]) == 1 then return {0} end
 redis.call('DEL', KEYS[6])
 local want = tonumber(ARGV[1])
 local res = {0}
@@ -226,9 +239,10 @@ return q_flag(res, st, items)
 # end marker, does it read the shut key; it then does what q_settle and
 # q_flag do, written out, since defining the prelude's functions on every
 # call costs a busy queue's get a few percent.  KEYS items, proc, shut,
-# prev.  ARGV ttl.  Returns {flag, item} or {flag} as take_now does.
+# prev, void.  ARGV ttl.  Returns {flag, item} or {flag} as take_now does.
 _TAKE_ONE_LUA = """
 local items, proc = KEYS[1], KEYS[2]
+if redis.call('EXISTS', KEYS[5]) == 1 then return {0} end
 redis.call('DEL', KEYS[4])
 local item = redis.call('LMOVE', items, proc, 'LEFT', 'RIGHT')
 if item and item ~= '' then
@@ -247,10 +261,16 @@ return {0}
 # After a failed take: puts the processing list it filled back at the head
 # of the queue, in order, and empties the previous take's (delivered);
 # after an immediate shutdown, discards it as the shutdown discarded the rest
-# (a JoinableQueue's tasks with it, waking join()).  KEYS proc, items, shut,
-# tasks, jw z, jw e, prev.  ARGV joinable, jw prefix.
+# (a JoinableQueue's tasks with it, waking join()).  The consumer then gives
+# its two lists up (void), and takes into new ones: a take of its that is
+# still on the way, run later, moves nothing into the old ones, or puts back
+# what its move took (_TAKE_MORE_LUA), where no recovery would look.  KEYS
+# proc, items, shut, tasks, jw z, jw e, prev, void, procs (where void is
+# listed, to be deleted with the queue).  ARGV joinable, jw prefix, ttl.
 _RECOVER_LUA = lua(_QUEUE_PRELUDE + """
 local proc, items, shut, tasks = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+redis.call('SET', KEYS[8], '1', 'PX', ARGV[3])
+redis.call('SADD', KEYS[9], KEYS[8])
 redis.call('DEL', KEYS[7])
 local res = {0}
 q_keep(res, redis.call('LRANGE', proc, 0, -1))
@@ -376,7 +396,7 @@ def _taken(res: Any) -> List[bytes]:
 class _Consumer:
     """What one thread of one process needs to take items."""
 
-    __slots__ = ("pid", "lists", "n", "registered", "recover")
+    __slots__ = ("pid", "lists", "void", "n", "registered", "recover", "retired")
 
     def __init__(self, base: str) -> None:
         self.pid = os.getpid()
@@ -386,9 +406,16 @@ class _Consumer:
         # the previous one (delivered) apart from its own (maybe moved,
         # never delivered), and recovery puts back only the latter.
         self.lists = (base + ":0", base + ":1")
+        # Set by the recovery after a failed take, when this consumer gives
+        # its lists up for new ones: takes of its that the server runs
+        # later (stale commands from a connection given up on) see it and
+        # keep nothing in these lists.
+        self.void = base + ":void"
         self.n = 0
         self.registered = False
         self.recover = False
+        # Its lists were given up (void set): the thread takes into new ones.
+        self.retired = False
 
     @property
     def proc(self) -> str:
@@ -425,6 +452,10 @@ class _QueueBase(WaitingObject):
         self._jw_prefix = self._key("jwk:")
         self._local = threading.local()
         self._pending: List[bytes] = []
+        # Consumers (of any thread of this handle) whose failed take is not
+        # recovered yet: the next take of any thread recovers them.
+        self._unrecovered: List[_Consumer] = []
+        self._unrecovered_lock = threading.Lock()
 
     @property
     def maxsize(self) -> int:
@@ -498,7 +529,7 @@ class _QueueBase(WaitingObject):
 
     def _consumer(self) -> _Consumer:
         c = getattr(self._local, "c", None)
-        if c is None or c.pid != os.getpid():
+        if c is None or c.retired or c.pid != os.getpid():
             c = _Consumer(self._key("proc:" + secrets.token_hex(8)))
             self._local.c = c
         return c
@@ -506,8 +537,8 @@ class _QueueBase(WaitingObject):
     def _recover(self, c: _Consumer, seconds: Optional[float] = None) -> None:
         """Put back what the failed take may have moved (``_RECOVER_LUA``);
         ``seconds`` bounds the wait for the server's reply."""
-        keys = [c.proc, self._items, self._shut, self._tasks] + self._jw + [c.prev]
-        args = ["1" if self._JOINABLE else "0", self._jw_prefix]
+        keys = [c.proc, self._items, self._shut, self._tasks] + self._jw + [c.prev, c.void, self._procs]
+        args = ["1" if self._JOINABLE else "0", self._jw_prefix, PROC_TTL_MS]
         script = self._conn.script(_RECOVER_LUA)
         if seconds is None:
             call(self._conn, self._op(), script, keys, args)
@@ -517,6 +548,10 @@ class _QueueBase(WaitingObject):
                                                          *keys, *args))
             _raise_error_reply(res)
         c.recover = False
+        c.retired = True
+        with self._unrecovered_lock:
+            if c in self._unrecovered:
+                self._unrecovered.remove(c)
 
     def _take(self, max_items: int, deadline: Deadline) -> List[bytes]:
         """Up to ``max_items`` payloads, waiting until ``deadline`` for the
@@ -524,9 +559,17 @@ class _QueueBase(WaitingObject):
         has nothing left for this call.  With a timeout, every command's
         reply is awaited for at most the remaining time plus
         ``client.BLOCK_MARGIN`` (ServerTimeoutError after that)."""
+        if self._unrecovered:
+            # Takes of other threads that failed without recovery: their
+            # threads may never take again.
+            with self._unrecovered_lock:
+                others = list(self._unrecovered)
+            for other in others:
+                self._recover(other, deadline.remaining())
         c = self._consumer()
         if c.recover:
             self._recover(c, deadline.remaining())
+            c = self._consumer()
         c.n += 1
         more = max_items - 1
         bounded = deadline.end is not None and deadline.waits
@@ -538,12 +581,12 @@ class _QueueBase(WaitingObject):
                     res = self._take_now_bounded(c, max_items, deadline.remaining())
                 elif max_items == 1 and self._maxsize == 0:
                     res = self._conn.script(_TAKE_ONE_LUA).execute(
-                        self._conn.client, 4, self._items, c.proc, self._shut, c.prev,
+                        self._conn.client, 5, self._items, c.proc, self._shut, c.prev, c.void,
                         PROC_TTL_MS)
                 else:
                     res = self._conn.script(_TAKE_NOW_LUA).execute(
-                        self._conn.client, 6, self._items, c.proc, *self._pw, self._shut,
-                        c.prev, max_items, self._maxsize, self._pw_prefix, PROC_TTL_MS)
+                        self._conn.client, 7, self._items, c.proc, *self._pw, self._shut,
+                        c.prev, c.void, max_items, self._maxsize, self._pw_prefix, PROC_TTL_MS)
             except BaseException as exc:
                 self._take_failed(c, exc, deadline)
             got = _taken(res)
@@ -573,8 +616,8 @@ class _QueueBase(WaitingObject):
                     pipe.lmove(self._items, c.proc, "LEFT", "RIGHT")
                 # Always a script after the move: the item moved may be the end
                 # marker, which must go back before another consumer waits.
-                pipe.execute_command("EVAL", _TAKE_MORE_LUA, 5, self._items, c.proc, *self._pw,
-                                     self._shut, more, self._maxsize, self._pw_prefix,
+                pipe.execute_command("EVAL", _TAKE_MORE_LUA, 6, self._items, c.proc, *self._pw,
+                                     self._shut, c.void, more, self._maxsize, self._pw_prefix,
                                      PROC_TTL_MS)
 
             try:
@@ -596,10 +639,10 @@ class _QueueBase(WaitingObject):
         most ``seconds`` + ``client.BLOCK_MARGIN``."""
         if max_items == 1 and self._maxsize == 0:
             source = _TAKE_ONE_LUA
-            keys_args = [4, self._items, c.proc, self._shut, c.prev, PROC_TTL_MS]
+            keys_args = [5, self._items, c.proc, self._shut, c.prev, c.void, PROC_TTL_MS]
         else:
             source = _TAKE_NOW_LUA
-            keys_args = [6, self._items, c.proc, *self._pw, self._shut, c.prev, max_items,
+            keys_args = [7, self._items, c.proc, *self._pw, self._shut, c.prev, c.void, max_items,
                          self._maxsize, self._pw_prefix, PROC_TTL_MS]
         script = self._conn.script(source)
 
@@ -629,6 +672,9 @@ class _QueueBase(WaitingObject):
                 self._recover(c, left)
             except BaseException:
                 pass
+        if c.recover:
+            with self._unrecovered_lock:
+                self._unrecovered.append(c)
         new = _client._translate_for(exc, self._conn, self._op())
         if new is exc:
             raise exc
