@@ -233,3 +233,145 @@ def test_short_get_timeout_does_not_wait_for_the_server_timer(private_redis):
         assert q.get(timeout=0.05) == "x"
     finally:
         q._destroy()
+
+
+# ---------------------------------------------------------------------------
+# Defect 2: an item comes again only if the get that took it raised
+
+
+@pytest.mark.timeout(60)
+def test_join_waits_for_the_work_left_after_an_outage(proxy):
+    """An outage after a get returned: the delivered item is not put back,
+    and join() returns only once the items left are taken and done."""
+    q = rq.JoinableQueue(Connection.from_url(proxy.url))
+    try:
+        q.put_many(["item-1", "item-2", "item-3"])
+        assert q.get(timeout=5) == "item-1"
+        q.task_done()
+        proxy.refuse()
+        with pytest.raises(ConnectionError):
+            q.get(timeout=5)
+        proxy.accept()
+        joiner = _Getter(q.join)
+        joiner.start()
+        joiner.join(0.5)
+        assert joiner.is_alive(), "join() returned while two items were queued"
+        got = [q.get(timeout=5), q.get(timeout=5)]
+        assert got == ["item-2", "item-3"]
+        with pytest.raises(queue.Empty):
+            q.get(timeout=0.2)
+        q.task_done()
+        assert joiner.is_alive()
+        q.task_done()
+        joiner.join(10)
+        assert joiner.result == ("ok", None)
+    finally:
+        proxy.accept()
+        q._destroy()
+
+
+@pytest.mark.timeout(120)
+def test_stream_across_cuts_and_outages_loses_and_duplicates_nothing(proxy, redis_server):
+    """A consumer behind a proxy that cuts its connections (between gets,
+    and while a get waits in BLMOVE for an item a producer puts) and refuses
+    new ones for a while: every item put arrives once, and none twice."""
+    n = 300
+    producer = rq.Queue(Connection.from_url(redis_server.url))
+    consumer = rq.Queue._handle(Connection.from_url(proxy.url), producer._codec, producer._ident,
+                                True, producer._opts, None)
+    try:
+        producer.put_many(range(n // 2))
+        got, failures, empty = [], 0, 0
+        step = 0
+        second_half = False
+        while len(got) < n and empty < 3:
+            step += 1
+            fault = step % 23
+            if fault == 0:
+                proxy.cut()
+            elif fault == 7:
+                proxy.refuse()
+            elif fault == 9:
+                proxy.accept()
+            if not second_half and len(got) >= n // 2:
+                # The queue ran dry: a get waits in BLMOVE and is cut while
+                # it waits; then the rest is put.
+                second_half = True
+                proxy.accept()
+                getter = _Getter(lambda: consumer.get_many(10, timeout=30))
+                getter.start()
+                _wait_until(lambda: _blocked_clients(redis_server) >= 1, "the get blocks")
+                proxy.cut()
+                getter.join(30 + SLACK)
+                kind, value = getter.result
+                assert kind == "error" and isinstance(value, ConnectionError), getter.result
+                failures += 1
+                producer.put_many(range(n // 2, n))
+                continue
+            try:
+                if step % 3:
+                    got.append(consumer.get(timeout=2))
+                else:
+                    got += consumer.get_many(7, timeout=2)
+                empty = 0
+            except ConnectionError:
+                failures += 1
+            except queue.Empty:
+                empty += 1
+        proxy.accept()
+        assert failures > 0
+        assert sorted(got) == list(range(n)), (
+            len(got), sorted(set(range(n)) - set(got)), [i for i in set(got) if got.count(i) > 1],
+            failures)
+        with pytest.raises(queue.Empty):
+            consumer.get(timeout=0.2)
+    finally:
+        proxy.accept()
+        producer._destroy()
+
+
+# ---------------------------------------------------------------------------
+# A Cluster master killed, its replica taking over
+
+
+def _replicated(master) -> None:
+    """Wait until the master's replica acknowledged every write so far
+    (replication is asynchronous: what it has not acknowledged may be lost
+    in a failover, which is Redis's guarantee, not the one checked here)."""
+    assert int(master.command("WAIT", "1", "5000")[1:].strip()) >= 1
+
+
+@pytest.mark.timeout(120)
+def test_cluster_failover_loses_and_duplicates_nothing_acknowledged(failover_cluster):
+    """A master killed between gets: once a replica took its slots over,
+    the gets go on from the new master, and every item arrives once."""
+    cluster = failover_cluster
+    conn = Connection.from_url(cluster.url)
+    # A queue whose master is not the node the connection was made through.
+    for i in range(100):
+        q = rq.Queue(conn, name=f"failover-{i}-{os.getpid()}")
+        if cluster.server_for_slot(cluster.slot(q._items)) is not cluster.servers[0]:
+            break
+        q._destroy()
+    try:
+        master = cluster.server_for_slot(cluster.slot(q._items))
+        q.put_many(range(20))
+        got = [q.get(timeout=5) for _ in range(10)]
+        _replicated(master)
+        dead = cluster.kill_master(q._items)
+        assert dead is master
+        cluster.wait_failover(q._items, dead)
+        failures = 0
+        while len(got) < 20 and failures < 20:
+            try:
+                got.append(q.get(timeout=5))
+            except (ConnectionError, TimeoutError):
+                failures += 1
+        assert got == list(range(20))
+        with pytest.raises(queue.Empty):
+            q.get(timeout=0.2)
+    finally:
+        try:
+            q._destroy()
+        except Exception:
+            pass

@@ -869,8 +869,13 @@ def _bound_socket(conn: Any, seconds: Optional[float], options: Dict[str, Any]) 
         timeout = max(seconds, 0.0) + BLOCK_MARGIN
         connect = min(options.get("socket_connect_timeout") or DEFAULT_CONNECT_TIMEOUT, timeout)
     conn.socket_connect_timeout = connect
-    if conn.socket_timeout != timeout:
-        conn.socket_timeout = timeout
-        sock = getattr(conn, "_sock", None)
-        if sock is not None:
-            sock.settimeout(timeout)
+    conn.socket_timeout = timeout
+    # Always, even when the value looks unchanged: redis-py's parsers put
+    # back the timeout the socket had when it connected after each health
+    # check (pool.get_connection does one), and the parser's copy too.
+    parser = getattr(conn, "_parser", None)
+    if parser is not None and hasattr(parser, "_socket_timeout"):
+        parser._socket_timeout = timeout
+    sock = getattr(conn, "_sock", None)
+    if sock is not None:
+        sock.settimeout(timeout)
