@@ -375,3 +375,53 @@ def test_cluster_failover_loses_and_duplicates_nothing_acknowledged(failover_clu
             q._destroy()
         except Exception:
             pass
+
+
+# ---------------------------------------------------------------------------
+# The manager: its arguments, and its exit when the server is gone
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("lease", [0.01, 0.5, 0.0, -1.0, float("nan"), float("inf")])
+def test_manager_refuses_a_lease_too_short_to_renew_at_once(redis_url, lease):
+    from interproc.backends.redis.managers import RedisManager
+
+    with pytest.raises(ValueError, match="lease must be at least"):
+        RedisManager(redis_url, lease=lease)
+    with pytest.raises(TypeError):
+        RedisManager(redis_url, lease="10")
+    RedisManager(redis_url, lease=1.0).shutdown()
+
+
+_EXIT_SCRIPT = r"""
+import os, signal, sys
+from interproc.backends.redis.managers import RedisManager
+m = RedisManager(sys.argv[1])
+m.start()
+q = m.Queue()
+d = m.dict()
+q.put(1)
+d["a"] = 1
+os.kill(int(sys.argv[2]), signal.SIGKILL)  # the server is gone
+print("exiting", flush=True)
+"""
+
+
+@pytest.mark.timeout(60)
+def test_manager_exit_with_the_server_gone_prints_no_traceback(private_redis):
+    """A manager whose anonymous objects cannot be deleted at exit (the
+    server died) says so in one line on stderr, without a traceback, and
+    the exit does not wait on every object in turn."""
+    import subprocess
+    import sys
+
+    server = private_redis()
+    out = subprocess.run([sys.executable, "-c", _EXIT_SCRIPT, server.url, str(server.pid)],
+                         capture_output=True, text=True, timeout=50)
+    assert out.stdout.strip() == "exiting"
+    assert out.returncode == 0, out.stderr
+    assert "Traceback" not in out.stderr, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) <= 1, out.stderr
+    if lines:
+        assert "could not delete the 2 anonymous Redis object(s)" in lines[0]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import sys
 import threading
 import weakref
 from multiprocessing import ProcessError
@@ -20,6 +21,13 @@ from .codec import Codec
 __all__ = ["RedisManager"]
 
 _INITIAL, _STARTED, _SHUTDOWN = "initial", "started", "shutdown"
+
+#: The shortest lock lease a manager accepts, in seconds.  A holder renews
+#: its leases every third of the lease from a background thread, through a
+#: round trip to the server; a shorter lease would run out under a loaded
+#: machine's scheduling delays or one slow reply, and the lock change hands
+#: while its holder is alive and well.
+MIN_LEASE = 1.0
 
 
 def _destroy_all(pid: int, made: list, lock: threading.Lock) -> None:
@@ -35,10 +43,33 @@ def _destroy_all(pid: int, made: list, lock: threading.Lock) -> None:
             obj._destroy()
         except FileNotFoundError:
             pass
+        except (ConnectionError, TimeoutError) as exc:
+            errors.append(exc)  # the server is gone for the others too
+            break
         except Exception as exc:  # keep going: delete what can be deleted
             errors.append(exc)
     if errors:
         raise errors[0]
+
+
+def _destroy_all_quietly(pid: int, made: list, lock: threading.Lock) -> None:
+    """``_destroy_all`` for the manager's finalizer (garbage collection, or
+    the interpreter's exit): there is nobody to raise to, and a traceback
+    at exit helps nobody, so a failure is one line on stderr.  The first
+    connection failure stops it: the server is gone for the other objects
+    too, and each attempt could take a connect timeout."""
+    if os.getpid() != pid:
+        return
+    with lock:
+        left = len(made)
+    try:
+        _destroy_all(pid, made, lock)
+    except BaseException as exc:  # noqa: BLE001 - reported in one line
+        try:
+            sys.stderr.write(f"interproc: could not delete the {left} anonymous Redis object(s) "
+                             f"of a manager: {type(exc).__name__}: {exc}\n")
+        except Exception:
+            pass
 
 
 class RedisManager:
@@ -57,7 +88,8 @@ class RedisManager:
     - ``serializer``: ``"pickle"`` (any picklable value), ``"json"`` or
       ``"msgpack"`` (plain data only: TypeError for anything else).
     - ``lease``: seconds a lock stays held by a process that stops renewing
-      it (it died, or lost the server).
+      it (it died, or lost the server); at least ``MIN_LEASE`` (1 s), since
+      holders renew every third of it (ValueError at once otherwise).
 
     Methods return the Redis objects, with multiprocessing's signatures plus
     the keywords ``name=`` and ``create=`` (the rules of every named
@@ -71,15 +103,20 @@ class RedisManager:
     def __init__(self, url: str, *, username: Optional[str] = None,
                  password: Optional[str] = None, authkey: Optional[bytes] = None,
                  serializer: str = "pickle", lease: float = 10.0, **redis_kwargs: Any) -> None:
-        if isinstance(lease, bool) or not isinstance(lease, (int, float)) or not lease > 0:
-            raise ValueError(f"lease must be a positive number of seconds, not {lease!r}")
+        if isinstance(lease, bool) or not isinstance(lease, (int, float)):
+            raise TypeError(f"lease must be a number of seconds, not {type(lease).__name__}")
+        if not lease >= MIN_LEASE or lease == float("inf"):
+            raise ValueError(
+                f"lease must be at least {MIN_LEASE} s (and finite), not {lease!r}: a holder "
+                "renews its locks every third of the lease, and a shorter one would run out "
+                "under ordinary scheduling delays")
         self._codec = Codec(serializer, authkey)
         self._conn = Connection.from_url(url, username, password, **redis_kwargs)
         self._lease = float(lease)
         self._state = _INITIAL
         self._made: list = []
         self._made_lock = threading.Lock()
-        self._finalizer = weakref.finalize(self, _destroy_all, os.getpid(), self._made,
+        self._finalizer = weakref.finalize(self, _destroy_all_quietly, os.getpid(), self._made,
                                            self._made_lock)
 
     # ------------------------------------------------------------ life cycle
@@ -105,7 +142,11 @@ class RedisManager:
         refuse to make more.  Named objects stay.  A second call does nothing."""
         if self._state != _SHUTDOWN:
             self._state = _SHUTDOWN
-            self._finalizer()
+            # Called here, errors reach the caller; the finalizer's quiet
+            # version is for garbage collection and exit.
+            args = self._finalizer.detach()
+            if args is not None:
+                _destroy_all(*args[2])
 
     def join(self, timeout: Optional[float] = None) -> None:
         """Nothing to wait for: there is no server process."""
