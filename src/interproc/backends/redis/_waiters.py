@@ -16,7 +16,7 @@ change: a wake-up is never lost between the check and the wait.
 - **Chunks**: waits are cut into server-side waits of at most
   :data:`WAIT_CHUNK` seconds, after which the waiter checks again and
   refreshes its registration.  So no command blocks longer than
-  ``client.MAX_BLOCK``, and a lost wake-up costs at most one chunk.
+  ``WAIT_CHUNK``, and a lost wake-up costs at most one chunk.
 - **Peer death**: a waiter that died stops refreshing its registration; it
   is skipped once that has expired (``REGISTRATION_TTL_MS``), so a wake-up
   sent to it delays the others by at most one chunk.  Its wake key expires

@@ -30,19 +30,12 @@ Attributes and methods of a ``Connection``
                          the thread (given back when the thread's client is
                          dropped), or the process's
                          ``redis.cluster.RedisCluster`` for a cluster.
-    ``blocking_client``  the client for blocking commands (``BLPOP``,
-                         ``BLMOVE``...): a second client whose socket
-                         timeout is ``MAX_BLOCK`` seconds longer than the
-                         connection's (its ``socket_timeout=``, else
-                         redis-py's default of 5 s, which redis-py applies
-                         even where none is given).  A blocking command
-                         whose own timeout is at most ``MAX_BLOCK`` never
-                         trips it; a server that died or vanished while the
-                         command waited is still noticed (ConnectionLostError
-                         at once when the socket closes, ServerTimeoutError
-                         at the latest ``MAX_BLOCK`` + the socket timeout
-                         after the command was sent).  Longer waits are
-                         made of several commands.
+    ``blocking_client``  a second client whose socket timeout is
+                         ``MAX_BLOCK`` seconds longer than the connection's,
+                         for blocking commands of up to ``MAX_BLOCK``
+                         seconds.  The backend's own blocking commands go
+                         through ``bounded()`` instead, whose socket timeout
+                         follows the caller's deadline.
     ``bounded(key, seconds, build)``
                          the commands ``build(pipe)`` adds to a plain
                          pipeline, sent once on a connection of their own

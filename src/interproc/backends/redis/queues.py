@@ -52,7 +52,19 @@ disuse, so an item whose recovery failed for longer than that is lost.
 - **Timeout**: ``get`` raises queue.Empty and ``put`` on a full bounded
   queue queue.Full when the timeout passes (``put_many``'s Full says in
   ``.count`` how many went in).  A waiting ``get`` is one ``BLMOVE`` of at
-  most ``GET_CHUNK`` seconds after another, so items arrive at once.
+  most ``GET_CHUNK`` seconds after another, so items arrive at once.  A
+  ``get`` with a timeout awaits each reply for at most its remaining time
+  plus ``client.BLOCK_MARGIN`` (``Connection.bounded``): a server that does
+  not answer by then (stalled, or gone without closing the connection)
+  raises ServerTimeoutError, not Empty, since it may have moved an item
+  for this consumer; the next take of any thread of the handle puts such
+  an item back.  The last ``SERVER_TIMER_SLACK`` of a wait is slept here
+  rather than in the server, which ends a ``BLMOVE`` on its timer.
+- **Stale takes**: a take given up on may still run on the server later
+  (a stalled server resumes).  The recovery of a failed take therefore
+  also sets the consumer's ``void`` key and the thread takes into two new
+  lists; every take script checks ``void`` first, so a late take of the
+  old lists moves nothing, or puts back what its ``BLMOVE`` moved.
 - **Peer death**: a consumer that dies holds nothing back but what it took:
   items returned to it were its own (as with multiprocessing), and one the
   server moved to its processing list while it died is lost with it when
@@ -88,8 +100,7 @@ __all__ = ["Queue", "JoinableQueue", "SimpleQueue", "Full", "Empty", "ShutDown"]
 Full = _queue.Full
 Empty = _queue.Empty
 
-#: Longest single BLMOVE of a waiting get, in seconds (at most
-#: client.MAX_BLOCK).  Items arrive at once; this only bounds how long one
+#: Longest single BLMOVE of a waiting get, in seconds.  Items arrive at once; this only bounds how long one
 #: command stays on the server.
 GET_CHUNK = 10.0
 #: A waiting get's last moments are waited locally (``_waiters.SERVER_TIMER_SLACK``).
