@@ -305,6 +305,9 @@ def translate(exc: BaseException, server: Optional[str] = None, op: Optional[str
         return AuthenticationError(f"the user is not allowed to do this on {where}{during}: {detail}")
     if isinstance(exc, rexc.BusyLoadingError):
         return UnreachableError(f"{where} is loading its data set into memory; try again shortly ({detail})")
+    tls = _tls_failure(exc)
+    if tls is not None:
+        return UnreachableError(f"cannot connect to {where}{during}: {tls} ({detail})")
     if isinstance(exc, rexc.ConnectionError):
         if _while_connecting(exc):
             return UnreachableError(f"cannot connect to {where}{during}: {detail}")
@@ -339,6 +342,49 @@ def translate(exc: BaseException, server: Optional[str] = None, op: Optional[str
     if isinstance(exc, rexc.ResponseError) and detail.startswith("WRONGTYPE"):
         return TypeError(f"a key{during} on {where} holds another type of Redis value: {detail}")
     return exc
+
+
+def _causes(exc: BaseException):
+    """``exc`` and the exceptions it was raised from, nearest first."""
+    seen = 0
+    while exc is not None and seen < 8:
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+
+
+def _tls_failure(exc: BaseException) -> Optional[str]:
+    """What a failed TLS handshake means, or None if ``exc`` is not one."""
+    import ssl
+
+    for e in _causes(exc):
+        if isinstance(e, ssl.SSLCertVerificationError):
+            return f"the server's TLS certificate was refused: {e.verify_message or e}"
+        text = str(e).lower()
+        if isinstance(e, ssl.SSLError) or "handshake" in text:
+            # A plain server answers a ClientHello with nothing (a handshake
+            # timeout) or with an error text (a record the client cannot read).
+            return ("the server does not speak TLS on this port (a rediss:// URL needs "
+                    "the server's tls-port; use redis:// for its plain port)")
+    return None
+
+
+def _expects_tls(address: str, timeout: float = 1.0) -> bool:
+    """Whether ``host:port`` completes a TLS handshake: asked after a plain
+    connection was closed at once, which is how a TLS port answers one."""
+    import socket
+    import ssl
+
+    host, _, port = address.rpartition(":")
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout) as raw:
+            with ctx.wrap_socket(raw, server_hostname=host.strip("[]")):
+                return True
+    except (OSError, ValueError):
+        return False
 
 
 def _while_connecting(exc: BaseException) -> bool:
@@ -378,13 +424,33 @@ class errors(contextlib.ContextDecorator):
 
 def _translate_for(exc: BaseException, conn: "Connection | str | None", op: Optional[str]) -> BaseException:
     if isinstance(conn, Connection):
+        new = _translate_for_connection(exc, conn, op)
+        if (isinstance(new, ConnectionLostError) and conn.url.startswith("redis:")
+                and not conn._tls_checked and not conn._answered
+                and any(isinstance(e, (ConnectionResetError, BrokenPipeError)) or "closed by server" in str(e)
+                        for e in _causes(exc))):
+            # A TLS port closes a plain connection at its first command.  The
+            # check runs once per connection object, and only before the
+            # server ever answered (its first INFO or PING): a server that
+            # later drops connections is not asked.
+            conn._tls_checked = True
+            if _expects_tls(failed_node(exc) or conn.address):
+                return UnreachableError(
+                    f"cannot connect to Redis server {failed_node(exc) or conn.address}"
+                    f"{f' during {op}' if op else ''}: the server expects TLS on this port "
+                    f"(use a rediss:// URL); nothing was done ({exc})")
+        return new
+    return translate(exc, conn, op)
+
+
+def _translate_for_connection(exc: BaseException, conn: "Connection", op: Optional[str]) -> BaseException:
+    if True:
         node = failed_node(exc)
         if node is not None and conn._cluster and node != conn.address:
             return translate(exc, f"{node} (of the Redis Cluster at {conn.address})", op,
                              cluster=True, node=True)
         return translate(exc, node or conn.address, op, cluster=bool(conn._cluster),
                          node=node is not None)
-    return translate(exc, conn, op)
 
 
 def failed_node(exc: BaseException) -> Optional[str]:
@@ -540,6 +606,8 @@ class Connection:
         self._scripts: Dict[str, Script] = {}
         self._node_pools: Dict[str, Any] = {}
         self._slots_stale = False
+        self._tls_checked = False
+        self._answered = False  # set by the first INFO or PING that got a reply
 
     # -- construction
 
@@ -698,6 +766,7 @@ class Connection:
                     info = plain.info("cluster")
                 except redis.exceptions.NoPermissionError:
                     info = {}  # INFO not allowed: assume a single server
+                self._answered = True
                 self._cluster = bool(int(info.get("cluster_enabled", 0) or 0))
                 if not self._cluster:
                     return plain
@@ -818,7 +887,9 @@ class Connection:
     def ping(self) -> bool:
         """Round trip to the server; raises the translated error if there is none."""
         with self.errors("ping"):
-            return bool(self.client.ping())
+            ok = bool(self.client.ping())
+        self._answered = True
+        return ok
 
     def close(self) -> None:
         """Close this process's sockets; the next use opens new ones."""
