@@ -364,8 +364,13 @@ def test_cluster_failover_loses_and_duplicates_nothing_acknowledged(failover_clu
         q._destroy()
     try:
         master = cluster.server_for_slot(cluster.slot(q._items))
-        q.put_many(range(20))
-        got = [q.get(timeout=5) for _ in range(10)]
+        # A second process's handle, whose slot table is not refreshed by
+        # the first one's failures: it meets the old master again later,
+        # back as a replica, and is redirected (MOVED).
+        late = rq.Queue._handle(Connection.from_url(cluster.url, socket_timeout=4.0), q._codec,
+                                q._ident, False, q._opts, None)
+        q.put_many(range(21))
+        got = [late.get(timeout=5)] + [q.get(timeout=5) for _ in range(9)]
         _replicated(master)
         dead = cluster.kill_master(q._items)
         assert dead is master
@@ -379,6 +384,10 @@ def test_cluster_failover_loses_and_duplicates_nothing_acknowledged(failover_clu
                 if isinstance(exc, queue.Empty):
                     break
         assert got == list(range(20)), (got, failures)
+        dead.start()  # it rejoins as a replica of the new master
+        _wait_until(lambda: b"role:slave" in dead.command("INFO", "replication"),
+                    "the old master rejoins as a replica", timeout=30)
+        assert late.get(timeout=10) == 20
         with pytest.raises(queue.Empty):
             q.get(timeout=0.2)
     finally:

@@ -823,7 +823,7 @@ class Connection:
                 raise
             if not self._cluster:
                 return replies
-            moved = [r for r in replies if isinstance(r, redirected)]
+            moved = [r for r in replies if _redirection(r, redirected)]
             if not moved:
                 return replies
             self._slots_stale = True
@@ -839,7 +839,7 @@ class Connection:
                 raise UnreachableError(
                     f"Redis Cluster node {address} kept redirecting the slot of {key!r}; "
                     f"nothing ran ({exc})") from exc
-            if isinstance(moved[0], redis.exceptions.TryAgainError):
+            if str(moved[0]).startswith("TRYAGAIN"):
                 import time
                 time.sleep(0.05)
 
@@ -908,6 +908,15 @@ class Connection:
                 c.close() if hasattr(c, "close") else c.disconnect()
             except Exception:
                 pass
+
+
+def _redirection(reply: Any, classes: tuple) -> bool:
+    """Whether a pipeline reply is a redirection (nothing ran).  redis-py 5
+    parses MOVED, ASK and TRYAGAIN into their classes only on its cluster
+    connections, so the reply's text is read too."""
+    if isinstance(reply, classes):
+        return True
+    return isinstance(reply, Exception) and str(reply).startswith(("MOVED ", "ASK ", "TRYAGAIN"))
 
 
 def _get_connection(pool: Any) -> Any:
