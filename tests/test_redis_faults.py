@@ -468,3 +468,31 @@ def test_tls_mismatch_is_named(redis_tls_server, cluster):
                                        ssl_ca_certs=redis_tls_server.tls_files["ca"])
     with pytest.raises(UnreachableError, match="the server does not speak TLS"):
         tls_to_plain.ping()
+
+
+# ---------------------------------------------------------------------------
+# Redis Sentinel
+
+
+@pytest.mark.timeout(60)
+def test_sentinel_url_finds_the_master(private_redis, tmp_path):
+    """``redis+sentinel://host:port/service/db``: the Sentinel names the
+    master, and queues (blocking gets included) and managers work on it."""
+    from interproc.backends.redis import local_server
+    from interproc.backends.redis.managers import RedisManager
+
+    server = private_redis()
+    with local_server.RedisSentinel(str(tmp_path / "sentinel"), server) as sentinel:
+        m = RedisManager(sentinel.url)
+        m.start()
+        try:
+            q = m.Queue()
+            q.put("through the sentinel")
+            assert q.get(timeout=5) == "through the sentinel"
+            with pytest.raises(queue.Empty):
+                q.get(timeout=0.3)
+            assert server.address in str(m.connection._sentinel_master())
+        finally:
+            m.shutdown()
+    with pytest.raises(ValueError, match="names the service"):
+        Connection.from_url("redis+sentinel://127.0.0.1:26379")

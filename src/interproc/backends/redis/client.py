@@ -5,7 +5,10 @@ Interface
 
 ``Connection.from_url(url, username=None, password=None, *, cluster=None, **redis_kwargs)``
     The connection for ``url`` in this process.  Schemes: ``redis://host:port/db``,
-    ``rediss://`` (TLS) and ``unix:///path/to/socket?db=N``.  Credentials may
+    ``rediss://`` (TLS), ``unix:///path/to/socket?db=N`` and, for a master
+    watched by Redis Sentinel, ``redis+sentinel://host:port[,host:port...]/service[/db]``
+    (``rediss+sentinel://``: TLS to the master; the Sentinels are asked
+    without credentials or TLS).  Credentials may
     be in the URL (``redis://user:secret@host``, or ``?password=`` on a unix
     URL) or given as ``username=``/``password=``; the arguments win over the
     URL.  ``cluster=None`` asks the server (``INFO cluster``) whether it is a
@@ -133,7 +136,8 @@ from .errors import (
 
 __all__ = ["Connection", "Script", "translate", "errors", "translated", "import_redis"]
 
-SCHEMES = ("redis", "rediss", "unix")
+SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel")
+SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
 
 #: How long a connect may take before UnreachableError, unless given.
 DEFAULT_CONNECT_TIMEOUT = 10.0
@@ -185,7 +189,8 @@ def split_url(url: str) -> Tuple[str, Optional[str], Optional[str]]:
     if parts.scheme not in SCHEMES:
         raise ValueError(
             f"not a Redis URL: {redact(url)!r}; expected redis://host:port/db, "
-            "rediss://host:port/db (TLS) or unix:///path/to/socket"
+            "rediss://host:port/db (TLS), unix:///path/to/socket or "
+            "redis+sentinel://host:port[,host:port...]/service[/db]"
         )
     username = urllib.parse.unquote(parts.username) if parts.username else None
     password = urllib.parse.unquote(parts.password) if parts.password else None
@@ -202,6 +207,8 @@ def split_url(url: str) -> Tuple[str, Optional[str], Optional[str]]:
     if parts.scheme == "unix":
         if not parts.path:
             raise ValueError(f"a unix:// URL needs a socket path: {redact(url)!r}")
+    elif parts.scheme in SENTINEL_SCHEMES:
+        sentinel_parts(parts.scheme + "://" + hostport + parts.path)  # ValueError if malformed
     elif not parts.hostname:
         raise ValueError(f"a {parts.scheme}:// URL needs a host: {redact(url)!r}")
     return _join(parts.scheme, hostport, parts.path, urllib.parse.urlencode(kept)), username, password
@@ -229,11 +236,34 @@ def redact(url: str) -> str:
         return "<unparsable URL>"
 
 
+def sentinel_parts(url: str) -> Tuple[List[Tuple[str, int]], str, int]:
+    """``(sentinels, service name, db)`` of a ``redis+sentinel://`` URL:
+    ``redis+sentinel://host:port[,host:port...]/service[/db]`` (the
+    Sentinels to ask, and the name they monitor the master under;
+    ``rediss+sentinel://`` speaks TLS to the master)."""
+    parts = urllib.parse.urlsplit(url)
+    hosts = []
+    for item in parts.netloc.rpartition("@")[2].split(","):
+        host, _, port = item.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"a Sentinel URL lists host:port pairs: {redact(url)!r}")
+        hosts.append((host.strip("[]"), int(port)))
+    path = [p for p in parts.path.split("/") if p]
+    if not path or len(path) > 2 or (len(path) == 2 and not path[1].isdigit()):
+        raise ValueError(f"a Sentinel URL names the service, then the database: "
+                         f"redis+sentinel://host:port/service[/db], not {redact(url)!r}")
+    return hosts, urllib.parse.unquote(path[0]), int(path[1]) if len(path) == 2 else 0
+
+
 def url_address(url: str) -> str:
-    """``host:port`` of a redis(s) URL, or the socket path of a unix one."""
+    """``host:port`` of a redis(s) URL, or the socket path of a unix one
+    (for a Sentinel URL: the service and its Sentinels)."""
     parts = urllib.parse.urlsplit(url)
     if parts.scheme == "unix":
         return parts.path
+    if parts.scheme in SENTINEL_SCHEMES:
+        hosts, service, _ = sentinel_parts(url)
+        return f"{service!r} (Sentinel {', '.join(f'{h}:{p}' for h, p in hosts)})"
     host = parts.hostname or "localhost"
     if ":" in host:
         host = f"[{host}]"
@@ -607,6 +637,8 @@ class Connection:
         self._node_pools: Dict[str, Any] = {}
         self._slots_stale = False
         self._tls_checked = False
+        self._sentinel_obj: Any = None
+        self._sentinel_address: Optional[str] = None
         self._answered = False  # set by the first INFO or PING that got a reply
 
     # -- construction
@@ -676,6 +708,7 @@ class Connection:
             self._client = self._blocking = None
             self._threads = threading.local()
             self._node_pools = {}
+            self._sentinel_obj = None
 
     @property
     def client(self) -> Any:
@@ -760,6 +793,9 @@ class Connection:
         redis = import_redis()
         kw = self._client_kwargs(**override)
         with errors(self, "connecting"):
+            if self.is_sentinel:
+                self._cluster = False  # Sentinel serves single servers only
+                return self._sentinel().master_for(self._sentinel_service()[0], **kw)
             if self._cluster is None:
                 plain = redis.Redis.from_url(self.url, **kw)
                 try:
@@ -788,6 +824,39 @@ class Connection:
             return cluster
 
 
+    # -- Sentinel
+
+    @property
+    def is_sentinel(self) -> bool:
+        return self.url.split(":", 1)[0] in SENTINEL_SCHEMES
+
+    def _sentinel_service(self) -> Tuple[str, int]:
+        _, service, db = sentinel_parts(self.url)
+        return service, db
+
+    def _sentinel(self) -> Any:
+        """The redis-py Sentinel of this process (made once)."""
+        s = self._sentinel_obj
+        if s is None:
+            redis = import_redis()
+            from redis.sentinel import Sentinel
+
+            hosts, _, _ = sentinel_parts(self.url)
+            kw = self._client_kwargs()
+            # The Sentinels themselves: plain, without the master's credentials.
+            sentinel_kw = {k: v for k, v in kw.items() if k.startswith("socket_")}
+            sentinel_kw["retry"] = kw["retry"]
+            kw["ssl"] = self.url.startswith("rediss+")
+            s = self._sentinel_obj = Sentinel(hosts, sentinel_kwargs=sentinel_kw, **kw)
+            del redis
+        return s
+
+    def _sentinel_master(self) -> str:
+        """``host:port`` of the master the Sentinels name now."""
+        with errors(self, "asking the Sentinels for the master"):
+            host, port = self._sentinel().discover_master(self._sentinel_service()[0])
+        return f"{host}:{port}"
+
     # -- bounded calls (see "Bounded calls" in the module docstring)
 
     def bounded(self, key: str, seconds: Optional[float], build: Callable[[Any], None]) -> List[Any]:
@@ -814,8 +883,8 @@ class Connection:
             except BaseException as exc:
                 pipe.reset()
                 exc.interproc_node = address  # type: ignore[attr-defined]
-                if self._cluster and isinstance(exc, (redis.exceptions.ConnectionError,
-                                                      redis.exceptions.TimeoutError)):
+                if (self._cluster or self.is_sentinel) and isinstance(
+                        exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)):
                     self._slots_stale = True
                     if reconnects and _while_connecting(exc):
                         reconnects -= 1  # nothing was sent: the node may be gone
@@ -848,7 +917,16 @@ class Connection:
         ``key``'s slot, with its ``host:port``."""
         self._check_pid()
         redis = import_redis()
-        if not self.is_cluster:
+        if self.is_sentinel:
+            # Asked again after a connection failure: a failover may have
+            # named another master.
+            address = self._sentinel_address
+            if address is None or self._slots_stale:
+                self._slots_stale = False
+                address = self._sentinel_address = self._sentinel_master()
+            scheme = "rediss" if self.url.startswith("rediss+") else "redis"
+            url = f"{scheme}://{address}/{self._sentinel_service()[1]}"
+        elif not self.is_cluster:
             address, url = self.address, self.url
         else:
             cluster = self._shared_client()

@@ -15,6 +15,9 @@ nothing here imports redis-py.
   kills the master serving a key and ``wait_failover(dead)`` waits until a
   replica took its slots over.  ``announce(ports)`` makes the nodes tell
   clients other ports (fault proxies in front of them).
+- :class:`RedisSentinel`: one Sentinel (``redis-server --sentinel``)
+  watching a :class:`RedisServer` under a service name, with a short
+  down-after time.
 - ``make_tls_files``: a throw-away CA and server certificate (openssl), for
   ``RedisServer(tls=True)``.
 
@@ -35,7 +38,7 @@ import time
 from typing import List, Optional
 
 __all__ = [
-    "REDIS_CLI", "REDIS_SERVER", "RedisClusterServers", "RedisServer", "free_port",
+    "REDIS_CLI", "REDIS_SERVER", "RedisClusterServers", "RedisSentinel", "RedisServer", "free_port",
     "make_tls_files", "missing_binaries",
 ]
 
@@ -479,6 +482,66 @@ class RedisClusterServers:
             s.stop()
 
     def __enter__(self) -> "RedisClusterServers":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class RedisSentinel:
+    """One Sentinel on 127.0.0.1:<free port> watching ``master`` as
+    ``service``: ``.url`` is ``redis+sentinel://127.0.0.1:<port>/<service>/0``."""
+
+    def __init__(self, workdir: str, master: RedisServer, service: str = "interproc-test"):
+        self.workdir = workdir
+        self.master = master
+        self.service = service
+        self.port: Optional[int] = None
+        self.proc: Optional[subprocess.Popen] = None
+        os.makedirs(workdir, exist_ok=True)
+
+    @property
+    def url(self) -> str:
+        return f"redis+sentinel://127.0.0.1:{self.port}/{self.service}/0"
+
+    def start(self) -> "RedisSentinel":
+        self.port = free_port()
+        conf = os.path.join(self.workdir, "sentinel.conf")
+        with open(conf, "w") as f:  # Sentinel rewrites its own configuration
+            f.write(f"port {self.port}\nbind 127.0.0.1\ndir {self.workdir}\n"
+                    f"logfile {os.path.join(self.workdir, 'sentinel.log')}\n"
+                    f"sentinel monitor {self.service} 127.0.0.1 {self.master.port} 1\n"
+                    f"sentinel down-after-milliseconds {self.service} 1000\n"
+                    f"sentinel failover-timeout {self.service} 5000\n")
+        self.proc = subprocess.Popen(
+            [REDIS_SERVER, conf, "--sentinel"], stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while time.monotonic() < deadline:
+            try:
+                reply = _commands(("127.0.0.1", self.port),
+                                  ("SENTINEL", "get-master-addr-by-name", self.service), timeout=1.0)[0]
+                if str(self.master.port).encode() in reply:
+                    return self
+            except OSError:
+                pass
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"redis-server --sentinel did not start in {self.workdir}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def __enter__(self) -> "RedisSentinel":
         return self.start()
 
     def __exit__(self, *exc) -> None:
