@@ -496,3 +496,43 @@ def test_sentinel_url_finds_the_master(private_redis, tmp_path):
             m.shutdown()
     with pytest.raises(ValueError, match="names the service"):
         Connection.from_url("redis+sentinel://127.0.0.1:26379")
+
+
+@pytest.mark.timeout(60)
+def test_manager_from_an_existing_client_or_pool(redis_server, redis_cluster, private_redis,
+                                                 tmp_path):
+    """``RedisManager(client=...)`` takes a redis-py client's or pool's
+    options (address, database, credentials), not its sockets: its objects
+    pickle to children as any other's."""
+    import pickle
+
+    import redis
+
+    from interproc.backends.redis import local_server
+    from interproc.backends.redis.managers import RedisManager
+
+    secured = private_redis(password="s3cret")
+    clients = [
+        redis.Redis(host="127.0.0.1", port=redis_server.port, db=3),
+        redis.ConnectionPool(host="127.0.0.1", port=secured.port, password="s3cret"),
+        redis.cluster.RedisCluster.from_url(redis_cluster.url),
+    ]
+    with local_server.RedisSentinel(str(tmp_path / "sentinel"), redis_server) as sentinel:
+        from redis.sentinel import Sentinel
+
+        clients.append(Sentinel([("127.0.0.1", sentinel.port)]).master_for(sentinel.service))
+        for client in clients:
+            m = RedisManager(client=client)
+            m.start()
+            try:
+                q = m.Queue()
+                q.put("x")
+                again = pickle.loads(pickle.dumps(q))
+                assert again.get(timeout=5) == "x"
+            finally:
+                m.shutdown()
+    assert Connection.from_client(clients[0]).url.endswith("/3")
+    with pytest.raises(TypeError, match="url or a client"):
+        RedisManager()
+    with pytest.raises(TypeError, match="not a redis-py client"):
+        RedisManager(client=object())

@@ -21,6 +21,16 @@ Interface
     object inherited through fork makes its own sockets on first use (the
     parent's are never read, written or shut down by the child).
 
+``Connection.from_client(client)``
+    The same from an existing redis-py client (``redis.Redis``,
+    ``redis.cluster.RedisCluster``, a Sentinel's ``master_for`` client) or
+    connection pool: its address, database, credentials, TLS and socket
+    timeouts are read off it, and this process and its children make their
+    own sockets with them (a client's sockets cannot be pickled to another
+    process, and its retry setting would resend commands).  TypeError for
+    a client whose credentials come from a ``credential_provider``: there
+    is no picklable way to hand that to children.
+
 ``Connection.from_options(options)``
     The same from ``conn.options``, a picklable dict (``url`` without
     credentials, ``username``, ``password``, ``cluster``, and the redis-py
@@ -573,6 +583,16 @@ class Script:
 # ---------------------------------------------------------------------------
 # Connections
 
+# What Connection.from_client keeps of a redis-py client's connection
+# options: where and how to connect; not its retries (a command is never
+# resent) nor its decoding (the backend reads bytes).
+_CLIENT_OPTIONS = (
+    "username", "password", "socket_timeout", "socket_connect_timeout", "socket_keepalive",
+    "client_name", "ssl_keyfile", "ssl_certfile", "ssl_cert_reqs", "ssl_ca_certs",
+    "ssl_ca_path", "ssl_ca_data", "ssl_check_hostname", "ssl_password", "ssl_min_version",
+    "ssl_ciphers",
+)
+
 
 _cache: Dict[Any, "Connection"] = {}
 _cache_lock = threading.Lock()
@@ -669,6 +689,51 @@ class Connection:
         }
         options.update(redis_kwargs)
         return cls.from_options(options)
+
+    @classmethod
+    def from_client(cls, client: Any) -> "Connection":
+        redis = import_redis()
+        from redis.sentinel import SentinelConnectionPool
+
+        if isinstance(client, redis.cluster.RedisCluster):
+            node = client.get_default_node()
+            kwargs = dict(client.nodes_manager.connection_kwargs)
+            kwargs.setdefault("host", node.host)
+            kwargs.setdefault("port", node.port)
+            cluster: Optional[bool] = True
+            pool = None
+        else:
+            pool = client if isinstance(client, redis.ConnectionPool) else getattr(
+                client, "connection_pool", None)
+            if pool is None:
+                raise TypeError(f"not a redis-py client or connection pool: {type(client).__name__}")
+            kwargs = dict(pool.connection_kwargs)
+            cluster = False
+        if kwargs.get("credential_provider") is not None:
+            raise TypeError("a redis-py client with a credential_provider cannot be used: its "
+                            "credentials could not be handed to child processes; pass "
+                            "username= and password= instead")
+        tls = (bool(kwargs.get("ssl")) or "SSL" in getattr(
+            getattr(pool, "connection_class", None), "__name__", ""))
+        options: Dict[str, Any] = {k: kwargs[k] for k in _CLIENT_OPTIONS
+                                   if kwargs.get(k) is not None}
+        if not tls:
+            options = {k: v for k, v in options.items() if not k.startswith("ssl_")}
+        username, password = options.pop("username", None), options.pop("password", None)
+        db = int(kwargs.get("db") or 0)
+        if isinstance(pool, SentinelConnectionPool):
+            hosts = ",".join(f"{s.connection_pool.connection_kwargs['host']}:"
+                             f"{s.connection_pool.connection_kwargs['port']}"
+                             for s in pool.sentinel_manager.sentinels)
+            scheme = "rediss+sentinel" if tls else "redis+sentinel"
+            url = f"{scheme}://{hosts}/{urllib.parse.quote(pool.service_name, safe='')}/{db}"
+        elif kwargs.get("path"):
+            url = f"unix://{kwargs['path']}?db={db}"
+        else:
+            host = kwargs.get("host") or "localhost"
+            host = f"[{host}]" if ":" in host else host
+            url = f"{'rediss' if tls else 'redis'}://{host}:{kwargs.get('port') or 6379}/{db}"
+        return cls.from_url(url, username, password, cluster=cluster, **options)
 
     @classmethod
     def from_options(cls, options: Dict[str, Any]) -> "Connection":

@@ -78,8 +78,16 @@ class RedisManager:
     ``RedisManager(url, *, username=None, password=None, authkey=None,
     serializer="pickle", lease=10.0, **redis_kwargs)``:
 
-    - ``url``: ``redis://host:port/db``, ``rediss://`` (TLS) or
-      ``unix:///path``; a Redis Cluster is recognized by itself.
+    - ``url``: ``redis://host:port/db``, ``rediss://`` (TLS),
+      ``unix:///path`` or ``redis+sentinel://host:port[,host:port]/service[/db]``
+      (the master that Redis Sentinel names); a Redis Cluster is
+      recognized by itself.
+    - ``client``: instead of ``url``, an existing redis-py client or
+      connection pool (``redis.Redis``, ``RedisCluster``, a Sentinel's
+      ``master_for`` client): its address, credentials, TLS and socket
+      options are used, not its sockets (every process makes its own, so
+      objects still pickle to children), nor its retries (a command is
+      never resent).
       ``username``/``password`` override the URL's; ``redis_kwargs`` go to
       redis-py (``socket_timeout=``, ``ssl_ca_certs=``...).
     - ``authkey``: bytes; every stored value is signed with HMAC-SHA256 and
@@ -100,9 +108,10 @@ class RedisManager:
     processes (any start method, queues, other containers) by reference.
     """
 
-    def __init__(self, url: str, *, username: Optional[str] = None,
+    def __init__(self, url: Optional[str] = None, *, username: Optional[str] = None,
                  password: Optional[str] = None, authkey: Optional[bytes] = None,
-                 serializer: str = "pickle", lease: float = 10.0, **redis_kwargs: Any) -> None:
+                 serializer: str = "pickle", lease: float = 10.0, client: Any = None,
+                 **redis_kwargs: Any) -> None:
         if isinstance(lease, bool) or not isinstance(lease, (int, float)):
             raise TypeError(f"lease must be a number of seconds, not {type(lease).__name__}")
         if not lease >= MIN_LEASE or lease == float("inf"):
@@ -110,8 +119,16 @@ class RedisManager:
                 f"lease must be at least {MIN_LEASE} s (and finite), not {lease!r}: a holder "
                 "renews its locks every third of the lease, and a shorter one would run out "
                 "under ordinary scheduling delays")
+        if (url is None) == (client is None):
+            raise TypeError("RedisManager needs a url or a client=, and not both")
         self._codec = Codec(serializer, authkey)
-        self._conn = Connection.from_url(url, username, password, **redis_kwargs)
+        if client is not None:
+            if username is not None or password is not None or redis_kwargs:
+                raise TypeError("client= carries its own connection options; give no "
+                                "username=, password= or redis-py keywords with it")
+            self._conn = Connection.from_client(client)
+        else:
+            self._conn = Connection.from_url(url, username, password, **redis_kwargs)
         self._lease = float(lease)
         self._state = _INITIAL
         self._made: list = []
