@@ -205,6 +205,12 @@ class WaitingObject(RedisObject):
         if not deadline.waits:
             ok, value, _ = attempt("", 0)
             return ok, value
+        # The checks, too, wait for the server no longer than the caller.
+        with self._conn.deadline(deadline.end):
+            return self._wait_registered(attempt, deadline, wake_part)
+
+    def _wait_registered(self, attempt: Callable[[str, int], Tuple[bool, Any, Optional[float]]],
+                         deadline: Deadline, wake_part: str) -> Tuple[bool, Any]:
         wid = secrets.token_hex(8)
         wake = self._key(wake_part + wid)
         ok, value, bound = attempt(wid, 1)

@@ -161,7 +161,7 @@ MAX_BLOCK = 30.0
 #: reply (``Connection.bounded``), in seconds: the round trip, and the
 #: server's own lateness (it ends blocking commands on its ``hz`` timer,
 #: up to 100 ms late at the default hz 10).
-BLOCK_MARGIN = 0.5
+BLOCK_MARGIN = 1.0
 
 #: How often a bounded pipeline whose every command was redirected (MOVED,
 #: ASK, TRYAGAIN: nothing ran) is sent again after refreshing the slot table.
@@ -625,6 +625,11 @@ def _thread_client_class() -> type:
         stale = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 
         class ThreadClient(redis.Redis):
+            # The Connection it serves (for its deadline), and whether its
+            # socket has a deadline's timeout rather than its own.
+            interproc_owner: Any = None
+            interproc_bounded = False
+
             def execute_command(self, *args: Any, **options: Any) -> Any:
                 conn = self.connection
                 if conn is not None and getattr(conn, "_sock", None) is not None:
@@ -633,6 +638,14 @@ def _thread_client_class() -> type:
                             raise redis.exceptions.ConnectionError("Connection has data")
                     except stale:
                         conn.disconnect()
+                owner = self.interproc_owner
+                end = getattr(owner._threads, "deadline", None) if owner is not None else None
+                if conn is not None and (end is not None or self.interproc_bounded):
+                    import time
+
+                    _bound_socket(conn, None if end is None else max(end - time.monotonic(), 0.0),
+                                  owner._options)
+                    self.interproc_bounded = end is not None
                 return super().execute_command(*args, **options)
 
         _ThreadClient = ThreadClient
@@ -796,6 +809,7 @@ class Connection:
         else:
             c = _thread_client_class()(connection_pool=shared.connection_pool,
                                        single_connection_client=True)
+            c.interproc_owner = self
         self._threads.client = c
         return c
 
@@ -888,6 +902,20 @@ class Connection:
             cluster.cluster_error_retry_attempts = 0
             return cluster
 
+
+    @contextlib.contextmanager
+    def deadline(self, end: Optional[float]):
+        """Within the block, this thread's commands on ``client`` wait for a
+        reply until ``end`` (``time.monotonic()``) plus ``BLOCK_MARGIN`` at
+        most, rather than the socket timeout; None changes nothing.  (A
+        Cluster's shared client keeps its socket timeout.)"""
+        self._check_pid()
+        before = getattr(self._threads, "deadline", None)
+        self._threads.deadline = end
+        try:
+            yield
+        finally:
+            self._threads.deadline = before
 
     # -- Sentinel
 
