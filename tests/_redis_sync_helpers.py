@@ -166,3 +166,58 @@ def open_shut_down_queue(url, name, expected):
             break
     if got != expected:
         sys.exit(EXIT_WRONG)
+
+
+def write_after_a_pause(obj, lock, ready, go, result_q):
+    """Take ``lock``, read ``obj``, say so, wait for ``go`` (the test freezes
+    this process meanwhile, past the lease), then write what was read plus
+    one and release.  Reports the fencing token held and what each of the
+    write and the release did."""
+    from interproc.backends.redis import LeaseLostError
+
+    warnings.simplefilter("ignore")
+    if not lock.acquire(timeout=CHILD_TIMEOUT):
+        sys.exit(EXIT_TIMED_OUT)
+    value = obj.read()
+    fence = getattr(lock, "fencing_token", None)  # so that a missing one shows as a wrong outcome
+    ready.set()
+    if not go.wait(CHILD_TIMEOUT):
+        sys.exit(EXIT_TIMED_OUT)
+    outcome = []
+    try:
+        obj.write(value + 1)
+        outcome.append("wrote")
+    except LeaseLostError:
+        outcome.append("write refused")
+    try:
+        lock.release()
+        outcome.append("released")
+    except LeaseLostError:
+        outcome.append("release refused")
+    result_q.put((fence, outcome))
+
+
+class DictSlot:
+    """``d[key]`` as something to read and write (picklable)."""
+
+    def __init__(self, d, key):
+        self.d, self.key = d, key
+
+    def read(self):
+        return self.d[self.key]
+
+    def write(self, value):
+        self.d[self.key] = value
+
+
+class ValueSlot:
+    """A Redis Value's ``value``, read and written without its own lock."""
+
+    def __init__(self, v):
+        self.v = v
+
+    def read(self):
+        return self.v.get_obj().value
+
+    def write(self, value):
+        self.v.get_obj().value = value

@@ -31,6 +31,7 @@ connection is made: importing this package does not import it.
 from .errors import (
     AuthenticationError,
     ConnectionLostError,
+    LeaseLostError,
     LockNotOwnedError,
     ServerTimeoutError,
     SignatureError,
@@ -40,6 +41,7 @@ from .errors import (
 __all__ = [
     "AuthenticationError",
     "ConnectionLostError",
+    "LeaseLostError",
     "LockNotOwnedError",
     "ServerTimeoutError",
     "SignatureError",

@@ -39,13 +39,21 @@ from .synchronize import (
     EMBEDDED_PREFIX,
     EMBEDDED_REGISTRIES,
     RLock,
+    claims_lock,
 )
 
 __all__ = ["GuardedObject", "lua"]
 
+# ARGV[1] is the caller's token, preceded by "!" when the caller believes it
+# holds the lock: then only its own lease, still running, lets the operation
+# run (server-side fencing: a holder whose lease ran out while it was frozen
+# must not act on what the next holder sees).  Otherwise the operation runs
+# unless another holds the lock.
 _GUARD = """
 local holder = redis.call('HGET', KEYS[1], 't')
-if holder and holder ~= ARGV[1] then return redis.error_reply('IPLOCKED') end
+if string.byte(ARGV[1]) == 33 then
+  if holder ~= string.sub(ARGV[1], 2) then return redis.error_reply('IPLEASELOST') end
+elseif holder and holder ~= ARGV[1] then return redis.error_reply('IPLOCKED') end
 """
 
 
@@ -96,16 +104,37 @@ class GuardedObject(WaitingObject):
         """Run the operation ``source`` (made with :func:`lua`) on this object's keys."""
         if self._closed:
             self._check()
-        conn = self._conn
         n = _NKEYS[source]
-        argv = (*self._keylist[:n], thread_token(), *args)
+        token = thread_token()
+        if claims_lock(self._keylist[0], token):
+            return self._execute(source, n, _HOLDER + token, args)
         try:
-            return conn.script(source).execute(conn.client, n, *argv)
-        except redis.ResponseError as exc:
-            if str(exc) != "IPLOCKED":
-                raise_translated(exc, conn, self._opname)
-        except BaseException as exc:
-            raise_translated(exc, conn, self._opname)
+            return self._execute(source, n, token, args)
+        except _Locked:
+            pass
         # Another holds the lock: wait for it, and run under it.
         with self._lock:
-            return self._script(source, self._keylist[:n], argv[n:])
+            return self._execute(source, n, _HOLDER + token, args)
+
+    def _execute(self, source: str, n: int, token: str, args: Tuple[Any, ...]) -> Any:
+        conn = self._conn
+        try:
+            return conn.script(source).execute(conn.client, n, *self._keylist[:n], token, *args)
+        except redis.ResponseError as exc:
+            reason = str(exc)
+            if reason == "IPLOCKED":
+                raise _Locked from None
+            if reason == "IPLEASELOST":
+                raise self._lock._lease_lost(
+                    f"an operation on {self._opname}, refused by the server and not done") from None
+            raise_translated(exc, conn, self._opname)
+        except BaseException as exc:
+            raise_translated(exc, conn, self._opname)
+
+
+class _Locked(Exception):
+    """The operation found the lock held by another, and did nothing."""
+
+
+#: Marks the token of a caller that holds the lock (see _GUARD).
+_HOLDER = "!"

@@ -26,6 +26,12 @@ other's failures too:
   shared-memory and multiprocessing ``Lock``, no other thread or process may
   release it, so that a holder whose lease ran out cannot release the lock
   of the one that took it over.
+- :class:`LeaseLostError` (a ``LockNotOwnedError``): the calling thread
+  acquired the lock, but its lease ran out before it released it (its
+  process or the server stalled, or the connection was lost, for longer
+  than the lease).  Raised by the first operation on the guarded object
+  that follows, which the server refused and which did nothing, and by
+  ``release()`` when another took the lock meanwhile.
 
 All of them carry the server (``host:port`` or the socket path) in their
 message, and never the password.
@@ -39,6 +45,7 @@ __all__ = [
     "ServerTimeoutError",
     "SignatureError",
     "LockNotOwnedError",
+    "LeaseLostError",
 ]
 
 
@@ -67,4 +74,14 @@ class LockNotOwnedError(RuntimeError, AssertionError):
 
     A RuntimeError (threading's error) and an AssertionError (what
     multiprocessing's RLock raises), so code written for either catches it.
+    """
+
+
+class LeaseLostError(LockNotOwnedError):
+    """The calling thread's lease on a Redis lock ran out while it held it.
+
+    What raised it did nothing: the server refuses every operation of a
+    holder whose lease is gone, so nothing it does after that point can
+    interleave with a later holder's work.  What it did before, under the
+    lease, stays done.
     """

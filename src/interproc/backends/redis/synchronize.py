@@ -61,11 +61,11 @@ from . import _waiters
 from . import codec as _codec
 from ._base import register, thread_token
 from ._waiters import Deadline, WaitingObject, lua
-from .errors import LockNotOwnedError
+from .errors import LeaseLostError, LockNotOwnedError
 
 __all__ = [
     "Lock", "RLock", "Semaphore", "BoundedSemaphore", "Event", "Condition", "Barrier",
-    "LockNotOwnedError", "OwnerDiedWarning", "DEFAULT_LEASE",
+    "LockNotOwnedError", "LeaseLostError", "OwnerDiedWarning", "DEFAULT_LEASE",
 ]
 
 #: Seconds a lock stays held after its holder stops renewing it.
@@ -96,8 +96,11 @@ class _Renewer:
 
     def __init__(self) -> None:
         self._cv = threading.Condition(threading.Lock())
-        self._held: Dict[Tuple[str, str], list] = {}  # (owner key, token) -> [conn, lease, due]
-        self._lost: set = set()
+        # (owner key, token) -> [conn, lease, due, fencing token]
+        self._held: Dict[Tuple[str, str], list] = {}
+        # Leases found lost by a renewal, until their holder releases:
+        # (owner key, token) -> fencing token.
+        self._lost: Dict[Tuple[str, str], int] = {}
         self._thread: Optional[threading.Thread] = None
         self._stopping = False
 
@@ -106,10 +109,10 @@ class _Renewer:
         self._thread = threading.Thread(target=self._run, name="interproc-lease-renewer", daemon=True)
         self._thread.start()
 
-    def add(self, conn: Any, key: str, token: str, lease: float) -> None:
+    def add(self, conn: Any, key: str, token: str, lease: float, fence: int) -> None:
         with self._cv:
-            self._held[(key, token)] = [conn, lease, time.monotonic() + lease / 3.0]
-            self._lost.discard((key, token))
+            self._held[(key, token)] = [conn, lease, time.monotonic() + lease / 3.0, fence]
+            self._lost.pop((key, token), None)
             # While stop_if_idle is stopping the thread, it restarts one
             # itself once the old one is gone.
             if self._thread is None:
@@ -135,13 +138,23 @@ class _Renewer:
         have been found lost since)."""
         with self._cv:
             held = self._held.pop((key, token), None) is not None
-            lost = (key, token) in self._lost
-            self._lost.discard((key, token))
+            lost = self._lost.pop((key, token), None) is not None
             return held or lost
 
-    def holds(self, key: str, token: str) -> bool:
-        with self._cv:
-            return (key, token) in self._held
+    def claims(self, key: str, token: str) -> bool:
+        """Whether this thread acquired the lock and has not released it,
+        whether or not its lease is still good.  Lock-free: it is asked
+        before every operation on a guarded object, and a dict lookup is
+        atomic."""
+        return (key, token) in self._held or (key, token) in self._lost
+
+    def fence(self, key: str, token: str) -> Optional[int]:
+        """The fencing token of this thread's acquisition, None if it does
+        not claim the lock."""
+        entry = self._held.get((key, token))
+        if entry is not None:
+            return entry[3]
+        return self._lost.get((key, token))
 
     def _run(self) -> None:
         while True:
@@ -156,7 +169,7 @@ class _Renewer:
                     continue
                 for _, v in due:
                     v[2] = now + v[1] / 3.0
-            for (key, token), (conn, lease, _) in due:
+            for (key, token), (conn, lease, _, _) in due:
                 try:
                     ok = conn.script(_RENEW_LUA)(keys=[key], args=[token, int(lease * 1000)])
                 except Exception:
@@ -168,11 +181,20 @@ class _Renewer:
                     continue
                 if not ok:
                     with self._cv:
-                        if self._held.pop((key, token), None) is not None:
-                            self._lost.add((key, token))
+                        entry = self._held.pop((key, token), None)
+                        if entry is not None:
+                            self._lost[(key, token)] = entry[3]
 
 
 _renewer = _Renewer()
+
+
+def claims_lock(owner_key: str, token: str) -> bool:
+    """Whether the thread ``token`` acquired the lock whose owner key is
+    ``owner_key`` and has not released it (its lease may be lost): the
+    guarded objects then ask the server to check that the lease is still
+    good (``_guarded``)."""
+    return _renewer.claims(owner_key, token)
 
 
 def _renewer_after_fork() -> None:
@@ -192,10 +214,19 @@ _HOST = socket.gethostname()
 
 # ------------------------------------------------------------------ locks
 
+# ARGV: token, lease ms, reentrant, waiter id, mode, registration ttl, wake
+# prefix, count, owner's name, whether the caller believes it holds the lock.
+# Returns {1, owner died, fencing token} when taken, {0, holder's pttl} when
+# not, {-1, 0} when the caller believed it held the lock but its lease is
+# gone (another holds it, or nobody does).
 _ACQUIRE_LUA = lua("""
 local owner, state, z, e = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local token, wid, mode, p = ARGV[1], ARGV[4], tonumber(ARGV[5]), ARGV[7]
 local cur = redis.call('HGET', owner, 't')
+if ARGV[10] == '1' and cur ~= token then
+  w_done(z, e, p, wid)
+  return {-1, 0}
+end
 if not cur then
   redis.call('HSET', owner, 't', token, 'n', ARGV[8], 'pid', ARGV[9])
   redis.call('PEXPIRE', owner, ARGV[2])
@@ -205,14 +236,17 @@ if not cur then
     redis.call('HINCRBY', state, 'deaths', 1)
   end
   redis.call('HSET', state, 'holder', token)
+  -- The fencing token: one more at every acquisition, kept in the state
+  -- hash, which outlives holders and goes only with the lock's other keys.
+  local fence = redis.call('HINCRBY', state, 'fence', 1)
   w_done(z, e, p, wid)
-  return {1, died}
+  return {1, died, fence}
 end
 if cur == token and ARGV[3] == '1' then
   redis.call('HINCRBY', owner, 'n', tonumber(ARGV[8]))
   redis.call('PEXPIRE', owner, ARGV[2])
   w_done(z, e, p, wid)
-  return {1, 0}
+  return {1, 0, tonumber(redis.call('HGET', state, 'fence') or '0')}
 end
 w_fail(z, e, p, wid, mode, tonumber(ARGV[6]))
 return {0, redis.call('PTTL', owner)}
@@ -307,22 +341,30 @@ class _LockBase(WaitingObject):
         return self._lease
 
     def _try(self, token: str, count: int, wid: str, mode: int) -> Tuple[bool, Any, Optional[float]]:
+        claimed = _renewer.claims(self._keys[0], token)
         res = self._script(_ACQUIRE_LUA, self._keys, [
             token, int(self._lease * 1000), "1" if self._REENTRANT else "0", wid, mode,
-            _waiters.REGISTRATION_TTL_MS, self._wake_prefix, count, f"{_HOST}:{os.getpid()}"])
-        if int(res[0]) == 1:
-            return True, int(res[1]), None
+            _waiters.REGISTRATION_TTL_MS, self._wake_prefix, count, f"{_HOST}:{os.getpid()}",
+            "1" if claimed else "0"])
+        status = int(res[0])
+        if status == 1:
+            return True, (int(res[1]), int(res[2])), None
+        if status == -1:
+            # Taking it afresh would hide from the code under the outer
+            # acquisition that the lock was not held all along.
+            raise self._lease_lost("acquire()")
         pttl = int(res[1])
         # Wake up when the holder's lease would run out, to take over.
         return False, 0, (pttl / 1000.0 + 0.005) if pttl > 0 else 0.005
 
     def _acquire_count(self, block: bool, timeout: Any, count: int) -> bool:
         token = thread_token()
-        ok, died = self._wait(lambda wid, mode: self._try(token, count, wid, mode),
-                              Deadline(block, timeout), self._prefix + "wk:")
+        ok, taken = self._wait(lambda wid, mode: self._try(token, count, wid, mode),
+                               Deadline(block, timeout), self._prefix + "wk:")
         if not ok:
             return False
-        _renewer.add(self._conn, self._keys[0], token, self._lease)
+        died, fence = taken
+        _renewer.add(self._conn, self._keys[0], token, self._lease, fence)
         self.owner_died = bool(died)
         if died:
             warnings.warn(OwnerDiedWarning(
@@ -347,9 +389,7 @@ class _LockBase(WaitingObject):
             return depth
         lost = _renewer.remove(self._keys[0], token)
         if lost:
-            raise LockNotOwnedError(
-                f"{self!r}: this thread's lease ran out (it was not renewed for {self._lease} s) "
-                "and another process took the lock")
+            raise self._lease_lost("release()")
         if self._REENTRANT:
             raise LockNotOwnedError("attempt to release recursive lock not owned by thread")
         if status == -1:
@@ -358,6 +398,29 @@ class _LockBase(WaitingObject):
             f"{self!r} is held by another thread or process, and a Redis Lock may only be "
             "released by the thread that acquired it (unlike multiprocessing's and the "
             "shared-memory Lock): its lease belongs to its holder")
+
+    def _lease_lost(self, what: str) -> "LeaseLostError":
+        return LeaseLostError(
+            f"{what}: this thread's lease on {self!r} ran out (it was not renewed for "
+            f"{self._lease} s: the process or the server stalled, or the connection was "
+            "lost) and the lock may have been taken by another since")
+
+    @property
+    def fencing_token(self) -> Optional[int]:
+        """The fencing token of the calling thread's acquisition, or None if
+        this thread has not acquired the lock.
+
+        Every acquisition of the lock (not a re-entry) is numbered, one more
+        than the last, by the script that takes it.  Pass the number along
+        with what is done under the lock to any other system (a database, a
+        storage service) that can remember the largest number it has seen
+        and refuse a smaller one: a holder whose lease ran out while it was
+        frozen then cannot overwrite what a later holder did there.  The
+        number stays the same until ``release()``, even if the lease is
+        lost meanwhile: that is what lets the other system refuse it.  It
+        is read from this process's memory, without a round trip."""
+        self._check()
+        return _renewer.fence(self._keys[0], thread_token())
 
     def release(self) -> None:
         """Release the lock (once, for an RLock).  Only the thread that holds
@@ -710,6 +773,13 @@ class Condition(WaitingObject):
     def release(self) -> None:
         self._lock.release()
 
+    @property
+    def fencing_token(self) -> Optional[int]:
+        """The fencing token of the calling thread's hold on the condition's
+        lock (see ``Lock.fencing_token``); ``wait()`` takes the lock afresh,
+        so it returns with a new one."""
+        return self._lock.fencing_token
+
     def __enter__(self) -> bool:
         return self._lock.acquire()
 
@@ -728,6 +798,9 @@ class Condition(WaitingObject):
         self._script(_COND_REGISTER_LUA, self._keys, [wid, _waiters.REGISTRATION_TTL_MS])
         try:
             depth = self._lock._release_save()
+        except LeaseLostError:
+            self._cond_check(wid, 2)
+            raise
         except (LockNotOwnedError, ValueError):
             self._cond_check(wid, 2)
             raise RuntimeError("cannot wait on un-acquired lock") from None
