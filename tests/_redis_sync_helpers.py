@@ -120,11 +120,11 @@ def barrier_rounds(barrier, rounds, result_q):
     result_q.put(out)
 
 
-def barrier_expect_broken(barrier, result_q):
+def barrier_expect_broken(barrier, result_q, timeout=CHILD_TIMEOUT):
     import threading
 
     try:
-        barrier.wait(CHILD_TIMEOUT)
+        barrier.wait(timeout)
     except threading.BrokenBarrierError:
         result_q.put("broken")
         return
@@ -221,3 +221,31 @@ class ValueSlot:
 
     def write(self, value):
         self.v.get_obj().value = value
+
+
+def barrier_wait_by_name(url, name, parties, result_q):
+    """Open the Barrier ``name`` on a connection that outlasts a stalled
+    server (its socket timeout is longer than the stall), wait, report."""
+    import threading
+
+    from interproc.backends.redis import synchronize as rs
+    from interproc.backends.redis.client import Connection
+
+    barrier = rs.Barrier(Connection.from_url(url, socket_timeout=CHILD_TIMEOUT), parties,
+                         name=name, create=False)
+    try:
+        barrier.wait(CHILD_TIMEOUT)
+    except threading.BrokenBarrierError:
+        result_q.put("broken")
+        return
+    result_q.put("passed")
+
+
+def barrier_action_that_hangs():
+    """An importable barrier action: says it started (a Redis key), then
+    sleeps until the test kills its process."""
+    from interproc.backends.redis.client import Connection
+
+    conn = Connection.from_url(os.environ["IP_TEST_REDIS_URL"])
+    conn.client.set(os.environ["IP_TEST_ACTION_KEY"], "running")
+    time.sleep(CHILD_TIMEOUT)

@@ -3,6 +3,7 @@ lock whose keys vanish, a Barrier whose action's process dies, and a
 server that stalls (SIGSTOP of redis-server).  Real servers and real
 processes; every fault is made at a known point."""
 
+import multiprocessing
 import os
 import signal
 import threading
@@ -206,3 +207,69 @@ def test_fencing_counter_lives_and_dies_with_the_lock(conn):
         assert lock.fencing_token == first + 1
     lock._destroy()
     assert conn.client.keys(f"*{name}*") == []
+
+
+# ------------------------------------------------------------------ barrier
+
+
+@pytest.mark.timeout(120)
+def test_barrier_breaks_when_the_process_running_its_action_dies(conn, made, redis_url, monkeypatch):
+    ctx = multiprocessing.get_context("spawn")
+    started = f"ip-test-action-{uuid.uuid4().hex}"
+    monkeypatch.setenv("IP_TEST_REDIS_URL", redis_url)
+    monkeypatch.setenv("IP_TEST_ACTION_KEY", started)
+    b = M(made, rs.Barrier(conn, 3, action=h.barrier_action_that_hangs, name=fresh_name()))
+    results = ctx.Queue()
+    # Waits longer than the test: only the runner's death can break it.
+    waiters = [ctx.Process(target=h.barrier_expect_broken, args=(b, results, 300))
+               for _ in range(2)]
+    runner = ctx.Process(target=h.barrier_expect_broken, args=(b, results))
+    try:
+        for p in waiters:
+            p.start()
+        wait_until(lambda: b.n_waiting == 2, bound=60)
+        runner.start()  # the last party: it runs the action
+        wait_until(lambda: conn.client.get(started) is not None, bound=60)
+        os.kill(runner.pid, signal.SIGKILL)
+        # The dead runner's registration runs out (about 6 s): both break.
+        assert [results.get(timeout=45) for _ in waiters] == ["broken", "broken"]
+        assert b.broken
+    finally:
+        conn.client.delete(started)
+        for p in waiters + [runner]:
+            if p.pid is not None:
+                p.join(10)
+                if p.is_alive():
+                    p.kill()
+                    p.join()
+
+
+@pytest.mark.timeout(120)
+def test_barrier_survives_a_server_stall_with_every_party_alive(redis_server_factory):
+    server = redis_server_factory()
+    ctx = multiprocessing.get_context("spawn")
+    conn = Connection.from_url(server.url, socket_timeout=h.CHILD_TIMEOUT)
+    name = fresh_name()
+    b = rs.Barrier(conn, 3, name=name)
+    results = ctx.Queue()
+    procs = [ctx.Process(target=h.barrier_wait_by_name, args=(server.url, name, 3, results))
+             for _ in range(2)]
+    try:
+        for p in procs:
+            p.start()
+        wait_until(lambda: b.n_waiting == 2, bound=60)
+        # Longer than a registration lasts (6 s): no party can refresh its
+        # own meanwhile, and none of them is dead.
+        os.kill(server.proc.pid, signal.SIGSTOP)
+        try:
+            time.sleep(7)
+        finally:
+            os.kill(server.proc.pid, signal.SIGCONT)
+        b.wait(h.CHILD_TIMEOUT)
+        assert [results.get(timeout=60) for _ in procs] == ["passed", "passed"]
+    finally:
+        for p in procs:
+            p.join(10)
+            if p.is_alive():
+                p.kill()
+                p.join()

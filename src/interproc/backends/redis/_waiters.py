@@ -19,7 +19,10 @@ change: a wake-up is never lost between the check and the wait.
 - **Peer death**: a waiter that died stops refreshing its registration; it
   is skipped once that has expired (``REGISTRATION_TTL_MS``), so a wake-up
   sent to it delays the others by at most one chunk.  Its wake key expires
-  by itself (``WAKE_TTL_MS``).
+  by itself (``WAKE_TTL_MS``).  Expiry is judged on the registry's own
+  clock, which a stall of the server (or a jump of its clock) advances by
+  at most ``CLOCK_STEP_MS``: live waiters, which could not refresh while
+  the server was stopped, are not taken for dead when it resumes.
 - **Lost connection**: the blocked command raises ``ConnectionLostError``
   (or ``ServerTimeoutError`` if the server vanished without closing the
   socket, within ``client.MAX_BLOCK`` plus the socket timeout); the wait
@@ -47,19 +50,47 @@ REGISTRATION_TTL_MS = 3 * int(WAIT_CHUNK * 1000)
 #: Wake keys vanish after this long if nobody reads them (dead waiters).
 WAKE_TTL_MS = 60_000
 
+#: The most a registry's clock advances between two of its readings that
+#: are stored (every registration and refresh stores one), in ms.  Live
+#: waiters refresh at least every WAIT_CHUNK, so while one waits the clock
+#: keeps up with the server's; a longer gap is the server (or every waiter)
+#: having stalled, and counts for no more than this.
+CLOCK_STEP_MS = int(WAIT_CHUNK * 1000) + 500
+
 LUA_PRELUDE = """
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 -- The waiter registry: sorted set z (score: arrival order), hash e
--- (waiter id -> expiry in ms; field '#' numbers the arrivals), and one wake
--- list per waiter, named p .. id.
+-- (waiter id -> expiry on the registry's clock; field '#' numbers the
+-- arrivals, '@' and '^' hold the clock), and one wake list per waiter,
+-- named p .. id.
+--
+-- The registry's clock is the server's time, except that it advances by at
+-- most __CLOCK_STEP__ ms from one stored reading to the next: a server
+-- stopped for seconds (or whose clock jumped) must not make every waiter
+-- look dead at once when it resumes, since none of them could refresh
+-- meanwhile.  A waiter is judged dead only when the others' refreshes have
+-- carried the clock past its expiry.
+local function w_meta(field)
+  return field == '#' or field == '@' or field == '^'
+end
+local function w_now(e)
+  local real = now_ms()
+  local c = redis.call('HMGET', e, '@', '^')
+  local clock, seen = tonumber(c[1]), tonumber(c[2])
+  if not clock or not seen then return real, real end
+  local step = real - seen
+  if step < 0 then step = 0 elseif step > __CLOCK_STEP__ then step = __CLOCK_STEP__ end
+  return clock + step, real
+end
 local function w_add(z, e, wid, ttl)
   if not redis.call('ZSCORE', z, wid) then
     redis.call('ZADD', z, redis.call('HINCRBY', e, '#', 1), wid)
   end
-  redis.call('HSET', e, wid, now_ms() + ttl)
+  local clock, real = w_now(e)
+  redis.call('HSET', e, wid, clock + ttl, '@', clock, '^', real)
 end
 local function w_done(z, e, p, wid)
   if wid ~= '' then
@@ -72,7 +103,7 @@ end
 -- Wakes up to n live waiters (all of them when n < 0), oldest first;
 -- expired registrations (dead waiters) are dropped on the way.
 local function w_wake(z, e, p, n)
-  local now = now_ms()
+  local now = w_now(e)
   local woken = 0
   while n < 0 or woken < n do
     local first = redis.call('ZRANGE', z, 0, 0)
@@ -92,11 +123,11 @@ local function w_wake(z, e, p, n)
 end
 -- Live registered waiters.
 local function w_count(e)
-  local now = now_ms()
+  local now = w_now(e)
   local n = 0
   local all = redis.call('HGETALL', e)
   for i = 1, #all, 2 do
-    if all[i] ~= '#' and tonumber(all[i + 1]) >= now then n = n + 1 end
+    if not w_meta(all[i]) and tonumber(all[i + 1]) >= now then n = n + 1 end
   end
   return n
 end
@@ -105,7 +136,7 @@ end
 local function w_fail(z, e, p, wid, mode, ttl)
   if mode == 1 then w_add(z, e, wid, ttl) elseif mode == 2 then w_done(z, e, p, wid) end
 end
-""".replace("__WAKE_TTL__", str(WAKE_TTL_MS))
+""".replace("__WAKE_TTL__", str(WAKE_TTL_MS)).replace("__CLOCK_STEP__", str(CLOCK_STEP_MS))
 
 
 def lua(body: str) -> str:

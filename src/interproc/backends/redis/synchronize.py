@@ -96,7 +96,7 @@ class _Renewer:
 
     def __init__(self) -> None:
         self._cv = threading.Condition(threading.Lock())
-        # (owner key, token) -> [conn, lease, due, fencing token]
+        # (owner key, token) -> [conn, lease, due, fencing token, renewal]
         self._held: Dict[Tuple[str, str], list] = {}
         # Leases found lost by a renewal, until their holder releases:
         # (owner key, token) -> fencing token.
@@ -109,9 +109,13 @@ class _Renewer:
         self._thread = threading.Thread(target=self._run, name="interproc-lease-renewer", daemon=True)
         self._thread.start()
 
-    def add(self, conn: Any, key: str, token: str, lease: float, fence: int) -> None:
+    def add(self, conn: Any, key: str, token: str, lease: float, fence: int,
+            renew: Optional[Any] = None) -> None:
+        """Renew ``key`` every third of ``lease`` while held: with the lock
+        renewal script, or by calling ``renew()`` (which answers whether
+        the claim still stands), for a Barrier's running action."""
         with self._cv:
-            self._held[(key, token)] = [conn, lease, time.monotonic() + lease / 3.0, fence]
+            self._held[(key, token)] = [conn, lease, time.monotonic() + lease / 3.0, fence, renew]
             self._lost.pop((key, token), None)
             # While stop_if_idle is stopping the thread, it restarts one
             # itself once the old one is gone.
@@ -169,9 +173,12 @@ class _Renewer:
                     continue
                 for _, v in due:
                     v[2] = now + v[1] / 3.0
-            for (key, token), (conn, lease, _, _) in due:
+            for (key, token), (conn, lease, _, _, renew) in due:
                 try:
-                    ok = conn.script(_RENEW_LUA)(keys=[key], args=[token, int(lease * 1000)])
+                    if renew is not None:
+                        ok = renew()
+                    else:
+                        ok = conn.script(_RENEW_LUA)(keys=[key], args=[token, int(lease * 1000)])
                 except Exception:
                     # Try again soon: the lease is not lost until it runs out.
                     with self._cv:
@@ -880,7 +887,10 @@ if c >= parties then
 end
 c = c + 1
 redis.call('HSET', bar, 'c', c)
-if c < parties then w_add(z, e, wid, ttl) else w_done(z, e, p, wid) end
+-- The last party stays registered while it runs the action (ARGV[6]), its
+-- process renewing that: if it dies there, the others see its registration
+-- expire and break the barrier, as they do for a dead waiter.
+if c < parties or ARGV[6] == '1' then w_add(z, e, wid, ttl) else w_done(z, e, p, wid) end
 return {c - 1, g}
 """)
 
@@ -900,11 +910,11 @@ if redis.call('HGET', bar, 'b') == '1' then
   w_done(z, e, p, wid)
   return -1
 end
-local now = now_ms()
+local now = w_now(e)
 local dead = false
 local all = redis.call('HGETALL', e)
 for i = 1, #all, 2 do
-  if all[i] ~= '#' and all[i] ~= wid and tonumber(all[i + 1]) < now then dead = true end
+  if not w_meta(all[i]) and all[i] ~= wid and tonumber(all[i + 1]) < now then dead = true end
 end
 if dead or mode == 2 then
   w_done(z, e, p, wid)
@@ -915,8 +925,10 @@ w_add(z, e, wid, ttl)
 return 0
 """)
 
+# ARGV: the generation, the wake prefix, the action runner's waiter id.
 _BARRIER_RELEASE_LUA = lua(_BARRIER_LUA + """
 local bar, out, z, e = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+w_done(z, e, ARGV[2], ARGV[3])
 local g = redis.call('HGET', bar, 'g') or '0'
 if g ~= ARGV[1] or redis.call('HGET', bar, 'b') == '1' then return -1 end
 redis.call('HSET', out, g, 'ok')
@@ -926,9 +938,23 @@ w_wake(z, e, ARGV[2], -1)
 return 1
 """)
 
+# ARGV: the wake prefix, and the action runner's waiter id when its action failed.
 _BARRIER_ABORT_LUA = lua(_BARRIER_LUA + """
+w_done(KEYS[3], KEYS[4], ARGV[1], ARGV[2] or '')
 local g = redis.call('HGET', KEYS[1], 'g') or '0'
 break_barrier(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], g)
+return 1
+""")
+
+# The action runner's renewal: refreshes its registration while its round
+# is still on (ARGV: generation, waiter id, registration ttl).
+_BARRIER_KEEP_LUA = lua("""
+local bar, z, e = KEYS[1], KEYS[3], KEYS[4]
+if (redis.call('HGET', bar, 'g') or '0') ~= ARGV[1] or redis.call('HGET', bar, 'b') == '1'
+    or not redis.call('ZSCORE', z, ARGV[2]) then
+  return 0
+end
+w_add(z, e, ARGV[2], tonumber(ARGV[3]))
 return 1
 """)
 
@@ -1050,7 +1076,8 @@ class Barrier(WaitingObject):
         # party running the action), wait for it to end.
         while True:
             index, gen = self._script(_ARRIVE_LUA, self._keys, [
-                self._parties, wid, 1, ttl, self._wake_prefix])
+                self._parties, wid, 1, ttl, self._wake_prefix,
+                "0" if self._action is None else "1"])
             index, gen = int(index), gen.decode() if isinstance(gen, bytes) else str(gen)
             if index == -1:
                 raise BrokenBarrierError
@@ -1063,13 +1090,16 @@ class Barrier(WaitingObject):
                 raise BrokenBarrierError
             self._blpop(wake, wait)
         if index + 1 == self._parties:
-            try:
-                if self._action is not None:
-                    self._action()
-            except BaseException:
-                self.abort()
-                raise
-            if int(self._script(_BARRIER_RELEASE_LUA, self._keys, [gen, self._wake_prefix])) < 0:
+            runner = ""
+            if self._action is not None:
+                runner = wid
+                try:
+                    self._run_action(gen, wid)
+                except BaseException:
+                    self._script(_BARRIER_ABORT_LUA, self._keys, [self._wake_prefix, wid])
+                    raise
+            if int(self._script(_BARRIER_RELEASE_LUA, self._keys,
+                                [gen, self._wake_prefix, runner])) < 0:
                 raise BrokenBarrierError
             return index
         while True:
@@ -1086,10 +1116,27 @@ class Barrier(WaitingObject):
             if res == -1:
                 raise BrokenBarrierError
 
+    def _run_action(self, gen: str, wid: str) -> None:
+        """Run the action while this process's lease renewer refreshes the
+        registration the arrival made for it: the other parties tell a
+        long action from a dead runner by it."""
+        ttl = _waiters.REGISTRATION_TTL_MS
+        conn, keys = self._conn, self._keys
+
+        def keep() -> bool:
+            return bool(conn.script(_BARRIER_KEEP_LUA)(keys=keys, args=[gen, wid, ttl]))
+
+        key = self._keys[3]
+        _renewer.add(conn, key, wid, ttl / 1000.0, 0, renew=keep)
+        try:
+            self._action()
+        finally:
+            _renewer.remove(key, wid)
+
     def abort(self) -> None:
         """Break the barrier: every wait, now and later, raises
         BrokenBarrierError until reset()."""
-        self._script(_BARRIER_ABORT_LUA, self._keys, [self._wake_prefix])
+        self._script(_BARRIER_ABORT_LUA, self._keys, [self._wake_prefix, ""])
 
     def reset(self) -> None:
         """Back to the empty state; processes waiting now get BrokenBarrierError."""
