@@ -15,7 +15,7 @@ import pytest
 
 pytest.importorskip("redis")
 
-from interproc.backends.redis import LeaseLostError, LockNotOwnedError  # noqa: E402
+from interproc.backends.redis import LeaseLostError  # noqa: E402
 from interproc.backends.redis import synchronize as rs  # noqa: E402
 from interproc.backends.redis.client import Connection  # noqa: E402
 from interproc.backends.redis.containers import RedisDict  # noqa: E402
@@ -25,7 +25,7 @@ import _redis_sync_helpers as h  # noqa: E402
 
 #: Short enough that the tests wait little for a lease to run out, long
 #: enough for the renewer to keep it on a loaded machine (renewed every third).
-SHORT_LEASE = 0.6
+SHORT_LEASE = 1.5
 
 
 @pytest.fixture
@@ -242,6 +242,22 @@ def test_barrier_breaks_when_the_process_running_its_action_dies(conn, made, red
                 if p.is_alive():
                     p.kill()
                     p.join()
+
+
+def slow_action():
+    time.sleep(7)  # longer than a registration lasts without a refresh
+
+
+@pytest.mark.timeout(60)
+def test_barrier_action_longer_than_a_registration_does_not_break_it(conn, made):
+    b = M(made, rs.Barrier(conn, 2, action=slow_action, name=fresh_name()))
+    box = []
+    waiter = threading.Thread(target=lambda: box.append(b.wait(h.CHILD_TIMEOUT)))
+    waiter.start()
+    wait_until(lambda: b.n_waiting == 1)
+    assert b.wait(h.CHILD_TIMEOUT) == 1  # runs the action
+    waiter.join(h.CHILD_TIMEOUT)
+    assert box == [0] and not b.broken
 
 
 @pytest.mark.timeout(120)

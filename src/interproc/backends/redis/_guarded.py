@@ -19,6 +19,11 @@ that finds the lock free costs one round trip.
   longer than the lease, loses the lock, and the next acquirer (an explicit
   one or an operation) takes it over with ``OwnerDiedWarning``, since
   operations done under the dead holder's lock may be half done.
+- **Lease lost by a live holder** (frozen, or cut off, past its lease): a
+  caller that acquired the lock marks its token, and the script then runs
+  only if the lock's owner is still that token; otherwise it does nothing
+  and the caller gets ``LeaseLostError`` at once (server-side fencing), so
+  a stale holder never acts beside the next one.
 - **Lost connection**: ``ConnectionLostError``/``ServerTimeoutError`` from
   the operation; a single operation is one script, so it happened entirely
   or not at all, but the caller cannot tell which.

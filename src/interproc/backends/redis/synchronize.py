@@ -10,13 +10,15 @@ Key layout of an object whose keys start with ``ip:{name}:``:
 
 - Lock/RLock: ``owner`` (hash: token, re-entry count, pid; expires after the
   lease), ``state`` (hash: token of the last acquirer that has not released,
-  owner deaths), waiters ``w``/``w.e`` and their wake keys ``wk:<id>``.
+  owner deaths, the last fencing token given), waiters ``w``/``w.e`` and
+  their wake keys ``wk:<id>``.
 - Semaphore: ``st`` (hash: value), waiters ``w``/``w.e``, ``wk:<id>``.
 - Event: ``st`` (hash: flag, generation), waiters ``w``/``w.e``, ``wk:<id>``.
 - Condition: waiters ``cw``/``cw.e``, wake keys ``cwk:<id>``, and, unless a
   lock is given, its own RLock under ``lock.owner``, ``lock.state``...
 - Barrier: ``bar`` (hash: arrived count, generation, broken), ``out`` (hash:
-  generation -> how it ended), waiters ``w``/``w.e``, ``wk:<id>``.
+  generation -> how it ended), waiters ``w``/``w.e``, ``wk:<id>``; the
+  party running the action stays registered in ``w`` while it does.
 
 - **Timeout**: ``acquire``/``wait`` return False when their timeout passes
   (threading's reading: None waits for ever, a negative one not at all);
@@ -28,10 +30,15 @@ Key layout of an object whose keys start with ``ip:{name}:``:
   :class:`~interproc.OwnerDiedWarning`.  Semaphore units taken by a process
   that dies are not given back (they have no owner).  A dead waiter is
   skipped by wake-ups once its registration expires (``_waiters``); a dead
-  waiter at a Barrier breaks it.
+  waiter at a Barrier breaks it, and so does a party that dies while it
+  runs the Barrier's action.
 - **Lease lost by a live holder** (it stalled or lost the server for longer
-  than the lease): if another took the lock meanwhile, ``release()`` raises
-  :class:`~.errors.LockNotOwnedError` saying so; otherwise it releases.
+  than the lease): the server refuses its operations on a guarded object
+  (``_guarded``) and an RLock re-entry, with
+  :class:`~.errors.LeaseLostError`; if another took the lock meanwhile,
+  ``release()`` raises it too, otherwise it releases.
+- **Fencing tokens**: every acquisition is numbered, one more than the
+  last (``fencing_token``), for other systems to refuse a stale holder.
 - **Release by another thread**: only the thread that acquired a Lock may
   release it (LockNotOwnedError), unlike multiprocessing's and the
   shared-memory Lock, so that a holder whose lease ran out can never release
@@ -496,7 +503,10 @@ class Lock(_LockBase):
     Unlike multiprocessing's (and the shared-memory) Lock, only the thread
     that acquired it may release it: a lease belongs to its holder.
     ``release()`` of an unlocked Lock raises ValueError; of a Lock held by
-    someone else, :class:`LockNotOwnedError` (a RuntimeError).
+    someone else, :class:`LockNotOwnedError` (a RuntimeError); of a Lock
+    whose lease ran out and that another took meanwhile,
+    :class:`LeaseLostError`.  ``fencing_token`` numbers the holder's
+    acquisition.
     """
 
     _KIND = "Lock"
@@ -988,7 +998,11 @@ class Barrier(WaitingObject):
     ``abort()``, a failing action, or a waiting process that dies (noticed
     once its registration expires, within about
     ``3 * WAIT_CHUNK`` seconds) breaks the barrier: waiters get
-    ``threading.BrokenBarrierError`` until ``reset()``.
+    ``threading.BrokenBarrierError`` until ``reset()``.  The party running
+    ``action`` stays registered while it does (its process's lease renewer
+    refreshes that), so its death breaks the barrier the same way.
+    Registrations expire on the registry's clock, which a stalled server
+    advances by one step only (``_waiters``): a stall breaks nothing.
     """
 
     _KIND = "Barrier"
