@@ -45,6 +45,7 @@ from .synchronize import (
     EMBEDDED_REGISTRIES,
     RLock,
     claims_lock,
+    lease_lost_error,
 )
 
 __all__ = ["GuardedObject", "lua"]
@@ -56,7 +57,7 @@ __all__ = ["GuardedObject", "lua"]
 # unless another holds the lock.
 _GUARD = """
 local holder = redis.call('HGET', KEYS[1], 't')
-if string.byte(ARGV[1]) == 33 then
+if string.byte(ARGV[1]) == 33 then  -- '!' 
   if holder ~= string.sub(ARGV[1], 2) then return redis.error_reply('IPLEASELOST') end
 elseif holder and holder ~= ARGV[1] then return redis.error_reply('IPLOCKED') end
 """
@@ -130,8 +131,8 @@ class GuardedObject(WaitingObject):
             if reason == "IPLOCKED":
                 raise _Locked from None
             if reason == "IPLEASELOST":
-                raise self._lock._lease_lost(
-                    f"an operation on {self._opname}, refused by the server and not done") from None
+                raise lease_lost_error(
+                    self._lock, f"an operation on {self._opname}, refused by the server and not done") from None
             raise_translated(exc, conn, self._opname)
         except BaseException as exc:
             raise_translated(exc, conn, self._opname)

@@ -302,6 +302,15 @@ return {o[1] or '', o[2] or '0', o[3] or '', deaths, w_count(KEYS[4])}
 """)
 
 
+def lease_lost_error(lock: Any, what: str) -> LeaseLostError:
+    """The error for ``what`` (a call, an operation) refused because the
+    calling thread's lease on ``lock`` ran out."""
+    return LeaseLostError(
+        f"{what}: this thread's lease on {lock!r} ran out (it was not renewed for "
+        f"{lock.lease} s: the process or the server stalled, or the connection was "
+        "lost) and the lock may have been taken by another since")
+
+
 def check_lease(lease: Any) -> float:
     """A lock's lease in seconds, checked: TypeError, ValueError."""
     if isinstance(lease, bool) or not isinstance(lease, (int, float)):
@@ -366,7 +375,7 @@ class _LockBase(WaitingObject):
         if status == -1:
             # Taking it afresh would hide from the code under the outer
             # acquisition that the lock was not held all along.
-            raise self._lease_lost("acquire()")
+            raise lease_lost_error(self, "acquire()")
         pttl = int(res[1])
         # Wake up when the holder's lease would run out, to take over.
         return False, 0, (pttl / 1000.0 + 0.005) if pttl > 0 else 0.005
@@ -403,7 +412,7 @@ class _LockBase(WaitingObject):
             return depth
         lost = _renewer.remove(self._keys[0], token)
         if lost:
-            raise self._lease_lost("release()")
+            raise lease_lost_error(self, "release()")
         if self._REENTRANT:
             raise LockNotOwnedError("attempt to release recursive lock not owned by thread")
         if status == -1:
@@ -412,12 +421,6 @@ class _LockBase(WaitingObject):
             f"{self!r} is held by another thread or process, and a Redis Lock may only be "
             "released by the thread that acquired it (unlike multiprocessing's and the "
             "shared-memory Lock): its lease belongs to its holder")
-
-    def _lease_lost(self, what: str) -> "LeaseLostError":
-        return LeaseLostError(
-            f"{what}: this thread's lease on {self!r} ran out (it was not renewed for "
-            f"{self._lease} s: the process or the server stalled, or the connection was "
-            "lost) and the lock may have been taken by another since")
 
     @property
     def fencing_token(self) -> Optional[int]:
