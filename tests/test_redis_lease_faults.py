@@ -150,6 +150,15 @@ def test_rlock_reentry_after_the_lease_was_lost_is_refused(conn, made):
 
 
 @pytest.mark.timeout(30)
+def test_condition_notify_by_a_holder_whose_lease_was_lost_is_refused(conn, made):
+    cond = M(made, rs.Condition(conn, name=fresh_name()))
+    with pytest.raises(LeaseLostError):
+        with cond:
+            conn.client.delete(cond._lock._keys[0])
+            cond.notify()
+
+
+@pytest.mark.timeout(30)
 def test_fencing_tokens_increase_with_every_acquisition(conn, made):
     name = fresh_name()
     lock = M(made, rs.Lock(conn, name=name))

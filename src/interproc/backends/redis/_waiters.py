@@ -109,7 +109,7 @@ local function w_wake(z, e, p, n)
     local first = redis.call('ZRANGE', z, 0, 0)
     if #first == 0 then break end
     local wid = first[1]
-    local exp = tonumber(redis.call('HGET', e, wid) or '0')
+    local exp = tonumber(redis.call('HGET', e, wid) or '0') or 0
     redis.call('ZREM', z, wid)
     redis.call('HDEL', e, wid)
     if exp >= now then
@@ -127,7 +127,7 @@ local function w_count(e)
   local n = 0
   local all = redis.call('HGETALL', e)
   for i = 1, #all, 2 do
-    if not w_meta(all[i]) and tonumber(all[i + 1]) >= now then n = n + 1 end
+    if not w_meta(all[i]) and (tonumber(all[i + 1]) or 0) >= now then n = n + 1 end
   end
   return n
 end

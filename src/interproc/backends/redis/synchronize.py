@@ -260,7 +260,7 @@ if cur == token and ARGV[3] == '1' then
   redis.call('HINCRBY', owner, 'n', tonumber(ARGV[8]))
   redis.call('PEXPIRE', owner, ARGV[2])
   w_done(z, e, p, wid)
-  return {1, 0, tonumber(redis.call('HGET', state, 'fence') or '0')}
+  return {1, 0, tonumber(redis.call('HGET', state, 'fence') or '0') or 0}
 end
 w_fail(z, e, p, wid, mode, tonumber(ARGV[6]))
 return {0, redis.call('PTTL', owner)}
@@ -844,16 +844,22 @@ class Condition(WaitingObject):
         return the predicate's last value."""
         return wait_for(self.wait, predicate, timeout)
 
+    def _check_owned(self, what: str) -> None:
+        lock = self._lock
+        if lock._is_owned():
+            return
+        if claims_lock(lock._keys[0], thread_token()):
+            raise lease_lost_error(lock, what)
+        raise RuntimeError("cannot notify on un-acquired lock")
+
     def notify(self, n: int = 1) -> None:
         """Wake up to ``n`` of the processes and threads waiting."""
-        if not self._lock._is_owned():
-            raise RuntimeError("cannot notify on un-acquired lock")
+        self._check_owned("notify()")
         self._script(_COND_NOTIFY_LUA, self._keys, [self._wake_prefix, operator.index(n)])
 
     def notify_all(self) -> None:
         """Wake every process and thread waiting."""
-        if not self._lock._is_owned():
-            raise RuntimeError("cannot notify on un-acquired lock")
+        self._check_owned("notify_all()")
         self._script(_COND_NOTIFY_LUA, self._keys, [self._wake_prefix, -1])
 
     def statistics(self) -> Dict[str, Any]:
@@ -927,7 +933,7 @@ local now = w_now(e)
 local dead = false
 local all = redis.call('HGETALL', e)
 for i = 1, #all, 2 do
-  if not w_meta(all[i]) and all[i] ~= wid and tonumber(all[i + 1]) < now then dead = true end
+  if not w_meta(all[i]) and all[i] ~= wid and (tonumber(all[i + 1]) or 0) < now then dead = true end
 end
 if dead or mode == 2 then
   w_done(z, e, p, wid)
