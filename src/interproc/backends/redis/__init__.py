@@ -23,7 +23,9 @@ Modules
                    (containers, Value, Array);
 - ``synchronize``  Lock, RLock, Semaphore, BoundedSemaphore, Condition, Event, Barrier;
 - ``queues``       Queue, JoinableQueue, SimpleQueue;
-- ``containers``, ``sharedctypes``: dict, list, set, Namespace; Value, Array.
+- ``containers``, ``sharedctypes``: dict, list, set, Namespace; Value, Array;
+- ``listing``      :func:`list_objects` and :func:`unlink`: the objects on a
+                   server, as ``interproc ls --url`` and ``rm --url`` see them.
 
 redis-py is needed (``pip install interproc[redis]``), but only once a
 connection is made: importing this package does not import it.
@@ -45,9 +47,12 @@ __all__ = [
     "SignatureError",
     "UnreachableError",
     "RedisManager",
+    "list_objects",
+    "unlink",
 ]
 
 from . import codec as _codec
+from .listing import list_objects, unlink
 from .managers import RedisManager
 
 

@@ -52,6 +52,9 @@ __all__ = ["RedisObject", "register", "thread_token", "call"]
 
 _local = threading.local()
 
+#: Every registered class, by kind (``register`` fills it).
+KINDS: Dict[str, type] = {}
+
 
 def thread_token() -> str:
     """Who the caller is, for lock ownership: this thread of this process
@@ -99,6 +102,7 @@ def register(cls: type) -> type:
                            cls._state_from_ref(state, codec))
 
     _codec.register_ref(cls._KIND, factory)
+    KINDS[cls._KIND] = cls
     return cls
 
 
@@ -262,12 +266,22 @@ class RedisObject:
             self._destroy()
 
     def _destroy(self) -> None:
-        """Delete every declared key of the object and its metadata
-        (``keys.delete_object``); nothing if it is gone already."""
+        """Delete every key of the object (:meth:`_destroy_keys`); nothing
+        if it is gone already."""
         try:
-            _keys.delete_object(self._conn, self._ident, self._KIND)
+            self._destroy_keys(self._conn, self._ident)
         except FileNotFoundError:
             pass
+
+    @classmethod
+    def _destroy_keys(cls, conn: Any, ident: str) -> None:
+        """Delete every key of the object ``ident``, of this kind: the
+        declared parts and the metadata (``keys.delete_object``).  Kinds
+        with keys their parts do not name (a queue's consumers, waiters'
+        wake keys) delete those first, then call this.  A classmethod, so
+        that an object can be deleted by name without a handle
+        (``interproc rm --url``).  FileNotFoundError if there is none."""
+        _keys.delete_object(conn, ident, cls._KIND)
 
     def _where(self) -> str:
         return "anonymous" if self._anonymous else f"name={self._ident!r}"
