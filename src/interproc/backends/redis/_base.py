@@ -47,6 +47,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 from . import client as _client
 from . import codec as _codec
 from . import keys as _keys
+from .errors import CorruptDataError
 
 __all__ = ["RedisObject", "register", "thread_token", "call"]
 
@@ -89,14 +90,38 @@ def _rebuild(cls: type, conn_options: Dict[str, Any], codec_options: Dict[str, A
 
 def register(cls: type) -> type:
     """Class decorator: references to instances, read back out of stored
-    values, become handles opened with the reading codec."""
+    values, become handles opened with the reading codec.
+
+    The arguments of a reference are data read from Redis, so they are
+    checked for exactly the shape ``__interproc_redis_ref__`` gives them
+    (an object id, its anonymity, its options as a str-keyed dict, and the
+    kind's per-handle state, checked by ``_state_from_ref``); anything else
+    is a CorruptDataError, and nothing in them is imported or called."""
     def factory(args: List[Any], codec: Any) -> Any:
+        what = f"a reference to a {cls._KIND}"
+        if type(args) is not list or len(args) != 4:
+            raise CorruptDataError(f"{what} has malformed arguments")
         ident, anonymous, opts, state = args
+        if type(anonymous) is not bool or type(opts) is not dict \
+                or not all(type(k) is str for k in opts):
+            raise CorruptDataError(f"{what} has malformed arguments")
+        try:
+            ident = _keys._check_any_name(ident)
+        except (TypeError, ValueError):
+            raise CorruptDataError(f"{what} names no valid object") from None
+        if anonymous != ident.startswith(_keys.ANON):
+            raise CorruptDataError(f"{what} ({ident!r}) is malformed")
         if codec.context is None:
-            raise ValueError(f"a reference to the {cls._KIND} {ident!r} was read by a codec "
-                             "without a connection to open it with")
-        return cls._handle(codec.context, codec, ident, bool(anonymous), dict(opts),
-                           cls._state_from_ref(state, codec))
+            raise ValueError(f"{what} ({ident!r}) was read by a codec without a connection "
+                             "to open it with")
+        try:
+            state = cls._state_from_ref(state, codec)
+            return cls._handle(codec.context, codec, ident, anonymous, opts, state)
+        except CorruptDataError:
+            raise
+        except (TypeError, ValueError, KeyError, IndexError, AttributeError,
+                OverflowError) as exc:
+            raise CorruptDataError(f"{what} ({ident!r}) is malformed: {exc}") from None
 
     _codec.register_ref(cls._KIND, factory)
     return cls
@@ -131,23 +156,31 @@ class RedisObject:
     def _open(self, conn: Any, name: Optional[str], create: Optional[bool], codec: Any,
               options: Dict[str, Any], init: Optional[Dict[str, Any]] = None) -> Any:
         """Create or open the object (the rules in the module docstring) and
-        attach this handle to it; returns the ``keys.Meta`` (``.created``)."""
+        attach this handle to it; returns the ``keys.Meta`` (``.created``).
+
+        ``init`` may be a function of the codec bound to the new object,
+        for initial payloads: their signatures are bound to the object's id,
+        which an anonymous object only gets here."""
         if name is None:
             if create is False:
                 raise ValueError("create=False needs a name: there is nothing to open")
             ident, anonymous, create = _keys.anonymous_name(), True, True
         else:
             ident, anonymous = _keys.check_name(name), False
+        bound = (codec if codec is not None else _codec.Codec()).bind(conn, ident)
+        if callable(init):
+            init = init(bound)
         meta = _keys.create_meta(conn, ident, self._KIND, options, create,
-                                 parts=self._declared_parts(), init=init)
-        self._attach(conn, codec, ident, anonymous, dict(meta))
+                                 parts=self._declared_parts(), init=init, codec=bound)
+        self._attach(conn, bound, ident, anonymous, dict(meta))
         return meta
 
     def _attach(self, conn: Any, codec: Any, ident: str, anonymous: bool,
                 opts: Dict[str, Any]) -> None:
         self._conn = conn
-        # Bound to the connection: references read with it open there.
-        self._codec = (codec if codec is not None else _codec.Codec()).bind(conn)
+        # Bound to the connection (references read with it open there) and
+        # to the object (its signatures are refused anywhere else).
+        self._codec = (codec if codec is not None else _codec.Codec()).bind(conn, ident)
         self._ident = ident
         self._anonymous = anonymous
         self._opts = dict(opts)
@@ -181,7 +214,11 @@ class RedisObject:
 
     @classmethod
     def _state_from_ref(cls, state: Any, codec: Any) -> Any:
-        """The inverse of :meth:`_ref_state`."""
+        """The inverse of :meth:`_ref_state`, on data read from Redis: a
+        kind with per-handle state checks its exact shape here
+        (CorruptDataError, TypeError or ValueError otherwise)."""
+        if state is not None:
+            raise CorruptDataError(f"a reference to a {cls._KIND} carries unexpected state")
         return state
 
     def __reduce__(self):
