@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import ctypes
 import operator
+import types
 from multiprocessing.sharedctypes import typecode_to_type
 from typing import Any, Optional, Tuple
 
@@ -63,10 +64,16 @@ from .synchronize import DEFAULT_LEASE, check_lease
 
 __all__ = ["Value", "Array", "RedisValue", "RedisArray"]
 
-# ctypes type -> its code; c_bool has no multiprocessing code, '?' (struct's).
-_CODES = {t: c for c, t in typecode_to_type.items()}
-_CODES.setdefault(ctypes.c_bool, "?")
-_TYPES = {c: t for t, c in _CODES.items()}
+# Every multiprocessing typecode, and '?' (struct's) for c_bool, which has
+# none.  Where two codes name one type ('l' and 'q' when long is 64 bits,
+# ctypes making c_longlong the same class as c_long), both are accepted and
+# a type given as a class is stored under the first.
+_TYPES = dict(typecode_to_type)
+_TYPES.setdefault("?", ctypes.c_bool)
+_CODES: dict = {}
+for _code, _type in _TYPES.items():
+    _CODES.setdefault(_type, _code)
+del _code, _type
 
 
 def _typecode(typecode_or_type: Any) -> str:
@@ -197,6 +204,25 @@ return {0, cur}
 """
 
 
+class _integers_only:
+    """A method that only integer Values have, as on shared memory: for
+    other types even looking it up is an AttributeError (``hasattr`` says
+    False)."""
+
+    def __init__(self, method: Any):
+        self._method = method
+        self.__doc__ = method.__doc__
+        self.__name__ = method.__name__
+
+    def __get__(self, obj: Any, cls: Any = None) -> Any:
+        if obj is None:
+            return self
+        if obj._ctype not in _INTEGER_TYPES:
+            raise AttributeError(f"{obj._ctype.__name__} Value has no attribute "
+                                 f"{self.__name__!r}: atomic operations are for integer types")
+        return types.MethodType(self._method, obj)
+
+
 class _Shared(GuardedObject):
     """The lock handling of Value and Array."""
 
@@ -289,7 +315,8 @@ def _open(cls: type, conn: Any, code: str, length: Optional[int], name: Optional
     obj = cls.__new__(cls)
     obj._set_handle_state((check_lease(lease), lock))
     meta = obj._open(conn, name, create, codec, options, init)
-    if not meta.created and (meta.get("typecode"), meta.get("length")) != (code, length):
+    if not meta.created and (_TYPES.get(meta.get("typecode")), meta.get("length")) \
+            != (_TYPES[code], length):
         def show(c: Any, n: Optional[int]) -> str:
             t = _TYPES.get(c)
             base = t.__name__ if t is not None else repr(c)
@@ -326,10 +353,6 @@ class RedisValue(_Shared):
 
     # -- the atomics of the shared-memory Value (integer types only)
 
-    def _need_atomics(self, name: str) -> None:
-        if self._ctype not in _INTEGER_TYPES:
-            raise AttributeError(f"{self._ctype.__name__} Value has no attribute {name!r}: "
-                                 "atomic operations are for integer types")
 
     def _wrap(self, n: Any) -> int:
         """``n`` as the C integer holds it (wrapped); TypeError for a non-int."""
@@ -347,27 +370,27 @@ class RedisValue(_Shared):
     def _int_of(self, stored: bytes) -> int:
         return _stored_int(self._ctype, self._unsign(stored, "v"))
 
+    @_integers_only
     def load(self) -> int:
         """The current value (for ``'?'``, the byte: 0 or 1, or what
         ``store`` put there); never waits for the lock."""
-        self._need_atomics("load")
         stored = self._raw(V_GET.raw)
         return 0 if stored is None else self._int_of(stored)
 
+    @_integers_only
     def store(self, value: int) -> None:
         """Set the value (wrapped as the C type does); never waits for the lock."""
-        self._need_atomics("store")
         self._raw(V_SET.raw, self._stored(self._wrap(value)))
 
+    @_integers_only
     def exchange(self, value: int) -> int:
         """Set the value and return the one before, in one step."""
-        self._need_atomics("exchange")
         return self._int_of(self._raw(V_EXCHANGE, self._stored(self._wrap(value)), self._zero))
 
+    @_integers_only
     def compare_exchange(self, expected: int, desired: int) -> Tuple[bool, int]:
         """If the value is ``expected``, set it to ``desired``, in one step.
         Returns ``(succeeded, value seen)``."""
-        self._need_atomics("compare_exchange")
         ok, seen = self._raw(V_CAS, self._stored(self._wrap(expected)),
                              self._stored(self._wrap(desired)), self._zero)
         return bool(ok), self._int_of(seen)
@@ -391,15 +414,15 @@ class RedisValue(_Shared):
                 return old
             stored = seen
 
+    @_integers_only
     def fetch_add(self, delta: int = 1) -> int:
         """Add ``delta`` (wrapping as the C type does) and return the value
         before, in one atomic step; never waits for the lock."""
-        self._need_atomics("fetch_add")
         return self._fetch_apply(self._wrap(delta))
 
+    @_integers_only
     def fetch_sub(self, delta: int = 1) -> int:
         """Subtract ``delta`` and return the value before, in one atomic step."""
-        self._need_atomics("fetch_sub")
         return self._fetch_apply(-self._wrap(delta))
 
     # A multiprocessing manager's Value proxy reads and writes through these.
