@@ -421,10 +421,10 @@ class Codec:
             return self._load_body(data[1:])
         where = f" at key {_show_key(key)}" if key is not None else ""
         if data is None:
-            raise ValueError(f"no payload{where} (a missing key?)")
+            raise CorruptDataError(f"no payload{where} (a missing key?)")
         data = bytes(data)
         if not data:
-            raise ValueError(f"empty payload{where}")
+            raise CorruptDataError(f"empty payload{where}")
         head = data[0]
         serializer = _SERIALIZER_OF.get(head)
         signed = 65 <= head <= 90  # upper case

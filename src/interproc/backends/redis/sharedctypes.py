@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import ctypes
 import operator
+import re
 import types
 from multiprocessing.sharedctypes import typecode_to_type
 from typing import Any, Optional, Tuple
@@ -115,13 +116,13 @@ def _encode(ctype: type, value: Any) -> bytes:
     return str(v).encode()
 
 
-_DECIMAL = frozenset(b"-0123456789")
+_DECIMAL = re.compile(rb"-?[0-9]{1,20}")
 
 
 def _stored_int(ctype: type, data: bytes) -> int:
     """The integer a stored text holds, checked to be one this module
     writes for ``ctype``; the C bits for ``'?'`` (0 to 255)."""
-    if not data or len(data) > 21 or not _DECIMAL.issuperset(data):
+    if _DECIMAL.fullmatch(data) is None:
         raise CorruptDataError(f"a stored {ctype.__name__} is not a decimal integer: {data[:40]!r}")
     n = int(data)
     if ctype is ctypes.c_bool:
