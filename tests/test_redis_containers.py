@@ -648,8 +648,15 @@ def test_value_fetch_add_across_processes_ends_at_the_exact_sum(conn, made, meth
     assert v.load() == v.value == 4 * 40 * 3
 
 
+_LOCK_FREE_READS = {
+    "raw": lambda v: [v.get_obj().value, setattr(v.get_obj(), "value", 5), v.get_obj().value],
+    "atomics": lambda v: [v.load(), v.fetch_add(1), v.exchange(7), v.compare_exchange(7, 4)],
+}
+
+
 @pytest.mark.timeout(30)
-def test_raw_value_and_atomics_do_not_wait_for_the_lock(conn, made):
+@pytest.mark.parametrize("reads", sorted(_LOCK_FREE_READS))
+def test_raw_value_and_atomics_do_not_wait_for_the_lock(conn, made, reads):
     v = Value(conn, "i", 4)
     made.append(v)
     held, release = threading.Event(), threading.Event()
@@ -666,8 +673,7 @@ def test_raw_value_and_atomics_do_not_wait_for_the_lock(conn, made):
         seen = []
         # In a thread of their own, so that a wait shows as a reader that
         # has not finished, while the holder still holds the lock.
-        reader = threading.Thread(target=lambda: seen.extend([
-            v.get_obj().value, v.load(), v.fetch_add(1), v.get_obj().value]))
+        reader = threading.Thread(target=lambda: seen.extend(_LOCK_FREE_READS[reads](v)))
         reader.start()
         reader.join(10)
         done = not reader.is_alive()
@@ -676,7 +682,7 @@ def test_raw_value_and_atomics_do_not_wait_for_the_lock(conn, made):
         t.join(10)
     reader.join(10)
     assert done, "a read without the lock waited for the lock's holder"
-    assert seen == [4, 4, 4, 5]
+    assert seen == {"raw": [4, None, 5], "atomics": [4, 4, 5, (True, 7)]}[reads]
 
 
 def test_array(conn, made):
