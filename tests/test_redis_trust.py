@@ -254,3 +254,46 @@ def test_unsigned_value_and_array_contents_are_parsed_strictly(conn, made):
         c[0]
     assert issubclass(CorruptDataError, SegmentError) and issubclass(SignatureError,
                                                                       CorruptDataError)
+
+
+# ------------------------------------------------------- pickle's trust
+
+
+class _Trap:
+    """Unpickling this creates a file: the mark of code run on load."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+@pytest.mark.timeout(30)
+def test_only_an_unsigned_pickle_reader_runs_what_the_store_holds(conn, made, tmp_path):
+    # The documented trust of each codec: json and msgpack never unpickle;
+    # with an authkey, an unsigned or forged pickle is refused before it is
+    # loaded; only pickle without an authkey (the default) runs it.
+    trap = tmp_path / "ran"
+    forged = b"p" + pickle.dumps(_Trap(str(trap)), 5)
+    for codec, error in ((Codec("json"), CorruptDataError), (Codec("msgpack"), CorruptDataError),
+                         (Codec("pickle", b"key"), SignatureError)):
+        lst = RedisList(conn, [0], codec=codec)
+        made.append(lst)
+        conn.client.lset(keys.object_key(lst._ident, "l"), 0, forged)
+        with pytest.raises(error):
+            lst[0]
+        # Signed with the key, but for another object: refused all the same.
+        if codec.authkey:
+            other = RedisList(conn, [0], codec=codec)
+            made.append(other)
+            conn.client.lset(keys.object_key(lst._ident, "l"), 0,
+                             other._codec.dumps(_Trap(str(trap))))
+            with pytest.raises(SignatureError):
+                lst[0]
+        assert not trap.exists()
+    trusting = RedisList(conn, [0])
+    made.append(trusting)
+    conn.client.lset(keys.object_key(trusting._ident, "l"), 0, forged)
+    trusting[0].close()
+    assert trap.exists()
