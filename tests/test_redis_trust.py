@@ -297,3 +297,25 @@ def test_only_an_unsigned_pickle_reader_runs_what_the_store_holds(conn, made, tm
     conn.client.lset(keys.object_key(trusting._ident, "l"), 0, forged)
     trusting[0].close()
     assert trap.exists()
+
+
+@pytest.mark.timeout(30)
+def test_unsigned_metadata_of_the_wrong_shape_is_corrupt(conn, made, unique_name):
+    for make, forged in (
+        (lambda n, **kw: Queue(conn, 3, name=n, **kw), {"maxsize": "many"}),
+        (lambda n, **kw: Barrier(conn, 2, name=n, **kw), {"parties": None}),
+        (lambda n, **kw: Value(conn, "i", name=n, **kw), {"typecode": "O"}),
+        (lambda n, **kw: Array(conn, "i", 2, name=n, **kw), {"typecode": "i", "length": -1}),
+    ):
+        name = unique_name()
+        made.append(make(name))
+        conn.client.hset(keys.meta_key(name), "options", json.dumps(forged))
+        with pytest.raises(CorruptDataError):
+            make(name, create=False)
+    name = unique_name()
+    made.append(Queue(conn, name=name))
+    parts = conn.client.hget(keys.meta_key(name), "parts")
+    conn.client.hset(keys.meta_key(name), "parts", "{not json")
+    with pytest.raises(CorruptDataError):
+        Queue(conn, name=name)
+    conn.client.hset(keys.meta_key(name), "parts", parts)  # so that it can be deleted

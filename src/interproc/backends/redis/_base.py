@@ -172,7 +172,17 @@ class RedisObject:
             init = init(bound)
         meta = _keys.create_meta(conn, ident, self._KIND, options, create,
                                  parts=self._declared_parts(), init=init, codec=bound)
-        self._attach(conn, bound, ident, anonymous, dict(meta))
+        try:
+            self._attach(conn, bound, ident, anonymous, dict(meta))
+        except CorruptDataError:
+            raise
+        except (TypeError, ValueError, KeyError, IndexError, OverflowError) as exc:
+            if meta.created:
+                raise
+            # Options read back from the server that this kind cannot use
+            # (a maxsize that is not a number...): damaged or forged.
+            raise CorruptDataError(f"the metadata of {self._KIND} {ident!r} is damaged or "
+                                   f"forged: {exc!r}") from None
         return meta
 
     def _attach(self, conn: Any, codec: Any, ident: str, anonymous: bool,

@@ -79,7 +79,6 @@ import time
 from typing import Any, Dict, Iterable, List, Mapping, Optional
 
 from ... import _core
-from ...naming import SegmentError
 from .client import Connection
 from .codec import MAC_SIZE
 from .errors import CorruptDataError
@@ -266,7 +265,7 @@ def _parse_meta(name: str, fields: List[Any], created: bool, codec: Any = None) 
         codec.verify((mac if isinstance(mac, bytes) else b"") + signed, META_PART,
                      meta_key(name))
     if version != LAYOUT_VERSION:
-        raise SegmentError(
+        raise CorruptDataError(
             f"{name!r} has layout version {version}; this interproc reads version {LAYOUT_VERSION}"
         )
     try:
@@ -382,7 +381,7 @@ def delete_object(conn: Connection, name: str, kind: Optional[str] = None, uid: 
         try:
             parts = json.loads(parts_text) if parts_text else []
         except ValueError:
-            raise SegmentError(f"the metadata of {name!r} ({meta_key(name)}) is corrupt") from None
+            raise CorruptDataError(f"the metadata of {name!r} ({meta_key(name)}) is corrupt") from None
         keys = [meta_key(name)] + [object_key(name, p) for p in parts]
         with conn.errors(f"unlinking {name!r}"):
             reply = script(keys, [kind or "", uid or "", parts_text])
