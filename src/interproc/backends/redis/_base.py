@@ -21,7 +21,12 @@ primitives, containers, Value and Array).  It holds:
   dict) it is a *reference* (``codec.REF_METHOD``), plain data naming the
   object; the codec that reads it back hands itself to the factory
   registered by :func:`register`, and the object opens on that codec's
-  connection (``codec.context``).
+  connection (``codec.context``).  A reference read back is data: the
+  factory checks its exact shape (CorruptDataError otherwise).
+- **Codec**: each handle's codec is bound to its connection and to the
+  object's id (``codec.bind``), so that with an authkey every signature it
+  makes or accepts belongs to this object: a value copied in from another
+  object is refused (SignatureError).
 - **Life**: ``close()`` ends this handle only (its operations then raise
   ValueError; the object and other handles are unaffected); ``unlink()``
   deletes a named object's keys for every handle (nothing for an anonymous
