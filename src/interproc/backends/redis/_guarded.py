@@ -44,6 +44,7 @@ from .synchronize import (
     EMBEDDED_PREFIX,
     EMBEDDED_REGISTRIES,
     RLock,
+    check_lease,
     claims_lock,
     lease_lost_error,
 )
@@ -105,6 +106,10 @@ class GuardedObject(WaitingObject):
 
     def _set_handle_state(self, state: Any) -> None:
         self._lease = state
+
+    @classmethod
+    def _state_from_ref(cls, state: Any, codec: Any) -> Any:
+        return check_lease(state)
 
     def _run(self, source: str, *args: Any) -> Any:
         """Run the operation ``source`` (made with :func:`lua`) on this object's keys."""

@@ -41,6 +41,7 @@ import time
 from typing import Any, Callable, Dict, Optional, Tuple
 
 from ._base import RedisObject, call
+from .keys import object_key
 
 #: Longest single server-side wait of a registered waiter, in seconds.  It
 #: bounds how long a wake-up sent to a dead waiter can delay the others.
@@ -245,12 +246,13 @@ end
 return n
 """
 
-    def _destroy(self) -> None:
+    @classmethod
+    def _destroy_keys(cls, conn: Any, ident: str) -> None:
         """Delete every key of the object: the wake keys of registered
         waiters, then the declared parts and metadata.  Wake keys of waiters
         that are gone expire on their own."""
-        regs = self._REGISTRIES
+        regs = cls._REGISTRIES
         if regs:
-            call(self._conn, self._op(), self._conn.script(self._WAKE_KEYS_LUA),
-                 [self._key(z) for z in regs], [self._key(p) for p in regs.values()])
-        super()._destroy()
+            call(conn, f"{cls._KIND} {ident!r}", conn.script(cls._WAKE_KEYS_LUA),
+                 [object_key(ident, z) for z in regs], [object_key(ident, p) for p in regs.values()])
+        super()._destroy_keys(conn, ident)

@@ -79,6 +79,7 @@ from . import _waiters
 from . import client as _client
 from ._base import call, register
 from ._waiters import Deadline, WaitingObject, lua
+from .keys import object_key
 
 from ...queues import ShutDown
 
@@ -668,9 +669,10 @@ class _QueueBase(WaitingObject):
     def cancel_join_thread(self) -> None:
         """Accepted for compatibility: there is no feeder thread."""
 
-    def _destroy(self) -> None:
-        call(self._conn, self._op(), self._conn.script(_DESTROY_PROCS_LUA), [self._procs], [])
-        super()._destroy()
+    @classmethod
+    def _destroy_keys(cls, conn: Any, ident: str) -> None:
+        call(conn, f"{cls._KIND} {ident!r}", conn.script(_DESTROY_PROCS_LUA), [object_key(ident, "procs")], [])
+        super()._destroy_keys(conn, ident)
 
     def __enter__(self):
         return self
