@@ -127,6 +127,20 @@ class GuardedObject(WaitingObject):
         with self._lock:
             return self._execute(source, n, _HOLDER + token, args)
 
+    def _run_raw(self, source: str, *args: Any) -> Any:
+        """Run ``source``, a script that ignores the object's lock (KEYS[1]
+        the lock owner, KEYS[2] the data, ARGV[1] the caller's token),
+        except for a caller that acquired the lock: it is fenced as in every
+        operation, so that a holder whose lease ran out cannot act through
+        the raw object either."""
+        token = thread_token()
+        if claims_lock(self._keylist[0], token):
+            fenced = _FENCED_RAW.get(source)
+            if fenced is None:
+                fenced = _FENCED_RAW[source] = lua(source)
+            return self._execute(fenced, _NKEYS[fenced], _HOLDER + token, args)
+        return self._script(source, self._keylist[:2], (token, *args))
+
     def _execute(self, source: str, n: int, token: str, args: Tuple[Any, ...]) -> Any:
         conn = self._conn
         try:
@@ -149,3 +163,6 @@ class _Locked(Exception):
 
 #: Marks the token of a caller that holds the lock (see _GUARD).
 _HOLDER = "!"
+
+#: The fenced forms of the raw scripts, made on first use by a holder.
+_FENCED_RAW: Dict[str, str] = {}

@@ -58,7 +58,7 @@ import types
 from multiprocessing.sharedctypes import typecode_to_type
 from typing import Any, Optional, Tuple
 
-from ._base import register, thread_token
+from ._base import register
 from ._guarded import GuardedObject, lua
 from .errors import CorruptDataError
 from .synchronize import DEFAULT_LEASE, check_lease
@@ -264,8 +264,8 @@ class _Shared(GuardedObject):
 
     def _raw(self, source: str, *args: Any) -> Any:
         """Run ``source`` without regard to the lock: one script, atomic by
-        itself, that never waits."""
-        return self._script(source, self._keylist[:2], (thread_token(), *args))
+        itself, that never waits (fenced if the caller holds the lock)."""
+        return self._run_raw(source, *args)
 
     def _sign(self, text: bytes, part: str) -> bytes:
         return self._codec.sign(text, part)
