@@ -150,6 +150,21 @@ def test_rlock_reentry_after_the_lease_was_lost_is_refused(conn, made):
 
 
 @pytest.mark.timeout(30)
+def test_leaving_an_inner_rlock_hold_after_the_lease_was_lost_keeps_the_outer_fenced(conn, made):
+    d = M(made, RedisDict(conn, name=fresh_name()))
+    with d.lock:
+        with pytest.raises(LeaseLostError):
+            with d.lock:
+                conn.client.delete(d.lock._keys[0])
+        # The outer hold is still this thread's, and its lease still gone.
+        with pytest.raises(LeaseLostError):
+            d["x"] = 1
+        assert d.lock.fencing_token is not None
+    assert d.lock.fencing_token is None
+    assert "x" not in d and not d.lock.locked()
+
+
+@pytest.mark.timeout(30)
 def test_condition_notify_by_a_holder_whose_lease_was_lost_is_refused(conn, made):
     cond = M(made, rs.Condition(conn, name=fresh_name()))
     with pytest.raises(LeaseLostError):

@@ -103,11 +103,12 @@ class _Renewer:
 
     def __init__(self) -> None:
         self._cv = threading.Condition(threading.Lock())
-        # (owner key, token) -> [conn, lease, due, fencing token, renewal]
+        # (owner key, token) -> [conn, lease, due, fencing token, renewal,
+        # re-entry depth]
         self._held: Dict[Tuple[str, str], list] = {}
         # Leases found lost by a renewal, until their holder releases:
-        # (owner key, token) -> fencing token.
-        self._lost: Dict[Tuple[str, str], int] = {}
+        # (owner key, token) -> [fencing token, re-entry depth].
+        self._lost: Dict[Tuple[str, str], list] = {}
         self._thread: Optional[threading.Thread] = None
         self._stopping = False
 
@@ -117,12 +118,16 @@ class _Renewer:
         self._thread.start()
 
     def add(self, conn: Any, key: str, token: str, lease: float, fence: int,
-            renew: Optional[Any] = None) -> None:
+            renew: Optional[Any] = None, count: int = 1) -> None:
         """Renew ``key`` every third of ``lease`` while held: with the lock
         renewal script, or by calling ``renew()`` (which answers whether
-        the claim still stands), for a Barrier's running action."""
+        the claim still stands), for a Barrier's running action.  ``count``
+        re-entries are added to those of the same acquisition (``fence``)."""
         with self._cv:
-            self._held[(key, token)] = [conn, lease, time.monotonic() + lease / 3.0, fence, renew]
+            old = self._held.get((key, token))
+            depth = count + (old[5] if old is not None and old[3] == fence else 0)
+            self._held[(key, token)] = [conn, lease, time.monotonic() + lease / 3.0, fence,
+                                        renew, depth]
             self._lost.pop((key, token), None)
             # While stop_if_idle is stopping the thread, it restarts one
             # itself once the old one is gone.
@@ -165,7 +170,27 @@ class _Renewer:
         entry = self._held.get((key, token))
         if entry is not None:
             return entry[3]
-        return self._lost.get((key, token))
+        lost = self._lost.get((key, token))
+        return None if lost is None else lost[0]
+
+    def nested(self, key: str, token: str) -> bool:
+        """Whether this thread holds an RLock more than once."""
+        with self._cv:
+            entry = self._held.get((key, token))
+            if entry is not None:
+                return entry[5] > 1
+            lost = self._lost.get((key, token))
+            return lost is not None and lost[1] > 1
+
+    def unnest(self, key: str, token: str) -> None:
+        """One re-entry of this thread's hold was released."""
+        with self._cv:
+            entry = self._held.get((key, token))
+            if entry is not None:
+                entry[5] -= 1
+            lost = self._lost.get((key, token))
+            if lost is not None:
+                lost[1] -= 1
 
     def _run(self) -> None:
         while True:
@@ -180,7 +205,7 @@ class _Renewer:
                     continue
                 for _, v in due:
                     v[2] = now + v[1] / 3.0
-            for (key, token), (conn, lease, _, _, renew) in due:
+            for (key, token), (conn, lease, _, _, renew, _) in due:
                 try:
                     if renew is not None:
                         ok = renew()
@@ -197,7 +222,7 @@ class _Renewer:
                     with self._cv:
                         entry = self._held.pop((key, token), None)
                         if entry is not None:
-                            self._lost[(key, token)] = entry[3]
+                            self._lost[(key, token)] = [entry[3], entry[5]]
 
 
 _renewer = _Renewer()
@@ -266,17 +291,21 @@ w_fail(z, e, p, wid, mode, tonumber(ARGV[6]))
 return {0, redis.call('PTTL', owner)}
 """)
 
-# ARGV: token, reentrant, wake prefix, full.  Returns {status, depth}:
-# 0 released (depth: the re-entry count it had), 1 still held (re-entered),
-# -1 not locked, -2 held by another owner.
+# ARGV: token, reentrant, wake prefix, full, whether the caller holds it
+# more than once.  Returns {status, depth}: 0 released (depth: the re-entry
+# count it had), 1 still held (re-entered), -1 not locked, -2 held by another
+# owner, -3 the caller's lease ran out and it leaves an inner re-entry.
 _RELEASE_LUA = lua("""
 local owner, state, z, e = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local token, p = ARGV[1], ARGV[3]
 local cur = redis.call('HGET', owner, 't')
 if cur ~= token then
   if redis.call('HGET', state, 'holder') == token then
-    -- Our lease ran out and nobody took the lock since: it was never
-    -- shared, so this is an ordinary release.
+    -- Our lease ran out and nobody took the lock since.  Leaving an inner
+    -- re-entry (ARGV[5]) must not end the hold the outer code still counts
+    -- on, so it is refused; leaving the outermost one is an ordinary
+    -- release: the lock was never shared.
+    if ARGV[5] == '1' then return {-3, 0} end
     redis.call('HDEL', state, 'holder')
     w_wake(z, e, p, 1)
     return {0, 1}
@@ -395,7 +424,7 @@ class _LockBase(WaitingObject):
         if not ok:
             return False
         died, fence = taken
-        _renewer.add(self._conn, self._keys[0], token, self._lease, fence)
+        _renewer.add(self._conn, self._keys[0], token, self._lease, fence, count=count)
         self.owner_died = bool(died)
         if died:
             warnings.warn(OwnerDiedWarning(
@@ -410,15 +439,25 @@ class _LockBase(WaitingObject):
 
     def _release(self, full: bool) -> int:
         token = thread_token()
+        key = self._keys[0]
+        nested = self._REENTRANT and not full and _renewer.nested(key, token)
         status, depth = (int(x) for x in self._script(
             _RELEASE_LUA, self._keys,
-            [token, "1" if self._REENTRANT else "0", self._wake_prefix, "1" if full else "0"]))
+            [token, "1" if self._REENTRANT else "0", self._wake_prefix, "1" if full else "0",
+             "1" if nested else "0"]))
         if status == 0:
-            _renewer.remove(self._keys[0], token)
+            _renewer.remove(key, token)
             return depth
         if status == 1:
+            _renewer.unnest(key, token)
             return depth
-        lost = _renewer.remove(self._keys[0], token)
+        if nested:
+            # The lease is gone, but the outer acquisitions are still to be
+            # left: keep this thread's claim so that what they do is
+            # refused too, and the outermost release ends it.
+            _renewer.unnest(key, token)
+            raise lease_lost_error(self, "release()")
+        lost = _renewer.remove(key, token)
         if lost:
             raise lease_lost_error(self, "release()")
         if self._REENTRANT:
