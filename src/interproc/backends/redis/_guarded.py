@@ -31,7 +31,7 @@ from typing import Any, Dict, Tuple
 
 import redis
 
-from ._base import raise_translated, thread_token
+from ._base import alive, thread_token
 from ._waiters import WaitingObject
 from .synchronize import (
     DEFAULT_LEASE,
@@ -98,14 +98,16 @@ class GuardedObject(WaitingObject):
             self._check()
         conn = self._conn
         n = _NKEYS[source]
-        argv = (*self._keylist[:n], thread_token(), *args)
+        keys = self._keylist[:n]
+        argv = (thread_token(), *args)
         try:
-            return conn.script(source).execute(conn.client, n, *argv)
+            return conn.script(alive(source)).execute(conn.client, n + 1, *keys, self._meta,
+                                                      *argv, self._uid)
         except redis.ResponseError as exc:
             if str(exc) != "IPLOCKED":
-                raise_translated(exc, conn, self._opname)
+                self._raise(exc)
         except BaseException as exc:
-            raise_translated(exc, conn, self._opname)
+            self._raise(exc)
         # Another holds the lock: wait for it, and run under it.
         with self._lock:
-            return self._script(source, self._keylist[:n], argv[n:])
+            return self._script(source, keys, argv)

@@ -26,6 +26,12 @@ other's failures too:
   shared-memory and multiprocessing ``Lock``, no other thread or process may
   release it, so that a holder whose lease ran out cannot release the lock
   of the one that took it over.
+- :class:`ObjectGoneError` (a ``FileNotFoundError``): an operation through a
+  handle whose object no longer exists: it was unlinked (and perhaps made
+  again under its name: another incarnation), the manager that made it shut
+  down, or the server lost its data (restarted without persistence, or a
+  replica that had not received it took over).  The operation changed
+  nothing; the handle cannot be used any more.
 
 All of them carry the server (``host:port`` or the socket path) in their
 message, and never the password.
@@ -39,6 +45,7 @@ __all__ = [
     "ServerTimeoutError",
     "SignatureError",
     "LockNotOwnedError",
+    "ObjectGoneError",
 ]
 
 
@@ -68,3 +75,8 @@ class LockNotOwnedError(RuntimeError, AssertionError):
     A RuntimeError (threading's error) and an AssertionError (what
     multiprocessing's RLock raises), so code written for either catches it.
     """
+
+
+class ObjectGoneError(FileNotFoundError):
+    """The object behind a handle was deleted, or lost by the server; the
+    operation changed nothing."""

@@ -299,7 +299,7 @@ class _LockBase(WaitingObject):
         """The lock living with ``owner`` under its parts ``prefix + "owner"``...
         (see :func:`embedded_parts`): a Condition's own lock, a container's."""
         return cls._handle(owner._conn, owner._codec, owner._ident, owner._anonymous, {},
-                           (lease, prefix))
+                           (lease, prefix), owner._uid)
 
     @property
     def lease(self) -> float:
