@@ -20,43 +20,47 @@ def _keys_of(client, ident):
     return {k.decode() for k in client.scan_iter(match=f"ip:{{{ident}}}*", count=1000)}
 
 
-# One operation per kind that reads or writes its state (not a blocking wait).
+# Operations of each kind that read or write its state (not blocking waits).
 OPERATIONS = {
-    "dict": (lambda m: m.dict({"a": 1}), lambda d: d.__setitem__("b", 2)),
-    "list": (lambda m: m.list([1]), lambda lst: lst.append(2)),
-    "set": (lambda m: m.set({1}), lambda s: s.add(2)),
-    "Namespace": (lambda m: m.Namespace(x=1), lambda ns: setattr(ns, "y", 2)),
-    "Queue": (lambda m: m.Queue(), lambda q: q.put(1)),
-    "JoinableQueue": (lambda m: m.JoinableQueue(), lambda q: q.put(1)),
-    "SimpleQueue": (lambda m: m.SimpleQueue(), lambda q: q.put(1)),
-    "Lock": (lambda m: m.Lock(), lambda lk: lk.acquire(timeout=1)),
-    "RLock": (lambda m: m.RLock(), lambda lk: lk.acquire(timeout=1)),
-    "Semaphore": (lambda m: m.Semaphore(2), lambda s: s.release()),
-    "BoundedSemaphore": (lambda m: m.BoundedSemaphore(2), lambda s: s.acquire(timeout=1)),
-    "Condition": (lambda m: m.Condition(), lambda c: c.acquire(timeout=1)),
-    "Event": (lambda m: m.Event(), lambda e: e.set()),
-    "Barrier": (lambda m: m.Barrier(2), lambda b: b.n_waiting),
-    "Value": (lambda m: m.Value("i", 1), lambda v: setattr(v, "value", 2)),
-    "Array": (lambda m: m.Array("i", [1, 2]), lambda a: a.__setitem__(0, 5)),
+    "dict": (lambda m: m.dict({"a": 1}), [lambda d: d.__setitem__("b", 2), lambda d: d["a"], len]),
+    "list": (lambda m: m.list([1]), [lambda lst: lst.append(2), lambda lst: lst[0], len]),
+    "set": (lambda m: m.set({1}), [lambda s: s.add(2), lambda s: 1 in s, len]),
+    "Namespace": (lambda m: m.Namespace(x=1), [lambda ns: setattr(ns, "y", 2), lambda ns: ns.x]),
+    "Queue": (lambda m: m.Queue(), [lambda q: q.put(1), lambda q: q.qsize(),
+                                    lambda q: q.is_shutdown, lambda q: q.shutdown()]),
+    "JoinableQueue": (lambda m: m.JoinableQueue(), [lambda q: q.put(1), lambda q: q.join()]),
+    "SimpleQueue": (lambda m: m.SimpleQueue(), [lambda q: q.put(1), lambda q: q.empty()]),
+    "Lock": (lambda m: m.Lock(), [lambda lk: lk.acquire(timeout=1), lambda lk: lk.locked()]),
+    "RLock": (lambda m: m.RLock(), [lambda lk: lk.acquire(timeout=1), lambda lk: lk.locked()]),
+    "Semaphore": (lambda m: m.Semaphore(2), [lambda s: s.release(), lambda s: s.get_value()]),
+    "BoundedSemaphore": (lambda m: m.BoundedSemaphore(2), [lambda s: s.acquire(timeout=1)]),
+    "Condition": (lambda m: m.Condition(), [lambda c: c.acquire(timeout=1), lambda c: c.notify_all()]),
+    "Event": (lambda m: m.Event(), [lambda e: e.set(), lambda e: e.clear(), lambda e: e.is_set(),
+                                    lambda e: e.wait(1)]),
+    "Barrier": (lambda m: m.Barrier(2), [lambda b: b.n_waiting, lambda b: b.reset(), lambda b: b.abort()]),
+    "Value": (lambda m: m.Value("i", 1), [lambda v: setattr(v, "value", 2), lambda v: v.value,
+                                          lambda v: v.get_obj().value, lambda v: v.fetch_add(1)]),
+    "Array": (lambda m: m.Array("i", [1, 2]), [lambda a: a.__setitem__(0, 5), lambda a: a[:]]),
 }
 
 
 @pytest.mark.parametrize("kind", sorted(OPERATIONS))
 def test_every_kind_raises_after_its_data_is_lost(redis_server_factory, kind):
     """The server lost everything (as a restart without persistence does):
-    the next operation says so, and makes no key."""
+    every operation says so, and makes no key."""
+    import redis
+
     server = redis_server_factory()
-    make, operate = OPERATIONS[kind]
+    client = redis.Redis.from_url(server.url)
+    make, operations = OPERATIONS[kind]
     with interproc.Manager(server.url) as m:
         obj = make(m)
-        import redis
-
-        client = redis.Redis.from_url(server.url)
         assert client.dbsize() > 0
         client.flushall()
-        with pytest.raises(ObjectGoneError, match="no longer exists"):
-            operate(obj)
-        assert client.dbsize() == 0, "the operation made keys afresh"
+        for i, operate in enumerate(operations):
+            with pytest.raises(ObjectGoneError, match="no longer exists"):
+                operate(obj)
+            assert client.dbsize() == 0, f"operation {i} made keys afresh"
 
 
 def test_handles_raise_after_their_manager_shut_down_in_every_process(redis_url):

@@ -33,6 +33,7 @@ connection is made: importing this package does not import it.
 from .errors import (
     AuthenticationError,
     ConnectionLostError,
+    CorruptDataError,
     LockNotOwnedError,
     ObjectGoneError,
     ServerTimeoutError,
@@ -43,6 +44,7 @@ from .errors import (
 __all__ = [
     "AuthenticationError",
     "ConnectionLostError",
+    "CorruptDataError",
     "LockNotOwnedError",
     "ObjectGoneError",
     "ServerTimeoutError",
@@ -61,7 +63,9 @@ from .managers import RedisManager
 def _register_lazily(kind: str, module: str) -> None:
     """Make references of ``kind`` decodable from the start, without
     importing ``module`` (and redis-py) before one is met: importing it
-    registers the real factory, which then takes over."""
+    registers the real factory, which then takes over.  ``module`` is one
+    of this package's, fixed here: a reference read from Redis chooses
+    among these factories by its tag, never a module to import."""
 
     def factory(args, codec):
         import importlib

@@ -39,6 +39,7 @@ from .synchronize import (
     EMBEDDED_PREFIX,
     EMBEDDED_REGISTRIES,
     RLock,
+    check_lease,
 )
 
 __all__ = ["GuardedObject", "lua"]
@@ -91,6 +92,10 @@ class GuardedObject(WaitingObject):
 
     def _set_handle_state(self, state: Any) -> None:
         self._lease = state
+
+    @classmethod
+    def _state_from_ref(cls, state: Any, codec: Any) -> Any:
+        return check_lease(state)
 
     def _run(self, source: str, *args: Any) -> Any:
         """Run the operation ``source`` (made with :func:`lua`) on this object's keys."""

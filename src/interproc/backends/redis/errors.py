@@ -18,8 +18,17 @@ other's failures too:
 - :class:`ServerTimeoutError` (a ``TimeoutError``): the reply did not come
   within the ``socket_timeout`` given to the connection.  As with a lost
   connection, the command may or may not have taken effect.
-- :class:`SignatureError` (a ``ValueError``): with an ``authkey``, a payload
-  read from Redis was unsigned or its signature did not match.
+- :class:`CorruptDataError` (a ``ValueError``, and an
+  ``interproc.SegmentError`` as a damaged shared-memory segment is): bytes
+  read from Redis are not what interproc stores there -- a malformed
+  payload or metadata hash, a reference to an unknown kind of object or
+  with arguments of the wrong shape, a Barrier action named by the store
+  that this reader will not import.  Nothing named by the bytes was
+  imported or called.
+- :class:`SignatureError` (a ``CorruptDataError``): with an ``authkey``, a
+  payload, metadata hash or Value/Array content read from Redis was
+  unsigned, signed with another key, altered, or signed for another object
+  or key (copied from elsewhere).
 - :class:`LockNotOwnedError` (a ``RuntimeError`` and an ``AssertionError``):
   ``release()`` of a Lock or RLock by a thread that does not hold it.  A
   Redis lock is a lease owned by the thread that acquired it; unlike the
@@ -43,10 +52,13 @@ __all__ = [
     "UnreachableError",
     "ConnectionLostError",
     "ServerTimeoutError",
+    "CorruptDataError",
     "SignatureError",
     "LockNotOwnedError",
     "ObjectGoneError",
 ]
+
+from ...naming import SegmentError
 
 
 class AuthenticationError(PermissionError):
@@ -65,8 +77,13 @@ class ServerTimeoutError(TimeoutError):
     """No reply within ``socket_timeout``: the command may or may not have taken effect."""
 
 
-class SignatureError(ValueError):
-    """A payload was unsigned, or signed with another key, or altered."""
+class CorruptDataError(SegmentError):
+    """Bytes read from Redis are damaged or forged; nothing they name was run."""
+
+
+class SignatureError(CorruptDataError):
+    """Stored bytes were unsigned, signed with another key or for another
+    place, or altered."""
 
 
 class LockNotOwnedError(RuntimeError, AssertionError):

@@ -61,7 +61,7 @@ from . import _waiters
 from . import codec as _codec
 from ._base import register, thread_token
 from ._waiters import Deadline, WaitingObject, lua
-from .errors import LockNotOwnedError
+from .errors import CorruptDataError, LockNotOwnedError
 
 __all__ = [
     "Lock", "RLock", "Semaphore", "BoundedSemaphore", "Event", "Condition", "Barrier",
@@ -289,6 +289,14 @@ class _LockBase(WaitingObject):
     def _set_handle_state(self, state: Any) -> None:
         self._lease, self._prefix = state
 
+    @classmethod
+    def _state_from_ref(cls, state: Any, codec: Any) -> Any:
+        # Read from Redis: a lease and the prefix of the lock's parts, one
+        # of the two a lock may have, nothing else.
+        if type(state) is not list or len(state) != 2 or state[1] not in ("", EMBEDDED_PREFIX):
+            raise ValueError("malformed lock state")
+        return (check_lease(state[0]), state[1])
+
     def _destroy(self) -> None:
         if self._prefix:
             return  # a lock living with another object goes with it
@@ -373,7 +381,7 @@ class _LockBase(WaitingObject):
     def locked(self) -> bool:
         """Whether some thread or process holds the lock."""
         self._check()
-        return bool(self._call(self._client.exists, self._keys[0]))
+        return bool(self._command("EXISTS", self._keys[0]))
 
     def locked_by_me(self) -> bool:
         """Whether the calling thread holds the lock."""
@@ -381,7 +389,7 @@ class _LockBase(WaitingObject):
 
     def _is_owned(self) -> bool:
         self._check()
-        return self._call(self._client.hget, self._keys[0], "t") == thread_token().encode()
+        return self._command("HGET", self._keys[0], "t") == thread_token().encode()
 
     def _release_save(self) -> int:
         return self._release(True)
@@ -520,7 +528,7 @@ class Semaphore(WaitingObject):
 
     def get_value(self) -> int:
         self._check()
-        v = self._call(self._client.hget, self._keys[0], "v")
+        v = self._command("HGET", self._keys[0], "v")
         return self._initial if v is None else int(v)
 
     def __enter__(self) -> bool:
@@ -597,14 +605,14 @@ class Event(WaitingObject):
 
     def is_set(self) -> bool:
         self._check()
-        return self._call(self._client.hget, self._keys[0], "f") == b"1"
+        return self._command("HGET", self._keys[0], "f") == b"1"
 
     def set(self) -> None:
         self._script(_EVENT_SET_LUA, self._keys, [self._wake_prefix])
 
     def clear(self) -> None:
         self._check()
-        self._call(self._client.hset, self._keys[0], "f", "0")
+        self._command("HSET", self._keys[0], "f", "0")
 
     def wait(self, timeout: Optional[float] = None) -> bool:
         """Block until the flag is set, or ``timeout`` seconds pass; return
@@ -700,8 +708,11 @@ class Condition(WaitingObject):
     @classmethod
     def _state_from_ref(cls, state: Any, codec: Any) -> Any:
         ref, lease = state
+        lease = check_lease(lease)
         if ref is None:
             return (None, lease)
+        if type(ref) is not list or not ref:
+            raise ValueError("malformed reference to a Condition's lock")
         return (_codec.read_ref(ref[0], ref[1:], codec), lease)
 
     def acquire(self, block: bool = True, timeout: Optional[float] = None) -> bool:
@@ -765,7 +776,7 @@ class Condition(WaitingObject):
 
     def statistics(self) -> Dict[str, Any]:
         stats = self._lock.statistics()
-        stats["condition_waiters"] = int(self._call(self._client.zcard, self._keys[0]))
+        stats["condition_waiters"] = int(self._command("ZCARD", self._keys[0]))
         return stats
 
     def close(self) -> None:
@@ -879,6 +890,77 @@ return {s[1] or '0', s[2] or '0', w_count(KEYS[4])}
 """)
 
 
+# The actions of the Barriers this process opened with one, by object id: a
+# reference read from Redis may name an action only by pointing at one of
+# these, unless its payload was signed (see _barrier_state_from_ref).
+_actions_opened_here: Dict[str, Any] = {}
+
+
+def _action_name(action: Any) -> Optional[str]:
+    module, qualname = getattr(action, "__module__", None), getattr(action, "__qualname__", "")
+    if not module or not qualname or "<" in qualname:
+        return None
+    return f"{module}:{qualname}"
+
+
+def _barrier_state_from_ref(state: Any, codec: Any) -> Any:
+    """A Barrier's (action, timeout) from a reference read from Redis.
+
+    The action travels as ``"module:qualname"``.  Importing a module and
+    calling what a stored name says is running code chosen by whoever can
+    write to Redis, so the name is imported only from a payload signed
+    with the authkey under pickle (its writer holds the key and could make
+    the reader unpickle anything anyway).  Otherwise -- json, msgpack, or
+    pickle without an authkey -- the name is only compared with the action
+    of a Barrier this process opened itself on the same object: a match
+    gives that action, anything else raises CorruptDataError, so a Barrier
+    never silently loses its action either.
+    """
+    if type(state) is not list or len(state) != 2:
+        raise CorruptDataError("a reference to a Barrier has malformed state")
+    name, timeout = state
+    if timeout is not None and (type(timeout) not in (int, float) or not timeout >= 0):
+        raise CorruptDataError(f"a reference to a Barrier has a bad timeout: {timeout!r}")
+    if name is None:
+        return (None, timeout)
+    if type(name) is not str or name.count(":") != 1:
+        raise CorruptDataError("a reference to a Barrier has a malformed action name")
+    module, qualname = name.split(":")
+    parts = qualname.split(".")
+    if not all(p.isidentifier() for p in module.split(".")) \
+            or not all(p.isidentifier() for p in parts):
+        raise CorruptDataError("a reference to a Barrier has a malformed action name")
+    if codec.serializer == "pickle" and codec.authkey is not None:
+        import importlib
+        try:
+            action: Any = importlib.import_module(module)
+            for attr in parts:
+                action = getattr(action, attr)
+        except (ImportError, AttributeError) as exc:
+            raise CorruptDataError(f"a Barrier's action {name!r} cannot be found here: "
+                                   f"{exc}") from None
+        if not callable(action):
+            raise CorruptDataError(f"a Barrier's action {name!r} is not callable")
+        return (action, timeout)
+    return (_ActionName(name), timeout)
+
+
+class _ActionName(str):
+    """An action name read from unsigned data, resolved by ``Barrier._setup``
+    against the actions opened here (the object id is known only there)."""
+
+    def resolve(self, ident: str) -> Any:
+        action = _actions_opened_here.get(ident)
+        if action is not None and _action_name(action) == self:
+            return action
+        raise CorruptDataError(
+            f"a reference to the Barrier {ident!r} names its action {str(self)!r}, which this "
+            "process does not import from unsigned or plain data: open the Barrier with its "
+            "action in this process first (Barrier(parties, action, name=...)), or use "
+            "serializer='pickle' with an authkey"
+        )
+
+
 @register
 class Barrier(WaitingObject):
     """A barrier in Redis: ``multiprocessing.Barrier``.
@@ -911,6 +993,10 @@ class Barrier(WaitingObject):
         self._open(conn, name, create, codec, {"parties": parties})
 
     def _setup(self) -> None:
+        if isinstance(self._action, _ActionName):
+            self._action = self._action.resolve(self._ident)
+        elif self._action is not None:
+            _actions_opened_here[self._ident] = self._action
         self._parties = int(self._opts["parties"])
         self._keys = [self._key("bar"), self._key("out"), self._key("w"), self._key("w.e")]
         self._wake_prefix = self._key("wk:")
@@ -934,15 +1020,7 @@ class Barrier(WaitingObject):
 
     @classmethod
     def _state_from_ref(cls, state: Any, codec: Any) -> Any:
-        name, timeout = state
-        action = None
-        if name is not None:
-            import importlib
-            module, _, qualname = name.partition(":")
-            action = importlib.import_module(module)
-            for attr in qualname.split("."):
-                action = getattr(action, attr)
-        return (action, timeout)
+        return _barrier_state_from_ref(state, codec)
 
     @property
     def parties(self) -> int:
