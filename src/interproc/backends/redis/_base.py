@@ -52,7 +52,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 from . import client as _client
 from . import codec as _codec
 from . import keys as _keys
-from .errors import CorruptDataError
+from .errors import CorruptDataError, ObjectGoneError
 
 __all__ = ["RedisObject", "register", "thread_token", "call"]
 
@@ -91,9 +91,36 @@ def raise_translated(exc: BaseException, conn: Any, op: Optional[str]) -> None:
 
 
 def _rebuild(cls: type, conn_options: Dict[str, Any], codec_options: Dict[str, Any], ident: str,
-             anonymous: bool, opts: Dict[str, Any], state: Any) -> "RedisObject":
+             anonymous: bool, opts: Dict[str, Any], state: Any, uid: str) -> "RedisObject":
     return cls._handle(_client.Connection.from_options(conn_options),
-                       _codec.Codec(**codec_options), ident, anonymous, opts, state)
+                       _codec.Codec(**codec_options), ident, anonymous, opts, state, uid)
+
+
+# Every operation's script starts with this: the last key is the object's
+# metadata and the last argument the incarnation its handle opened.  When
+# they differ (the object was deleted: unlinked, its manager shut down, or
+# the server lost its data), the operation changes nothing and the caller
+# raises ObjectGoneError, instead of making the object afresh from nothing.
+# Both are taken off KEYS and ARGV, so the body sees only its own.
+_ALIVE_GUARD = """
+local _uid = table.remove(ARGV)
+if redis.call('HGET', table.remove(KEYS), 'uid') ~= _uid then
+  return redis.error_reply('IPGONE')
+end
+"""
+_GONE_REPLY = "IPGONE"
+_ONE_COMMAND = "return redis.call(ARGV[1], KEYS[1], unpack(ARGV, 2))"
+_alive_sources: Dict[str, str] = {}
+
+
+def alive(source: str) -> str:
+    """``source`` run only on the incarnation of an object its handle opened
+    (see ``_ALIVE_GUARD``): pass the metadata key last in KEYS and the uid
+    last in ARGV."""
+    guarded = _alive_sources.get(source)
+    if guarded is None:
+        guarded = _alive_sources[source] = _ALIVE_GUARD + source
+    return guarded
 
 
 def register(cls: type) -> type:
@@ -107,10 +134,10 @@ def register(cls: type) -> type:
     is a CorruptDataError, and nothing in them is imported or called."""
     def factory(args: List[Any], codec: Any) -> Any:
         what = f"a reference to a {cls._KIND}"
-        if type(args) is not list or len(args) != 4:
+        if type(args) is not list or len(args) != 5:
             raise CorruptDataError(f"{what} has malformed arguments")
-        ident, anonymous, opts, state = args
-        if type(anonymous) is not bool or type(opts) is not dict \
+        ident, anonymous, opts, state, uid = args
+        if type(anonymous) is not bool or type(opts) is not dict or type(uid) is not str \
                 or not all(type(k) is str for k in opts):
             raise CorruptDataError(f"{what} has malformed arguments")
         try:
@@ -124,7 +151,7 @@ def register(cls: type) -> type:
                              "to open it with")
         try:
             state = cls._state_from_ref(state, codec)
-            return cls._handle(codec.context, codec, ident, anonymous, opts, state)
+            return cls._handle(codec.context, codec, ident, anonymous, opts, state, uid)
         except CorruptDataError:
             raise
         except (TypeError, ValueError, KeyError, IndexError, AttributeError,
@@ -182,7 +209,7 @@ class RedisObject:
         meta = _keys.create_meta(conn, ident, self._KIND, options, create,
                                  parts=self._declared_parts(), init=init, codec=bound)
         try:
-            self._attach(conn, bound, ident, anonymous, dict(meta))
+            self._attach(conn, bound, ident, anonymous, dict(meta), meta.uid)
         except CorruptDataError:
             raise
         except (TypeError, ValueError, KeyError, IndexError, OverflowError) as exc:
@@ -195,7 +222,9 @@ class RedisObject:
         return meta
 
     def _attach(self, conn: Any, codec: Any, ident: str, anonymous: bool,
-                opts: Dict[str, Any]) -> None:
+                opts: Dict[str, Any], uid: str) -> None:
+        if type(uid) is not str:
+            raise TypeError(f"an object's incarnation id must be a str, not {type(uid).__name__}")
         self._conn = conn
         # Bound to the connection (references read with it open there) and
         # to the object (its signatures are refused anywhere else).
@@ -203,6 +232,8 @@ class RedisObject:
         self._ident = ident
         self._anonymous = anonymous
         self._opts = dict(opts)
+        self._uid = uid
+        self._meta = _keys.meta_key(ident)
         self._opname = f"{self._KIND} {ident!r}"
         self._setup()
 
@@ -211,11 +242,12 @@ class RedisObject:
 
     @classmethod
     def _handle(cls, conn: Any, codec: Any, ident: str, anonymous: bool,
-                opts: Dict[str, Any], state: Any) -> "RedisObject":
-        """Another handle on an existing object, with per-handle ``state``."""
+                opts: Dict[str, Any], state: Any, uid: str) -> "RedisObject":
+        """Another handle on the incarnation ``uid`` of an existing object,
+        with per-handle ``state``."""
         self = cls.__new__(cls)
         self._set_handle_state(state)
-        self._attach(conn, codec, ident, anonymous, opts)
+        self._attach(conn, codec, ident, anonymous, opts, uid)
         return self
 
     # ------------------------------------------------- per-handle state
@@ -244,12 +276,12 @@ class RedisObject:
         # To another process (a child): everything, credentials and authkey
         # included, as the connection and codec pickle themselves.
         return (_rebuild, (type(self), self._conn.options, self._codec.options, self._ident,
-                           self._anonymous, self._opts, self._handle_state()))
+                           self._anonymous, self._opts, self._handle_state(), self._uid))
 
     def __interproc_redis_ref__(self) -> tuple:
         # Inside a stored value: only what names the object; the reader
         # supplies the connection and codec.
-        return (self._KIND, self._ident, self._anonymous, self._opts, self._ref_state())
+        return (self._KIND, self._ident, self._anonymous, self._opts, self._ref_state(), self._uid)
 
     # ------------------------------------------------------------ running
 
@@ -273,14 +305,36 @@ class RedisObject:
             raise_translated(exc, self._conn, self._opname)
 
     def _script(self, source: str, keys: Iterable[str], args: Iterable[Any]) -> Any:
-        """Run the Lua ``source`` on an open handle."""
+        """Run the Lua ``source`` on an open handle, on the incarnation of
+        the object it opened (ObjectGoneError if that was deleted)."""
         if self._closed:
             self._check()
         conn = self._conn
         try:
-            return conn.script(source)(keys, args)
+            return conn.script(alive(source))([*keys, self._meta], [*args, self._uid])
         except BaseException as exc:
-            raise_translated(exc, conn, self._opname)
+            self._raise(exc)
+
+    def _command(self, command: str, key: str, *args: Any) -> Any:
+        """One Redis command on one key of this object, run as a script so
+        that it too is refused once the object is gone (a plain HSET would
+        make the key afresh)."""
+        return self._script(_ONE_COMMAND, [key], [command, *args])
+
+    def _raise(self, exc: BaseException) -> None:
+        """Raise what a failed operation of this handle means; call it in
+        the ``except`` clause."""
+        if str(exc) == _GONE_REPLY and isinstance(exc, Exception):
+            raise self._gone() from None
+        raise_translated(exc, self._conn, self._opname)
+
+    def _gone(self) -> ObjectGoneError:
+        return ObjectGoneError(
+            f"the {self._KIND} {self._where()} no longer exists on the server: it was unlinked, "
+            "the manager that made it shut down, or the server lost its data (restarted without "
+            "persistence, or failed over to a replica that had not received it); this handle "
+            "cannot be used any more"
+        )
 
     @property
     def _client(self) -> Any:

@@ -36,7 +36,7 @@ from typing import Any, Dict, Tuple
 
 import redis
 
-from ._base import raise_translated, thread_token
+from ._base import alive, thread_token
 from ._waiters import WaitingObject
 from .synchronize import (
     DEFAULT_LEASE,
@@ -142,9 +142,12 @@ class GuardedObject(WaitingObject):
         return self._script(source, self._keylist[:2], (token, *args))
 
     def _execute(self, source: str, n: int, token: str, args: Tuple[Any, ...]) -> Any:
+        # On the incarnation of the object this handle opened (``alive``):
+        # the metadata key goes last in KEYS, the uid last in ARGV.
         conn = self._conn
         try:
-            return conn.script(source).execute(conn.client, n, *self._keylist[:n], token, *args)
+            return conn.script(alive(source)).execute(conn.client, n + 1, *self._keylist[:n],
+                                                      self._meta, token, *args, self._uid)
         except redis.ResponseError as exc:
             reason = str(exc)
             if reason == "IPLOCKED":
@@ -152,9 +155,9 @@ class GuardedObject(WaitingObject):
             if reason == "IPLEASELOST":
                 raise lease_lost_error(
                     self._lock, f"an operation on {self._opname}, refused by the server and not done") from None
-            raise_translated(exc, conn, self._opname)
+            self._raise(exc)
         except BaseException as exc:
-            raise_translated(exc, conn, self._opname)
+            self._raise(exc)
 
 
 class _Locked(Exception):

@@ -35,6 +35,12 @@ other's failures too:
   shared-memory and multiprocessing ``Lock``, no other thread or process may
   release it, so that a holder whose lease ran out cannot release the lock
   of the one that took it over.
+- :class:`ObjectGoneError` (a ``FileNotFoundError``): an operation through a
+  handle whose object no longer exists: it was unlinked (and perhaps made
+  again under its name: another incarnation), the manager that made it shut
+  down, or the server lost its data (restarted without persistence, or a
+  replica that had not received it took over).  The operation changed
+  nothing; the handle cannot be used any more.
 - :class:`LeaseLostError` (a ``LockNotOwnedError``): the calling thread
   acquired the lock, but its lease ran out before it released it (its
   process or the server stalled, or the connection was lost, for longer
@@ -55,6 +61,7 @@ __all__ = [
     "CorruptDataError",
     "SignatureError",
     "LockNotOwnedError",
+    "ObjectGoneError",
     "LeaseLostError",
 ]
 
@@ -94,6 +101,9 @@ class LockNotOwnedError(RuntimeError, AssertionError):
     """
 
 
+class ObjectGoneError(FileNotFoundError):
+    """The object behind a handle was deleted, or lost by the server; the
+    operation changed nothing."""
 class LeaseLostError(LockNotOwnedError):
     """The calling thread's lease on a Redis lock ran out while it held it.
 

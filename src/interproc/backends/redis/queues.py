@@ -651,7 +651,7 @@ class _QueueBase(WaitingObject):
     def is_shutdown(self) -> bool:
         """True once ``shutdown()`` was called on this queue, from anywhere."""
         self._check()
-        return bool(self._call(self._client.exists, self._shut))
+        return bool(self._command("EXISTS", self._shut))
 
     def empty(self) -> bool:
         return self.qsize() == 0

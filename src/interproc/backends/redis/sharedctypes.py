@@ -285,7 +285,7 @@ class _Shared(GuardedObject):
         """The object without its lock: reads and writes that take no lock
         (multiprocessing's raw ctypes object)."""
         return self._handle(self._conn, self._codec, self._ident, self._anonymous, self._opts,
-                            (self._lease, False))
+                            (self._lease, False), self._uid)
 
     def acquire(self, *args: Any, **kwargs: Any) -> bool:
         return self.get_lock().acquire(*args, **kwargs)

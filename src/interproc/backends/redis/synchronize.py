@@ -393,7 +393,7 @@ class _LockBase(WaitingObject):
         """The lock living with ``owner`` under its parts ``prefix + "owner"``...
         (see :func:`embedded_parts`): a Condition's own lock, a container's."""
         return cls._handle(owner._conn, owner._codec, owner._ident, owner._anonymous, {},
-                           (lease, prefix))
+                           (lease, prefix), owner._uid)
 
     @property
     def lease(self) -> float:
@@ -500,7 +500,7 @@ class _LockBase(WaitingObject):
     def locked(self) -> bool:
         """Whether some thread or process holds the lock."""
         self._check()
-        return bool(self._call(self._client.exists, self._keys[0]))
+        return bool(self._command("EXISTS", self._keys[0]))
 
     def locked_by_me(self) -> bool:
         """Whether the calling thread holds the lock."""
@@ -508,7 +508,7 @@ class _LockBase(WaitingObject):
 
     def _is_owned(self) -> bool:
         self._check()
-        return self._call(self._client.hget, self._keys[0], "t") == thread_token().encode()
+        return self._command("HGET", self._keys[0], "t") == thread_token().encode()
 
     def _release_save(self) -> int:
         return self._release(True)
@@ -650,7 +650,7 @@ class Semaphore(WaitingObject):
 
     def get_value(self) -> int:
         self._check()
-        v = self._call(self._client.hget, self._keys[0], "v")
+        v = self._command("HGET", self._keys[0], "v")
         return self._initial if v is None else int(v)
 
     def __enter__(self) -> bool:
@@ -727,14 +727,14 @@ class Event(WaitingObject):
 
     def is_set(self) -> bool:
         self._check()
-        return self._call(self._client.hget, self._keys[0], "f") == b"1"
+        return self._command("HGET", self._keys[0], "f") == b"1"
 
     def set(self) -> None:
         self._script(_EVENT_SET_LUA, self._keys, [self._wake_prefix])
 
     def clear(self) -> None:
         self._check()
-        self._call(self._client.hset, self._keys[0], "f", "0")
+        self._command("HSET", self._keys[0], "f", "0")
 
     def wait(self, timeout: Optional[float] = None) -> bool:
         """Block until the flag is set, or ``timeout`` seconds pass; return
@@ -914,7 +914,7 @@ class Condition(WaitingObject):
 
     def statistics(self) -> Dict[str, Any]:
         stats = self._lock.statistics()
-        stats["condition_waiters"] = int(self._call(self._client.zcard, self._keys[0]))
+        stats["condition_waiters"] = int(self._command("ZCARD", self._keys[0]))
         return stats
 
     def close(self) -> None:
