@@ -75,3 +75,9 @@ def fill_named(url, names):
     v.value += 100
     a[1] = a[0] * 2
     m.shutdown()  # named objects are not the manager's to delete
+
+
+def value_fetch_adds(v, n, delta):
+    # Lock-free: each fetch_add is one atomic step of its own.
+    for _ in range(n):
+        v.fetch_add(delta)

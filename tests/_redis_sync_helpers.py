@@ -120,11 +120,11 @@ def barrier_rounds(barrier, rounds, result_q):
     result_q.put(out)
 
 
-def barrier_expect_broken(barrier, result_q):
+def barrier_expect_broken(barrier, result_q, timeout=CHILD_TIMEOUT):
     import threading
 
     try:
-        barrier.wait(CHILD_TIMEOUT)
+        barrier.wait(timeout)
     except threading.BrokenBarrierError:
         result_q.put("broken")
         return
@@ -166,3 +166,86 @@ def open_shut_down_queue(url, name, expected):
             break
     if got != expected:
         sys.exit(EXIT_WRONG)
+
+
+def write_after_a_pause(obj, lock, ready, go, result_q):
+    """Take ``lock``, read ``obj``, say so, wait for ``go`` (the test freezes
+    this process meanwhile, past the lease), then write what was read plus
+    one and release.  Reports the fencing token held and what each of the
+    write and the release did."""
+    from interproc.backends.redis import LeaseLostError
+
+    warnings.simplefilter("ignore")
+    if not lock.acquire(timeout=CHILD_TIMEOUT):
+        sys.exit(EXIT_TIMED_OUT)
+    value = obj.read()
+    fence = getattr(lock, "fencing_token", None)  # so that a missing one shows as a wrong outcome
+    ready.set()
+    if not go.wait(CHILD_TIMEOUT):
+        sys.exit(EXIT_TIMED_OUT)
+    outcome = []
+    try:
+        obj.write(value + 1)
+        outcome.append("wrote")
+    except LeaseLostError:
+        outcome.append("write refused")
+    try:
+        lock.release()
+        outcome.append("released")
+    except LeaseLostError:
+        outcome.append("release refused")
+    result_q.put((fence, outcome))
+
+
+class DictSlot:
+    """``d[key]`` as something to read and write (picklable)."""
+
+    def __init__(self, d, key):
+        self.d, self.key = d, key
+
+    def read(self):
+        return self.d[self.key]
+
+    def write(self, value):
+        self.d[self.key] = value
+
+
+class ValueSlot:
+    """A Redis Value's ``value``, read and written without its own lock."""
+
+    def __init__(self, v):
+        self.v = v
+
+    def read(self):
+        return self.v.get_obj().value
+
+    def write(self, value):
+        self.v.get_obj().value = value
+
+
+def barrier_wait_by_name(url, name, parties, result_q):
+    """Open the Barrier ``name`` on a connection that outlasts a stalled
+    server (its socket timeout is longer than the stall), wait, report."""
+    import threading
+
+    from interproc.backends.redis import synchronize as rs
+    from interproc.backends.redis.client import Connection
+
+    barrier = rs.Barrier(Connection.from_url(url, socket_timeout=CHILD_TIMEOUT), parties,
+                         name=name, create=False)
+    try:
+        barrier.wait(CHILD_TIMEOUT)
+    except threading.BrokenBarrierError:
+        result_q.put("broken")
+        return
+    result_q.put("passed")
+
+
+def barrier_action_that_hangs():
+    """An importable barrier action: says it started (a Redis key), then
+    sleeps until the test kills its process."""
+    from interproc.backends.redis.client import Connection
+
+    conn = Connection.from_url(os.environ["IP_TEST_REDIS_URL"])
+    conn.client.set(os.environ["IP_TEST_ACTION_KEY"], "running")
+    time.sleep(CHILD_TIMEOUT)

@@ -592,6 +592,99 @@ def test_value_locked_increments_across_processes(conn, made, start_method):
     assert v.value == 75
 
 
+# The shared-memory Value's atomics, on Redis: the same calls give the same
+# results (wraparound included), with and without signed contents.
+_ATOMIC_SCRIPT = [
+    ("fetch_add", ()), ("fetch_add", (2**40 + 3,)), ("load", ()), ("fetch_sub", ()),
+    ("fetch_sub", (-7,)), ("exchange", (-1,)), ("compare_exchange", (5, 9)),
+    ("compare_exchange", (-1, 2**70 + 1)), ("store", (True,)), ("load", ()),
+    ("fetch_add", (255,)), ("exchange", (0,)), ("fetch_sub", (1,)), ("load", ()),
+]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("authkey", [None, b"atomics"], ids=["unsigned", "signed"])
+@pytest.mark.parametrize("typecode", ["b", "B", "h", "H", "i", "I", "l", "L", "q", "Q",
+                                      ctypes.c_bool])
+def test_value_atomics_match_shared_memory(conn, made, typecode, authkey):
+    import interproc
+
+    mine = Value(conn, typecode, 1, codec=Codec(authkey=authkey))
+    made.append(mine)
+    theirs = interproc.Value(typecode, 1)
+    # The atomics see a c_bool's byte; its value is that byte as a bool, as
+    # a ctypes c_bool over the same memory reads it.
+    as_value = bool if typecode is ctypes.c_bool else int
+    for method, args in _ATOMIC_SCRIPT:
+        for target in (mine, mine.get_obj()):
+            expected = getattr(theirs, method)(*args)
+            assert getattr(target, method)(*args) == expected, (method, args)
+            assert target.value == mine.value == as_value(theirs.load()), (method, args)
+    with pytest.raises(TypeError):
+        mine.fetch_add(1.0)
+    with pytest.raises(TypeError):
+        mine.compare_exchange("1", 2)
+    real = Value(conn, "d", 1.0)
+    made.append(real)
+    assert not hasattr(real, "fetch_add")  # atomics are for integers, as on shared memory
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("authkey", [None, b"atomics"], ids=["unsigned", "signed"])
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_value_fetch_add_across_processes_ends_at_the_exact_sum(conn, made, method, authkey):
+    import multiprocessing
+
+    ctx = multiprocessing.get_context(method)
+    v = Value(conn, "i", 0, codec=Codec(authkey=authkey))
+    made.append(v)
+    procs = [ctx.Process(target=helpers.value_fetch_adds, args=(v, 40, 3)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    helpers.value_fetch_adds(v.get_obj(), 40, 3)
+    for p in procs:
+        p.join(90)
+        assert p.exitcode == 0
+    assert v.load() == v.value == 4 * 40 * 3
+
+
+_LOCK_FREE_READS = {
+    "raw": lambda v: [v.get_obj().value, setattr(v.get_obj(), "value", 5), v.get_obj().value],
+    "atomics": lambda v: [v.load(), v.fetch_add(1), v.exchange(7), v.compare_exchange(7, 4)],
+}
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("reads", sorted(_LOCK_FREE_READS))
+def test_raw_value_and_atomics_do_not_wait_for_the_lock(conn, made, reads):
+    v = Value(conn, "i", 4)
+    made.append(v)
+    held, release = threading.Event(), threading.Event()
+
+    def holder():
+        with v.get_lock():
+            held.set()
+            release.wait(20)
+
+    t = threading.Thread(target=holder)
+    t.start()
+    try:
+        assert held.wait(10)
+        seen = []
+        # In a thread of their own, so that a wait shows as a reader that
+        # has not finished, while the holder still holds the lock.
+        reader = threading.Thread(target=lambda: seen.extend(_LOCK_FREE_READS[reads](v)))
+        reader.start()
+        reader.join(10)
+        done = not reader.is_alive()
+    finally:
+        release.set()
+        t.join(10)
+    reader.join(10)
+    assert done, "a read without the lock waited for the lock's holder"
+    assert seen == {"raw": [4, None, 5], "atomics": [4, 4, 5, (True, 7)]}[reads]
+
+
 def test_array(conn, made):
     a = Array(conn, "i", range(5))
     z = Array(conn, "d", 3)

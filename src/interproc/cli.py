@@ -11,6 +11,7 @@ from tests and scripts.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import multiprocessing
 import multiprocessing.context
@@ -231,7 +232,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------- ls
 
 _INFO_FIELDS = ("name", "kind", "capacity_bytes", "items", "bytes_used", "pids", "state", "error",
-                "owner", "uid", "file_mode", "foreign", "refused")
+                "owner", "uid", "file_mode", "foreign", "refused", "maxsize")
 # More pids than this make the table unreadable; --json has them all.
 _MAX_PIDS_SHOWN = 4
 
@@ -292,12 +293,21 @@ def _format_table(rows: list[dict[str, Any]]) -> list[str]:
                 row["kind"] or "?",
                 "?" if row["owner"] is None else _show_name(str(row["owner"])),
                 _human_size(row["capacity_bytes"]),
-                "-" if row["items"] is None else str(row["items"]),
+                _show_count(row["items"]),
                 _human_size(row["bytes_used"]),
                 _show_pids(row["pids"]),
                 _status(row),
             )
         )
+    return _align(cells, right_aligned)
+
+
+def _show_count(n: int | None) -> str:
+    return "-" if n is None else str(n)
+
+
+def _align(cells: list[tuple[str, ...]], right_aligned: set[int]) -> list[str]:
+    header = cells[0]
     widths = [max(len(line[i]) for line in cells) for i in range(len(header))]
     lines = []
     for line in cells:
@@ -310,8 +320,16 @@ def _format_table(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def _cmd_ls(args: argparse.Namespace) -> int:
+    mode = _shm_mode(args, "ls")
+    if mode is None:
+        return 2
+    if args.url is not None:
+        return _ls_redis(args)
+    if args.anonymous:
+        _error("ls: --anonymous needs --url: anonymous objects in shared memory have no name")
+        return 2
     try:
-        infos = interproc.list_objects(mode=args.mode)
+        infos = interproc.list_objects(mode=mode)
     except OSError as exc:
         _error(f"ls: cannot list named objects: {exc}")
         return 1
@@ -337,18 +355,80 @@ def _cmd_ls(args: argparse.Namespace) -> int:
     return 0
 
 
+def _redis_listing() -> Any:
+    # Imported on use: redis-py is an optional extra, and `ls` without
+    # --url must work without it.
+    from interproc.backends.redis import listing
+    return listing
+
+
+def _ls_redis(args: argparse.Namespace) -> int:
+    try:
+        infos = _redis_listing().list_objects(args.url, anonymous=args.anonymous)
+    except (ImportError, ValueError, OSError) as exc:
+        # No redis-py, a bad URL, an unreachable server, refused credentials.
+        _error(f"ls: cannot list the objects on {_redact(args.url)}: {exc}")
+        return 1
+    rows = [_info_to_dict(info) for info in infos]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        what = "objects" if args.anonymous else "named objects (--anonymous lists the others too)"
+        print(f"No interproc {what} on {_redact(args.url)}.")
+        return 0
+    cells = [("NAME", "KIND", "MAXSIZE", "ITEMS", "USED", "STATUS")]
+    for row in rows:
+        cells.append((
+            _show_name(str(row["name"])),
+            row["kind"] or "?",
+            _show_count(row["maxsize"]),
+            _show_count(row["items"]),
+            _human_size(row["bytes_used"]),
+            _status(row),
+        ))
+    for line in _align(cells, {2, 3, 4}):
+        print(line)
+    damaged = [row["name"] for row in rows if row["error"] is not None]
+    if damaged:
+        noun = "object is" if len(damaged) == 1 else "objects are"
+        _error(f"{len(damaged)} {noun} damaged; 'interproc rm --url URL NAME' removes one.")
+    return 0
+
+
+def _redact(url: str) -> str:
+    try:
+        from interproc.backends.redis.client import redact
+    except ImportError:  # pragma: no cover - the module imports no redis-py
+        return "the server"
+    try:
+        return redact(url)
+    except ValueError:
+        return repr(url)
+
+
 # ----------------------------------------------------------------------- rm
 
 
 def _cmd_rm(args: argparse.Namespace) -> int:
+    mode = _shm_mode(args, "rm")
+    if mode is None:
+        return 2
+    if args.url is not None:
+        remove = functools.partial(_redis_listing().unlink, args.url)
+    else:
+        remove = functools.partial(_unlink_shm, mode=mode)
     status = 0
     for name in args.names:
         try:
-            interproc.unlink(name, mode=args.mode)
+            remove(name)
         except FileNotFoundError:
             if not args.force:
                 _error(f"rm: {_show_name(name)}: no such object")
                 status = 1
+        except ImportError as exc:  # --url without redis-py: no name can be removed
+            _error(f"rm: {exc}")
+            return 1
         except (ValueError, OSError) as exc:
             # Like rm(1): report and go on with the other names.
             _error(f"rm: {_show_name(name)}: {exc}")
@@ -357,6 +437,10 @@ def _cmd_rm(args: argparse.Namespace) -> int:
             if args.verbose:
                 print(f"removed {_show_name(name)}")
     return status
+
+
+def _unlink_shm(name: str, mode: int) -> None:
+    interproc.unlink(name, mode=mode)
 
 
 # -------------------------------------------------------------------- bench
@@ -416,11 +500,32 @@ def _add_mode_option(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument(
         "--mode",
         type=_octal_mode,
-        default=0o600,
+        default=None,
         metavar="MODE",
         help=f"octal permission mask saying whom to trust (default: 600, only your own "
         f"segments that nobody else can write): {what}",
     )
+
+
+def _add_url_option(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--url",
+        metavar="URL",
+        default=None,
+        help=f"redis://[user:password@]host:port/db, rediss://... (TLS) or unix:///path; a Redis "
+        f"Cluster is recognized: {what}. Needs redis-py (pip install interproc[redis])",
+    )
+
+
+def _shm_mode(args: argparse.Namespace, command: str) -> int | None:
+    """The --mode of a shared-memory command; None (after an error) when it
+    was given with --url, where it means nothing."""
+    if args.url is not None:
+        if args.mode is not None:
+            _error(f"{command}: --mode is about files in /dev/shm; it cannot go with --url")
+            return None
+        return 0o600
+    return 0o600 if args.mode is None else args.mode
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -491,7 +596,8 @@ def build_parser() -> argparse.ArgumentParser:
             "that --mode does not trust (by default: another user's, or one "
             "that others may write, or anything but a regular file) is listed "
             "as foreign with its owner and why, and is never opened: nothing "
-            "in it is read."
+            "in it is read. With --url, the objects stored on that Redis "
+            "server instead (named ones; --anonymous adds the others)."
         ),
     )
     ls.add_argument(
@@ -500,6 +606,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="print a JSON list of objects with exact byte counts, for scripts",
     )
     _add_mode_option(ls, "open and describe the entries a program passing mode=MODE would accept")
+    _add_url_option(ls, "list the objects stored on a Redis server instead: their kind, maxsize, "
+                    "items and the memory their keys use. Nothing stored is decoded")
+    ls.add_argument(
+        "--anonymous",
+        action="store_true",
+        help="with --url, list anonymous objects too (made without a name; a manager that was "
+        "killed leaves its own behind)",
+    )
     ls.set_defaults(handler=_cmd_ls)
 
     rm = commands.add_parser(
@@ -511,7 +625,8 @@ def build_parser() -> argparse.ArgumentParser:
             "of them closes it. Only unlinks: nothing in the object is opened "
             "or read. A name that belongs to another user is refused (root "
             "included) unless --mode trusts its owner. Exits with 1 if any "
-            "name could not be removed."
+            "name could not be removed. With --url, removes objects stored "
+            "on that Redis server: every key of each, at once."
         ),
     )
     rm.add_argument("names", nargs="+", metavar="NAME", help="name of an object, as 'interproc ls' shows it")
@@ -522,6 +637,8 @@ def build_parser() -> argparse.ArgumentParser:
         "also remove names of the owners MODE trusts: 666 (or any MODE letting others "
         "write) anyone's, 660 your groups'; removing another user's needs root",
     )
+    _add_url_option(rm, "remove objects stored on a Redis server instead, with all their keys; "
+                    "anonymous ones too, by the names 'ls --url URL --anonymous' shows")
     rm.set_defaults(handler=_cmd_rm)
 
     # Never parsed here: main() hands everything after "bench" to the

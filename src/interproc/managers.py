@@ -413,7 +413,12 @@ def Manager(url: Any = None, **kwargs: Any) -> Any:
     :class:`interproc.backends.redis.RedisManager`, whose objects live on
     that server or cluster so that processes on several machines share
     them.  ``kwargs`` are its options (``username``, ``password``,
-    ``authkey``, ``serializer``, ``lease`` and redis-py's keywords).
+    ``authkey``, ``serializer``, ``lease`` and redis-py's keywords).  The
+    default serializer is pickle, which runs code when it loads: without
+    an ``authkey``, whoever can write to the Redis server can make the
+    readers run code of their choosing.  Pass ``authkey=`` (only signed
+    payloads are unpickled) or ``serializer="json"``/``"msgpack"`` (plain
+    data, never run) unless only trusted parties can write to the server.
     """
     if url is None:
         if kwargs:

@@ -23,7 +23,9 @@ Modules
                    (containers, Value, Array);
 - ``synchronize``  Lock, RLock, Semaphore, BoundedSemaphore, Condition, Event, Barrier;
 - ``queues``       Queue, JoinableQueue, SimpleQueue;
-- ``containers``, ``sharedctypes``: dict, list, set, Namespace; Value, Array.
+- ``containers``, ``sharedctypes``: dict, list, set, Namespace; Value, Array;
+- ``listing``      :func:`list_objects` and :func:`unlink`: the objects on a
+                   server, as ``interproc ls --url`` and ``rm --url`` see them.
 
 redis-py is needed (``pip install interproc[redis]``), but only once a
 connection is made: importing this package does not import it.
@@ -31,7 +33,10 @@ connection is made: importing this package does not import it.
 from .errors import (
     AuthenticationError,
     ConnectionLostError,
+    CorruptDataError,
+    LeaseLostError,
     LockNotOwnedError,
+    ObjectGoneError,
     ServerTimeoutError,
     SignatureError,
     UnreachableError,
@@ -40,21 +45,29 @@ from .errors import (
 __all__ = [
     "AuthenticationError",
     "ConnectionLostError",
+    "CorruptDataError",
+    "LeaseLostError",
     "LockNotOwnedError",
+    "ObjectGoneError",
     "ServerTimeoutError",
     "SignatureError",
     "UnreachableError",
     "RedisManager",
+    "list_objects",
+    "unlink",
 ]
 
 from . import codec as _codec
+from .listing import list_objects, unlink
 from .managers import RedisManager
 
 
 def _register_lazily(kind: str, module: str) -> None:
     """Make references of ``kind`` decodable from the start, without
     importing ``module`` (and redis-py) before one is met: importing it
-    registers the real factory, which then takes over."""
+    registers the real factory, which then takes over.  ``module`` is one
+    of this package's, fixed here: a reference read from Redis chooses
+    among these factories by its tag, never a module to import."""
 
     def factory(args, codec):
         import importlib

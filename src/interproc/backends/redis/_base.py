@@ -21,7 +21,12 @@ primitives, containers, Value and Array).  It holds:
   dict) it is a *reference* (``codec.REF_METHOD``), plain data naming the
   object; the codec that reads it back hands itself to the factory
   registered by :func:`register`, and the object opens on that codec's
-  connection (``codec.context``).
+  connection (``codec.context``).  A reference read back is data: the
+  factory checks its exact shape (CorruptDataError otherwise).
+- **Codec**: each handle's codec is bound to its connection and to the
+  object's id (``codec.bind``), so that with an authkey every signature it
+  makes or accepts belongs to this object: a value copied in from another
+  object is refused (SignatureError).
 - **Life**: ``close()`` ends this handle only (its operations then raise
   ValueError; the object and other handles are unaffected); ``unlink()``
   deletes a named object's keys for every handle (nothing for an anonymous
@@ -47,10 +52,14 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 from . import client as _client
 from . import codec as _codec
 from . import keys as _keys
+from .errors import CorruptDataError, ObjectGoneError
 
 __all__ = ["RedisObject", "register", "thread_token", "call"]
 
 _local = threading.local()
+
+#: Every registered class, by kind (``register`` fills it).
+KINDS: Dict[str, type] = {}
 
 
 def thread_token() -> str:
@@ -82,23 +91,75 @@ def raise_translated(exc: BaseException, conn: Any, op: Optional[str]) -> None:
 
 
 def _rebuild(cls: type, conn_options: Dict[str, Any], codec_options: Dict[str, Any], ident: str,
-             anonymous: bool, opts: Dict[str, Any], state: Any) -> "RedisObject":
+             anonymous: bool, opts: Dict[str, Any], state: Any, uid: str) -> "RedisObject":
     return cls._handle(_client.Connection.from_options(conn_options),
-                       _codec.Codec(**codec_options), ident, anonymous, opts, state)
+                       _codec.Codec(**codec_options), ident, anonymous, opts, state, uid)
+
+
+# Every operation's script starts with this: the last key is the object's
+# metadata and the last argument the incarnation its handle opened.  When
+# they differ (the object was deleted: unlinked, its manager shut down, or
+# the server lost its data), the operation changes nothing and the caller
+# raises ObjectGoneError, instead of making the object afresh from nothing.
+# Both are taken off KEYS and ARGV, so the body sees only its own.
+_ALIVE_GUARD = """
+local _uid = table.remove(ARGV)
+if redis.call('HGET', table.remove(KEYS), 'uid') ~= _uid then
+  return redis.error_reply('IPGONE')
+end
+"""
+_GONE_REPLY = "IPGONE"
+_ONE_COMMAND = "return redis.call(ARGV[1], KEYS[1], unpack(ARGV, 2))"
+_alive_sources: Dict[str, str] = {}
+
+
+def alive(source: str) -> str:
+    """``source`` run only on the incarnation of an object its handle opened
+    (see ``_ALIVE_GUARD``): pass the metadata key last in KEYS and the uid
+    last in ARGV."""
+    guarded = _alive_sources.get(source)
+    if guarded is None:
+        guarded = _alive_sources[source] = _ALIVE_GUARD + source
+    return guarded
 
 
 def register(cls: type) -> type:
     """Class decorator: references to instances, read back out of stored
-    values, become handles opened with the reading codec."""
+    values, become handles opened with the reading codec.
+
+    The arguments of a reference are data read from Redis, so they are
+    checked for exactly the shape ``__interproc_redis_ref__`` gives them
+    (an object id, its anonymity, its options as a str-keyed dict, and the
+    kind's per-handle state, checked by ``_state_from_ref``); anything else
+    is a CorruptDataError, and nothing in them is imported or called."""
     def factory(args: List[Any], codec: Any) -> Any:
-        ident, anonymous, opts, state = args
+        what = f"a reference to a {cls._KIND}"
+        if type(args) is not list or len(args) != 5:
+            raise CorruptDataError(f"{what} has malformed arguments")
+        ident, anonymous, opts, state, uid = args
+        if type(anonymous) is not bool or type(opts) is not dict or type(uid) is not str \
+                or not all(type(k) is str for k in opts):
+            raise CorruptDataError(f"{what} has malformed arguments")
+        try:
+            ident = _keys._check_any_name(ident)
+        except (TypeError, ValueError):
+            raise CorruptDataError(f"{what} names no valid object") from None
+        if anonymous != ident.startswith(_keys.ANON):
+            raise CorruptDataError(f"{what} ({ident!r}) is malformed")
         if codec.context is None:
-            raise ValueError(f"a reference to the {cls._KIND} {ident!r} was read by a codec "
-                             "without a connection to open it with")
-        return cls._handle(codec.context, codec, ident, bool(anonymous), dict(opts),
-                           cls._state_from_ref(state, codec))
+            raise ValueError(f"{what} ({ident!r}) was read by a codec without a connection "
+                             "to open it with")
+        try:
+            state = cls._state_from_ref(state, codec)
+            return cls._handle(codec.context, codec, ident, anonymous, opts, state, uid)
+        except CorruptDataError:
+            raise
+        except (TypeError, ValueError, KeyError, IndexError, AttributeError,
+                OverflowError) as exc:
+            raise CorruptDataError(f"{what} ({ident!r}) is malformed: {exc}") from None
 
     _codec.register_ref(cls._KIND, factory)
+    KINDS[cls._KIND] = cls
     return cls
 
 
@@ -131,26 +192,48 @@ class RedisObject:
     def _open(self, conn: Any, name: Optional[str], create: Optional[bool], codec: Any,
               options: Dict[str, Any], init: Optional[Dict[str, Any]] = None) -> Any:
         """Create or open the object (the rules in the module docstring) and
-        attach this handle to it; returns the ``keys.Meta`` (``.created``)."""
+        attach this handle to it; returns the ``keys.Meta`` (``.created``).
+
+        ``init`` may be a function of the codec bound to the new object,
+        for initial payloads: their signatures are bound to the object's id,
+        which an anonymous object only gets here."""
         if name is None:
             if create is False:
                 raise ValueError("create=False needs a name: there is nothing to open")
             ident, anonymous, create = _keys.anonymous_name(), True, True
         else:
             ident, anonymous = _keys.check_name(name), False
+        bound = (codec if codec is not None else _codec.Codec()).bind(conn, ident)
+        if callable(init):
+            init = init(bound)
         meta = _keys.create_meta(conn, ident, self._KIND, options, create,
-                                 parts=self._declared_parts(), init=init)
-        self._attach(conn, codec, ident, anonymous, dict(meta))
+                                 parts=self._declared_parts(), init=init, codec=bound)
+        try:
+            self._attach(conn, bound, ident, anonymous, dict(meta), meta.uid)
+        except CorruptDataError:
+            raise
+        except (TypeError, ValueError, KeyError, IndexError, OverflowError) as exc:
+            if meta.created:
+                raise
+            # Options read back from the server that this kind cannot use
+            # (a maxsize that is not a number...): damaged or forged.
+            raise CorruptDataError(f"the metadata of {self._KIND} {ident!r} is damaged or "
+                                   f"forged: {exc!r}") from None
         return meta
 
     def _attach(self, conn: Any, codec: Any, ident: str, anonymous: bool,
-                opts: Dict[str, Any]) -> None:
+                opts: Dict[str, Any], uid: str) -> None:
+        if type(uid) is not str:
+            raise TypeError(f"an object's incarnation id must be a str, not {type(uid).__name__}")
         self._conn = conn
-        # Bound to the connection: references read with it open there.
-        self._codec = (codec if codec is not None else _codec.Codec()).bind(conn)
+        # Bound to the connection (references read with it open there) and
+        # to the object (its signatures are refused anywhere else).
+        self._codec = (codec if codec is not None else _codec.Codec()).bind(conn, ident)
         self._ident = ident
         self._anonymous = anonymous
         self._opts = dict(opts)
+        self._uid = uid
+        self._meta = _keys.meta_key(ident)
         self._opname = f"{self._KIND} {ident!r}"
         self._setup()
 
@@ -159,11 +242,12 @@ class RedisObject:
 
     @classmethod
     def _handle(cls, conn: Any, codec: Any, ident: str, anonymous: bool,
-                opts: Dict[str, Any], state: Any) -> "RedisObject":
-        """Another handle on an existing object, with per-handle ``state``."""
+                opts: Dict[str, Any], state: Any, uid: str) -> "RedisObject":
+        """Another handle on the incarnation ``uid`` of an existing object,
+        with per-handle ``state``."""
         self = cls.__new__(cls)
         self._set_handle_state(state)
-        self._attach(conn, codec, ident, anonymous, opts)
+        self._attach(conn, codec, ident, anonymous, opts, uid)
         return self
 
     # ------------------------------------------------- per-handle state
@@ -181,19 +265,23 @@ class RedisObject:
 
     @classmethod
     def _state_from_ref(cls, state: Any, codec: Any) -> Any:
-        """The inverse of :meth:`_ref_state`."""
+        """The inverse of :meth:`_ref_state`, on data read from Redis: a
+        kind with per-handle state checks its exact shape here
+        (CorruptDataError, TypeError or ValueError otherwise)."""
+        if state is not None:
+            raise CorruptDataError(f"a reference to a {cls._KIND} carries unexpected state")
         return state
 
     def __reduce__(self):
         # To another process (a child): everything, credentials and authkey
         # included, as the connection and codec pickle themselves.
         return (_rebuild, (type(self), self._conn.options, self._codec.options, self._ident,
-                           self._anonymous, self._opts, self._handle_state()))
+                           self._anonymous, self._opts, self._handle_state(), self._uid))
 
     def __interproc_redis_ref__(self) -> tuple:
         # Inside a stored value: only what names the object; the reader
         # supplies the connection and codec.
-        return (self._KIND, self._ident, self._anonymous, self._opts, self._ref_state())
+        return (self._KIND, self._ident, self._anonymous, self._opts, self._ref_state(), self._uid)
 
     # ------------------------------------------------------------ running
 
@@ -217,14 +305,36 @@ class RedisObject:
             raise_translated(exc, self._conn, self._opname)
 
     def _script(self, source: str, keys: Iterable[str], args: Iterable[Any]) -> Any:
-        """Run the Lua ``source`` on an open handle."""
+        """Run the Lua ``source`` on an open handle, on the incarnation of
+        the object it opened (ObjectGoneError if that was deleted)."""
         if self._closed:
             self._check()
         conn = self._conn
         try:
-            return conn.script(source)(keys, args)
+            return conn.script(alive(source))([*keys, self._meta], [*args, self._uid])
         except BaseException as exc:
-            raise_translated(exc, conn, self._opname)
+            self._raise(exc)
+
+    def _command(self, command: str, key: str, *args: Any) -> Any:
+        """One Redis command on one key of this object, run as a script so
+        that it too is refused once the object is gone (a plain HSET would
+        make the key afresh)."""
+        return self._script(_ONE_COMMAND, [key], [command, *args])
+
+    def _raise(self, exc: BaseException) -> None:
+        """Raise what a failed operation of this handle means; call it in
+        the ``except`` clause."""
+        if str(exc) == _GONE_REPLY and isinstance(exc, Exception):
+            raise self._gone() from None
+        raise_translated(exc, self._conn, self._opname)
+
+    def _gone(self) -> ObjectGoneError:
+        return ObjectGoneError(
+            f"the {self._KIND} {self._where()} no longer exists on the server: it was unlinked, "
+            "the manager that made it shut down, or the server lost its data (restarted without "
+            "persistence, or failed over to a replica that had not received it); this handle "
+            "cannot be used any more"
+        )
 
     @property
     def _client(self) -> Any:
@@ -262,12 +372,22 @@ class RedisObject:
             self._destroy()
 
     def _destroy(self) -> None:
-        """Delete every declared key of the object and its metadata
-        (``keys.delete_object``); nothing if it is gone already."""
+        """Delete every key of the object (:meth:`_destroy_keys`); nothing
+        if it is gone already."""
         try:
-            _keys.delete_object(self._conn, self._ident, self._KIND)
+            self._destroy_keys(self._conn, self._ident)
         except FileNotFoundError:
             pass
+
+    @classmethod
+    def _destroy_keys(cls, conn: Any, ident: str) -> None:
+        """Delete every key of the object ``ident``, of this kind: the
+        declared parts and the metadata (``keys.delete_object``).  Kinds
+        with keys their parts do not name (a queue's consumers, waiters'
+        wake keys) delete those first, then call this.  A classmethod, so
+        that an object can be deleted by name without a handle
+        (``interproc rm --url``).  FileNotFoundError if there is none."""
+        _keys.delete_object(conn, ident, cls._KIND)
 
     def _where(self) -> str:
         return "anonymous" if self._anonymous else f"name={self._ident!r}"

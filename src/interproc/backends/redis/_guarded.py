@@ -19,6 +19,11 @@ that finds the lock free costs one round trip.
   longer than the lease, loses the lock, and the next acquirer (an explicit
   one or an operation) takes it over with ``OwnerDiedWarning``, since
   operations done under the dead holder's lock may be half done.
+- **Lease lost by a live holder** (frozen, or cut off, past its lease): a
+  caller that acquired the lock marks its token, and the script then runs
+  only if the lock's owner is still that token; otherwise it does nothing
+  and the caller gets ``LeaseLostError`` at once (server-side fencing), so
+  a stale holder never acts beside the next one.
 - **Lost connection**: ``ConnectionLostError``/``ServerTimeoutError`` from
   the operation; a single operation is one script, so it happened entirely
   or not at all, but the caller cannot tell which.
@@ -31,7 +36,7 @@ from typing import Any, Dict, Tuple
 
 import redis
 
-from ._base import raise_translated, thread_token
+from ._base import alive, thread_token
 from ._waiters import WaitingObject
 from .synchronize import (
     DEFAULT_LEASE,
@@ -39,13 +44,23 @@ from .synchronize import (
     EMBEDDED_PREFIX,
     EMBEDDED_REGISTRIES,
     RLock,
+    check_lease,
+    claims_lock,
+    lease_lost_error,
 )
 
 __all__ = ["GuardedObject", "lua"]
 
+# ARGV[1] is the caller's token, preceded by "!" when the caller believes it
+# holds the lock: then only its own lease, still running, lets the operation
+# run (server-side fencing: a holder whose lease ran out while it was frozen
+# must not act on what the next holder sees).  Otherwise the operation runs
+# unless another holds the lock.
 _GUARD = """
 local holder = redis.call('HGET', KEYS[1], 't')
-if holder and holder ~= ARGV[1] then return redis.error_reply('IPLOCKED') end
+if string.byte(ARGV[1]) == 33 then  -- '!' 
+  if holder ~= string.sub(ARGV[1], 2) then return redis.error_reply('IPLEASELOST') end
+elseif holder and holder ~= ARGV[1] then return redis.error_reply('IPLOCKED') end
 """
 
 
@@ -92,20 +107,65 @@ class GuardedObject(WaitingObject):
     def _set_handle_state(self, state: Any) -> None:
         self._lease = state
 
+    @classmethod
+    def _state_from_ref(cls, state: Any, codec: Any) -> Any:
+        return check_lease(state)
+
     def _run(self, source: str, *args: Any) -> Any:
         """Run the operation ``source`` (made with :func:`lua`) on this object's keys."""
         if self._closed:
             self._check()
-        conn = self._conn
         n = _NKEYS[source]
-        argv = (*self._keylist[:n], thread_token(), *args)
+        token = thread_token()
+        if claims_lock(self._keylist[0], token):
+            return self._execute(source, n, _HOLDER + token, args)
         try:
-            return conn.script(source).execute(conn.client, n, *argv)
-        except redis.ResponseError as exc:
-            if str(exc) != "IPLOCKED":
-                raise_translated(exc, conn, self._opname)
-        except BaseException as exc:
-            raise_translated(exc, conn, self._opname)
+            return self._execute(source, n, token, args)
+        except _Locked:
+            pass
         # Another holds the lock: wait for it, and run under it.
         with self._lock:
-            return self._script(source, self._keylist[:n], argv[n:])
+            return self._execute(source, n, _HOLDER + token, args)
+
+    def _run_raw(self, source: str, *args: Any) -> Any:
+        """Run ``source``, a script that ignores the object's lock (KEYS[1]
+        the lock owner, KEYS[2] the data, ARGV[1] the caller's token),
+        except for a caller that acquired the lock: it is fenced as in every
+        operation, so that a holder whose lease ran out cannot act through
+        the raw object either."""
+        token = thread_token()
+        if claims_lock(self._keylist[0], token):
+            fenced = _FENCED_RAW.get(source)
+            if fenced is None:
+                fenced = _FENCED_RAW[source] = lua(source)
+            return self._execute(fenced, _NKEYS[fenced], _HOLDER + token, args)
+        return self._script(source, self._keylist[:2], (token, *args))
+
+    def _execute(self, source: str, n: int, token: str, args: Tuple[Any, ...]) -> Any:
+        # On the incarnation of the object this handle opened (``alive``):
+        # the metadata key goes last in KEYS, the uid last in ARGV.
+        conn = self._conn
+        try:
+            return conn.script(alive(source)).execute(conn.client, n + 1, *self._keylist[:n],
+                                                      self._meta, token, *args, self._uid)
+        except redis.ResponseError as exc:
+            reason = str(exc)
+            if reason == "IPLOCKED":
+                raise _Locked from None
+            if reason == "IPLEASELOST":
+                raise lease_lost_error(
+                    self._lock, f"an operation on {self._opname}, refused by the server and not done") from None
+            self._raise(exc)
+        except BaseException as exc:
+            self._raise(exc)
+
+
+class _Locked(Exception):
+    """The operation found the lock held by another, and did nothing."""
+
+
+#: Marks the token of a caller that holds the lock (see _GUARD).
+_HOLDER = "!"
+
+#: The fenced forms of the raw scripts, made on first use by a holder.
+_FENCED_RAW: Dict[str, str] = {}

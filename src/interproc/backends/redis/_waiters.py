@@ -20,7 +20,10 @@ change: a wake-up is never lost between the check and the wait.
 - **Peer death**: a waiter that died stops refreshing its registration; it
   is skipped once that has expired (``REGISTRATION_TTL_MS``), so a wake-up
   sent to it delays the others by at most one chunk.  Its wake key expires
-  by itself (``WAKE_TTL_MS``).
+  by itself (``WAKE_TTL_MS``).  Expiry is judged on the registry's own
+  clock, which a stall of the server (or a jump of its clock) advances by
+  at most ``CLOCK_STEP_MS``: live waiters, which could not refresh while
+  the server was stopped, are not taken for dead when it resumes.
 - **Lost connection**: the blocked command raises ``ConnectionLostError``
   (or ``ServerTimeoutError`` if the server stalled or vanished without
   closing the socket: ``client.BLOCK_MARGIN`` after the command's own
@@ -40,6 +43,7 @@ import time
 from typing import Any, Callable, Dict, Optional, Tuple
 
 from ._base import RedisObject, call
+from .keys import object_key
 
 #: Longest single server-side wait of a registered waiter, in seconds.  It
 #: bounds how long a wake-up sent to a dead waiter can delay the others.
@@ -55,19 +59,47 @@ WAKE_TTL_MS = 60_000
 #: state is checked once more.
 SERVER_TIMER_SLACK = 0.1
 
+#: The most a registry's clock advances between two of its readings that
+#: are stored (every registration and refresh stores one), in ms.  Live
+#: waiters refresh at least every WAIT_CHUNK, so while one waits the clock
+#: keeps up with the server's; a longer gap is the server (or every waiter)
+#: having stalled, and counts for no more than this.
+CLOCK_STEP_MS = int(WAIT_CHUNK * 1000) + 500
+
 LUA_PRELUDE = """
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 -- The waiter registry: sorted set z (score: arrival order), hash e
--- (waiter id -> expiry in ms; field '#' numbers the arrivals), and one wake
--- list per waiter, named p .. id.
+-- (waiter id -> expiry on the registry's clock; field '#' numbers the
+-- arrivals, '@' and '^' hold the clock), and one wake list per waiter,
+-- named p .. id.
+--
+-- The registry's clock is the server's time, except that it advances by at
+-- most __CLOCK_STEP__ ms from one stored reading to the next: a server
+-- stopped for seconds (or whose clock jumped) must not make every waiter
+-- look dead at once when it resumes, since none of them could refresh
+-- meanwhile.  A waiter is judged dead only when the others' refreshes have
+-- carried the clock past its expiry.
+local function w_meta(field)
+  return field == '#' or field == '@' or field == '^'
+end
+local function w_now(e)
+  local real = now_ms()
+  local c = redis.call('HMGET', e, '@', '^')
+  local clock, seen = tonumber(c[1]), tonumber(c[2])
+  if not clock or not seen then return real, real end
+  local step = real - seen
+  if step < 0 then step = 0 elseif step > __CLOCK_STEP__ then step = __CLOCK_STEP__ end
+  return clock + step, real
+end
 local function w_add(z, e, wid, ttl)
   if not redis.call('ZSCORE', z, wid) then
     redis.call('ZADD', z, redis.call('HINCRBY', e, '#', 1), wid)
   end
-  redis.call('HSET', e, wid, now_ms() + ttl)
+  local clock, real = w_now(e)
+  redis.call('HSET', e, wid, clock + ttl, '@', clock, '^', real)
 end
 local function w_done(z, e, p, wid)
   if wid ~= '' then
@@ -80,13 +112,13 @@ end
 -- Wakes up to n live waiters (all of them when n < 0), oldest first;
 -- expired registrations (dead waiters) are dropped on the way.
 local function w_wake(z, e, p, n)
-  local now = now_ms()
+  local now = w_now(e)
   local woken = 0
   while n < 0 or woken < n do
     local first = redis.call('ZRANGE', z, 0, 0)
     if #first == 0 then break end
     local wid = first[1]
-    local exp = tonumber(redis.call('HGET', e, wid) or '0')
+    local exp = tonumber(redis.call('HGET', e, wid) or '0') or 0
     redis.call('ZREM', z, wid)
     redis.call('HDEL', e, wid)
     if exp >= now then
@@ -100,11 +132,11 @@ local function w_wake(z, e, p, n)
 end
 -- Live registered waiters.
 local function w_count(e)
-  local now = now_ms()
+  local now = w_now(e)
   local n = 0
   local all = redis.call('HGETALL', e)
   for i = 1, #all, 2 do
-    if all[i] ~= '#' and tonumber(all[i + 1]) >= now then n = n + 1 end
+    if not w_meta(all[i]) and (tonumber(all[i + 1]) or 0) >= now then n = n + 1 end
   end
   return n
 end
@@ -113,7 +145,7 @@ end
 local function w_fail(z, e, p, wid, mode, ttl)
   if mode == 1 then w_add(z, e, wid, ttl) elseif mode == 2 then w_done(z, e, p, wid) end
 end
-""".replace("__WAKE_TTL__", str(WAKE_TTL_MS))
+""".replace("__WAKE_TTL__", str(WAKE_TTL_MS)).replace("__CLOCK_STEP__", str(CLOCK_STEP_MS))
 
 
 def lua(body: str) -> str:
@@ -182,12 +214,14 @@ class WaitingObject(RedisObject):
             parts += (z, z + ".e")
         return parts
 
-    def _blpop(self, key: str, seconds: float) -> Any:
+    def _blpop(self, key: str, seconds: float, caller_deadline: bool = False) -> Any:
         """Block on a wake key for at most ``seconds`` (at most WAIT_CHUNK);
         ServerTimeoutError if the server has not answered ``client.BLOCK_MARGIN``
-        later (``Connection.bounded``)."""
+        later, or the socket timeout later for a wait without a deadline
+        (``Connection.bounded``)."""
         reply = self._call(self._conn.bounded, key, seconds,
-                           lambda pipe: pipe.blpop([key], server_seconds(seconds)))[0]
+                           lambda pipe: pipe.blpop([key], server_seconds(seconds)),
+                           caller_deadline)[0]
         if isinstance(reply, Exception):
             self._call(_raise, reply)
         return reply
@@ -223,7 +257,7 @@ class WaitingObject(RedisObject):
                     ok, value, _ = attempt(wid, 2)
                     break
                 chunk = min(chunk, left - SERVER_TIMER_SLACK)
-            self._blpop(wake, chunk)
+            self._blpop(wake, chunk, deadline.end is not None)
             ok, value, bound = attempt(wid, 1)
         return ok, value
 
@@ -239,12 +273,13 @@ end
 return n
 """
 
-    def _destroy(self) -> None:
+    @classmethod
+    def _destroy_keys(cls, conn: Any, ident: str) -> None:
         """Delete every key of the object: the wake keys of registered
         waiters, then the declared parts and metadata.  Wake keys of waiters
         that are gone expire on their own."""
-        regs = self._REGISTRIES
+        regs = cls._REGISTRIES
         if regs:
-            call(self._conn, self._op(), self._conn.script(self._WAKE_KEYS_LUA),
-                 [self._key(z) for z in regs], [self._key(p) for p in regs.values()])
-        super()._destroy()
+            call(conn, f"{cls._KIND} {ident!r}", conn.script(cls._WAKE_KEYS_LUA),
+                 [object_key(ident, z) for z in regs], [object_key(ident, p) for p in regs.values()])
+        super()._destroy_keys(conn, ident)

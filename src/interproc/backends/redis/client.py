@@ -952,13 +952,18 @@ class Connection:
 
     # -- bounded calls (see "Bounded calls" in the module docstring)
 
-    def bounded(self, key: str, seconds: Optional[float], build: Callable[[Any], None]) -> List[Any]:
+    def bounded(self, key: str, seconds: Optional[float], build: Callable[[Any], None],
+                caller_deadline: bool = True) -> List[Any]:
         """Send what ``build(pipe)`` adds to a plain pipeline, once, and
         return the replies (error replies as exception objects, for the
         caller to judge).  ``seconds``: how long the server may take (a
         blocking command's own timeout, or the caller's remaining time);
-        None keeps the connection's socket timeout.  Raises redis-py's
-        exceptions, marked with the node (``failed_node``)."""
+        None keeps the connection's socket timeout.  ``caller_deadline``:
+        the caller has a deadline, so the reply is awaited ``BLOCK_MARGIN``
+        beyond ``seconds``; without one (a wait for ever, cut into chunks)
+        it is awaited the connection's socket timeout beyond them, which
+        is how long the user chose to bear a silent server.  Raises
+        redis-py's exceptions, marked with the node (``failed_node``)."""
         redis = import_redis()
         redirected = (redis.exceptions.MovedError, redis.exceptions.AskError,
                       redis.exceptions.TryAgainError)
@@ -971,7 +976,7 @@ class Connection:
             build(pipe)
             try:
                 pipe.connection = _get_connection(pool)  # execute() gives it back
-                _bound_socket(pipe.connection, seconds, self._options)
+                _bound_socket(pipe.connection, seconds, self._options, caller_deadline)
                 replies = pipe.execute(raise_on_error=False)
             except BaseException as exc:
                 pipe.reset()
@@ -1098,19 +1103,28 @@ def _get_connection(pool: Any) -> Any:
         return pool.get_connection("_")
 
 
-def _bound_socket(conn: Any, seconds: Optional[float], options: Dict[str, Any]) -> None:
+def _own_socket_timeout(options: Dict[str, Any]) -> Optional[float]:
+    timeout = options.get("socket_timeout")
+    if timeout is None:
+        try:  # what redis-py applies when none is given (5 s since redis-py 6)
+            from redis._defaults import DEFAULT_SOCKET_TIMEOUT as timeout
+        except ImportError:
+            timeout = None
+    return timeout
+
+
+def _bound_socket(conn: Any, seconds: Optional[float], options: Dict[str, Any],
+                  caller_deadline: bool = True) -> None:
     """Give a pooled connection the socket timeout of a call in which the
-    server may take ``seconds`` (None: the connection's own)."""
+    server may take ``seconds`` (None: the connection's own); see
+    ``Connection.bounded`` for ``caller_deadline``."""
+    own = _own_socket_timeout(options)
     if seconds is None:
-        timeout = options.get("socket_timeout")
-        if timeout is None:
-            try:
-                from redis._defaults import DEFAULT_SOCKET_TIMEOUT as timeout
-            except ImportError:
-                timeout = None
+        timeout = own
         connect = options.get("socket_connect_timeout", DEFAULT_CONNECT_TIMEOUT)
     else:
-        timeout = max(seconds, 0.0) + BLOCK_MARGIN
+        margin = BLOCK_MARGIN if caller_deadline or own is None else max(own, BLOCK_MARGIN)
+        timeout = max(seconds, 0.0) + margin
         connect = min(options.get("socket_connect_timeout") or DEFAULT_CONNECT_TIMEOUT, timeout)
     conn.socket_connect_timeout = connect
     conn.socket_timeout = timeout

@@ -17,18 +17,48 @@ Interface
     ``key`` (the Redis key the payload came from) only goes into error
     messages.  ``codec.options`` is a picklable dict (``serializer``,
     ``authkey``) and ``Codec(**options)`` remakes the codec;
-    ``codec.bind(context)`` is a copy with another context (an object's
-    handle keeps its codec bound to its connection).
+    ``codec.bind(context, scope=None)`` is a copy with another context and
+    scope (an object's handle keeps its codec bound to its connection and
+    to the object's id, its scope).
+``codec.sign(data, part) -> bytes`` and ``codec.verify(data, part, key=None) -> bytes``
+    For bytes that are not payloads (Value and Array contents, object
+    metadata): without an authkey they are the data itself; with one,
+    ``sign`` prepends a MAC bound to the codec's scope and to ``part`` (the
+    key part, plus an index where one matters), and ``verify`` checks and
+    strips it (:class:`SignatureError`).  Both are deterministic: equal data
+    signs to equal bytes, so a Lua script may compare signed contents.
 
 Payload format
 --------------
 
 One header byte names the serializer: ``p``, ``j`` or ``m`` for an unsigned
 payload, ``P``, ``J`` or ``M`` for a signed one, which continues with the
-32-byte HMAC-SHA256 of header and body under the authkey.  The body follows.
+32-byte HMAC-SHA256 under the authkey of: the header byte, the scope field
+(the 4-byte big-endian length of the scope's UTF-8, then that UTF-8; the
+scope is the id of the object the payload belongs to, empty for an
+unbound codec), and the body.  The body follows.  A payload copied into
+another object fails its MAC there: a signature vouches for the bytes *and*
+their place.
+
+Raw signed data (``sign``): the 32-byte HMAC-SHA256 of ``b"R"``, the scope
+field, the part field (same length-prefixed form) and the data, then the
+data.  ``R`` is never a payload header, so raw data and payloads cannot be
+passed off as each other.
+
 A codec reads only its own serializer (a json codec never unpickles), and
 only signed payloads when it has an authkey; a signed payload read by a codec
 without one is refused too, since it means the processes disagree on the key.
+
+Trust
+-----
+
+**pickle runs code on load.**  Without an authkey, whoever can write to the
+Redis server can make every reader using ``serializer="pickle"`` (the
+default) run code of their choosing.  With an authkey, only payloads signed
+with it are unpickled.  json and msgpack never run code, key or no key:
+what they read is plain data, and references in it (below) are checked as
+data -- a registered tag, arguments of exactly the expected shape -- and
+never name anything to import or call.
 
 Plain data (json and msgpack)
 -----------------------------
@@ -52,7 +82,10 @@ the codec that is reading: the object read gets that codec, and opens
 itself on ``codec.context``.  This is the one way a factory learns both.
 Every serializer stores references its own way (a persistent id under
 pickle, a marked object under json, an extension type under msgpack), and
-none of them confuses a reference with ordinary data.
+none of them confuses a reference with ordinary data.  A reference whose
+tag is not registered, or that is not exactly ``[tag: str, args: list]``,
+raises :class:`CorruptDataError`; a factory checks its own ``args`` and
+raises the same on anything else.
 """
 from __future__ import annotations
 
@@ -63,7 +96,7 @@ import json
 import pickle
 from typing import Any, Callable, Dict, List, Optional
 
-from .errors import SignatureError
+from .errors import CorruptDataError, SignatureError
 
 __all__ = ["Codec", "register_ref", "read_ref", "REF_METHOD", "SERIALIZERS"]
 
@@ -127,15 +160,20 @@ def read_ref(tag: Any, args: Any, codec: "Codec") -> Any:
 
 
 def _make_ref(tag: Any, args: Any, codec: "Codec") -> Any:
-    if not isinstance(tag, str) or not isinstance(args, list):
-        raise ValueError(f"malformed reference to a Redis object: {[tag, args]!r}")
+    if type(tag) is not str or type(args) is not list:
+        raise CorruptDataError(f"malformed reference to a Redis object: {_short([tag, args])}")
     factory = _REF_FACTORIES.get(tag)
     if factory is None:
-        raise ValueError(
-            f"a reference to a Redis object of kind {tag!r}, which this process does not know "
-            "(is the module that defines it imported?)"
+        raise CorruptDataError(
+            f"a reference to a Redis object of unknown kind {_short(tag)}: the stored data is "
+            "damaged or forged, or written by another version of interproc"
         )
     return factory(args, codec)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 200 else text[:200] + "..."
 
 
 # ---------------------------------------------------------------------------
@@ -239,6 +277,16 @@ class _Unpickler(pickle.Unpickler):
 _PICKLE_DIRECT = (type(None), bool, int, float, str, bytes)
 
 
+def _field(text: str) -> bytes:
+    """A length-prefixed field of MAC input, so that no two (scope, part)
+    pairs give the same bytes."""
+    raw = text.encode("utf-8", "surrogatepass")
+    return len(raw).to_bytes(4, "big") + raw
+
+
+_RAW_DOMAIN = b"R"
+
+
 # ---------------------------------------------------------------------------
 # The codec
 
@@ -246,9 +294,10 @@ _PICKLE_DIRECT = (type(None), bool, int, float, str, bytes)
 class Codec:
     """Serializer plus optional signing (see the module docstring)."""
 
-    __slots__ = ("serializer", "authkey", "context", "_header")
+    __slots__ = ("serializer", "authkey", "context", "scope", "_header", "_payload_mac", "_raw_mac")
 
-    def __init__(self, serializer: str = "pickle", authkey: Optional[bytes] = None, *, context: Any = None):
+    def __init__(self, serializer: str = "pickle", authkey: Optional[bytes] = None, *,
+                 context: Any = None, scope: Optional[str] = None):
         if serializer not in SERIALIZERS:
             raise ValueError(f"serializer must be one of {', '.join(map(repr, SERIALIZERS))}, not {serializer!r}")
         if authkey is not None:
@@ -259,22 +308,36 @@ class Codec:
                 raise ValueError("authkey must not be empty")
         if serializer == "msgpack":
             _import_msgpack()
+        if scope is not None and not isinstance(scope, str):
+            raise TypeError(f"scope must be a str, not {type(scope).__name__}")
         self.serializer = serializer
         self.authkey = authkey
         self.context = context
+        self.scope = scope
         h = _HEADERS[serializer]
         self._header = h.upper() if authkey else h
+        if authkey:
+            # The MAC state after the fixed prefix, copied per value: one
+            # HMAC per value, as before the scope was added.
+            where = _field(scope or "")
+            self._payload_mac = hmac.new(authkey, self._header + where, hashlib.sha256)
+            self._raw_mac = hmac.new(authkey, _RAW_DOMAIN + where, hashlib.sha256)
+        else:
+            self._payload_mac = self._raw_mac = None
 
     @property
     def options(self) -> Dict[str, Any]:
         """Picklable: ``Codec(**codec.options)`` is an equal codec (without the context)."""
         return {"serializer": self.serializer, "authkey": self.authkey}
 
-    def bind(self, context: Any) -> "Codec":
-        """This codec with another context for reference factories."""
-        return Codec(self.serializer, self.authkey, context=context)
+    def bind(self, context: Any, scope: Optional[str] = None) -> "Codec":
+        """This codec with another context for reference factories, and
+        signatures bound to ``scope`` (an object's id)."""
+        return Codec(self.serializer, self.authkey, context=context, scope=scope)
 
     def __reduce__(self):
+        # Context and scope stay behind: the process that rebuilds the codec
+        # binds it to its own connection and object.
         return (_rebuild, (self.serializer, self.authkey))
 
     def __eq__(self, other: Any) -> bool:
@@ -293,10 +356,39 @@ class Codec:
 
     def dumps(self, obj: Any) -> bytes:
         body = self._body(obj)
-        if self.authkey is None:
+        if self._payload_mac is None:
             return self._header + body
-        mac = hmac.new(self.authkey, self._header + body, hashlib.sha256).digest()
-        return self._header + mac + body
+        mac = self._payload_mac.copy()
+        mac.update(body)
+        return self._header + mac.digest() + body
+
+    def sign(self, data: bytes, part: str) -> bytes:
+        """``data`` as stored under ``part`` of this codec's object (see the
+        module docstring); the data itself without an authkey."""
+        if self._raw_mac is None:
+            return data
+        mac = self._raw_mac.copy()
+        mac.update(_field(part))
+        mac.update(data)
+        return mac.digest() + data
+
+    def verify(self, stored: Any, part: str, key: Any = None) -> bytes:
+        """The data of bytes made by :meth:`sign` for ``part``;
+        SignatureError if they were not made so with this key, here."""
+        if self._raw_mac is None:
+            return stored
+        where = f" at key {_show_key(key)}" if key is not None else ""
+        if type(stored) is not bytes or len(stored) < MAC_SIZE:
+            raise SignatureError(f"unsigned or truncated data{where}: this codec has an authkey "
+                                 "and reads signed data only")
+        data = stored[MAC_SIZE:]
+        mac = self._raw_mac.copy()
+        mac.update(_field(part))
+        mac.update(data)
+        if not hmac.compare_digest(stored[:MAC_SIZE], mac.digest()):
+            raise SignatureError(f"bad signature{where}: signed with another authkey, for "
+                                 "another object or key, or altered")
+        return data
 
     def _body(self, obj: Any) -> bytes:
         if self.serializer == "pickle":
@@ -329,10 +421,10 @@ class Codec:
             return self._load_body(data[1:])
         where = f" at key {_show_key(key)}" if key is not None else ""
         if data is None:
-            raise ValueError(f"no payload{where} (a missing key?)")
+            raise CorruptDataError(f"no payload{where} (a missing key?)")
         data = bytes(data)
         if not data:
-            raise ValueError(f"empty payload{where}")
+            raise CorruptDataError(f"empty payload{where}")
         head = data[0]
         serializer = _SERIALIZER_OF.get(head)
         signed = 65 <= head <= 90  # upper case
@@ -344,14 +436,21 @@ class Codec:
             if len(data) < 1 + MAC_SIZE:
                 raise SignatureError(f"truncated signature{where}")
             mac, body = data[1:1 + MAC_SIZE], data[1 + MAC_SIZE:]
-            expected = hmac.new(self.authkey, data[:1] + body, hashlib.sha256).digest()
-            if not hmac.compare_digest(mac, expected):
+            if serializer != self.serializer:
                 raise SignatureError(
-                    f"bad signature{where}: the payload was signed with another authkey, or altered"
+                    f"payload{where} was written with serializer {serializer!r}; this codec reads "
+                    f"{self.serializer!r}"
+                )
+            expected = self._payload_mac.copy()
+            expected.update(body)
+            if not hmac.compare_digest(mac, expected.digest()):
+                raise SignatureError(
+                    f"bad signature{where}: the payload was signed with another authkey, for "
+                    "another object, or altered"
                 )
         else:
             if serializer is None:
-                raise ValueError(f"not an interproc payload{where} (unknown header byte {head:#04x})")
+                raise CorruptDataError(f"not an interproc payload{where} (unknown header byte {head:#04x})")
             if signed:
                 raise SignatureError(
                     f"signed payload{where}, but this codec has no authkey: give the authkey "
@@ -359,7 +458,7 @@ class Codec:
                 )
             body = data[1:]
         if serializer != self.serializer:
-            raise ValueError(
+            raise CorruptDataError(
                 f"payload{where} was written with serializer {serializer!r}; this codec reads "
                 f"{self.serializer!r}"
             )
@@ -368,17 +467,23 @@ class Codec:
     def _load_body(self, body: bytes) -> Any:
         if self.serializer == "pickle":
             return _Unpickler(io.BytesIO(body), self).load()
-        if self.serializer == "json":
-            return json.loads(body, object_hook=self._json_object)
-        msgpack = _import_msgpack()
-        return msgpack.unpackb(body, raw=False, ext_hook=self._msgpack_ext, strict_map_key=True,
-                              unicode_errors="surrogatepass")
+        try:
+            if self.serializer == "json":
+                return json.loads(body, object_hook=self._json_object)
+            msgpack = _import_msgpack()
+            return msgpack.unpackb(body, raw=False, ext_hook=self._msgpack_ext,
+                                   strict_map_key=True, unicode_errors="surrogatepass")
+        except CorruptDataError:
+            raise
+        except (ValueError, TypeError, RecursionError) as exc:
+            # Plain data that does not parse: damaged, or not ours.
+            raise CorruptDataError(f"malformed {self.serializer} payload: {exc}") from None
 
     def _json_object(self, d: Dict[str, Any]) -> Any:
         if len(d) == 1 and _JSON_REF in d:
             ref = d[_JSON_REF]
-            if not isinstance(ref, list) or len(ref) != 2:
-                raise ValueError(f"malformed reference to a Redis object: {ref!r}")
+            if type(ref) is not list or len(ref) != 2:
+                raise CorruptDataError(f"malformed reference to a Redis object: {_short(ref)}")
             return _make_ref(ref[0], ref[1], self)
         if any(k.startswith("\x00") for k in d):
             return {(k[1:] if k.startswith("\x00") else k): v for k, v in d.items()}
@@ -386,10 +491,14 @@ class Codec:
 
     def _msgpack_ext(self, code: int, data: bytes) -> Any:
         if code != _MSGPACK_REF:
-            raise ValueError(f"unknown msgpack extension type {code} in a payload")
-        ref = _import_msgpack().unpackb(data, raw=False)
-        if not isinstance(ref, list) or len(ref) != 2:
-            raise ValueError(f"malformed reference to a Redis object: {ref!r}")
+            raise CorruptDataError(f"unknown msgpack extension type {code} in a payload")
+        msgpack = _import_msgpack()
+        try:
+            ref = msgpack.unpackb(data, raw=False, strict_map_key=True)
+        except Exception as exc:
+            raise CorruptDataError(f"malformed reference to a Redis object: {exc}") from None
+        if type(ref) is not list or len(ref) != 2:
+            raise CorruptDataError(f"malformed reference to a Redis object: {_short(ref)}")
         return _make_ref(ref[0], ref[1], self)
 
 

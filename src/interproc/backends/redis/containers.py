@@ -843,10 +843,11 @@ class RedisList(ListAPI, GuardedObject):
         values = list_values(iterable)
         if codec is None:
             codec = Codec()
-        payloads = [codec.dumps(v) for v in values]
         self._lease = check_lease(lease)
-        # A new list gets its content in the step that creates it.
-        meta = self._open(conn, name, create, codec, {}, init={"l": payloads})
+        # A new list gets its content in the step that creates it, signed
+        # (with an authkey) for the list's own id.
+        meta = self._open(conn, name, create, codec, {},
+                          init=lambda bound: {"l": [bound.dumps(v) for v in values]})
         if values and not meta.created:
             raise _given_too_late("RedisList", name)
 

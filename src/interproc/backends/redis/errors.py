@@ -18,14 +18,35 @@ other's failures too:
 - :class:`ServerTimeoutError` (a ``TimeoutError``): the reply did not come
   within the ``socket_timeout`` given to the connection.  As with a lost
   connection, the command may or may not have taken effect.
-- :class:`SignatureError` (a ``ValueError``): with an ``authkey``, a payload
-  read from Redis was unsigned or its signature did not match.
+- :class:`CorruptDataError` (a ``ValueError``, and an
+  ``interproc.SegmentError`` as a damaged shared-memory segment is): bytes
+  read from Redis are not what interproc stores there -- a malformed
+  payload or metadata hash, a reference to an unknown kind of object or
+  with arguments of the wrong shape, a Barrier action named by the store
+  that this reader will not import.  Nothing named by the bytes was
+  imported or called.
+- :class:`SignatureError` (a ``CorruptDataError``): with an ``authkey``, a
+  payload, metadata hash or Value/Array content read from Redis was
+  unsigned, signed with another key, altered, or signed for another object
+  or key (copied from elsewhere).
 - :class:`LockNotOwnedError` (a ``RuntimeError`` and an ``AssertionError``):
   ``release()`` of a Lock or RLock by a thread that does not hold it.  A
   Redis lock is a lease owned by the thread that acquired it; unlike the
   shared-memory and multiprocessing ``Lock``, no other thread or process may
   release it, so that a holder whose lease ran out cannot release the lock
   of the one that took it over.
+- :class:`ObjectGoneError` (a ``FileNotFoundError``): an operation through a
+  handle whose object no longer exists: it was unlinked (and perhaps made
+  again under its name: another incarnation), the manager that made it shut
+  down, or the server lost its data (restarted without persistence, or a
+  replica that had not received it took over).  The operation changed
+  nothing; the handle cannot be used any more.
+- :class:`LeaseLostError` (a ``LockNotOwnedError``): the calling thread
+  acquired the lock, but its lease ran out before it released it (its
+  process or the server stalled, or the connection was lost, for longer
+  than the lease).  Raised by the first operation on the guarded object
+  that follows, which the server refused and which did nothing, and by
+  ``release()`` when another took the lock meanwhile.
 
 All of them carry the server (``host:port`` or the socket path) in their
 message, and never the password.
@@ -37,9 +58,14 @@ __all__ = [
     "UnreachableError",
     "ConnectionLostError",
     "ServerTimeoutError",
+    "CorruptDataError",
     "SignatureError",
     "LockNotOwnedError",
+    "ObjectGoneError",
+    "LeaseLostError",
 ]
+
+from ...naming import SegmentError
 
 
 class AuthenticationError(PermissionError):
@@ -58,8 +84,13 @@ class ServerTimeoutError(TimeoutError):
     """No reply within ``socket_timeout``: the command may or may not have taken effect."""
 
 
-class SignatureError(ValueError):
-    """A payload was unsigned, or signed with another key, or altered."""
+class CorruptDataError(SegmentError):
+    """Bytes read from Redis are damaged or forged; nothing they name was run."""
+
+
+class SignatureError(CorruptDataError):
+    """Stored bytes were unsigned, signed with another key or for another
+    place, or altered."""
 
 
 class LockNotOwnedError(RuntimeError, AssertionError):
@@ -67,4 +98,17 @@ class LockNotOwnedError(RuntimeError, AssertionError):
 
     A RuntimeError (threading's error) and an AssertionError (what
     multiprocessing's RLock raises), so code written for either catches it.
+    """
+
+
+class ObjectGoneError(FileNotFoundError):
+    """The object behind a handle was deleted, or lost by the server; the
+    operation changed nothing."""
+class LeaseLostError(LockNotOwnedError):
+    """The calling thread's lease on a Redis lock ran out while it held it.
+
+    What raised it did nothing: the server refuses every operation of a
+    holder whose lease is gone, so nothing it does after that point can
+    interleave with a later holder's work.  What it did before, under the
+    lease, stays done.
     """

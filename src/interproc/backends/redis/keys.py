@@ -20,7 +20,7 @@ name for a named object and ``anon:<32 hex digits>`` for an anonymous one.
     The key of one part of an object (``ip:{name}`` itself for the empty
     part, which may be declared like any other), and of its metadata hash.
 
-``create_meta(conn, name, kind, options, create=None, *, parts=(), init=None) -> Meta``
+``create_meta(conn, name, kind, options, create=None, *, parts=(), init=None, codec=None) -> Meta``
     The open/create step of every kind, in one atomic Lua script:
 
     - ``create=None`` opens the object if it exists, else creates it;
@@ -57,7 +57,17 @@ name for a named object and ``anon:<32 hex digits>`` for an anonymous one.
     The names of every object (anonymous ones included), sorted.
 
 A metadata hash that is missing its fields or has another layout version
-raises ``interproc.SegmentError`` (a ValueError), as a corrupt segment does.
+raises ``CorruptDataError`` (an ``interproc.SegmentError``, a ValueError),
+as a corrupt segment does.
+
+Signed metadata: ``create_meta`` and ``read_meta`` take the object's
+``codec`` (bound to its id).  With an authkey, the hash carries ``mac``, the
+codec's raw signature (``codec.sign``) over kind, options, uid, layout
+version and parts under the part ``meta``, and an opener refuses metadata
+whose MAC does not match (``SignatureError``) before believing any of it:
+a forged ``maxsize`` cannot make a bounded queue unbounded, and metadata
+copied from another object fails, the object id being in the MAC.
+``created`` (a timestamp for listings) is not covered.
 """
 from __future__ import annotations
 
@@ -69,8 +79,9 @@ import time
 from typing import Any, Dict, Iterable, List, Mapping, Optional
 
 from ... import _core
-from ...naming import SegmentError
 from .client import Connection
+from .codec import MAC_SIZE
+from .errors import CorruptDataError
 
 __all__ = [
     "PREFIX",
@@ -160,22 +171,23 @@ class Meta(dict):
 
 
 # KEYS: meta, then every declared part.  ARGV: mode, kind, options, uid,
-# version, parts, created-at, number of init entries, then per entry:
+# version, parts, created-at, MAC or '', number of init entries, then per entry:
 # index into KEYS, type, number of values, the values.
 _CREATE = """
 local meta = KEYS[1]
 local mode = ARGV[1]
 if redis.call('EXISTS', meta) == 1 then
   if mode == 'create' then return {'exists'} end
-  local m = redis.call('HMGET', meta, 'kind', 'options', 'uid', 'version', 'parts')
-  return {'opened', m[1], m[2], m[3], m[4], m[5]}
+  local m = redis.call('HMGET', meta, 'kind', 'options', 'uid', 'version', 'parts', 'mac')
+  return {'opened', m[1], m[2], m[3], m[4], m[5], m[6]}
 end
 if mode == 'attach' then return {'missing'} end
 for i = 2, #KEYS do redis.call('DEL', KEYS[i]) end
 redis.call('HSET', meta, 'kind', ARGV[2], 'options', ARGV[3], 'uid', ARGV[4],
            'version', ARGV[5], 'parts', ARGV[6], 'created', ARGV[7])
-local pos = 9
-for n = 1, tonumber(ARGV[8]) do
+if ARGV[8] ~= '' then redis.call('HSET', meta, 'mac', ARGV[8]) end
+local pos = 10
+for n = 1, tonumber(ARGV[9]) do
   local key = KEYS[tonumber(ARGV[pos])]
   local typ = ARGV[pos + 1]
   local cnt = tonumber(ARGV[pos + 2])
@@ -230,21 +242,40 @@ def _kind_error(name: str, stored: Optional[str], kind: str) -> TypeError:
     return TypeError(f"{name!r} holds a {stored}; asked for: {kind}")
 
 
-def _parse_meta(name: str, fields: List[Any], created: bool) -> Meta:
-    kind, options, uid, version, parts = (_text(f) for f in fields)
+def _meta_signed_data(kind: str, options: str, uid: str, version: str, parts: str) -> bytes:
+    """What a metadata MAC covers: every field an opener trusts."""
+    return json.dumps([kind, options, uid, version, parts], separators=(",", ":")).encode()
+
+
+def _meta_mac(codec: Any, kind: str, options: str, uid: str, version: str, parts: str) -> bytes:
+    if codec is None or getattr(codec, "authkey", None) is None:
+        return b""
+    return codec.sign(_meta_signed_data(kind, options, uid, version, parts), META_PART)[:MAC_SIZE]
+
+
+def _parse_meta(name: str, fields: List[Any], created: bool, codec: Any = None) -> Meta:
+    mac = fields[5] if len(fields) > 5 else None
+    kind, options, uid, version, parts = (_text(f) for f in fields[:5])
     if kind is None or options is None or uid is None:
-        raise SegmentError(f"the metadata of {name!r} ({meta_key(name)}) is incomplete")
+        raise CorruptDataError(f"the metadata of {name!r} ({meta_key(name)}) is incomplete")
+    if codec is not None and getattr(codec, "authkey", None) is not None:
+        # Checked before anything in it is believed: a forged maxsize or
+        # parties would change what every opener does.
+        signed = _meta_signed_data(kind, options, uid, version or "", parts or "")
+        codec.verify((mac if isinstance(mac, bytes) else b"") + signed, META_PART,
+                     meta_key(name))
     if version != LAYOUT_VERSION:
-        raise SegmentError(
+        raise CorruptDataError(
             f"{name!r} has layout version {version}; this interproc reads version {LAYOUT_VERSION}"
         )
     try:
         opts = json.loads(options)
         part_list = json.loads(parts) if parts else []
     except ValueError:
-        raise SegmentError(f"the metadata of {name!r} ({meta_key(name)}) is corrupt") from None
-    if not isinstance(opts, dict) or not isinstance(part_list, list):
-        raise SegmentError(f"the metadata of {name!r} ({meta_key(name)}) is corrupt")
+        raise CorruptDataError(f"the metadata of {name!r} ({meta_key(name)}) is corrupt") from None
+    if not isinstance(opts, dict) or not isinstance(part_list, list) \
+            or not all(isinstance(p, str) for p in part_list):
+        raise CorruptDataError(f"the metadata of {name!r} ({meta_key(name)}) is corrupt")
     return Meta(name, kind, opts, uid, part_list, created)
 
 
@@ -261,6 +292,7 @@ def create_meta(
     *,
     parts: Iterable[str] = (),
     init: Optional[Mapping[str, Any]] = None,
+    codec: Any = None,
 ) -> Meta:
     """Open or create the object ``name`` (see the module docstring)."""
     name = _check_any_name(name)
@@ -284,8 +316,10 @@ def create_meta(
     keys = [meta_key(name)] + [object_key(name, p) for p in parts]
     uid = secrets.token_hex(8)
     mode = {None: "open", True: "create", False: "attach"}[create]
-    args: List[Any] = [mode, kind, options_json, uid, LAYOUT_VERSION, _parts_json(parts),
-                       repr(time.time())]
+    parts_json = _parts_json(parts)
+    args: List[Any] = [mode, kind, options_json, uid, LAYOUT_VERSION, parts_json,
+                       repr(time.time()),
+                       _meta_mac(codec, kind, options_json, uid, LAYOUT_VERSION, parts_json)]
     entries: List[Any] = []
     n = 0
     for part, value in init.items():
@@ -316,20 +350,21 @@ def create_meta(
         raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), name)
     if status == "missing":
         raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), name)
-    meta = _parse_meta(name, list(reply[1:6]), False)
+    meta = _parse_meta(name, list(reply[1:7]), False, codec)
     if meta.kind != kind:
         raise _kind_error(name, meta.kind, kind)
     return meta
 
 
-def read_meta(conn: Connection, name: str, kind: Optional[str] = None) -> Meta:
+def read_meta(conn: Connection, name: str, kind: Optional[str] = None, codec: Any = None) -> Meta:
     """The metadata of an existing object (see the module docstring)."""
     name = _check_any_name(name)
     with conn.errors(f"reading the metadata of {name!r}"):
-        fields = conn.client.hmget(meta_key(name), ["kind", "options", "uid", "version", "parts"])
+        fields = conn.client.hmget(meta_key(name),
+                                   ["kind", "options", "uid", "version", "parts", "mac"])
     if all(f is None for f in fields):
         raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), name)
-    meta = _parse_meta(name, list(fields), False)
+    meta = _parse_meta(name, list(fields), False, codec)
     if kind is not None and meta.kind != kind:
         raise _kind_error(name, meta.kind, kind)
     return meta
@@ -346,7 +381,7 @@ def delete_object(conn: Connection, name: str, kind: Optional[str] = None, uid: 
         try:
             parts = json.loads(parts_text) if parts_text else []
         except ValueError:
-            raise SegmentError(f"the metadata of {name!r} ({meta_key(name)}) is corrupt") from None
+            raise CorruptDataError(f"the metadata of {name!r} ({meta_key(name)}) is corrupt") from None
         keys = [meta_key(name)] + [object_key(name, p) for p in parts]
         with conn.errors(f"unlinking {name!r}"):
             reply = script(keys, [kind or "", uid or "", parts_text])

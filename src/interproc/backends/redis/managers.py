@@ -90,11 +90,21 @@ class RedisManager:
       never resent).
       ``username``/``password`` override the URL's; ``redis_kwargs`` go to
       redis-py (``socket_timeout=``, ``ssl_ca_certs=``...).
-    - ``authkey``: bytes; every stored value is signed with HMAC-SHA256 and
-      a value without a valid signature is refused (``SignatureError``)
-      before it is decoded.  Every process must use the same key.
+    - ``authkey``: bytes; everything interproc stores is signed with
+      HMAC-SHA256 for its object and place (values, object metadata, Value
+      and Array contents), and bytes without a valid signature, or copied
+      from another object or key, are refused (``SignatureError``) before
+      they are decoded.  Every process must use the same key.
     - ``serializer``: ``"pickle"`` (any picklable value), ``"json"`` or
       ``"msgpack"`` (plain data only: TypeError for anything else).
+      **pickle runs code when it loads**: with the default
+      (``serializer="pickle"``, no ``authkey``), whoever can write to the
+      Redis server can make every process reading these objects run code
+      of their choosing; the server's own access control (password, ACL
+      user, TLS, network) is then the only guard.  Give an ``authkey``
+      (only payloads signed with it are unpickled) or use json/msgpack
+      (nothing read is ever imported, called or unpickled) when others may
+      write to the server.
     - ``lease``: seconds a lock stays held by a process that stops renewing
       it (it died, or lost the server); at least ``MIN_LEASE`` (1 s), since
       holders renew every third of it (ValueError at once otherwise).

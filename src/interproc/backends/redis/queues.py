@@ -92,6 +92,7 @@ from . import _waiters
 from . import client as _client
 from ._base import call, register
 from ._waiters import Deadline, WaitingObject, lua
+from .keys import object_key
 
 from ...queues import ShutDown
 
@@ -634,7 +635,8 @@ class _QueueBase(WaitingObject):
             try:
                 # One plain pipeline on the slot's node, never resent (client.bounded).
                 res = self._conn.bounded(self._items, wait if blocking else
-                                         deadline.remaining() if bounded else None, build)
+                                         deadline.remaining() if bounded else None, build,
+                                         bounded)
                 _raise_error_reply(res)
             except BaseException as exc:
                 self._take_failed(c, exc, deadline)
@@ -773,7 +775,7 @@ class _QueueBase(WaitingObject):
     def is_shutdown(self) -> bool:
         """True once ``shutdown()`` was called on this queue, from anywhere."""
         self._check()
-        return bool(self._call(self._client.exists, self._shut))
+        return bool(self._command("EXISTS", self._shut))
 
     def empty(self) -> bool:
         return self.qsize() == 0
@@ -791,9 +793,10 @@ class _QueueBase(WaitingObject):
     def cancel_join_thread(self) -> None:
         """Accepted for compatibility: there is no feeder thread."""
 
-    def _destroy(self) -> None:
-        call(self._conn, self._op(), self._conn.script(_DESTROY_PROCS_LUA), [self._procs], [])
-        super()._destroy()
+    @classmethod
+    def _destroy_keys(cls, conn: Any, ident: str) -> None:
+        call(conn, f"{cls._KIND} {ident!r}", conn.script(_DESTROY_PROCS_LUA), [object_key(ident, "procs")], [])
+        super()._destroy_keys(conn, ident)
 
     def __enter__(self):
         return self

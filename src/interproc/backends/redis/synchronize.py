@@ -10,13 +10,15 @@ Key layout of an object whose keys start with ``ip:{name}:``:
 
 - Lock/RLock: ``owner`` (hash: token, re-entry count, pid; expires after the
   lease), ``state`` (hash: token of the last acquirer that has not released,
-  owner deaths), waiters ``w``/``w.e`` and their wake keys ``wk:<id>``.
+  owner deaths, the last fencing token given), waiters ``w``/``w.e`` and
+  their wake keys ``wk:<id>``.
 - Semaphore: ``st`` (hash: value), waiters ``w``/``w.e``, ``wk:<id>``.
 - Event: ``st`` (hash: flag, generation), waiters ``w``/``w.e``, ``wk:<id>``.
 - Condition: waiters ``cw``/``cw.e``, wake keys ``cwk:<id>``, and, unless a
   lock is given, its own RLock under ``lock.owner``, ``lock.state``...
 - Barrier: ``bar`` (hash: arrived count, generation, broken), ``out`` (hash:
-  generation -> how it ended), waiters ``w``/``w.e``, ``wk:<id>``.
+  generation -> how it ended), waiters ``w``/``w.e``, ``wk:<id>``; the
+  party running the action stays registered in ``w`` while it does.
 
 - **Timeout**: ``acquire``/``wait`` return False when their timeout passes
   (threading's reading: None waits for ever, a negative one not at all);
@@ -28,10 +30,15 @@ Key layout of an object whose keys start with ``ip:{name}:``:
   :class:`~interproc.OwnerDiedWarning`.  Semaphore units taken by a process
   that dies are not given back (they have no owner).  A dead waiter is
   skipped by wake-ups once its registration expires (``_waiters``); a dead
-  waiter at a Barrier breaks it.
+  waiter at a Barrier breaks it, and so does a party that dies while it
+  runs the Barrier's action.
 - **Lease lost by a live holder** (it stalled or lost the server for longer
-  than the lease): if another took the lock meanwhile, ``release()`` raises
-  :class:`~.errors.LockNotOwnedError` saying so; otherwise it releases.
+  than the lease): the server refuses its operations on a guarded object
+  (``_guarded``) and an RLock re-entry, with
+  :class:`~.errors.LeaseLostError`; if another took the lock meanwhile,
+  ``release()`` raises it too, otherwise it releases.
+- **Fencing tokens**: every acquisition is numbered, one more than the
+  last (``fencing_token``), for other systems to refuse a stale holder.
 - **Release by another thread**: only the thread that acquired a Lock may
   release it (LockNotOwnedError), unlike multiprocessing's and the
   shared-memory Lock, so that a holder whose lease ran out can never release
@@ -61,11 +68,11 @@ from . import _waiters
 from . import codec as _codec
 from ._base import register, thread_token
 from ._waiters import Deadline, WaitingObject, lua
-from .errors import LockNotOwnedError
+from .errors import CorruptDataError, LeaseLostError, LockNotOwnedError
 
 __all__ = [
     "Lock", "RLock", "Semaphore", "BoundedSemaphore", "Event", "Condition", "Barrier",
-    "LockNotOwnedError", "OwnerDiedWarning", "DEFAULT_LEASE",
+    "LockNotOwnedError", "LeaseLostError", "OwnerDiedWarning", "DEFAULT_LEASE",
 ]
 
 #: Seconds a lock stays held after its holder stops renewing it.
@@ -96,8 +103,12 @@ class _Renewer:
 
     def __init__(self) -> None:
         self._cv = threading.Condition(threading.Lock())
-        self._held: Dict[Tuple[str, str], list] = {}  # (owner key, token) -> [conn, lease, due]
-        self._lost: set = set()
+        # (owner key, token) -> [conn, lease, due, fencing token, renewal,
+        # re-entry depth]
+        self._held: Dict[Tuple[str, str], list] = {}
+        # Leases found lost by a renewal, until their holder releases:
+        # (owner key, token) -> [fencing token, re-entry depth].
+        self._lost: Dict[Tuple[str, str], list] = {}
         self._thread: Optional[threading.Thread] = None
         self._stopping = False
 
@@ -106,10 +117,18 @@ class _Renewer:
         self._thread = threading.Thread(target=self._run, name="interproc-lease-renewer", daemon=True)
         self._thread.start()
 
-    def add(self, conn: Any, key: str, token: str, lease: float) -> None:
+    def add(self, conn: Any, key: str, token: str, lease: float, fence: int,
+            renew: Optional[Any] = None, count: int = 1) -> None:
+        """Renew ``key`` every third of ``lease`` while held: with the lock
+        renewal script, or by calling ``renew()`` (which answers whether
+        the claim still stands), for a Barrier's running action.  ``count``
+        re-entries are added to those of the same acquisition (``fence``)."""
         with self._cv:
-            self._held[(key, token)] = [conn, lease, time.monotonic() + lease / 3.0]
-            self._lost.discard((key, token))
+            old = self._held.get((key, token))
+            depth = count + (old[5] if old is not None and old[3] == fence else 0)
+            self._held[(key, token)] = [conn, lease, time.monotonic() + lease / 3.0, fence,
+                                        renew, depth]
+            self._lost.pop((key, token), None)
             # While stop_if_idle is stopping the thread, it restarts one
             # itself once the old one is gone.
             if self._thread is None:
@@ -135,13 +154,43 @@ class _Renewer:
         have been found lost since)."""
         with self._cv:
             held = self._held.pop((key, token), None) is not None
-            lost = (key, token) in self._lost
-            self._lost.discard((key, token))
+            lost = self._lost.pop((key, token), None) is not None
             return held or lost
 
-    def holds(self, key: str, token: str) -> bool:
+    def claims(self, key: str, token: str) -> bool:
+        """Whether this thread acquired the lock and has not released it,
+        whether or not its lease is still good.  Lock-free: it is asked
+        before every operation on a guarded object, and a dict lookup is
+        atomic."""
+        return (key, token) in self._held or (key, token) in self._lost
+
+    def fence(self, key: str, token: str) -> Optional[int]:
+        """The fencing token of this thread's acquisition, None if it does
+        not claim the lock."""
+        entry = self._held.get((key, token))
+        if entry is not None:
+            return entry[3]
+        lost = self._lost.get((key, token))
+        return None if lost is None else lost[0]
+
+    def nested(self, key: str, token: str) -> bool:
+        """Whether this thread holds an RLock more than once."""
         with self._cv:
-            return (key, token) in self._held
+            entry = self._held.get((key, token))
+            if entry is not None:
+                return entry[5] > 1
+            lost = self._lost.get((key, token))
+            return lost is not None and lost[1] > 1
+
+    def unnest(self, key: str, token: str) -> None:
+        """One re-entry of this thread's hold was released."""
+        with self._cv:
+            entry = self._held.get((key, token))
+            if entry is not None:
+                entry[5] -= 1
+            lost = self._lost.get((key, token))
+            if lost is not None:
+                lost[1] -= 1
 
     def _run(self) -> None:
         while True:
@@ -156,9 +205,12 @@ class _Renewer:
                     continue
                 for _, v in due:
                     v[2] = now + v[1] / 3.0
-            for (key, token), (conn, lease, _) in due:
+            for (key, token), (conn, lease, _, _, renew, _) in due:
                 try:
-                    ok = conn.script(_RENEW_LUA)(keys=[key], args=[token, int(lease * 1000)])
+                    if renew is not None:
+                        ok = renew()
+                    else:
+                        ok = conn.script(_RENEW_LUA)(keys=[key], args=[token, int(lease * 1000)])
                 except Exception:
                     # Try again soon: the lease is not lost until it runs out.
                     with self._cv:
@@ -168,11 +220,20 @@ class _Renewer:
                     continue
                 if not ok:
                     with self._cv:
-                        if self._held.pop((key, token), None) is not None:
-                            self._lost.add((key, token))
+                        entry = self._held.pop((key, token), None)
+                        if entry is not None:
+                            self._lost[(key, token)] = [entry[3], entry[5]]
 
 
 _renewer = _Renewer()
+
+
+def claims_lock(owner_key: str, token: str) -> bool:
+    """Whether the thread ``token`` acquired the lock whose owner key is
+    ``owner_key`` and has not released it (its lease may be lost): the
+    guarded objects then ask the server to check that the lease is still
+    good (``_guarded``)."""
+    return _renewer.claims(owner_key, token)
 
 
 def _renewer_after_fork() -> None:
@@ -192,10 +253,19 @@ _HOST = socket.gethostname()
 
 # ------------------------------------------------------------------ locks
 
+# ARGV: token, lease ms, reentrant, waiter id, mode, registration ttl, wake
+# prefix, count, owner's name, whether the caller believes it holds the lock.
+# Returns {1, owner died, fencing token} when taken, {0, holder's pttl} when
+# not, {-1, 0} when the caller believed it held the lock but its lease is
+# gone (another holds it, or nobody does).
 _ACQUIRE_LUA = lua("""
 local owner, state, z, e = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local token, wid, mode, p = ARGV[1], ARGV[4], tonumber(ARGV[5]), ARGV[7]
 local cur = redis.call('HGET', owner, 't')
+if ARGV[10] == '1' and cur ~= token then
+  w_done(z, e, p, wid)
+  return {-1, 0}
+end
 if not cur then
   redis.call('HSET', owner, 't', token, 'n', ARGV[8], 'pid', ARGV[9])
   redis.call('PEXPIRE', owner, ARGV[2])
@@ -205,30 +275,37 @@ if not cur then
     redis.call('HINCRBY', state, 'deaths', 1)
   end
   redis.call('HSET', state, 'holder', token)
+  -- The fencing token: one more at every acquisition, kept in the state
+  -- hash, which outlives holders and goes only with the lock's other keys.
+  local fence = redis.call('HINCRBY', state, 'fence', 1)
   w_done(z, e, p, wid)
-  return {1, died}
+  return {1, died, fence}
 end
 if cur == token and ARGV[3] == '1' then
   redis.call('HINCRBY', owner, 'n', tonumber(ARGV[8]))
   redis.call('PEXPIRE', owner, ARGV[2])
   w_done(z, e, p, wid)
-  return {1, 0}
+  return {1, 0, tonumber(redis.call('HGET', state, 'fence') or '0') or 0}
 end
 w_fail(z, e, p, wid, mode, tonumber(ARGV[6]))
 return {0, redis.call('PTTL', owner)}
 """)
 
-# ARGV: token, reentrant, wake prefix, full.  Returns {status, depth}:
-# 0 released (depth: the re-entry count it had), 1 still held (re-entered),
-# -1 not locked, -2 held by another owner.
+# ARGV: token, reentrant, wake prefix, full, whether the caller holds it
+# more than once.  Returns {status, depth}: 0 released (depth: the re-entry
+# count it had), 1 still held (re-entered), -1 not locked, -2 held by another
+# owner, -3 the caller's lease ran out and it leaves an inner re-entry.
 _RELEASE_LUA = lua("""
 local owner, state, z, e = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local token, p = ARGV[1], ARGV[3]
 local cur = redis.call('HGET', owner, 't')
 if cur ~= token then
   if redis.call('HGET', state, 'holder') == token then
-    -- Our lease ran out and nobody took the lock since: it was never
-    -- shared, so this is an ordinary release.
+    -- Our lease ran out and nobody took the lock since.  Leaving an inner
+    -- re-entry (ARGV[5]) must not end the hold the outer code still counts
+    -- on, so it is refused; leaving the outermost one is an ordinary
+    -- release: the lock was never shared.
+    if ARGV[5] == '1' then return {-3, 0} end
     redis.call('HDEL', state, 'holder')
     w_wake(z, e, p, 1)
     return {0, 1}
@@ -252,6 +329,15 @@ local o = redis.call('HMGET', KEYS[1], 't', 'n', 'pid')
 local deaths = redis.call('HGET', KEYS[2], 'deaths') or '0'
 return {o[1] or '', o[2] or '0', o[3] or '', deaths, w_count(KEYS[4])}
 """)
+
+
+def lease_lost_error(lock: Any, what: str) -> LeaseLostError:
+    """The error for ``what`` (a call, an operation) refused because the
+    calling thread's lease on ``lock`` ran out."""
+    return LeaseLostError(
+        f"{what}: this thread's lease on {lock!r} ran out (it was not renewed for "
+        f"{lock.lease} s: the process or the server stalled, or the connection was "
+        "lost) and the lock may have been taken by another since")
 
 
 def check_lease(lease: Any) -> float:
@@ -289,6 +375,14 @@ class _LockBase(WaitingObject):
     def _set_handle_state(self, state: Any) -> None:
         self._lease, self._prefix = state
 
+    @classmethod
+    def _state_from_ref(cls, state: Any, codec: Any) -> Any:
+        # Read from Redis: a lease and the prefix of the lock's parts, one
+        # of the two a lock may have, nothing else.
+        if type(state) is not list or len(state) != 2 or state[1] not in ("", EMBEDDED_PREFIX):
+            raise ValueError("malformed lock state")
+        return (check_lease(state[0]), state[1])
+
     def _destroy(self) -> None:
         if self._prefix:
             return  # a lock living with another object goes with it
@@ -299,7 +393,7 @@ class _LockBase(WaitingObject):
         """The lock living with ``owner`` under its parts ``prefix + "owner"``...
         (see :func:`embedded_parts`): a Condition's own lock, a container's."""
         return cls._handle(owner._conn, owner._codec, owner._ident, owner._anonymous, {},
-                           (lease, prefix))
+                           (lease, prefix), owner._uid)
 
     @property
     def lease(self) -> float:
@@ -307,22 +401,30 @@ class _LockBase(WaitingObject):
         return self._lease
 
     def _try(self, token: str, count: int, wid: str, mode: int) -> Tuple[bool, Any, Optional[float]]:
+        claimed = _renewer.claims(self._keys[0], token)
         res = self._script(_ACQUIRE_LUA, self._keys, [
             token, int(self._lease * 1000), "1" if self._REENTRANT else "0", wid, mode,
-            _waiters.REGISTRATION_TTL_MS, self._wake_prefix, count, f"{_HOST}:{os.getpid()}"])
-        if int(res[0]) == 1:
-            return True, int(res[1]), None
+            _waiters.REGISTRATION_TTL_MS, self._wake_prefix, count, f"{_HOST}:{os.getpid()}",
+            "1" if claimed else "0"])
+        status = int(res[0])
+        if status == 1:
+            return True, (int(res[1]), int(res[2])), None
+        if status == -1:
+            # Taking it afresh would hide from the code under the outer
+            # acquisition that the lock was not held all along.
+            raise lease_lost_error(self, "acquire()")
         pttl = int(res[1])
         # Wake up when the holder's lease would run out, to take over.
         return False, 0, (pttl / 1000.0 + 0.005) if pttl > 0 else 0.005
 
     def _acquire_count(self, block: bool, timeout: Any, count: int) -> bool:
         token = thread_token()
-        ok, died = self._wait(lambda wid, mode: self._try(token, count, wid, mode),
-                              Deadline(block, timeout), self._prefix + "wk:")
+        ok, taken = self._wait(lambda wid, mode: self._try(token, count, wid, mode),
+                               Deadline(block, timeout), self._prefix + "wk:")
         if not ok:
             return False
-        _renewer.add(self._conn, self._keys[0], token, self._lease)
+        died, fence = taken
+        _renewer.add(self._conn, self._keys[0], token, self._lease, fence, count=count)
         self.owner_died = bool(died)
         if died:
             warnings.warn(OwnerDiedWarning(
@@ -337,19 +439,27 @@ class _LockBase(WaitingObject):
 
     def _release(self, full: bool) -> int:
         token = thread_token()
+        key = self._keys[0]
+        nested = self._REENTRANT and not full and _renewer.nested(key, token)
         status, depth = (int(x) for x in self._script(
             _RELEASE_LUA, self._keys,
-            [token, "1" if self._REENTRANT else "0", self._wake_prefix, "1" if full else "0"]))
+            [token, "1" if self._REENTRANT else "0", self._wake_prefix, "1" if full else "0",
+             "1" if nested else "0"]))
         if status == 0:
-            _renewer.remove(self._keys[0], token)
+            _renewer.remove(key, token)
             return depth
         if status == 1:
+            _renewer.unnest(key, token)
             return depth
-        lost = _renewer.remove(self._keys[0], token)
+        if nested:
+            # The lease is gone, but the outer acquisitions are still to be
+            # left: keep this thread's claim so that what they do is
+            # refused too, and the outermost release ends it.
+            _renewer.unnest(key, token)
+            raise lease_lost_error(self, "release()")
+        lost = _renewer.remove(key, token)
         if lost:
-            raise LockNotOwnedError(
-                f"{self!r}: this thread's lease ran out (it was not renewed for {self._lease} s) "
-                "and another process took the lock")
+            raise lease_lost_error(self, "release()")
         if self._REENTRANT:
             raise LockNotOwnedError("attempt to release recursive lock not owned by thread")
         if status == -1:
@@ -358,6 +468,23 @@ class _LockBase(WaitingObject):
             f"{self!r} is held by another thread or process, and a Redis Lock may only be "
             "released by the thread that acquired it (unlike multiprocessing's and the "
             "shared-memory Lock): its lease belongs to its holder")
+
+    @property
+    def fencing_token(self) -> Optional[int]:
+        """The fencing token of the calling thread's acquisition, or None if
+        this thread has not acquired the lock.
+
+        Every acquisition of the lock (not a re-entry) is numbered, one more
+        than the last, by the script that takes it.  Pass the number along
+        with what is done under the lock to any other system (a database, a
+        storage service) that can remember the largest number it has seen
+        and refuse a smaller one: a holder whose lease ran out while it was
+        frozen then cannot overwrite what a later holder did there.  The
+        number stays the same until ``release()``, even if the lease is
+        lost meanwhile: that is what lets the other system refuse it.  It
+        is read from this process's memory, without a round trip."""
+        self._check()
+        return _renewer.fence(self._keys[0], thread_token())
 
     def release(self) -> None:
         """Release the lock (once, for an RLock).  Only the thread that holds
@@ -373,7 +500,7 @@ class _LockBase(WaitingObject):
     def locked(self) -> bool:
         """Whether some thread or process holds the lock."""
         self._check()
-        return bool(self._call(self._client.exists, self._keys[0]))
+        return bool(self._command("EXISTS", self._keys[0]))
 
     def locked_by_me(self) -> bool:
         """Whether the calling thread holds the lock."""
@@ -381,7 +508,7 @@ class _LockBase(WaitingObject):
 
     def _is_owned(self) -> bool:
         self._check()
-        return self._call(self._client.hget, self._keys[0], "t") == thread_token().encode()
+        return self._command("HGET", self._keys[0], "t") == thread_token().encode()
 
     def _release_save(self) -> int:
         return self._release(True)
@@ -426,7 +553,10 @@ class Lock(_LockBase):
     Unlike multiprocessing's (and the shared-memory) Lock, only the thread
     that acquired it may release it: a lease belongs to its holder.
     ``release()`` of an unlocked Lock raises ValueError; of a Lock held by
-    someone else, :class:`LockNotOwnedError` (a RuntimeError).
+    someone else, :class:`LockNotOwnedError` (a RuntimeError); of a Lock
+    whose lease ran out and that another took meanwhile,
+    :class:`LeaseLostError`.  ``fencing_token`` numbers the holder's
+    acquisition.
     """
 
     _KIND = "Lock"
@@ -520,7 +650,7 @@ class Semaphore(WaitingObject):
 
     def get_value(self) -> int:
         self._check()
-        v = self._call(self._client.hget, self._keys[0], "v")
+        v = self._command("HGET", self._keys[0], "v")
         return self._initial if v is None else int(v)
 
     def __enter__(self) -> bool:
@@ -597,14 +727,14 @@ class Event(WaitingObject):
 
     def is_set(self) -> bool:
         self._check()
-        return self._call(self._client.hget, self._keys[0], "f") == b"1"
+        return self._command("HGET", self._keys[0], "f") == b"1"
 
     def set(self) -> None:
         self._script(_EVENT_SET_LUA, self._keys, [self._wake_prefix])
 
     def clear(self) -> None:
         self._check()
-        self._call(self._client.hset, self._keys[0], "f", "0")
+        self._command("HSET", self._keys[0], "f", "0")
 
     def wait(self, timeout: Optional[float] = None) -> bool:
         """Block until the flag is set, or ``timeout`` seconds pass; return
@@ -700,8 +830,11 @@ class Condition(WaitingObject):
     @classmethod
     def _state_from_ref(cls, state: Any, codec: Any) -> Any:
         ref, lease = state
+        lease = check_lease(lease)
         if ref is None:
             return (None, lease)
+        if type(ref) is not list or not ref:
+            raise ValueError("malformed reference to a Condition's lock")
         return (_codec.read_ref(ref[0], ref[1:], codec), lease)
 
     def acquire(self, block: bool = True, timeout: Optional[float] = None) -> bool:
@@ -709,6 +842,13 @@ class Condition(WaitingObject):
 
     def release(self) -> None:
         self._lock.release()
+
+    @property
+    def fencing_token(self) -> Optional[int]:
+        """The fencing token of the calling thread's hold on the condition's
+        lock (see ``Lock.fencing_token``); ``wait()`` takes the lock afresh,
+        so it returns with a new one."""
+        return self._lock.fencing_token
 
     def __enter__(self) -> bool:
         return self._lock.acquire()
@@ -728,6 +868,9 @@ class Condition(WaitingObject):
         self._script(_COND_REGISTER_LUA, self._keys, [wid, _waiters.REGISTRATION_TTL_MS])
         try:
             depth = self._lock._release_save()
+        except LeaseLostError:
+            self._cond_check(wid, 2)
+            raise
         except (LockNotOwnedError, ValueError):
             self._cond_check(wid, 2)
             raise RuntimeError("cannot wait on un-acquired lock") from None
@@ -751,21 +894,27 @@ class Condition(WaitingObject):
         return the predicate's last value."""
         return wait_for(self.wait, predicate, timeout)
 
+    def _check_owned(self, what: str) -> None:
+        lock = self._lock
+        if lock._is_owned():
+            return
+        if claims_lock(lock._keys[0], thread_token()):
+            raise lease_lost_error(lock, what)
+        raise RuntimeError("cannot notify on un-acquired lock")
+
     def notify(self, n: int = 1) -> None:
         """Wake up to ``n`` of the processes and threads waiting."""
-        if not self._lock._is_owned():
-            raise RuntimeError("cannot notify on un-acquired lock")
+        self._check_owned("notify()")
         self._script(_COND_NOTIFY_LUA, self._keys, [self._wake_prefix, operator.index(n)])
 
     def notify_all(self) -> None:
         """Wake every process and thread waiting."""
-        if not self._lock._is_owned():
-            raise RuntimeError("cannot notify on un-acquired lock")
+        self._check_owned("notify_all()")
         self._script(_COND_NOTIFY_LUA, self._keys, [self._wake_prefix, -1])
 
     def statistics(self) -> Dict[str, Any]:
         stats = self._lock.statistics()
-        stats["condition_waiters"] = int(self._call(self._client.zcard, self._keys[0]))
+        stats["condition_waiters"] = int(self._command("ZCARD", self._keys[0]))
         return stats
 
     def close(self) -> None:
@@ -807,7 +956,10 @@ if c >= parties then
 end
 c = c + 1
 redis.call('HSET', bar, 'c', c)
-if c < parties then w_add(z, e, wid, ttl) else w_done(z, e, p, wid) end
+-- The last party stays registered while it runs the action (ARGV[6]), its
+-- process renewing that: if it dies there, the others see its registration
+-- expire and break the barrier, as they do for a dead waiter.
+if c < parties or ARGV[6] == '1' then w_add(z, e, wid, ttl) else w_done(z, e, p, wid) end
 return {c - 1, g}
 """)
 
@@ -827,11 +979,11 @@ if redis.call('HGET', bar, 'b') == '1' then
   w_done(z, e, p, wid)
   return -1
 end
-local now = now_ms()
+local now = w_now(e)
 local dead = false
 local all = redis.call('HGETALL', e)
 for i = 1, #all, 2 do
-  if all[i] ~= '#' and all[i] ~= wid and tonumber(all[i + 1]) < now then dead = true end
+  if not w_meta(all[i]) and all[i] ~= wid and (tonumber(all[i + 1]) or 0) < now then dead = true end
 end
 if dead or mode == 2 then
   w_done(z, e, p, wid)
@@ -842,8 +994,10 @@ w_add(z, e, wid, ttl)
 return 0
 """)
 
+# ARGV: the generation, the wake prefix, the action runner's waiter id.
 _BARRIER_RELEASE_LUA = lua(_BARRIER_LUA + """
 local bar, out, z, e = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+w_done(z, e, ARGV[2], ARGV[3])
 local g = redis.call('HGET', bar, 'g') or '0'
 if g ~= ARGV[1] or redis.call('HGET', bar, 'b') == '1' then return -1 end
 redis.call('HSET', out, g, 'ok')
@@ -853,9 +1007,23 @@ w_wake(z, e, ARGV[2], -1)
 return 1
 """)
 
+# ARGV: the wake prefix, and the action runner's waiter id when its action failed.
 _BARRIER_ABORT_LUA = lua(_BARRIER_LUA + """
+w_done(KEYS[3], KEYS[4], ARGV[1], ARGV[2] or '')
 local g = redis.call('HGET', KEYS[1], 'g') or '0'
 break_barrier(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], g)
+return 1
+""")
+
+# The action runner's renewal: refreshes its registration while its round
+# is still on (ARGV: generation, waiter id, registration ttl).
+_BARRIER_KEEP_LUA = lua("""
+local bar, z, e = KEYS[1], KEYS[3], KEYS[4]
+if (redis.call('HGET', bar, 'g') or '0') ~= ARGV[1] or redis.call('HGET', bar, 'b') == '1'
+    or not redis.call('ZSCORE', z, ARGV[2]) then
+  return 0
+end
+w_add(z, e, ARGV[2], tonumber(ARGV[3]))
 return 1
 """)
 
@@ -879,6 +1047,77 @@ return {s[1] or '0', s[2] or '0', w_count(KEYS[4])}
 """)
 
 
+# The actions of the Barriers this process opened with one, by object id: a
+# reference read from Redis may name an action only by pointing at one of
+# these, unless its payload was signed (see _barrier_state_from_ref).
+_actions_opened_here: Dict[str, Any] = {}
+
+
+def _action_name(action: Any) -> Optional[str]:
+    module, qualname = getattr(action, "__module__", None), getattr(action, "__qualname__", "")
+    if not module or not qualname or "<" in qualname:
+        return None
+    return f"{module}:{qualname}"
+
+
+def _barrier_state_from_ref(state: Any, codec: Any) -> Any:
+    """A Barrier's (action, timeout) from a reference read from Redis.
+
+    The action travels as ``"module:qualname"``.  Importing a module and
+    calling what a stored name says is running code chosen by whoever can
+    write to Redis, so the name is imported only from a payload signed
+    with the authkey under pickle (its writer holds the key and could make
+    the reader unpickle anything anyway).  Otherwise -- json, msgpack, or
+    pickle without an authkey -- the name is only compared with the action
+    of a Barrier this process opened itself on the same object: a match
+    gives that action, anything else raises CorruptDataError, so a Barrier
+    never silently loses its action either.
+    """
+    if type(state) is not list or len(state) != 2:
+        raise CorruptDataError("a reference to a Barrier has malformed state")
+    name, timeout = state
+    if timeout is not None and (type(timeout) not in (int, float) or not timeout >= 0):
+        raise CorruptDataError(f"a reference to a Barrier has a bad timeout: {timeout!r}")
+    if name is None:
+        return (None, timeout)
+    if type(name) is not str or name.count(":") != 1:
+        raise CorruptDataError("a reference to a Barrier has a malformed action name")
+    module, qualname = name.split(":")
+    parts = qualname.split(".")
+    if not all(p.isidentifier() for p in module.split(".")) \
+            or not all(p.isidentifier() for p in parts):
+        raise CorruptDataError("a reference to a Barrier has a malformed action name")
+    if codec.serializer == "pickle" and codec.authkey is not None:
+        import importlib
+        try:
+            action: Any = importlib.import_module(module)
+            for attr in parts:
+                action = getattr(action, attr)
+        except (ImportError, AttributeError) as exc:
+            raise CorruptDataError(f"a Barrier's action {name!r} cannot be found here: "
+                                   f"{exc}") from None
+        if not callable(action):
+            raise CorruptDataError(f"a Barrier's action {name!r} is not callable")
+        return (action, timeout)
+    return (_ActionName(name), timeout)
+
+
+class _ActionName(str):
+    """An action name read from unsigned data, resolved by ``Barrier._setup``
+    against the actions opened here (the object id is known only there)."""
+
+    def resolve(self, ident: str) -> Any:
+        action = _actions_opened_here.get(ident)
+        if action is not None and _action_name(action) == self:
+            return action
+        raise CorruptDataError(
+            f"a reference to the Barrier {ident!r} names its action {str(self)!r}, which this "
+            "process does not import from unsigned or plain data: open the Barrier with its "
+            "action in this process first (Barrier(parties, action, name=...)), or use "
+            "serializer='pickle' with an authkey"
+        )
+
+
 @register
 class Barrier(WaitingObject):
     """A barrier in Redis: ``multiprocessing.Barrier``.
@@ -889,7 +1128,11 @@ class Barrier(WaitingObject):
     ``abort()``, a failing action, or a waiting process that dies (noticed
     once its registration expires, within about
     ``3 * WAIT_CHUNK`` seconds) breaks the barrier: waiters get
-    ``threading.BrokenBarrierError`` until ``reset()``.
+    ``threading.BrokenBarrierError`` until ``reset()``.  The party running
+    ``action`` stays registered while it does (its process's lease renewer
+    refreshes that), so its death breaks the barrier the same way.
+    Registrations expire on the registry's clock, which a stalled server
+    advances by one step only (``_waiters``): a stall breaks nothing.
     """
 
     _KIND = "Barrier"
@@ -911,6 +1154,10 @@ class Barrier(WaitingObject):
         self._open(conn, name, create, codec, {"parties": parties})
 
     def _setup(self) -> None:
+        if isinstance(self._action, _ActionName):
+            self._action = self._action.resolve(self._ident)
+        elif self._action is not None:
+            _actions_opened_here[self._ident] = self._action
         self._parties = int(self._opts["parties"])
         self._keys = [self._key("bar"), self._key("out"), self._key("w"), self._key("w.e")]
         self._wake_prefix = self._key("wk:")
@@ -934,15 +1181,7 @@ class Barrier(WaitingObject):
 
     @classmethod
     def _state_from_ref(cls, state: Any, codec: Any) -> Any:
-        name, timeout = state
-        action = None
-        if name is not None:
-            import importlib
-            module, _, qualname = name.partition(":")
-            action = importlib.import_module(module)
-            for attr in qualname.split("."):
-                action = getattr(action, attr)
-        return (action, timeout)
+        return _barrier_state_from_ref(state, codec)
 
     @property
     def parties(self) -> int:
@@ -977,7 +1216,8 @@ class Barrier(WaitingObject):
         # party running the action), wait for it to end.
         while True:
             index, gen = self._script(_ARRIVE_LUA, self._keys, [
-                self._parties, wid, 1, ttl, self._wake_prefix])
+                self._parties, wid, 1, ttl, self._wake_prefix,
+                "0" if self._action is None else "1"])
             index, gen = int(index), gen.decode() if isinstance(gen, bytes) else str(gen)
             if index == -1:
                 raise BrokenBarrierError
@@ -990,13 +1230,16 @@ class Barrier(WaitingObject):
                 raise BrokenBarrierError
             self._blpop(wake, wait)
         if index + 1 == self._parties:
-            try:
-                if self._action is not None:
-                    self._action()
-            except BaseException:
-                self.abort()
-                raise
-            if int(self._script(_BARRIER_RELEASE_LUA, self._keys, [gen, self._wake_prefix])) < 0:
+            runner = ""
+            if self._action is not None:
+                runner = wid
+                try:
+                    self._run_action(gen, wid)
+                except BaseException:
+                    self._script(_BARRIER_ABORT_LUA, self._keys, [self._wake_prefix, wid])
+                    raise
+            if int(self._script(_BARRIER_RELEASE_LUA, self._keys,
+                                [gen, self._wake_prefix, runner])) < 0:
                 raise BrokenBarrierError
             return index
         while True:
@@ -1013,10 +1256,27 @@ class Barrier(WaitingObject):
             if res == -1:
                 raise BrokenBarrierError
 
+    def _run_action(self, gen: str, wid: str) -> None:
+        """Run the action while this process's lease renewer refreshes the
+        registration the arrival made for it: the other parties tell a
+        long action from a dead runner by it."""
+        ttl = _waiters.REGISTRATION_TTL_MS
+        conn, keys = self._conn, self._keys
+
+        def keep() -> bool:
+            return bool(conn.script(_BARRIER_KEEP_LUA)(keys=keys, args=[gen, wid, ttl]))
+
+        key = self._keys[3]
+        _renewer.add(conn, key, wid, ttl / 1000.0, 0, renew=keep)
+        try:
+            self._action()
+        finally:
+            _renewer.remove(key, wid)
+
     def abort(self) -> None:
         """Break the barrier: every wait, now and later, raises
         BrokenBarrierError until reset()."""
-        self._script(_BARRIER_ABORT_LUA, self._keys, [self._wake_prefix])
+        self._script(_BARRIER_ABORT_LUA, self._keys, [self._wake_prefix, ""])
 
     def reset(self) -> None:
         """Back to the empty state; processes waiting now get BrokenBarrierError."""
