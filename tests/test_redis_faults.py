@@ -276,9 +276,9 @@ def test_stream_across_cuts_and_outages_loses_and_duplicates_nothing(proxy, redi
     and while a get waits in BLMOVE for an item a producer puts) and refuses
     new ones for a while: every item put arrives once, and none twice."""
     n = 300
-    producer = rq.Queue(Connection.from_url(redis_server.url))
-    consumer = rq.Queue._handle(Connection.from_url(proxy.url), producer._codec, producer._ident,
-                                True, producer._opts, None)
+    name = f"stream-{os.getpid()}-{time.monotonic_ns()}"
+    producer = rq.Queue(Connection.from_url(redis_server.url), name=name)
+    consumer = rq.Queue(Connection.from_url(proxy.url), name=name, create=False)
     try:
         producer.put_many(range(n // 2))
         got, failures, empty = [], 0, 0
@@ -358,7 +358,7 @@ def test_cluster_failover_loses_and_duplicates_nothing_acknowledged(failover_clu
     conn = Connection.from_url(cluster.url)
     # A queue whose master is not the node the connection was made through.
     for i in range(100):
-        q = rq.Queue(conn, name=f"failover-{i}-{os.getpid()}")
+        q = rq.Queue(conn, name=f"failover-{i}-{os.getpid()}-{time.monotonic_ns()}")
         if cluster.server_for_slot(cluster.slot(q._items)) is not cluster.servers[0]:
             break
         q._destroy()
@@ -367,8 +367,8 @@ def test_cluster_failover_loses_and_duplicates_nothing_acknowledged(failover_clu
         # A second process's handle, whose slot table is not refreshed by
         # the first one's failures: it meets the old master again later,
         # back as a replica, and is redirected (MOVED).
-        late = rq.Queue._handle(Connection.from_url(cluster.url, socket_timeout=4.0), q._codec,
-                                q._ident, False, q._opts, None)
+        late = rq.Queue(Connection.from_url(cluster.url, socket_timeout=4.0), name=q.name,
+                        create=False)
         q.put_many(range(21))
         got = [late.get(timeout=5)] + [q.get(timeout=5) for _ in range(9)]
         _replicated(master)
