@@ -984,8 +984,12 @@ class Connection:
                 if (self._cluster or self.is_sentinel) and isinstance(
                         exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)):
                     self._slots_stale = True
-                    if reconnects and _while_connecting(exc):
-                        reconnects -= 1  # nothing was sent: the node may be gone
+                    if (reconnects and _while_connecting(exc)
+                            and not isinstance(exc, redis.exceptions.TimeoutError)):
+                        # Refused: nothing was sent, and the node may be gone
+                        # (a failover).  A connect that timed out is not
+                        # tried again: that would double the caller's wait.
+                        reconnects -= 1
                         continue
                 raise
             if not self._cluster:
