@@ -213,30 +213,6 @@ def redis_cluster_url(redis_cluster):
 
 
 @pytest.fixture
-def redis_server_factory(tmp_path):
-    """Start private servers for one test (ones it may kill): ``make(password=None)``."""
-    import _redis_helpers
-    from interproc.backends.redis import local_server
-
-    _redis_helpers.require_redis()
-    started = []
-
-    def make(password=None):
-        server = local_server.RedisServer(str(tmp_path / f"redis{len(started)}"), password=password)
-        started.append(server)
-        return server.start()
-
-    yield make
-    for server in started:
-        server.stop()
-
-
-# ---------------------------------------------------------------------------
-# Redis under faults (tests/test_redis_faults.py): servers a test may stop,
-# kill, restart or put behind fault proxies, so each is the test's own.
-
-
-@pytest.fixture
 def private_redis(tmp_path):
     """Start standalone servers that belong to one test:
     ``make(persistent=False, password=None)``; stopped (and continued, if

@@ -274,8 +274,8 @@ def test_unreachable_unix_socket(tmp_path):
         Connection.from_url(f"unix://{path}").ping()
 
 
-def test_server_killed_during_a_blocking_command(redis_server_factory):
-    server = redis_server_factory()
+def test_server_killed_during_a_blocking_command(private_redis):
+    server = private_redis()
     conn = Connection.from_url(server.url)
     key = f"ip-test:{uname()}"
     conn.ping()
@@ -307,8 +307,8 @@ def test_server_killed_during_a_blocking_command(redis_server_factory):
         conn.ping()
 
 
-def test_server_killed_between_commands(redis_server_factory):
-    server = redis_server_factory()
+def test_server_killed_between_commands(private_redis):
+    server = private_redis()
     conn = Connection.from_url(server.url)
     assert conn.ping()
     server.kill()
@@ -317,8 +317,8 @@ def test_server_killed_between_commands(redis_server_factory):
             conn.client.get("ip-test:x")
 
 
-def test_server_restarted_between_commands(redis_server_factory):
-    server = redis_server_factory()
+def test_server_restarted_between_commands(private_redis):
+    server = private_redis()
     conn = Connection.from_url(server.url)
     assert conn.ping()
     server.stop()

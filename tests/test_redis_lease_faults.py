@@ -285,8 +285,8 @@ def test_barrier_action_longer_than_a_registration_does_not_break_it(conn, made)
 
 
 @pytest.mark.timeout(120)
-def test_barrier_survives_a_server_stall_with_every_party_alive(redis_server_factory):
-    server = redis_server_factory()
+def test_barrier_survives_a_server_stall_with_every_party_alive(private_redis):
+    server = private_redis()
     ctx = multiprocessing.get_context("spawn")
     conn = Connection.from_url(server.url, socket_timeout=h.CHILD_TIMEOUT)
     name = fresh_name()

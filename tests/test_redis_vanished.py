@@ -45,12 +45,12 @@ OPERATIONS = {
 
 
 @pytest.mark.parametrize("kind", sorted(OPERATIONS))
-def test_every_kind_raises_after_its_data_is_lost(redis_server_factory, kind):
+def test_every_kind_raises_after_its_data_is_lost(private_redis, kind):
     """The server lost everything (as a restart without persistence does):
     every operation says so, and makes no key."""
     import redis
 
-    server = redis_server_factory()
+    server = private_redis()
     client = redis.Redis.from_url(server.url)
     make, operations = OPERATIONS[kind]
     with interproc.Manager(server.url) as m:
@@ -131,3 +131,74 @@ def test_a_handle_passed_by_reference_or_pickle_keeps_its_incarnation(redis_url)
         with pytest.raises(ObjectGoneError):
             pickle.loads(pickle.dumps(q)).put("z")
         m.Queue(name=name).unlink()
+
+
+@pytest.mark.parametrize("how", ["get", "get-timeout", "get_nowait", "get_many", "bounded-get",
+                                 "fresh-handle-get"])
+def test_taking_from_a_queue_that_is_gone_raises(private_redis, how):
+    """Every way of taking: the one-script take of a consumer that took
+    before, the blocking pipeline of one that did not, with and without a
+    timeout."""
+    import redis
+
+    server = private_redis()
+    client = redis.Redis.from_url(server.url)
+    with interproc.Manager(server.url) as m:
+        q = m.Queue(maxsize=5 if how == "bounded-get" else 0, name=_unique())
+        q.put("first")
+        if how != "fresh-handle-get":
+            assert q.get(timeout=5) == "first"  # the consumer is registered
+        other = m.Queue(name=q.name) if how == "fresh-handle-get" else q
+        client.flushall()
+        take = {
+            "get": lambda: other.get(),
+            "get-timeout": lambda: other.get(timeout=30),
+            "get_nowait": other.get_nowait,
+            "get_many": lambda: other.get_many(10, timeout=30),
+            "bounded-get": lambda: other.get(timeout=30),
+            "fresh-handle-get": lambda: other.get(timeout=30),
+        }[how]
+        with pytest.raises(ObjectGoneError):
+            take()
+        assert client.dbsize() == 0, "the take made keys afresh"
+
+
+@pytest.mark.timeout(60)
+def test_a_server_restarted_without_persistence_is_detected(private_redis):
+    """The issue's case: a restart that lost everything.  Producers and
+    consumers learn it at their next operation instead of carrying on with
+    an empty queue, a free lock and a semaphore back at its start."""
+    server = private_redis(persistent=False)
+    m = interproc.Manager(server.url, socket_timeout=10)
+    q, lock, sem = m.Queue(), m.Lock(), m.Semaphore(3)
+    for i in range(100):
+        q.put(i)
+    assert lock.acquire(timeout=5) and sem.acquire(timeout=5)
+    server.stop()
+    server.start()
+    for op in (lambda: q.put("after"), lambda: q.get(timeout=5), lambda: sem.acquire(timeout=1),
+               lambda: sem.release(), lambda: lock.locked()):
+        with pytest.raises(ObjectGoneError):
+            op()
+    with pytest.raises(ObjectGoneError):
+        lock.release()
+    m.shutdown()
+
+
+@pytest.mark.timeout(60)
+def test_a_server_restarted_with_persistence_keeps_every_object(private_redis):
+    """With `appendfsync always` every acknowledged write comes back, and
+    the handles go on as if nothing happened."""
+    server = private_redis(persistent=True)
+    m = interproc.Manager(server.url, socket_timeout=10)
+    q, d = m.Queue(), m.dict()
+    for i in range(100):
+        q.put(i)
+        d[i] = -i
+    server.stop()
+    server.start()
+    assert [q.get(timeout=5) for _ in range(100)] == list(range(100))
+    assert dict(d) == {i: -i for i in range(100)}
+    q.put("after")
+    assert q.get(timeout=5) == "after"
+    m.shutdown()

@@ -113,6 +113,12 @@ _ONE_COMMAND = "return redis.call(ARGV[1], KEYS[1], unpack(ARGV, 2))"
 _alive_sources: Dict[str, str] = {}
 
 
+def is_gone(exc: BaseException) -> bool:
+    """Whether ``exc`` is a script's answer that its object is gone
+    (``_ALIVE_GUARD``)."""
+    return isinstance(exc, Exception) and str(exc) == _GONE_REPLY
+
+
 def alive(source: str) -> str:
     """``source`` run only on the incarnation of an object its handle opened
     (see ``_ALIVE_GUARD``): pass the metadata key last in KEYS and the uid
@@ -324,7 +330,7 @@ class RedisObject:
     def _raise(self, exc: BaseException) -> None:
         """Raise what a failed operation of this handle means; call it in
         the ``except`` clause."""
-        if str(exc) == _GONE_REPLY and isinstance(exc, Exception):
+        if is_gone(exc):
             raise self._gone() from None
         raise_translated(exc, self._conn, self._opname)
 

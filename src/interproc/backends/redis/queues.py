@@ -90,7 +90,7 @@ from typing import Any, Iterable, List, Optional, Tuple
 
 from . import _waiters
 from . import client as _client
-from ._base import call, register
+from ._base import alive, call, is_gone, register
 from ._waiters import Deadline, WaitingObject, lua
 from .keys import object_key
 
@@ -549,9 +549,11 @@ class _QueueBase(WaitingObject):
     def _recover(self, c: _Consumer, seconds: Optional[float] = None) -> None:
         """Put back what the failed take may have moved (``_RECOVER_LUA``);
         ``seconds`` bounds the wait for the server's reply."""
-        keys = [c.proc, self._items, self._shut, self._tasks] + self._jw + [c.prev, c.void, self._procs]
-        args = ["1" if self._JOINABLE else "0", self._jw_prefix, PROC_TTL_MS]
-        script = self._conn.script(_RECOVER_LUA)
+        # A queue that is gone gets nothing back: that would make it afresh.
+        keys = [c.proc, self._items, self._shut, self._tasks] + self._jw + [
+            c.prev, c.void, self._procs, self._meta]
+        args = ["1" if self._JOINABLE else "0", self._jw_prefix, PROC_TTL_MS, self._uid]
+        script = self._conn.script(alive(_RECOVER_LUA))
         if seconds is None:
             call(self._conn, self._op(), script, keys, args)
         else:
@@ -564,6 +566,22 @@ class _QueueBase(WaitingObject):
         with self._unrecovered_lock:
             if c in self._unrecovered:
                 self._unrecovered.remove(c)
+
+    def _register(self, c: _Consumer, seconds: Optional[float]) -> None:
+        """List the consumer's processing lists in ``procs`` (what recovers
+        them if it dies); ``seconds`` bounds the wait for the reply, the
+        connecting of a thread's first client included."""
+        keys = [self._procs, *c.lists, self._meta]
+        source = alive(_REGISTER_CONSUMER_LUA)
+        try:
+            if seconds is None:
+                self._conn.script(source)(keys, [self._uid])
+            else:
+                _raise_error_reply(self._conn.bounded(self._items, seconds, lambda pipe: (
+                    pipe.execute_command("EVAL", source, len(keys), *keys, self._uid))))
+        except BaseException as exc:
+            self._raise(exc)
+        c.registered = True
 
     def _take(self, max_items: int, deadline: Deadline) -> List[bytes]:
         """Up to ``max_items`` payloads, waiting until ``deadline`` for the
@@ -585,25 +603,30 @@ class _QueueBase(WaitingObject):
         c.n += 1
         more = max_items - 1
         bounded = deadline.end is not None and deadline.waits
-        if c.registered:
-            # First without waiting: one script, one round trip.  Only an
-            # empty queue makes the blocking take below necessary.
-            try:
-                if bounded:
-                    res = self._take_now_bounded(c, max_items, deadline.remaining())
-                elif max_items == 1 and self._maxsize == 0:
-                    res = self._conn.script(_TAKE_ONE_LUA).execute(
-                        self._conn.client, 5, self._items, c.proc, self._shut, c.prev, c.void,
-                        PROC_TTL_MS)
-                else:
-                    res = self._conn.script(_TAKE_NOW_LUA).execute(
-                        self._conn.client, 7, self._items, c.proc, *self._pw, self._shut,
-                        c.prev, c.void, max_items, self._maxsize, self._pw_prefix, PROC_TTL_MS)
-            except BaseException as exc:
-                self._take_failed(c, exc, deadline)
-            got = _taken(res)
-            if got or not deadline.waits or deadline.remaining() == 0:
-                return got
+        if not c.registered:
+            # Once per consumer, on its own: were it the head of the
+            # blocking pipeline below, a queue that is gone would still
+            # cost that pipeline's wait before its error came back.
+            self._register(c, deadline.remaining() if bounded else None)
+        # First without waiting: one script, one round trip.  Only an
+        # empty queue makes the blocking take below necessary.
+        try:
+            if bounded:
+                res = self._take_now_bounded(c, max_items, deadline.remaining())
+            elif max_items == 1 and self._maxsize == 0:
+                res = self._conn.script(alive(_TAKE_ONE_LUA)).execute(
+                    self._conn.client, 6, self._items, c.proc, self._shut, c.prev, c.void,
+                    self._meta, PROC_TTL_MS, self._uid)
+            else:
+                res = self._conn.script(alive(_TAKE_NOW_LUA)).execute(
+                    self._conn.client, 8, self._items, c.proc, *self._pw, self._shut,
+                    c.prev, c.void, self._meta, max_items, self._maxsize, self._pw_prefix,
+                    PROC_TTL_MS, self._uid)
+        except BaseException as exc:
+            self._take_failed(c, exc, deadline)
+        got = _taken(res)
+        if got or not deadline.waits or deadline.remaining() == 0:
+            return got
         while True:
             left = deadline.remaining()
             blocking = deadline.waits and (left is None or left > 0)
@@ -618,19 +641,17 @@ class _QueueBase(WaitingObject):
                 wait = GET_CHUNK if left is None else min(GET_CHUNK, left - SERVER_TIMER_SLACK)
 
             def build(pipe: Any) -> None:
-                if not c.registered:
-                    pipe.execute_command("EVAL", _REGISTER_CONSUMER_LUA, 3, self._procs, *c.lists)
-                pipe.execute_command("EVAL", _BEFORE_MOVE_LUA, 4, self._items, c.proc,
-                                     self._shut, c.prev)
+                pipe.execute_command("EVAL", alive(_BEFORE_MOVE_LUA), 5, self._items, c.proc,
+                                     self._shut, c.prev, self._meta, self._uid)
                 if blocking:
                     pipe.blmove(self._items, c.proc, _waiters.server_seconds(wait), "LEFT", "RIGHT")
                 else:
                     pipe.lmove(self._items, c.proc, "LEFT", "RIGHT")
                 # Always a script after the move: the item moved may be the end
                 # marker, which must go back before another consumer waits.
-                pipe.execute_command("EVAL", _TAKE_MORE_LUA, 6, self._items, c.proc, *self._pw,
-                                     self._shut, c.void, more, self._maxsize, self._pw_prefix,
-                                     PROC_TTL_MS)
+                pipe.execute_command("EVAL", alive(_TAKE_MORE_LUA), 7, self._items, c.proc,
+                                     *self._pw, self._shut, c.void, self._meta, more,
+                                     self._maxsize, self._pw_prefix, PROC_TTL_MS, self._uid)
 
             try:
                 # One plain pipeline on the slot's node, never resent (client.bounded).
@@ -640,7 +661,6 @@ class _QueueBase(WaitingObject):
                 _raise_error_reply(res)
             except BaseException as exc:
                 self._take_failed(c, exc, deadline)
-            c.registered = True
             got = _taken(res[-1])
             if got or not blocking:
                 return got
@@ -651,12 +671,14 @@ class _QueueBase(WaitingObject):
         """The take without waiting of ``_take``, its reply awaited for at
         most ``seconds`` + ``client.BLOCK_MARGIN``."""
         if max_items == 1 and self._maxsize == 0:
-            source = _TAKE_ONE_LUA
-            keys_args = [5, self._items, c.proc, self._shut, c.prev, c.void, PROC_TTL_MS]
+            source = alive(_TAKE_ONE_LUA)
+            keys_args = [6, self._items, c.proc, self._shut, c.prev, c.void, self._meta,
+                         PROC_TTL_MS, self._uid]
         else:
-            source = _TAKE_NOW_LUA
-            keys_args = [7, self._items, c.proc, *self._pw, self._shut, c.prev, c.void, max_items,
-                         self._maxsize, self._pw_prefix, PROC_TTL_MS]
+            source = alive(_TAKE_NOW_LUA)
+            keys_args = [8, self._items, c.proc, *self._pw, self._shut, c.prev, c.void,
+                         self._meta, max_items, self._maxsize, self._pw_prefix, PROC_TTL_MS,
+                         self._uid]
         script = self._conn.script(source)
 
         def build(pipe: Any) -> None:
@@ -675,6 +697,8 @@ class _QueueBase(WaitingObject):
         into our processing list before the failure, so they are put back,
         now if the caller's time allows, and in any case before this
         consumer's next take."""
+        if is_gone(exc):
+            raise self._gone() from None
         c.recover = True
         left = None if deadline is None else deadline.remaining()
         timed_out = isinstance(exc, _client.import_redis().exceptions.TimeoutError)
