@@ -668,6 +668,7 @@ class Connection:
         self._threads = threading.local()
         self._scripts: Dict[str, Script] = {}
         self._node_pools: Dict[str, Any] = {}
+        self._pool_clients: Dict[str, Tuple[Any, Any]] = {}  # address -> (pool, client)
         self._slots_stale = False
         self._tls_checked = False
         self._sentinel_obj: Any = None
@@ -786,6 +787,7 @@ class Connection:
             self._client = self._blocking = None
             self._threads = threading.local()
             self._node_pools = {}
+            self._pool_clients = {}
             self._sentinel_obj = None
 
     @property
@@ -971,7 +973,12 @@ class Connection:
         attempt = 0
         while True:
             address, pool = self._pool_for(key)
-            client = redis.Redis(connection_pool=pool)
+            # One client per pool: making a redis-py client builds its table
+            # of reply callbacks, which costs as much as the round trip.
+            cached = self._pool_clients.get(address)
+            if cached is None or cached[0] is not pool:
+                cached = self._pool_clients[address] = (pool, redis.Redis(connection_pool=pool))
+            client = cached[1]
             pipe = client.pipeline(transaction=False)
             build(pipe)
             try:
@@ -1079,6 +1086,7 @@ class Connection:
             clients = [c for c in (mine, self._client, self._blocking) if c is not None]
             clients += list(self._node_pools.values())  # pools close with disconnect()
             self._node_pools = {}
+            self._pool_clients = {}
             self._client = self._blocking = None
             # Other threads' clients hold connections of the pool closed
             # below; they make new clients on their next use.
