@@ -226,19 +226,12 @@ class ValueSlot:
 def barrier_wait_by_name(url, name, parties, result_q):
     """Open the Barrier ``name`` on a connection that outlasts a stalled
     server (its socket timeout is longer than the stall), wait, report."""
-    import threading
-
     from interproc.backends.redis import synchronize as rs
     from interproc.backends.redis.client import Connection
 
     barrier = rs.Barrier(Connection.from_url(url, socket_timeout=CHILD_TIMEOUT), parties,
                          name=name, create=False)
-    try:
-        barrier.wait(CHILD_TIMEOUT)
-    except threading.BrokenBarrierError:
-        result_q.put("broken")
-        return
-    result_q.put("passed")
+    barrier_expect_broken(barrier, result_q)
 
 
 def barrier_action_that_hangs():

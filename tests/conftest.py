@@ -174,6 +174,23 @@ def redis_url(redis_server):
     return redis_server.url
 
 
+@pytest.fixture
+def conn(redis_url):
+    """A backend Connection to the standalone server."""
+    from interproc.backends.redis.client import Connection
+
+    return Connection.from_url(redis_url)
+
+
+@pytest.fixture
+def made():
+    """Redis objects a test makes, destroyed afterwards (anonymous ones included)."""
+    objs = []
+    yield objs
+    for obj in objs:
+        obj._destroy()
+
+
 @pytest.fixture(scope="session")
 def redis_auth_server(tmp_path_factory):
     """A standalone server that requires ``.password`` (REDIS_TEST_PASSWORD)."""

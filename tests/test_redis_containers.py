@@ -26,18 +26,6 @@ from interproc.backends.redis.containers import (  # noqa: E402
 from interproc.backends.redis.sharedctypes import Array, Value  # noqa: E402
 
 
-@pytest.fixture
-def conn(redis_url):
-    return Connection.from_url(redis_url)
-
-
-@pytest.fixture
-def made():
-    """Objects to delete from the server after the test."""
-    objs = []
-    yield objs
-    for obj in objs:
-        obj._destroy()
 
 
 @pytest.fixture

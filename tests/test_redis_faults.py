@@ -120,6 +120,16 @@ def _bound(timeout):
     return timeout + getattr(rclient, "BLOCK_MARGIN", 1.0) + SLACK
 
 
+def _assert_timed_out_within(getter, timeout):
+    """The call of ``getter`` (a _Getter started with ``timeout``) raised
+    ServerTimeoutError within ``_bound(timeout)``."""
+    getter.join(60)
+    assert getter.result is not None
+    kind, value = getter.result
+    assert kind == "error" and isinstance(value, ServerTimeoutError), getter.result
+    assert getter.elapsed < _bound(timeout), getter.elapsed
+
+
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("when", ["before", "while blocked"])
 def test_get_timeout_holds_when_the_server_stalls(private_redis, when):
@@ -139,11 +149,7 @@ def test_get_timeout_holds_when_the_server_stalls(private_redis, when):
         if when == "while blocked":
             _wait_until(lambda: _blocked_clients(server) == 1, "the get blocks in BLMOVE")
             os.kill(server.pid, signal.SIGSTOP)
-        getter.join(60)
-        assert getter.result is not None
-        kind, value = getter.result
-        assert kind == "error" and isinstance(value, ServerTimeoutError), getter.result
-        assert getter.elapsed < _bound(1), getter.elapsed
+        _assert_timed_out_within(getter, 1)
     finally:
         os.kill(server.pid, signal.SIGCONT)
     q.put("after")
@@ -169,11 +175,7 @@ def test_get_timeout_holds_when_the_server_vanishes(proxy, redis_server):
         proxy.drop()
         redis_server.command("RPUSH", q._items, q._codec.dumps("moved, never delivered"))
         _wait_until(lambda: _llen(redis_server, q._items) == 0, "the server moved the item")
-        getter.join(60)
-        assert getter.result is not None
-        kind, value = getter.result
-        assert kind == "error" and isinstance(value, ServerTimeoutError), getter.result
-        assert getter.elapsed < _bound(2), getter.elapsed
+        _assert_timed_out_within(getter, 2)
         proxy.resume()
         assert q.get(timeout=5) == "moved, never delivered"
         with pytest.raises(queue.Empty):
@@ -197,11 +199,7 @@ def test_blocking_waits_of_other_objects_hold_their_timeout_when_the_network_dro
         getter.start()
         time.sleep(0.3)  # in BLPOP, or about to be: either way nothing answers
         proxy.drop()
-        getter.join(60)
-        assert getter.result is not None
-        kind, value = getter.result
-        assert kind == "error" and isinstance(value, ServerTimeoutError), getter.result
-        assert getter.elapsed < _bound(1.5), getter.elapsed
+        _assert_timed_out_within(getter, 1.5)
     finally:
         proxy.resume()
         ev._destroy()

@@ -28,17 +28,6 @@ import _redis_sync_helpers as h  # noqa: E402
 SHORT_LEASE = 1.5
 
 
-@pytest.fixture
-def conn(redis_url):
-    return Connection.from_url(redis_url)
-
-
-@pytest.fixture
-def made():
-    objs = []
-    yield objs
-    for obj in objs:
-        obj._destroy()
 
 
 def M(made, obj):

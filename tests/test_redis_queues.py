@@ -19,18 +19,6 @@ import _redis_sync_helpers as h  # noqa: E402
 from _fault_proxy import FaultProxy  # noqa: E402
 
 
-@pytest.fixture
-def conn(redis_url):
-    return Connection.from_url(redis_url)
-
-
-@pytest.fixture
-def made(conn):
-    """Objects a test makes, destroyed afterwards (anonymous ones included)."""
-    objs = []
-    yield objs
-    for obj in objs:
-        obj._destroy()
 
 
 def Q(made, cls, *args, **kwargs):

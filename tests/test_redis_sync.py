@@ -22,17 +22,6 @@ from interproc.backends.redis.client import Connection  # noqa: E402
 import _redis_sync_helpers as h  # noqa: E402
 
 
-@pytest.fixture
-def conn(redis_url):
-    return Connection.from_url(redis_url)
-
-
-@pytest.fixture
-def made():
-    objs = []
-    yield objs
-    for obj in objs:
-        obj._destroy()
 
 
 def M(made, cls, *args, **kwargs):

@@ -31,17 +31,6 @@ from interproc.backends.redis.sharedctypes import Array, Value  # noqa: E402
 from interproc.backends.redis.synchronize import Barrier  # noqa: E402
 
 
-@pytest.fixture
-def conn(redis_url):
-    return Connection.from_url(redis_url)
-
-
-@pytest.fixture
-def made():
-    objs = []
-    yield objs
-    for obj in objs:
-        obj._destroy()
 
 
 # ------------------------------------------------- forged references

@@ -63,6 +63,21 @@ def _die_with_parent() -> None:
         pass
 
 
+def _end(proc: "subprocess.Popen[bytes]") -> None:
+    """Terminate a server process (continued first: a stopped one cannot
+    exit) and reap it; killed if it does not go within 10 s."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(proc.pid, signal.SIGCONT)
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def free_port(cluster_bus: bool = False) -> int:
     """A TCP port of 127.0.0.1 free right now (and port + 10000, for a cluster bus)."""
     for _ in range(200):
@@ -291,17 +306,8 @@ class RedisServer:
         return self.proc is not None and self.proc.poll() is None
 
     def stop(self) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.proc.pid, signal.SIGCONT)  # a stopped server cannot exit
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            _end(self.proc)
         self.proc = None
 
     def __enter__(self) -> "RedisServer":
@@ -532,13 +538,8 @@ class RedisSentinel:
         raise RuntimeError(f"redis-server --sentinel did not start in {self.workdir}")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            _end(self.proc)
         self.proc = None
 
     def __enter__(self) -> "RedisSentinel":
