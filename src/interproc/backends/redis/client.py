@@ -134,6 +134,7 @@ import hashlib
 import os
 import sys
 import threading
+import time
 import urllib.parse
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
@@ -641,8 +642,6 @@ def _thread_client_class() -> type:
                 owner = self.interproc_owner
                 end = getattr(owner._threads, "deadline", None) if owner is not None else None
                 if conn is not None and (end is not None or self.interproc_bounded):
-                    import time
-
                     _bound_socket(conn, None if end is None else max(end - time.monotonic(), 0.0),
                                   owner._options)
                     self.interproc_bounded = end is not None
@@ -1018,7 +1017,6 @@ class Connection:
                     f"Redis Cluster node {address} kept redirecting the slot of {key!r}; "
                     f"nothing ran ({exc})") from exc
             if str(moved[0]).startswith("TRYAGAIN"):
-                import time
                 time.sleep(0.05)
 
     def _pool_for(self, key: str) -> Tuple[str, Any]:

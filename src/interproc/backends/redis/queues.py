@@ -611,17 +611,11 @@ class _QueueBase(WaitingObject):
         # First without waiting: one script, one round trip.  Only an
         # empty queue makes the blocking take below necessary.
         try:
+            source, keys_args = self._take_now(c, max_items)
             if bounded:
-                res = self._take_now_bounded(c, max_items, deadline.remaining())
-            elif max_items == 1 and self._maxsize == 0:
-                res = self._conn.script(alive(_TAKE_ONE_LUA)).execute(
-                    self._conn.client, 6, self._items, c.proc, self._shut, c.prev, c.void,
-                    self._meta, PROC_TTL_MS, self._uid)
+                res = self._take_now_bounded(source, keys_args, deadline.remaining())
             else:
-                res = self._conn.script(alive(_TAKE_NOW_LUA)).execute(
-                    self._conn.client, 8, self._items, c.proc, *self._pw, self._shut,
-                    c.prev, c.void, self._meta, max_items, self._maxsize, self._pw_prefix,
-                    PROC_TTL_MS, self._uid)
+                res = self._conn.script(source).execute(self._conn.client, *keys_args)
         except BaseException as exc:
             self._take_failed(c, exc, deadline)
         got = _taken(res)
@@ -667,18 +661,19 @@ class _QueueBase(WaitingObject):
             if deadline.remaining() == 0:
                 return []
 
-    def _take_now_bounded(self, c: _Consumer, max_items: int, seconds: Optional[float]) -> Any:
-        """The take without waiting of ``_take``, its reply awaited for at
-        most ``seconds`` + ``client.BLOCK_MARGIN``."""
+    def _take_now(self, c: _Consumer, max_items: int) -> Tuple[str, List[Any]]:
+        """The script of the take without waiting, and its number of keys,
+        keys and arguments (the one-item form for an unbounded queue)."""
         if max_items == 1 and self._maxsize == 0:
-            source = alive(_TAKE_ONE_LUA)
-            keys_args = [6, self._items, c.proc, self._shut, c.prev, c.void, self._meta,
-                         PROC_TTL_MS, self._uid]
-        else:
-            source = alive(_TAKE_NOW_LUA)
-            keys_args = [8, self._items, c.proc, *self._pw, self._shut, c.prev, c.void,
-                         self._meta, max_items, self._maxsize, self._pw_prefix, PROC_TTL_MS,
-                         self._uid]
+            return alive(_TAKE_ONE_LUA), [6, self._items, c.proc, self._shut, c.prev, c.void,
+                                          self._meta, PROC_TTL_MS, self._uid]
+        return alive(_TAKE_NOW_LUA), [8, self._items, c.proc, *self._pw, self._shut, c.prev,
+                                      c.void, self._meta, max_items, self._maxsize,
+                                      self._pw_prefix, PROC_TTL_MS, self._uid]
+
+    def _take_now_bounded(self, source: str, keys_args: List[Any], seconds: Optional[float]) -> Any:
+        """The take without waiting of ``_take`` (``_take_now``), its reply
+        awaited for at most ``seconds`` + ``client.BLOCK_MARGIN``."""
         script = self._conn.script(source)
 
         def build(pipe: Any) -> None:
