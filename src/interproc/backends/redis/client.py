@@ -153,6 +153,12 @@ SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
 #: How long a connect may take before UnreachableError, unless given.
 DEFAULT_CONNECT_TIMEOUT = 10.0
 
+#: How long a reply may take before ServerTimeoutError, unless given: what
+#: redis-py 6 and later apply by themselves.  redis-py 5 applies none, and a
+#: stalled server (or a TLS handshake with a plain port) would hang a call
+#: for ever, so it is given to every redis-py version alike.
+DEFAULT_SOCKET_TIMEOUT = 5.0
+
 #: The longest server-side timeout of one blocking command on
 #: ``Connection.blocking_client``, in seconds; the backend cuts longer waits
 #: into commands of at most this long.
@@ -828,13 +834,8 @@ class Connection:
     def blocking_socket_timeout(self) -> float:
         """The socket timeout of ``blocking_client``: ``MAX_BLOCK`` more
         than the connection's own (given, or redis-py's default)."""
-        base = self._options.get("socket_timeout")
-        if base is None:
-            try:  # what redis-py applies when none is given (5 s since redis-py 6)
-                from redis._defaults import DEFAULT_SOCKET_TIMEOUT as base
-            except ImportError:
-                base = 5.0
-        return MAX_BLOCK + float(base)
+        base = _own_socket_timeout(self._options)
+        return MAX_BLOCK + (DEFAULT_SOCKET_TIMEOUT if base is None else float(base))
 
     @property
     def blocking_client(self) -> Any:
@@ -865,6 +866,7 @@ class Connection:
 
             kw["retry"] = Retry(NoBackoff(), 0)
         kw.setdefault("socket_connect_timeout", DEFAULT_CONNECT_TIMEOUT)
+        kw.setdefault("socket_timeout", DEFAULT_SOCKET_TIMEOUT)
         kw["decode_responses"] = False
         kw.update(override)
         return kw
@@ -1114,13 +1116,8 @@ def _get_connection(pool: Any) -> Any:
 
 
 def _own_socket_timeout(options: Dict[str, Any]) -> Optional[float]:
-    timeout = options.get("socket_timeout")
-    if timeout is None:
-        try:  # what redis-py applies when none is given (5 s since redis-py 6)
-            from redis._defaults import DEFAULT_SOCKET_TIMEOUT as timeout
-        except ImportError:
-            timeout = None
-    return timeout
+    # None when the caller asked for no timeout at all.
+    return options.get("socket_timeout", DEFAULT_SOCKET_TIMEOUT)
 
 
 def _bound_socket(conn: Any, seconds: Optional[float], options: Dict[str, Any],
