@@ -446,6 +446,122 @@ def test_manager_exit_with_the_server_gone_prints_no_traceback(private_redis):
 
 
 # ---------------------------------------------------------------------------
+# A Cluster slot migrated between nodes (resharding)
+
+
+class _SlotMigration:
+    """The slot of ``key`` moved from its master to another the way
+    ``redis-cli --cluster reshard`` does it: marked migrating and importing,
+    its keys moved with MIGRATE, then handed over (``finish``), which the
+    test's end does in any case."""
+
+    def __init__(self, cluster_url, key):
+        import redis
+
+        self.client = redis.RedisCluster.from_url(cluster_url)
+        self.slot = self.client.keyslot(key)
+        source = self.client.nodes_manager.get_node_from_slot(self.slot)
+        target = next(n for n in self.client.get_primaries() if n.name != source.name)
+        self.source = redis.Redis(host=source.host, port=source.port)
+        self.target = redis.Redis(host=target.host, port=target.port)
+        self.target_address = (target.host, target.port)
+        self.target_id = self.target.execute_command("CLUSTER MYID")
+        self.finished = False
+
+    def start(self):
+        source_id = self.source.execute_command("CLUSTER MYID")
+        self.target.execute_command("CLUSTER SETSLOT", self.slot, "IMPORTING", source_id)
+        self.source.execute_command("CLUSTER SETSLOT", self.slot, "MIGRATING", self.target_id)
+
+    def move_keys(self):
+        keys = self.source.execute_command("CLUSTER GETKEYSINSLOT", self.slot, 1000)
+        if keys:
+            self.source.execute_command("MIGRATE", *self.target_address, "", 0, 5000, "KEYS", *keys)
+
+    def finish(self):
+        if self.finished:
+            return
+        self.finished = True
+        self.move_keys()
+        for node in (self.target, self.source, *(
+                self.client.get_redis_connection(n) for n in self.client.get_primaries())):
+            node.execute_command("CLUSTER SETSLOT", self.slot, "NODE", self.target_id)
+
+    def close(self):
+        self.finish()
+        self.client.close()
+
+
+@pytest.mark.timeout(60)
+def test_objects_wait_out_a_slot_migration(redis_cluster_url):
+    """While a slot migrates, Redis refuses a command on several keys of it
+    unless all exist on the node asked (TRYAGAIN, or ASK then TRYAGAIN),
+    and an object's operations name keys that may not exist yet: nothing
+    ran, so they are sent again until the migration ends, and then work on
+    the new node.  Before, the first refusal raised redis-py's own
+    ClusterError("TTL exhausted.") (puts) or an UnreachableError (gets)."""
+    from interproc.backends.redis.managers import RedisManager
+
+    m = RedisManager(redis_cluster_url)
+    m.start()
+    q, d = m.Queue(), m.dict()
+    q.put("before")
+    migration = _SlotMigration(redis_cluster_url, q._meta)
+    try:
+        migration.start()
+        migration.move_keys()
+        threading.Timer(1.0, migration.finish).start()
+        start = time.monotonic()
+        q.put("during")
+        assert q.get(timeout=10) == "before"
+        assert q.get(timeout=10) == "during"
+        assert 0.5 < time.monotonic() - start < 1.0 + rclient.DEFAULT_SOCKET_TIMEOUT + SLACK
+        # A blocking get that starts waiting on the new node.
+        getter = _Getter(lambda: q.get(timeout=10))
+        getter.start()
+        time.sleep(0.3)
+        q.put("after")
+        getter.join(15)
+        assert getter.result == ("ok", "after")
+        d["k"] = 1
+        assert d["k"] == 1 and q.qsize() == 0
+    finally:
+        migration.close()
+        m.shutdown()
+
+
+@pytest.mark.timeout(60)
+def test_a_slot_migration_that_does_not_end_is_a_clear_error(redis_cluster_url):
+    """A migration that outlasts the socket timeout (or a get's own
+    timeout) is an UnreachableError that says so, with nothing done: the
+    items are all there once it ends."""
+    from interproc.backends.redis.errors import UnreachableError
+    from interproc.backends.redis.managers import RedisManager
+
+    m = RedisManager(redis_cluster_url, socket_timeout=1.5)
+    m.start()
+    q = m.Queue()
+    q.put("kept")
+    migration = _SlotMigration(redis_cluster_url, q._meta)
+    try:
+        migration.start()
+        migration.move_keys()
+        for op, bound in ((lambda: q.put("refused"), 1.5), (lambda: q.get(timeout=1.0), 1.0),
+                          (q.get_nowait, 1.5)):
+            start = time.monotonic()
+            with pytest.raises(UnreachableError, match="being migrated between nodes"):
+                op()
+            assert time.monotonic() - start < bound + SLACK
+        migration.finish()
+        assert q.get(timeout=5) == "kept"
+        with pytest.raises(queue.Empty):
+            q.get_nowait()
+    finally:
+        migration.close()
+        m.shutdown()
+
+
+# ---------------------------------------------------------------------------
 # Errors say what failed
 
 

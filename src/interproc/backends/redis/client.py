@@ -171,8 +171,17 @@ MAX_BLOCK = 30.0
 BLOCK_MARGIN = 1.0
 
 #: How often a bounded pipeline whose every command was redirected (MOVED,
-#: ASK, TRYAGAIN: nothing ran) is sent again after refreshing the slot table.
+#: ASK, TRYAGAIN: nothing ran) is sent again after refreshing the slot table,
+#: at least (a slot being migrated, below, may take more).
 REDIRECT_ATTEMPTS = 5
+
+#: While a Redis Cluster migrates a slot between nodes (resharding), it
+#: refuses a command on several keys of that slot unless they all exist on
+#: the node asked (TRYAGAIN, or ASK then TRYAGAIN), and an object's
+#: operations name keys that may not exist yet.  Nothing ran, so the command
+#: is sent again every this many seconds until the migration ends, within
+#: the socket timeout (or the caller's time); then UnreachableError.
+MIGRATION_RETRY_INTERVAL = 0.05
 
 INSTALL_HINT = "pip install interproc[redis]"
 
@@ -369,6 +378,11 @@ def translate(exc: BaseException, server: Optional[str] = None, op: Optional[str
             f"no reply from {where}{during} within the socket timeout; the command "
             f"may or may not have taken effect ({detail})"
         )
+    if _slot_migrating(exc):
+        return UnreachableError(
+            f"{where} kept redirecting or refusing the command{during}: its slot is being "
+            "migrated between nodes (while it is, Redis refuses a command on several keys of "
+            f"the slot), or the cluster is being reconfigured; nothing ran ({detail})")
     if isinstance(exc, rexc.ClusterDownError):  # MasterDownError included
         return UnreachableError(f"the Redis Cluster of {where} is down{during}: {detail}")
     if isinstance(exc, rexc.RedisClusterException):
@@ -575,7 +589,28 @@ class Script:
 
     def execute(self, client: Any, numkeys: int, *keys_and_args: Any) -> Any:
         """Run on ``client`` with ``numkeys`` keys first in ``keys_and_args``
-        (the arguments of ``EVALSHA``, without the sha)."""
+        (the arguments of ``EVALSHA``, without the sha).  On a Cluster, a
+        run refused because the keys' slot is being migrated is tried again
+        until the migration ends (``MIGRATION_RETRY_INTERVAL``)."""
+        try:
+            return self._run(client, numkeys, keys_and_args)
+        except Exception as exc:
+            if not _slot_migrating(exc):
+                raise
+            refused = exc
+        deadline = time.monotonic() + (_own_socket_timeout(self._conn._options)
+                                       or DEFAULT_SOCKET_TIMEOUT)
+        while time.monotonic() < deadline:
+            time.sleep(MIGRATION_RETRY_INTERVAL)
+            try:
+                return self._run(client, numkeys, keys_and_args)
+            except Exception as exc:
+                if not _slot_migrating(exc):
+                    raise
+                refused = exc
+        raise refused
+
+    def _run(self, client: Any, numkeys: int, keys_and_args: tuple) -> Any:
         try:
             return client.evalsha(self.sha, numkeys, *keys_and_args)
         except Exception as exc:
@@ -972,6 +1007,7 @@ class Connection:
                       redis.exceptions.TryAgainError)
         reconnects = 1
         attempt = 0
+        migration_deadline: Optional[float] = None
         while True:
             address, pool = self._pool_for(key)
             # One client per pool: making a redis-py client builds its table
@@ -1011,15 +1047,25 @@ class Connection:
                     f"the slot of {key!r} moved to another Redis Cluster node while "
                     f"{address} ran part of a pipeline; it may or may not have taken "
                     f"effect ({moved[0]})")
+            if all(_migration_reply(r, redis.exceptions) for r in moved):
+                if migration_deadline is None:
+                    wait = seconds if caller_deadline and seconds is not None else None
+                    if wait is None:
+                        wait = _own_socket_timeout(self._options) or DEFAULT_SOCKET_TIMEOUT
+                    migration_deadline = time.monotonic() + wait
+                if time.monotonic() < migration_deadline:
+                    time.sleep(MIGRATION_RETRY_INTERVAL)
+                    continue
+                attempt = REDIRECT_ATTEMPTS
             attempt += 1
             if attempt >= REDIRECT_ATTEMPTS:
                 exc = moved[0]
                 exc.interproc_node = address  # type: ignore[attr-defined]
                 raise UnreachableError(
-                    f"Redis Cluster node {address} kept redirecting the slot of {key!r}; "
-                    f"nothing ran ({exc})") from exc
-            if str(moved[0]).startswith("TRYAGAIN"):
-                time.sleep(0.05)
+                    f"Redis Cluster node {address} kept redirecting or refusing the slot of "
+                    f"{key!r}: it is being migrated between nodes (while it is, Redis refuses "
+                    "a command on several keys of the slot), or the cluster is being "
+                    f"reconfigured; nothing ran ({exc})") from exc
 
     def _pool_for(self, key: str) -> Tuple[str, Any]:
         """The connection pool of the server, or of the node serving
@@ -1096,6 +1142,23 @@ class Connection:
                 c.close() if hasattr(c, "close") else c.disconnect()
             except Exception:
                 pass
+
+
+def _slot_migrating(exc: BaseException) -> bool:
+    """Whether redis-py's cluster client gave up on a command that its slot's
+    nodes kept redirecting or refusing (nothing ran)."""
+    rexc = sys.modules.get("redis.exceptions")
+    if rexc is None:
+        return False
+    return (isinstance(exc, (rexc.TryAgainError, rexc.AskError))
+            or (isinstance(exc, rexc.ClusterError) and "TTL exhausted" in str(exc)))
+
+
+def _migration_reply(reply: Any, rexc: Any) -> bool:
+    """Whether a redirected pipeline reply comes from a slot being migrated
+    (ASK, TRYAGAIN), rather than one that moved (MOVED)."""
+    return (isinstance(reply, (rexc.AskError, rexc.TryAgainError))
+            or str(reply).startswith(("ASK ", "TRYAGAIN")))
 
 
 def _redirection(reply: Any, classes: tuple) -> bool:
