@@ -44,8 +44,10 @@ class Color(enum.IntEnum):
 
 # ------------------------------------------------------------------- dict
 
-def test_dict_basic_api_matches_dict(mk):
-    d, ref = mk(RedisDict, {1: "a"}, b=2), {1: "a", "b": 2}
+# Signed: pop and popitem decode before they remove (another path).
+@pytest.mark.parametrize("authkey", [None, b"api"], ids=["unsigned", "signed"])
+def test_dict_basic_api_matches_dict(mk, authkey):
+    d, ref = mk(RedisDict, {1: "a"}, b=2, codec=Codec(authkey=authkey)), {1: "a", "b": 2}
     for op in [
         lambda x: x.__setitem__(True, "t"),        # 1, True, 1.0 are one key
         lambda x: x.__setitem__(2.5, "f"),
@@ -62,6 +64,8 @@ def test_dict_basic_api_matches_dict(mk):
         lambda x: x.pop("missing", "dflt"),
         lambda x: x.__delitem__(2.5),
         lambda x: x.__setitem__(2.5, "again"),      # re-inserted: goes last
+        lambda x: x.popitem(),
+        lambda x: x.__setitem__((2, True), "a key kept in k"),
         lambda x: x.popitem(),
         lambda x: x.__ior__({"or": 1}),
     ]:
@@ -490,8 +494,9 @@ def test_closed_handle(mk):
 
 # -------------------------------------------------------------------- set
 
-def test_set_matches_set_and_keeps_the_first_element(mk):
-    s, ref = mk(RedisSet, [1, "a"]), {1, "a"}
+@pytest.mark.parametrize("authkey", [None, b"api"], ids=["unsigned", "signed"])
+def test_set_matches_set_and_keeps_the_first_element(mk, authkey):
+    s, ref = mk(RedisSet, [1, "a"], codec=Codec(authkey=authkey)), {1, "a"}
     s.add(1.0)
     s.add(True)
     assert s == ref and type([x for x in s if x == 1][0]) is int

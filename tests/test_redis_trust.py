@@ -7,6 +7,8 @@ SignatureError, its subclass, when an authkey is set), that nothing named
 by them is imported or called, and that signatures vouch for the place of
 the bytes as well as the bytes.
 """
+import hashlib
+import hmac
 import json
 import os
 import pickle
@@ -20,12 +22,13 @@ pytest.importorskip("redis")
 
 import _redis_data_helpers as helpers  # noqa: E402
 
-from interproc import SegmentError  # noqa: E402
+from interproc import SegmentError, _core  # noqa: E402
 from interproc.backends.redis import CorruptDataError, SignatureError  # noqa: E402
 from interproc.backends.redis import keys  # noqa: E402
 from interproc.backends.redis.client import Connection  # noqa: E402
 from interproc.backends.redis.codec import Codec  # noqa: E402
-from interproc.backends.redis.containers import RedisDict, RedisList  # noqa: E402
+from interproc.backends.redis.containers import (  # noqa: E402
+    RedisDict, RedisList, RedisNamespace, RedisSet)
 from interproc.backends.redis.queues import Queue  # noqa: E402
 from interproc.backends.redis.sharedctypes import Array, Value  # noqa: E402
 from interproc.backends.redis.synchronize import Barrier  # noqa: E402
@@ -176,6 +179,102 @@ def test_signed_value_copied_to_another_object_is_refused(conn, made):
     with pytest.raises(SignatureError):
         qb.get(timeout=5)
     assert a[0] == "from a" and qa.get(timeout=5) == "meant for qa"
+
+
+def _hash_state(conn, obj):
+    """Everything a dict, set or Namespace keeps in Redis, as raw bytes."""
+    raw = conn.client
+    return (raw.hgetall(keys.object_key(obj._ident, "h")),
+            raw.hgetall(keys.object_key(obj._ident, "k")),
+            raw.zrange(keys.object_key(obj._ident, "o"), 0, -1, withscores=True),
+            raw.get(keys.object_key(obj._ident, "ver")))
+
+
+def _refused_and_unchanged(conn, obj, reads):
+    before = _hash_state(conn, obj)
+    for read in reads:
+        with pytest.raises(SignatureError):
+            read()
+        assert _hash_state(conn, obj) == before, f"{read} changed what is stored"
+
+
+@pytest.mark.timeout(30)
+def test_signed_dict_value_copied_to_another_field_is_refused(conn, made):
+    d = RedisDict(conn, {"a": "for a", "b": "for b"}, codec=Codec(authkey=b"secret"))
+    ns = RedisNamespace(conn, a="for a", b="for b", codec=Codec(authkey=b"secret"))
+    made += [d, ns]
+    raw = conn.client
+    for obj in (d, ns):
+        h = keys.object_key(obj._ident, "h")
+        raw.hset(h, _core.encode_key("b"), raw.hget(h, _core.encode_key("a")))
+    # Every read of b refuses it, and none of them (pop and popitem
+    # included) removes or changes anything.
+    _refused_and_unchanged(conn, d, [
+        lambda: d["b"], lambda: d.get("b"), lambda: list(d.items()), lambda: list(d.values()),
+        d.copy, lambda: d == {"a": "for a", "b": "for a"}, lambda: d.pop("b"), lambda: d.pop("b", 0),
+        d.popitem, lambda: d.setdefault("b"), lambda: d.increment("b", "!"),
+    ])
+    _refused_and_unchanged(conn, ns, [lambda: ns.b, lambda: repr(ns)])
+    assert d["a"] == ns.a == "for a" and list(d) == ["a", "b"]
+    # Once rewritten by a key holder, b is what was written.
+    d["b"] = ns.b = "for b again"
+    assert d.copy() == {"a": "for a", "b": "for b again"} and ns.b == "for b again"
+
+
+@pytest.mark.timeout(30)
+def test_signed_original_key_copied_to_another_field_or_part_is_refused(conn, made):
+    # (1, True) and (2, 1.0) come back as they were only from their signed
+    # original form in 'k': their encodings decode as (1, 1) and (2, 1).
+    first, second = (1, True), (2, 1.0)
+    d = RedisDict(conn, {first: "one", second: "two"}, codec=Codec(authkey=b"secret"))
+    s = RedisSet(conn, [first, second], codec=Codec(authkey=b"secret"))
+    made += [d, s]
+    raw = conn.client
+    f1, f2 = _core.encode_key(first), _core.encode_key(second)
+    for obj in (d, s):
+        k = keys.object_key(obj._ident, "k")
+        raw.hset(k, f2, raw.hget(k, f1))
+    _refused_and_unchanged(conn, d, [lambda: list(d), lambda: list(d.items()), d.copy, d.popitem])
+    _refused_and_unchanged(conn, s, [lambda: list(s), s.copy, s.pop])
+    assert d[second] == "two" and list(d.values()) == ["one", "two"] and second in s
+    # An original key is not a value: moved from 'k' to 'h' at its own field.
+    h = keys.object_key(d._ident, "h")
+    raw.hset(h, f1, raw.hget(keys.object_key(d._ident, "k"), f1))
+    _refused_and_unchanged(conn, d, [lambda: d[first], lambda: d.pop(first)])
+
+
+@pytest.mark.timeout(30)
+def test_unsigned_dict_accepts_payloads_moved_between_fields(conn, made):
+    # Without an authkey nothing vouches for a payload's place: what is
+    # stored is what is read (and payloads are the same bytes as a list's).
+    first, second = (1, True), (2, 1.0)
+    d = RedisDict(conn, {"a": "for a", "b": "for b", first: 1, second: 2})
+    made.append(d)
+    raw, h, k = conn.client, keys.object_key(d._ident, "h"), keys.object_key(d._ident, "k")
+    assert raw.hget(h, _core.encode_key("a")) == Codec().dumps("for a")
+    raw.hset(h, _core.encode_key("b"), raw.hget(h, _core.encode_key("a")))
+    raw.hset(k, _core.encode_key(second), raw.hget(k, _core.encode_key(first)))
+    assert d["b"] == "for a" and list(d)[2:] == [first, first]
+
+
+def test_a_payload_signed_for_a_place_reads_only_there():
+    codec = Codec(authkey=b"secret").bind(None, "obj")
+    anywhere = codec.dumps("x")
+    placed = {(part, field): codec.dumps("x", part, field)
+              for part in ("h", "k") for field in (b"", b"a", b"\x00\x00\x00\x01a")}
+    assert len({anywhere, *placed.values()}) == 1 + len(placed)
+    for (part, field), data in placed.items():
+        assert codec.loads(data, None, part, field) == "x"
+        with pytest.raises(SignatureError):
+            codec.loads(data)
+    with pytest.raises(SignatureError):
+        codec.loads(anywhere, None, "h", b"")
+    # A payload without a place is signed as the module docstring says,
+    # and an unsigned one is the same bytes wherever it goes.
+    body = anywhere[1 + 32:]
+    assert anywhere[1:33] == hmac.new(b"secret", b"P\x00\x00\x00\x03obj" + body,
+                                      hashlib.sha256).digest()
+    assert Codec().dumps("x", "h", b"a") == Codec().dumps("x") == b"p" + pickle.dumps("x", 5)
 
 
 @pytest.mark.timeout(30)

@@ -13,9 +13,18 @@ Interface
     ``context``: what reference factories (below) open references with;
     the Connection of the object whose values are decoded.
 
-``codec.dumps(obj) -> bytes`` and ``codec.loads(data, key=None) -> obj``
+``codec.dumps(obj, part=None, field=b"") -> bytes``
+``codec.loads(data, key=None, part=None, field=b"") -> obj``
     ``key`` (the Redis key the payload came from) only goes into error
-    messages.  ``codec.options`` is a picklable dict (``serializer``,
+    messages.  ``part`` (a str) and ``field`` (bytes) are the payload's
+    place within its object, for payloads that never move (a dict's values
+    and original keys: the key part ``"h"`` or ``"k"``, and the hash field,
+    the key's encoding): with an authkey the signature is bound to them
+    too, and ``loads`` refuses a payload signed for another place, or
+    for none.  Without ``part``, or without an authkey, they change
+    nothing.
+``codec.options`` and ``codec.bind(context, scope=None)``
+    ``codec.options`` is a picklable dict (``serializer``,
     ``authkey``) and ``Codec(**options)`` remakes the codec;
     ``codec.bind(context, scope=None)`` is a copy with another context and
     scope (an object's handle keeps its codec bound to its connection and
@@ -39,6 +48,14 @@ scope is the id of the object the payload belongs to, empty for an
 unbound codec), and the body.  The body follows.  A payload copied into
 another object fails its MAC there: a signature vouches for the bytes *and*
 their place.
+
+A payload with a place (``part`` given) has the same layout, but its MAC
+is of the domain byte ``F``, the header byte, the scope field, the part
+field (same length-prefixed form), the hash field (its 4-byte big-endian
+length, then its bytes) and the body.  ``F`` is never a header byte, so
+payloads signed with and without a place cannot pass for each other, and
+the length prefixes keep any two places apart.  Unsigned payloads are the
+same bytes with or without a place.
 
 Raw signed data (``sign``): the 32-byte HMAC-SHA256 of ``b"R"``, the scope
 field, the part field (same length-prefixed form) and the data, then the
@@ -280,11 +297,15 @@ _PICKLE_DIRECT = (type(None), bool, int, float, str, bytes)
 def _field(text: str) -> bytes:
     """A length-prefixed field of MAC input, so that no two (scope, part)
     pairs give the same bytes."""
-    raw = text.encode("utf-8", "surrogatepass")
+    return _bytes_field(text.encode("utf-8", "surrogatepass"))
+
+
+def _bytes_field(raw: bytes) -> bytes:
     return len(raw).to_bytes(4, "big") + raw
 
 
 _RAW_DOMAIN = b"R"
+_PLACED_DOMAIN = b"F"
 
 
 # ---------------------------------------------------------------------------
@@ -294,7 +315,8 @@ _RAW_DOMAIN = b"R"
 class Codec:
     """Serializer plus optional signing (see the module docstring)."""
 
-    __slots__ = ("serializer", "authkey", "context", "scope", "_header", "_payload_mac", "_raw_mac")
+    __slots__ = ("serializer", "authkey", "context", "scope", "_header", "_payload_mac",
+                 "_placed_mac", "_raw_mac")
 
     def __init__(self, serializer: str = "pickle", authkey: Optional[bytes] = None, *,
                  context: Any = None, scope: Optional[str] = None):
@@ -318,12 +340,17 @@ class Codec:
         self._header = h.upper() if authkey else h
         if authkey:
             # The MAC state after the fixed prefix, copied per value: one
-            # HMAC per value, as before the scope was added.
+            # HMAC per value, as before the scope and place were added.
             where = _field(scope or "")
-            self._payload_mac = hmac.new(authkey, self._header + where, hashlib.sha256)
-            self._raw_mac = hmac.new(authkey, _RAW_DOMAIN + where, hashlib.sha256)
+            keyed = hmac.new(authkey, digestmod=hashlib.sha256)
+            self._payload_mac = keyed.copy()
+            self._payload_mac.update(self._header + where)
+            self._placed_mac = keyed.copy()
+            self._placed_mac.update(_PLACED_DOMAIN + self._header + where)
+            self._raw_mac = keyed
+            self._raw_mac.update(_RAW_DOMAIN + where)
         else:
-            self._payload_mac = self._raw_mac = None
+            self._payload_mac = self._placed_mac = self._raw_mac = None
 
     @property
     def options(self) -> Dict[str, Any]:
@@ -354,13 +381,20 @@ class Codec:
 
     # -- encoding
 
-    def dumps(self, obj: Any) -> bytes:
+    def dumps(self, obj: Any, part: Optional[str] = None, field: bytes = b"") -> bytes:
         body = self._body(obj)
         if self._payload_mac is None:
             return self._header + body
-        mac = self._payload_mac.copy()
+        return self._header + self._mac(body, part, field) + body
+
+    def _mac(self, body: bytes, part: Optional[str], field: bytes) -> bytes:
+        if part is None:
+            mac = self._payload_mac.copy()
+        else:
+            mac = self._placed_mac.copy()
+            mac.update(_field(part) + _bytes_field(field))
         mac.update(body)
-        return self._header + mac.digest() + body
+        return mac.digest()
 
     def sign(self, data: bytes, part: str) -> bytes:
         """``data`` as stored under ``part`` of this codec's object (see the
@@ -413,7 +447,8 @@ class Codec:
 
     # -- decoding
 
-    def loads(self, data: Any, key: Any = None) -> Any:
+    def loads(self, data: Any, key: Any = None, part: Optional[str] = None,
+              field: bytes = b"") -> Any:
         if data is not None and type(data) is bytes and data[:1] == self._header \
                 and self.authkey is None:
             # The common case, first: an unsigned payload of this codec's
@@ -441,12 +476,11 @@ class Codec:
                     f"payload{where} was written with serializer {serializer!r}; this codec reads "
                     f"{self.serializer!r}"
                 )
-            expected = self._payload_mac.copy()
-            expected.update(body)
-            if not hmac.compare_digest(mac, expected.digest()):
+            if not hmac.compare_digest(mac, self._mac(body, part, field)):
+                place = "another object" if part is None else "another object or field"
                 raise SignatureError(
                     f"bad signature{where}: the payload was signed with another authkey, for "
-                    "another object, or altered"
+                    f"{place}, or altered"
                 )
         else:
             if serializer is None:

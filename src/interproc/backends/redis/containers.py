@@ -23,15 +23,25 @@ is atomic; ``with c.lock:`` makes several atomic together (see _guarded).
   and raises RuntimeError when it moved; changes made through this process's
   handles are noticed at the next item, as with a dict.
 
+With an authkey, the payloads in ``h`` and ``k`` are signed for their
+object, their part and their field (``codec.dumps(obj, part, field)``): a
+value or original key copied to another field, or from ``k`` to ``h``, is
+refused with SignatureError.  The fields themselves are not signed (an
+exact key is its own encoding); a field whose decoding would unpickle is
+refused instead.
+
 **set**: a dict's parts (``h``, ``k``, ``o``, ``ver``) with the same
 constant payload for every element, so that elements compare, keep their
 first form and iterate exactly as a dict's keys do; the bulk updates
-(``update``, ``-=``, ``&=``, ``^=``...) are one script each.
+(``update``, ``-=``, ``&=``, ``^=``...) are one script each.  The constant
+payload is never signed nor read; an element's original form in ``k`` is
+signed for its field as a dict's key is.
 
 **list**: ``l``, a Redis list of payloads (LINDEX/LSET/RPUSH/LRANGE; Lua for
 insert, slices, pop at an index, reverse, ``*=``); ``ver``, bumped by every
 change, lets ``sort()`` and ``remove()`` compute in Python and commit only if
-nothing changed meanwhile (optimistic retry).
+nothing changed meanwhile (optimistic retry).  Payloads are signed for the
+list only, not their index: every insert and deletion moves the others.
 
 ``increment`` reads the value, adds in Python, and stores it only if the
 payload is still the one read (compare-and-set in Lua, retried): atomic
@@ -188,6 +198,22 @@ if #fs > 0 then
 end
 return {tonumber(redis.call('GET', KEYS[5]) or '0'), redis.call('HLEN', KEYS[2]), fs, oks, ps}
 """)
+# The last inserted entry, left in place: {field, payload, original key}.
+D_LAST = lua("""
+local last = redis.call('ZREVRANGE', KEYS[4], 0, 0)
+if #last == 0 then return false end
+local f = last[1]
+return {f, redis.call('HGET', KEYS[2], f), redis.call('HGET', KEYS[3], f)}
+""")
+# Remove an entry read (and decoded) before, if it is still as read.
+# ARGV: 2 field, 3 its payload, 4 '1' if it must still be the last inserted,
+# 5 (optional) its original key ('' for none).  1 removed, 0 changed meanwhile.
+D_TAKE_IF = lua(_D + """
+if redis.call('HGET', KEYS[2], ARGV[2]) ~= ARGV[3] then return 0 end
+if ARGV[4] == '1' and redis.call('ZREVRANGE', KEYS[4], 0, 0)[1] ~= ARGV[2] then return 0 end
+if ARGV[5] and (redis.call('HGET', KEYS[3], ARGV[2]) or '') ~= ARGV[5] then return 0 end
+return drop(ARGV[2])
+""")
 # ARGV: 2 field, 3 the payload read ('' if absent), 4 new payload, 5 original key.
 D_CAS = lua(_D + """
 local cur = redis.call('HGET', KEYS[2], ARGV[2])
@@ -220,12 +246,23 @@ class _HashBase(GuardedObject):
     def _field(self, key: Any) -> bytes:
         return _core.encode_key(key)
 
-    def _okey(self, key: Any) -> bytes:
-        return b"" if _exact(key) else self._dumps(key)
+    # Values and original keys stay at their field, so their signatures
+    # are bound to it (and to their part): a signed payload copied to
+    # another field, or from 'k' to 'h', is refused.  Without an authkey
+    # the codec ignores the place.
+
+    def _dump_value(self, value: Any, field: bytes) -> bytes:
+        return self._codec.dumps(value, "h", field)
+
+    def _load_value(self, payload: bytes, field: bytes) -> Any:
+        return self._codec.loads(payload, self._ident, "h", field)
+
+    def _okey(self, key: Any, field: bytes) -> bytes:
+        return b"" if _exact(key) else self._codec.dumps(key, "k", field)
 
     def _key_of(self, field: bytes, okey: Optional[bytes]) -> Any:
         if okey is not None:
-            return self._loads(okey)
+            return self._codec.loads(okey, self._ident, "k", field)
         if self._untrusted_keys() and not _pickle_free(field):
             raise _signature_error(f"a key of {self._ident!r} is not one this codec stored")
         return _core.decode_key(field)
@@ -238,18 +275,41 @@ class _HashBase(GuardedObject):
         if n:
             _local_changes[self._ident] = _local_changes.get(self._ident, 0) + n
 
+    def _decodes_before_removing(self) -> bool:
+        """Whether pop and popitem decode an entry before they remove it.
+        With an authkey they do, so that one refused (SignatureError) stays
+        where it was, as any other read leaves it: a second round trip.
+        Without one a payload is removed and then decoded, in one, as a
+        queue's item is."""
+        return self._codec.authkey is not None
+
+    def _pop_last_checked(self, with_value: bool) -> Any:
+        """popitem (``(key, value)``) or set.pop (the key) for a codec that
+        decodes before removing; _MISSING if empty."""
+        while True:
+            reply = self._run(D_LAST)
+            if reply is None:
+                return _MISSING
+            field, payload, okey = reply
+            key = self._key_of(field, okey)
+            entry = (key, self._load_value(payload, field)) if with_value else key
+            if self._run(D_TAKE_IF, field, payload, 1, b"" if okey is None else okey):
+                self._changed_keys()
+                return entry
+
     # ---------------------------------------------------------- operations
 
     def _get(self, key: Any) -> Any:
-        payload = self._run(D_GET, self._field(key))
+        field = self._field(key)
+        payload = self._run(D_GET, field)
         if payload is None:
             raise KeyError(key)
-        return self._loads(payload)
+        return self._load_value(payload, field)
 
     def _set(self, key: Any, value: Any) -> None:
         field = self._field(key)
-        payload = self._dumps(value)
-        self._changed_keys(self._run(D_SET, field, payload, self._okey(key)))
+        payload = self._dump_value(value, field)
+        self._changed_keys(self._run(D_SET, field, payload, self._okey(key, field)))
 
     def _del(self, key: Any) -> None:
         if not self._run(D_DEL, self._field(key)):
@@ -261,7 +321,8 @@ class _HashBase(GuardedObject):
             return
         args: list = []
         for key, value in pairs:
-            args += [self._field(key), self._dumps(value), self._okey(key)]
+            field = self._field(key)
+            args += [field, self._dump_value(value, field), self._okey(key, field)]
         self._changed_keys(self._run(D_UPDATE, *args))
 
     def _state(self) -> "tuple[int, int]":
@@ -272,8 +333,9 @@ class _HashBase(GuardedObject):
         if what == 0:
             return [self._key_of(f, o) for f, o in zip(fields, okeys)]
         if what == 1:
-            return [self._loads(p) for p in payloads]
-        return [(self._key_of(f, o), self._loads(p)) for f, o, p in zip(fields, okeys, payloads)]
+            return [self._load_value(p, f) for f, p in zip(fields, payloads)]
+        return [(self._key_of(f, o), self._load_value(p, f))
+                for f, o, p in zip(fields, okeys, payloads)]
 
     def _all(self, what: int) -> list:
         """Every key, value or item (what = 0, 1, 2), read atomically."""
@@ -385,35 +447,53 @@ class RedisDict(DictAPI, _HashBase):
         return int(self._run(D_LEN))
 
     def get(self, key: Any, default: Any = None) -> Any:
-        payload = self._run(D_GET, self._field(key))
-        return default if payload is None else self._loads(payload)
+        field = self._field(key)
+        payload = self._run(D_GET, field)
+        return default if payload is None else self._load_value(payload, field)
 
     def setdefault(self, key: Any, default: Any = None) -> Any:
         """``d[key]`` if present, else store ``default`` and return it; atomic."""
         field = self._field(key)
-        payload = self._run(D_SETDEFAULT, field, self._dumps(default), self._okey(key))
+        payload = self._run(D_SETDEFAULT, field, self._dump_value(default, field),
+                            self._okey(key, field))
         if payload is None:
             self._changed_keys()
             return default
-        return self._loads(payload)
+        return self._load_value(payload, field)
 
     def pop(self, key: Any, default: Any = _MISSING) -> Any:
-        payload = self._run(D_POP, self._field(key))
-        if payload is None:
-            if default is _MISSING:
-                raise KeyError(key)
-            return default
-        self._changed_keys()
-        return self._loads(payload)
+        field = self._field(key)
+        if self._decodes_before_removing():
+            while True:
+                payload = self._run(D_GET, field)
+                if payload is None:
+                    break
+                value = self._load_value(payload, field)
+                if self._run(D_TAKE_IF, field, payload, 0):
+                    self._changed_keys()
+                    return value
+        else:
+            payload = self._run(D_POP, field)
+            if payload is not None:
+                self._changed_keys()
+                return self._load_value(payload, field)
+        if default is _MISSING:
+            raise KeyError(key)
+        return default
 
     def popitem(self) -> tuple:
         """Remove and return the last inserted (key, value) pair; KeyError if empty."""
+        if self._decodes_before_removing():
+            item = self._pop_last_checked(True)
+            if item is _MISSING:
+                raise KeyError("popitem(): dictionary is empty")
+            return item
         reply = self._run(D_POPITEM)
         if reply is None:
             raise KeyError("popitem(): dictionary is empty")
         self._changed_keys()
         field, payload, okey = reply
-        return self._key_of(field, okey), self._loads(payload)
+        return self._key_of(field, okey), self._load_value(payload, field)
 
     def clear(self) -> None:
         self._changed_keys(self._run(D_CLEAR))
@@ -421,11 +501,12 @@ class RedisDict(DictAPI, _HashBase):
     def increment(self, key: Any, delta: Any = 1, default: Any = 0) -> Any:
         """Atomically ``d[key] = d.get(key, default) + delta``; returns the new value."""
         field = self._field(key)
-        okey = self._okey(key)
+        okey = self._okey(key, field)
         while True:
             seen = self._run(D_GET, field)
-            value = (default if seen is None else self._loads(seen)) + delta
-            done = self._run(D_CAS, field, b"" if seen is None else seen, self._dumps(value), okey)
+            value = (default if seen is None else self._load_value(seen, field)) + delta
+            done = self._run(D_CAS, field, b"" if seen is None else seen,
+                             self._dump_value(value, field), okey)
             if done >= 0:
                 self._changed_keys(done)
                 return value
@@ -524,7 +605,7 @@ class RedisSet(SetAPI, _HashBase):
             for k in keys:
                 field = self._field(k)
                 if field not in fields:  # the first of equal elements is the one stored
-                    fields[field] = self._okey(k)
+                    fields[field] = self._okey(k, field)
             args = [x for pair in fields.items() for x in pair]
             script = {KEYS_ADD: S_ADD, KEYS_TOGGLE: S_TOGGLE}[how]
             done = self._run(script, *args) if args else 0
@@ -539,7 +620,8 @@ class RedisSet(SetAPI, _HashBase):
 
     def add(self, element: Any) -> None:
         """Add element; nothing happens if an equal one is there already."""
-        self._changed_keys(self._run(S_ADD, self._field(element), self._okey(element)))
+        field = self._field(element)
+        self._changed_keys(self._run(S_ADD, field, self._okey(element, field)))
 
     def discard(self, element: Any) -> None:
         """Remove element if it is there."""
@@ -551,6 +633,11 @@ class RedisSet(SetAPI, _HashBase):
 
     def pop(self) -> Any:
         """Remove and return the element added last; KeyError if empty."""
+        if self._decodes_before_removing():
+            element = self._pop_last_checked(False)
+            if element is _MISSING:
+                raise KeyError("pop from an empty set")
+            return element
         reply = self._run(S_POP)
         if reply is None:
             raise KeyError("pop from an empty set")

@@ -93,8 +93,11 @@ class RedisManager:
     - ``authkey``: bytes; everything interproc stores is signed with
       HMAC-SHA256 for its object and place (values, object metadata, Value
       and Array contents), and bytes without a valid signature, or copied
-      from another object or key, are refused (``SignatureError``) before
-      they are decoded.  Every process must use the same key.
+      from another object, are refused (``SignatureError``) before they are
+      decoded.  A dict's (and Namespace's) values and keys are bound to
+      their key too, and a set's elements are kept as a dict's keys; an
+      Array's items are bound to their index, list and queue items only to
+      their object.  Every process must use the same key.
     - ``serializer``: ``"pickle"`` (any picklable value), ``"json"`` or
       ``"msgpack"`` (plain data only: TypeError for anything else).
       **pickle runs code when it loads**: with the default
