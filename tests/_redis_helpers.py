@@ -63,3 +63,18 @@ def child_creates_meta(url, name, barrier, out):
         out.put(("ok", meta.created, meta["maxsize"], meta.uid))
     except BaseException as exc:
         out.put(("error", f"{type(exc).__name__}: {exc}", None, None))
+
+
+def child_puts_replicated(q, item, out):
+    """Put through a queue handed to a child; report the child's replica
+    setting and what the put raised (None if nothing)."""
+    try:
+        conn = q._conn
+        try:
+            q.put(item)
+            raised = None
+        except Exception as exc:
+            raised = type(exc).__name__
+        out.put(("ok", conn.replicas, conn.replica_timeout, raised))
+    except BaseException as exc:
+        out.put(("error", f"{type(exc).__name__}: {exc}", None, None))

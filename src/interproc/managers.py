@@ -413,7 +413,8 @@ def Manager(url: Any = None, **kwargs: Any) -> Any:
     :class:`interproc.backends.redis.RedisManager`, whose objects live on
     that server or cluster so that processes on several machines share
     them.  ``kwargs`` are its options (``username``, ``password``,
-    ``authkey``, ``serializer``, ``lease`` and redis-py's keywords).  The
+    ``authkey``, ``serializer``, ``lease``, ``replicas``,
+    ``replica_timeout`` and redis-py's keywords).  The
     default serializer is pickle, which runs code when it loads: without
     an ``authkey``, whoever can write to the Redis server can make the
     readers run code of their choosing.  Pass ``authkey=`` (only signed

@@ -38,7 +38,10 @@ raise the backend's exceptions (``client.translate``): a server that cannot
 be reached -> ``UnreachableError`` (nothing happened); a connection lost
 mid-command -> ``ConnectionLostError`` and a reply that did not come within
 the socket timeout -> ``ServerTimeoutError`` (both: the operation may or may
-not have happened; nothing is resent).  Timeouts of blocking operations and
+not have happened; nothing is resent); with ``replicas``, a write too few
+replicas acknowledged -> ``ReplicationError`` (it did happen; see
+"Replicas" in ``client.py`` for which scripts wait, and how one says so:
+``_command`` waits unless its command only reads).  Timeouts of blocking operations and
 the death of other processes are the subclasses' business
 (``_waiters``, ``_guarded``).
 """
@@ -110,6 +113,10 @@ end
 """
 _GONE_REPLY = "IPGONE"
 _ONE_COMMAND = "return redis.call(ARGV[1], KEYS[1], unpack(ARGV, 2))"
+_ONE_READ = _client.NO_WAIT + _ONE_COMMAND
+#: The commands ``_command`` runs without waiting for replicas.
+_READ_COMMANDS = frozenset({"EXISTS", "GET", "HGET", "HMGET", "HLEN", "LLEN", "ZCARD", "SCARD",
+                            "PTTL"})
 _alive_sources: Dict[str, str] = {}
 
 
@@ -310,22 +317,26 @@ class RedisObject:
         except BaseException as exc:
             raise_translated(exc, self._conn, self._opname)
 
-    def _script(self, source: str, keys: Iterable[str], args: Iterable[Any]) -> Any:
+    def _script(self, source: str, keys: Iterable[str], args: Iterable[Any],
+                acks: Optional[str] = None) -> Any:
         """Run the Lua ``source`` on an open handle, on the incarnation of
-        the object it opened (ObjectGoneError if that was deleted)."""
+        the object it opened (ObjectGoneError if that was deleted).
+        ``acks``: what to do about replicas, if not what the source says
+        (``client.acks_of``)."""
         if self._closed:
             self._check()
         conn = self._conn
         try:
-            return conn.script(alive(source))([*keys, self._meta], [*args, self._uid])
+            return conn.script(alive(source))([*keys, self._meta], [*args, self._uid], None, acks)
         except BaseException as exc:
             self._raise(exc)
 
     def _command(self, command: str, key: str, *args: Any) -> Any:
         """One Redis command on one key of this object, run as a script so
         that it too is refused once the object is gone (a plain HSET would
-        make the key afresh)."""
-        return self._script(_ONE_COMMAND, [key], [command, *args])
+        make the key afresh).  Replicas are waited for unless it only reads."""
+        return self._script(_ONE_READ if command in _READ_COMMANDS else _ONE_COMMAND,
+                            [key], [command, *args])
 
     def _raise(self, exc: BaseException) -> None:
         """Raise what a failed operation of this handle means; call it in

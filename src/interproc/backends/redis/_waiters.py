@@ -43,6 +43,7 @@ import time
 from typing import Any, Callable, Dict, Optional, Tuple
 
 from ._base import RedisObject, call
+from .client import NO_WAIT
 from .keys import object_key
 
 #: Longest single server-side wait of a registered waiter, in seconds.  It
@@ -263,7 +264,7 @@ class WaitingObject(RedisObject):
 
     # Deletes the wake keys of the waiters still registered (ARGV: one
     # prefix per registry, KEYS: its sorted set).
-    _WAKE_KEYS_LUA = """
+    _WAKE_KEYS_LUA = NO_WAIT + """
 local n = 0
 for i = 1, #KEYS do
   for _, wid in ipairs(redis.call('ZRANGE', KEYS[i], 0, -1)) do

@@ -3,7 +3,7 @@
 Interface
 ---------
 
-``Connection.from_url(url, username=None, password=None, *, cluster=None, **redis_kwargs)``
+``Connection.from_url(url, username=None, password=None, *, cluster=None, replicas=0, replica_timeout=1.0, **redis_kwargs)``
     The connection for ``url`` in this process.  Schemes: ``redis://host:port/db``,
     ``rediss://`` (TLS), ``unix:///path/to/socket?db=N`` and, for a master
     watched by Redis Sentinel, ``redis+sentinel://host:port[,host:port...]/service[/db]``
@@ -15,13 +15,14 @@ Interface
     Redis Cluster node, ``True``/``False`` skip the question.  Any other
     keyword goes to redis-py (``socket_timeout=``, ``ssl_ca_certs=``, ...);
     ``decode_responses`` is always False: the backend reads bytes.
+    ``replicas``/``replica_timeout``: see "Replicas" below.
 
     Calls with equal options return the same object within one process; a
     forked child never gets its parent's object from this cache, and an
     object inherited through fork makes its own sockets on first use (the
     parent's are never read, written or shut down by the child).
 
-``Connection.from_client(client)``
+``Connection.from_client(client, *, replicas=0, replica_timeout=1.0)``
     The same from an existing redis-py client (``redis.Redis``,
     ``redis.cluster.RedisCluster``, a Sentinel's ``master_for`` client) or
     connection pool: its address, database, credentials, TLS and socket
@@ -33,9 +34,11 @@ Interface
 
 ``Connection.from_options(options)``
     The same from ``conn.options``, a picklable dict (``url`` without
-    credentials, ``username``, ``password``, ``cluster``, and the redis-py
+    credentials, ``username``, ``password``, ``cluster``, ``replicas`` and
+    ``replica_timeout`` when replicas are waited for, and the redis-py
     keywords).  A ``Connection`` itself pickles as its options, so it can
-    be handed to children under every start method and through queues.
+    be handed to children under every start method and through queues,
+    and a child waits for as many replicas as its parent.
 
 Attributes and methods of a ``Connection``
     ``client``           the redis-py client of this thread: ``redis.Redis``
@@ -57,6 +60,7 @@ Attributes and methods of a ``Connection``
                          + ``BLOCK_MARGIN`` (see "Bounded calls" below);
                          returns their replies.
     ``is_cluster``       whether the server is a Redis Cluster (asks it once).
+    ``replicas``, ``replica_timeout``  the setting below.
     ``address``          ``host:port`` or the socket path, for messages.
     ``url``              the URL without credentials.
     ``script(source)``   a :class:`Script`: ``script(keys=(), args=())`` runs the
@@ -112,6 +116,42 @@ node the refreshed slot table names); one that ran in part raises
 ConnectionLostError.  A connection that could not be made sent nothing,
 and is tried again once after a refresh of the slot table (a failover).
 
+Replicas
+--------
+
+Replication is asynchronous: a master acknowledges a write before its
+replicas have it, and a failover to one of them loses what it lacks.
+With ``replicas=N`` (N > 0), a script is sent in one pipeline with ``WAIT N
+replica_timeout_ms`` after it, on the same connection: to the server, the
+master a Sentinel names, or the Cluster node that serves the script's
+first key, through ``bounded()`` (WAIT answers for the writes of the
+connection it is sent on, so it must go where the script ran).  WAIT's
+reply is the number of replicas that acknowledged, and what is done with
+it is the call's ``acks``:
+
+- ``ACKS_RAISE`` (a script's default): ReplicationError (``errors.py``)
+  when fewer than N did: the write is done on the master, and is not
+  undone.  An error reply of the script comes first (it did nothing).
+- ``ACKS_QUIET``: the reply however many did.  For operations that hand
+  something to the caller (a queue's take, a dict's pop): raising after
+  the item left the master would lose it for the caller, while a take that
+  a failover loses only makes the item deliverable again.  Also for what a
+  failover may lose without harm to anyone (a new object, whose loss
+  every later operation reports as ObjectGoneError).
+- ``ACKS_NONE``: no WAIT.  For scripts that write nothing, and for writes
+  that must never wait on replicas: a lease's renewal (a frozen replica
+  must not make live holders lose their locks) and waiters' registrations
+  and wake-ups (a lost one costs a waiter at most one wait chunk).
+
+A script states its own ``acks`` in its source with the Lua comment
+``NO_WAIT`` or ``WAIT_QUIETLY`` (``acks_of``); a call may pass another.
+``bounded()`` takes ``acks=`` too (ACKS_NONE by default).  The server may
+take ``replica_timeout`` longer to answer such a call, and its socket
+timeout is that much longer.  An operation that wrote nothing itself
+still waits for the connection's earlier writes, since WAIT knows no
+better: it raises only if one of those is not acknowledged either.
+Without replicas nothing of this runs: ``Script`` tests one attribute.
+
 Bounded calls
 -------------
 
@@ -131,6 +171,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import math
 import os
 import sys
 import threading
@@ -141,11 +182,13 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 from .errors import (
     AuthenticationError,
     ConnectionLostError,
+    ReplicationError,
     ServerTimeoutError,
     UnreachableError,
 )
 
-__all__ = ["Connection", "Script", "translate", "errors", "translated", "import_redis"]
+__all__ = ["Connection", "Script", "translate", "errors", "translated", "import_redis",
+           "ACKS_RAISE", "ACKS_QUIET", "ACKS_NONE", "NO_WAIT", "WAIT_QUIETLY"]
 
 SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel")
 SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
@@ -184,6 +227,66 @@ REDIRECT_ATTEMPTS = 5
 MIGRATION_RETRY_INTERVAL = 0.05
 
 INSTALL_HINT = "pip install interproc[redis]"
+
+#: How long a write waits for its replicas' acknowledgement (``WAIT``)
+#: when ``replicas`` is given without ``replica_timeout``, in seconds.
+DEFAULT_REPLICA_TIMEOUT = 1.0
+
+#: What a call on a connection with ``replicas`` does about them (``acks=``,
+#: see "Replicas" in the module docstring).
+ACKS_RAISE = "raise"  # WAIT, then ReplicationError if too few acknowledged
+ACKS_QUIET = "quiet"  # WAIT, then the reply however many acknowledged
+ACKS_NONE = "none"    # no WAIT
+
+#: Lua comments that give a script its ``acks`` when put in its body
+#: (``ACKS_RAISE`` without either).  A comment, so that it stays in every
+#: script made from the body: the backend prepends preludes and guards.
+NO_WAIT = "--[[interproc: acks=none]]\n"
+WAIT_QUIETLY = "--[[interproc: acks=quiet]]\n"
+
+
+def acks_of(source: str) -> str:
+    """The ``acks`` a Lua script asks for (``NO_WAIT``, ``WAIT_QUIETLY``)."""
+    if NO_WAIT in source:
+        return ACKS_NONE
+    if WAIT_QUIETLY in source:
+        return ACKS_QUIET
+    return ACKS_RAISE
+
+
+def check_replicas(replicas: Any, timeout: Any) -> Tuple[int, float]:
+    """``(replicas, replica_timeout)`` checked: TypeError, ValueError."""
+    if isinstance(replicas, bool) or not isinstance(replicas, int):
+        raise TypeError(f"replicas must be an int, not {type(replicas).__name__}")
+    if replicas < 0:
+        raise ValueError(f"replicas must be 0 (do not wait for replicas) or more, not {replicas}")
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"replica_timeout must be a number of seconds, not {type(timeout).__name__}")
+    if not 0 < timeout < float("inf"):
+        raise ValueError(f"replica_timeout must be a positive, finite number of seconds, "
+                         f"not {timeout!r}")
+    return int(replicas), float(timeout)
+
+
+def replication_error(server: str, acked: Any, wanted: int, timeout: float,
+                      result: Any = None, op: Optional[str] = None) -> ReplicationError:
+    """The ReplicationError of a write done on ``server`` that ``acked``
+    replicas (a count, or WAIT's error reply) of ``wanted`` acknowledged."""
+    if isinstance(acked, Exception):
+        how = f"the server refused to wait for its replicas ({acked}), so none is known to have it"
+        count = 0
+    else:
+        count = int(acked)
+        how = (f"only {count} of the {wanted} replica{'s' if wanted > 1 else ''} asked for "
+               f"acknowledged it within {timeout:g} s")
+    during = f"{op}: " if op else ""
+    exc = ReplicationError(
+        f"{during}the write is done on the Redis master {server}, but {how}; it would be lost "
+        "if the master failed before they receive it and a replica that lacks it took over. "
+        "It stays done: do not do it again as if it had not happened")
+    exc.acknowledged, exc.replicas, exc.server, exc.result, exc.op = (
+        count, wanted, server, result, op)
+    return exc
 
 
 def import_redis():
@@ -337,7 +440,14 @@ def translate(exc: BaseException, server: Optional[str] = None, op: Optional[str
     redis-py's, and redis-py errors with no better equivalent (a Lua
     script's ``error_reply`` among them), are returned unchanged.  ``node``:
     ``server`` is the cluster node that failed, not the one connected through.
+    A ReplicationError (raised by the backend itself, where the operation
+    is not known) comes back as itself, with ``op`` put in its message.
     """
+    if isinstance(exc, ReplicationError):
+        if op and exc.op is None and exc.args:
+            exc.op = op
+            exc.args = (f"{op}: {exc.args[0]}",)
+        return exc
     rexc = sys.modules.get("redis.exceptions")
     if rexc is None or not isinstance(exc, (rexc.RedisError, rexc.RedisClusterException)):
         return exc
@@ -571,29 +681,50 @@ class Script:
     restarted, flushed, or another cluster node) gets it through ``EVAL``,
     which also caches it there.  Errors are returned untranslated: callers
     wrap the call in ``conn.errors(...)`` with the operation's name.
+
+    On a connection with ``replicas``, a script whose ``acks`` (its own,
+    from its source: ``acks_of``, or the call's ``acks=``) is not
+    ``ACKS_NONE`` is sent with ``WAIT`` through ``Connection.bounded``
+    (the server, or the Cluster node that serves its first key), not on
+    ``client``; see "Replicas" in the module docstring.
     """
 
-    __slots__ = ("_conn", "source", "sha")
+    __slots__ = ("_conn", "source", "sha", "acks", "_waits", "_loaded")
 
     def __init__(self, conn: "Connection", source: str):
         self._conn = conn
         self.source = source
         self.sha = hashlib.sha1(source.encode("utf-8")).hexdigest()
+        self.acks = acks_of(source)
+        # Read once: without replicas, the hot path tests this and nothing more.
+        self._waits = conn._replicas > 0
+        # The servers that ran it with WAIT: a NOSCRIPT there would cost a
+        # WAIT for nothing, which a replica that lags makes a long one.
+        self._loaded: set = set()
 
-    def __call__(self, keys: Iterable[Any] = (), args: Iterable[Any] = (), client: Any = None) -> Any:
+    def __call__(self, keys: Iterable[Any] = (), args: Iterable[Any] = (), client: Any = None,
+                 acks: Optional[str] = None) -> Any:
         if type(keys) is not list:
             keys = list(keys)
         if type(args) is not list:
             args = list(args)
-        return self.execute(self._conn.client if client is None else client, len(keys), *keys, *args)
+        if self._waits and (acks or self.acks) != ACKS_NONE:
+            return self._conn._run_acked(self, len(keys), [*keys, *args], acks or self.acks)
+        return self._run(self._conn.client if client is None else client, len(keys), *keys, *args)
 
-    def execute(self, client: Any, numkeys: int, *keys_and_args: Any) -> Any:
+    def execute(self, client: Any, numkeys: int, *keys_and_args: Any, acks: Optional[str] = None) -> Any:
         """Run on ``client`` with ``numkeys`` keys first in ``keys_and_args``
-        (the arguments of ``EVALSHA``, without the sha).  On a Cluster, a
-        run refused because the keys' slot is being migrated is tried again
-        until the migration ends (``MIGRATION_RETRY_INTERVAL``)."""
+        (the arguments of ``EVALSHA``, without the sha)."""
+        if self._waits and (acks or self.acks) != ACKS_NONE:
+            return self._conn._run_acked(self, numkeys, keys_and_args, acks or self.acks)
+        return self._run(client, numkeys, *keys_and_args)
+
+    def _run(self, client: Any, numkeys: int, *keys_and_args: Any) -> Any:
+        # On a Cluster, a run refused because the keys' slot is being
+        # migrated is tried again until the migration ends
+        # (MIGRATION_RETRY_INTERVAL); the first try costs nothing more.
         try:
-            return self._run(client, numkeys, keys_and_args)
+            return self._send(client, numkeys, keys_and_args)
         except Exception as exc:
             if not _slot_migrating(exc):
                 raise
@@ -603,14 +734,14 @@ class Script:
         while time.monotonic() < deadline:
             time.sleep(MIGRATION_RETRY_INTERVAL)
             try:
-                return self._run(client, numkeys, keys_and_args)
+                return self._send(client, numkeys, keys_and_args)
             except Exception as exc:
                 if not _slot_migrating(exc):
                     raise
                 refused = exc
         raise refused
 
-    def _run(self, client: Any, numkeys: int, keys_and_args: tuple) -> Any:
+    def _send(self, client: Any, numkeys: int, keys_and_args: tuple) -> Any:
         try:
             return client.evalsha(self.sha, numkeys, *keys_and_args)
         except Exception as exc:
@@ -714,6 +845,8 @@ class Connection:
         self._sentinel_obj: Any = None
         self._sentinel_address: Optional[str] = None
         self._answered = False  # set by the first INFO or PING that got a reply
+        self._replicas: int = options.get("replicas", 0)
+        self._replica_timeout: float = options.get("replica_timeout", DEFAULT_REPLICA_TIMEOUT)
 
     # -- construction
 
@@ -725,6 +858,8 @@ class Connection:
         password: Optional[str] = None,
         *,
         cluster: Optional[bool] = None,
+        replicas: int = 0,
+        replica_timeout: float = DEFAULT_REPLICA_TIMEOUT,
         **redis_kwargs: Any,
     ) -> "Connection":
         clean, url_user, url_password = split_url(url)
@@ -742,10 +877,12 @@ class Connection:
             "cluster": cluster,
         }
         options.update(redis_kwargs)
+        options["replicas"], options["replica_timeout"] = replicas, replica_timeout
         return cls.from_options(options)
 
     @classmethod
-    def from_client(cls, client: Any) -> "Connection":
+    def from_client(cls, client: Any, *, replicas: int = 0,
+                    replica_timeout: float = DEFAULT_REPLICA_TIMEOUT) -> "Connection":
         redis = import_redis()
         from redis.sentinel import SentinelConnectionPool
 
@@ -787,12 +924,20 @@ class Connection:
             host = kwargs.get("host") or "localhost"
             host = f"[{host}]" if ":" in host else host
             url = f"{'rediss' if tls else 'redis'}://{host}:{kwargs.get('port') or 6379}/{db}"
-        return cls.from_url(url, username, password, cluster=cluster, **options)
+        return cls.from_url(url, username, password, cluster=cluster, replicas=replicas,
+                            replica_timeout=replica_timeout, **options)
 
     @classmethod
     def from_options(cls, options: Dict[str, Any]) -> "Connection":
         if "url" not in options:
             raise TypeError("connection options need a 'url'")
+        options = dict(options)
+        replicas, timeout = check_replicas(options.pop("replicas", 0),
+                                           options.pop("replica_timeout", DEFAULT_REPLICA_TIMEOUT))
+        if replicas:
+            # Only then: a connection without replicas has the options (and
+            # is the cached object) it had before the setting existed.
+            options["replicas"], options["replica_timeout"] = replicas, timeout
         key = (os.getpid(), _freeze(options))
         with _cache_lock:
             conn = _cache.get(key)
@@ -884,13 +1029,24 @@ class Connection:
         return c
 
     @property
+    def replicas(self) -> int:
+        """How many replicas must acknowledge a write (0: none are waited for)."""
+        return self._replicas
+
+    @property
+    def replica_timeout(self) -> float:
+        """How long a write waits for them, in seconds."""
+        return self._replica_timeout
+
+    @property
     def is_cluster(self) -> bool:
         if self._cluster is None:
             self._shared_client()  # asks the server
         return bool(self._cluster)
 
     def _client_kwargs(self, **override: Any) -> Dict[str, Any]:
-        kw = {k: v for k, v in self._options.items() if k not in ("url", "cluster")}
+        kw = {k: v for k, v in self._options.items()
+              if k not in ("url", "cluster", "replicas", "replica_timeout")}
         if kw.get("username") is None:
             kw.pop("username", None)
         if kw.get("password") is None:
@@ -991,7 +1147,7 @@ class Connection:
     # -- bounded calls (see "Bounded calls" in the module docstring)
 
     def bounded(self, key: str, seconds: Optional[float], build: Callable[[Any], None],
-                caller_deadline: bool = True) -> List[Any]:
+                caller_deadline: bool = True, acks: str = ACKS_NONE) -> List[Any]:
         """Send what ``build(pipe)`` adds to a plain pipeline, once, and
         return the replies (error replies as exception objects, for the
         caller to judge).  ``seconds``: how long the server may take (a
@@ -1001,7 +1157,64 @@ class Connection:
         beyond ``seconds``; without one (a wait for ever, cut into chunks)
         it is awaited the connection's socket timeout beyond them, which
         is how long the user chose to bear a silent server.  Raises
-        redis-py's exceptions, marked with the node (``failed_node``)."""
+        redis-py's exceptions, marked with the node (``failed_node``).
+        ``acks``: with ``replicas``, ``WAIT`` goes last in the pipeline
+        (its reply is not returned), and ``ACKS_RAISE`` raises
+        ReplicationError (``result``: the replies) when too few
+        acknowledged and no reply is an error."""
+        wait = self._replicas > 0 and acks != ACKS_NONE
+        replies, acked, node = self._bounded(key, seconds, build, caller_deadline, wait)
+        if wait and acks == ACKS_RAISE:
+            self._check_acked(acked, node, replies, replies)
+        return replies
+
+    def _run_acked(self, script: "Script", numkeys: int, keys_and_args: Any, acks: str) -> Any:
+        """Run ``script`` and ``WAIT`` in one round trip (``Script``); its
+        reply, its error reply raised."""
+        # The thread's deadline (``deadline()``) bounds it as it bounds the
+        # thread's client.
+        end = getattr(self._threads, "deadline", None)
+        seconds = None if end is None else max(end - time.monotonic(), 0.0)
+        key = keys_and_args[0] if numkeys else ""
+
+        def run(command: str, body: str) -> Tuple[List[Any], Any, str]:
+            return self._bounded(key, seconds, lambda pipe: pipe.execute_command(
+                command, body, numkeys, *keys_and_args), end is not None, True)
+
+        loaded = self._pool_for(key)[0] in script._loaded
+        if loaded:
+            replies, acked, node = run("EVALSHA", script.sha)
+        if not loaded or isinstance(replies[0], _no_script_error()):
+            # Nothing ran: load it by running it in full.
+            replies, acked, node = run("EVAL", script.source)
+            script._loaded.add(node)
+        reply = replies[0]
+        if isinstance(reply, Exception):
+            raise reply
+        if acks == ACKS_RAISE:
+            self._check_acked(acked, node, [reply], reply)
+        return reply
+
+    def _check_acked(self, acked: Any, node: str, replies: List[Any], result: Any) -> None:
+        """ReplicationError if fewer than ``replicas`` acknowledged, unless
+        a command failed (it did nothing, and its error says so)."""
+        if isinstance(acked, int) and acked >= self._replicas:
+            return
+        if any(isinstance(r, Exception) for r in replies):
+            return
+        raise replication_error(node, acked, self._replicas, self._replica_timeout, result)
+
+    def _bounded(self, key: str, seconds: Optional[float], build: Callable[[Any], None],
+                 caller_deadline: bool, wait: bool) -> Tuple[List[Any], Any, str]:
+        """``bounded()``'s work: the replies, WAIT's reply (None without
+        ``wait``) and the node's ``host:port``."""
+        if wait:
+            # WAIT may take replica_timeout beyond what the commands take.
+            if seconds is None:
+                seconds, caller_deadline = self._replica_timeout, False
+            else:
+                seconds += self._replica_timeout
+            wait_args = ("WAIT", self._replicas, max(math.ceil(self._replica_timeout * 1000), 1))
         redis = import_redis()
         redirected = (redis.exceptions.MovedError, redis.exceptions.AskError,
                       redis.exceptions.TryAgainError)
@@ -1018,6 +1231,10 @@ class Connection:
             client = cached[1]
             pipe = client.pipeline(transaction=False)
             build(pipe)
+            if wait:
+                # On the connection that sent the commands: WAIT waits for
+                # the replication offset of that connection's last write.
+                pipe.execute_command(*wait_args)
             try:
                 pipe.connection = _get_connection(pool)  # execute() gives it back
                 _bound_socket(pipe.connection, seconds, self._options, caller_deadline)
@@ -1036,11 +1253,12 @@ class Connection:
                         reconnects -= 1
                         continue
                 raise
+            acked = replies.pop() if wait else None
             if not self._cluster:
-                return replies
+                return replies, acked, address
             moved = [r for r in replies if _redirection(r, redirected)]
             if not moved:
-                return replies
+                return replies, acked, address
             self._slots_stale = True
             if len(moved) < len(replies):
                 raise ConnectionLostError(
@@ -1049,10 +1267,10 @@ class Connection:
                     f"effect ({moved[0]})")
             if all(_migration_reply(r, redis.exceptions) for r in moved):
                 if migration_deadline is None:
-                    wait = seconds if caller_deadline and seconds is not None else None
-                    if wait is None:
-                        wait = _own_socket_timeout(self._options) or DEFAULT_SOCKET_TIMEOUT
-                    migration_deadline = time.monotonic() + wait
+                    patience = seconds if caller_deadline and seconds is not None else None
+                    if patience is None:
+                        patience = _own_socket_timeout(self._options) or DEFAULT_SOCKET_TIMEOUT
+                    migration_deadline = time.monotonic() + patience
                 if time.monotonic() < migration_deadline:
                     time.sleep(MIGRATION_RETRY_INTERVAL)
                     continue

@@ -66,6 +66,7 @@ from ..._container_api import (CHUNK_FIRST, CHUNK_MAX, KEYS_ADD, KEYS_DISCARD, K
                                 KEYS_TOGGLE, DictAPI, FromKeys, ListAPI, SetAPI, dict_pairs,
                                 list_values, set_keys)
 from ._base import register
+from .client import NO_WAIT, WAIT_QUIETLY
 from ._guarded import GuardedObject, lua
 from .synchronize import DEFAULT_LEASE, RLock, check_lease
 from .codec import Codec
@@ -148,10 +149,10 @@ local function mget(key, fs)
   return out
 end
 """
-D_GET = lua("return redis.call('HGET', KEYS[2], ARGV[2])")
-D_CONTAINS = lua("return redis.call('HEXISTS', KEYS[2], ARGV[2])")
-D_LEN = lua("return redis.call('HLEN', KEYS[2])")
-D_STATE = lua("return {tonumber(redis.call('GET', KEYS[5]) or '0'), redis.call('HLEN', KEYS[2])}")
+D_GET = lua(NO_WAIT + "return redis.call('HGET', KEYS[2], ARGV[2])")
+D_CONTAINS = lua(NO_WAIT + "return redis.call('HEXISTS', KEYS[2], ARGV[2])")
+D_LEN = lua(NO_WAIT + "return redis.call('HLEN', KEYS[2])")
+D_STATE = lua(NO_WAIT + "return {tonumber(redis.call('GET', KEYS[5]) or '0'), redis.call('HLEN', KEYS[2])}")
 D_SET = lua(_D + "return put(ARGV[2], ARGV[3], ARGV[4])")
 D_SETDEFAULT = lua(_D + """
 local cur = redis.call('HGET', KEYS[2], ARGV[2])
@@ -160,12 +161,12 @@ put(ARGV[2], ARGV[3], ARGV[4])
 return false
 """)
 D_DEL = lua(_D + "return drop(ARGV[2])")
-D_POP = lua(_D + """
+D_POP = lua(_D + WAIT_QUIETLY + """
 local cur = redis.call('HGET', KEYS[2], ARGV[2])
 if cur then drop(ARGV[2]) end
 return cur
 """)
-D_POPITEM = lua(_D + """
+D_POPITEM = lua(_D + WAIT_QUIETLY + """
 local last = redis.call('ZREVRANGE', KEYS[4], 0, 0)
 if #last == 0 then return false end
 local f = last[1]
@@ -185,7 +186,7 @@ redis.call('INCR', KEYS[5])
 return 1
 """)
 # ARGV: 2 first rank, 3 count (-1: all), 4 what (0 keys, 1 values, 2 items).
-D_CHUNK = lua(_D + """
+D_CHUNK = lua(_D + NO_WAIT + """
 local first = tonumber(ARGV[2])
 local n = tonumber(ARGV[3])
 local last = -1
@@ -552,7 +553,7 @@ for _, f in ipairs(redis.call('HKEYS', KEYS[2])) do
 end
 return gone
 """)
-S_POP = lua(_D + """
+S_POP = lua(_D + WAIT_QUIETLY + """
 local last = redis.call('ZREVRANGE', KEYS[4], 0, 0)
 if #last == 0 then return false end
 local f = last[1]
@@ -755,8 +756,8 @@ local function remove_at(indexes)
   redis.call('LREM', KEYS[2], 0, TOMB)
 end
 """
-L_LEN = lua("return redis.call('LLEN', KEYS[2])")
-L_GET = lua("return redis.call('LINDEX', KEYS[2], ARGV[2])")
+L_LEN = lua(NO_WAIT + "return redis.call('LLEN', KEYS[2])")
+L_GET = lua(NO_WAIT + "return redis.call('LINDEX', KEYS[2], ARGV[2])")
 # 1 done, 0 out of range.
 L_SET = lua(_L + """
 local n = redis.call('LLEN', KEYS[2])
@@ -768,7 +769,7 @@ changed()
 return 1
 """)
 # ARGV: 2 index or '' for the last.  {status, payload}: 1 done, 0 out of range, -1 empty.
-L_POP = lua(_L + """
+L_POP = lua(_L + WAIT_QUIETLY + """
 local n = redis.call('LLEN', KEYS[2])
 if n == 0 then return {-1} end
 local i = n - 1
@@ -803,7 +804,7 @@ changed()
 return 1
 """)
 # ARGV: 2 start, 3 stop ('' = omitted), 4 step.
-L_GETSLICE = lua(_L + """
+L_GETSLICE = lua(_L + NO_WAIT + """
 local step = tonumber(ARGV[4])
 local start, stop, len = bounds(redis.call('LLEN', KEYS[2]), opt(ARGV[2]), opt(ARGV[3]), step)
 if len == 0 then return {} end
@@ -850,7 +851,7 @@ end
 changed()
 return len
 """)
-L_SNAPSHOT = lua("return {tonumber(redis.call('GET', KEYS[3]) or '0'), "
+L_SNAPSHOT = lua(NO_WAIT + "return {tonumber(redis.call('GET', KEYS[3]) or '0'), "
                  "redis.call('LRANGE', KEYS[2], 0, -1)}")
 # ARGV: 2 the version read, 3.. the new content.  1 done, 0 changed meanwhile.
 L_REPLACE_IF = lua(_L + """

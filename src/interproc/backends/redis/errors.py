@@ -47,6 +47,11 @@ other's failures too:
   than the lease).  Raised by the first operation on the guarded object
   that follows, which the server refused and which did nothing, and by
   ``release()`` when another took the lock meanwhile.
+- :class:`ReplicationError` (a ``RuntimeError``): with ``replicas=N``
+  (``RedisManager``), a write was done by the master, but fewer than N of
+  its replicas acknowledged it within ``replica_timeout``; a failover to
+  one that lacks it would lose it.  Unlike the errors above, the
+  operation *did* happen: it must not be repeated as if it had not.
 
 All of them carry the server (``host:port`` or the socket path) in their
 message, and never the password.
@@ -63,6 +68,7 @@ __all__ = [
     "LockNotOwnedError",
     "ObjectGoneError",
     "LeaseLostError",
+    "ReplicationError",
 ]
 
 from ...naming import SegmentError
@@ -104,6 +110,8 @@ class LockNotOwnedError(RuntimeError, AssertionError):
 class ObjectGoneError(FileNotFoundError):
     """The object behind a handle was deleted, or lost by the server; the
     operation changed nothing."""
+
+
 class LeaseLostError(LockNotOwnedError):
     """The calling thread's lease on a Redis lock ran out while it held it.
 
@@ -112,3 +120,28 @@ class LeaseLostError(LockNotOwnedError):
     interleave with a later holder's work.  What it did before, under the
     lease, stays done.
     """
+
+
+class ReplicationError(RuntimeError):
+    """A write is done on the Redis master, but fewer replicas than asked
+    (``replicas=N``) acknowledged it within ``replica_timeout`` (Redis
+    ``WAIT``): it would be lost if the master failed before they receive
+    it and one of them took over.
+
+    A RuntimeError, not a ConnectionError or TimeoutError: those say that
+    an operation may not have happened, and code that catches them to do
+    the operation again would here do it twice (an item put twice, a
+    semaphore released twice).  The write stays done; nothing is undone.
+
+    Attributes: ``acknowledged`` (how many replicas did), ``replicas``
+    (how many were asked for), ``server`` (the master, or the Cluster node
+    that holds the object) and ``result`` (the operation's own reply, for
+    the backend's callers that give back what they took: a lock acquired
+    is released again before its acquire() raises this).
+    """
+
+    acknowledged = 0
+    replicas = 0
+    server = ""
+    result = None
+    op = None

@@ -79,7 +79,7 @@ import time
 from typing import Any, Dict, Iterable, List, Mapping, Optional
 
 from ... import _core
-from .client import Connection
+from .client import WAIT_QUIETLY, Connection
 from .codec import MAC_SIZE
 from .errors import CorruptDataError
 
@@ -173,7 +173,7 @@ class Meta(dict):
 # KEYS: meta, then every declared part.  ARGV: mode, kind, options, uid,
 # version, parts, created-at, MAC or '', number of init entries, then per entry:
 # index into KEYS, type, number of values, the values.
-_CREATE = """
+_CREATE = WAIT_QUIETLY + """
 local meta = KEYS[1]
 local mode = ARGV[1]
 if redis.call('EXISTS', meta) == 1 then

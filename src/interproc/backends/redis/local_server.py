@@ -8,6 +8,8 @@ nothing here imports redis-py.
   with persistence off, or on with ``persistent=True`` (an append-only
   file synced on every write: ``appendfsync always``).  ``kill()`` then
   ``start()`` restarts it on the same port, with what it persisted.
+  ``replicate(master)`` makes it a replica of another and waits until its
+  first synchronization is done.
 - :class:`RedisClusterServers`: cluster-enabled servers (optionally with a
   password) joined into a Redis Cluster by ``redis-cli --cluster create``,
   three masters without replicas by default, or ``replicas=1`` (six nodes),
@@ -288,6 +290,21 @@ class RedisServer:
         """One command, authenticated if needed; its raw reply."""
         cmds = [("AUTH", self.password)] if self.password is not None else []
         return _commands(("127.0.0.1", self.port), *cmds, args)[-1]
+
+    def replicate(self, master: "RedisServer", timeout: float = 10.0) -> "RedisServer":
+        """Make this server a replica of ``master`` and wait until the master
+        lists it online (its first synchronization done)."""
+        # The first sync starts at once, not 5 s later.
+        master.command("CONFIG", "SET", "repl-diskless-sync-delay", "0")
+        self.command("REPLICAOF", "127.0.0.1", str(master.port))
+        online = f"port={self.port},state=online".encode()
+        deadline = time.monotonic() + timeout
+        while online not in master.command("INFO", "replication"):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.address} did not become a replica of "
+                                   f"{master.address} within {timeout} s:\n{self._log_tail()}")
+            time.sleep(0.05)
+        return self
 
     def kill(self) -> None:
         """SIGKILL, as a crash would; ``start()`` restarts it on the same port."""

@@ -15,7 +15,7 @@ import weakref
 from multiprocessing import ProcessError
 from typing import Any, Optional
 
-from .client import Connection
+from .client import DEFAULT_REPLICA_TIMEOUT, Connection, check_replicas
 from .codec import Codec
 
 __all__ = ["RedisManager"]
@@ -76,7 +76,8 @@ class RedisManager:
     """A manager whose objects live on Redis (see the module docstring).
 
     ``RedisManager(url, *, username=None, password=None, authkey=None,
-    serializer="pickle", lease=10.0, **redis_kwargs)``:
+    serializer="pickle", lease=10.0, replicas=0, replica_timeout=1.0,
+    **redis_kwargs)``:
 
     - ``url``: ``redis://host:port/db``, ``rediss://`` (TLS),
       ``unix:///path`` or ``redis+sentinel://host:port[,host:port]/service[/db]``
@@ -111,6 +112,35 @@ class RedisManager:
     - ``lease``: seconds a lock stays held by a process that stops renewing
       it (it died, or lost the server); at least ``MIN_LEASE`` (1 s), since
       holders renew every third of it (ValueError at once otherwise).
+    - ``replicas``: how many of the master's replicas must acknowledge a
+      write before it returns (0, the default: none are waited for, and
+      nothing of this costs anything).  Redis replicates asynchronously, so
+      a failover to a replica may lose writes its master acknowledged
+      (docs/api.md, "What the Redis server must keep").  With ``replicas=N``
+      every operation that writes sends ``WAIT N`` in the same round trip,
+      on the same connection (to the Cluster node of the object's slot),
+      and returns once N replicas have it.  When fewer acknowledge within
+      ``replica_timeout`` seconds (a positive number, 1 s by default), it
+      raises :class:`~.errors.ReplicationError`: the write *is* done on the
+      master, and would be lost if the master failed before they receive
+      it.  Exceptions, so that nothing is lost for the caller:
+
+      - takes (``Queue.get``/``get_many``, ``dict.pop``/``popitem``,
+        ``list.pop``, ``set.pop``) never raise it: they return what they
+        took, and a take that a failover loses makes the item deliverable
+        again (a duplicate, never a loss); so do a lock's ``release()``
+        (lost, the lock stays held until its lease runs out) and the
+        creation of an object (lost, the next operation raises
+        ObjectGoneError);
+      - a Lock, RLock or Semaphore ``acquire()`` that too few acknowledged
+        is given back before it raises: the caller does not hold it;
+      - reads, lease renewals and waiters' registrations and wake-ups do
+        not wait for replicas at all.
+
+      Operations may take up to ``replica_timeout`` longer than their own
+      timeout when replicas lag.  WAIT does not make Redis strongly
+      consistent: see docs/api.md.  The setting goes with the objects to
+      child processes.
 
     Methods return the Redis objects, with multiprocessing's signatures plus
     the keywords ``name=`` and ``create=`` (the rules of every named
@@ -124,6 +154,7 @@ class RedisManager:
     def __init__(self, url: Optional[str] = None, *, username: Optional[str] = None,
                  password: Optional[str] = None, authkey: Optional[bytes] = None,
                  serializer: str = "pickle", lease: float = 10.0, client: Any = None,
+                 replicas: int = 0, replica_timeout: float = DEFAULT_REPLICA_TIMEOUT,
                  **redis_kwargs: Any) -> None:
         if isinstance(lease, bool) or not isinstance(lease, (int, float)):
             raise TypeError(f"lease must be a number of seconds, not {type(lease).__name__}")
@@ -134,14 +165,17 @@ class RedisManager:
                 "under ordinary scheduling delays")
         if (url is None) == (client is None):
             raise TypeError("RedisManager needs a url or a client=, and not both")
+        check_replicas(replicas, replica_timeout)  # before any connection is made
         self._codec = Codec(serializer, authkey)
         if client is not None:
             if username is not None or password is not None or redis_kwargs:
                 raise TypeError("client= carries its own connection options; give no "
                                 "username=, password= or redis-py keywords with it")
-            self._conn = Connection.from_client(client)
+            self._conn = Connection.from_client(client, replicas=replicas,
+                                                replica_timeout=replica_timeout)
         else:
-            self._conn = Connection.from_url(url, username, password, **redis_kwargs)
+            self._conn = Connection.from_url(url, username, password, replicas=replicas,
+                                             replica_timeout=replica_timeout, **redis_kwargs)
         self._lease = float(lease)
         self._state = _INITIAL
         self._made: list = []
@@ -201,6 +235,16 @@ class RedisManager:
     def url(self) -> str:
         """The server's URL, without credentials."""
         return self._conn.url
+
+    @property
+    def replicas(self) -> int:
+        """How many replicas must acknowledge each write (0: none)."""
+        return self._conn.replicas
+
+    @property
+    def replica_timeout(self) -> float:
+        """How long a write waits for them, in seconds."""
+        return self._conn.replica_timeout
 
     @property
     def connection(self) -> Connection:

@@ -75,6 +75,13 @@ disuse, so an item whose recovery failed for longer than that is lost.
   ``task_done()`` of whoever takes over.
 - **Lost connection**: see above; ``put`` raises ConnectionLostError and the
   item may or may not be in the queue (it is never pushed twice).
+- **Replicas** (``replicas=N``, ``client.py``): ``put``, ``task_done`` and
+  ``shutdown`` raise ReplicationError when fewer than N replicas
+  acknowledged in time (what they did stays done); a put that added
+  nothing (a full queue's wait, a shut-down queue) does not.  A take waits
+  for them too but never raises: the item has left the master, and
+  raising would lose it for the caller.  A take that a failover loses
+  makes its items deliverable again: duplicates, never a loss.
 - **Close**: ``close()`` ends this handle only; ``put``/``get`` then raise
   ValueError; the queue and other handles are unaffected.
 """
@@ -91,6 +98,8 @@ from typing import Any, Iterable, List, Optional, Tuple
 from . import _waiters
 from . import client as _client
 from ._base import alive, call, is_gone, register
+from .client import ACKS_QUIET, NO_WAIT, WAIT_QUIETLY
+from .errors import ReplicationError
 from ._waiters import Deadline, WaitingObject, lua
 from .keys import object_key
 
@@ -190,7 +199,7 @@ end
 # consumer that gave its lists up (void set: a stale command, run after its
 # sender stopped waiting for it) puts back what its move took, and returns
 # nothing.  KEYS items, proc, z, e, shut, void.  ARGV more, maxsize, prefix, ttl.
-_TAKE_MORE_LUA = lua(_QUEUE_PRELUDE + """
+_TAKE_MORE_LUA = lua(_QUEUE_PRELUDE + WAIT_QUIETLY + """
 local items, proc, z, e, shut = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 if redis.call('EXISTS', KEYS[6]) == 1 then
   local back = redis.call('LRANGE', proc, 0, -1)
@@ -222,7 +231,7 @@ return q_flag(res, st, items)
 # return {flag, items...} as above; nothing for a consumer that gave its
 # lists up (void).  KEYS items, proc, z, e, shut, prev, void.  ARGV count,
 # maxsize, prefix, ttl.
-_TAKE_NOW_LUA = lua(_QUEUE_PRELUDE + """
+_TAKE_NOW_LUA = lua(_QUEUE_PRELUDE + WAIT_QUIETLY + """
 local items, proc, z, e, shut = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 if redis.call('EXISTS', KEYS[7]) == 1 then return {0} end
 redis.call('DEL', KEYS[6])
@@ -252,7 +261,7 @@ return q_flag(res, st, items)
 # q_flag do, written out, since defining the prelude's functions on every
 # call costs a busy queue's get a few percent.  KEYS items, proc, shut,
 # prev, void.  ARGV ttl.  Returns {flag, item} or {flag} as take_now does.
-_TAKE_ONE_LUA = """
+_TAKE_ONE_LUA = WAIT_QUIETLY + """
 local items, proc = KEYS[1], KEYS[2]
 if redis.call('EXISTS', KEYS[5]) == 1 then return {0} end
 redis.call('DEL', KEYS[4])
@@ -279,7 +288,7 @@ return {0}
 # what its move took (_TAKE_MORE_LUA), where no recovery would look.  KEYS
 # proc, items, shut, tasks, jw z, jw e, prev, void, procs (where void is
 # listed, to be deleted with the queue).  ARGV joinable, jw prefix, ttl.
-_RECOVER_LUA = lua(_QUEUE_PRELUDE + """
+_RECOVER_LUA = lua(_QUEUE_PRELUDE + WAIT_QUIETLY + """
 local proc, items, shut, tasks = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 redis.call('SET', KEYS[8], '1', 'PX', ARGV[3])
 redis.call('SADD', KEYS[9], KEYS[8])
@@ -336,14 +345,14 @@ return n
 # it held was delivered) and this one's, and puts back a shut-down queue's
 # end marker if a consumer that died took it, so that the move does not
 # wait for what will never come.  KEYS items, proc, shut, prev.
-_BEFORE_MOVE_LUA = _QUEUE_PRELUDE + """
+_BEFORE_MOVE_LUA = _QUEUE_PRELUDE + WAIT_QUIETLY + """
 redis.call('DEL', KEYS[2], KEYS[4])
 q_settle(KEYS[1], redis.call('GET', KEYS[3]))
 return 0
 """
 
 # qsize: the items, less the end marker of a shut-down queue.  KEYS items.
-_QSIZE_LUA = """
+_QSIZE_LUA = NO_WAIT + """
 local n = redis.call('LLEN', KEYS[1])
 if n > 0 and redis.call('LINDEX', KEYS[1], -1) == '' then n = n - 1 end
 return n
@@ -351,7 +360,7 @@ return n
 
 # Registers a consumer's two processing lists, and forgets up to ten that
 # have expired, so the set follows the live consumers.
-_REGISTER_CONSUMER_LUA = """
+_REGISTER_CONSUMER_LUA = WAIT_QUIETLY + """
 for _, k in ipairs(redis.call('SRANDMEMBER', KEYS[1], 10)) do
   if redis.call('EXISTS', k) == 0 then redis.call('SREM', KEYS[1], k) end
 end
@@ -367,7 +376,7 @@ if left <= 0 then w_wake(KEYS[2], KEYS[3], ARGV[1], -1) end
 return left
 """)
 
-_JOIN_LUA = lua("""
+_JOIN_LUA = lua(NO_WAIT + """
 local z, e, wid, mode, p = KEYS[2], KEYS[3], ARGV[1], tonumber(ARGV[2]), ARGV[4]
 if tonumber(redis.call('GET', KEYS[1]) or '0') <= 0 then
   w_done(z, e, p, wid)
@@ -377,7 +386,7 @@ w_fail(z, e, p, wid, mode, tonumber(ARGV[3]))
 return 0
 """)
 
-_DESTROY_PROCS_LUA = """
+_DESTROY_PROCS_LUA = NO_WAIT + """
 local n = 0
 for _, k in ipairs(redis.call('SMEMBERS', KEYS[1])) do n = n + redis.call('DEL', k) end
 return n + redis.call('DEL', KEYS[1])
@@ -489,8 +498,8 @@ class _QueueBase(WaitingObject):
         if self._maxsize == 0:
             # Unbounded: one round trip, and no waiter id (block and timeout
             # cannot matter).
-            if int(self._script(_PUT_UNBOUNDED_LUA, [self._items, self._tasks, self._shut],
-                                [joinable, *payloads])) < 0:
+            if self._count(_PUT_UNBOUNDED_LUA, [self._items, self._tasks, self._shut],
+                           [joinable, *payloads]) < 0:
                 _shut_down(0, batch)
             return
         keys = [self._items, self._tasks] + self._pw + [self._shut]
@@ -498,9 +507,9 @@ class _QueueBase(WaitingObject):
         shut = [False]
 
         def attempt(wid: str, mode: int) -> Tuple[bool, Any, Optional[float]]:
-            n = int(self._script(_PUT_LUA, keys, [
+            n = self._count(_PUT_LUA, keys, [
                 self._maxsize, joinable, wid, mode,
-                _waiters.REGISTRATION_TTL_MS, self._pw_prefix, *payloads[done[0]:]]))
+                _waiters.REGISTRATION_TTL_MS, self._pw_prefix, *payloads[done[0]:]])
             if n < 0:
                 shut[0] = True
                 return True, None, None
@@ -516,6 +525,19 @@ class _QueueBase(WaitingObject):
                 exc.count = done[0]  # type: ignore[attr-defined]
                 raise exc
             raise Full
+
+    def _count(self, source: str, keys: List[str], args: List[Any], done: int = 1) -> int:
+        """The number a script answers, at least ``done`` when it changed
+        the queue; with ``replicas``, ReplicationError only then: a put
+        that added nothing (a full or shut-down queue) or a refused
+        task_done wrote nothing that a failover could lose, or at most a
+        waiter's registration."""
+        try:
+            return int(self._script(source, keys, args))
+        except ReplicationError as exc:
+            if int(exc.result) >= done:
+                raise
+            return int(exc.result)
 
     def put(self, obj: Any, block: bool = True, timeout: Optional[float] = None) -> None:
         """Serialize ``obj`` here and append it; blocks only while a bounded
@@ -559,7 +581,7 @@ class _QueueBase(WaitingObject):
         else:
             res = call(self._conn, self._op(), self._conn.bounded, self._items, seconds,
                        lambda pipe: pipe.execute_command("EVAL", script.source, len(keys),
-                                                         *keys, *args))
+                                                         *keys, *args), True, ACKS_QUIET)
             _raise_error_reply(res)
         c.recover = False
         c.retired = True
@@ -578,7 +600,8 @@ class _QueueBase(WaitingObject):
                 self._conn.script(source)(keys, [self._uid])
             else:
                 _raise_error_reply(self._conn.bounded(self._items, seconds, lambda pipe: (
-                    pipe.execute_command("EVAL", source, len(keys), *keys, self._uid))))
+                    pipe.execute_command("EVAL", source, len(keys), *keys, self._uid)),
+                    acks=ACKS_QUIET))
         except BaseException as exc:
             self._raise(exc)
         c.registered = True
@@ -651,7 +674,7 @@ class _QueueBase(WaitingObject):
                 # One plain pipeline on the slot's node, never resent (client.bounded).
                 res = self._conn.bounded(self._items, wait if blocking else
                                          deadline.remaining() if bounded else None, build,
-                                         bounded)
+                                         bounded, ACKS_QUIET)
                 _raise_error_reply(res)
             except BaseException as exc:
                 self._take_failed(c, exc, deadline)
@@ -679,11 +702,11 @@ class _QueueBase(WaitingObject):
         def build(pipe: Any) -> None:
             pipe.execute_command("EVALSHA", script.sha, *keys_args)
 
-        res = self._conn.bounded(self._items, seconds, build)[0]
+        res = self._conn.bounded(self._items, seconds, build, acks=ACKS_QUIET)[0]
         if isinstance(res, _client.import_redis().exceptions.NoScriptError):
             # Nothing ran: load it by running it in full.
             res = self._conn.bounded(self._items, seconds, lambda pipe: pipe.execute_command(
-                "EVAL", source, *keys_args))[0]
+                "EVAL", source, *keys_args), acks=ACKS_QUIET)[0]
         _raise_error_reply([res])
         return res
 
@@ -863,7 +886,7 @@ class JoinableQueue(_QueueBase):
 
     def task_done(self) -> None:
         """Mark one task finished.  ValueError if called more times than items were put."""
-        if int(self._script(_TASK_DONE_LUA, [self._tasks] + self._jw, [self._jw_prefix])) < 0:
+        if self._count(_TASK_DONE_LUA, [self._tasks] + self._jw, [self._jw_prefix], 0) < 0:
             raise ValueError("task_done() called too many times")
 
     def join(self) -> None:

@@ -59,6 +59,7 @@ from multiprocessing.sharedctypes import typecode_to_type
 from typing import Any, Optional, Tuple
 
 from ._base import register
+from .client import NO_WAIT
 from ._guarded import GuardedObject, lua
 from .errors import CorruptDataError
 from .synchronize import DEFAULT_LEASE, check_lease
@@ -175,10 +176,10 @@ class _Op:
         self.raw = body
 
 
-V_GET = _Op("return redis.call('GET', KEYS[2])")
+V_GET = _Op(NO_WAIT + "return redis.call('GET', KEYS[2])")
 V_SET = _Op("redis.call('SET', KEYS[2], ARGV[2]) return 1")
-A_RANGE = _Op("return redis.call('LRANGE', KEYS[2], ARGV[2], ARGV[3])")
-A_GET = _Op("return redis.call('LINDEX', KEYS[2], ARGV[2])")
+A_RANGE = _Op(NO_WAIT + "return redis.call('LRANGE', KEYS[2], ARGV[2], ARGV[3])")
+A_GET = _Op(NO_WAIT + "return redis.call('LINDEX', KEYS[2], ARGV[2])")
 # ARGV: 2.. index, text pairs.
 A_SET = _Op("""
 for i = 2, #ARGV, 2 do redis.call('LSET', KEYS[2], ARGV[i], ARGV[i + 1]) end

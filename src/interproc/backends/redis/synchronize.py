@@ -46,6 +46,14 @@ Key layout of an object whose keys start with ``ip:{name}:``:
 - **Lost connection**: the call raises ConnectionLostError (it may or may not
   have happened: an ``acquire`` may hold the lock, whose lease then runs out
   unless released); ``ServerTimeoutError`` likewise.
+- **Replicas** (``replicas=N``, ``client.py``): an ``acquire`` that fewer
+  than N replicas acknowledged gives the lock or unit back at once, then
+  raises ReplicationError (a failover could hand it to another too);
+  ``Semaphore.release``, ``Event.set``/``clear`` and ``Barrier.reset``
+  raise it with their change done; a Lock's ``release`` waits for them
+  but never raises (a lost release only leaves the lock to its lease).
+  Lease renewals, waiters' registrations and wake-ups never wait: a
+  stalled replica must not cost a live holder its lease.
 - **Close**: a closed handle raises ValueError; a lock held by the thread
   stays held (and renewed) until that thread releases it through another
   handle, or its process exits.
@@ -67,8 +75,9 @@ import secrets
 from . import _waiters
 from . import codec as _codec
 from ._base import register, thread_token
+from .client import ACKS_NONE, NO_WAIT, WAIT_QUIETLY
 from ._waiters import Deadline, WaitingObject, lua
-from .errors import CorruptDataError, LeaseLostError, LockNotOwnedError
+from .errors import CorruptDataError, LeaseLostError, LockNotOwnedError, ReplicationError
 
 __all__ = [
     "Lock", "RLock", "Semaphore", "BoundedSemaphore", "Event", "Condition", "Barrier",
@@ -82,7 +91,7 @@ DEFAULT_LEASE = 10.0
 
 # ------------------------------------------------------------------ leases
 
-_RENEW_LUA = """
+_RENEW_LUA = NO_WAIT + """
 if redis.call('HGET', KEYS[1], 't') == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   return 1
@@ -295,7 +304,7 @@ return {0, redis.call('PTTL', owner)}
 # more than once.  Returns {status, depth}: 0 released (depth: the re-entry
 # count it had), 1 still held (re-entered), -1 not locked, -2 held by another
 # owner, -3 the caller's lease ran out and it leaves an inner re-entry.
-_RELEASE_LUA = lua("""
+_RELEASE_LUA = lua(WAIT_QUIETLY + """
 local owner, state, z, e = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local token, p = ARGV[1], ARGV[3]
 local cur = redis.call('HGET', owner, 't')
@@ -324,7 +333,7 @@ w_wake(z, e, p, 1)
 return {0, depth}
 """)
 
-_LOCK_STATS_LUA = lua("""
+_LOCK_STATS_LUA = lua(NO_WAIT + """
 local o = redis.call('HMGET', KEYS[1], 't', 'n', 'pid')
 local deaths = redis.call('HGET', KEYS[2], 'deaths') or '0'
 return {o[1] or '', o[2] or '0', o[3] or '', deaths, w_count(KEYS[4])}
@@ -338,6 +347,21 @@ def lease_lost_error(lock: Any, what: str) -> LeaseLostError:
         f"{what}: this thread's lease on {lock!r} ran out (it was not renewed for "
         f"{lock.lease} s: the process or the server stalled, or the connection was "
         "lost) and the lock may have been taken by another since")
+
+
+def _taken_back(exc: ReplicationError, what: str, given_back: bool, otherwise: str) -> ReplicationError:
+    """``exc``, for an acquisition that too few replicas acknowledged and
+    that was given back (``given_back``) so that its caller does not hold
+    what a failover could hand to another too; ``otherwise`` says what
+    became of it when giving it back failed."""
+    fate = ("it was given back at once, and the caller does not hold it" if given_back
+            else f"giving it back failed, and {otherwise}")
+    exc.args = (
+        f"{exc.op + ': ' if exc.op else ''}{what} on the Redis master {exc.server}, but only "
+        f"{exc.acknowledged} of the {exc.replicas} replica{'s' if exc.replicas > 1 else ''} "
+        "asked for acknowledged it in time, "
+        f"so that after a failover to one that lacks it another could take it too; {fate}",)
+    return exc
 
 
 def check_lease(lease: Any) -> float:
@@ -402,10 +426,23 @@ class _LockBase(WaitingObject):
 
     def _try(self, token: str, count: int, wid: str, mode: int) -> Tuple[bool, Any, Optional[float]]:
         claimed = _renewer.claims(self._keys[0], token)
-        res = self._script(_ACQUIRE_LUA, self._keys, [
-            token, int(self._lease * 1000), "1" if self._REENTRANT else "0", wid, mode,
-            _waiters.REGISTRATION_TTL_MS, self._wake_prefix, count, f"{_HOST}:{os.getpid()}",
-            "1" if claimed else "0"])
+        try:
+            res = self._script(_ACQUIRE_LUA, self._keys, [
+                token, int(self._lease * 1000), "1" if self._REENTRANT else "0", wid, mode,
+                _waiters.REGISTRATION_TTL_MS, self._wake_prefix, count, f"{_HOST}:{os.getpid()}",
+                "1" if claimed else "0"])
+        except ReplicationError as exc:
+            res = exc.result
+            if int(res[0]) == 1 and not claimed:
+                # Held by this thread on the master only: after a failover
+                # another could take it too.  Raising while holding it
+                # would leave it held, unrenewed, by a caller that does
+                # not know; so it is released, and acquire() raises.
+                raise _taken_back(exc, f"acquire() took {self!r}", self._give_back(token),
+                                  f"the lock stays held until its lease ({self._lease:g} s) "
+                                  "runs out") from None
+            # Not taken: the attempt wrote at most a waiter's registration.
+            # A re-entry: the thread held the lock already.
         status = int(res[0])
         if status == 1:
             return True, (int(res[1]), int(res[2])), None
@@ -416,6 +453,18 @@ class _LockBase(WaitingObject):
         pttl = int(res[1])
         # Wake up when the holder's lease would run out, to take over.
         return False, 0, (pttl / 1000.0 + 0.005) if pttl > 0 else 0.005
+
+    def _give_back(self, token: str) -> bool:
+        """Release an acquisition that is not to be kept, without waiting
+        for replicas (a failover that loses the release leaves the lock
+        to its lease); whether that worked."""
+        try:
+            self._script(_RELEASE_LUA, self._keys,
+                         [token, "1" if self._REENTRANT else "0", self._wake_prefix, "1", "0"],
+                         ACKS_NONE)
+            return True
+        except Exception:
+            return False
 
     def _acquire_count(self, block: bool, timeout: Any, count: int) -> bool:
         token = thread_token()
@@ -599,7 +648,7 @@ w_wake(z, e, p, n)
 return v + n
 """)
 
-_SEM_STATS_LUA = lua("""
+_SEM_STATS_LUA = lua(NO_WAIT + """
 return {redis.call('HGET', KEYS[1], 'v') or ARGV[1], w_count(KEYS[3])}
 """)
 
@@ -633,18 +682,41 @@ class Semaphore(WaitingObject):
     def acquire(self, block: bool = True, timeout: Optional[float] = None) -> bool:
         """Take one unit; return whether it was taken."""
         def attempt(wid: str, mode: int) -> Tuple[bool, Any, Optional[float]]:
-            ok = self._script(_SEM_ACQUIRE_LUA, self._keys, [
-                wid, mode, _waiters.REGISTRATION_TTL_MS, self._wake_prefix, self._initial])
+            try:
+                ok = self._script(_SEM_ACQUIRE_LUA, self._keys, [
+                    wid, mode, _waiters.REGISTRATION_TTL_MS, self._wake_prefix, self._initial])
+            except ReplicationError as exc:
+                ok = exc.result
+                if ok:
+                    # As for a lock (_LockBase._try): the unit goes back.
+                    raise _taken_back(exc, f"acquire() took a unit of {self!r}",
+                                      self._give_back(), "the unit is lost") from None
             return bool(ok), None, None
         return self._wait(attempt, Deadline(block, timeout), "wk:")[0]
+
+    def _give_back(self) -> bool:
+        """Release a unit whose acquisition is not to be kept, without
+        waiting for replicas; whether that worked."""
+        try:
+            self._script(_SEM_RELEASE_LUA, self._keys, [
+                1, self._initial if self._BOUNDED else -1, self._initial, self._wake_prefix],
+                ACKS_NONE)
+            return True
+        except Exception:
+            return False
 
     def release(self, n: int = 1) -> None:
         """Give back ``n`` units, waking up to ``n`` waiters."""
         n = operator.index(n)
         if n < 1:
             raise ValueError("n must be one or more")
-        res = self._script(_SEM_RELEASE_LUA, self._keys, [
-            n, self._initial if self._BOUNDED else -1, self._initial, self._wake_prefix])
+        try:
+            res = self._script(_SEM_RELEASE_LUA, self._keys, [
+                n, self._initial if self._BOUNDED else -1, self._initial, self._wake_prefix])
+        except ReplicationError as exc:
+            if int(exc.result) >= 0:
+                raise
+            res = exc.result  # refused: nothing written to wait for
         if int(res) < 0:
             raise ValueError("semaphore or lock released too many times")
 
@@ -681,7 +753,7 @@ class BoundedSemaphore(Semaphore):
 
 # ------------------------------------------------------------------ event
 
-_EVENT_WAIT_LUA = lua("""
+_EVENT_WAIT_LUA = lua(NO_WAIT + """
 local st, z, e = KEYS[1], KEYS[2], KEYS[3]
 local wid, mode, p = ARGV[1], tonumber(ARGV[2]), ARGV[4]
 local f = redis.call('HGET', st, 'f')
@@ -700,7 +772,7 @@ redis.call('HINCRBY', KEYS[1], 'g', 1)
 return w_wake(KEYS[2], KEYS[3], ARGV[1], -1)
 """)
 
-_EVENT_STATS_LUA = lua("""
+_EVENT_STATS_LUA = lua(NO_WAIT + """
 return {redis.call('HGET', KEYS[1], 'f') or '0', w_count(KEYS[3])}
 """)
 
@@ -761,14 +833,14 @@ class Event(WaitingObject):
 
 # ------------------------------------------------------------------ condition
 
-_COND_REGISTER_LUA = lua("""
+_COND_REGISTER_LUA = lua(NO_WAIT + """
 w_add(KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2]))
 return 1
 """)
 
 # Whether the waiter is still registered (then refresh it: mode 1, or drop
 # it: mode 2); 1 means it was notified.
-_COND_CHECK_LUA = lua("""
+_COND_CHECK_LUA = lua(NO_WAIT + """
 local z, e, wid, mode, p = KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2]), ARGV[4]
 if redis.call('ZSCORE', z, wid) then
   w_fail(z, e, p, wid, mode, tonumber(ARGV[3]))
@@ -778,7 +850,7 @@ redis.call('DEL', p .. wid)
 return 1
 """)
 
-_COND_NOTIFY_LUA = lua("""
+_COND_NOTIFY_LUA = lua(NO_WAIT + """
 return w_wake(KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2]))
 """)
 
@@ -941,7 +1013,7 @@ end
 
 # Arrival.  Returns {index, generation}; index -1: broken, -2: the previous
 # round is still finishing (wait for the next generation, then arrive again).
-_ARRIVE_LUA = lua(_BARRIER_LUA + """
+_ARRIVE_LUA = lua(_BARRIER_LUA + WAIT_QUIETLY + """
 local bar, out, z, e = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local parties, wid, mode, ttl, p = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
 local g = redis.call('HGET', bar, 'g') or '0'
@@ -966,7 +1038,7 @@ return {c - 1, g}
 # A waiter's check: 1 passed, -1 broken, 0 keep waiting (mode 1) - or, when
 # giving up (mode 2), break the barrier.  A waiter whose registration expired
 # (it died) breaks it too.
-_BARRIER_CHECK_LUA = lua(_BARRIER_LUA + """
+_BARRIER_CHECK_LUA = lua(_BARRIER_LUA + NO_WAIT + """
 local bar, out, z, e = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local mine, wid, mode, ttl, p = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
 local g = redis.call('HGET', bar, 'g') or '0'
@@ -995,7 +1067,7 @@ return 0
 """)
 
 # ARGV: the generation, the wake prefix, the action runner's waiter id.
-_BARRIER_RELEASE_LUA = lua(_BARRIER_LUA + """
+_BARRIER_RELEASE_LUA = lua(_BARRIER_LUA + WAIT_QUIETLY + """
 local bar, out, z, e = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 w_done(z, e, ARGV[2], ARGV[3])
 local g = redis.call('HGET', bar, 'g') or '0'
@@ -1008,7 +1080,7 @@ return 1
 """)
 
 # ARGV: the wake prefix, and the action runner's waiter id when its action failed.
-_BARRIER_ABORT_LUA = lua(_BARRIER_LUA + """
+_BARRIER_ABORT_LUA = lua(_BARRIER_LUA + WAIT_QUIETLY + """
 w_done(KEYS[3], KEYS[4], ARGV[1], ARGV[2] or '')
 local g = redis.call('HGET', KEYS[1], 'g') or '0'
 break_barrier(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], g)
@@ -1017,7 +1089,7 @@ return 1
 
 # The action runner's renewal: refreshes its registration while its round
 # is still on (ARGV: generation, waiter id, registration ttl).
-_BARRIER_KEEP_LUA = lua("""
+_BARRIER_KEEP_LUA = lua(NO_WAIT + """
 local bar, z, e = KEYS[1], KEYS[3], KEYS[4]
 if (redis.call('HGET', bar, 'g') or '0') ~= ARGV[1] or redis.call('HGET', bar, 'b') == '1'
     or not redis.call('ZSCORE', z, ARGV[2]) then
@@ -1041,7 +1113,7 @@ w_wake(z, e, ARGV[1], -1)
 return 1
 """)
 
-_BARRIER_STATE_LUA = lua("""
+_BARRIER_STATE_LUA = lua(NO_WAIT + """
 local s = redis.call('HMGET', KEYS[1], 'c', 'b')
 return {s[1] or '0', s[2] or '0', w_count(KEYS[4])}
 """)
