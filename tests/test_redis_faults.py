@@ -612,6 +612,69 @@ def test_sentinel_url_finds_the_master(private_redis, tmp_path):
         Connection.from_url("redis+sentinel://127.0.0.1:26379")
 
 
+@pytest.mark.timeout(90)
+def test_sentinel_failover_keeps_every_replicated_write(private_redis, tmp_path):
+    """A master killed under a ``redis+sentinel://`` manager: once Sentinel
+    promotes the replica, the same handles go on against it, and with
+    ``replicas=1`` every write that returned (queue items, a dict, a lock
+    held) is there; a write that needs a replica now raises
+    ReplicationError, and one that does not goes through."""
+    from interproc.backends.redis import local_server
+    from interproc.backends.redis.errors import (
+        ConnectionLostError as Lost,
+        ReplicationError,
+        UnreachableError,
+    )
+    from interproc.backends.redis.managers import RedisManager
+
+    master, replica = private_redis(), private_redis()
+    replica.replicate(master)
+    # Started after the replica is attached: its first look at the master finds it.
+    with local_server.RedisSentinel(str(tmp_path / "sentinel"), master) as sentinel:
+        # Every write waits for the replica (and, once it is the master and
+        # has none, for replica_timeout: keep it short).
+        m = RedisManager(sentinel.url, replicas=1, replica_timeout=1.0)
+        m.start()
+        q, d, lock = m.Queue(), m.dict(), m.Lock()
+        for i in range(20):
+            q.put(i)
+        d.update(a=1, b=2)
+        assert lock.acquire(timeout=5)
+        master.kill()
+
+        def promoted():
+            reply = local_server._commands(("127.0.0.1", sentinel.port), (
+                "SENTINEL", "get-master-addr-by-name", sentinel.service), timeout=1.0)[0]
+            return str(replica.port).encode() in reply
+
+        _wait_until(promoted, "Sentinel promoted the replica", timeout=30)
+        deadline = time.monotonic() + 15
+        while True:  # the first calls may still reach for the dead master
+            try:
+                first = q.get(timeout=2)
+                break
+            except (Lost, UnreachableError, ServerTimeoutError):
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+        assert [first] + q.get_many(timeout=5) == list(range(20))
+        assert dict(d.items()) == {"a": 1, "b": 2}
+        assert not lock.acquire(block=False)  # still held: the holder renews on the new master
+        with pytest.raises(ReplicationError, match="only 0 of the 1 replica"):
+            d["c"] = 3
+        assert d["c"] == 3  # done on the new master, as the error says
+        lock.release()
+        plain = RedisManager(sentinel.url)
+        plain.start()
+        q2 = plain.Queue()
+        q2.put("after the failover")
+        assert q2.get(timeout=5) == "after the failover"
+        plain.shutdown()
+        try:
+            m.shutdown()
+        except ReplicationError:
+            pass
+
+
 @pytest.mark.timeout(60)
 def test_manager_from_an_existing_client_or_pool(redis_server, redis_cluster, private_redis,
                                                  tmp_path):

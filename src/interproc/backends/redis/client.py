@@ -563,6 +563,8 @@ def _while_connecting(exc: BaseException) -> bool:
     text = str(exc)
     if " connecting to " in text or text.startswith("Error connecting to"):
         return True
+    if type(exc).__name__ in ("MasterNotFoundError", "SlaveNotFoundError"):
+        return True  # the Sentinels named no server to send it to
     ctx = exc.__cause__ or exc.__context__
     return isinstance(ctx, (ConnectionRefusedError, FileNotFoundError)) or type(ctx).__name__ == "gaierror"
 
@@ -811,6 +813,12 @@ def _thread_client_class() -> type:
                             raise redis.exceptions.ConnectionError("Connection has data")
                     except stale:
                         conn.disconnect()
+                if conn is not None and getattr(conn, "_sock", None) is None:
+                    # Through connect(), which a Sentinel's connection
+                    # overrides to ask for the master first: redis-py 6 and
+                    # later reconnect a command's socket without it, to the
+                    # address of the master before a failover.
+                    conn.connect()
                 owner = self.interproc_owner
                 end = getattr(owner._threads, "deadline", None) if owner is not None else None
                 if conn is not None and (end is not None or self.interproc_bounded):
