@@ -284,7 +284,7 @@ def test_server_killed_during_a_blocking_command(private_redis):
     def block():
         try:
             with conn.errors("BLPOP"):
-                conn.blocking_client.blpop([key], timeout=30)
+                conn.bounded(key, 30, lambda pipe: pipe.blpop([key], timeout=30))
             result.put(None)
         except BaseException as exc:
             result.put(exc)
@@ -347,30 +347,19 @@ def test_each_thread_has_a_client_and_gives_its_connection_back(redis_url):
     assert conn.client is not main and conn.ping()
 
 
-def test_reply_timeout_and_blocking_client(redis_url, redis_server):
+def test_reply_timeout_and_bounded_blocking_commands(redis_url, redis_server):
     conn = Connection.from_url(redis_url, socket_timeout=0.3)
     key = f"ip-test:{uname()}"
     with pytest.raises(ServerTimeoutError, match=redis_server.address) as info:
         with conn.errors("BLPOP"):
             conn.client.blpop([key], timeout=2)
     assert isinstance(info.value, TimeoutError)
-    # the blocking client has no socket timeout
-    assert conn.blocking_client is not conn.client
-    with conn.errors("BLPOP"):
-        assert conn.blocking_client.blpop([key], timeout=0.5) is None
-
-
-def test_blocking_client_outlasts_redis_py_default_timeout(redis_url):
-    # redis-py applies a 5 s socket timeout even where none is given; a
-    # blocking command up to client.MAX_BLOCK long must not trip it.
-    from interproc.backends.redis import client as client_module
-    conn = Connection.from_url(redis_url)
-    assert conn.blocking_socket_timeout >= client_module.MAX_BLOCK + 5
-    key = f"ip-test:{uname()}"
+    # A bounded call waits as long as the server may take, whatever the
+    # connection's own socket timeout.
     started = time.monotonic()
     with conn.errors("BLPOP"):
-        assert conn.blocking_client.blpop([key], timeout=5.5) is None
-    assert time.monotonic() - started >= 5.4
+        assert conn.bounded(key, 1.0, lambda pipe: pipe.blpop([key], timeout=1)) == [None]
+    assert time.monotonic() - started >= 0.9
 
 
 def test_wrongtype_is_a_type_error(any_url):

@@ -577,8 +577,9 @@ def test_tls_mismatch_is_named(redis_tls_server, cluster):
                                        cluster=cluster, socket_connect_timeout=3)
     with pytest.raises(UnreachableError, match="the server expects TLS"):
         plain_to_tls.ping()
+    # A plain server never answers a TLS handshake: the socket timeout ends it.
     tls_to_plain = Connection.from_url(f"rediss://127.0.0.1:{redis_tls_server.port}/0",
-                                       cluster=cluster, socket_connect_timeout=2,
+                                       cluster=cluster, socket_connect_timeout=2, socket_timeout=1,
                                        ssl_ca_certs=redis_tls_server.tls_files["ca"])
     with pytest.raises(UnreachableError, match="the server does not speak TLS"):
         tls_to_plain.ping()

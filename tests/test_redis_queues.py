@@ -133,7 +133,7 @@ def test_put_and_get_many_are_one_round_trip(conn, made):
         return wrapper
 
     pipes = []
-    real_pipe_exec = type(conn.blocking_client.pipeline()).execute
+    real_pipe_exec = type(conn.client.pipeline()).execute
 
     def pipe_exec(self, *a, **k):
         pipes.append(len(self.command_stack))
@@ -142,7 +142,7 @@ def test_put_and_get_many_are_one_round_trip(conn, made):
     mp = pytest.MonkeyPatch()
     try:
         mp.setattr(type(client), "execute_command", count("cmd", real_execute))
-        mp.setattr(type(conn.blocking_client.pipeline()), "execute", pipe_exec)
+        mp.setattr(type(conn.client.pipeline()), "execute", pipe_exec)
         q.put_many(range(100))
         assert calls == ["cmd"]  # one RPUSH
         calls.clear()

@@ -3,7 +3,7 @@
 A process that must wait (for an item, a lock, a unit, an event...) registers
 a random waiter id in a sorted set (arrival order) together with an expiry
 time, in the same Lua script that found it had to wait; it then blocks in
-``BLPOP`` on its own wake key (on ``Connection.blocking_client``).  Whoever
+``BLPOP`` on its own wake key (through ``Connection.bounded``).  Whoever
 changes the state in a way that lets waiters proceed pops live waiters from
 the set and pushes a token onto their wake keys, in the script that made the
 change: a wake-up is never lost between the check and the wait.

@@ -46,12 +46,6 @@ Attributes and methods of a ``Connection``
                          the thread (given back when the thread's client is
                          dropped), or the process's
                          ``redis.cluster.RedisCluster`` for a cluster.
-    ``blocking_client``  a second client whose socket timeout is
-                         ``MAX_BLOCK`` seconds longer than the connection's,
-                         for blocking commands of up to ``MAX_BLOCK``
-                         seconds.  The backend's own blocking commands go
-                         through ``bounded()`` instead, whose socket timeout
-                         follows the caller's deadline.
     ``bounded(key, seconds, build)``
                          the commands ``build(pipe)`` adds to a plain
                          pipeline, sent once on a connection of their own
@@ -201,11 +195,6 @@ DEFAULT_CONNECT_TIMEOUT = 10.0
 #: stalled server (or a TLS handshake with a plain port) would hang a call
 #: for ever, so it is given to every redis-py version alike.
 DEFAULT_SOCKET_TIMEOUT = 5.0
-
-#: The longest server-side timeout of one blocking command on
-#: ``Connection.blocking_client``, in seconds; the backend cuts longer waits
-#: into commands of at most this long.
-MAX_BLOCK = 30.0
 
 #: How much longer than the server may take a bounded call waits for its
 #: reply (``Connection.bounded``), in seconds: the round trip, and the
@@ -843,7 +832,6 @@ class Connection:
         self._lock = threading.Lock()
         self._pid = os.getpid()
         self._client: Any = None
-        self._blocking: Any = None
         self._threads = threading.local()
         self._scripts: Dict[str, Script] = {}
         self._node_pools: Dict[str, Any] = {}
@@ -977,7 +965,7 @@ class Connection:
         if self._pid != os.getpid():
             self._lock = threading.Lock()
             self._pid = os.getpid()
-            self._client = self._blocking = None
+            self._client = None
             self._threads = threading.local()
             self._node_pools = {}
             self._pool_clients = {}
@@ -1016,24 +1004,6 @@ class Connection:
                 if self._client is None:
                     self._client = self._make_client()
                 c = self._client
-        return c
-
-    @property
-    def blocking_socket_timeout(self) -> float:
-        """The socket timeout of ``blocking_client``: ``MAX_BLOCK`` more
-        than the connection's own (given, or redis-py's default)."""
-        base = _own_socket_timeout(self._options)
-        return MAX_BLOCK + (DEFAULT_SOCKET_TIMEOUT if base is None else float(base))
-
-    @property
-    def blocking_client(self) -> Any:
-        self._check_pid()
-        c = self._blocking
-        if c is None:
-            with self._lock:
-                if self._blocking is None:
-                    self._blocking = self._make_client(socket_timeout=self.blocking_socket_timeout)
-                c = self._blocking
         return c
 
     @property
@@ -1355,11 +1325,11 @@ class Connection:
         self._check_pid()
         with self._lock:
             mine = getattr(self._threads, "client", None)
-            clients = [c for c in (mine, self._client, self._blocking) if c is not None]
+            clients = [c for c in (mine, self._client) if c is not None]
             clients += list(self._node_pools.values())  # pools close with disconnect()
             self._node_pools = {}
             self._pool_clients = {}
-            self._client = self._blocking = None
+            self._client = None
             # Other threads' clients hold connections of the pool closed
             # below; they make new clients on their next use.
             self._threads = threading.local()
