@@ -714,23 +714,19 @@ class Script:
         # On a Cluster, a run refused because the keys' slot is being
         # migrated is tried again until the migration ends
         # (MIGRATION_RETRY_INTERVAL); the first try costs nothing more.
-        try:
-            return self._send(client, numkeys, keys_and_args)
-        except Exception as exc:
-            if not _slot_migrating(exc):
-                raise
-            refused = exc
-        deadline = time.monotonic() + (_own_socket_timeout(self._conn._options)
-                                       or DEFAULT_SOCKET_TIMEOUT)
-        while time.monotonic() < deadline:
-            time.sleep(MIGRATION_RETRY_INTERVAL)
+        deadline = None
+        while True:
             try:
                 return self._send(client, numkeys, keys_and_args)
             except Exception as exc:
                 if not _slot_migrating(exc):
                     raise
-                refused = exc
-        raise refused
+                if deadline is None:
+                    deadline = time.monotonic() + (_own_socket_timeout(self._conn._options)
+                                                   or DEFAULT_SOCKET_TIMEOUT)
+                elif time.monotonic() >= deadline:
+                    raise
+            time.sleep(MIGRATION_RETRY_INTERVAL)
 
     def _send(self, client: Any, numkeys: int, keys_and_args: tuple) -> Any:
         try:
