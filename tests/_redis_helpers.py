@@ -78,3 +78,128 @@ def child_puts_replicated(q, item, out):
         out.put(("ok", conn.replicas, conn.replica_timeout, raised))
     except BaseException as exc:
         out.put(("error", f"{type(exc).__name__}: {exc}", None, None))
+
+
+# ---------------------------------------------------------------------------
+# Objects of every kind, used so that their keys are deleted and made afresh
+# (test_redis_lifetime; the child processes there import these).
+
+def make_every_kind(m, name=None):
+    """One object of every kind a manager makes; ``name(kind)`` names them
+    (anonymous when ``name`` is None)."""
+    def n(kind):
+        return {} if name is None else {"name": name(kind)}
+    return {
+        "dict": m.dict({"a": 1}, **n("dict")),
+        "list": m.list([1], **n("list")),
+        "set": m.set({1}, **n("set")),
+        "Namespace": m.Namespace(x=1, **n("Namespace")),
+        "Value": m.Value("i", 1, **n("Value")),
+        "Array": m.Array("i", [1, 2], **n("Array")),
+        "Queue": m.Queue(**n("Queue")),
+        "BoundedQueue": m.Queue(2, **n("BoundedQueue")),
+        "JoinableQueue": m.JoinableQueue(**n("JoinableQueue")),
+        "SimpleQueue": m.SimpleQueue(**n("SimpleQueue")),
+        "Lock": m.Lock(**n("Lock")),
+        "RLock": m.RLock(**n("RLock")),
+        "Semaphore": m.Semaphore(2, **n("Semaphore")),
+        "BoundedSemaphore": m.BoundedSemaphore(2, **n("BoundedSemaphore")),
+        "Condition": m.Condition(**n("Condition")),
+        "Event": m.Event(**n("Event")),
+        "Barrier": m.Barrier(2, **n("Barrier")),
+        "Barrier1": m.Barrier(1, **n("Barrier1")),
+    }
+
+
+def exercise(objs):
+    """Empty and refill every container and queue (Redis deletes an emptied
+    list, hash or set, so their keys are made afresh), and wait on and
+    wake every primitive; leaves nothing held or waiting, and every
+    container and queue holding something."""
+    import queue as _queue
+    import threading
+
+    d = objs["dict"]
+    d.clear()
+    d["b"] = 2
+    d.setdefault("c", [3])
+    lst = objs["list"]
+    del lst[:]
+    lst.extend([3, 4])
+    s = objs["set"]
+    s.clear()
+    s.add(5)
+    ns = objs["Namespace"]
+    ns.y = 2
+    del ns.x
+    ns.x = 3
+    v = objs["Value"]
+    v.value += 1
+    v.get_obj().value += 1
+    a = objs["Array"]
+    a[0] = a[1] + 1
+    for key in ("Queue", "BoundedQueue", "JoinableQueue", "SimpleQueue"):
+        q = objs[key]
+        while not q.empty():  # what the previous round left
+            q.get()
+            if key == "JoinableQueue":
+                q.task_done()
+        q.put("x")
+        assert q.get() == "x"
+        if key == "JoinableQueue":
+            q.task_done()
+        if key != "SimpleQueue":
+            try:  # waits in Redis, and gives up
+                q.get(timeout=0.05)
+            except _queue.Empty:
+                pass
+        q.put("y")
+    bq = objs["BoundedQueue"]
+    bq.put("z")
+    try:
+        bq.put("full", timeout=0.05)  # a producer registers to wait, and gives up
+    except _queue.Full:
+        pass
+    for key in ("Lock", "RLock"):
+        lock = objs[key]
+        with lock:
+            # Another thread registers to wait, and gives up.
+            t = threading.Thread(target=lock.acquire, kwargs={"timeout": 0.05})
+            t.start()
+            t.join()
+    for key in ("Semaphore", "BoundedSemaphore"):
+        sem = objs[key]
+        sem.acquire()
+        sem.acquire()
+        sem.acquire(timeout=0.05)
+        sem.release()
+        sem.release()
+    c = objs["Condition"]
+    with c:
+        c.wait(0.05)
+        c.notify_all()
+    e = objs["Event"]
+    e.set()
+    e.clear()
+    e.wait(0.05)
+    objs["Barrier1"].wait()
+    b = objs["Barrier"]
+    try:
+        b.wait(0.05)  # breaks it
+    except threading.BrokenBarrierError:
+        pass
+    b.reset()
+
+
+def outlive(parent, seconds):
+    """In a child of ``parent``: wait until ``parent`` is gone, then
+    ``seconds`` more (long enough for a test to watch what the parent left
+    expire), with no pipe of the parent's held open meanwhile."""
+    import time
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.dup2(devnull, 2)
+    while os.getppid() == parent:
+        time.sleep(0.1)
+    time.sleep(seconds)

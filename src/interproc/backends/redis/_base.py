@@ -31,7 +31,11 @@ primitives, containers, Value and Array).  It holds:
   ValueError; the object and other handles are unaffected); ``unlink()``
   deletes a named object's keys for every handle (nothing for an anonymous
   one); ``_destroy()`` deletes every key of the object (the manager's
-  ``shutdown()`` does this for the anonymous objects it made).
+  ``shutdown()`` does this for the anonymous objects it made).  An
+  anonymous object made inside :func:`expiring` (by a manager with an
+  ``orphan_ttl``) has every key expiring unless its maker keeps it alive
+  (``synchronize.keep_alive``); its scripts give the keys they make afresh
+  the same expiry (:func:`alive`).
 
 Errors: every Redis call goes through :meth:`_call` or :meth:`_script`, which
 raise the backend's exceptions (``client.translate``): a server that cannot
@@ -47,17 +51,19 @@ the death of other processes are the subclasses' business
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
 import secrets
 import threading
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 from . import client as _client
 from . import codec as _codec
 from . import keys as _keys
 from .errors import CorruptDataError, ObjectGoneError
 
-__all__ = ["RedisObject", "register", "thread_token", "call"]
+__all__ = ["RedisObject", "register", "thread_token", "call", "alive", "expiring"]
 
 _local = threading.local()
 
@@ -117,7 +123,35 @@ _ONE_READ = _client.NO_WAIT + _ONE_COMMAND
 #: The commands ``_command`` runs without waiting for replicas.
 _READ_COMMANDS = frozenset({"EXISTS", "GET", "HGET", "HMGET", "HLEN", "LLEN", "ZCARD", "SCARD",
                             "PTTL"})
-_alive_sources: Dict[str, str] = {}
+_alive_sources: Dict[Tuple[str, bool], str] = {}
+
+# The guard of an anonymous object that expires with its manager
+# (``keys.create_meta``'s ``expire_ms``): the same check, then the body as a
+# function, then every key of KEYS the body left without an expiry -- made
+# afresh: Redis deletes an emptied list, hash or set, and SET drops an
+# expiry -- gets the object's.  Otherwise a key refilled just before the
+# manager died would outlive it for ever.  The expiry (ms) is the argument
+# before the uid.
+_EXPIRING_GUARD = """
+local _uid = table.remove(ARGV)
+local _ttl = table.remove(ARGV)
+if redis.call('HGET', table.remove(KEYS), 'uid') ~= _uid then
+  return redis.error_reply('IPGONE')
+end
+local _reply = (function()
+"""
+_EXPIRING_END = """
+end)()
+for _, _key in ipairs(KEYS) do
+  if redis.call('PTTL', _key) == -1 then redis.call('PEXPIRE', _key, _ttl) end
+end
+return _reply
+"""
+#: (text, replacement) pairs applied to the scripts of expiring objects:
+#: keys a script derives instead of finding them in KEYS (waiters' wake
+#: keys) carry an expiry of their own, which must not be longer than the
+#: object's (``_ttl`` in Lua).  Filled by the modules that write such keys.
+EXPIRY_CAPS: List[Tuple[str, str]] = []
 
 
 def is_gone(exc: BaseException) -> bool:
@@ -126,14 +160,41 @@ def is_gone(exc: BaseException) -> bool:
     return isinstance(exc, Exception) and str(exc) == _GONE_REPLY
 
 
-def alive(source: str) -> str:
+def alive(source: str, expiring: bool = False) -> str:
     """``source`` run only on the incarnation of an object its handle opened
     (see ``_ALIVE_GUARD``): pass the metadata key last in KEYS and the uid
-    last in ARGV."""
-    guarded = _alive_sources.get(source)
+    last in ARGV.  ``expiring``: the form for an object whose keys expire
+    (``_EXPIRING_GUARD``), with the expiry in ms before the uid; a handle
+    passes ``RedisObject._expiring`` and ends ARGV with ``_tail``."""
+    guarded = _alive_sources.get((source, expiring))
     if guarded is None:
-        guarded = _alive_sources[source] = _ALIVE_GUARD + source
+        if expiring:
+            body = source
+            for text, capped in EXPIRY_CAPS:
+                body = body.replace(text, capped)
+            guarded = _EXPIRING_GUARD + body + _EXPIRING_END
+        else:
+            guarded = _ALIVE_GUARD + source
+        _alive_sources[(source, expiring)] = guarded
     return guarded
+
+
+# The expiry (ms) that the objects made in this context get: set by a
+# manager that keeps its anonymous objects alive (``expiring``).
+_creation_expiry: contextvars.ContextVar[Optional[int]] = contextvars.ContextVar(
+    "interproc_redis_creation_expiry", default=None)
+
+
+@contextlib.contextmanager
+def expiring(ms: Optional[int]) -> Iterator[None]:
+    """Anonymous objects made inside get every key expiring after ``ms``
+    (None: never), to be kept alive by their maker (see ``RedisManager``'s
+    ``orphan_ttl``)."""
+    token = _creation_expiry.set(ms)
+    try:
+        yield
+    finally:
+        _creation_expiry.reset(token)
 
 
 def register(cls: type) -> type:
@@ -187,7 +248,14 @@ class RedisObject:
 
     _KIND = "object"
     _PARTS: Tuple[str, ...] = ()
+    #: Declared parts with an expiry of their own (a lock's lease), which
+    #: keeping an expiring object alive must not lengthen.
+    _OWN_EXPIRY_PARTS: Tuple[str, ...] = ()
+    #: Undeclared parts to keep alive with the object (a queue's ``procs``).
+    _KEPT_PARTS: Tuple[str, ...] = ()
     _closed = False
+    #: Whether the object's keys expire unless kept alive (see ``alive``).
+    _expiring = False
 
     _conn: Any
     _codec: Any
@@ -209,18 +277,22 @@ class RedisObject:
 
         ``init`` may be a function of the codec bound to the new object,
         for initial payloads: their signatures are bound to the object's id,
-        which an anonymous object only gets here."""
+        which an anonymous object only gets here.  An anonymous object made
+        inside ``expiring(ms)`` expires unless kept alive."""
+        expire_ms = None
         if name is None:
             if create is False:
                 raise ValueError("create=False needs a name: there is nothing to open")
             ident, anonymous, create = _keys.anonymous_name(), True, True
+            expire_ms = _creation_expiry.get()
         else:
             ident, anonymous = _keys.check_name(name), False
         bound = (codec if codec is not None else _codec.Codec()).bind(conn, ident)
         if callable(init):
             init = init(bound)
         meta = _keys.create_meta(conn, ident, self._KIND, options, create,
-                                 parts=self._declared_parts(), init=init, codec=bound)
+                                 parts=self._declared_parts(), init=init, codec=bound,
+                                 expire_ms=expire_ms)
         try:
             self._attach(conn, bound, ident, anonymous, dict(meta), meta.uid)
         except CorruptDataError:
@@ -246,6 +318,14 @@ class RedisObject:
         self._anonymous = anonymous
         self._opts = dict(opts)
         self._uid = uid
+        # Only an anonymous object expires: in a named one's options (a
+        # forged reference) it is ignored.
+        expire_ms = self._opts.get(_keys.EXPIRY_OPTION) if anonymous else None
+        if expire_ms is not None and (type(expire_ms) is not int or expire_ms < 1):
+            raise ValueError(f"an object's expiry must be a positive int of ms, not {expire_ms!r}")
+        self._expiring = expire_ms is not None
+        # What ends ARGV of every guarded script (see ``alive``).
+        self._tail: Tuple[Any, ...] = (uid,) if expire_ms is None else (expire_ms, uid)
         self._meta = _keys.meta_key(ident)
         self._opname = f"{self._KIND} {ident!r}"
         self._setup()
@@ -327,7 +407,8 @@ class RedisObject:
             self._check()
         conn = self._conn
         try:
-            return conn.script(alive(source))([*keys, self._meta], [*args, self._uid], None, acks)
+            return conn.script(alive(source, self._expiring))([*keys, self._meta],
+                                                              [*args, *self._tail], None, acks)
         except BaseException as exc:
             self._raise(exc)
 
@@ -405,6 +486,22 @@ class RedisObject:
         that an object can be deleted by name without a handle
         (``interproc rm --url``).  FileNotFoundError if there is none."""
         _keys.delete_object(conn, ident, cls._KIND)
+
+    def _lifetime(self) -> Optional[Tuple[Any, List[str], str, int]]:
+        """For an expiring object, what keeping it alive takes: the
+        connection, the keys (the metadata first, then every part that has
+        no expiry of its own), the incarnation and the expiry in ms; None
+        for any other object."""
+        if not self._expiring:
+            return None
+        parts = [p for p in self._declared_parts() if p not in self._OWN_EXPIRY_PARTS]
+        keys = [self._meta] + [self._key(p) for p in parts + list(self._KEPT_PARTS)]
+        return self._conn, keys, self._uid, int(self._tail[0])
+
+    def _expiry_options(self) -> Dict[str, Any]:
+        """The options that make another handle on this object's keys (a
+        lock living with it) expire as it does."""
+        return {_keys.EXPIRY_OPTION: self._tail[0]} if self._expiring else {}
 
     def _where(self) -> str:
         return "anonymous" if self._anonymous else f"name={self._ident!r}"

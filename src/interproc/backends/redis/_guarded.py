@@ -40,6 +40,7 @@ from ._base import alive, thread_token
 from ._waiters import WaitingObject
 from .synchronize import (
     DEFAULT_LEASE,
+    EMBEDDED_OWNER,
     EMBEDDED_PARTS,
     EMBEDDED_PREFIX,
     EMBEDDED_REGISTRIES,
@@ -91,6 +92,7 @@ class GuardedObject(WaitingObject):
     """
 
     _REGISTRIES = EMBEDDED_REGISTRIES
+    _OWN_EXPIRY_PARTS = (EMBEDDED_OWNER,)
     _lease: float = DEFAULT_LEASE
 
     @classmethod
@@ -146,8 +148,8 @@ class GuardedObject(WaitingObject):
         # the metadata key goes last in KEYS, the uid last in ARGV.
         conn = self._conn
         try:
-            return conn.script(alive(source)).execute(conn.client, n + 1, *self._keylist[:n],
-                                                      self._meta, token, *args, self._uid)
+            return conn.script(alive(source, self._expiring)).execute(
+                conn.client, n + 1, *self._keylist[:n], self._meta, token, *args, *self._tail)
         except redis.ResponseError as exc:
             reason = str(exc)
             if reason == "IPLOCKED":

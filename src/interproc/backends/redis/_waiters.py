@@ -20,7 +20,8 @@ change: a wake-up is never lost between the check and the wait.
 - **Peer death**: a waiter that died stops refreshing its registration; it
   is skipped once that has expired (``REGISTRATION_TTL_MS``), so a wake-up
   sent to it delays the others by at most one chunk.  Its wake key expires
-  by itself (``WAKE_TTL_MS``).  Expiry is judged on the registry's own
+  by itself (``WAKE_TTL_MS``, or sooner with an expiring object: see
+  ``_base.alive``).  Expiry is judged on the registry's own
   clock, which a stall of the server (or a jump of its clock) advances by
   at most ``CLOCK_STEP_MS``: live waiters, which could not refresh while
   the server was stopped, are not taken for dead when it resumes.
@@ -42,7 +43,7 @@ import secrets
 import time
 from typing import Any, Callable, Dict, Optional, Tuple
 
-from ._base import RedisObject, call
+from ._base import EXPIRY_CAPS, RedisObject, call
 from .client import NO_WAIT
 from .keys import object_key
 
@@ -147,6 +148,14 @@ local function w_fail(z, e, p, wid, mode, ttl)
   if mode == 1 then w_add(z, e, wid, ttl) elseif mode == 2 then w_done(z, e, p, wid) end
 end
 """.replace("__WAKE_TTL__", str(WAKE_TTL_MS)).replace("__CLOCK_STEP__", str(CLOCK_STEP_MS))
+
+
+# An expiring object's wake keys must not outlive it (``_base.alive``).
+_WAKE_EXPIRY = f"redis.call('PEXPIRE', p .. wid, {WAKE_TTL_MS})"
+if _WAKE_EXPIRY not in LUA_PRELUDE:
+    raise ImportError("the waiter registry's script no longer sets wake keys' expiry as expected")
+EXPIRY_CAPS.append((_WAKE_EXPIRY,
+                    f"redis.call('PEXPIRE', p .. wid, math.min({WAKE_TTL_MS}, tonumber(_ttl)))"))
 
 
 def lua(body: str) -> str:

@@ -20,7 +20,7 @@ name for a named object and ``anon:<32 hex digits>`` for an anonymous one.
     The key of one part of an object (``ip:{name}`` itself for the empty
     part, which may be declared like any other), and of its metadata hash.
 
-``create_meta(conn, name, kind, options, create=None, *, parts=(), init=None, codec=None) -> Meta``
+``create_meta(conn, name, kind, options, create=None, *, parts=(), init=None, codec=None, expire_ms=None) -> Meta``
     The open/create step of every kind, in one atomic Lua script:
 
     - ``create=None`` opens the object if it exists, else creates it;
@@ -40,6 +40,12 @@ name for a named object and ``anon:<32 hex digits>`` for an anonymous one.
       ``str`` or ``int`` -> ``SET``; a ``list`` of those -> ``RPUSH``
       (nothing for an empty list); a ``dict`` -> ``HSET`` (nothing when
       empty).  Stale keys of the declared parts are deleted before.
+
+    - ``expire_ms``: for an anonymous object only (ValueError otherwise):
+      every key it makes expires after this many ms, unless something
+      keeps the object alive (its manager, see ``RedisManager``'s
+      ``orphan_ttl``); stored with the options, as ``EXPIRY_OPTION``, so
+      that every handle knows it (``_base.alive``).
 
     Returns a :class:`Meta`: a dict of the stored options, with attributes
     ``name``, ``kind``, ``uid`` (random per incarnation: a name unlinked
@@ -87,6 +93,7 @@ __all__ = [
     "PREFIX",
     "NAME_MAX",
     "LAYOUT_VERSION",
+    "EXPIRY_OPTION",
     "Meta",
     "check_name",
     "anonymous_name",
@@ -103,6 +110,8 @@ NAME_MAX: int = _core.NAME_MAX
 ANON = "anon:"
 LAYOUT_VERSION = "1"
 META_PART = "meta"
+#: The option under which an expiring object's expiry (ms) is stored.
+EXPIRY_OPTION = "expire_ms"
 
 
 def check_name(name: Any) -> str:
@@ -171,8 +180,8 @@ class Meta(dict):
 
 
 # KEYS: meta, then every declared part.  ARGV: mode, kind, options, uid,
-# version, parts, created-at, MAC or '', number of init entries, then per entry:
-# index into KEYS, type, number of values, the values.
+# version, parts, created-at, MAC or '', expiry in ms or '', number of init
+# entries, then per entry: index into KEYS, type, number of values, the values.
 _CREATE = WAIT_QUIETLY + """
 local meta = KEYS[1]
 local mode = ARGV[1]
@@ -186,8 +195,8 @@ for i = 2, #KEYS do redis.call('DEL', KEYS[i]) end
 redis.call('HSET', meta, 'kind', ARGV[2], 'options', ARGV[3], 'uid', ARGV[4],
            'version', ARGV[5], 'parts', ARGV[6], 'created', ARGV[7])
 if ARGV[8] ~= '' then redis.call('HSET', meta, 'mac', ARGV[8]) end
-local pos = 10
-for n = 1, tonumber(ARGV[9]) do
+local pos = 11
+for n = 1, tonumber(ARGV[10]) do
   local key = KEYS[tonumber(ARGV[pos])]
   local typ = ARGV[pos + 1]
   local cnt = tonumber(ARGV[pos + 2])
@@ -205,6 +214,9 @@ for n = 1, tonumber(ARGV[9]) do
     end
   end
   pos = last + 1
+end
+if ARGV[9] ~= '' then
+  for i = 1, #KEYS do redis.call('PEXPIRE', KEYS[i], ARGV[9]) end
 end
 return {'created'}
 """
@@ -293,14 +305,23 @@ def create_meta(
     parts: Iterable[str] = (),
     init: Optional[Mapping[str, Any]] = None,
     codec: Any = None,
+    expire_ms: Optional[int] = None,
 ) -> Meta:
     """Open or create the object ``name`` (see the module docstring)."""
     name = _check_any_name(name)
+    if expire_ms is not None:
+        if type(expire_ms) is not int or expire_ms < 1:
+            raise ValueError(f"expire_ms must be a positive int, not {expire_ms!r}")
+        if not name.startswith(ANON):
+            raise ValueError("only an anonymous object expires: a named one stays until unlinked")
     if create is not None and not isinstance(create, bool):
         raise TypeError(f"create must be None, True or False, not {create!r}")
     if not isinstance(kind, str) or not kind:
         raise TypeError("kind must be a non-empty str")
     options = dict(options or {})
+    options.pop(EXPIRY_OPTION, None)
+    if expire_ms is not None:
+        options[EXPIRY_OPTION] = expire_ms
     try:
         options_json = json.dumps(options, sort_keys=True, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError) as exc:
@@ -319,7 +340,8 @@ def create_meta(
     parts_json = _parts_json(parts)
     args: List[Any] = [mode, kind, options_json, uid, LAYOUT_VERSION, parts_json,
                        repr(time.time()),
-                       _meta_mac(codec, kind, options_json, uid, LAYOUT_VERSION, parts_json)]
+                       _meta_mac(codec, kind, options_json, uid, LAYOUT_VERSION, parts_json),
+                       "" if expire_ms is None else expire_ms]
     entries: List[Any] = []
     n = 0
     for part, value in init.items():

@@ -5,14 +5,17 @@
     An :class:`interproc.ObjectInfo` for every object on the server (or
     every node of a Cluster), sorted by name: ``name``, ``kind``,
     ``maxsize``, ``items`` (queued items, or the elements of a container)
-    and ``bytes_used`` (what the server reports for the object's keys).
+    and ``bytes_used`` (what the server reports for the object's keys);
+    ``state`` is ``"ttl <n>s"`` for an anonymous object that expires unless
+    its manager's process keeps it alive (``orphan_ttl``).
     Anonymous objects (``anon:<hex>``, made without a name) are left out
     unless ``anonymous`` is true.  An object whose metadata is damaged is
     listed with ``error`` set.  Nothing stored is decoded: the metadata is
     JSON read as data, the counts come from the server.
 ``unlink(url, name, **connect)``
-    Delete the object ``name`` (anonymous ones included: a manager that was
-    killed leaves its anonymous objects behind) and every key of it.
+    Delete the object ``name`` (anonymous ones included: those of a
+    manager that was killed expire ``orphan_ttl`` later, or never with
+    ``orphan_ttl=None``) and every key of it.
     FileNotFoundError if there is none.
 
 ``connect`` is what ``Manager(url, ...)`` takes for the connection
@@ -103,6 +106,13 @@ def _describe(conn: Connection, name: str) -> ObjectInfo:
             count = {"list": client.llen, "hash": client.hlen}.get(kind)
             info.items = int(count(key)) if count is not None else 0
     info.bytes_used = _bytes_used(conn, name, meta.parts)
+    if _keys.EXPIRY_OPTION in meta and name.startswith(_keys.ANON):
+        # Refreshed by its manager's process: a count that goes on falling
+        # is an object whose manager is gone.
+        with conn.errors(f"reading the expiry of {name!r}"):
+            left = client.pttl(_keys.meta_key(name))
+        if left is not None and left >= 0:
+            info.state = f"ttl {(left + 999) // 1000}s"
     return info
 
 

@@ -4,6 +4,15 @@ The Manager API (docs/api.md, "Manager") with every object on a Redis server
 or cluster, so that the processes sharing them may run on several machines.
 There is no server process of ours: the manager is a factory that remembers
 the anonymous objects it made, and ``shutdown()`` deletes their keys.
+
+A process that is killed runs no ``shutdown()``, so the anonymous objects
+also expire on the server: every key of them expires ``orphan_ttl``
+seconds after it was last refreshed, and the process that made the manager
+refreshes them from a background thread (``synchronize``'s renewer) every
+third of that.  Keys an object makes afresh later (Redis deletes an
+emptied list or hash) get the expiry in the script that makes them
+(``_base.alive``).  So they live as long as the manager's process, as
+multiprocessing's do, and at most about ``orphan_ttl`` longer.
 """
 from __future__ import annotations
 
@@ -15,6 +24,7 @@ import weakref
 from multiprocessing import ProcessError
 from typing import Any, Optional
 
+from . import _base
 from .client import DEFAULT_REPLICA_TIMEOUT, Connection, check_replicas
 from .codec import Codec
 
@@ -29,6 +39,27 @@ _INITIAL, _STARTED, _SHUTDOWN = "initial", "started", "shutdown"
 #: while its holder is alive and well.
 MIN_LEASE = 1.0
 
+#: The shortest ``orphan_ttl`` a manager accepts, in seconds: its objects
+#: are refreshed every third of it, and a shorter one would let them run
+#: out under a loaded machine's scheduling delays or one slow reply.
+MIN_ORPHAN_TTL = 3.0
+
+#: The default ``orphan_ttl``, in seconds.
+DEFAULT_ORPHAN_TTL = 60.0
+
+
+def _check_orphan_ttl(ttl: Any) -> Optional[float]:
+    if ttl is None:
+        return None
+    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)):
+        raise TypeError(f"orphan_ttl must be a number of seconds or None, not {type(ttl).__name__}")
+    if not MIN_ORPHAN_TTL <= ttl < float("inf"):
+        raise ValueError(
+            f"orphan_ttl must be at least {MIN_ORPHAN_TTL} s and finite (or None: never "
+            f"expire), not {ttl!r}: the manager's process refreshes its objects every third "
+            "of it, and a shorter one would run out under ordinary scheduling delays")
+    return float(ttl)
+
 
 def _destroy_all(pid: int, made: list, lock: threading.Lock) -> None:
     """Delete the keys of the anonymous objects in ``made`` (once, and only
@@ -37,6 +68,12 @@ def _destroy_all(pid: int, made: list, lock: threading.Lock) -> None:
         return
     with lock:
         objects, made[:] = list(made), []
+    if objects:
+        from .synchronize import let_expire
+        # Refreshing what is being deleted would be wasted (it makes no
+        # key), and a failed deletion should leave the rest to expire.
+        for obj in objects:
+            let_expire(obj)
     errors = []
     for obj in objects:
         try:
@@ -77,7 +114,7 @@ class RedisManager:
 
     ``RedisManager(url, *, username=None, password=None, authkey=None,
     serializer="pickle", lease=10.0, replicas=0, replica_timeout=1.0,
-    **redis_kwargs)``:
+    orphan_ttl=60.0, **redis_kwargs)``:
 
     - ``url``: ``redis://host:port/db``, ``rediss://`` (TLS),
       ``unix:///path`` or ``redis+sentinel://host:port[,host:port]/service[/db]``
@@ -141,13 +178,30 @@ class RedisManager:
       timeout when replicas lag.  WAIT does not make Redis strongly
       consistent: see docs/api.md.  The setting goes with the objects to
       child processes.
+    - ``orphan_ttl``: seconds the anonymous objects outlive the process
+      that made the manager when it dies without ``shutdown()`` (SIGKILL,
+      a crash, the host lost): each of their keys expires that long after
+      its last refresh, and that process refreshes them every third of it
+      from a background thread.  At least ``MIN_ORPHAN_TTL`` (3 s) and
+      finite (ValueError; TypeError for a non-number); ``None``: they
+      never expire, and a killed manager's objects stay until
+      ``interproc rm --url``.  The cost: each operation on such an object
+      checks the expiry of the keys it touched, one cheap server-side call
+      per key (named objects never expire and pay nothing).  The same
+      expiry strikes a live manager whose process is frozen, or cut off
+      from the server, for longer than ``orphan_ttl``: its objects are
+      then gone (``ObjectGoneError``), as a lease runs out.  A forked child
+      keeps none of them alive; the keys of a lock held when its holder
+      died expire after the lease, and the wake keys of waiters after at
+      most ``orphan_ttl``.
 
     Methods return the Redis objects, with multiprocessing's signatures plus
     the keywords ``name=`` and ``create=`` (the rules of every named
     interproc object: ``create=None`` opens or creates, ``True`` must
     create, ``False`` must open).  Anonymous objects (no ``name``) are
     deleted by :meth:`shutdown`, or when the process that made the manager
-    exits; named ones stay until ``unlink()``.  Objects pass to other
+    exits, and expire ``orphan_ttl`` after it is killed; named ones stay
+    until ``unlink()``.  Objects pass to other
     processes (any start method, queues, other containers) by reference.
     """
 
@@ -155,6 +209,7 @@ class RedisManager:
                  password: Optional[str] = None, authkey: Optional[bytes] = None,
                  serializer: str = "pickle", lease: float = 10.0, client: Any = None,
                  replicas: int = 0, replica_timeout: float = DEFAULT_REPLICA_TIMEOUT,
+                 orphan_ttl: Optional[float] = DEFAULT_ORPHAN_TTL,
                  **redis_kwargs: Any) -> None:
         if isinstance(lease, bool) or not isinstance(lease, (int, float)):
             raise TypeError(f"lease must be a number of seconds, not {type(lease).__name__}")
@@ -163,6 +218,7 @@ class RedisManager:
                 f"lease must be at least {MIN_LEASE} s (and finite), not {lease!r}: a holder "
                 "renews its locks every third of the lease, and a shorter one would run out "
                 "under ordinary scheduling delays")
+        orphan_ttl = _check_orphan_ttl(orphan_ttl)
         if (url is None) == (client is None):
             raise TypeError("RedisManager needs a url or a client=, and not both")
         check_replicas(replicas, replica_timeout)  # before any connection is made
@@ -177,6 +233,8 @@ class RedisManager:
             self._conn = Connection.from_url(url, username, password, replicas=replicas,
                                              replica_timeout=replica_timeout, **redis_kwargs)
         self._lease = float(lease)
+        self._orphan_ttl = orphan_ttl
+        self._expire_ms = None if orphan_ttl is None else int(orphan_ttl * 1000)
         self._state = _INITIAL
         self._made: list = []
         self._made_lock = threading.Lock()
@@ -227,6 +285,12 @@ class RedisManager:
         self.shutdown()
 
     @property
+    def orphan_ttl(self) -> Optional[float]:
+        """Seconds the anonymous objects outlive this manager's process if
+        it is killed (None: for ever, until removed by hand)."""
+        return self._orphan_ttl
+
+    @property
     def address(self) -> str:
         """The server: ``host:port`` or the socket path."""
         return self._conn.address
@@ -274,10 +338,16 @@ class RedisManager:
         kwargs["codec"] = self._codec
         if _accepts(cls, "lease"):
             kwargs["lease"] = self._lease
-        obj = cls(self._conn, *args, name=name, create=create, **kwargs)
+        if name is None and self._expire_ms is not None:
+            with _base.expiring(self._expire_ms):
+                obj = cls(self._conn, *args, name=name, create=create, **kwargs)
+        else:
+            obj = cls(self._conn, *args, name=name, create=create, **kwargs)
         if name is None:
             with self._made_lock:
                 self._made.append(obj)
+            from .synchronize import keep_alive
+            keep_alive(obj)
             # As a multiprocessing proxy keeps its manager: a manager dropped
             # at once (Manager(url).dict()) must not delete what it made.
             try:

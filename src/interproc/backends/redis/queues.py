@@ -47,7 +47,9 @@ delivered, even when the failed take never reached the server to delete
 it.  (An item the server handed over whose reply never arrived may thus
 be delivered again, to the next consumer: at-least-once across connection
 failures, exactly-once otherwise.)  Processing lists expire after an hour of
-disuse, so an item whose recovery failed for longer than that is lost.
+disuse (an anonymous queue's that expires with its manager, after its
+``orphan_ttl``), so an item whose recovery failed for longer than that is
+lost.
 
 - **Timeout**: ``get`` raises queue.Empty and ``put`` on a full bounded
   queue queue.Full when the timeout passes (``put_many``'s Full says in
@@ -454,6 +456,8 @@ class _QueueBase(WaitingObject):
     _JOINABLE = False
     _PARTS = ("items", "tasks", "shut")
     _REGISTRIES = {"pw": "pwk:", "jw": "jwk:"}
+    # Undeclared, deleted with the queue by _DESTROY_PROCS_LUA first.
+    _KEPT_PARTS = ("procs",)
 
     def __init__(self, conn: Any, maxsize: int = 0, *, name: Optional[str] = None,
                  create: Optional[bool] = None, codec: Any = None) -> None:
@@ -467,6 +471,10 @@ class _QueueBase(WaitingObject):
         self._tasks = self._key("tasks")
         self._shut = self._key("shut")
         self._procs = self._key("procs")
+        # An expiring queue's processing lists must not outlive it: they
+        # expire as the queue does after their last take, so an item whose
+        # recovery failed for that long is lost.
+        self._proc_ttl = min(PROC_TTL_MS, self._tail[0]) if self._expiring else PROC_TTL_MS
         self._pw = [self._key("pw"), self._key("pw.e")]
         self._pw_prefix = self._key("pwk:")
         self._jw = [self._key("jw"), self._key("jw.e")]
@@ -574,8 +582,8 @@ class _QueueBase(WaitingObject):
         # A queue that is gone gets nothing back: that would make it afresh.
         keys = [c.proc, self._items, self._shut, self._tasks] + self._jw + [
             c.prev, c.void, self._procs, self._meta]
-        args = ["1" if self._JOINABLE else "0", self._jw_prefix, PROC_TTL_MS, self._uid]
-        script = self._conn.script(alive(_RECOVER_LUA))
+        args = ["1" if self._JOINABLE else "0", self._jw_prefix, self._proc_ttl, *self._tail]
+        script = self._conn.script(alive(_RECOVER_LUA, self._expiring))
         if seconds is None:
             call(self._conn, self._op(), script, keys, args)
         else:
@@ -594,13 +602,13 @@ class _QueueBase(WaitingObject):
         them if it dies); ``seconds`` bounds the wait for the reply, the
         connecting of a thread's first client included."""
         keys = [self._procs, *c.lists, self._meta]
-        source = alive(_REGISTER_CONSUMER_LUA)
+        source = alive(_REGISTER_CONSUMER_LUA, self._expiring)
         try:
             if seconds is None:
-                self._conn.script(source)(keys, [self._uid])
+                self._conn.script(source)(keys, list(self._tail))
             else:
                 _raise_error_reply(self._conn.bounded(self._items, seconds, lambda pipe: (
-                    pipe.execute_command("EVAL", source, len(keys), *keys, self._uid)),
+                    pipe.execute_command("EVAL", source, len(keys), *keys, *self._tail)),
                     acks=ACKS_QUIET))
         except BaseException as exc:
             self._raise(exc)
@@ -644,6 +652,7 @@ class _QueueBase(WaitingObject):
         got = _taken(res)
         if got or not deadline.waits or deadline.remaining() == 0:
             return got
+        expiring, tail = self._expiring, self._tail
         while True:
             left = deadline.remaining()
             blocking = deadline.waits and (left is None or left > 0)
@@ -658,17 +667,17 @@ class _QueueBase(WaitingObject):
                 wait = GET_CHUNK if left is None else min(GET_CHUNK, left - SERVER_TIMER_SLACK)
 
             def build(pipe: Any) -> None:
-                pipe.execute_command("EVAL", alive(_BEFORE_MOVE_LUA), 5, self._items, c.proc,
-                                     self._shut, c.prev, self._meta, self._uid)
+                pipe.execute_command("EVAL", alive(_BEFORE_MOVE_LUA, expiring), 5, self._items,
+                                     c.proc, self._shut, c.prev, self._meta, *tail)
                 if blocking:
                     pipe.blmove(self._items, c.proc, _waiters.server_seconds(wait), "LEFT", "RIGHT")
                 else:
                     pipe.lmove(self._items, c.proc, "LEFT", "RIGHT")
                 # Always a script after the move: the item moved may be the end
                 # marker, which must go back before another consumer waits.
-                pipe.execute_command("EVAL", alive(_TAKE_MORE_LUA), 7, self._items, c.proc,
-                                     *self._pw, self._shut, c.void, self._meta, more,
-                                     self._maxsize, self._pw_prefix, PROC_TTL_MS, self._uid)
+                pipe.execute_command("EVAL", alive(_TAKE_MORE_LUA, expiring), 7, self._items,
+                                     c.proc, *self._pw, self._shut, c.void, self._meta, more,
+                                     self._maxsize, self._pw_prefix, self._proc_ttl, *tail)
 
             try:
                 # One plain pipeline on the slot's node, never resent (client.bounded).
@@ -687,12 +696,14 @@ class _QueueBase(WaitingObject):
     def _take_now(self, c: _Consumer, max_items: int) -> Tuple[str, List[Any]]:
         """The script of the take without waiting, and its number of keys,
         keys and arguments (the one-item form for an unbounded queue)."""
+        expiring = self._expiring
         if max_items == 1 and self._maxsize == 0:
-            return alive(_TAKE_ONE_LUA), [6, self._items, c.proc, self._shut, c.prev, c.void,
-                                          self._meta, PROC_TTL_MS, self._uid]
-        return alive(_TAKE_NOW_LUA), [8, self._items, c.proc, *self._pw, self._shut, c.prev,
-                                      c.void, self._meta, max_items, self._maxsize,
-                                      self._pw_prefix, PROC_TTL_MS, self._uid]
+            return alive(_TAKE_ONE_LUA, expiring), [6, self._items, c.proc, self._shut, c.prev,
+                                                    c.void, self._meta, self._proc_ttl, *self._tail]
+        return alive(_TAKE_NOW_LUA, expiring), [8, self._items, c.proc, *self._pw, self._shut,
+                                                c.prev, c.void, self._meta, max_items,
+                                                self._maxsize, self._pw_prefix, self._proc_ttl,
+                                                *self._tail]
 
     def _take_now_bounded(self, source: str, keys_args: List[Any], seconds: Optional[float]) -> Any:
         """The take without waiting of ``_take`` (``_take_now``), its reply

@@ -67,7 +67,7 @@ import threading
 import time
 import warnings
 from threading import BrokenBarrierError
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from ...synchronize import OwnerDiedWarning, wait_for
 import secrets
@@ -91,8 +91,11 @@ DEFAULT_LEASE = 10.0
 
 # ------------------------------------------------------------------ leases
 
+# KEYS: the lock's owner key, its object's metadata.  A lock whose object
+# is gone (it expired with a killed manager: see keep_alive) is not renewed,
+# or a holder would keep its owner key alone on the server while it lives.
 _RENEW_LUA = NO_WAIT + """
-if redis.call('HGET', KEYS[1], 't') == ARGV[1] then
+if redis.call('HGET', KEYS[1], 't') == ARGV[1] and redis.call('EXISTS', KEYS[2]) == 1 then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   return 1
 end
@@ -100,24 +103,43 @@ return 0
 """
 
 
+# Keeps an expiring object alive: every key given (its metadata first) is
+# set back to the full expiry in one script, so that they all run out at
+# the same moment once nobody keeps them alive any more.  A key that does
+# not exist is not made.  0 once the object is gone (or is another
+# incarnation).  ARGV: uid, expiry in ms.
+_KEEP_ALIVE_LUA = """
+if redis.call('HGET', KEYS[1], 'uid') ~= ARGV[1] then return 0 end
+for i = 1, #KEYS do redis.call('PEXPIRE', KEYS[i], ARGV[2]) end
+return 1
+"""
+
+
 class _Renewer:
     """One daemon thread per process renewing the leases of the locks that
-    this process's threads hold.
+    this process's threads hold, and keeping alive the expiring objects
+    that this process's managers made (``keep``).
 
-    The thread starts with the first lock taken, and a fork made while the
-    process holds no Redis lock stops it first (``stop_if_idle``): forking a
-    process that has threads is what Python 3.12 and later warn about, and
-    the thread has nothing to do then.  A fork made while a lock is held
-    keeps it, and gets that warning: the lease must go on being renewed."""
+    The thread starts with the first lock taken or object kept, and a fork
+    made while the process holds no Redis lock stops it first
+    (``stop_if_idle``): forking a process that has threads is what Python
+    3.12 and later warn about, and the thread has nothing urgent to do
+    then; the parent starts it again after the fork (``resume``), the
+    child starts afresh, keeping nothing alive: it is not the process that
+    made those objects.  A fork made while a lock is held keeps the thread,
+    and gets that warning: the lease must go on being renewed."""
 
     def __init__(self) -> None:
         self._cv = threading.Condition(threading.Lock())
         # (owner key, token) -> [conn, lease, due, fencing token, renewal,
-        # re-entry depth]
+        # re-entry depth, metadata key]
         self._held: Dict[Tuple[str, str], list] = {}
         # Leases found lost by a renewal, until their holder releases:
         # (owner key, token) -> [fencing token, re-entry depth].
         self._lost: Dict[Tuple[str, str], list] = {}
+        # Objects kept alive: metadata key -> [conn, period, due, keys,
+        # script arguments].
+        self._kept: Dict[str, list] = {}
         self._thread: Optional[threading.Thread] = None
         self._stopping = False
 
@@ -127,22 +149,46 @@ class _Renewer:
         self._thread.start()
 
     def add(self, conn: Any, key: str, token: str, lease: float, fence: int,
-            renew: Optional[Any] = None, count: int = 1) -> None:
+            renew: Optional[Any] = None, count: int = 1, meta: str = "") -> None:
         """Renew ``key`` every third of ``lease`` while held: with the lock
-        renewal script, or by calling ``renew()`` (which answers whether
-        the claim still stands), for a Barrier's running action.  ``count``
-        re-entries are added to those of the same acquisition (``fence``)."""
+        renewal script while its object's metadata key ``meta`` exists, or
+        by calling ``renew()`` (which answers whether the claim still
+        stands), for a Barrier's running action.  ``count`` re-entries are
+        added to those of the same acquisition (``fence``)."""
         with self._cv:
             old = self._held.get((key, token))
             depth = count + (old[5] if old is not None and old[3] == fence else 0)
             self._held[(key, token)] = [conn, lease, time.monotonic() + lease / 3.0, fence,
-                                        renew, depth]
+                                        renew, depth, meta]
             self._lost.pop((key, token), None)
             # While stop_if_idle is stopping the thread, it restarts one
             # itself once the old one is gone.
             if self._thread is None:
                 self._start()
             self._cv.notify()
+
+    def keep(self, conn: Any, keys: List[str], uid: str, expire_ms: int) -> None:
+        """Keep the expiring object whose keys are ``keys`` (metadata first)
+        alive, every third of ``expire_ms``, until ``let_expire`` or this
+        process ends."""
+        period = expire_ms / 3000.0
+        with self._cv:
+            self._kept[keys[0]] = [conn, period, time.monotonic() + period, list(keys),
+                                   [uid, expire_ms]]
+            if self._thread is None:
+                self._start()
+            self._cv.notify()
+
+    def let_expire(self, meta_key: str) -> None:
+        """Keep the object whose metadata key is ``meta_key`` alive no more."""
+        with self._cv:
+            self._kept.pop(meta_key, None)
+
+    def resume(self) -> None:
+        """Start the thread again if it has work (after a fork, in the parent)."""
+        with self._cv:
+            if self._thread is None and not self._stopping and (self._held or self._kept):
+                self._start()
 
     def stop_if_idle(self) -> None:
         with self._cv:
@@ -208,18 +254,25 @@ class _Renewer:
                     return
                 now = time.monotonic()
                 due = [(k, v) for k, v in self._held.items() if v[2] <= now]
-                if not due:
-                    nxt = min((v[2] for v in self._held.values()), default=now + 60.0)
+                kept = [(k, v) for k, v in self._kept.items() if v[2] <= now]
+                if not due and not kept:
+                    nxt = min([v[2] for v in self._held.values()]
+                              + [v[2] for v in self._kept.values()], default=now + 60.0)
                     self._cv.wait(max(nxt - now, 0.001))
                     continue
                 for _, v in due:
                     v[2] = now + v[1] / 3.0
-            for (key, token), (conn, lease, _, _, renew, _) in due:
+                for _, v in kept:
+                    v[2] = now + v[1]
+            if kept:
+                self._keep_alive(kept)
+            for (key, token), (conn, lease, _, _, renew, _, meta) in due:
                 try:
                     if renew is not None:
                         ok = renew()
                     else:
-                        ok = conn.script(_RENEW_LUA)(keys=[key], args=[token, int(lease * 1000)])
+                        ok = conn.script(_RENEW_LUA)(keys=[key, meta],
+                                                     args=[token, int(lease * 1000)])
                 except Exception:
                     # Try again soon: the lease is not lost until it runs out.
                     with self._cv:
@@ -233,8 +286,56 @@ class _Renewer:
                         if entry is not None:
                             self._lost[(key, token)] = [entry[3], entry[5]]
 
+    def _keep_alive(self, kept: List[Tuple[str, list]]) -> None:
+        # A server that fails one refresh is not asked for the others of
+        # this round: each attempt could wait for a connect timeout.  They
+        # are all tried again soon, well before their keys run out (a third
+        # of the expiry is left), and nothing is printed: the objects'
+        # users get the server's errors themselves.
+        failed: List[Any] = []
+        for meta_key, entry in kept:
+            conn, period, _, keys, args = entry
+            if self._stopping:
+                # A fork waits for this thread: the rest go first once it
+                # is back.
+                with self._cv:
+                    entry[2] = 0.0
+                continue
+            if not any(conn is f for f in failed):
+                try:
+                    ok = conn.script(_KEEP_ALIVE_LUA)(keys, args)
+                except Exception:
+                    failed.append(conn)
+                else:
+                    if not ok:  # deleted: nothing to keep alive
+                        with self._cv:
+                            if self._kept.get(meta_key) is entry:
+                                del self._kept[meta_key]
+                    continue
+            with self._cv:
+                entry[2] = time.monotonic() + min(period / 3.0, 1.0)
+
 
 _renewer = _Renewer()
+
+
+def keep_alive(obj: Any) -> None:
+    """Keep the expiring object ``obj`` (see ``RedisManager``'s
+    ``orphan_ttl``) alive from this process until :func:`let_expire` or the
+    process's end; nothing for an object that does not expire.  A child
+    forked from this process does not keep it alive."""
+    life = obj._lifetime()
+    if life is not None:
+        conn, keys, uid, expire_ms = life
+        _renewer.keep(conn, keys, uid, expire_ms)
+
+
+def let_expire(obj: Any) -> None:
+    """Stop keeping ``obj`` alive (``keep_alive``): its keys expire unless
+    deleted first."""
+    life = obj._lifetime()
+    if life is not None:
+        _renewer.let_expire(life[1][0])
 
 
 def claims_lock(owner_key: str, token: str) -> bool:
@@ -255,7 +356,12 @@ def _renewer_before_fork() -> None:
     _renewer.stop_if_idle()
 
 
-os.register_at_fork(before=_renewer_before_fork, after_in_child=_renewer_after_fork)
+def _renewer_after_fork_in_parent() -> None:
+    _renewer.resume()
+
+
+os.register_at_fork(before=_renewer_before_fork, after_in_parent=_renewer_after_fork_in_parent,
+                    after_in_child=_renewer_after_fork)
 
 _HOST = socket.gethostname()
 
@@ -392,6 +498,7 @@ class _LockBase(WaitingObject):
 
     _PARTS = ("owner", "state")
     _REGISTRIES = {"w": "wk:"}
+    _OWN_EXPIRY_PARTS = ("owner",)  # the lease
 
     def _handle_state(self) -> Any:
         return (self._lease, self._prefix)
@@ -416,8 +523,8 @@ class _LockBase(WaitingObject):
     def _embedded(cls, owner: WaitingObject, prefix: str, lease: float) -> "_LockBase":
         """The lock living with ``owner`` under its parts ``prefix + "owner"``...
         (see :func:`embedded_parts`): a Condition's own lock, a container's."""
-        return cls._handle(owner._conn, owner._codec, owner._ident, owner._anonymous, {},
-                           (lease, prefix), owner._uid)
+        return cls._handle(owner._conn, owner._codec, owner._ident, owner._anonymous,
+                           owner._expiry_options(), (lease, prefix), owner._uid)
 
     @property
     def lease(self) -> float:
@@ -473,7 +580,8 @@ class _LockBase(WaitingObject):
         if not ok:
             return False
         died, fence = taken
-        _renewer.add(self._conn, self._keys[0], token, self._lease, fence, count=count)
+        _renewer.add(self._conn, self._keys[0], token, self._lease, fence, count=count,
+                     meta=self._meta)
         self.owner_died = bool(died)
         if died:
             warnings.warn(OwnerDiedWarning(
@@ -589,6 +697,7 @@ class _LockBase(WaitingObject):
 #: EMBEDDED_PREFIX, lease)``.
 EMBEDDED_PREFIX = "lock."
 EMBEDDED_PARTS = tuple(EMBEDDED_PREFIX + p for p in _LockBase._PARTS)
+EMBEDDED_OWNER = EMBEDDED_PREFIX + "owner"
 EMBEDDED_REGISTRIES = {EMBEDDED_PREFIX + z: EMBEDDED_PREFIX + p
                        for z, p in _LockBase._REGISTRIES.items()}
 
@@ -870,6 +979,7 @@ class Condition(WaitingObject):
     # Its own RLock's keys are declared here, with the prefix "lock.".
     _REGISTRIES = {"cw": "cwk:", **EMBEDDED_REGISTRIES}
     _PARTS = EMBEDDED_PARTS
+    _OWN_EXPIRY_PARTS = (EMBEDDED_OWNER,)
     _lock: Any = None
 
     def __init__(self, conn: Any, lock: Any = None, *, name: Optional[str] = None,
