@@ -54,6 +54,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import os
+import re
 import secrets
 import threading
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
@@ -142,11 +143,35 @@ local _reply = (function()
 """
 _EXPIRING_END = """
 end)()
-for _, _key in ipairs(KEYS) do
+for _, _key in ipairs(%s) do
   if redis.call('PTTL', _key) == -1 then redis.call('PEXPIRE', _key, _ttl) end
 end
 return _reply
 """
+_CREATES = re.compile(r"-- ip:creates ([0-9,]*)\n")
+
+
+def creates(*indices: int) -> str:
+    """A marker for a script's source: the only KEYS (1-based) that its body
+    may make afresh without an expiry, so that the expiring form of the
+    script (``alive``) checks those alone, each check a server-side call on
+    every operation.  ``creates()``: none (a read, or a script that gives
+    what it makes an expiry itself).  Without a marker every key is
+    checked."""
+    return f"-- ip:creates {','.join(str(i) for i in indices)}\n"
+
+
+def _expiring_end(body: str) -> str:
+    marked = _CREATES.search(body)
+    if marked is None:
+        return _EXPIRING_END % "KEYS"
+    listed = [f"KEYS[{i}]" for i in sorted({int(i) for i in marked.group(1).split(",") if i})]
+    if not listed:
+        return "\nend)()\nreturn _reply\n"
+    # A key past those passed (a guarded script gets only the keys it
+    # names) is nil, which ends ipairs: listed in increasing order, the
+    # ones passed come first.
+    return _EXPIRING_END % ("{" + ", ".join(listed) + "}")
 #: (text, replacement) pairs applied to the scripts of expiring objects:
 #: keys a script derives instead of finding them in KEYS (waiters' wake
 #: keys) carry an expiry of their own, which must not be longer than the
@@ -172,7 +197,7 @@ def alive(source: str, expiring: bool = False) -> str:
             body = source
             for text, capped in EXPIRY_CAPS:
                 body = body.replace(text, capped)
-            guarded = _EXPIRING_GUARD + body + _EXPIRING_END
+            guarded = _EXPIRING_GUARD + body + _expiring_end(body)
         else:
             guarded = _ALIVE_GUARD + source
         _alive_sources[(source, expiring)] = guarded

@@ -65,7 +65,7 @@ from ... import _core
 from ..._container_api import (CHUNK_FIRST, CHUNK_MAX, KEYS_ADD, KEYS_DISCARD, KEYS_RETAIN,
                                 KEYS_TOGGLE, DictAPI, FromKeys, ListAPI, SetAPI, dict_pairs,
                                 list_values, set_keys)
-from ._base import register
+from ._base import creates, register
 from .client import NO_WAIT, WAIT_QUIETLY
 from ._guarded import GuardedObject, lua
 from .synchronize import DEFAULT_LEASE, RLock, check_lease
@@ -149,11 +149,13 @@ local function mget(key, fs)
   return out
 end
 """
-D_GET = lua(NO_WAIT + "return redis.call('HGET', KEYS[2], ARGV[2])")
-D_CONTAINS = lua(NO_WAIT + "return redis.call('HEXISTS', KEYS[2], ARGV[2])")
-D_LEN = lua(NO_WAIT + "return redis.call('HLEN', KEYS[2])")
-D_STATE = lua(NO_WAIT + "return {tonumber(redis.call('GET', KEYS[5]) or '0'), redis.call('HLEN', KEYS[2])}")
-D_SET = lua(_D + "return put(ARGV[2], ARGV[3], ARGV[4])")
+# The commonest operations say which keys they may make afresh (creates),
+# so that an expiring object's form of them checks no others.
+D_GET = lua(NO_WAIT + creates() + "return redis.call('HGET', KEYS[2], ARGV[2])")
+D_CONTAINS = lua(NO_WAIT + creates() + "return redis.call('HEXISTS', KEYS[2], ARGV[2])")
+D_LEN = lua(NO_WAIT + creates() + "return redis.call('HLEN', KEYS[2])")
+D_STATE = lua(NO_WAIT + creates() + "return {tonumber(redis.call('GET', KEYS[5]) or '0'), redis.call('HLEN', KEYS[2])}")
+D_SET = lua(_D + creates(2, 3, 4, 5) + "return put(ARGV[2], ARGV[3], ARGV[4])")
 D_SETDEFAULT = lua(_D + """
 local cur = redis.call('HGET', KEYS[2], ARGV[2])
 if cur then return cur end

@@ -99,7 +99,7 @@ from typing import Any, Iterable, List, Optional, Tuple
 
 from . import _waiters
 from . import client as _client
-from ._base import alive, call, is_gone, register
+from ._base import alive, call, creates, is_gone, register
 from .client import ACKS_QUIET, NO_WAIT, WAIT_QUIETLY
 from .errors import ReplicationError
 from ._waiters import Deadline, WaitingObject, lua
@@ -147,7 +147,7 @@ return room
 # An unbounded queue's put: it never waits, so there is no waiter to
 # register, forget or wake.  KEYS items, tasks, shut.  ARGV joinable,
 # payloads...  Returns how many went in, or -1 once the queue is shut down.
-_PUT_UNBOUNDED_LUA = """
+_PUT_UNBOUNDED_LUA = creates(1, 2) + """
 if redis.call('EXISTS', KEYS[3]) == 1 then return -1 end
 for i = 2, #ARGV, 1000 do
   redis.call('RPUSH', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
@@ -263,7 +263,7 @@ return q_flag(res, st, items)
 # q_flag do, written out, since defining the prelude's functions on every
 # call costs a busy queue's get a few percent.  KEYS items, proc, shut,
 # prev, void.  ARGV ttl.  Returns {flag, item} or {flag} as take_now does.
-_TAKE_ONE_LUA = WAIT_QUIETLY + """
+_TAKE_ONE_LUA = WAIT_QUIETLY + creates(1) + """
 local items, proc = KEYS[1], KEYS[2]
 if redis.call('EXISTS', KEYS[5]) == 1 then return {0} end
 redis.call('DEL', KEYS[4])
