@@ -112,8 +112,12 @@ def _rebuild(cls: type, conn_options: Dict[str, Any], codec_options: Dict[str, A
 # the server lost its data), the operation changes nothing and the caller
 # raises ObjectGoneError, instead of making the object afresh from nothing.
 # Both are taken off KEYS and ARGV, so the body sees only its own.
+# _ttl: the expiry of an expiring object's keys (see _EXPIRING_GUARD), false
+# here; a body may give keys it makes afresh that expiry itself, and say so
+# with ``creates``, which spares the generic check after it.
 _ALIVE_GUARD = """
 local _uid = table.remove(ARGV)
+local _ttl = false
 if redis.call('HGET', table.remove(KEYS), 'uid') ~= _uid then
   return redis.error_reply('IPGONE')
 end

@@ -129,6 +129,11 @@ local function put(f, p, ok)
   if redis.call('HSET', KEYS[2], f, p) == 1 then
     redis.call('ZADD', KEYS[4], redis.call('INCR', KEYS[5]), f)
     if ok ~= '' then redis.call('HSET', KEYS[3], f, ok) end
+    if _ttl then  -- an expiring object: what a new entry made afresh
+      for _, k in ipairs({KEYS[2], KEYS[3], KEYS[4], KEYS[5]}) do
+        if redis.call('PTTL', k) == -1 then redis.call('PEXPIRE', k, _ttl) end
+      end
+    end
     return 1
   end
   return 0
@@ -149,13 +154,14 @@ local function mget(key, fs)
   return out
 end
 """
-# The commonest operations say which keys they may make afresh (creates),
-# so that an expiring object's form of them checks no others.
+# The commonest operations say which keys they may make afresh without an
+# expiry (creates): none, since put() gives an expiring object's keys
+# theirs; an expiring object's form of them then checks nothing more.
 D_GET = lua(NO_WAIT + creates() + "return redis.call('HGET', KEYS[2], ARGV[2])")
 D_CONTAINS = lua(NO_WAIT + creates() + "return redis.call('HEXISTS', KEYS[2], ARGV[2])")
 D_LEN = lua(NO_WAIT + creates() + "return redis.call('HLEN', KEYS[2])")
 D_STATE = lua(NO_WAIT + creates() + "return {tonumber(redis.call('GET', KEYS[5]) or '0'), redis.call('HLEN', KEYS[2])}")
-D_SET = lua(_D + creates(2, 3, 4, 5) + "return put(ARGV[2], ARGV[3], ARGV[4])")
+D_SET = lua(_D + creates() + "return put(ARGV[2], ARGV[3], ARGV[4])")
 D_SETDEFAULT = lua(_D + """
 local cur = redis.call('HGET', KEYS[2], ARGV[2])
 if cur then return cur end

@@ -147,13 +147,18 @@ return room
 # An unbounded queue's put: it never waits, so there is no waiter to
 # register, forget or wake.  KEYS items, tasks, shut.  ARGV joinable,
 # payloads...  Returns how many went in, or -1 once the queue is shut down.
-_PUT_UNBOUNDED_LUA = creates(1, 2) + """
+_PUT_UNBOUNDED_LUA = creates() + """
 if redis.call('EXISTS', KEYS[3]) == 1 then return -1 end
+local n, len = #ARGV - 1, 0
 for i = 2, #ARGV, 1000 do
-  redis.call('RPUSH', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+  len = redis.call('RPUSH', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
 end
-if ARGV[1] == '1' then redis.call('INCRBY', KEYS[2], #ARGV - 1) end
-return #ARGV - 1
+-- An expiring queue's items list or count made afresh gets its expiry.
+if _ttl and len == n then redis.call('PEXPIRE', KEYS[1], _ttl) end
+if ARGV[1] == '1' and redis.call('INCRBY', KEYS[2], n) == n and _ttl then
+  redis.call('PEXPIRE', KEYS[2], _ttl)
+end
+return n
 """
 
 # What every take script shares: the end marker of a shut-down queue.
@@ -263,7 +268,7 @@ return q_flag(res, st, items)
 # q_flag do, written out, since defining the prelude's functions on every
 # call costs a busy queue's get a few percent.  KEYS items, proc, shut,
 # prev, void.  ARGV ttl.  Returns {flag, item} or {flag} as take_now does.
-_TAKE_ONE_LUA = WAIT_QUIETLY + creates(1) + """
+_TAKE_ONE_LUA = WAIT_QUIETLY + creates() + """
 local items, proc = KEYS[1], KEYS[2]
 if redis.call('EXISTS', KEYS[5]) == 1 then return {0} end
 redis.call('DEL', KEYS[4])
@@ -275,7 +280,9 @@ end
 redis.call('DEL', proc)
 local st = redis.call('GET', KEYS[3])
 if not st then return {0} end
-if redis.call('LINDEX', items, -1) ~= '' then redis.call('RPUSH', items, '') end
+if redis.call('LINDEX', items, -1) ~= '' and redis.call('RPUSH', items, '') == 1 and _ttl then
+  redis.call('PEXPIRE', items, _ttl)
+end
 if st == '2' then return {2} end
 if redis.call('LLEN', items) == 1 then return {1} end
 return {0}
