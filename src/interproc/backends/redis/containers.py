@@ -127,12 +127,20 @@ def _pickle_free(data: bytes) -> bool:
 _D = """
 local function put(f, p, ok)
   if redis.call('HSET', KEYS[2], f, p) == 1 then
-    redis.call('ZADD', KEYS[4], redis.call('INCR', KEYS[5]), f)
-    if ok ~= '' then redis.call('HSET', KEYS[3], f, ok) end
-    if _ttl then  -- an expiring object: what a new entry made afresh
-      for _, k in ipairs({KEYS[2], KEYS[3], KEYS[4], KEYS[5]}) do
-        if redis.call('PTTL', k) == -1 then redis.call('PEXPIRE', k, _ttl) end
+    local ver = redis.call('INCR', KEYS[5])
+    redis.call('ZADD', KEYS[4], ver, f)
+    if ok ~= '' and redis.call('HSET', KEYS[3], f, ok) == 1 and _ttl
+        and redis.call('HLEN', KEYS[3]) == 1 then
+      redis.call('PEXPIRE', KEYS[3], _ttl)  -- made afresh with this key
+    end
+    if _ttl then
+      -- An expiring object's keys made afresh get its expiry: h and o are
+      -- emptied, and so made again, together; ver only once.
+      if redis.call('PTTL', KEYS[2]) == -1 then
+        redis.call('PEXPIRE', KEYS[2], _ttl)
+        redis.call('PEXPIRE', KEYS[4], _ttl)
       end
+      if ver == 1 then redis.call('PEXPIRE', KEYS[5], _ttl) end
     end
     return 1
   end
