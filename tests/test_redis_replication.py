@@ -108,7 +108,8 @@ def test_a_write_raises_when_the_replica_does_not_acknowledge(pair, manager, raw
         with pytest.raises(ReplicationError) as info:
             q.put("kept")
         took = time.monotonic() - start
-        assert TIMEOUT * 0.9 <= took < TIMEOUT + 1.5
+        # It waited for the replica; the upper bound only says it did not hang.
+        assert TIMEOUT * 0.9 <= took < TIMEOUT + 10
         exc = info.value
         assert (exc.acknowledged, exc.replicas, exc.server) == (0, 1, master.address)
         text = str(exc)
@@ -130,14 +131,21 @@ def test_reads_do_not_wait_for_replicas(pair, manager):
     d = manager.dict(name=name(), k="v")
     lock = manager.Lock(name=name())
     sem = manager.Semaphore(3, name=name())
+    master = redis.Redis(port=pair[0].port, socket_timeout=5)
+    before = _waits_sent(master)
     with frozen(replica_server):
-        start = time.monotonic()
         assert q.qsize() == 0 and q.empty()
         assert d["k"] == "v" and len(d) == 1 and "k" in d and list(d.items()) == [("k", "v")]
         assert not lock.locked()
         assert sem.get_value() == 3
         assert lock.statistics()["locked"] is False
-        assert time.monotonic() - start < TIMEOUT
+    # Counted by the server, not timed: a loaded machine cannot blur it.
+    assert _waits_sent(master) == before
+    master.close()
+
+
+def _waits_sent(client):
+    return client.info("commandstats").get("cmdstat_wait", {}).get("calls", 0)
 
 
 def test_takes_return_what_they_took(pair, manager, raw):
