@@ -722,8 +722,7 @@ class Script:
                 if not _slot_migrating(exc):
                     raise
                 if deadline is None:
-                    deadline = time.monotonic() + (_own_socket_timeout(self._conn._options)
-                                                   or DEFAULT_SOCKET_TIMEOUT)
+                    deadline = time.monotonic() + _migration_patience(self._conn._options)
                 elif time.monotonic() >= deadline:
                     raise
             time.sleep(MIGRATION_RETRY_INTERVAL)
@@ -1239,11 +1238,10 @@ class Connection:
                     f"the slot of {key!r} moved to another Redis Cluster node while "
                     f"{address} ran part of a pipeline; it may or may not have taken "
                     f"effect ({moved[0]})")
-            if all(_migration_reply(r, redis.exceptions) for r in moved):
+            if all(_slot_migrating(r) for r in moved):
                 if migration_deadline is None:
-                    patience = seconds if caller_deadline and seconds is not None else None
-                    if patience is None:
-                        patience = _own_socket_timeout(self._options) or DEFAULT_SOCKET_TIMEOUT
+                    patience = (seconds if caller_deadline and seconds is not None
+                                else _migration_patience(self._options))
                     migration_deadline = time.monotonic() + patience
                 if time.monotonic() < migration_deadline:
                     time.sleep(MIGRATION_RETRY_INTERVAL)
@@ -1336,21 +1334,26 @@ class Connection:
                 pass
 
 
-def _slot_migrating(exc: BaseException) -> bool:
-    """Whether redis-py's cluster client gave up on a command that its slot's
-    nodes kept redirecting or refusing (nothing ran)."""
+def _slot_migrating(exc: Any) -> bool:
+    """Whether an error (raised, or a pipeline's reply) says that the
+    command's slot is being migrated (ASK, TRYAGAIN; redis-py 5 parses them
+    into their classes only on its cluster connections), or that redis-py's
+    cluster client gave up on a command its slot's nodes kept redirecting
+    or refusing: nothing ran."""
     rexc = sys.modules.get("redis.exceptions")
-    if rexc is None:
+    if rexc is None or not isinstance(exc, Exception):
+        return False
+    if isinstance(exc, rexc.MovedError):  # redis-py derives it from AskError
         return False
     return (isinstance(exc, (rexc.TryAgainError, rexc.AskError))
-            or (isinstance(exc, rexc.ClusterError) and "TTL exhausted" in str(exc)))
+            or (isinstance(exc, rexc.ClusterError) and "TTL exhausted" in str(exc))
+            or str(exc).startswith(("ASK ", "TRYAGAIN")))
 
 
-def _migration_reply(reply: Any, rexc: Any) -> bool:
-    """Whether a redirected pipeline reply comes from a slot being migrated
-    (ASK, TRYAGAIN), rather than one that moved (MOVED)."""
-    return (isinstance(reply, (rexc.AskError, rexc.TryAgainError))
-            or str(reply).startswith(("ASK ", "TRYAGAIN")))
+def _migration_patience(options: Dict[str, Any]) -> float:
+    """How long an operation waits for its slot's migration to end, when
+    the caller gave no time: the socket timeout."""
+    return _own_socket_timeout(options) or DEFAULT_SOCKET_TIMEOUT
 
 
 def _redirection(reply: Any, classes: tuple) -> bool:

@@ -107,8 +107,9 @@ return 0
 # set back to the full expiry in one script, so that they all run out at
 # the same moment once nobody keeps them alive any more.  A key that does
 # not exist is not made.  0 once the object is gone (or is another
-# incarnation).  ARGV: uid, expiry in ms.
-_KEEP_ALIVE_LUA = """
+# incarnation).  ARGV: uid, expiry in ms.  It never waits for replicas, as
+# a lease's renewal does not: a stalled replica must not stall the keeper.
+_KEEP_ALIVE_LUA = NO_WAIT + """
 if redis.call('HGET', KEYS[1], 'uid') ~= ARGV[1] then return 0 end
 for i = 1, #KEYS do redis.call('PEXPIRE', KEYS[i], ARGV[2]) end
 return 1
