@@ -131,9 +131,9 @@ _READ_COMMANDS = frozenset({"EXISTS", "GET", "HGET", "HMGET", "HLEN", "LLEN", "Z
 _alive_sources: Dict[Tuple[str, bool], str] = {}
 
 # The guard of an anonymous object that expires with its manager
-# (``keys.create_meta``'s ``expire_ms``): the same check, then the body as a
-# function, then every key of KEYS the body left without an expiry -- made
-# afresh: Redis deletes an emptied list, hash or set, and SET drops an
+# (``keys.create_meta``'s ``expire_ms``): the same check, then the body (as
+# a function: _EXPIRING_WRAP), then every key of KEYS the body left without
+# an expiry -- made afresh: Redis deletes an emptied list, hash or set, and SET drops an
 # expiry -- gets the object's.  Otherwise a key refilled just before the
 # manager died would outlive it for ever.  The expiry (ms) is the argument
 # before the uid.
@@ -143,7 +143,8 @@ local _ttl = table.remove(ARGV)
 if redis.call('HGET', table.remove(KEYS), 'uid') ~= _uid then
   return redis.error_reply('IPGONE')
 end
-local _reply = (function()
+"""
+_EXPIRING_WRAP = """local _reply = (function()
 """
 _EXPIRING_END = """
 end)()
@@ -171,11 +172,13 @@ def _expiring_end(body: str) -> str:
         return _EXPIRING_END % "KEYS"
     listed = [f"KEYS[{i}]" for i in sorted({int(i) for i in marked.group(1).split(",") if i})]
     if not listed:
-        return "\nend)()\nreturn _reply\n"
+        return ""
     # A key past those passed (a guarded script gets only the keys it
     # names) is nil, which ends ipairs: listed in increasing order, the
     # ones passed come first.
     return _EXPIRING_END % ("{" + ", ".join(listed) + "}")
+
+
 #: (text, replacement) pairs applied to the scripts of expiring objects:
 #: keys a script derives instead of finding them in KEYS (waiters' wake
 #: keys) carry an expiry of their own, which must not be longer than the
@@ -201,7 +204,11 @@ def alive(source: str, expiring: bool = False) -> str:
             body = source
             for text, capped in EXPIRY_CAPS:
                 body = body.replace(text, capped)
-            guarded = _EXPIRING_GUARD + body + _expiring_end(body)
+            end = _expiring_end(body)
+            # With nothing to check after it, the body runs unwrapped,
+            # sparing the hottest scripts a closure made on every call.
+            guarded = (_EXPIRING_GUARD + _EXPIRING_WRAP + body + end if end
+                       else _EXPIRING_GUARD + body)
         else:
             guarded = _ALIVE_GUARD + source
         _alive_sources[(source, expiring)] = guarded
