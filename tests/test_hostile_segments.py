@@ -558,7 +558,7 @@ FLIP_HEADER = """
     path, seconds = sys.argv[1], float(sys.argv[2])
     fd = os.open(path, os.O_RDWR)
     good = os.pread(fd, 64, 0)
-    # (offset, format, forged value) in ip_seghdr_t, layout version 2
+    # (offset, format, forged value) in ip_seghdr_t, layout version 3
     forged = [(8, "<I", 7), (12, "<I", 99), (16, "<Q", 0), (16, "<Q", 1 << 30),
               (24, "<Q", 1 << 40), (24, "<Q", 0), (40, "<Q", 1 << 50)]
     print("flipping", flush=True)

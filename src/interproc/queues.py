@@ -14,7 +14,7 @@ import queue as _queue
 import weakref
 from typing import Any, Iterable, List, Optional
 
-from . import _core, naming
+from . import _aio, _core, naming
 from . import serialization as _serialization  # noqa: F401  (installs the serializers)
 
 __all__ = ["Queue", "SimpleQueue", "JoinableQueue", "Full", "Empty", "ShutDown"]
@@ -51,6 +51,9 @@ MAX_CAPACITY = 1 << 40
 MAX_MAXSIZE = (1 << 63) - 1
 
 _live: "weakref.WeakSet[_QueueBase]" = weakref.WeakSet()
+
+# The events of a queue that a coroutine awaits (QueueCore._bell).
+_ITEMS, _ROOM, _TASKS_DONE = 0, 1, 2
 
 
 def _after_fork_in_child() -> None:
@@ -146,6 +149,90 @@ class _QueueBase(_core.QueueCore):
 
     def cancel_join_thread(self) -> None:
         """Accepted for compatibility: there is no feeder thread."""
+
+    def close(self) -> None:
+        """Release this handle: later calls on it raise ValueError.  The
+        queue itself, and other handles to it, are unaffected; coroutines
+        awaiting this handle raise that ValueError."""
+        _aio.forget(self)
+        super().close()
+
+    # ------------------------------------------------------------ asyncio
+
+    async def get_async(self, timeout: Optional[float] = None) -> Any:
+        """``get()`` for a coroutine: await the oldest item; queue.Empty
+        when ``timeout`` seconds pass first (None: wait as long as it
+        takes).  The loop goes on running meanwhile, and nothing polls: a
+        process that puts rings the loop (docs/api.md, "asyncio").
+        Cancelled, it has taken nothing: the item stays for others."""
+        got = await _aio.wait_until(self, _ITEMS, self._try_get, timeout)
+        if got is _aio.NOTHING:
+            raise Empty
+        return got
+
+    async def get_many_async(self, max_items: Optional[int] = None,
+                             timeout: Optional[float] = None) -> List[Any]:
+        """``get_many()`` for a coroutine: await at least one item, then
+        take every item present, at most ``max_items``, as one call."""
+
+        def attempt() -> Any:
+            try:
+                return self.get_many(max_items, False)
+            except Empty:
+                return _aio.NOTHING
+
+        got = await _aio.wait_until(self, _ITEMS, attempt, timeout)
+        if got is _aio.NOTHING:
+            raise Empty
+        return got
+
+    async def put_async(self, obj: Any, timeout: Optional[float] = None) -> None:
+        """``put()`` for a coroutine: on a full bounded queue, await room;
+        queue.Full when ``timeout`` seconds pass first.  ``obj`` is pickled
+        once, at the call.  Cancelled, it has put nothing."""
+        await self._put_prepared_async(self._prepare((obj,)), 1, timeout, False)
+
+    async def put_many_async(self, items: Iterable[Any], timeout: Optional[float] = None) -> None:
+        """``put_many()`` for a coroutine: every item, in order, awaiting
+        room as needed.  Every item is pickled at the call, before any goes
+        in.  queue.Full (when ``timeout`` passes), ShutDown, and
+        ``asyncio.CancelledError`` when it is cancelled after some went
+        in, say in ``.count`` how many leading items did."""
+        try:
+            items = tuple(items)
+        except TypeError:
+            raise TypeError("put_many_async() needs an iterable of items") from None
+        await self._put_prepared_async(self._prepare(items), len(items), timeout, True)
+
+    async def _put_prepared_async(self, prepared: Any, total: int, timeout: Optional[float],
+                                  batch: bool) -> None:
+        import asyncio
+
+        done = 0
+
+        def attempt() -> Any:
+            nonlocal done
+            done += self._put_prepared(prepared, done)
+            return None if done == total else _aio.NOTHING
+
+        try:
+            got = await _aio.wait_until(self, _ROOM, attempt, timeout)
+        except asyncio.CancelledError as exc:
+            if batch and done:
+                exc.count = done  # type: ignore[attr-defined]
+            raise
+        if got is _aio.NOTHING:
+            if batch:
+                full = Full("queue is full")
+                full.count = done  # type: ignore[attr-defined]
+                raise full
+            raise Full
+
+    def _try_get(self) -> Any:
+        try:
+            return self.get(False)
+        except Empty:
+            return _aio.NOTHING
 
     def __reduce__(self):
         return (_rebuild, (type(self), naming.reference(self)))
@@ -245,6 +332,11 @@ class JoinableQueue(_QueueBase):
     def join(self) -> None:
         """Block until every item put so far has been marked done."""
         self._join()
+
+    async def join_async(self) -> None:
+        """``join()`` for a coroutine: await the last ``task_done()``."""
+        await _aio.wait_until(self, _TASKS_DONE,
+                              lambda: None if self._join_ready() else _aio.NOTHING, None)
 
 
 for _cls in (Queue, SimpleQueue, JoinableQueue):

@@ -14,7 +14,7 @@ import time
 import weakref
 from typing import Any, Optional
 
-from . import _core, naming
+from . import _aio, _core, naming
 
 #: What ``Lock.release()`` raises when the lock is not held: a ValueError
 #: (multiprocessing.Lock's) and a RuntimeError (threading.Lock's, and so a
@@ -108,11 +108,48 @@ class _SyncBase(_core.SyncCore):
             except FileNotFoundError:
                 pass
 
+    def close(self) -> None:
+        """Release this handle; the object itself lives on in other handles.
+        Coroutines awaiting this handle raise ValueError.  Buffers over a
+        Value's data stay valid until released."""
+        _aio.forget(self)
+        super().close()
+
     def __reduce__(self):
         return (_rebuild, (type(self), naming.reference(self), self._segkind))
 
     def _where(self) -> str:
         return f"name={self._name!r}" if getattr(self, "_name", None) else "anonymous"
+
+
+# The one event of a lock, semaphore, Event or Barrier that a coroutine
+# awaits (SyncCore._bell).
+_WAITERS = 0
+
+
+class _AsyncAcquire:
+    """``acquire_async`` and ``async with``, for the kinds whose acquire
+    belongs to no thread: Lock, Semaphore, BoundedSemaphore."""
+
+    __slots__ = ()
+
+    async def acquire_async(self, timeout: Optional[float] = None) -> bool:
+        """``acquire()`` for a coroutine: await the lock (or a unit of the
+        semaphore); False when ``timeout`` seconds pass first (None: wait
+        as long as it takes).  The loop runs meanwhile, and nothing polls:
+        a process that releases rings the loop (docs/api.md, "asyncio").
+        Cancelled, it holds nothing."""
+        got = await _aio.wait_until(self, _WAITERS, self._try_acquire, timeout)
+        return got is not _aio.NOTHING
+
+    def _try_acquire(self) -> Any:
+        return True if self._acquire(False) else _aio.NOTHING
+
+    async def __aenter__(self) -> bool:
+        return await self.acquire_async()
+
+    async def __aexit__(self, *exc: Any) -> None:
+        self._release()
 
 
 class _LockBase(_SyncBase):
@@ -172,7 +209,7 @@ def _rlock_text(lock: Any) -> str:
         return "RLock(unknown, unknown)"
 
 
-class Lock(_LockBase):
+class Lock(_AsyncAcquire, _LockBase):
     """A non-recursive lock in shared memory: ``multiprocessing.Lock``.
 
     ``acquire(block=True, timeout=None)`` returns whether it got the lock
@@ -213,7 +250,7 @@ class RLock(_LockBase):
         return self._named(_rlock_text(self))
 
 
-class Semaphore(_SyncBase):
+class Semaphore(_AsyncAcquire, _SyncBase):
     """A counting semaphore in shared memory: ``multiprocessing.Semaphore``.
 
     Semaphores have no owner: units taken by a process that dies are not
@@ -265,6 +302,16 @@ class Event(_SyncBase):
     def __new__(cls, *, name: Optional[str] = None, create: Optional[bool] = None,
                 mode: int = 0o600):
         return cls._open(name, create, mode)
+
+    async def wait_async(self, timeout: Optional[float] = None) -> bool:
+        """``wait()`` for a coroutine: await the flag; True once it is set,
+        False when ``timeout`` seconds pass first (None: wait as long as
+        it takes; a negative timeout counts as 0, as wait() has it)."""
+        if timeout is not None and timeout < 0:
+            timeout = 0
+        got = await _aio.wait_until(self, _WAITERS,
+                                    lambda: True if self._is_set() else _aio.NOTHING, timeout)
+        return got is not _aio.NOTHING
 
     def __repr__(self) -> str:
         # multiprocessing's shape, "<Event at 0x... unset>", which programs

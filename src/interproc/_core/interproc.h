@@ -21,7 +21,7 @@
 #include <time.h>
 
 #define IP_MAGIC 0x434f525052544e49ULL /* "INTRPROC" read little-endian */
-#define IP_LAYOUT_VERSION 2u
+#define IP_LAYOUT_VERSION 3u
 #define IP_CACHELINE 64
 #define IP_PAGE 4096u
 #define IP_SHM_PREFIX "/interproc."
@@ -124,11 +124,45 @@ void ip_wait_set_slice(int64_t ns);
 
 /* An event count in shared memory: how a side that published a change wakes
  * whoever sleeps waiting for one.  Signalling costs a fence and a load unless
- * someone sleeps. */
+ * someone sleeps.
+ *
+ * Bells: an asyncio event loop cannot sleep on a futex, so a process whose
+ * loop awaits the event rings it instead.  The loop binds an abstract Unix
+ * datagram socket named after its pid and a nonce, and puts a bell word
+ * (ip_bell_make) in a free slot here; a signal that finds sleepers also
+ * sends the bell's token to each such socket, and clears the slot of a
+ * process that is gone (the socket vanished with it).  A registered bell
+ * counts among the waiters, so that signals take the slow path.  Every word
+ * here may be forged: a forged bell costs a datagram that wakes nobody, or a
+ * spurious wake-up of another interproc loop. */
+#define IP_BELLS 6
+
 typedef struct {
     uint32_t seq;     /* futex word: bumped by a signal that finds sleepers */
     uint32_t waiters; /* sleepers; counted only while asleep, not while spinning */
+    uint32_t bells;   /* slots in use (a hint: ringers scan when it is not 0) */
+    uint32_t reserved;
+    uint64_t bell[IP_BELLS]; /* 0 free, else pid << 32 | nonce << 20 | token */
 } ip_event_t;
+_Static_assert(sizeof(ip_event_t) == IP_CACHELINE, "ip_event_t: one cache line");
+
+#define IP_BELL_NONCE_BITS 12
+#define IP_BELL_TOKEN_BITS 20
+/* The abstract socket name of a bell's loop: this prefix, the pid in
+ * decimal, '/', the nonce in three hex digits. */
+#define IP_BELL_NAME_PREFIX "interproc-bell/"
+
+/* Puts `bell` in a free slot of ev and counts it among the waiters; returns
+ * the slot, or -1 when every slot is taken (the caller then polls). */
+int ip_bell_add(ip_event_t *ev, uint64_t bell);
+/* Undoes ip_bell_add; nothing if the slot no longer holds `bell`. */
+void ip_bell_remove(ip_event_t *ev, int slot, uint64_t bell);
+/* The body of the types' _bell(which, ...) method, for the event `which`
+ * names: () -> its seq; (bell) -> ip_bell_add's slot; (slot, bell) ->
+ * ip_bell_remove. */
+PyObject *ip_bell_py(ip_event_t *ev, PyObject *const *args, Py_ssize_t nargs);
+/* The event number that a _bell() call names first; -1 with an exception. */
+long ip_bell_which(PyObject *const *args, Py_ssize_t nargs);
 
 /* Call after publishing: wakes up to n sleepers of ev, if there are any. */
 void ip_event_signal(ip_event_t *ev, int n);

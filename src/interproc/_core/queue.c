@@ -330,6 +330,100 @@ done:
     return leave(self, result);
 }
 
+/* Prepared puts, for put_async: the items are serialized once, when the
+ * call is made, however many tries it takes to find room; a capsule holds
+ * the payloads until the call is over. */
+#define PREPARED "interproc.prepared_payloads"
+
+typedef struct {
+    Py_ssize_t n;
+    ip_payload_t p[];
+} prepared_t;
+
+static void prepared_free(PyObject *capsule)
+{
+    prepared_t *pr = PyCapsule_GetPointer(capsule, PREPARED);
+    if (pr == NULL) {
+        PyErr_Clear();
+        return;
+    }
+    for (Py_ssize_t i = 0; i < pr->n; i++)
+        ip_payload_clear(&pr->p[i]);
+    PyMem_Free(pr);
+}
+
+/* _prepare(items: tuple) -> the payloads of every item, for _put_prepared. */
+static PyObject *QueueCore_prepare(QueueCore *self, PyObject *items)
+{
+    (void)self;
+    if (!PyTuple_Check(items)) {
+        PyErr_SetString(PyExc_TypeError, "_prepare() needs a tuple");
+        return NULL;
+    }
+    Py_ssize_t n = PyTuple_GET_SIZE(items);
+    prepared_t *pr = PyMem_Calloc(1, sizeof(prepared_t) + ((size_t)n + 1) * sizeof(ip_payload_t));
+    if (pr == NULL)
+        return PyErr_NoMemory();
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (ip_payload_init(&pr->p[i], PyTuple_GET_ITEM(items, i)) < 0) {
+            for (Py_ssize_t j = 0; j < i; j++)
+                ip_payload_clear(&pr->p[j]);
+            PyMem_Free(pr);
+            return NULL;
+        }
+        pr->n = i + 1;
+    }
+    PyObject *capsule = PyCapsule_New(pr, PREPARED, prepared_free);
+    if (capsule == NULL) {
+        for (Py_ssize_t j = 0; j < pr->n; j++)
+            ip_payload_clear(&pr->p[j]);
+        PyMem_Free(pr);
+    }
+    return capsule;
+}
+
+/* _put_prepared(payloads, start) -> how many of the payloads from `start`
+ * on went in, without waiting (fewer when the queue is full).  ShutDown
+ * (with .count: the items before start and those that went in) once it
+ * is shut down. */
+static PyObject *QueueCore_put_prepared(QueueCore *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "_put_prepared() takes (payloads, start)");
+        return NULL;
+    }
+    prepared_t *pr = PyCapsule_GetPointer(args[0], PREPARED);
+    if (pr == NULL)
+        return NULL;
+    Py_ssize_t start = PyLong_AsSsize_t(args[1]);
+    if (start == -1 && PyErr_Occurred())
+        return NULL;
+    if (start < 0 || start > pr->n) {
+        PyErr_SetString(PyExc_ValueError, "start out of range");
+        return NULL;
+    }
+    if (enter(self) < 0)
+        return NULL;
+    Py_ssize_t want = pr->n - start;
+    if (want == 0)
+        return leave(self, PyLong_FromLong(0));
+    ip_deadline_t now;
+    if (ip_deadline_init(&now, 0, Py_None) < 0)
+        return leave(self, NULL);
+    int timed_out = 0;
+    Py_ssize_t done = ip_channel_put(&self->ch, pr->p + start, want, &now, &timed_out);
+    if (done < want && !timed_out) {
+        if (PyErr_ExceptionMatches(ip_state.ShutDown)) {
+            PyErr_Clear();
+            raise_with_count(ip_state.ShutDown, "queue is shut down", start + done);
+        }
+        return leave(self, NULL);
+    }
+    if (done == want && PyErr_Occurred())
+        return leave(self, NULL); /* in, and the published hook failed: as put() says */
+    return leave(self, PyLong_FromSsize_t(done));
+}
+
 /* ------------------------------------------------------------------ */
 /* get                                                                 */
 
@@ -720,6 +814,37 @@ static PyObject *QueueCore_join(QueueCore *self, PyObject *Py_UNUSED(ignored))
     return leave(self, Py_NewRef(Py_None));
 }
 
+/* _bell(which, bell) / _bell(which, slot, bell): an asyncio loop's bell on
+ * the event of items (0), of room (1) or of finished tasks (2). */
+static PyObject *QueueCore_bell(QueueCore *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    long which = ip_bell_which(args, nargs);
+    if (which < 0 || enter(self) < 0)
+        return NULL;
+    ip_event_t *ev = which == 0   ? &self->ch.view.ring->put_ev
+                     : which == 1 ? &self->ch.view.ring->get_ev
+                     : which == 2 ? &self->hdr->done_ev
+                                  : NULL;
+    if (ev == NULL) {
+        PyErr_Format(PyExc_ValueError, "no event %ld", which);
+        return leave(self, NULL);
+    }
+    return leave(self, ip_bell_py(ev, args + 1, nargs - 1));
+}
+
+/* _join_ready(): whether join() would return now (a JoinableQueue). */
+static PyObject *QueueCore_join_ready(QueueCore *self, PyObject *Py_UNUSED(ignored))
+{
+    if (joinable(self) < 0)
+        return NULL;
+    const uint64_t *watch = NULL;
+    uint64_t watch_val = 0;
+    int rc = join_attempt(self, 0, &watch, &watch_val);
+    if (rc < 0)
+        return leave(self, NULL);
+    return leave(self, PyBool_FromLong(rc));
+}
+
 static const char *const shutdown_names[] = {"immediate"};
 
 static PyObject *QueueCore_shutdown(QueueCore *self, PyObject *const *args, Py_ssize_t nargs,
@@ -908,6 +1033,10 @@ static PyMethodDef QueueCore_methods[] = {
      shutdown_doc},
     {"_task_done", (PyCFunction)QueueCore_task_done, METH_NOARGS, NULL},
     {"_join", (PyCFunction)QueueCore_join, METH_NOARGS, NULL},
+    {"_join_ready", (PyCFunction)QueueCore_join_ready, METH_NOARGS, NULL},
+    {"_bell", (PyCFunction)(void (*)(void))QueueCore_bell, METH_FASTCALL, NULL},
+    {"_prepare", (PyCFunction)QueueCore_prepare, METH_O, NULL},
+    {"_put_prepared", (PyCFunction)(void (*)(void))QueueCore_put_prepared, METH_FASTCALL, NULL},
     {"_register_pid", (PyCFunction)QueueCore_register_pid, METH_NOARGS, NULL},
     {"_unregister_pid", (PyCFunction)QueueCore_unregister_pid, METH_NOARGS, NULL},
     {"_info", (PyCFunction)QueueCore_info, METH_NOARGS, NULL},

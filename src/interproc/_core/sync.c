@@ -1438,6 +1438,22 @@ static PyObject *get_maxvalue(SyncCore *self, void *Py_UNUSED(c))
 
 #define FASTCALL(f) (PyCFunction)(void (*)(void))(f), METH_FASTCALL | METH_KEYWORDS
 
+/* _bell(0, bell) / _bell(0, slot, bell): an asyncio loop's bell on the
+ * event of lock, semaphore, Event and Barrier waiters. */
+static PyObject *SyncCore_bell(SyncCore *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    long which = ip_bell_which(args, nargs);
+    if (which < 0)
+        return NULL;
+    if (which != 0) {
+        PyErr_Format(PyExc_ValueError, "no event %ld", which);
+        return NULL;
+    }
+    if (enter(self) < 0)
+        return NULL;
+    return leave(self, ip_bell_py(&self->hdr->ev, args + 1, nargs - 1));
+}
+
 static PyMethodDef SyncCore_methods[] = {
     {"_acquire", FASTCALL(SyncCore_acquire), NULL},
     {"_release", FASTCALL(SyncCore_release), NULL},
@@ -1448,6 +1464,7 @@ static PyMethodDef SyncCore_methods[] = {
     {"_clear", (PyCFunction)SyncCore_clear, METH_NOARGS, NULL},
     {"_is_set", (PyCFunction)SyncCore_is_set, METH_NOARGS, NULL},
     {"_wait", FASTCALL(SyncCore_wait), NULL},
+    {"_bell", (PyCFunction)(void (*)(void))SyncCore_bell, METH_FASTCALL, NULL},
     {"statistics", (PyCFunction)SyncCore_statistics, METH_NOARGS,
      "statistics($self, /)\n--\n\nA dict describing the current state: who holds it, how many "
      "wait."},

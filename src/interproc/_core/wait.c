@@ -15,8 +15,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 /* How long a waiter polls before it sleeps.  Long enough to cover the other
@@ -307,11 +309,148 @@ static long futex(uint32_t *uaddr, int op, uint32_t val, const struct timespec *
     return syscall(SYS_futex, uaddr, op, val, ts, NULL, val3);
 }
 
+/* ------------------------------------------------------------------ */
+/* Bells (see ip_event_t)                                              */
+
+/* One unbound datagram socket per process sends every ring. */
+static int ring_fd = -1;
+
+static int ring_socket(void)
+{
+    int fd = __atomic_load_n(&ring_fd, __ATOMIC_ACQUIRE);
+    if (fd >= 0)
+        return fd;
+    fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0)
+        return -1;
+    int expected = -1;
+    if (!__atomic_compare_exchange_n(&ring_fd, &expected, fd, 0, __ATOMIC_ACQ_REL,
+                                     __ATOMIC_ACQUIRE)) {
+        close(fd); /* another thread made one first */
+        return expected;
+    }
+    return fd;
+}
+
+/* Sends the bell's token to its loop.  Returns 0 when the loop is gone (no
+ * socket of that name: its process died), 1 otherwise, full buffers and
+ * other failures included: those cost the loop at most its safety sweep. */
+static int ring(uint64_t bell)
+{
+    uint32_t pid = (uint32_t)(bell >> 32);
+    uint32_t nonce = (uint32_t)(bell >> IP_BELL_TOKEN_BITS) & ((1u << IP_BELL_NONCE_BITS) - 1);
+    uint32_t token = (uint32_t)bell & ((1u << IP_BELL_TOKEN_BITS) - 1);
+    if (pid == 0 || pid > INT32_MAX)
+        return 1; /* forged: never a process */
+    int fd = ring_socket();
+    if (fd < 0)
+        return 1;
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    /* sun_path[0] stays 0: the abstract namespace, where a name goes with
+     * the socket that bound it. */
+    int len = snprintf(addr.sun_path + 1, sizeof addr.sun_path - 1, IP_BELL_NAME_PREFIX "%u/%03x",
+                       pid, nonce);
+    unsigned char msg[4] = {token & 0xff, (token >> 8) & 0xff, (token >> 16) & 0xff, 0};
+    socklen_t alen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + len);
+    if (sendto(fd, msg, sizeof msg, MSG_DONTWAIT | MSG_NOSIGNAL, (struct sockaddr *)&addr, alen) < 0
+        && errno == ECONNREFUSED)
+        return 0;
+    return 1;
+}
+
+/* Called by a signal that found waiters, after its bump of seq. */
+static void ring_bells(ip_event_t *ev)
+{
+    if (__atomic_load_n(&ev->bells, __ATOMIC_SEQ_CST) == 0)
+        return;
+    int saved = errno;
+    for (int i = 0; i < IP_BELLS; i++) {
+        uint64_t bell = __atomic_load_n(&ev->bell[i], __ATOMIC_ACQUIRE);
+        if (bell == 0 || ring(bell))
+            continue;
+        /* Its loop is gone: free the slot, and uncount it, once. */
+        if (__atomic_compare_exchange_n(&ev->bell[i], &bell, 0, 0, __ATOMIC_SEQ_CST,
+                                        __ATOMIC_RELAXED)) {
+            __atomic_sub_fetch(&ev->bells, 1, __ATOMIC_SEQ_CST);
+            __atomic_sub_fetch(&ev->waiters, 1, __ATOMIC_SEQ_CST);
+        }
+    }
+    errno = saved;
+}
+
+int ip_bell_add(ip_event_t *ev, uint64_t bell)
+{
+    for (int i = 0; i < IP_BELLS; i++) {
+        uint64_t free_slot = 0;
+        if (__atomic_compare_exchange_n(&ev->bell[i], &free_slot, bell, 0, __ATOMIC_SEQ_CST,
+                                        __ATOMIC_RELAXED)) {
+            /* Both counted before the caller's next try: a publication that
+             * try misses comes after them, and its signal rings the bell. */
+            __atomic_add_fetch(&ev->bells, 1, __ATOMIC_SEQ_CST);
+            __atomic_add_fetch(&ev->waiters, 1, __ATOMIC_SEQ_CST);
+            return i;
+        }
+    }
+    return -1;
+}
+
+void ip_bell_remove(ip_event_t *ev, int slot, uint64_t bell)
+{
+    if (slot < 0 || slot >= IP_BELLS)
+        return;
+    if (__atomic_compare_exchange_n(&ev->bell[slot], &bell, 0, 0, __ATOMIC_SEQ_CST,
+                                    __ATOMIC_RELAXED)) {
+        __atomic_sub_fetch(&ev->bells, 1, __ATOMIC_SEQ_CST);
+        __atomic_sub_fetch(&ev->waiters, 1, __ATOMIC_SEQ_CST);
+    }
+}
+
+long ip_bell_which(PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 1) {
+        PyErr_SetString(PyExc_TypeError, "_bell() needs the event's number");
+        return -1;
+    }
+    long which = PyLong_AsLong(args[0]);
+    if (which < 0 && !PyErr_Occurred())
+        PyErr_Format(PyExc_ValueError, "no event %ld", which);
+    return PyErr_Occurred() ? -1 : which;
+}
+
+PyObject *ip_bell_py(ip_event_t *ev, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs == 0) /* how often it was signalled with waiters: what a sweep compares */
+        return PyLong_FromUnsignedLong(__atomic_load_n(&ev->seq, __ATOMIC_SEQ_CST));
+    if (nargs != 1 && nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "expected (), (bell) or (slot, bell)");
+        return NULL;
+    }
+    uint64_t bell = PyLong_AsUnsignedLongLong(args[nargs - 1]);
+    if (bell == (uint64_t)-1 && PyErr_Occurred())
+        return NULL;
+    if (bell >> 32 == 0) {
+        PyErr_SetString(PyExc_ValueError, "not a bell");
+        return NULL;
+    }
+    if (nargs == 1)
+        return PyLong_FromLong(ip_bell_add(ev, bell));
+    int overflow = 0;
+    long slot = PyLong_AsLongAndOverflow(args[0], &overflow);
+    if (slot == -1 && PyErr_Occurred())
+        return NULL;
+    if (!overflow)
+        ip_bell_remove(ev, (int)(slot < -1 || slot > IP_BELLS ? -1 : slot), bell);
+    Py_RETURN_NONE;
+}
+
+/* ------------------------------------------------------------------ */
+
 void ip_event_wake(ip_event_t *ev, int n)
 {
     if (__atomic_load_n(&ev->waiters, __ATOMIC_SEQ_CST)) {
         __atomic_add_fetch(&ev->seq, 1, __ATOMIC_SEQ_CST);
         futex(&ev->seq, FUTEX_WAKE, (uint32_t)n, NULL, 0);
+        ring_bells(ev);
     }
 }
 
@@ -324,6 +463,7 @@ void ip_event_signal(ip_event_t *ev, int n)
     if (__atomic_load_n(&ev->waiters, __ATOMIC_RELAXED)) {
         __atomic_add_fetch(&ev->seq, 1, __ATOMIC_SEQ_CST);
         futex(&ev->seq, FUTEX_WAKE, (uint32_t)n, NULL, 0);
+        ring_bells(ev);
     }
 }
 

@@ -1,0 +1,115 @@
+"""Child targets of the asyncio tests (module level: spawn and forkserver
+import them by name).  Every wait has a timeout, so that a bug fails the
+child instead of hanging the test."""
+
+import asyncio
+import queue
+import time
+
+from _helpers import CHILD_TIMEOUT
+
+
+def run(coro_fn, *args):
+    """``asyncio.run`` with a timeout on the whole coroutine."""
+    async def bounded():
+        return await asyncio.wait_for(coro_fn(*args), CHILD_TIMEOUT)
+
+    return asyncio.run(bounded())
+
+
+def async_get_n(q, ready, out, n):
+    """Await n items with get_async, while a ticker shows that the loop
+    keeps running; report (items, ticks)."""
+    async def main():
+        ticker = Ticker()
+        ready.set()
+        got = [await q.get_async() for _ in range(n)]
+        ticker.task.cancel()
+        out.put((got, ticker.ticks))
+
+    run(main)
+
+
+def put_slowly(q, items, pause):
+    for x in items:
+        q.put(x)
+        time.sleep(pause)
+
+
+class Ticker:
+    """A task that counts the loop's turns: proof that it keeps running."""
+
+    def __init__(self):
+        self.ticks = 0
+        self.task = asyncio.create_task(self._run())
+
+    async def _run(self):
+        while True:
+            await asyncio.sleep(0.01)
+            self.ticks += 1
+
+
+def put_later(q, items, delay):
+    time.sleep(delay)
+    for x in items:
+        q.put(x)
+
+
+def async_wait_forever(q, which, ready):
+    """Register a bell on the queue (a get_async that waits), say so, and
+    wait until killed."""
+    async def main():
+        if which == "get":
+            task = asyncio.create_task(q.get_async())
+        else:
+            task = asyncio.create_task(q.put_async("blocked"))
+        await asyncio.sleep(0.05)  # the task is now awaiting its bell
+        ready.set()
+        await task
+
+    run(main)
+
+
+def async_acquire_and_report(lock, ready, out):
+    async def main():
+        ready.set()
+        t0 = time.monotonic()
+        async with lock:
+            out.put(time.monotonic() - t0)
+
+    run(main)
+
+
+def hold_then_release(lock, ready, seconds):
+    with lock:
+        ready.set()
+        time.sleep(seconds)
+
+
+def set_later(ev, delay):
+    time.sleep(delay)
+    ev.set()
+
+
+def release_later(sem, delay, n):
+    time.sleep(delay)
+    for _ in range(n):
+        sem.release()
+
+
+def finish_tasks_later(q, n, delay):
+    for _ in range(n):
+        q.get(timeout=CHILD_TIMEOUT)
+    time.sleep(delay)
+    for _ in range(n):
+        q.task_done()
+
+
+def sync_get_n(q, out, n):
+    got = []
+    for _ in range(n):
+        try:
+            got.append(q.get(timeout=CHILD_TIMEOUT))
+        except queue.Empty:
+            break
+    out.put(got)
