@@ -113,3 +113,15 @@ def sync_get_n(q, out, n):
         except queue.Empty:
             break
     out.put(got)
+
+
+def send_slowly(conn, items, pause):
+    for x in items:
+        conn.send(x)
+        time.sleep(pause)
+    conn.send_bytes(b"raw bytes")
+
+
+def sleep_forever(conn, ready):
+    ready.set()
+    time.sleep(CHILD_TIMEOUT)

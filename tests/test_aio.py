@@ -614,6 +614,95 @@ def test_a_coroutine_a_thread_and_a_process_share_one_queue(start_method, arun):
     assert min(shares) >= n // 80, f"thread, coroutine, process got {shares}"
 
 
+# ------------------------------------------------------------------ Connection
+
+def test_recv_async_gets_what_another_process_sends(start_method, arun):
+    rx, tx = interproc.Pipe(duplex=False)
+
+    async def main():
+        ticker = h.Ticker()
+        p = start(start_method, h.send_slowly, tx, list(range(30)), 0.005)
+        got = [await rx.recv_async() for _ in range(30)]
+        raw = await rx.recv_bytes_async(100)
+        ticker.task.cancel()
+        join_ok(p)
+        return got, raw, ticker.ticks
+
+    got, raw, ticks = arun(main)
+    assert got == list(range(30)) and raw == b"raw bytes" and ticks >= 3
+
+
+def test_recv_async_raises_eoferror_when_the_sender_is_killed_while_it_waits(start_method, arun):
+    rx, tx = interproc.Pipe(duplex=False)
+    ready = interproc.Event()
+    p = start(start_method, h.sleep_forever, tx, ready)
+    tx.close()
+    assert ready.wait(CHILD_TIMEOUT)
+
+    async def main():
+        waiter = asyncio.create_task(rx.recv_async())
+        await asyncio.sleep(0.1)
+        assert not waiter.done()
+        kill_and_reap(p)
+        t0 = time.monotonic()
+        with pytest.raises(EOFError):
+            await waiter
+        return time.monotonic() - t0
+
+    # The hang-up wakes it: no signaller is left to ring, and the sweep is off.
+    assert arun(main) < LATE
+
+
+def test_recv_bytes_async_keeps_maxlength_semantics(arun):
+    a, b = interproc.Pipe()
+    b.send_bytes(b"x" * 10)
+
+    async def main():
+        with pytest.raises(ValueError):
+            await a.recv_bytes_async(-1)
+        with pytest.raises(OSError):
+            await a.recv_bytes_async(5)  # too long: as multiprocessing, the end stops reading
+
+    arun(main)
+
+
+def test_poll_async_and_a_cancelled_recv_async(arun):
+    a, b = interproc.Pipe()
+
+    async def main():
+        assert await a.poll_async(0.05) is False
+        t = asyncio.create_task(a.recv_async())
+        await asyncio.sleep(0.05)
+        t.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await t
+        b.send("kept")
+        assert await a.poll_async() is True
+        return await a.recv_async()
+
+    assert arun(main) == "kept"
+
+
+def test_recv_async_beside_the_programs_own_reader_of_fileno(arun):
+    """A program that watches fileno() itself keeps its reader."""
+    a, b = interproc.Pipe()
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        seen = asyncio.Event()
+        loop.add_reader(a.fileno(), seen.set)
+        b.send(1)
+        await asyncio.wait_for(seen.wait(), TIMEOUT)
+        assert await a.recv_async() == 1
+        seen.clear()
+        b.send(2)
+        await asyncio.wait_for(seen.wait(), TIMEOUT)  # still ours
+        loop.remove_reader(a.fileno())
+        return await a.recv_async()
+
+    assert arun(main) == 2
+
+
 def test_ctrl_c_stops_a_loop_blocked_in_an_await():
     """SIGINT reaches asyncio.run while every task waits on a bell."""
     q = interproc.Queue()

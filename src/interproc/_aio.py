@@ -55,7 +55,7 @@ class _Registration:
     """One loop's bell on one event of one object."""
 
     __slots__ = ("bell", "handle", "which", "token", "word", "slot", "users", "waiters", "seq",
-                 "timer")
+                 "timer", "hangup")
 
     def __init__(self, bell: "_Bell", handle: Any, which: int, token: int) -> None:
         self.bell = bell
@@ -68,6 +68,8 @@ class _Registration:
         self.waiters: Set[asyncio.Future] = set()
         self.seq = 0
         self.timer: Optional[asyncio.TimerHandle] = None
+        # A descriptor of our own watched for a hang-up, or -1 (watch()).
+        self.hangup = -1
 
     def wake(self) -> None:
         waiters, self.waiters = self.waiters, set()
@@ -86,6 +88,29 @@ class _Registration:
     def _poll(self) -> None:
         self.timer = None
         self.wake()
+
+    def watch(self, fd: int) -> None:
+        """Also wake on ``fd`` (a pipe's read side) hanging up: the end of
+        a stream, which no signaller rings.  Watched through a duplicate,
+        so that the program's own reader of that descriptor (a
+        Connection's fileno()) is not displaced; once it fires, the
+        waiters' tries see the end and the duplicate goes."""
+        if self.hangup < 0:
+            self.hangup = os.dup(fd)
+            self.bell.loop.add_reader(self.hangup, self._hung_up)
+
+    def _hung_up(self) -> None:
+        self.unwatch()
+        self.wake()
+
+    def unwatch(self) -> None:
+        if self.hangup >= 0:
+            try:
+                self.bell.loop.remove_reader(self.hangup)
+            except Exception:
+                pass  # a closed loop
+            os.close(self.hangup)
+            self.hangup = -1
 
 
 class _Bell:
@@ -175,6 +200,7 @@ class _Bell:
         if reg.timer is not None:
             reg.timer.cancel()
             reg.timer = None
+        reg.unwatch()
         if reg.slot >= 0:
             try:
                 reg.handle._bell(reg.which, reg.slot, reg.word)
@@ -232,12 +258,13 @@ NOTHING = _NOTHING = object()
 
 
 async def wait_until(handle: Any, which: int, attempt: Callable[[], Any],
-                     timeout: Optional[float]) -> Any:
+                     timeout: Optional[float], hangup: Optional[Callable[[], int]] = None) -> Any:
     """Await ``attempt()`` until it returns something other than
     ``_NOTHING``: tried at once, then again each time event ``which`` of
-    ``handle`` is signalled.  Returns ``_NOTHING`` when ``timeout``
-    (seconds, None: none) passes first.  What ``attempt`` raises goes to
-    the caller.  Cancelling the wait leaves nothing done."""
+    ``handle`` is signalled (or, with ``hangup``, when the descriptor it
+    returns hangs up).  Returns ``_NOTHING`` when ``timeout`` (seconds,
+    None: none) passes first.  What ``attempt`` raises goes to the caller.
+    Cancelling the wait leaves nothing done."""
     got = attempt()
     if got is not _NOTHING:
         return got
@@ -258,6 +285,8 @@ async def wait_until(handle: Any, which: int, attempt: Callable[[], Any],
     bell = _bell_of(loop)
     reg = bell.register(handle, which)
     try:
+        if hangup is not None:
+            reg.watch(hangup())
         while True:
             # Made before the try: a ring between the try and the await
             # resolves it, and the await returns at once.

@@ -14,7 +14,7 @@ import time
 import weakref
 from typing import Any, Iterable, List, Optional
 
-from . import _core, naming
+from . import _aio, _core, naming
 from . import serialization as _serialization  # noqa: F401  (installs the serializers)
 
 __all__ = ["Pipe", "Connection", "wait"]
@@ -75,6 +75,43 @@ class Connection(_core.ConnectionCore):
     def __reduce__(self):
         fd, rfd, wfd, end, readable, writable, uid = self._handles
         return (_rebuild, (naming.share_fds([fd, rfd, wfd]), end, bool(readable), bool(writable), uid))
+
+    def close(self) -> None:
+        """Close this end in this process (other holders keep theirs);
+        coroutines awaiting it raise OSError."""
+        _aio.forget(self)
+        super().close()
+
+    # ------------------------------------------------------------ asyncio
+
+    async def recv_async(self) -> Any:
+        """``recv()`` for a coroutine: await the next object.  EOFError
+        once the other end is gone and nothing is left, as recv().  The loop
+        runs meanwhile and nothing polls (docs/api.md, "asyncio").
+        Cancelled, it has taken nothing."""
+        return await self._recv_async(False, None)
+
+    async def recv_bytes_async(self, maxlength: Optional[int] = None) -> bytes:
+        """``recv_bytes(maxlength)`` for a coroutine."""
+        return await self._recv_async(True, maxlength)
+
+    async def poll_async(self, timeout: Optional[float] = None) -> bool:
+        """Await readiness: True once ``recv()`` would not wait (a message,
+        or the end of the stream), False when ``timeout`` seconds pass
+        first (None, the default: wait as long as it takes)."""
+        got = await _aio.wait_until(self, 0, lambda: True if self.poll(0) else _aio.NOTHING,
+                                    timeout, self._hangup_fd)
+        return got is not _aio.NOTHING
+
+    async def _recv_async(self, as_bytes: bool, maxlength: Optional[int]) -> Any:
+        def attempt() -> Any:
+            got = self._recv_now(as_bytes, maxlength)
+            return _aio.NOTHING if got is None else got[0]
+
+        return await _aio.wait_until(self, 0, attempt, None, self._hangup_fd)
+
+    def _hangup_fd(self) -> int:
+        return self._handles[1]
 
     def __enter__(self) -> "Connection":
         return self

@@ -548,9 +548,9 @@ static int check_readable(ConnectionCore *self)
 
 /* Takes the next message as it lies in the ring.  max_len as in
  * recv_bytes(); a longer message closes this handle, as in multiprocessing. */
-static PyObject *take_one(ConnectionCore *self, uint64_t max_len, uint32_t *type)
+static PyObject *take_one_by(ConnectionCore *self, uint64_t max_len, uint32_t *type,
+                             const ip_deadline_t *d)
 {
-    ip_deadline_t forever = {.infinite = 1};
     PyObject *payload = NULL;
     Py_ssize_t n;
     if (self->held != NULL) {
@@ -563,8 +563,10 @@ static PyObject *take_one(ConnectionCore *self, uint64_t max_len, uint32_t *type
         PyErr_SetString(PyExc_OSError, "bad message length");
         n = -1;
     } else {
-        n = ip_channel_take(&self->rx, 1, max_len, &payload, type, &forever);
+        n = ip_channel_take(&self->rx, 1, max_len, &payload, type, d);
     }
+    if (n == 0)
+        return NULL; /* the deadline passed: no exception */
     if (n == 1 && PyErr_Occurred()) {
         /* Taken, then interrupted: raise now, deliver next time. */
         self->held = payload;
@@ -584,6 +586,12 @@ static PyObject *take_one(ConnectionCore *self, uint64_t max_len, uint32_t *type
     return NULL;
 }
 
+static PyObject *take_one(ConnectionCore *self, uint64_t max_len, uint32_t *type)
+{
+    ip_deadline_t forever = {.infinite = 1};
+    return take_one_by(self, max_len, type, &forever);
+}
+
 /* The bytes recv_bytes() returns: what send_bytes() sent, or the pickle
  * that multiprocessing would have sent for a send(). */
 static PyObject *as_message_bytes(uint32_t type, PyObject *payload)
@@ -597,6 +605,23 @@ static PyObject *as_message_bytes(uint32_t type, PyObject *payload)
     PyObject *b = PyObject_CallOneArg(ip_state.slow_dumps, obj);
     Py_DECREF(obj);
     return b;
+}
+
+/* recv_bytes()'s maxlength: None for any length, else a size >= 0. */
+static int max_length(PyObject *arg, uint64_t *max_len)
+{
+    *max_len = UINT64_MAX;
+    if (arg == Py_None)
+        return 0;
+    Py_ssize_t m = PyLong_AsSsize_t(arg);
+    if (m == -1 && PyErr_Occurred())
+        return -1;
+    if (m < 0) {
+        PyErr_SetString(PyExc_ValueError, "negative maxlength");
+        return -1;
+    }
+    *max_len = (uint64_t)m;
+    return 0;
 }
 
 static PyObject *ConnectionCore_recv(ConnectionCore *self, PyObject *Py_UNUSED(ignored))
@@ -625,22 +650,72 @@ static PyObject *ConnectionCore_recv_bytes(ConnectionCore *self, PyObject *const
         return NULL;
     if (check_readable(self) < 0)
         return leave(self, NULL);
-    uint64_t max_len = UINT64_MAX;
-    if (vals[0] != Py_None) {
-        Py_ssize_t m = PyLong_AsSsize_t(vals[0]);
-        if (m == -1 && PyErr_Occurred())
-            return leave(self, NULL);
-        if (m < 0) {
-            PyErr_SetString(PyExc_ValueError, "negative maxlength");
-            return leave(self, NULL);
-        }
-        max_len = (uint64_t)m;
-    }
+    uint64_t max_len;
+    if (max_length(vals[0], &max_len) < 0)
+        return leave(self, NULL);
     uint32_t type;
     PyObject *payload = take_one(self, max_len, &type);
     if (payload == NULL)
         return leave(self, NULL);
     return leave(self, as_message_bytes(type, payload));
+}
+
+/* _recv_now(as_bytes, maxlength): recv() (or recv_bytes(maxlength)) when
+ * it would not wait, as a 1-tuple; None when nothing is there yet.  What
+ * recv_async() tries each time its loop is rung. */
+static PyObject *ConnectionCore_recv_now(ConnectionCore *self, PyObject *const *args,
+                                         Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "_recv_now() takes (as_bytes, maxlength)");
+        return NULL;
+    }
+    int as_bytes = PyObject_IsTrue(args[0]);
+    uint64_t max_len;
+    if (as_bytes < 0 || max_length(args[1], &max_len) < 0 || enter(self) < 0)
+        return NULL;
+    if (check_readable(self) < 0)
+        return leave(self, NULL);
+    ip_deadline_t now;
+    if (ip_deadline_init(&now, 0, Py_None) < 0)
+        return leave(self, NULL);
+    uint32_t type;
+    PyObject *payload = take_one_by(self, max_len, &type, &now);
+    if (payload == NULL) {
+        /* A take that does not wait never asks whether the stream ended:
+         * asked here, on the way to waiting, as recv() asks before it
+         * sleeps. */
+        if (PyErr_Occurred() || rx_eof(self) < 0)
+            return leave(self, NULL);
+        return leave(self, Py_NewRef(Py_None));
+    }
+    PyObject *msg = as_bytes ? as_message_bytes(type, payload) : ip_deserialize(type, payload);
+    if (!as_bytes)
+        Py_DECREF(payload);
+    if (msg == NULL)
+        return leave(self, NULL);
+    PyObject *one = PyTuple_Pack(1, msg);
+    Py_DECREF(msg);
+    return leave(self, one);
+}
+
+/* _bell(0, ...): an asyncio loop's bell on the event of messages arriving
+ * at this end (ip_bell_py).  The end of the stream rings nothing: a waiter
+ * watches the notification pipe's read side for the hang-up as well. */
+static PyObject *ConnectionCore_bell(ConnectionCore *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    long which = ip_bell_which(args, nargs);
+    if (which < 0)
+        return NULL;
+    if (which != 0) {
+        PyErr_Format(PyExc_ValueError, "no event %ld", which);
+        return NULL;
+    }
+    if (enter(self) < 0)
+        return NULL;
+    if (check_readable(self) < 0)
+        return leave(self, NULL);
+    return leave(self, ip_bell_py(&self->rx.view.ring->put_ev, args + 1, nargs - 1));
 }
 
 static PyObject *ConnectionCore_recv_bytes_into(ConnectionCore *self, PyObject *const *args,
@@ -860,6 +935,8 @@ static PyMethodDef ConnectionCore_methods[] = {
     {"close", (PyCFunction)ConnectionCore_close, METH_NOARGS,
      "close($self, /)\n--\n\nClose this handle.  Later calls on it raise OSError."},
     {"_after_fork", (PyCFunction)ConnectionCore_after_fork, METH_NOARGS, NULL},
+    {"_recv_now", (PyCFunction)(void (*)(void))ConnectionCore_recv_now, METH_FASTCALL, NULL},
+    {"_bell", (PyCFunction)(void (*)(void))ConnectionCore_bell, METH_FASTCALL, NULL},
     {"_set_handover_hook", (PyCFunction)ConnectionCore_set_handover_hook, METH_O | METH_STATIC, NULL},
     {NULL, NULL, 0, NULL},
 };
