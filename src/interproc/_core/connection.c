@@ -704,14 +704,7 @@ static PyObject *ConnectionCore_recv_now(ConnectionCore *self, PyObject *const *
  * watches the notification pipe's read side for the hang-up as well. */
 static PyObject *ConnectionCore_bell(ConnectionCore *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    long which = ip_bell_which(args, nargs);
-    if (which < 0)
-        return NULL;
-    if (which != 0) {
-        PyErr_Format(PyExc_ValueError, "no event %ld", which);
-        return NULL;
-    }
-    if (enter(self) < 0)
+    if (ip_bell_which(args, nargs, 0) < 0 || enter(self) < 0)
         return NULL;
     if (check_readable(self) < 0)
         return leave(self, NULL);

@@ -161,8 +161,9 @@ void ip_bell_remove(ip_event_t *ev, int slot, uint64_t bell);
  * names: () -> its seq; (bell) -> ip_bell_add's slot; (slot, bell) ->
  * ip_bell_remove. */
 PyObject *ip_bell_py(ip_event_t *ev, PyObject *const *args, Py_ssize_t nargs);
-/* The event number that a _bell() call names first; -1 with an exception. */
-long ip_bell_which(PyObject *const *args, Py_ssize_t nargs);
+/* The event number, 0 to last, that a _bell() call names first; -1 with an
+ * exception. */
+long ip_bell_which(PyObject *const *args, Py_ssize_t nargs, long last);
 
 /* Call after publishing: wakes up to n sleepers of ev, if there are any. */
 void ip_event_signal(ip_event_t *ev, int n);

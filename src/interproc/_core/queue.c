@@ -818,17 +818,12 @@ static PyObject *QueueCore_join(QueueCore *self, PyObject *Py_UNUSED(ignored))
  * the event of items (0), of room (1) or of finished tasks (2). */
 static PyObject *QueueCore_bell(QueueCore *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    long which = ip_bell_which(args, nargs);
+    long which = ip_bell_which(args, nargs, 2);
     if (which < 0 || enter(self) < 0)
         return NULL;
     ip_event_t *ev = which == 0   ? &self->ch.view.ring->put_ev
                      : which == 1 ? &self->ch.view.ring->get_ev
-                     : which == 2 ? &self->hdr->done_ev
-                                  : NULL;
-    if (ev == NULL) {
-        PyErr_Format(PyExc_ValueError, "no event %ld", which);
-        return leave(self, NULL);
-    }
+                                  : &self->hdr->done_ev;
     return leave(self, ip_bell_py(ev, args + 1, nargs - 1));
 }
 

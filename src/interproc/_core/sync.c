@@ -1442,14 +1442,7 @@ static PyObject *get_maxvalue(SyncCore *self, void *Py_UNUSED(c))
  * event of lock, semaphore, Event and Barrier waiters. */
 static PyObject *SyncCore_bell(SyncCore *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    long which = ip_bell_which(args, nargs);
-    if (which < 0)
-        return NULL;
-    if (which != 0) {
-        PyErr_Format(PyExc_ValueError, "no event %ld", which);
-        return NULL;
-    }
-    if (enter(self) < 0)
+    if (ip_bell_which(args, nargs, 0) < 0 || enter(self) < 0)
         return NULL;
     return leave(self, ip_bell_py(&self->hdr->ev, args + 1, nargs - 1));
 }

@@ -405,14 +405,14 @@ void ip_bell_remove(ip_event_t *ev, int slot, uint64_t bell)
     }
 }
 
-long ip_bell_which(PyObject *const *args, Py_ssize_t nargs)
+long ip_bell_which(PyObject *const *args, Py_ssize_t nargs, long last)
 {
     if (nargs < 1) {
         PyErr_SetString(PyExc_TypeError, "_bell() needs the event's number");
         return -1;
     }
     long which = PyLong_AsLong(args[0]);
-    if (which < 0 && !PyErr_Occurred())
+    if ((which < 0 || which > last) && !PyErr_Occurred())
         PyErr_Format(PyExc_ValueError, "no event %ld", which);
     return PyErr_Occurred() ? -1 : which;
 }
