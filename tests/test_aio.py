@@ -506,6 +506,79 @@ def test_acquire_async_waits_for_a_release_in_another_process(kind, start_method
     lock.release()
 
 
+@pytest.mark.parametrize("kind", ["Lock", "RLock"])
+def test_a_lock_whose_holder_is_killed_is_taken_over_by_an_awaiting_task(kind, start_method, arun,
+                                                                       monkeypatch):
+    """No one rings when a holder dies: a lock's waiters also try at each
+    sweep, and their try takes a dead holder's lock over."""
+    monkeypatch.setattr(_aio, "SWEEP", 0.3)
+    lock = getattr(interproc, kind)()
+    ready = interproc.Event()
+    p = start(start_method, h.hold_then_release, lock, ready, CHILD_TIMEOUT)
+    assert ready.wait(CHILD_TIMEOUT)
+
+    async def take_it():
+        with pytest.warns(interproc.OwnerDiedWarning):
+            async with lock:
+                return lock.owner_died
+
+    async def main():
+        waiter = asyncio.create_task(take_it())
+        await asyncio.sleep(0.1)
+        assert not waiter.done()
+        kill_and_reap(p)
+        return await waiter
+
+    assert arun(main) is True
+    assert lock.acquire(False)
+    lock.release()
+
+
+def test_rlock_belongs_to_the_task_that_acquired_it(arun):
+    rlock = interproc.RLock()
+
+    async def main():
+        order = []
+
+        async def worker(name):
+            async with rlock:
+                async with rlock:  # the same task takes it again
+                    order.append(f"{name} in")
+                    await asyncio.sleep(0.02)
+                    order.append(f"{name} out")
+
+        await asyncio.gather(*(worker(n) for n in "abc"))
+        assert await rlock.acquire_async()
+
+        async def other_task():
+            with pytest.raises(AssertionError):
+                rlock.release()
+            return await rlock.acquire_async(timeout=0.05)
+
+        assert await asyncio.create_task(other_task()) is False
+        rlock.release()  # from the task that holds it
+        return order
+
+    order = arun(main)
+    assert all(order[i].split()[0] == order[i + 1].split()[0] for i in range(0, len(order), 2))
+    assert rlock.acquire(False)  # free again, for a thread
+    rlock.release()
+
+
+def test_rlock_shared_by_a_task_and_another_process(start_method, arun):
+    rlock, ready = interproc.RLock(), interproc.Event()
+    p = start(start_method, h.hold_then_release, rlock, ready, 0.2)
+    assert ready.wait(CHILD_TIMEOUT)
+
+    async def main():
+        t0 = time.monotonic()
+        async with rlock:
+            return time.monotonic() - t0
+
+    assert arun(main) > 0.05
+    join_ok(p)
+
+
 def test_acquire_async_timeout_returns_false(arun):
     lock = interproc.Lock()
     lock.acquire()

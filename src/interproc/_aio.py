@@ -32,6 +32,7 @@ import errno
 import os
 import secrets
 import socket
+import sys
 import time
 import weakref
 from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Set, Tuple
@@ -55,7 +56,7 @@ class _Registration:
     """One loop's bell on one event of one object."""
 
     __slots__ = ("bell", "handle", "which", "token", "word", "slot", "users", "waiters", "seq",
-                 "timer", "hangup")
+                 "timer", "hangup", "recheck")
 
     def __init__(self, bell: "_Bell", handle: Any, which: int, token: int) -> None:
         self.bell = bell
@@ -70,6 +71,10 @@ class _Registration:
         self.timer: Optional[asyncio.TimerHandle] = None
         # A descriptor of our own watched for a hang-up, or -1 (watch()).
         self.hangup = -1
+        # Woken by every sweep, signalled or not: the waiters of a lock,
+        # whose holder may die without a signal (their try takes over a
+        # dead holder's lock, as a sync waiter's slices do).
+        self.recheck = False
 
     def wake(self) -> None:
         waiters, self.waiters = self.waiters, set()
@@ -170,7 +175,7 @@ class _Bell:
             except Exception:
                 reg.wake()  # a closed handle: its waiters find out on their try
                 continue
-            if seq != reg.seq:
+            if seq != reg.seq or reg.recheck:
                 reg.seq = seq
                 reg.wake()
         if self.regs:
@@ -252,19 +257,47 @@ def forget(handle: Any) -> None:
             bell.forget(handle)
 
 
+_task_owners: "weakref.WeakKeyDictionary[Any, int]" = weakref.WeakKeyDictionary()
+_next_owner = 0
+
+
+def task_owner(create: bool = True) -> int:
+    """The running task's owner number for an RLock (the top bit set, so
+    that no thread's number is one), made on first use (``create``); 0
+    outside a task."""
+    global _next_owner
+    if "asyncio" not in sys.modules:
+        return 0
+    import asyncio
+
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # no running loop in this thread
+        return 0
+    if task is None:
+        return 0
+    owner = _task_owners.get(task, 0)
+    if not owner and create:
+        _next_owner += 1
+        owner = _task_owners[task] = (1 << 63) | _next_owner
+    return owner
+
+
 #: What an attempt returns when it must wait, and wait_until when the
 #: timeout passed.
 NOTHING = _NOTHING = object()
 
 
 async def wait_until(handle: Any, which: int, attempt: Callable[[], Any],
-                     timeout: Optional[float], hangup: Optional[Callable[[], int]] = None) -> Any:
+                     timeout: Optional[float], hangup: Optional[Callable[[], int]] = None,
+                     recheck: bool = False) -> Any:
     """Await ``attempt()`` until it returns something other than
     ``_NOTHING``: tried at once, then again each time event ``which`` of
     ``handle`` is signalled (or, with ``hangup``, when the descriptor it
     returns hangs up).  Returns ``_NOTHING`` when ``timeout`` (seconds,
     None: none) passes first.  What ``attempt`` raises goes to the caller.
-    Cancelling the wait leaves nothing done."""
+    Cancelling the wait leaves nothing done.  ``recheck``: also try at
+    every sweep, signalled or not (a lock whose holder may die)."""
     got = attempt()
     if got is not _NOTHING:
         return got
@@ -285,6 +318,7 @@ async def wait_until(handle: Any, which: int, attempt: Callable[[], Any],
     bell = _bell_of(loop)
     reg = bell.register(handle, which)
     try:
+        reg.recheck = reg.recheck or recheck
         if hangup is not None:
             reg.watch(hangup())
         while True:

@@ -138,8 +138,10 @@ class _AsyncAcquire:
         semaphore); False when ``timeout`` seconds pass first (None: wait
         as long as it takes).  The loop runs meanwhile, and nothing polls:
         a process that releases rings the loop (docs/api.md, "asyncio").
-        Cancelled, it holds nothing."""
-        got = await _aio.wait_until(self, _WAITERS, self._try_acquire, timeout)
+        A lock whose holder dies is taken over within a second.  Cancelled,
+        it holds nothing."""
+        got = await _aio.wait_until(self, _WAITERS, self._try_acquire, timeout,
+                                    recheck=self._KIND == _core.KIND_LOCK)
         return got is not _aio.NOTHING
 
     def _try_acquire(self) -> Any:
@@ -246,6 +248,24 @@ class RLock(_LockBase):
 
     _KIND = _core.KIND_RLOCK
 
+    async def acquire_async(self, timeout: Optional[float] = None) -> bool:
+        """``acquire()`` for a coroutine: False when ``timeout`` seconds
+        pass first.  The lock belongs to the task, as it would to a thread:
+        the same task may take it again, other tasks of the loop wait, and
+        the task releases it with ``release()`` or ``async with``.
+        Cancelled, it holds nothing more than before."""
+        owner = _aio.task_owner()
+        got = await _aio.wait_until(self, _WAITERS,
+                                    lambda: True if self._acquire_as(owner) else _aio.NOTHING,
+                                    timeout, recheck=True)
+        return got is not _aio.NOTHING
+
+    async def __aenter__(self) -> bool:
+        return await self.acquire_async()
+
+    async def __aexit__(self, *exc: Any) -> None:
+        self._release_as(_aio.task_owner())
+
     def __repr__(self) -> str:
         return self._named(_rlock_text(self))
 
@@ -323,6 +343,9 @@ class Event(_SyncBase):
 
 for _cls in (Lock, RLock, Semaphore, BoundedSemaphore, Event):
     naming.register_kind(_cls._KIND, _cls)
+
+# release() of an RLock that a task holds asks which task is running.
+_core.SyncCore._set_task_owner_hook(lambda: _aio.task_owner(False))
 
 
 class Condition(_SyncBase):

@@ -470,17 +470,15 @@ static void give_back(SyncCore *self)
 
 /* Takes the lock or a unit of the semaphore; the caller has entered.
  * Returns 1, 0 when the deadline passed, -1 with an exception set. */
-static int acquire_core(SyncCore *self, const ip_deadline_t *d)
+static int acquire_by(SyncCore *self, const ip_deadline_t *d, uint64_t thread)
 {
     ip_sync_hdr_t *h = self->hdr;
     acquire_ctx c = {self, 0, 0, 0};
-    uint64_t thread = 0;
     int lock = is_lock(self->kind);
     if (lock) {
         c.token = ip_ident_get(&self->ident, self->fd, 1);
         if (c.token == 0)
             return -1;
-        thread = ip_thread_serial();
         if (self->kind == IP_KIND_RLOCK) {
             if (ld(&h->owner) == c.token && ld(&h->thread) == thread) {
                 h->count++;
@@ -506,6 +504,11 @@ static int acquire_core(SyncCore *self, const ip_deadline_t *d)
         }
     }
     return 1;
+}
+
+static int acquire_core(SyncCore *self, const ip_deadline_t *d)
+{
+    return acquire_by(self, d, ip_thread_serial());
 }
 
 static const char *const acquire_names[] = {"block", "timeout"};
@@ -566,12 +569,41 @@ static PyObject *SyncCore_acquire(SyncCore *self, PyObject *const *args, Py_ssiz
 static PyObject *ip_UnlockedReleaseError;
 
 /* Gives the lock back; the caller has entered.  0, or -1 with an exception. */
-static int lock_release(SyncCore *self)
+/* Python's answer to "which task is running, as an owner number
+ * (owner_arg)?", 0 for none: asked only when an RLock held by a task is
+ * released by plain release(), which names the thread. */
+static PyObject *task_owner_hook;
+
+static uint64_t running_task_owner(void)
+{
+    if (task_owner_hook == NULL)
+        return 0;
+    PyObject *r = PyObject_CallNoArgs(task_owner_hook);
+    uint64_t owner = r ? PyLong_AsUnsignedLongLong(r) : 0;
+    Py_XDECREF(r);
+    if (PyErr_Occurred()) {
+        PyErr_Clear();
+        return 0;
+    }
+    return owner;
+}
+
+static PyObject *SyncCore_set_task_owner_hook(PyObject *Py_UNUSED(cls), PyObject *hook)
+{
+    Py_XSETREF(task_owner_hook, hook == Py_None ? NULL : Py_NewRef(hook));
+    Py_RETURN_NONE;
+}
+
+static int lock_release_by(SyncCore *self, uint64_t thread)
 {
     ip_sync_hdr_t *h = self->hdr;
     if (self->kind == IP_KIND_RLOCK) {
         uint64_t key = ip_ident_get(&self->ident, self->fd, 0);
-        if (key == 0 || ld(&h->owner) != key || ld(&h->thread) != ip_thread_serial()) {
+        uint64_t holder = ld(&h->thread);
+        /* Held by a task (acquire_async), released by release() from it. */
+        if (key != 0 && holder != thread && holder >> 63 && running_task_owner() == holder)
+            thread = holder;
+        if (key == 0 || ld(&h->owner) != key || ld(&h->thread) != thread) {
             PyErr_SetString(PyExc_AssertionError,
                             "attempt to release recursive lock not owned by thread");
             return -1;
@@ -589,6 +621,58 @@ static int lock_release(SyncCore *self)
     }
     ip_event_wake(&h->ev, 1);
     return 0;
+}
+
+static int lock_release(SyncCore *self)
+{
+    return lock_release_by(self, ip_thread_serial());
+}
+
+/* The owner a _acquire_as/_release_as call names: a number with the top
+ * bit set, which no thread's ip_thread_serial() ever is (a task of an
+ * event loop holds an RLock as a thread would). */
+static int owner_arg(PyObject *arg, uint64_t *owner)
+{
+    *owner = PyLong_AsUnsignedLongLong(arg);
+    if (*owner == (uint64_t)-1 && PyErr_Occurred())
+        return -1;
+    if (!(*owner >> 63)) {
+        PyErr_SetString(PyExc_ValueError, "not a task's owner number");
+        return -1;
+    }
+    return 0;
+}
+
+/* _acquire_as(owner): acquire(False) on behalf of `owner` (owner_arg). */
+static PyObject *SyncCore_acquire_as(SyncCore *self, PyObject *arg)
+{
+    uint64_t owner;
+    if (owner_arg(arg, &owner) < 0)
+        return NULL;
+    if (!is_lock(self->kind)) {
+        PyErr_SetString(PyExc_TypeError, "only a lock has an owner");
+        return NULL;
+    }
+    ip_deadline_t now;
+    if (ip_deadline_init(&now, 0, Py_None) < 0 || enter(self) < 0)
+        return NULL;
+    int rc = acquire_by(self, &now, owner);
+    return leave(self, rc < 0 ? NULL : PyBool_FromLong(rc));
+}
+
+/* _release_as(owner): release() on behalf of `owner`. */
+static PyObject *SyncCore_release_as(SyncCore *self, PyObject *arg)
+{
+    uint64_t owner;
+    if (owner_arg(arg, &owner) < 0)
+        return NULL;
+    if (!is_lock(self->kind)) {
+        PyErr_SetString(PyExc_TypeError, "only a lock has an owner");
+        return NULL;
+    }
+    if (enter(self) < 0)
+        return NULL;
+    return leave(self, lock_release_by(self, owner) < 0 ? NULL : Py_NewRef(Py_None));
 }
 
 static PyObject *SyncCore_release(SyncCore *self, PyObject *const *args, Py_ssize_t nargs,
@@ -1458,6 +1542,9 @@ static PyMethodDef SyncCore_methods[] = {
     {"_is_set", (PyCFunction)SyncCore_is_set, METH_NOARGS, NULL},
     {"_wait", FASTCALL(SyncCore_wait), NULL},
     {"_bell", (PyCFunction)(void (*)(void))SyncCore_bell, METH_FASTCALL, NULL},
+    {"_acquire_as", (PyCFunction)SyncCore_acquire_as, METH_O, NULL},
+    {"_set_task_owner_hook", (PyCFunction)SyncCore_set_task_owner_hook, METH_O | METH_STATIC, NULL},
+    {"_release_as", (PyCFunction)SyncCore_release_as, METH_O, NULL},
     {"statistics", (PyCFunction)SyncCore_statistics, METH_NOARGS,
      "statistics($self, /)\n--\n\nA dict describing the current state: who holds it, how many "
      "wait."},
