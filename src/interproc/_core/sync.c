@@ -631,8 +631,12 @@ static int lock_release(SyncCore *self)
 /* The owner a _acquire_as/_release_as call names: a number with the top
  * bit set, which no thread's ip_thread_serial() ever is (a task of an
  * event loop holds an RLock as a thread would). */
-static int owner_arg(PyObject *arg, uint64_t *owner)
+static int owner_arg(SyncCore *self, PyObject *arg, uint64_t *owner)
 {
+    if (!is_lock(self->kind)) {
+        PyErr_SetString(PyExc_TypeError, "only a lock has an owner");
+        return -1;
+    }
     *owner = PyLong_AsUnsignedLongLong(arg);
     if (*owner == (uint64_t)-1 && PyErr_Occurred())
         return -1;
@@ -647,12 +651,8 @@ static int owner_arg(PyObject *arg, uint64_t *owner)
 static PyObject *SyncCore_acquire_as(SyncCore *self, PyObject *arg)
 {
     uint64_t owner;
-    if (owner_arg(arg, &owner) < 0)
+    if (owner_arg(self, arg, &owner) < 0)
         return NULL;
-    if (!is_lock(self->kind)) {
-        PyErr_SetString(PyExc_TypeError, "only a lock has an owner");
-        return NULL;
-    }
     ip_deadline_t now;
     if (ip_deadline_init(&now, 0, Py_None) < 0 || enter(self) < 0)
         return NULL;
@@ -664,12 +664,8 @@ static PyObject *SyncCore_acquire_as(SyncCore *self, PyObject *arg)
 static PyObject *SyncCore_release_as(SyncCore *self, PyObject *arg)
 {
     uint64_t owner;
-    if (owner_arg(arg, &owner) < 0)
+    if (owner_arg(self, arg, &owner) < 0)
         return NULL;
-    if (!is_lock(self->kind)) {
-        PyErr_SetString(PyExc_TypeError, "only a lock has an owner");
-        return NULL;
-    }
     if (enter(self) < 0)
         return NULL;
     return leave(self, lock_release_by(self, owner) < 0 ? NULL : Py_NewRef(Py_None));
