@@ -776,7 +776,7 @@ def test_recv_async_beside_the_programs_own_reader_of_fileno(arun):
     assert arun(main) == 2
 
 
-def test_ctrl_c_stops_a_loop_blocked_in_an_await():
+def test_ctrl_c_stops_a_loop_blocked_in_an_await(default_sigint):
     """SIGINT reaches asyncio.run while every task waits on a bell."""
     q = interproc.Queue()
 
