@@ -94,6 +94,15 @@ class _Registration:
         self.timer = None
         self.wake()
 
+    def unslot(self) -> None:
+        """Take the bell out of its slot in shared memory, if it has one."""
+        if self.slot >= 0:
+            try:
+                self.handle._bell(self.which, self.slot, self.word)
+            except Exception:
+                pass  # the handle closed meanwhile: see _Bell.forget
+            self.slot = -1
+
     def watch(self, fd: int) -> None:
         """Also wake on ``fd`` (a pipe's read side) hanging up: the end of
         a stream, which no signaller rings.  Watched through a duplicate,
@@ -145,21 +154,12 @@ class _Bell:
         self.sweeper: Optional[asyncio.TimerHandle] = None
         loop.add_reader(self.sock.fileno(), self._on_ring)
 
-    def close(self) -> None:
-        try:
-            self.loop.remove_reader(self.sock.fileno())
-        except Exception:
-            pass  # a closed loop
-        self.sock.close()
-
     def _on_ring(self) -> None:
         recv = self.sock.recv
         while True:
             try:
                 msg = recv(16)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
+            except OSError:  # drained (BlockingIOError), or closed
                 return
             if len(msg) != 4:
                 continue  # not from a signaller: anyone may send here
@@ -206,25 +206,15 @@ class _Bell:
             reg.timer.cancel()
             reg.timer = None
         reg.unwatch()
-        if reg.slot >= 0:
-            try:
-                reg.handle._bell(reg.which, reg.slot, reg.word)
-            except Exception:
-                pass  # closed meanwhile: see forget()
-            reg.slot = -1
+        reg.unslot()
 
     def forget(self, handle: Any) -> None:
         """Before ``handle`` closes: take its registrations out of shared
         memory and wake their waiters, whose next try raises the closed
         handle's error."""
-        for key, reg in list(self.regs.items()):
+        for reg in list(self.regs.values()):
             if reg.handle is handle:
-                if reg.slot >= 0:
-                    try:
-                        handle._bell(reg.which, reg.slot, reg.word)
-                    except Exception:
-                        pass
-                    reg.slot = -1
+                reg.unslot()
                 reg.wake()
 
     def _token(self) -> int:
@@ -285,21 +275,21 @@ def task_owner(create: bool = True) -> int:
 
 #: What an attempt returns when it must wait, and wait_until when the
 #: timeout passed.
-NOTHING = _NOTHING = object()
+NOTHING = object()
 
 
 async def wait_until(handle: Any, which: int, attempt: Callable[[], Any],
                      timeout: Optional[float], hangup: Optional[Callable[[], int]] = None,
                      recheck: bool = False) -> Any:
     """Await ``attempt()`` until it returns something other than
-    ``_NOTHING``: tried at once, then again each time event ``which`` of
+    ``NOTHING``: tried at once, then again each time event ``which`` of
     ``handle`` is signalled (or, with ``hangup``, when the descriptor it
-    returns hangs up).  Returns ``_NOTHING`` when ``timeout`` (seconds,
+    returns hangs up).  Returns ``NOTHING`` when ``timeout`` (seconds,
     None: none) passes first.  What ``attempt`` raises goes to the caller.
     Cancelling the wait leaves nothing done.  ``recheck``: also try at
     every sweep, signalled or not (a lock whose holder may die)."""
     got = attempt()
-    if got is not _NOTHING:
+    if got is not NOTHING:
         return got
     # Imported here, not with interproc: a program that never awaits does
     # not pay for asyncio's import.
@@ -309,7 +299,7 @@ async def wait_until(handle: Any, which: int, attempt: Callable[[], Any],
         if timeout != timeout:
             raise ValueError("timeout must be a number, not NaN")
         if timeout <= 0:
-            return _NOTHING
+            return NOTHING
     loop = asyncio.get_running_loop()
     # The deadline on the monotonic clock, not loop.time(): uvloop's is
     # kept in whole milliseconds and read at the start of an iteration, so
@@ -326,14 +316,14 @@ async def wait_until(handle: Any, which: int, attempt: Callable[[], Any],
             # resolves it, and the await returns at once.
             fut = reg.future()
             got = attempt()
-            if got is not _NOTHING:
+            if got is not NOTHING:
                 return got
             if end is None:
                 await fut
                 continue
             left = end - time.monotonic()
             if left <= 0:
-                return _NOTHING
+                return NOTHING
             timer = loop.call_later(left, _resolve, fut)
             try:
                 await fut

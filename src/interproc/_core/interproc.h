@@ -129,7 +129,7 @@ void ip_wait_set_slice(int64_t ns);
  * Bells: an asyncio event loop cannot sleep on a futex, so a process whose
  * loop awaits the event rings it instead.  The loop binds an abstract Unix
  * datagram socket named after its pid and a nonce, and puts a bell word
- * (ip_bell_make) in a free slot here; a signal that finds sleepers also
+ * (pid, nonce and a token of its own) in a free slot here; a signal that finds sleepers also
  * sends the bell's token to each such socket, and clears the slot of a
  * process that is gone (the socket vanished with it).  A registered bell
  * counts among the waiters, so that signals take the slow path.  Every word

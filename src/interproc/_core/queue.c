@@ -340,6 +340,13 @@ typedef struct {
     ip_payload_t p[];
 } prepared_t;
 
+static void prepared_release(prepared_t *pr)
+{
+    for (Py_ssize_t i = 0; i < pr->n; i++)
+        ip_payload_clear(&pr->p[i]);
+    PyMem_Free(pr);
+}
+
 static void prepared_free(PyObject *capsule)
 {
     prepared_t *pr = PyCapsule_GetPointer(capsule, PREPARED);
@@ -347,9 +354,7 @@ static void prepared_free(PyObject *capsule)
         PyErr_Clear();
         return;
     }
-    for (Py_ssize_t i = 0; i < pr->n; i++)
-        ip_payload_clear(&pr->p[i]);
-    PyMem_Free(pr);
+    prepared_release(pr);
 }
 
 /* _prepare(items: tuple) -> the payloads of every item, for _put_prepared. */
@@ -366,19 +371,14 @@ static PyObject *QueueCore_prepare(QueueCore *self, PyObject *items)
         return PyErr_NoMemory();
     for (Py_ssize_t i = 0; i < n; i++) {
         if (ip_payload_init(&pr->p[i], PyTuple_GET_ITEM(items, i)) < 0) {
-            for (Py_ssize_t j = 0; j < i; j++)
-                ip_payload_clear(&pr->p[j]);
-            PyMem_Free(pr);
+            prepared_release(pr); /* the ones before it */
             return NULL;
         }
         pr->n = i + 1;
     }
     PyObject *capsule = PyCapsule_New(pr, PREPARED, prepared_free);
-    if (capsule == NULL) {
-        for (Py_ssize_t j = 0; j < pr->n; j++)
-            ip_payload_clear(&pr->p[j]);
-        PyMem_Free(pr);
-    }
+    if (capsule == NULL)
+        prepared_release(pr);
     return capsule;
 }
 

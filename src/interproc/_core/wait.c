@@ -366,14 +366,8 @@ static void ring_bells(ip_event_t *ev)
     int saved = errno;
     for (int i = 0; i < IP_BELLS; i++) {
         uint64_t bell = __atomic_load_n(&ev->bell[i], __ATOMIC_ACQUIRE);
-        if (bell == 0 || ring(bell))
-            continue;
-        /* Its loop is gone: free the slot, and uncount it, once. */
-        if (__atomic_compare_exchange_n(&ev->bell[i], &bell, 0, 0, __ATOMIC_SEQ_CST,
-                                        __ATOMIC_RELAXED)) {
-            __atomic_sub_fetch(&ev->bells, 1, __ATOMIC_SEQ_CST);
-            __atomic_sub_fetch(&ev->waiters, 1, __ATOMIC_SEQ_CST);
-        }
+        if (bell != 0 && !ring(bell))
+            ip_bell_remove(ev, i, bell); /* its loop is gone: free the slot, once */
     }
     errno = saved;
 }
@@ -398,6 +392,7 @@ void ip_bell_remove(ip_event_t *ev, int slot, uint64_t bell)
 {
     if (slot < 0 || slot >= IP_BELLS)
         return;
+    /* Only the caller whose compare-and-swap frees the slot uncounts it. */
     if (__atomic_compare_exchange_n(&ev->bell[slot], &bell, 0, 0, __ATOMIC_SEQ_CST,
                                     __ATOMIC_RELAXED)) {
         __atomic_sub_fetch(&ev->bells, 1, __ATOMIC_SEQ_CST);
@@ -438,8 +433,8 @@ PyObject *ip_bell_py(ip_event_t *ev, PyObject *const *args, Py_ssize_t nargs)
     long slot = PyLong_AsLongAndOverflow(args[0], &overflow);
     if (slot == -1 && PyErr_Occurred())
         return NULL;
-    if (!overflow)
-        ip_bell_remove(ev, (int)(slot < -1 || slot > IP_BELLS ? -1 : slot), bell);
+    if (!overflow && slot >= 0 && slot < IP_BELLS)
+        ip_bell_remove(ev, (int)slot, bell);
     Py_RETURN_NONE;
 }
 
