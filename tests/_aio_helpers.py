@@ -125,3 +125,79 @@ def send_slowly(conn, items, pause):
 def sleep_forever(conn, ready):
     ready.set()
     time.sleep(CHILD_TIMEOUT)
+
+
+def notify_later(cond, delay, n):
+    """Notify ``cond`` once, ``delay`` seconds from now, waking up to n."""
+    time.sleep(delay)
+    with cond:
+        cond.notify(n)
+
+
+def set_value_and_notify(cond, value, delay):
+    time.sleep(delay)
+    with cond:
+        value.value = 1
+        cond.notify_all()
+
+
+def async_cond_wait_forever(cond, ready):
+    """Await a notification that never comes, having said so."""
+    async def main():
+        async with cond:
+            ready.set()
+            await cond.wait_async()
+
+    run(main)
+
+
+def barrier_party(barrier, out):
+    try:
+        out.put(barrier.wait(CHILD_TIMEOUT))
+    except Exception as exc:  # BrokenBarrierError: reported, not raised
+        out.put(type(exc).__name__)
+
+
+def barrier_party_then_hang(barrier, ready):
+    """Arrive in a barrier of more parties than will come, and wait."""
+    ready.set()
+    barrier.wait()
+
+
+def add_under_the_lock(d, n, pause):
+    """Read, pause, write, n times, under the container's lock: increments
+    that only the lock keeps from being lost."""
+    for _ in range(n):
+        with d.lock:
+            v = d["n"]
+            time.sleep(pause)
+            d["n"] = v + 1
+
+
+def hold_container_lock(d, ready, seconds):
+    with d.lock:
+        ready.set()
+        time.sleep(seconds)
+
+
+def die_holding_container_lock(d, ready, delay):
+    import os
+    import signal
+
+    d.lock.acquire()
+    d["done"] = 1
+    ready.set()
+    time.sleep(delay)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+class CountCalls:
+    """A barrier action that counts its calls in shared memory (picklable,
+    so that spawned parties get it too)."""
+
+    def __init__(self, counter):
+        self.counter = counter
+
+    def __call__(self):
+        with self.counter.get_lock():
+            self.counter.value += 1

@@ -34,7 +34,7 @@ import threading
 import weakref
 from typing import Any, Iterable, Iterator, Optional
 
-from . import _core, naming, serialization  # noqa: F401  (serialization configures _core)
+from . import _aio, _core, naming, serialization  # noqa: F401  (serialization configures _core)
 from ._container_api import (CHUNK_FIRST, CHUNK_MAX, KEYS_ADD, DictAPI, FromKeys, ListAPI, SetAPI,
                              dict_pairs, list_values, set_keys)
 
@@ -180,6 +180,30 @@ class ContainerLock:
 
     def locked_by_me(self) -> bool:
         return self._heap._is_owned()
+
+    async def acquire_async(self, timeout: Optional[float] = None) -> bool:
+        """``acquire()`` for a coroutine: False when ``timeout`` seconds
+        pass first.  The lock belongs to the task, as it would to a
+        thread: the task's container operations and ``acquire``s enter
+        it again, and it releases it with ``release()`` or at the end of
+        ``async with``.  While the task holds it, another task of the same
+        loop awaits it here; a plain container operation from that other
+        task raises RuntimeError rather than wait for ever (the holder
+        could not run to let go).  Nothing polls: letting go of the lock
+        rings the loop, and a holder that dies is taken over (its
+        unfinished operation undone) within a second.  Cancelled, it holds
+        nothing more than before."""
+        owner = _aio.task_owner()
+        got = await _aio.wait_until(
+            self._heap, 0, lambda: True if self._heap._acquire_as(owner) else _aio.NOTHING,
+            timeout, recheck=True)
+        return got is not _aio.NOTHING
+
+    async def __aenter__(self) -> bool:
+        return await self.acquire_async()
+
+    async def __aexit__(self, *exc: Any) -> None:
+        self._heap.release()
 
     def __enter__(self) -> bool:
         return self._heap.acquire()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import operator
 import os
 import sys
+import threading
 import time
 import weakref
 from typing import Any, Optional
@@ -39,10 +40,10 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def wait_for(wait: Any, predicate: Any, timeout: Optional[float]) -> Any:
-    """Condition.wait_for over ``wait(timeout)``, for every backend's
-    Condition: wait until ``predicate()`` is true or ``timeout`` seconds
-    pass, and return the predicate's last value."""
+def _wait_for_steps(predicate: Any, timeout: Optional[float]) -> Any:
+    """Condition.wait_for's loop, as a generator of the timeouts to wait
+    with; it returns the predicate's last value.  One loop for the
+    blocking and the awaitable forms."""
     endtime = None
     waittime = timeout
     result = predicate()
@@ -54,9 +55,31 @@ def wait_for(wait: Any, predicate: Any, timeout: Optional[float]) -> Any:
                 waittime = endtime - time.monotonic()
                 if waittime <= 0:
                     break
-        wait(waittime)
+        yield waittime
         result = predicate()
     return result
+
+
+def wait_for(wait: Any, predicate: Any, timeout: Optional[float]) -> Any:
+    """Condition.wait_for over ``wait(timeout)``, for every backend's
+    Condition: wait until ``predicate()`` is true or ``timeout`` seconds
+    pass, and return the predicate's last value."""
+    steps = _wait_for_steps(predicate, timeout)
+    try:
+        while True:
+            wait(next(steps))
+    except StopIteration as done:
+        return done.value
+
+
+async def wait_for_async(wait_async: Any, predicate: Any, timeout: Optional[float]) -> Any:
+    """``wait_for`` over ``await wait_async(timeout)``."""
+    steps = _wait_for_steps(predicate, timeout)
+    try:
+        while True:
+            await wait_async(next(steps))
+    except StopIteration as done:
+        return done.value
 
 
 def _rebuild(cls: type, ref: tuple, kind: Optional[int] = None) -> "_SyncBase":
@@ -254,11 +277,7 @@ class RLock(_LockBase):
         the same task may take it again, other tasks of the loop wait, and
         the task releases it with ``release()`` or ``async with``.
         Cancelled, it holds nothing more than before."""
-        owner = _aio.task_owner()
-        got = await _aio.wait_until(self, _WAITERS,
-                                    lambda: True if self._acquire_as(owner) else _aio.NOTHING,
-                                    timeout, recheck=True)
-        return got is not _aio.NOTHING
+        return await _acquire_for_task(self, timeout)
 
     async def __aenter__(self) -> bool:
         return await self.acquire_async()
@@ -268,6 +287,36 @@ class RLock(_LockBase):
 
     def __repr__(self) -> str:
         return self._named(_rlock_text(self))
+
+
+async def _acquire_for_task(lock: Any, timeout: Optional[float], depth: Optional[int] = None) -> bool:
+    """Await ``lock`` (an RLock's words, or a Lock) on behalf of the running
+    task; with ``depth``, an RLock comes back that deep (the end of a
+    Condition wait).  A holder that dies is taken over within a sweep."""
+    owner = _aio.task_owner()
+    args = (owner,) if depth is None else (owner, depth)
+    got = await _aio.wait_until(lock, _WAITERS,
+                                lambda: True if lock._acquire_as(*args) else _aio.NOTHING,
+                                timeout, recheck=True)
+    return got is not _aio.NOTHING
+
+
+async def _take_back(lock: Any, depth: int) -> None:
+    """Take back the lock a coroutine's Condition wait let go of, as deep
+    as it was held.  The caller's ``async with`` expects it held, so a
+    cancellation meanwhile waits for it, and is raised once it is held
+    (as asyncio.Condition does)."""
+    import asyncio
+
+    cancelled = None
+    while True:
+        try:
+            await _acquire_for_task(lock, None, depth)
+            break
+        except asyncio.CancelledError as exc:
+            cancelled = exc
+    if cancelled is not None:
+        raise cancelled
 
 
 class Semaphore(_AsyncAcquire, _SyncBase):
@@ -407,6 +456,63 @@ class Condition(_SyncBase):
         return the predicate's last value."""
         return wait_for(self.wait, predicate, timeout)
 
+    async def acquire_async(self, timeout: Optional[float] = None) -> bool:
+        """Await the condition's lock, as its ``acquire_async`` does; the
+        condition's own RLock belongs to the task."""
+        owner = self._owner()
+        if owner is self:
+            return await _acquire_for_task(self, timeout)
+        return await owner.acquire_async(timeout)
+
+    async def __aenter__(self) -> bool:
+        return await self.acquire_async()
+
+    async def __aexit__(self, *exc: Any) -> None:
+        owner = self._owner()
+        if owner is self:
+            self._release_as(_aio.task_owner())
+        else:
+            await owner.__aexit__(*exc)
+
+    async def wait_async(self, timeout: Optional[float] = None) -> bool:
+        """``wait()`` for a coroutine holding the lock (``async with
+        cond``): let go of the lock, await a notify or ``timeout`` seconds,
+        take the lock back; False on timeout.  The loop runs meanwhile and
+        nothing polls: notify rings the loop.  As in ``wait()``, only a
+        notify made after this call can wake it, and one that arrives as
+        it times out counts.  Cancelled, it still takes the lock back
+        before the CancelledError reaches the ``async with``, and a
+        notification it had received goes to another waiter."""
+        timeout = _wait_timeout(timeout)
+        lock = self._owner()
+        reg, depth = self._cond_enter(lock, _aio.task_owner())
+        which = 1 if reg[0] < 0 else 2 + reg[0]
+        import asyncio
+
+        error = None
+        try:
+            await _aio.wait_until(self, which,
+                                  lambda: True if self._cond_notified(*reg) else _aio.NOTHING,
+                                  timeout)
+        except BaseException as exc:
+            error = exc
+        woken = self._cond_leave(*reg)
+        try:
+            await _take_back(lock, depth)
+        except asyncio.CancelledError as exc:
+            error = error or exc
+        if error is not None:
+            if woken and isinstance(error, asyncio.CancelledError):
+                self._cond_notify(1)
+            raise error
+        return woken
+
+    async def wait_for_async(self, predicate: Any, timeout: Optional[float] = None) -> Any:
+        """``wait_for()`` for a coroutine: await until ``predicate()`` is
+        true (it is called with the lock held), or ``timeout`` seconds
+        pass; return its last value."""
+        return await wait_for_async(self.wait_async, predicate, timeout)
+
     def notify(self, n: int = 1) -> None:
         """Wake up to ``n`` of the processes and threads waiting, the
         longest-waiting first; a waiter whose process died is passed over.
@@ -508,14 +614,69 @@ class Barrier(_SyncBase):
         timeout = _wait_timeout(self._timeout if timeout is None else timeout)
         index, generation, slot, last = self._barrier_wait(timeout)
         if last:
-            try:
-                if self._action is not None:
-                    self._action()
-            except BaseException:
-                self._barrier_abort(generation, slot)
-                raise
-            self._barrier_release(generation, slot)
+            self._pass(generation, slot)
         return index
+
+    def _pass(self, generation: int, slot: int) -> None:
+        """The last party: run the action, then let the generation pass
+        (or break it, if the action failed)."""
+        try:
+            if self._action is not None:
+                self._action()
+        except BaseException:
+            self._barrier_abort(generation, slot)
+            raise
+        self._barrier_release(generation, slot)
+
+    async def wait_async(self, timeout: Optional[float] = None) -> int:
+        """``wait()`` for a coroutine: await every party (processes, threads
+        and coroutines alike) and return this one's arrival index, with
+        the same rules for timeouts, breaking and the action (which the
+        last party runs in its loop, not awaited).  Cancelled before the
+        generation passed, a waiting party breaks the barrier, as Ctrl-C
+        in ``wait()`` does.  A party that dies waiting breaks it within a
+        second."""
+        timeout = _wait_timeout(self._timeout if timeout is None else timeout)
+        end = None if timeout is None else time.monotonic() + timeout
+        while True:
+            arrival = self._barrier_arrive()
+            if isinstance(arrival, tuple):
+                break
+            # Every party of that generation is in: arrive in the next one.
+            # Not having arrived, giving up here breaks nothing.
+            if await self._until_ended(arrival, end) is _aio.NOTHING:
+                raise threading.BrokenBarrierError
+        index, generation, slot, last = arrival
+        if last:
+            self._pass(generation, slot)
+            return index
+        rechecks = 0
+        try:
+            while await self._until_ended(generation, end) is _aio.NOTHING:
+                timed_out = self._barrier_timed_out(generation, rechecks > 0)
+                rechecks += 1
+                if timed_out == 0:
+                    break
+                if timed_out == 1:
+                    raise threading.BrokenBarrierError
+                # The last party is in: the generation passes for all, but
+                # a count no live party backs up must not hold us for ever.
+                end = time.monotonic() + _BARRIER_GRACE
+        except threading.BrokenBarrierError:
+            self._barrier_leave(generation, slot, False)
+            raise
+        except BaseException:
+            self._barrier_leave(generation, slot, True)
+            raise
+        if self._barrier_leave(generation, slot, False):
+            raise threading.BrokenBarrierError  # a reset ended the generation
+        return index
+
+    async def _until_ended(self, generation: int, end: Optional[float]) -> Any:
+        left = None if end is None else max(end - time.monotonic(), 0.0)
+        return await _aio.wait_until(
+            self, _WAITERS, lambda: True if self._barrier_ended(generation) else _aio.NOTHING,
+            left, recheck=True)
 
     def reset(self) -> None:
         """Back to the empty state; processes waiting now get BrokenBarrierError."""
@@ -533,6 +694,11 @@ class Barrier(_SyncBase):
             return f"<interproc.Barrier {self._where()} closed>"
         return (f"<interproc.Barrier {self._where()} waiters={self.n_waiting}/{self.parties}"
                 f"{' broken' if self.broken else ''}>")
+
+
+#: How long past its timeout a party waits for a generation whose last
+#: party is in, before it checks that the parties are alive (B_GRACE_NS).
+_BARRIER_GRACE = 0.1
 
 
 def _rebuild_barrier(ref: tuple, action: Any, timeout: Optional[float]) -> Barrier:

@@ -604,10 +604,57 @@ static void count_hold(ip_heap_t *hp, int how)
         hp->ops++;
 }
 
+/* Whether the caller holds the lock: its thread, or, when a task of this
+ * thread's event loop took it (acquire_async), that task while it runs. */
 static int owned_by_me(ip_heap_t *hp)
 {
-    return hp->base && hp->depth > 0 && hp->owner_pid == cur_pid
-           && hp->owner_thread == ip_thread_serial();
+    if (!hp->base || hp->depth <= 0 || hp->owner_pid != cur_pid)
+        return 0;
+    uint64_t me = ip_thread_serial();
+    if (hp->owner_thread == me)
+        return 1;
+    return hp->owner_thread >> 63 && hp->task_thread == me
+           && ip_running_task_owner() == hp->owner_thread;
+}
+
+/* The mutex is ours (res: IP_LOCK_OK or IP_LOCK_OWNER_DIED): the first
+ * hold, of `owner`, and the recovery of a dead holder's transaction. */
+static int took_mutex(ip_heap_t *hp, int res, uint64_t owner, int how)
+{
+    hp->owner_thread = owner;
+    hp->task_thread = ip_thread_serial();
+    hp->owner_pid = cur_pid;
+    hp->depth = hp->acquires = hp->ops = hp->guards = hp->floor = 0;
+    count_hold(hp, how);
+    if (IP_LOAD(IP_HHDR(hp)->size) > hp->mapped && sync_size(hp) < 0) {
+        /* A dead holder's transaction stays in the log for the next locker. */
+        if (res == IP_LOCK_OWNER_DIED)
+            ip_mutex_consistent(HEAP_LOCK(hp));
+        hp->depth = hp->acquires = hp->ops = hp->guards = 0;
+        pthread_mutex_unlock(HEAP_LOCK(hp));
+        ip_event_wake(&hp->fixed->ev, 1);
+        return -1;
+    }
+    ip_heap_hdr_t *h = IP_HHDR(hp);
+    if (res == IP_LOCK_OWNER_DIED || IP_LOAD(h->log_count) != 0) {
+        rollback(hp);
+        h->recoveries = IP_LOAD(h->recoveries) + 1;
+        if (res == IP_LOCK_OWNER_DIED)
+            ip_mutex_consistent(HEAP_LOCK(hp));
+    }
+    hp->ndeferred = 0;
+    return 0;
+}
+
+static int trylock_result(int rc)
+{
+    if (rc == 0)
+        return IP_LOCK_OK;
+    if (rc == EOWNERDEAD)
+        return IP_LOCK_OWNER_DIED;
+    errno = rc;
+    PyErr_SetFromErrno(PyExc_OSError);
+    return IP_LOCK_ERROR;
 }
 
 /* Takes one hold of the lock. */
@@ -621,55 +668,40 @@ static int hold(ip_heap_t *hp, const ip_deadline_t *d, int how)
      * lock leaves its hold here, and a later thread given the same ident
      * would otherwise enter without the mutex. */
     uint64_t me = ip_thread_serial();
-    if (hp->depth > 0 && hp->owner_pid == cur_pid && hp->owner_thread == me) {
-        if (how == HOLD_OP && hp->ops > 0) {
-            PyErr_SetString(PyExc_RuntimeError,
-                            "a shared container was used in the middle of another operation on a "
-                            "container of the same heap (from a finalizer or a callback); that is "
-                            "refused, as it could move memory the other operation is using");
-            return -1;
+    if (hp->depth > 0 && hp->owner_pid == cur_pid) {
+        if (hp->owner_thread >> 63 && hp->task_thread == me) {
+            /* A task of this thread's event loop holds it.  Any other code
+             * of the thread waiting for the mutex would wait for ever: the
+             * task cannot run to let go. */
+            if (ip_running_task_owner() != hp->owner_thread) {
+                PyErr_SetString(PyExc_RuntimeError,
+                                "the containers' lock is held by another task of this event loop "
+                                "(async with d.lock); await it with d.lock.acquire_async() "
+                                "instead of waiting for it here");
+                return -1;
+            }
+            me = hp->owner_thread;
         }
-        count_hold(hp, how);
-        return 0;
+        if (hp->owner_thread == me) {
+            if (how == HOLD_OP && hp->ops > 0) {
+                PyErr_SetString(PyExc_RuntimeError,
+                                "a shared container was used in the middle of another operation "
+                                "on a container of the same heap (from a finalizer or a "
+                                "callback); that is refused, as it could move memory the other "
+                                "operation is using");
+                return -1;
+            }
+            count_hold(hp, how);
+            return 0;
+        }
     }
     int rc = pthread_mutex_trylock(HEAP_LOCK(hp));
-    int res;
-    if (rc == 0)
-        res = IP_LOCK_OK;
-    else if (rc == EOWNERDEAD)
-        res = IP_LOCK_OWNER_DIED;
-    else if (rc == EBUSY)
-        res = ip_mutex_lock(HEAP_LOCK(hp), d);
-    else {
-        errno = rc;
-        PyErr_SetFromErrno(PyExc_OSError);
-        return -1;
-    }
+    int res = rc == EBUSY ? ip_mutex_lock(HEAP_LOCK(hp), d) : trylock_result(rc);
     if (res == IP_LOCK_ERROR)
         return -1;
     if (res == IP_LOCK_TIMEOUT)
         return 1;
-    hp->owner_thread = me;
-    hp->owner_pid = cur_pid;
-    hp->depth = hp->acquires = hp->ops = hp->guards = hp->floor = 0;
-    count_hold(hp, how);
-    if (IP_LOAD(IP_HHDR(hp)->size) > hp->mapped && sync_size(hp) < 0) {
-        /* A dead holder's transaction stays in the log for the next locker. */
-        if (res == IP_LOCK_OWNER_DIED)
-            ip_mutex_consistent(HEAP_LOCK(hp));
-        hp->depth = hp->acquires = hp->ops = hp->guards = 0;
-        pthread_mutex_unlock(HEAP_LOCK(hp));
-        return -1;
-    }
-    ip_heap_hdr_t *h = IP_HHDR(hp);
-    if (res == IP_LOCK_OWNER_DIED || IP_LOAD(h->log_count) != 0) {
-        rollback(hp);
-        h->recoveries = IP_LOAD(h->recoveries) + 1;
-        if (res == IP_LOCK_OWNER_DIED)
-            ip_mutex_consistent(HEAP_LOCK(hp));
-    }
-    hp->ndeferred = 0;
-    return 0;
+    return took_mutex(hp, res, me, how);
 }
 
 int ip_heap_enter(ip_heap_t *hp, const ip_deadline_t *d)
@@ -685,8 +717,12 @@ int ip_heap_enter_count(ip_heap_t *hp)
 
 static void drop_hold(ip_heap_t *hp)
 {
-    if (--hp->depth == 0)
+    if (--hp->depth == 0) {
         pthread_mutex_unlock(HEAP_LOCK(hp));
+        /* The unlock's atomic exchange orders it before the look at the
+         * event's waiters; a ring lost anyway costs a loop one sweep. */
+        ip_event_wake(&hp->fixed->ev, 1);
+    }
 }
 
 /* Only the outermost operation commits or rolls back: an inner one (a
@@ -1166,8 +1202,10 @@ static void HeapCore_dealloc(ip_heap_t *hp)
     PyObject_GC_UnTrack(hp);
     if (hp->weakrefs)
         PyObject_ClearWeakRefs((PyObject *)hp);
-    if (hp->depth > 0 && hp->owner_pid == cur_pid && hp->fixed)
+    if (hp->depth > 0 && hp->owner_pid == cur_pid && hp->fixed) {
         pthread_mutex_unlock(HEAP_LOCK(hp));
+        ip_event_wake(&hp->fixed->ev, 1);
+    }
     if (hp->base)
         munmap(hp->base, (size_t)hp->mapped);
     if (hp->fixed)
@@ -1247,6 +1285,52 @@ static PyObject *HeapCore_release(ip_heap_t *hp, PyObject *Py_UNUSED(a))
     hp->acquires--;
     drop_hold(hp);
     Py_RETURN_NONE;
+}
+
+/* _acquire_as(owner): acquire(False) for the asyncio task whose owner
+ * number (its top bit set) is `owner`, which then holds the lock as a
+ * thread would.  Never waits, not even for a holder about to let go: the
+ * event loop awaits the heap's event (_bell) between tries. */
+static PyObject *HeapCore_acquire_as(ip_heap_t *hp, PyObject *arg)
+{
+    uint64_t owner = PyLong_AsUnsignedLongLong(arg);
+    if (owner == (uint64_t)-1 && PyErr_Occurred())
+        return NULL;
+    if (!(owner >> 63)) {
+        PyErr_SetString(PyExc_ValueError, "not a task's owner number");
+        return NULL;
+    }
+    if (hp->base == NULL) {
+        PyErr_SetString(PyExc_ValueError, "the shared heap is closed");
+        return NULL;
+    }
+    if (hp->depth > 0 && hp->owner_pid == cur_pid) {
+        /* Another thread or task of this process holds the mutex, or the
+         * task itself, which takes it again. */
+        if (hp->owner_thread != owner || hp->task_thread != ip_thread_serial())
+            Py_RETURN_FALSE;
+        count_hold(hp, HOLD_ACQUIRE);
+        Py_RETURN_TRUE;
+    }
+    int rc = pthread_mutex_trylock(HEAP_LOCK(hp));
+    if (rc == EBUSY)
+        Py_RETURN_FALSE;
+    int res = trylock_result(rc);
+    if (res == IP_LOCK_ERROR || took_mutex(hp, res, owner, HOLD_ACQUIRE) < 0)
+        return NULL;
+    Py_RETURN_TRUE;
+}
+
+/* _bell(0, ...): an asyncio loop's bell on the lock's event (ip_bell_py). */
+static PyObject *HeapCore_bell(ip_heap_t *hp, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (ip_bell_which(args, nargs, 0) < 0)
+        return NULL;
+    if (hp->fixed == NULL || hp->base == NULL) {
+        PyErr_SetString(PyExc_ValueError, "the shared heap is closed");
+        return NULL;
+    }
+    return ip_bell_py(&hp->fixed->ev, args + 1, nargs - 1);
 }
 
 static PyObject *HeapCore_is_owned(ip_heap_t *hp, PyObject *Py_UNUSED(a))
@@ -1335,6 +1419,8 @@ static PyMethodDef HeapCore_methods[] = {
      acquire_doc},
     {"release", (PyCFunction)HeapCore_release, METH_NOARGS, release_doc},
     {"_is_owned", (PyCFunction)HeapCore_is_owned, METH_NOARGS, NULL},
+    {"_acquire_as", (PyCFunction)HeapCore_acquire_as, METH_O, NULL},
+    {"_bell", (PyCFunction)(void (*)(void))HeapCore_bell, METH_FASTCALL, NULL},
     {"_guard_enter", (PyCFunction)HeapCore_guard_enter, METH_NOARGS,
      "_guard_enter()\n--\n\nHold the lock for a compound operation: re-entrant, and not\n"
      "releasable by release() until _guard_exit()."},

@@ -21,7 +21,7 @@
 #include <time.h>
 
 #define IP_MAGIC 0x434f525052544e49ULL /* "INTRPROC" read little-endian */
-#define IP_LAYOUT_VERSION 3u
+#define IP_LAYOUT_VERSION 4u
 #define IP_CACHELINE 64
 #define IP_PAGE 4096u
 #define IP_SHM_PREFIX "/interproc."
@@ -164,6 +164,14 @@ PyObject *ip_bell_py(ip_event_t *ev, PyObject *const *args, Py_ssize_t nargs);
 /* The event number, 0 to last, that a _bell() call names first; -1 with an
  * exception. */
 long ip_bell_which(PyObject *const *args, Py_ssize_t nargs, long last);
+
+/* The running asyncio task's owner number (its top bit set, so that no
+ * thread's ip_thread_serial() is one), 0 when no task runs or it has none
+ * yet: what a lock held by a task (acquire_async) asks when code that
+ * names no owner (release(), a container operation) runs.  The Python
+ * layer gives the answer through _set_task_owner_hook. */
+uint64_t ip_running_task_owner(void);
+PyObject *ip_set_task_owner_hook(PyObject *cls, PyObject *hook);
 
 /* Call after publishing: wakes up to n sleepers of ev, if there are any. */
 void ip_event_signal(ip_event_t *ev, int n);
@@ -649,6 +657,9 @@ typedef struct {
     uint64_t live_bytes; /* bytes in allocated blocks */
     uint64_t objects;    /* live containers */
     uint64_t free_heads[IP_HEAP_NCLASSES];
+    /* Signalled when the lock is let go, for the event loops awaiting it
+     * (acquire_async): a mutex sleeper needs no such thing. */
+    _Alignas(IP_CACHELINE) ip_event_t ev;
 } ip_heap_hdr_t;
 
 #define IP_HEAP_HDR_SIZE (((sizeof(ip_heap_hdr_t) + IP_PAGE - 1) / IP_PAGE) * IP_PAGE)
@@ -727,7 +738,8 @@ typedef struct ip_heap_s {
      * are of three kinds: acquire()s, operations, and guards (the Python
      * layer's compound operations); release() may only drop an acquire()
      * that is not older than the operation or guard in progress. */
-    uint64_t owner_thread; /* ip_thread_serial() of the holder */
+    uint64_t owner_thread; /* ip_thread_serial() of the holder, or a task's owner number */
+    uint64_t task_thread;  /* with a task's owner number: the thread its loop runs in */
     long owner_pid;
     long depth;    /* holds of every kind */
     long acquires; /* holds taken by acquire() */

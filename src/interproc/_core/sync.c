@@ -569,29 +569,18 @@ static PyObject *SyncCore_acquire(SyncCore *self, PyObject *const *args, Py_ssiz
 static PyObject *ip_UnlockedReleaseError;
 
 /* Gives the lock back; the caller has entered.  0, or -1 with an exception. */
-/* Python's answer to "which task is running, as an owner number
- * (owner_arg)?", 0 for none: asked only when an RLock held by a task is
- * released by plain release(), which names the thread. */
-static PyObject *task_owner_hook;
-
-static uint64_t running_task_owner(void)
+/* Who the caller is to `lock`, as an owner number: its thread, unless
+ * the lock is an RLock that a task holds (acquire_async) and that task is
+ * the one running. */
+static uint64_t caller_owner(SyncCore *lock)
 {
-    if (task_owner_hook == NULL)
-        return 0;
-    PyObject *r = PyObject_CallNoArgs(task_owner_hook);
-    uint64_t owner = r ? PyLong_AsUnsignedLongLong(r) : 0;
-    Py_XDECREF(r);
-    if (PyErr_Occurred()) {
-        PyErr_Clear();
-        return 0;
+    uint64_t thread = ip_thread_serial();
+    if (lock->kind == IP_KIND_RLOCK) {
+        uint64_t holder = ld(&lock->hdr->thread);
+        if (holder != thread && holder >> 63 && ip_running_task_owner() == holder)
+            return holder;
     }
-    return owner;
-}
-
-static PyObject *SyncCore_set_task_owner_hook(PyObject *Py_UNUSED(cls), PyObject *hook)
-{
-    Py_XSETREF(task_owner_hook, hook == Py_None ? NULL : Py_NewRef(hook));
-    Py_RETURN_NONE;
+    return thread;
 }
 
 static int lock_release_by(SyncCore *self, uint64_t thread)
@@ -599,10 +588,6 @@ static int lock_release_by(SyncCore *self, uint64_t thread)
     ip_sync_hdr_t *h = self->hdr;
     if (self->kind == IP_KIND_RLOCK) {
         uint64_t key = ip_ident_get(&self->ident, self->fd, 0);
-        uint64_t holder = ld(&h->thread);
-        /* Held by a task (acquire_async), released by release() from it. */
-        if (key != 0 && holder != thread && holder >> 63 && running_task_owner() == holder)
-            thread = holder;
         if (key == 0 || ld(&h->owner) != key || ld(&h->thread) != thread) {
             PyErr_SetString(PyExc_AssertionError,
                             "attempt to release recursive lock not owned by thread");
@@ -625,7 +610,7 @@ static int lock_release_by(SyncCore *self, uint64_t thread)
 
 static int lock_release(SyncCore *self)
 {
-    return lock_release_by(self, ip_thread_serial());
+    return lock_release_by(self, caller_owner(self));
 }
 
 /* The owner a _acquire_as/_release_as call names: a number with the top
@@ -647,16 +632,39 @@ static int owner_arg(SyncCore *self, PyObject *arg, uint64_t *owner)
     return 0;
 }
 
-/* _acquire_as(owner): acquire(False) on behalf of `owner` (owner_arg). */
-static PyObject *SyncCore_acquire_as(SyncCore *self, PyObject *arg)
+static int lock_is_owned_by(SyncCore *lock, uint64_t owner);
+
+/* _acquire_as(owner[, depth]): acquire(False) on behalf of `owner`
+ * (owner_arg); with `depth`, an RLock comes back that deep (the end of a
+ * coroutine's Condition wait, the counterpart of _acquire_restore). */
+static PyObject *SyncCore_acquire_as(SyncCore *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    uint64_t owner;
-    if (owner_arg(self, arg, &owner) < 0)
+    uint64_t owner, depth = 0;
+    if (nargs != 1 && nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "_acquire_as(owner[, depth])");
         return NULL;
+    }
+    if (owner_arg(self, args[0], &owner) < 0)
+        return NULL;
+    if (nargs == 2) {
+        depth = PyLong_AsUnsignedLongLong(args[1]);
+        if (depth == (uint64_t)-1 && PyErr_Occurred())
+            return NULL;
+        if (depth == 0) {
+            PyErr_SetString(PyExc_ValueError, "depth must be one or more");
+            return NULL;
+        }
+    }
     ip_deadline_t now;
     if (ip_deadline_init(&now, 0, Py_None) < 0 || enter(self) < 0)
         return NULL;
+    if (depth && self->kind == IP_KIND_RLOCK && lock_is_owned_by(self, owner)) {
+        PyErr_SetString(PyExc_RuntimeError, "the lock is already held: nothing to restore");
+        return leave(self, NULL);
+    }
     int rc = acquire_by(self, &now, owner);
+    if (rc > 0 && depth && self->kind == IP_KIND_RLOCK)
+        self->hdr->count = depth;
     return leave(self, rc < 0 ? NULL : PyBool_FromLong(rc));
 }
 
@@ -795,21 +803,28 @@ static PyObject *SyncCore_wait(SyncCore *self, PyObject *const *args, Py_ssize_t
 /* ------------------------------------------------------------------ */
 /* The lock of a Condition: ownership, letting go and coming back.     */
 
-/* 1 if the calling thread holds `lock`, 0 if not, -1 when it is closed. */
-static int lock_is_owned(SyncCore *lock)
+/* 1 if `owner` (a thread's or a task's number) holds `lock`, 0 if not,
+ * -1 when it is closed. */
+static int lock_is_owned_by(SyncCore *lock, uint64_t owner)
 {
     if (lock->closed)
         return closed_error();
     uint64_t key = ip_ident_get(&lock->ident, lock->fd, 0);
     ip_sync_hdr_t *h = lock->hdr;
     return key != 0 && ld(&h->owner) == key
-           && (lock->kind != IP_KIND_RLOCK || ld(&h->thread) == ip_thread_serial());
+           && (lock->kind != IP_KIND_RLOCK || ld(&h->thread) == owner);
 }
 
-/* Lets go of a lock the caller holds, however deep: *depth to come back. */
-static int lock_release_save(SyncCore *lock, uint64_t *depth)
+/* Whether the caller (its thread, or the task running) holds `lock`. */
+static int lock_is_owned(SyncCore *lock)
 {
-    int owned = lock_is_owned(lock);
+    return lock->closed ? closed_error() : lock_is_owned_by(lock, caller_owner(lock));
+}
+
+/* Lets go of a lock `owner` holds, however deep: *depth to come back. */
+static int lock_release_save_by(SyncCore *lock, uint64_t owner, uint64_t *depth)
+{
+    int owned = lock_is_owned_by(lock, owner);
     if (owned <= 0) {
         if (owned == 0)
             PyErr_SetString(PyExc_RuntimeError, "cannot release un-acquired lock");
@@ -823,9 +838,16 @@ static int lock_release_save(SyncCore *lock, uint64_t *depth)
         *depth = h->count ? h->count : 1;
         h->count = 1;
     }
-    int rc = lock_release(lock);
+    int rc = lock_release_by(lock, owner);
     leave(lock, NULL);
     return rc;
+}
+
+static int lock_release_save(SyncCore *lock, uint64_t *depth)
+{
+    if (lock->closed)
+        return closed_error();
+    return lock_release_save_by(lock, caller_owner(lock), depth);
 }
 
 static int lock_acquire_restore(SyncCore *lock, uint64_t depth)
@@ -1049,13 +1071,11 @@ static Py_ssize_t cond_notify(SyncCore *self, Py_ssize_t n)
     return given;
 }
 
-/* _cond_wait(lock, timeout): Condition.wait in one call, so that no signal
- * handler can run between registering and letting go of the lock, or
- * between waking and taking it back. */
-static PyObject *SyncCore_cond_wait(SyncCore *self, PyObject *const *args, Py_ssize_t nargs)
+/* The lock argument of _cond_wait and _cond_enter (args[0] of two). */
+static SyncCore *cond_lock_arg(const char *what, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 2) {
-        PyErr_Format(PyExc_TypeError, "_cond_wait() takes 2 arguments (%zd given)", nargs);
+        PyErr_Format(PyExc_TypeError, "%s() takes 2 arguments (%zd given)", what, nargs);
         return NULL;
     }
     if (!PyObject_TypeCheck(args[0], &ip_SyncCore_Type) || !is_lock(((SyncCore *)args[0])->kind)) {
@@ -1063,29 +1083,47 @@ static PyObject *SyncCore_cond_wait(SyncCore *self, PyObject *const *args, Py_ss
         return NULL;
     }
     SyncCore *lock = (SyncCore *)args[0];
-    ip_deadline_t d;
-    if (ip_deadline_init(&d, 1, args[1]) < 0)
-        return NULL;
-    int owned = lock_is_owned(lock);
+    return lock->closed ? (closed_error(), NULL) : lock;
+}
+
+/* The start of every Condition wait: checks that `owner` holds the lock,
+ * registers, then lets go of the lock, however deep (*depth).  The
+ * caller has entered.  0, or -1 with an exception and nothing held. */
+static int cond_begin(SyncCore *self, SyncCore *lock, uint64_t owner, cond_reg *r, uint64_t *depth)
+{
+    int owned = lock_is_owned_by(lock, owner);
     if (owned <= 0) {
         if (owned == 0)
             PyErr_SetString(PyExc_RuntimeError, "cannot wait on un-acquired lock");
-        return NULL;
+        return -1;
     }
-    if (enter(self) < 0)
-        return NULL;
     uint64_t key = ip_ident_get(&self->ident, self->fd, 1);
     if (key == 0)
-        return leave(self, NULL);
+        return -1;
+    *r = (cond_reg){self, -1, 0, 0};
+    cond_register(r, key);
+    if (lock_release_save_by(lock, owner, depth) < 0) {
+        cond_settle(r);
+        return -1;
+    }
+    return 0;
+}
+
+/* _cond_wait(lock, timeout): Condition.wait in one call, so that no signal
+ * handler can run between registering and letting go of the lock, or
+ * between waking and taking it back. */
+static PyObject *SyncCore_cond_wait(SyncCore *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    SyncCore *lock = cond_lock_arg("_cond_wait", args, nargs);
+    ip_deadline_t d;
+    if (lock == NULL || ip_deadline_init(&d, 1, args[1]) < 0 || enter(self) < 0)
+        return NULL;
     Py_INCREF(lock);
     PyObject *result = NULL;
-    cond_reg r = {self, -1, 0, 0};
-    cond_register(&r, key);
+    cond_reg r;
     uint64_t depth;
-    if (lock_release_save(lock, &depth) < 0) {
-        cond_settle(&r);
+    if (cond_begin(self, lock, caller_owner(lock), &r, &depth) < 0)
         goto out;
-    }
     ip_sync_hdr_t *h = self->hdr;
     ip_wait_for(r.slot >= 0 ? &h->cond[r.slot].ev : &h->cond_ev, &d, cond_attempt, &r);
     /* Whatever ended the wait, a notify that got here first counts. */
@@ -1104,6 +1142,61 @@ static PyObject *SyncCore_cond_wait(SyncCore *self, PyObject *const *args, Py_ss
 out:
     Py_DECREF(lock);
     return leave(self, result);
+}
+
+/* A coroutine's Condition wait (wait_async) is the same in steps that
+ * never wait: _cond_enter(lock, owner) registers and lets go of the lock,
+ * _cond_notified(reg) tells whether a notify has reached the
+ * registration, _cond_leave(reg) frees it, and the lock's
+ * _acquire_as(owner, depth) takes it back.  The event loop waits between
+ * the steps, on the registration's event (_bell(1) when it has no slot,
+ * _bell(2 + slot) otherwise).  A registration travels as
+ * (slot, word, generation). */
+static PyObject *SyncCore_cond_enter(SyncCore *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    SyncCore *lock = cond_lock_arg("_cond_enter", args, nargs);
+    uint64_t owner;
+    if (lock == NULL || owner_arg(lock, args[1], &owner) < 0 || enter(self) < 0)
+        return NULL;
+    cond_reg r;
+    uint64_t depth;
+    if (cond_begin(self, lock, owner, &r, &depth) < 0)
+        return leave(self, NULL);
+    return leave(self, Py_BuildValue("((iKK)K)", r.slot, (unsigned long long)r.word,
+                                     (unsigned long long)r.gen, (unsigned long long)depth));
+}
+
+static int cond_reg_arg(SyncCore *self, PyObject *args, cond_reg *r)
+{
+    unsigned long long word, gen;
+    int slot;
+    if (!PyArg_ParseTuple(args, "iKK", &slot, &word, &gen))
+        return -1;
+    if (slot < -1 || slot >= IP_COND_SLOTS) {
+        PyErr_SetString(PyExc_ValueError, "not a Condition registration");
+        return -1;
+    }
+    *r = (cond_reg){self, slot, word, gen};
+    return 0;
+}
+
+static PyObject *SyncCore_cond_notified(SyncCore *self, PyObject *args)
+{
+    cond_reg r;
+    if (cond_reg_arg(self, args, &r) < 0 || enter(self) < 0)
+        return NULL;
+    const uint64_t *watch;
+    uint64_t seen;
+    int rc = cond_attempt(&r, 0, &watch, &seen);
+    return leave(self, rc < 0 ? NULL : PyBool_FromLong(rc));
+}
+
+static PyObject *SyncCore_cond_leave(SyncCore *self, PyObject *args)
+{
+    cond_reg r;
+    if (cond_reg_arg(self, args, &r) < 0 || enter(self) < 0)
+        return NULL;
+    return leave(self, PyBool_FromLong(cond_settle(&r)));
 }
 
 static PyObject *SyncCore_cond_notify(SyncCore *self, PyObject *arg)
@@ -1345,6 +1438,92 @@ static PyObject *SyncCore_barrier_wait(SyncCore *self, PyObject *timeout)
                                      -1, Py_False));
 }
 
+/* A coroutine's Barrier.wait (wait_async) is the same in steps that never
+ * wait, the event loop waiting between them on the barrier's event:
+ *   _barrier_arrive() -> (index, generation, slot, last) as _barrier_wait
+ *     returns, or the generation to await the end of first (every party of
+ *     it is in: the arrival is for the next one);
+ *   _barrier_ended(generation) -> whether it has ended; BrokenBarrierError
+ *     if it broke, or if a party of it died waiting (it is broken then);
+ *   _barrier_timed_out(generation, recheck) -> as barrier_timed_out;
+ *   _barrier_leave(generation, slot, abandon) gives the slot back, breaks
+ *     the generation if `abandon` (a party that leaves early: cancelled),
+ *     and returns whether a reset ended it (broken for its parties). */
+static PyObject *SyncCore_barrier_arrive(SyncCore *self, PyObject *Py_UNUSED(ignored))
+{
+    if (enter(self) < 0)
+        return NULL;
+    ip_sync_hdr_t *h = self->hdr;
+    uint64_t key = ip_ident_get(&self->ident, self->fd, 1);
+    if (key == 0)
+        return leave(self, NULL);
+    uint64_t parties = self->maxvalue;
+    uint64_t cur = ld(&h->value);
+    for (;;) {
+        if (cur & B_BROKEN)
+            return leave(self, broken_error());
+        if (B_COUNT(cur) >= parties)
+            return leave(self, PyLong_FromUnsignedLongLong(B_GEN(cur)));
+        if (__atomic_compare_exchange_n(&h->value, &cur, cur + 1, 0, __ATOMIC_ACQ_REL,
+                                        __ATOMIC_ACQUIRE))
+            break;
+    }
+    uint64_t index = B_COUNT(cur), gen = B_GEN(cur);
+    int slot = take_waiter_slot(self, B_TAG(gen) | key, 0);
+    return leave(self, Py_BuildValue("(KKiO)", (unsigned long long)index, (unsigned long long)gen,
+                                     slot, index + 1 == parties ? Py_True : Py_False));
+}
+
+static int barrier_gen_arg(SyncCore *self, PyObject *arg, barrier_ctx *c)
+{
+    unsigned long long gen = PyLong_AsUnsignedLongLong(arg);
+    if (gen == (unsigned long long)-1 && PyErr_Occurred())
+        return -1;
+    if (enter(self) < 0)
+        return -1;
+    *c = (barrier_ctx){self, gen, ip_ident_get(&self->ident, self->fd, 1), 0};
+    if (c->mine == 0) {
+        leave(self, NULL);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *SyncCore_barrier_ended(SyncCore *self, PyObject *arg)
+{
+    barrier_ctx c;
+    if (barrier_gen_arg(self, arg, &c) < 0)
+        return NULL;
+    const uint64_t *watch;
+    uint64_t seen;
+    int rc = barrier_attempt(&c, 1, &watch, &seen);
+    return leave(self, rc < 0 ? NULL : PyBool_FromLong(rc));
+}
+
+static PyObject *SyncCore_barrier_timed_out_py(SyncCore *self, PyObject *args)
+{
+    PyObject *gen;
+    int recheck;
+    barrier_ctx c;
+    if (!PyArg_ParseTuple(args, "Op:_barrier_timed_out", &gen, &recheck)
+        || barrier_gen_arg(self, gen, &c) < 0)
+        return NULL;
+    return leave(self, PyLong_FromLong(barrier_timed_out(&c, self->maxvalue, recheck)));
+}
+
+static PyObject *SyncCore_barrier_leave(SyncCore *self, PyObject *args)
+{
+    unsigned long long gen;
+    int slot, abandon;
+    if (!PyArg_ParseTuple(args, "Kip:_barrier_leave", &gen, &slot, &abandon) || enter(self) < 0)
+        return NULL;
+    ip_sync_hdr_t *h = self->hdr;
+    give_waiter_slot(h, slot, B_TAG((uint64_t)gen) | ip_ident_fast(&self->ident));
+    if (abandon)
+        barrier_break_gen(h, gen);
+    return leave(self, PyBool_FromLong(ld(&h->count) == gen + 1));
+}
+
 /* _barrier_release(generation, slot): the last party, after the action,
  * starts the next generation, unless the barrier broke meanwhile. */
 static PyObject *SyncCore_barrier_release(SyncCore *self, PyObject *args)
@@ -1518,13 +1697,18 @@ static PyObject *get_maxvalue(SyncCore *self, void *Py_UNUSED(c))
 
 #define FASTCALL(f) (PyCFunction)(void (*)(void))(f), METH_FASTCALL | METH_KEYWORDS
 
-/* _bell(0, bell) / _bell(0, slot, bell): an asyncio loop's bell on the
- * event of lock, semaphore, Event and Barrier waiters. */
+/* _bell(which, bell) / _bell(which, slot, bell): an asyncio loop's bell
+ * on the event of lock, semaphore, Event and Barrier waiters (0), or of a
+ * Condition's waiters without a slot (1) and in slot i (2 + i). */
 static PyObject *SyncCore_bell(SyncCore *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (ip_bell_which(args, nargs, 0) < 0 || enter(self) < 0)
+    long last = self->segkind == IP_KIND_CONDITION ? 1 + IP_COND_SLOTS : 0;
+    long which = ip_bell_which(args, nargs, last);
+    if (which < 0 || enter(self) < 0)
         return NULL;
-    return leave(self, ip_bell_py(&self->hdr->ev, args + 1, nargs - 1));
+    ip_sync_hdr_t *h = self->hdr;
+    ip_event_t *ev = which == 0 ? &h->ev : which == 1 ? &h->cond_ev : &h->cond[which - 2].ev;
+    return leave(self, ip_bell_py(ev, args + 1, nargs - 1));
 }
 
 static PyMethodDef SyncCore_methods[] = {
@@ -1538,8 +1722,8 @@ static PyMethodDef SyncCore_methods[] = {
     {"_is_set", (PyCFunction)SyncCore_is_set, METH_NOARGS, NULL},
     {"_wait", FASTCALL(SyncCore_wait), NULL},
     {"_bell", (PyCFunction)(void (*)(void))SyncCore_bell, METH_FASTCALL, NULL},
-    {"_acquire_as", (PyCFunction)SyncCore_acquire_as, METH_O, NULL},
-    {"_set_task_owner_hook", (PyCFunction)SyncCore_set_task_owner_hook, METH_O | METH_STATIC, NULL},
+    {"_acquire_as", (PyCFunction)(void (*)(void))SyncCore_acquire_as, METH_FASTCALL, NULL},
+    {"_set_task_owner_hook", (PyCFunction)ip_set_task_owner_hook, METH_O | METH_STATIC, NULL},
     {"_release_as", (PyCFunction)SyncCore_release_as, METH_O, NULL},
     {"statistics", (PyCFunction)SyncCore_statistics, METH_NOARGS,
      "statistics($self, /)\n--\n\nA dict describing the current state: who holds it, how many "
@@ -1550,12 +1734,19 @@ static PyMethodDef SyncCore_methods[] = {
     {"_after_fork", (PyCFunction)SyncCore_after_fork, METH_NOARGS, NULL},
     {"_cond_wait", (PyCFunction)(void (*)(void))SyncCore_cond_wait, METH_FASTCALL, NULL},
     {"_cond_notify", (PyCFunction)SyncCore_cond_notify, METH_O, NULL},
+    {"_cond_enter", (PyCFunction)(void (*)(void))SyncCore_cond_enter, METH_FASTCALL, NULL},
+    {"_cond_notified", (PyCFunction)SyncCore_cond_notified, METH_VARARGS, NULL},
+    {"_cond_leave", (PyCFunction)SyncCore_cond_leave, METH_VARARGS, NULL},
     {"_is_owned", (PyCFunction)SyncCore_is_owned, METH_NOARGS, NULL},
     {"_owner_state", (PyCFunction)SyncCore_owner_state, METH_NOARGS, NULL},
     {"_release_save", (PyCFunction)SyncCore_release_save, METH_NOARGS, NULL},
     {"_acquire_restore", (PyCFunction)SyncCore_acquire_restore, METH_O, NULL},
     {"_barrier_wait", (PyCFunction)SyncCore_barrier_wait, METH_O, NULL},
     {"_barrier_release", (PyCFunction)SyncCore_barrier_release, METH_VARARGS, NULL},
+    {"_barrier_arrive", (PyCFunction)SyncCore_barrier_arrive, METH_NOARGS, NULL},
+    {"_barrier_ended", (PyCFunction)SyncCore_barrier_ended, METH_O, NULL},
+    {"_barrier_timed_out", (PyCFunction)SyncCore_barrier_timed_out_py, METH_VARARGS, NULL},
+    {"_barrier_leave", (PyCFunction)SyncCore_barrier_leave, METH_VARARGS, NULL},
     {"_barrier_abort", (PyCFunction)SyncCore_barrier_abort, METH_VARARGS, NULL},
     {"_barrier_reset", (PyCFunction)SyncCore_barrier_reset, METH_NOARGS, NULL},
     {"_barrier_state", (PyCFunction)SyncCore_barrier_state, METH_NOARGS, NULL},

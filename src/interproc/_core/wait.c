@@ -440,6 +440,33 @@ PyObject *ip_bell_py(ip_event_t *ev, PyObject *const *args, Py_ssize_t nargs)
 
 /* ------------------------------------------------------------------ */
 
+static PyObject *task_owner_hook;
+
+uint64_t ip_running_task_owner(void)
+{
+    if (task_owner_hook == NULL)
+        return 0;
+    /* Asked on paths that may run with an exception set (an operation
+     * being undone): the caller's exception stays as it was. */
+    PyObject *t, *v, *tb;
+    PyErr_Fetch(&t, &v, &tb);
+    PyObject *r = PyObject_CallNoArgs(task_owner_hook);
+    uint64_t owner = r ? PyLong_AsUnsignedLongLong(r) : 0;
+    Py_XDECREF(r);
+    if (PyErr_Occurred()) {
+        PyErr_Clear();
+        owner = 0;
+    }
+    PyErr_Restore(t, v, tb);
+    return owner >> 63 ? owner : 0;
+}
+
+PyObject *ip_set_task_owner_hook(PyObject *Py_UNUSED(cls), PyObject *hook)
+{
+    Py_XSETREF(task_owner_hook, hook == Py_None ? NULL : Py_NewRef(hook));
+    Py_RETURN_NONE;
+}
+
 void ip_event_wake(ip_event_t *ev, int n)
 {
     if (__atomic_load_n(&ev->waiters, __ATOMIC_SEQ_CST)) {
