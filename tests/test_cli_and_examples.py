@@ -193,3 +193,18 @@ def test_bench_redis_cases_smoke_run():
                  "interproc put_many/get_many", "local redis-server"):
         assert text in result.stdout
     assert "skipped" not in result.stdout and "failed" not in result.stdout
+
+
+def test_bench_asyncio_cases_smoke_run():
+    # aiomultiprocess is in the bench extras only: without it, its column
+    # says skipped and the other contenders still run.
+    result = run("-m", "interproc", "bench", "--quick", "--async-idle-seconds", "0.2",
+                 "--case", "async-ping-pong", "--case", "async-1to1",
+                 "--case", "async-idle-cpu", "--case", "async-10k-waiters", timeout=120)
+    assert result.returncode == 0, result.stderr
+    for text in ("interproc put_async + get_async", "mp.Queue put + run_in_executor(get)",
+                 "aiomultiprocess Pool.apply", "interproc put + get (blocking)",
+                 "interproc put_async/get_async", "interproc 1,000 × get_async",
+                 "µs wake", "threads", "descriptors added"):
+        assert text in result.stdout, (text, result.stdout)
+    assert "failed" not in result.stdout
