@@ -59,6 +59,7 @@ def test_demo_runs_the_seed_queue_example_and_ends_by_itself(method):
     # The whole demo runs every section.
     check_pipe_output(result.stdout)
     check_manager_output(result.stdout)
+    check_asyncio_output(result.stdout)
 
 
 @pytest.mark.parametrize("method", START_METHODS)
@@ -117,6 +118,98 @@ def test_manager_example_runs_on_interproc(method):
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     assert result.stdout.splitlines() == MANAGER_LINES
+
+
+ASYNCIO_LINES = [
+    "4 requests awaiting 2 worker processes at once",
+    "request 0: 3 squared is 9",
+    "request 1: 5 squared is 25",
+    "request 2: 7 squared is 49",
+    "request 3: 9 squared is 81",
+    "4 answers, each routed by its id to the coroutine awaiting it",
+]
+
+
+def check_asyncio_output(stdout):
+    # The answers arrive in whatever order the workers finish.
+    lines = stdout.splitlines()
+    for line in ASYNCIO_LINES:
+        assert lines.count(line) == 1, stdout
+    assert lines.index(ASYNCIO_LINES[0]) < min(lines.index(line) for line in ASYNCIO_LINES[1:5])
+    assert lines.index(ASYNCIO_LINES[-1]) > max(lines.index(line) for line in ASYNCIO_LINES[1:5])
+
+
+@pytest.mark.parametrize("method", START_METHODS)
+def test_demo_runs_the_asyncio_section(method):
+    result = run("-m", "interproc", "demo", "asyncio", "--start-method", method, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert "== asyncio ==" in result.stdout
+    check_asyncio_output(result.stdout)
+
+
+def test_demo_help_describes_the_asyncio_section():
+    result = run("-m", "interproc", "demo", "--help")
+    assert result.returncode == 0, result.stderr
+    text = " ".join(result.stdout.split())
+    assert "asyncio:" in text and "get_async()" in text
+
+
+SERVER_ANSWERS = [
+    "GET /primes/10 -> primes below 10: 4",
+    "GET /primes/100 -> primes below 100: 25",
+    "GET /primes/1000 -> primes below 1000: 168",
+    "GET /primes/10000 -> primes below 10000: 1229",
+    "GET /primes/100000 -> primes below 100000: 9592",
+    "GET /primes/1000000 -> primes below 1000000: 78498",
+    "try GET /primes/N",
+    "2 workers stopped with exit codes [0, 0]",
+]
+
+
+@pytest.mark.parametrize("method", START_METHODS)
+def test_async_server_example_serves_its_client_and_stops(method):
+    result = run_under(method, os.path.join("examples", "async_server.py"))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert result.stdout.splitlines() == SERVER_ANSWERS
+
+
+def test_async_server_example_stops_cleanly_on_ctrl_c():
+    import signal
+    import urllib.request
+
+    port = _free_port()
+    # The default SIGINT handler, as in a terminal (a runner started in the
+    # background may ignore SIGINT), and a process group of its own, so
+    # that Ctrl-C reaches the workers too, as a terminal's does.
+    proc = subprocess.Popen(
+        [sys.executable, os.path.join("examples", "async_server.py"), "--serve",
+         "--port", str(port)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: (signal.signal(signal.SIGINT, signal.SIG_DFL), os.setsid()),
+    )
+    try:
+        assert "serving on" in proc.stdout.readline()
+        url = f"http://127.0.0.1:{port}/primes/1000"
+        with urllib.request.urlopen(url, timeout=30) as response:
+            assert response.read() == b"primes below 1000: 168\n"
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert err == ""
+    assert out.splitlines() == ["2 workers stopped with exit codes [0, 0]"]
+
+
+def _free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def readme_programs():
