@@ -98,10 +98,16 @@ MANAGER_LINES = [
 ]
 
 
-def check_manager_output(stdout):
+def each_line_once(stdout, expected):
+    """The lines of ``stdout``, after checking that each of ``expected`` is there once."""
     lines = stdout.splitlines()
-    for line in MANAGER_LINES:
-        assert lines.count(line) == 1, stdout
+    for line in expected:
+        assert lines.count(line) == 1, (line, stdout)
+    return lines
+
+
+def check_manager_output(stdout):
+    each_line_once(stdout, MANAGER_LINES)
 
 
 @pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
@@ -112,31 +118,18 @@ def test_demo_runs_the_seed_manager_example(method):
     check_manager_output(result.stdout)
 
 
-@pytest.mark.parametrize("method", START_METHODS)
-def test_manager_example_runs_on_interproc(method):
-    result = run_under(method, os.path.join("examples", "manager_seed.py"))
-    assert result.returncode == 0, result.stderr
-    assert result.stderr == ""
-    assert result.stdout.splitlines() == MANAGER_LINES
-
-
-ASYNCIO_LINES = [
-    "4 requests awaiting 2 worker processes at once",
-    "request 0: 3 squared is 9",
-    "request 1: 5 squared is 25",
-    "request 2: 7 squared is 49",
-    "request 3: 9 squared is 81",
-    "4 answers, each routed by its id to the coroutine awaiting it",
-]
+ASYNCIO_FIRST = "4 requests awaiting 2 worker processes at once"
+ASYNCIO_ANSWERS = [f"request {i}: {n} squared is {n * n}" for i, n in enumerate((3, 5, 7, 9))]
+ASYNCIO_LAST = "4 answers, each routed by its id to the coroutine awaiting it"
 
 
 def check_asyncio_output(stdout):
-    # The answers arrive in whatever order the workers finish.
-    lines = stdout.splitlines()
-    for line in ASYNCIO_LINES:
-        assert lines.count(line) == 1, stdout
-    assert lines.index(ASYNCIO_LINES[0]) < min(lines.index(line) for line in ASYNCIO_LINES[1:5])
-    assert lines.index(ASYNCIO_LINES[-1]) > max(lines.index(line) for line in ASYNCIO_LINES[1:5])
+    # The answers arrive in whatever order the workers finish, between
+    # the first line and the last.
+    lines = each_line_once(stdout, [ASYNCIO_FIRST, *ASYNCIO_ANSWERS, ASYNCIO_LAST])
+    answers = [lines.index(line) for line in ASYNCIO_ANSWERS]
+    assert lines.index(ASYNCIO_FIRST) < min(answers), stdout
+    assert lines.index(ASYNCIO_LAST) > max(answers), stdout
 
 
 @pytest.mark.parametrize("method", START_METHODS)
@@ -166,12 +159,18 @@ SERVER_ANSWERS = [
 ]
 
 
+# The examples whose whole output is known: the manager's, and the
+# server's answers to its built-in client, after which it stops.
+EXACT_OUTPUTS = {"manager_seed.py": MANAGER_LINES, "async_server.py": SERVER_ANSWERS}
+
+
 @pytest.mark.parametrize("method", START_METHODS)
-def test_async_server_example_serves_its_client_and_stops(method):
-    result = run_under(method, os.path.join("examples", "async_server.py"))
+@pytest.mark.parametrize("example", sorted(EXACT_OUTPUTS))
+def test_example_runs_on_interproc_and_prints_exactly(example, method):
+    result = run_under(method, os.path.join("examples", example))
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
-    assert result.stdout.splitlines() == SERVER_ANSWERS
+    assert result.stdout.splitlines() == EXACT_OUTPUTS[example]
 
 
 def test_async_server_example_stops_cleanly_on_ctrl_c():
