@@ -51,10 +51,18 @@ PSS_SUM = Metric("MiB PSS, summed over processes", False, lambda v: f"{v:,.1f} M
 RSS_SUM = Metric("MiB RSS, summed over processes", False, lambda v: f"{v:,.1f} MiB RSS")
 WAKE = Metric("µs from put to the awaiting coroutine", False,
               lambda v: f"{_significant(v)} µs wake")
-THREADS = Metric("threads in the process", False, lambda v: f"{v:,.0f} threads")
-FDS_ADDED = Metric("descriptors the waits added", False,
-                   lambda v: f"{v:,.0f} descriptors added")
-FDS = Metric("descriptors in the process", False, lambda v: f"{v:,.0f} descriptors")
+
+
+def _count(noun: str, after: str = "") -> Callable[[float], str]:
+    def format(value: float) -> str:
+        return f"{value:,.0f} {noun}{'' if value == 1 else 's'}{after}"
+
+    return format
+
+
+THREADS = Metric("threads in the process", False, _count("thread"))
+FDS_ADDED = Metric("descriptors the waits added", False, _count("descriptor", " added"))
+FDS = Metric("descriptors in the process", False, _count("descriptor"))
 
 
 @dataclass(frozen=True)
