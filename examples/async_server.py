@@ -90,6 +90,8 @@ class Server:
                 f"Content-Length: {len(body) + 1}\r\n\r\n{body}\n".encode()
             )
             await writer.drain()
+        except ConnectionError:
+            pass  # the client left before its answer was written
         finally:
             writer.close()
 
