@@ -59,6 +59,7 @@ def test_demo_runs_the_seed_queue_example_and_ends_by_itself(method):
     # The whole demo runs every section.
     check_pipe_output(result.stdout)
     check_manager_output(result.stdout)
+    check_asyncio_output(result.stdout)
 
 
 @pytest.mark.parametrize("method", START_METHODS)
@@ -97,10 +98,16 @@ MANAGER_LINES = [
 ]
 
 
-def check_manager_output(stdout):
+def each_line_once(stdout, expected):
+    """The lines of ``stdout``, after checking that each of ``expected`` is there once."""
     lines = stdout.splitlines()
-    for line in MANAGER_LINES:
-        assert lines.count(line) == 1, stdout
+    for line in expected:
+        assert lines.count(line) == 1, (line, stdout)
+    return lines
+
+
+def check_manager_output(stdout):
+    each_line_once(stdout, MANAGER_LINES)
 
 
 @pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
@@ -111,12 +118,97 @@ def test_demo_runs_the_seed_manager_example(method):
     check_manager_output(result.stdout)
 
 
+ASYNCIO_FIRST = "4 requests awaiting 2 worker processes at once"
+ASYNCIO_ANSWERS = [f"request {i}: {n} squared is {n * n}" for i, n in enumerate((3, 5, 7, 9))]
+ASYNCIO_LAST = "4 answers, each routed by its id to the coroutine awaiting it"
+
+
+def check_asyncio_output(stdout):
+    # The answers arrive in whatever order the workers finish, between
+    # the first line and the last.
+    lines = each_line_once(stdout, [ASYNCIO_FIRST, *ASYNCIO_ANSWERS, ASYNCIO_LAST])
+    answers = [lines.index(line) for line in ASYNCIO_ANSWERS]
+    assert lines.index(ASYNCIO_FIRST) < min(answers), stdout
+    assert lines.index(ASYNCIO_LAST) > max(answers), stdout
+
+
 @pytest.mark.parametrize("method", START_METHODS)
-def test_manager_example_runs_on_interproc(method):
-    result = run_under(method, os.path.join("examples", "manager_seed.py"))
+def test_demo_runs_the_asyncio_section(method):
+    result = run("-m", "interproc", "demo", "asyncio", "--start-method", method, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert "== asyncio ==" in result.stdout
+    check_asyncio_output(result.stdout)
+
+
+def test_demo_help_describes_the_asyncio_section():
+    result = run("-m", "interproc", "demo", "--help")
+    assert result.returncode == 0, result.stderr
+    text = " ".join(result.stdout.split())
+    assert "asyncio:" in text and "get_async()" in text
+
+
+SERVER_ANSWERS = [
+    "GET /primes/10 -> primes below 10: 4",
+    "GET /primes/100 -> primes below 100: 25",
+    "GET /primes/1000 -> primes below 1000: 168",
+    "GET /primes/10000 -> primes below 10000: 1229",
+    "GET /primes/100000 -> primes below 100000: 9592",
+    "GET /primes/1000000 -> primes below 1000000: 78498",
+    "try GET /primes/N",
+    "2 workers stopped with exit codes [0, 0]",
+]
+
+
+# The examples whose whole output is known: the manager's, and the
+# server's answers to its built-in client, after which it stops.
+EXACT_OUTPUTS = {"manager_seed.py": MANAGER_LINES, "async_server.py": SERVER_ANSWERS}
+
+
+@pytest.mark.parametrize("method", START_METHODS)
+@pytest.mark.parametrize("example", sorted(EXACT_OUTPUTS))
+def test_example_runs_on_interproc_and_prints_exactly(example, method):
+    result = run_under(method, os.path.join("examples", example))
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
-    assert result.stdout.splitlines() == MANAGER_LINES
+    assert result.stdout.splitlines() == EXACT_OUTPUTS[example]
+
+
+def test_async_server_example_stops_cleanly_on_ctrl_c():
+    import signal
+    import urllib.request
+
+    port = _free_port()
+    # The default SIGINT handler, as in a terminal (a runner started in the
+    # background may ignore SIGINT), and a process group of its own, so
+    # that Ctrl-C reaches the workers too, as a terminal's does.
+    proc = subprocess.Popen(
+        [sys.executable, os.path.join("examples", "async_server.py"), "--serve",
+         "--port", str(port)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: (signal.signal(signal.SIGINT, signal.SIG_DFL), os.setsid()),
+    )
+    try:
+        assert "serving on" in proc.stdout.readline()
+        url = f"http://127.0.0.1:{port}/primes/1000"
+        with urllib.request.urlopen(url, timeout=30) as response:
+            assert response.read() == b"primes below 1000: 168\n"
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert err == ""
+    assert out.splitlines() == ["2 workers stopped with exit codes [0, 0]"]
+
+
+def _free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def readme_programs():
@@ -193,3 +285,22 @@ def test_bench_redis_cases_smoke_run():
                  "interproc put_many/get_many", "local redis-server"):
         assert text in result.stdout
     assert "skipped" not in result.stdout and "failed" not in result.stdout
+
+
+def test_bench_asyncio_cases_smoke_run():
+    # aiomultiprocess is in the bench extras only: without it, its column
+    # says skipped and the other contenders still run.
+    result = run("-m", "interproc", "bench", "--quick", "--async-idle-seconds", "0.2",
+                 "--case", "async-ping-pong", "--case", "async-1to1",
+                 "--case", "async-idle-cpu", "--case", "async-10k-waiters", timeout=120)
+    assert result.returncode == 0, result.stderr
+    for text in ("interproc put_async + get_async", "mp.Queue put + run_in_executor(get)",
+                 "aiomultiprocess Pool.apply", "interproc put + get (blocking)",
+                 "interproc put_async/get_async", "interproc 1,000 × get_async",
+                 "µs wake"):
+        assert text in result.stdout, (text, result.stdout)
+    # The 10,000 waiting coroutines' counts: figures, not targets.
+    for pattern in (r"\| \d+ threads? \|", r"\| \d+ descriptors? added \|",
+                    r"\| 10,\d{3} descriptors \|"):
+        assert re.search(pattern, result.stdout), (pattern, result.stdout)
+    assert "failed" not in result.stdout

@@ -179,6 +179,67 @@ def _run_manager_section(ctx: multiprocessing.context.BaseContext, d: Any, lst: 
     return _children_status(*workers)
 
 
+# Requests the asyncio section sends, and the worker processes that answer.
+_ASYNC_NUMBERS = (3, 5, 7, 9)
+_ASYNC_WORKERS = 2
+# The first request takes longest, so answers come back out of order.
+_ASYNC_WORK_SECONDS = 0.05
+
+
+def _async_worker(jobs: interproc.Queue, results: interproc.Queue) -> None:
+    # A plain blocking worker: only the side that awaits needs asyncio.
+    for job_id, n in iter(jobs.get, None):
+        time.sleep(_ASYNC_WORK_SECONDS * (len(_ASYNC_NUMBERS) - job_id))
+        results.put((job_id, n * n))
+
+
+async def _await_answers(jobs: interproc.Queue, results: interproc.Queue) -> None:
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    # One future per request, filled by one dispatcher that routes each
+    # answer by its id: many coroutines can wait on one results queue.
+    answers = {job_id: loop.create_future() for job_id in range(len(_ASYNC_NUMBERS))}
+
+    async def dispatch() -> None:
+        for _ in answers:
+            job_id, square = await results.get_async(timeout=_DEMO_GET_TIMEOUT)
+            answers[job_id].set_result(square)
+
+    async def request(job_id: int, n: int) -> None:
+        await jobs.put_async((job_id, n))
+        _say(f"request {job_id}: {n} squared is {await answers[job_id]}")
+
+    _say(f"{len(answers)} requests awaiting {_ASYNC_WORKERS} worker processes at once")
+    await asyncio.gather(dispatch(), *(request(i, n) for i, n in enumerate(_ASYNC_NUMBERS)))
+    _say(f"{len(answers)} answers, each routed by its id to the coroutine awaiting it")
+
+
+def demo_asyncio(ctx: multiprocessing.context.BaseContext) -> int:
+    """Coroutines hand jobs to worker processes and await the answers with get_async()."""
+    import asyncio
+
+    jobs, results = interproc.Queue(), interproc.Queue()
+    workers = [ctx.Process(target=_async_worker, args=(jobs, results), name=f"worker {i}")
+               for i in range(_ASYNC_WORKERS)]
+    for worker in workers:
+        worker.start()
+    status = 0
+    try:
+        asyncio.run(_await_answers(jobs, results))
+    except queue.Empty:
+        _error(f"demo: no answer from the workers for {_DEMO_GET_TIMEOUT:g} s")
+        status = 1
+    finally:
+        for _ in workers:
+            jobs.put(None)
+        for worker in workers:
+            worker.join()
+        jobs.close()
+        results.close()
+    return max(status, _children_status(*workers))
+
+
 class Demo(NamedTuple):
     key: str
     title: str
@@ -190,6 +251,7 @@ DEMOS: list[Demo] = [
     Demo("queue", "Queue", demo_queue),
     Demo("pipe", "Pipe", demo_pipe),
     Demo("manager", "Manager", demo_manager),
+    Demo("asyncio", "asyncio", demo_asyncio),
 ]
 
 
@@ -555,7 +617,12 @@ def build_parser() -> argparse.ArgumentParser:
             "interproc.Manager(), which keeps both in shared memory without a "
             "server process, and the parent prints them; with --url the same "
             "code runs on interproc.Manager(URL), which keeps them on a Redis "
-            "server, so the workers could be on other machines. Every section ends by "
+            "server, so the workers could be on other machines. asyncio: "
+            "coroutines put requests on an interproc.Queue with put_async, two "
+            "worker processes answer with plain blocking get() and put(), and "
+            "one dispatcher coroutine awaits the answers with get_async() and "
+            "hands each, by its request id, to the coroutine awaiting it; no "
+            "thread waits and nothing polls. Every section ends by "
             "itself. The exit code is 0 when every child exited cleanly."
         ),
     )

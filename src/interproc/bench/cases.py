@@ -6,7 +6,7 @@ import functools
 from dataclasses import dataclass
 from typing import Any, Callable, ContextManager, Iterator
 
-from . import adapters, containers, latency, resources, sync, throughput
+from . import adapters, aio, containers, latency, resources, sync, throughput
 from . import redis as redis_cases
 from .runner import Sample, Series, Settings
 from .throughput import BYTES_32, MIB, OBJECT
@@ -49,6 +49,20 @@ MEMORY = Metric("KiB per queue", False, lambda v: f"{v:.1f} KiB")
 NANOS = Metric("ns per call", False, lambda v: f"{_significant(v)} ns")
 PSS_SUM = Metric("MiB PSS, summed over processes", False, lambda v: f"{v:,.1f} MiB PSS")
 RSS_SUM = Metric("MiB RSS, summed over processes", False, lambda v: f"{v:,.1f} MiB RSS")
+WAKE = Metric("µs from put to the awaiting coroutine", False,
+              lambda v: f"{_significant(v)} µs wake")
+
+
+def _count(noun: str, after: str = "") -> Callable[[float], str]:
+    def format(value: float) -> str:
+        return f"{value:,.0f} {noun}{'' if value == 1 else 's'}{after}"
+
+    return format
+
+
+THREADS = Metric("threads in the process", False, _count("thread"))
+FDS_ADDED = Metric("descriptors the waits added", False, _count("descriptor", " added"))
+FDS = Metric("descriptors in the process", False, _count("descriptor"))
 
 
 @dataclass(frozen=True)
@@ -298,6 +312,7 @@ def all_cases(settings: Settings) -> list[Case]:
         ),
         *_container_cases(settings),
         *_redis_cases(),
+        *_asyncio_cases(settings),
     ]
 
 
@@ -419,6 +434,63 @@ def _redis_cases() -> list[Case]:
                     lambda _key, n, settings: redis_cases.queue_put_get("interproc", n, settings))),
             (Target("single", 5, "≥ 5× single put/get"),),
             quick_n=2000, n_max=20_000_000, around=redis_cases.server,
+        ),
+    ]
+
+
+def _asyncio_cases(settings: Settings) -> list[Case]:
+    idle_share = 0.01
+    small = _streaming(OPS, aio.async_stream, payload=OBJECT)
+    sync_small = _streaming(OPS, payload=OBJECT)
+    return [
+        Case(
+            "async-ping-pong", "async round trip",
+            "median round trip from a coroutine: put_async a request, a child echoes it on "
+            "a second queue, await get_async; vs run_in_executor(None, mp.Queue.get), "
+            "aiomultiprocess Pool.apply and interproc's blocking put + get",
+            ROUND_TRIP,
+            (Contender("interproc", "interproc put_async + get_async", "interproc",
+                       aio.async_ping_pong),
+             Contender("executor", "mp.Queue put + run_in_executor(get)", "mp",
+                       aio.executor_ping_pong),
+             Contender("aiomultiprocess", adapters.label("aiomultiprocess"), "aiomultiprocess",
+                       aio.pool_ping_pong),
+             Contender("sync", "interproc put + get (blocking)", "interproc",
+                       latency.ping_pong)),
+            (Target("executor", 1 / 10, "≤ 1/10 of run_in_executor"),
+             Target("sync", 3, "≤ 3× interproc blocking")),
+            sized=False,
+        ),
+        Case(
+            "async-1to1", "async 1→1 object",
+            "a producer coroutine put_async, a consumer coroutine in another process "
+            "get_async, the tuple (12345, 'hello world payload'); vs the same pipeline "
+            "with blocking put/get",
+            OPS,
+            (Contender("interproc", "interproc put_async/get_async", "interproc", small),
+             Contender("sync", "interproc put/get (blocking)", "interproc", sync_small)),
+            (Target("sync", 0.5, "≥ 0.5× blocking put/get"),),
+        ),
+        Case(
+            "async-idle-cpu", "async idle CPU",
+            f"CPU used by a process whose loop has {aio.IDLE_WAITERS:,} get_async calls "
+            f"pending on as many empty queues for {settings.async_idle_seconds:g} s",
+            CPU,
+            (Contender("interproc", f"interproc {aio.IDLE_WAITERS:,} × get_async", "interproc",
+                       aio.idle_cpu),),
+            (Target(None, idle_share * settings.async_idle_seconds,
+                    f"≤ {idle_share * settings.async_idle_seconds:.3g} s (1% of a core)"),),
+            sized=False,
+        ),
+        Case(
+            "async-10k-waiters", "10k awaiting coroutines",
+            f"{aio.MANY_WAITERS:,} coroutines in one loop, each awaiting get_async on its own "
+            "queue: median µs from another process's put to one of them returning, and the "
+            "process's threads and descriptors while they wait",
+            WAKE,
+            (Contender("interproc", f"interproc {aio.MANY_WAITERS:,} × get_async", "interproc",
+                       aio.many_waiters),),
+            sized=False, more=(THREADS, FDS_ADDED, FDS),
         ),
     ]
 

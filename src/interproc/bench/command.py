@@ -17,7 +17,8 @@ __all__ = ["main"]
 _DESCRIPTION = """\
 Measure interproc's Queue against multiprocessing.Queue, faster-fifo and
 hyperq, its Pipe against multiprocessing.Pipe and pyzmq, its synchronization
-primitives against multiprocessing's, its SharedDict and SharedList
+primitives against multiprocessing's, its awaitable methods against
+run_in_executor and aiomultiprocess, its SharedDict and SharedList
 against multiprocessing's Manager proxies and UltraDict, and its Redis
 backend's queue and dict against the same operations written with redis-py;
 print medians and interproc/peer ratios against the project's targets, and
@@ -66,6 +67,11 @@ def _parser(case_list: list[cases_module.Case]) -> argparse.ArgumentParser:
         "--idle-seconds", type=_positive_float, default=None, metavar="S",
         help="how long the idle-cpu and pipe-idle-cpu children stay blocked "
         "(default 2; 0.2 with --quick)",
+    )
+    parser.add_argument(
+        "--async-idle-seconds", type=_positive_float, default=None, metavar="S",
+        help="how long the async-idle-cpu case's 1,000 get_async calls stay pending "
+        "(default 10; 1 with --quick)",
     )
     parser.add_argument(
         "--redis-url", metavar="URL",
@@ -125,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         quick=args.quick,
         trial_seconds=args.trial_seconds or (0.05 if args.quick else 0.5),
         idle_seconds=args.idle_seconds or (0.2 if args.quick else 2.0),
+        async_idle_seconds=args.async_idle_seconds or (1.0 if args.quick else 10.0),
         redis_url=args.redis_url,
     )
     try:

@@ -9,28 +9,34 @@ from .adapters import Adapter, PipeAdapter, Sizing
 from .runner import Sample, Settings, TrialError, run_processes
 from .throughput import OBJECT
 
-__all__ = ["ping_pong", "pipe_ping_pong"]
+__all__ = ["SIZING", "WARMUP_ROUND_TRIPS", "echo", "ping_pong", "pipe_ping_pong"]
 
 # Long enough for mp.Queue to start both feeder threads, for a REQ socket to
 # finish connecting and for the caches to settle before the first round trip
 # counts.
-_WARMUP_ROUND_TRIPS = 200
-_SIZING = Sizing(item_bytes=64, in_flight_bytes=1 << 16)
+WARMUP_ROUND_TRIPS = 200
+SIZING = Sizing(item_bytes=64, in_flight_bytes=1 << 16)
 
 
-def ping_pong(adapter: Adapter, n: int, settings: Settings) -> Sample:
+def ping_pong(
+    adapter: Adapter, n: int, settings: Settings,
+    ping: Callable[[Adapter, Any, Any, float], tuple[float, float]] | None = None,
+) -> Sample:
     """Median microseconds per round trip, over ``settings.trial_seconds`` of them.
 
     ``n`` is unused: the trial is bounded by time, so every implementation
-    gets as many round trips as it can make.
+    gets as many round trips as it can make.  ``ping`` is the pinging
+    process's job, ``(adapter, there, back, duration) -> (median µs,
+    seconds timed)``; by default a blocking put then get (the asyncio cases
+    pass coroutines' ways to the same echo).
     """
-    there = adapter.make(_SIZING)
+    there = adapter.make(SIZING)
     try:
-        back = adapter.make(_SIZING)
+        back = adapter.make(SIZING)
         try:
             jobs = [
-                (_ping, (adapter, there, back, settings.trial_seconds)),
-                (_echo, (adapter, there, back)),
+                (ping or _ping, (adapter, there, back, settings.trial_seconds)),
+                (echo, (adapter, there, back)),
             ]
             median_us, elapsed = run_processes(jobs, settings.timeout)[0]
         finally:
@@ -40,7 +46,8 @@ def ping_pong(adapter: Adapter, n: int, settings: Settings) -> Sample:
     return Sample(value=median_us, elapsed=elapsed)
 
 
-def _echo(adapter: Adapter, there: Any, back: Any) -> None:
+def echo(adapter: Adapter, there: Any, back: Any) -> None:
+    """Put back every item got, until None."""
     get = adapter.endpoint(there).get
     put = adapter.endpoint(back).put
     while True:
@@ -62,7 +69,7 @@ def _round_trips(
     """Median microseconds per round trip and the seconds timed; ends the echo with None."""
     clock = time.perf_counter_ns
     item = OBJECT
-    for _ in range(_WARMUP_ROUND_TRIPS):
+    for _ in range(WARMUP_ROUND_TRIPS):
         send(item)
         receive()
     times = []

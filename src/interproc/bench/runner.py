@@ -37,6 +37,9 @@ class Settings:
     quick: bool = False
     trial_seconds: float = 0.5
     idle_seconds: float = 2.0
+    # The asyncio idle case: a server's loop idles for long stretches, so
+    # its default is longer than the blocked-get cases'.
+    async_idle_seconds: float = 10.0
     # The Redis server of the Redis cases: given with --redis-url, or set
     # by each case to the throw-away server it starts.
     redis_url: str | None = None

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import pickle
 import time
-from typing import Any
+from typing import Any, Callable
 
 from .adapters import Adapter, PipeAdapter, Sizing
 from .runner import CTX, Sample, Settings, TrialError, run_processes
 
-__all__ = ["MIB", "OBJECT", "BYTES_32", "stream", "pipe_stream", "memcpy"]
+__all__ = ["MIB", "OBJECT", "BYTES_32", "check_last", "stream", "pipe_stream", "memcpy"]
 
 OBJECT = (12345, "hello world payload")
 BYTES_32 = bytes(range(32))
@@ -34,19 +34,24 @@ def stream(
     payload: Any,
     producers: int = 1,
     batch: int = 0,
+    produce: Callable[..., None] | None = None,
+    consume: Callable[..., float] | None = None,
 ) -> float:
     """Seconds for one consumer to receive ``n`` copies of ``payload``.
 
     The clock starts when every process has passed a barrier and stops at the
     last item, both in the consumer.  With ``batch``, items move through
-    ``put_many``/``get_many`` in lists of that size.
+    ``put_many``/``get_many`` in lists of that size.  ``produce`` and
+    ``consume`` replace the blocking loops of each side (the asyncio case
+    passes coroutines'); they take the same arguments.
     """
     q = adapter.make(_sizing(payload))
     try:
         barrier = CTX.Barrier(producers + 1)
         shares = [n // producers + (i < n % producers) for i in range(producers)]
-        jobs: list = [(_consume, (adapter, q, barrier, n, payload, batch))]
-        jobs += [(_produce, (adapter, q, barrier, share, payload, batch)) for share in shares]
+        jobs: list = [(consume or _consume, (adapter, q, barrier, n, payload, batch))]
+        jobs += [(produce or _produce, (adapter, q, barrier, share, payload, batch))
+                 for share in shares]
         return run_processes(jobs, settings.timeout)[0]
     finally:
         adapter.destroy(q)
@@ -92,11 +97,15 @@ def _consume(adapter: Adapter, q: Any, barrier: Any, n: int, expected: Any, batc
             get()
         last = get()
         elapsed = time.perf_counter() - start
-    # One comparison, outside the clock: a fast queue that mangles data
-    # must not post a record.
+    check_last(last, expected)
+    return elapsed
+
+
+def check_last(last: Any, expected: Any) -> None:
+    """One comparison, outside the clock: a fast queue that mangles data
+    must not post a record."""
     if last != expected:
         raise TrialError(f"last item differs from what was sent: {last!r:.80}")
-    return elapsed
 
 
 def pipe_stream(
@@ -173,8 +182,7 @@ def _pipe_receive(
         if number < granted:
             grant(None)
     elapsed = time.perf_counter() - start
-    if last != expected:
-        raise TrialError(f"last item differs from what was sent: {last!r:.80}")
+    check_last(last, expected)
     return elapsed
 
 
