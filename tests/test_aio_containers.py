@@ -61,11 +61,17 @@ def test_another_task_awaits_the_lock_and_may_not_block_on_it(arun):
     assert list(lst) == [1]
 
 
-def test_acquire_async_waits_for_a_process_that_holds_it_and_times_out(start_method, arun):
+def held_by_a_process(start_method, seconds):
+    """A dict whose lock a child process holds for ``seconds``; the child."""
     d = interproc.SharedDict()
     ready = interproc.Event()
-    p = start(start_method, h.hold_container_lock, d, ready, 0.5)
+    p = start(start_method, h.hold_container_lock, d, ready, seconds)
     assert ready.wait(CHILD_TIMEOUT)
+    return d, p
+
+
+def test_acquire_async_waits_for_a_process_that_holds_it_and_times_out(start_method, arun):
+    d, p = held_by_a_process(start_method, 0.5)
 
     async def main():
         t = time.monotonic()
@@ -82,10 +88,7 @@ def test_acquire_async_waits_for_a_process_that_holds_it_and_times_out(start_met
 
 
 def test_a_cancelled_acquire_async_holds_nothing(start_method, arun):
-    d = interproc.SharedDict()
-    ready = interproc.Event()
-    p = start(start_method, h.hold_container_lock, d, ready, 0.3)
-    assert ready.wait(CHILD_TIMEOUT)
+    d, p = held_by_a_process(start_method, 0.3)
 
     async def main():
         with pytest.raises(asyncio.TimeoutError):

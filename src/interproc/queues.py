@@ -165,6 +165,10 @@ class _QueueBase(_core.QueueCore):
         takes).  The loop goes on running meanwhile, and nothing polls: a
         process that puts rings the loop (docs/api.md, "asyncio").
         Cancelled, it has taken nothing: the item stays for others."""
+        try:  # an item present costs no coroutine of wait_until's
+            return self.get(False)
+        except Empty:
+            pass
         got = await _aio.wait_until(self, _ITEMS, self._try_get, timeout)
         if got is _aio.NOTHING:
             raise Empty
@@ -190,7 +194,9 @@ class _QueueBase(_core.QueueCore):
         """``put()`` for a coroutine: on a full bounded queue, await room;
         queue.Full when ``timeout`` seconds pass first.  ``obj`` is pickled
         once, at the call.  Cancelled, it has put nothing."""
-        await self._put_prepared_async(self._prepare((obj,)), 1, timeout, False)
+        prepared = self._put_or_prepare(obj)  # room: in at once, no coroutine of wait_until's
+        if prepared is not None:
+            await self._put_prepared_async(prepared, 1, timeout, False)
 
     async def put_many_async(self, items: Iterable[Any], timeout: Optional[float] = None) -> None:
         """``put_many()`` for a coroutine: every item, in order, awaiting

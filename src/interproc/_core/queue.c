@@ -382,10 +382,36 @@ static PyObject *QueueCore_prepare(QueueCore *self, PyObject *items)
     return capsule;
 }
 
+/* Puts payloads p[0..want) without waiting; how many went in (fewer when
+ * the queue is full), or -1 with an exception: ShutDown with .count (the
+ * `before` items put earlier and those that went in) once it is shut down. */
+static Py_ssize_t put_now(QueueCore *self, const ip_payload_t *p, Py_ssize_t want,
+                          Py_ssize_t before)
+{
+    if (want == 0)
+        return 0;
+    if (enter(self) < 0)
+        return -1;
+    ip_deadline_t now;
+    if (ip_deadline_init(&now, 0, Py_None) < 0)
+        return leave(self, NULL), -1;
+    int timed_out = 0;
+    Py_ssize_t done = ip_channel_put(&self->ch, p, want, &now, &timed_out);
+    if (done < want && !timed_out) {
+        if (PyErr_ExceptionMatches(ip_state.ShutDown)) {
+            PyErr_Clear();
+            raise_with_count(ip_state.ShutDown, "queue is shut down", before + done);
+        }
+        return leave(self, NULL), -1;
+    }
+    if (done == want && PyErr_Occurred())
+        return leave(self, NULL), -1; /* in, and the published hook failed: as put() says */
+    leave(self, NULL);
+    return done;
+}
+
 /* _put_prepared(payloads, start) -> how many of the payloads from `start`
- * on went in, without waiting (fewer when the queue is full).  ShutDown
- * (with .count: the items before start and those that went in) once it
- * is shut down. */
+ * on went in, without waiting (fewer when the queue is full). */
 static PyObject *QueueCore_put_prepared(QueueCore *self, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 2) {
@@ -402,26 +428,34 @@ static PyObject *QueueCore_put_prepared(QueueCore *self, PyObject *const *args, 
         PyErr_SetString(PyExc_ValueError, "start out of range");
         return NULL;
     }
-    if (enter(self) < 0)
+    Py_ssize_t done = put_now(self, pr->p + start, pr->n - start, start);
+    return done < 0 ? NULL : PyLong_FromSsize_t(done);
+}
+
+/* _put_or_prepare(obj) -> None when obj went in at once, else (the queue
+ * is full) its payload, ready for _put_prepared: put_async's fast path,
+ * which pickles obj once either way and allocates nothing when it fits. */
+static PyObject *QueueCore_put_or_prepare(QueueCore *self, PyObject *obj)
+{
+    ip_payload_t p;
+    if (ip_payload_init(&p, obj) < 0)
         return NULL;
-    Py_ssize_t want = pr->n - start;
-    if (want == 0)
-        return leave(self, PyLong_FromLong(0));
-    ip_deadline_t now;
-    if (ip_deadline_init(&now, 0, Py_None) < 0)
-        return leave(self, NULL);
-    int timed_out = 0;
-    Py_ssize_t done = ip_channel_put(&self->ch, pr->p + start, want, &now, &timed_out);
-    if (done < want && !timed_out) {
-        if (PyErr_ExceptionMatches(ip_state.ShutDown)) {
-            PyErr_Clear();
-            raise_with_count(ip_state.ShutDown, "queue is shut down", start + done);
-        }
-        return leave(self, NULL);
+    Py_ssize_t done = put_now(self, &p, 1, 0);
+    if (done != 0) {
+        ip_payload_clear(&p);
+        return done < 0 ? NULL : Py_NewRef(Py_None);
     }
-    if (done == want && PyErr_Occurred())
-        return leave(self, NULL); /* in, and the published hook failed: as put() says */
-    return leave(self, PyLong_FromSsize_t(done));
+    prepared_t *pr = PyMem_Calloc(1, sizeof(prepared_t) + 2 * sizeof(ip_payload_t));
+    if (pr == NULL) {
+        ip_payload_clear(&p);
+        return PyErr_NoMemory();
+    }
+    pr->p[0] = p; /* a payload owns no pointer into itself: it moves */
+    pr->n = 1;
+    PyObject *capsule = PyCapsule_New(pr, PREPARED, prepared_free);
+    if (capsule == NULL)
+        prepared_release(pr);
+    return capsule;
 }
 
 /* ------------------------------------------------------------------ */
@@ -1032,6 +1066,7 @@ static PyMethodDef QueueCore_methods[] = {
     {"_bell", (PyCFunction)(void (*)(void))QueueCore_bell, METH_FASTCALL, NULL},
     {"_prepare", (PyCFunction)QueueCore_prepare, METH_O, NULL},
     {"_put_prepared", (PyCFunction)(void (*)(void))QueueCore_put_prepared, METH_FASTCALL, NULL},
+    {"_put_or_prepare", (PyCFunction)QueueCore_put_or_prepare, METH_O, NULL},
     {"_register_pid", (PyCFunction)QueueCore_register_pid, METH_NOARGS, NULL},
     {"_unregister_pid", (PyCFunction)QueueCore_unregister_pid, METH_NOARGS, NULL},
     {"_info", (PyCFunction)QueueCore_info, METH_NOARGS, NULL},

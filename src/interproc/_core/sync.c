@@ -1180,15 +1180,22 @@ static int cond_reg_arg(SyncCore *self, PyObject *args, cond_reg *r)
     return 0;
 }
 
+/* One try of a wait's attempt, for a coroutine's steps: whether it is
+ * done.  The caller has entered. */
+static PyObject *try_once(SyncCore *self, ip_attempt_fn attempt, void *ctx, int before_sleep)
+{
+    const uint64_t *watch;
+    uint64_t seen;
+    int rc = attempt(ctx, before_sleep, &watch, &seen);
+    return leave(self, rc < 0 ? NULL : PyBool_FromLong(rc));
+}
+
 static PyObject *SyncCore_cond_notified(SyncCore *self, PyObject *args)
 {
     cond_reg r;
     if (cond_reg_arg(self, args, &r) < 0 || enter(self) < 0)
         return NULL;
-    const uint64_t *watch;
-    uint64_t seen;
-    int rc = cond_attempt(&r, 0, &watch, &seen);
-    return leave(self, rc < 0 ? NULL : PyBool_FromLong(rc));
+    return try_once(self, cond_attempt, &r, 0);
 }
 
 static PyObject *SyncCore_cond_leave(SyncCore *self, PyObject *args)
@@ -1494,10 +1501,7 @@ static PyObject *SyncCore_barrier_ended(SyncCore *self, PyObject *arg)
     barrier_ctx c;
     if (barrier_gen_arg(self, arg, &c) < 0)
         return NULL;
-    const uint64_t *watch;
-    uint64_t seen;
-    int rc = barrier_attempt(&c, 1, &watch, &seen);
-    return leave(self, rc < 0 ? NULL : PyBool_FromLong(rc));
+    return try_once(self, barrier_attempt, &c, 1);
 }
 
 static PyObject *SyncCore_barrier_timed_out_py(SyncCore *self, PyObject *args)
