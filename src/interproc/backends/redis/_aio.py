@@ -34,13 +34,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import weakref
 from typing import Any, Awaitable, Callable, List, Optional, Sequence, Tuple
 
 from . import client as _client
-from ._base import raise_translated
 
-__all__ = ["client", "settle", "bounded", "script", "pipeline", "watch"]
+__all__ = ["client", "settle", "bounded", "script", "pipeline", "watch", "task_token"]
+
+_task_tokens: "weakref.WeakKeyDictionary[Any, str]" = weakref.WeakKeyDictionary()
+
+
+def task_token(create: bool = True) -> Optional[str]:
+    """Who the running asyncio task is, for lock ownership (as
+    ``_base.thread_token`` is for a thread): random, made on first use
+    (``create``); None outside a task."""
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # no running loop in this thread
+        return None
+    if task is None:
+        return None
+    tok = _task_tokens.get(task)
+    if tok is None and create:
+        tok = _task_tokens[task] = f"{os.getpid()}:task:{secrets.token_hex(8)}"
+    return tok
 
 
 def client(conn: Any) -> Any:
@@ -222,8 +240,3 @@ def close_waiters(obj: Any) -> None:
     """End the awaiting calls of a handle being closed (ValueError)."""
     for w in list(obj.__dict__.get("_aio_waiters", ())):
         w.cancel()
-
-
-def translate(obj: Any, exc: BaseException) -> None:
-    """Raise what the blocking form raises for ``exc``."""
-    raise_translated(exc, obj._conn, obj._opname)

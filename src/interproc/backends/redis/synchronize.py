@@ -63,6 +63,7 @@ from __future__ import annotations
 import operator
 import os
 import socket
+import sys
 import threading
 import time
 import warnings
@@ -535,10 +536,7 @@ class _LockBase(WaitingObject):
     def _try(self, token: str, count: int, wid: str, mode: int) -> Tuple[bool, Any, Optional[float]]:
         claimed = _renewer.claims(self._keys[0], token)
         try:
-            res = self._script(_ACQUIRE_LUA, self._keys, [
-                token, int(self._lease * 1000), "1" if self._REENTRANT else "0", wid, mode,
-                _waiters.REGISTRATION_TTL_MS, self._wake_prefix, count, f"{_HOST}:{os.getpid()}",
-                "1" if claimed else "0"])
+            res = self._script(*self._acquire_call(token, count, claimed, wid, mode))
         except ReplicationError as exc:
             res = exc.result
             if int(res[0]) == 1 and not claimed:
@@ -551,6 +549,19 @@ class _LockBase(WaitingObject):
                                   "runs out") from None
             # Not taken: the attempt wrote at most a waiter's registration.
             # A re-entry: the thread held the lock already.
+        return self._acquired(res)
+
+    def _acquire_call(self, token: str, count: int, claimed: bool, wid: str,
+                      mode: int) -> Tuple[str, List[Any], List[Any]]:
+        """The script, keys and arguments of one attempt to take the lock
+        (``_try``, ``acquire_async``)."""
+        return _ACQUIRE_LUA, self._keys, [
+            token, int(self._lease * 1000), "1" if self._REENTRANT else "0", wid, mode,
+            _waiters.REGISTRATION_TTL_MS, self._wake_prefix, count, f"{_HOST}:{os.getpid()}",
+            "1" if claimed else "0"]
+
+    def _acquired(self, res: Any) -> Tuple[bool, Any, Optional[float]]:
+        """What the reply of ``_acquire_call``'s script means, for ``_wait``."""
         status = int(res[0])
         if status == 1:
             return True, (int(res[1]), int(res[2])), None
@@ -567,19 +578,56 @@ class _LockBase(WaitingObject):
         for replicas (a failover that loses the release leaves the lock
         to its lease); whether that worked."""
         try:
-            self._script(_RELEASE_LUA, self._keys,
-                         [token, "1" if self._REENTRANT else "0", self._wake_prefix, "1", "0"],
-                         ACKS_NONE)
+            self._script(*self._release_call(token, True, False), ACKS_NONE)
             return True
         except Exception:
             return False
+
+    def _release_call(self, token: str, full: bool, nested: bool) -> Tuple[str, List[Any], List[Any]]:
+        """The script, keys and arguments of a release by ``token``."""
+        return _RELEASE_LUA, self._keys, [token, "1" if self._REENTRANT else "0", self._wake_prefix,
+                                          "1" if full else "0", "1" if nested else "0"]
 
     def _acquire_count(self, block: bool, timeout: Any, count: int) -> bool:
         token = thread_token()
         ok, taken = self._wait(lambda wid, mode: self._try(token, count, wid, mode),
                                Deadline(block, timeout), self._prefix + "wk:")
-        if not ok:
-            return False
+        return ok and self._took(token, count, taken)
+
+    async def acquire_async(self, timeout: Optional[float] = None) -> bool:
+        """Awaitable ``acquire()``: take the lock without blocking the event
+        loop; False after ``timeout`` seconds (never earlier).  The lock
+        then belongs to the running task, not the thread: the same task
+        may take an RLock again, and releases it with ``release()`` (or at
+        the end of ``async with``); other tasks and threads wait.
+        Cancelled, it holds nothing: an acquisition on its way when the
+        cancellation came is given back.  ValueError if the handle is (or
+        gets) closed."""
+        from ._aio import task_token
+
+        self._check()
+        token = task_token()
+        claimed = _renewer.claims(self._keys[0], token)
+        ok, taken = await self._wait_async(
+            lambda wid, mode: self._acquire_call(token, 1, claimed, wid, mode), self._acquired,
+            Deadline(True, timeout), self._prefix + "wk:",
+            lambda _: self._script_async(*self._release_call(token, not claimed, claimed)))
+        return ok and self._took(token, 1, taken)
+
+    async def __aenter__(self) -> bool:
+        return await self.acquire_async()
+
+    async def __aexit__(self, *exc: Any) -> None:
+        from ._aio import watch
+
+        token, key, nested = self._release_start(False)
+        with watch(self):
+            status, depth = await self._script_async(*self._release_call(token, False, nested))
+        self._release_end(token, key, nested, int(status), int(depth))
+
+    def _took(self, token: str, count: int, taken: Any) -> bool:
+        """Keep an acquisition by ``token``: its lease renewed, ``owner_died``
+        and OwnerDiedWarning as the script said.  True."""
         died, fence = taken
         _renewer.add(self._conn, self._keys[0], token, self._lease, fence, count=count,
                      meta=self._meta)
@@ -587,7 +635,7 @@ class _LockBase(WaitingObject):
         if died:
             warnings.warn(OwnerDiedWarning(
                 f"the previous holder of {self!r} died (or lost its lease) while holding it; "
-                "the data it protected may be inconsistent"), stacklevel=3)
+                "the data it protected may be inconsistent"), stacklevel=4)
         return True
 
     def acquire(self, block: bool = True, timeout: Optional[float] = None) -> bool:
@@ -596,13 +644,30 @@ class _LockBase(WaitingObject):
         return self._acquire_count(block, timeout, 1)
 
     def _release(self, full: bool) -> int:
-        token = thread_token()
+        token, key, nested = self._release_start(full)
+        status, depth = (int(x) for x in self._script(*self._release_call(token, full, nested)))
+        return self._release_end(token, key, nested, status, depth)
+
+    def _release_start(self, full: bool) -> Tuple[str, str, bool]:
+        """Who releases (``_token``), the owner key, and whether the hold is nested."""
+        token = self._token()
         key = self._keys[0]
-        nested = self._REENTRANT and not full and _renewer.nested(key, token)
-        status, depth = (int(x) for x in self._script(
-            _RELEASE_LUA, self._keys,
-            [token, "1" if self._REENTRANT else "0", self._wake_prefix, "1" if full else "0",
-             "1" if nested else "0"]))
+        return token, key, self._REENTRANT and not full and _renewer.nested(key, token)
+
+    def _token(self) -> str:
+        """Who holds the lock when the caller does: the running asyncio
+        task if it took it with ``acquire_async``, else the thread."""
+        if "asyncio" in sys.modules:
+            from ._aio import task_token
+
+            tok = task_token(False)
+            if tok is not None and _renewer.claims(self._keys[0], tok):
+                return tok
+        return thread_token()
+
+    def _release_end(self, token: str, key: str, nested: bool, status: int, depth: int) -> int:
+        """What the release script's reply means: the depth released, or
+        the error to raise."""
         if status == 0:
             _renewer.remove(key, token)
             return depth
@@ -642,7 +707,7 @@ class _LockBase(WaitingObject):
         lost meanwhile: that is what lets the other system refuse it.  It
         is read from this process's memory, without a round trip."""
         self._check()
-        return _renewer.fence(self._keys[0], thread_token())
+        return _renewer.fence(self._keys[0], self._token())
 
     def release(self) -> None:
         """Release the lock (once, for an RLock).  Only the thread that holds
@@ -666,7 +731,7 @@ class _LockBase(WaitingObject):
 
     def _is_owned(self) -> bool:
         self._check()
-        return self._command("HGET", self._keys[0], "t") == thread_token().encode()
+        return self._command("HGET", self._keys[0], "t") == self._token().encode()
 
     def _release_save(self) -> int:
         return self._release(True)
@@ -763,6 +828,15 @@ return {redis.call('HGET', KEYS[1], 'v') or ARGV[1], w_count(KEYS[3])}
 """)
 
 
+def _sem_acquired(reply: Any) -> Tuple[bool, Any, Optional[float]]:
+    return bool(reply), None, None
+
+
+def _released(reply: Any) -> None:
+    if int(reply) < 0:
+        raise ValueError("semaphore or lock released too many times")
+
+
 @register
 class Semaphore(WaitingObject):
     """A counting semaphore in Redis: ``multiprocessing.Semaphore``.
@@ -793,24 +867,50 @@ class Semaphore(WaitingObject):
         """Take one unit; return whether it was taken."""
         def attempt(wid: str, mode: int) -> Tuple[bool, Any, Optional[float]]:
             try:
-                ok = self._script(_SEM_ACQUIRE_LUA, self._keys, [
-                    wid, mode, _waiters.REGISTRATION_TTL_MS, self._wake_prefix, self._initial])
+                ok = self._script(*self._acquire_call(wid, mode))
             except ReplicationError as exc:
                 ok = exc.result
                 if ok:
                     # As for a lock (_LockBase._try): the unit goes back.
                     raise _taken_back(exc, f"acquire() took a unit of {self!r}",
                                       self._give_back(), "the unit is lost") from None
-            return bool(ok), None, None
+            return _sem_acquired(ok)
         return self._wait(attempt, Deadline(block, timeout), "wk:")[0]
+
+    async def acquire_async(self, timeout: Optional[float] = None) -> bool:
+        """Awaitable ``acquire()``: take one unit without blocking the event
+        loop; False after ``timeout`` seconds (never earlier).  Cancelled,
+        it holds nothing: a unit taken on the way is given back.
+        ValueError if the handle is (or gets) closed."""
+        self._check()
+        return (await self._wait_async(
+            self._acquire_call, _sem_acquired, Deadline(True, timeout), "wk:",
+            lambda _: self._script_async(*self._release_call(1))))[0]
+
+    async def __aenter__(self) -> bool:
+        return await self.acquire_async()
+
+    async def __aexit__(self, *exc: Any) -> None:
+        from ._aio import watch
+
+        with watch(self):
+            _released(await self._script_async(*self._release_call(1)))
+
+    def _acquire_call(self, wid: str, mode: int) -> Tuple[str, List[Any], List[Any]]:
+        """The script, keys and arguments of one attempt to take a unit."""
+        return _SEM_ACQUIRE_LUA, self._keys, [
+            wid, mode, _waiters.REGISTRATION_TTL_MS, self._wake_prefix, self._initial]
+
+    def _release_call(self, n: int) -> Tuple[str, List[Any], List[Any]]:
+        """The script, keys and arguments that give back ``n`` units."""
+        return _SEM_RELEASE_LUA, self._keys, [
+            n, self._initial if self._BOUNDED else -1, self._initial, self._wake_prefix]
 
     def _give_back(self) -> bool:
         """Release a unit whose acquisition is not to be kept, without
         waiting for replicas; whether that worked."""
         try:
-            self._script(_SEM_RELEASE_LUA, self._keys, [
-                1, self._initial if self._BOUNDED else -1, self._initial, self._wake_prefix],
-                ACKS_NONE)
+            self._script(*self._release_call(1), ACKS_NONE)
             return True
         except Exception:
             return False
@@ -821,14 +921,12 @@ class Semaphore(WaitingObject):
         if n < 1:
             raise ValueError("n must be one or more")
         try:
-            res = self._script(_SEM_RELEASE_LUA, self._keys, [
-                n, self._initial if self._BOUNDED else -1, self._initial, self._wake_prefix])
+            res = self._script(*self._release_call(n))
         except ReplicationError as exc:
             if int(exc.result) >= 0:
                 raise
             res = exc.result  # refused: nothing written to wait for
-        if int(res) < 0:
-            raise ValueError("semaphore or lock released too many times")
+        _released(res)
 
     def get_value(self) -> int:
         self._check()
@@ -921,15 +1019,33 @@ class Event(WaitingObject):
     def wait(self, timeout: Optional[float] = None) -> bool:
         """Block until the flag is set, or ``timeout`` seconds pass; return
         True, or False on timeout."""
+        return self._wait(self._attempt(*self._wait_pieces()), Deadline(True, timeout), "wk:")[0]
+
+    async def wait_async(self, timeout: Optional[float] = None) -> bool:
+        """Awaitable ``wait()``: True once the flag is set (or was set while
+        waiting), False after ``timeout`` seconds (never earlier), without
+        blocking the event loop.  ValueError if the handle is (or gets)
+        closed."""
+        self._check()
+        return (await self._wait_async(*self._wait_pieces(), Deadline(True, timeout), "wk:"))[0]
+
+    def _wait_pieces(self) -> Tuple[Any, Any]:
+        """One wait's attempt: its script call and what the reply means
+        (the generation of the flag seen first is remembered: a ``set()``
+        after it wakes the waiter even if the flag was cleared since)."""
         seen = [""]
 
-        def attempt(wid: str, mode: int) -> Tuple[bool, Any, Optional[float]]:
-            ok, gen = self._script(_EVENT_WAIT_LUA, self._keys, [
-                wid, mode, _waiters.REGISTRATION_TTL_MS, self._wake_prefix, seen[0]])
+        def build(wid: str, mode: int) -> Tuple[str, List[Any], List[Any]]:
+            return _EVENT_WAIT_LUA, self._keys, [
+                wid, mode, _waiters.REGISTRATION_TTL_MS, self._wake_prefix, seen[0]]
+
+        def interpret(reply: Any) -> Tuple[bool, Any, Optional[float]]:
+            ok, gen = reply
             if not seen[0]:
                 seen[0] = gen.decode() if isinstance(gen, bytes) else str(gen)
             return bool(ok), None, None
-        return self._wait(attempt, Deadline(True, timeout), "wk:")[0]
+
+        return build, interpret
 
     def statistics(self) -> Dict[str, Any]:
         f, waiters = self._script(_EVENT_STATS_LUA, self._keys, [])
