@@ -177,7 +177,8 @@ async def settle(aw: Awaitable[Any]) -> Tuple[Any, Optional[BaseException], bool
                 if task.cancelled():
                     return None, asyncio.CancelledError(), True
                 exc = task.exception()
-                return None, exc, cancelled or not isinstance(exc, asyncio.CancelledError)
+                # Finished as the cancellation came: its outcome is known.
+                return (task.result() if exc is None else None), exc, True
             cancelled = True
         except BaseException as exc:
             return None, exc, cancelled
