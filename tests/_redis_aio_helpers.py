@@ -5,15 +5,8 @@ fails the child instead of hanging the test."""
 import asyncio
 import time
 
+from _aio_helpers import run
 from _helpers import CHILD_TIMEOUT
-
-
-def run(coro_fn, *args):
-    """``asyncio.run`` with a timeout on the whole coroutine."""
-    async def bounded():
-        return await asyncio.wait_for(coro_fn(*args), CHILD_TIMEOUT)
-
-    return asyncio.run(bounded())
 
 
 def put_slowly(q, items, pause):

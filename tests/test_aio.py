@@ -21,12 +21,7 @@ import _aio_helpers as h
 from _helpers import (CHILD_TIMEOUT, TIMEOUT, consume_until_none, cpu_seconds, join_ok,
                       kill_and_reap, start)
 
-try:
-    import uvloop
-except ImportError:  # pragma: no cover
-    uvloop = None
-
-LOOPS = ["asyncio"] + (["uvloop"] if uvloop is not None else [])
+LOOPS = h.LOOPS
 
 # How late an awaited timeout may end on a loaded machine: the loop's
 # timers are not real-time.  Early is never allowed.
@@ -43,13 +38,7 @@ def rings_only(monkeypatch):
 @pytest.fixture(params=LOOPS)
 def arun(request):
     """Run a coroutine function to completion on a fresh loop of the kind."""
-    factory = asyncio.new_event_loop if request.param == "asyncio" else uvloop.new_event_loop
-
-    def run(coro_fn, *args):
-        with asyncio.Runner(loop_factory=factory) as runner:
-            return runner.run(asyncio.wait_for(coro_fn(*args), TIMEOUT))
-
-    return run
+    return h.runner(request.param, TIMEOUT)
 
 
 # ------------------------------------------------------------------ Queue
@@ -310,12 +299,7 @@ def test_put_many_async_cancelled_midway_says_how_many_went_in(arun):
     q = interproc.Queue(maxsize=2)
 
     async def main():
-        t = asyncio.create_task(q.put_many_async(range(5)))
-        await asyncio.sleep(0.05)
-        t.cancel()
-        with pytest.raises(asyncio.CancelledError) as info:
-            await t
-        return info.value.count
+        return await h.cancelled_count(asyncio.create_task(q.put_many_async(range(5))), 0.05)
 
     assert arun(main) == 2
     assert q.get_many() == [0, 1]

@@ -12,14 +12,9 @@ import time
 
 import pytest
 
+import _aio_helpers as h
 import _redis_aio_helpers as helpers
 from _helpers import CHILD_TIMEOUT
-
-try:
-    import uvloop
-except ImportError:  # the tests run on asyncio's loop alone
-    uvloop = None
-
 from interproc.backends.redis import _aio
 from interproc.backends.redis.queues import JoinableQueue, Queue, ShutDown, SimpleQueue
 from interproc.backends.redis.synchronize import (BoundedSemaphore, Event, Lock, RLock,
@@ -27,33 +22,24 @@ from interproc.backends.redis.synchronize import (BoundedSemaphore, Event, Lock,
 
 pytestmark = pytest.mark.timeout(60)
 
-LOOPS = ["asyncio"] + (["uvloop"] if uvloop is not None else [])
 TIMEOUT = 20.0
 
 
-@pytest.fixture(params=LOOPS)
+@pytest.fixture(params=h.LOOPS)
 def arun(request):
     """Run a coroutine function to completion on a fresh loop of the kind."""
-    factory = asyncio.new_event_loop if request.param == "asyncio" else uvloop.new_event_loop
-
-    def run(coro_fn, *args):
-        with asyncio.Runner(loop_factory=factory) as runner:
-            return runner.run(asyncio.wait_for(coro_fn(*args), TIMEOUT))
-
-    return run
+    return h.runner(request.param, TIMEOUT)
 
 
-class Ticker:
-    """A task that counts the loop's turns: proof that it keeps running."""
-
-    def __init__(self, period=0.01):
-        self.ticks = 0
-        self.task = asyncio.ensure_future(self._run(period))
-
-    async def _run(self, period):
-        while True:
-            await asyncio.sleep(period)
-            self.ticks += 1
+async def _cancel_soon(task, i, rng):
+    """Cancel ``task`` after i % 7 turns of the loop (odd i) or a random
+    delay of up to 4 ms (even i)."""
+    if i % 2:
+        for _ in range(i % 7):
+            await asyncio.sleep(0)
+    else:
+        await asyncio.sleep(rng.random() * 0.004)
+    task.cancel()
 
 
 def _join(proc):
@@ -80,7 +66,7 @@ def test_get_async_gets_what_another_process_puts_without_blocking_the_loop(
     items = list(range(5))
 
     async def main():
-        ticker = Ticker()
+        ticker = h.Ticker()
         child = start_method.Process(target=helpers.put_slowly, args=(q, items, 0.1))
         child.start()
         try:
@@ -181,11 +167,7 @@ def test_put_many_async_says_how_many_went_in(conn, made, arun):
         task = asyncio.ensure_future(q.put_many_async(range(3, 8)))
         await asyncio.sleep(0.05)
         assert q.get_many(2) == [0, 1]  # room for 2 of the 5: they go in
-        await asyncio.sleep(0.3)
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError) as info:
-            await task
-        return info.value.count
+        return await h.cancelled_count(task, 0.3)
 
     assert arun(main) == 2
     assert _drain(q) == [2, 3, 4]
@@ -249,12 +231,7 @@ def test_cancelled_gets_and_puts_lose_and_duplicate_nothing(conn, made, arun):
 
     async def cancel_soon(aw, i):
         task = asyncio.ensure_future(aw)
-        if i % 2:
-            for _ in range(i % 7):
-                await asyncio.sleep(0)
-        else:
-            await asyncio.sleep(rng.random() * 0.004)
-        task.cancel()
+        await _cancel_soon(task, i, rng)
         try:
             return "done", await task
         except asyncio.CancelledError as exc:
@@ -466,12 +443,7 @@ def test_cancelled_acquires_hold_nothing(conn, made, arun):
 
     async def churn(prim, i):
         task = asyncio.ensure_future(hold(prim))
-        if i % 2:
-            for _ in range(i % 9):
-                await asyncio.sleep(0)
-        else:
-            await asyncio.sleep(rng.random() * 0.004)
-        task.cancel()
+        await _cancel_soon(task, i, rng)
         try:
             return await task
         except asyncio.CancelledError:
