@@ -499,7 +499,17 @@ def test_one_async_client_per_connection_and_loop(conn, made):
         assert await q.get_async() == 1
         return _aio.client(conn), _aio.client(conn)
 
+    def connected():
+        return {c["id"] for c in conn.client.client_list()}
+
+    before = connected()
     a1, a2 = asyncio.run(client_of())
+    # The loop's client was closed with the loop: its connection is gone.
+    for _ in range(100):
+        if connected() <= before:
+            break
+        time.sleep(0.01)
+    assert connected() <= before
     b1, _ = asyncio.run(client_of())
     assert a1 is a2 and a1 is not b1
     # Closed loops' clients are forgotten at the next use.

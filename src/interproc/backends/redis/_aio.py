@@ -9,9 +9,11 @@ redis-py's asyncio client instead of the thread's own:
 
 - **One client per connection and event loop** (:func:`client`), made on
   first use in that loop: its own connection pool, so commands of one loop
-  never wait for another's.  It is forgotten when the loop is closed (on
-  the next use of the connection from any loop), garbage-collected with the
-  loop, closed by ``Connection.close()``, and never used after a fork.
+  never wait for another's.  It is closed when the loop shuts down
+  (``asyncio.run`` and ``asyncio.Runner`` close async generators then, and
+  one of them closes it), forgotten when the loop is closed (at the next
+  use of the connection from any loop) or garbage-collected, closed by
+  ``Connection.close()``, and never used after a fork.
   Standalone servers and Redis Cluster (``redis.asyncio.RedisCluster``) are
   served; Sentinel, TLS and ``replicas`` raise NotImplementedError.
 - **Bounded waits**: the client has no socket timeout of its own; each
@@ -69,12 +71,29 @@ def client(conn: Any) -> Any:
     if per_loop is None or per_loop[0] != os.getpid():
         per_loop = conn._aio_clients = (os.getpid(), weakref.WeakKeyDictionary())
     clients = per_loop[1]
-    c = clients.get(loop)
-    if c is None:
+    made = clients.get(loop)
+    if made is None:
         for other in [lp for lp in list(clients) if lp.is_closed()]:
-            clients.pop(other, None)  # its sockets go with the closed loop
-        c = clients[loop] = _make_client(conn)
-    return c
+            clients.pop(other, None)  # its sockets went with the closed loop
+        c = _make_client(conn)
+        # An async generator that the loop closes when it shuts down
+        # (``asyncio.run`` and ``Runner`` call ``shutdown_asyncgens``), and
+        # that closes the client then: run to its yield, it is registered
+        # with the running loop.
+        closer = _close_with_loop(c)
+        try:
+            closer.__anext__().send(None)
+        except StopIteration:
+            pass
+        made = clients[loop] = (c, closer)
+    return made[0]
+
+
+async def _close_with_loop(c: Any) -> Any:
+    try:
+        yield
+    finally:
+        await c.aclose()
 
 
 def forget_clients(conn: Any) -> List[Tuple[Any, Any]]:
@@ -83,7 +102,7 @@ def forget_clients(conn: Any) -> List[Tuple[Any, Any]]:
     per_loop = conn.__dict__.pop("_aio_clients", None)
     if per_loop is None or per_loop[0] != os.getpid():
         return []
-    return list(per_loop[1].items())
+    return [(loop, made[0]) for loop, made in list(per_loop[1].items())]
 
 
 def _make_client(conn: Any) -> Any:
