@@ -58,3 +58,11 @@ def task_done_later(q, n, pause):
 def set_later(event, pause):
     time.sleep(pause)
     event.set()
+
+
+def notify_later(cond, pause, n):
+    """Notify the condition ``n`` times, ``pause`` seconds apart."""
+    for _ in range(n):
+        time.sleep(pause)
+        with cond:
+            cond.notify_all()

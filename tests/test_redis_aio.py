@@ -17,8 +17,8 @@ import _redis_aio_helpers as helpers
 from _helpers import CHILD_TIMEOUT
 from interproc.backends.redis import _aio
 from interproc.backends.redis.queues import JoinableQueue, Queue, ShutDown, SimpleQueue
-from interproc.backends.redis.synchronize import (BoundedSemaphore, Event, Lock, RLock,
-                                                   Semaphore)
+from interproc.backends.redis.synchronize import (BoundedSemaphore, Condition, Event, Lock,
+                                                   RLock, Semaphore)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -483,6 +483,67 @@ def test_semaphore_and_event_across_processes(start_method, conn, made, arun):
         async with sem:
             assert sem.get_value() == 0
         assert sem.get_value() == 1
+
+    arun(main)
+
+
+# ------------------------------------------------------------------ condition
+
+
+def test_condition_wait_async_is_woken_by_another_process(start_method, conn, made, arun):
+    cond = Condition(conn)
+    made.append(cond)
+
+    async def main():
+        child = start_method.Process(target=helpers.notify_later, args=(cond, 0.3, 3))
+        child.start()
+        async with cond:
+            t0 = time.monotonic()
+            assert await cond.wait_async(timeout=TIMEOUT)
+            took = time.monotonic() - t0
+            assert cond._lock.locked_by_me()
+            n = [0]
+
+            def predicate():
+                n[0] += 1
+                return n[0] >= 3  # true after two more notifications
+
+            assert await cond.wait_for_async(predicate, timeout=TIMEOUT)
+        await asyncio.get_running_loop().run_in_executor(None, _join, child)
+        return took
+
+    assert arun(main) >= 0.2
+    assert not cond._lock.locked()
+
+
+def test_condition_wait_async_timeout_cancel_and_misuse(conn, made, arun):
+    cond = Condition(conn)
+    made.append(cond)
+
+    async def main():
+        with pytest.raises(RuntimeError):
+            await cond.wait_async(0.1)  # the lock is not held
+        async with cond:
+            t0 = time.monotonic()
+            assert await cond.wait_async(0.3) is False
+            assert time.monotonic() - t0 >= 0.3
+            assert await cond.wait_for_async(lambda: False, 0.2) is False
+            assert cond._lock.locked_by_me()
+
+        async def waiter():
+            async with cond:
+                await cond.wait_async()
+
+        task = asyncio.ensure_future(waiter())
+        await asyncio.sleep(0.2)
+        assert not cond._lock.locked()  # released while it waits
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        # It took the lock back before the cancellation went on, and the
+        # end of its ``async with`` released it.
+        assert not cond._lock.locked()
+        assert cond.statistics()["condition_waiters"] == 0
 
     arun(main)
 

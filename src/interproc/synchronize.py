@@ -43,6 +43,18 @@ def wait_for(wait: Any, predicate: Any, timeout: Optional[float]) -> Any:
     """Condition.wait_for over ``wait(timeout)``, for every backend's
     Condition: wait until ``predicate()`` is true or ``timeout`` seconds
     pass, and return the predicate's last value."""
+    steps = wait_for_steps(predicate, timeout)
+    try:
+        while True:
+            wait(next(steps))
+    except StopIteration as stop:
+        return stop.value
+
+
+def wait_for_steps(predicate: Any, timeout: Optional[float]) -> Any:
+    """``wait_for``'s loop as a generator of the timeouts to wait with (for
+    blocking and awaitable waits alike); it returns the predicate's last
+    value."""
     endtime = None
     waittime = timeout
     result = predicate()
@@ -54,7 +66,7 @@ def wait_for(wait: Any, predicate: Any, timeout: Optional[float]) -> Any:
                 waittime = endtime - time.monotonic()
                 if waittime <= 0:
                     break
-        wait(waittime)
+        yield waittime
         result = predicate()
     return result
 

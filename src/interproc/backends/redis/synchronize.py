@@ -70,7 +70,7 @@ import warnings
 from threading import BrokenBarrierError
 from typing import Any, Dict, List, Optional, Tuple
 
-from ...synchronize import OwnerDiedWarning, wait_for
+from ...synchronize import OwnerDiedWarning, wait_for, wait_for_steps
 import secrets
 
 from . import _waiters
@@ -606,24 +606,31 @@ class _LockBase(WaitingObject):
         from ._aio import task_token
 
         self._check()
-        token = task_token()
+        return await self._acquire_count_async(task_token(), 1, timeout)
+
+    async def _acquire_count_async(self, token: str, count: int, timeout: Any) -> bool:
+        """``_acquire_count`` from an event loop, for ``token``."""
         claimed = _renewer.claims(self._keys[0], token)
         ok, taken = await self._wait_async(
-            lambda wid, mode: self._acquire_call(token, 1, claimed, wid, mode), self._acquired,
+            lambda wid, mode: self._acquire_call(token, count, claimed, wid, mode), self._acquired,
             Deadline(True, timeout), self._prefix + "wk:",
             lambda _: self._script_async(*self._release_call(token, not claimed, claimed)))
-        return ok and self._took(token, 1, taken)
+        return ok and self._took(token, count, taken)
 
     async def __aenter__(self) -> bool:
         return await self.acquire_async()
 
     async def __aexit__(self, *exc: Any) -> None:
+        await self._release_async(False)
+
+    async def _release_async(self, full: bool) -> Tuple[str, int]:
+        """``_release`` from an event loop; the releasing token and depth."""
         from ._aio import watch
 
-        token, key, nested = self._release_start(False)
+        token, key, nested = self._release_start(full)
         with watch(self):
-            status, depth = await self._script_async(*self._release_call(token, False, nested))
-        self._release_end(token, key, nested, int(status), int(depth))
+            status, depth = await self._script_async(*self._release_call(token, full, nested))
+        return token, self._release_end(token, key, nested, int(status), int(depth))
 
     def _took(self, token: str, count: int, taken: Any) -> bool:
         """Keep an acquisition by ``token``: its lease renewed, ``owner_died``
@@ -1156,48 +1163,135 @@ class Condition(WaitingObject):
         self._lock.release()
 
     def _cond_check(self, wid: str, mode: int) -> bool:
-        return bool(self._script(_COND_CHECK_LUA, self._keys,
-                                 [wid, mode, _waiters.REGISTRATION_TTL_MS, self._wake_prefix]))
+        return bool(self._script(*self._cond_check_call(wid, mode)))
+
+    def _cond_check_call(self, wid: str, mode: int) -> Tuple[str, List[Any], List[Any]]:
+        """Whether ``wid`` was notified; mode 1 refreshes its registration,
+        2 drops it."""
+        return _COND_CHECK_LUA, self._keys, [wid, mode, _waiters.REGISTRATION_TTL_MS,
+                                             self._wake_prefix]
+
+    def _cond_register_call(self, wid: str) -> Tuple[str, List[Any], List[Any]]:
+        return _COND_REGISTER_LUA, self._keys, [wid, _waiters.REGISTRATION_TTL_MS]
+
+    def _cond_steps(self, wid: str, deadline: Deadline) -> Any:
+        """A registered wait's steps until notified or timed out:
+        ``(TRY, mode)`` (its reply: whether notified) and ``(BLOCK, wake
+        key, seconds)`` (its reply: BLPOP's); it returns whether notified."""
+        wake = self._wake_prefix + wid
+        while True:
+            left = deadline.remaining()
+            if left is not None and left <= 0:
+                return bool((yield (_waiters.TRY, 2)))
+            chunk = _waiters.WAIT_CHUNK if left is None else min(_waiters.WAIT_CHUNK, left)
+            if (yield (_waiters.BLOCK, wake, chunk)) is not None:
+                return True
+            if (yield (_waiters.TRY, 1)):
+                return True
+
+    def _unowned(self, exc: BaseException) -> BaseException:
+        """What a wait on a lock the caller does not hold raises."""
+        if isinstance(exc, LeaseLostError):
+            return exc
+        return RuntimeError("cannot wait on un-acquired lock")
 
     def wait(self, timeout: Optional[float] = None) -> bool:
         """Release the lock, wait until notified or ``timeout`` seconds pass,
         take the lock back; return False on timeout."""
         deadline = Deadline(True, timeout)
         wid = secrets.token_hex(8)
-        self._script(_COND_REGISTER_LUA, self._keys, [wid, _waiters.REGISTRATION_TTL_MS])
+        self._script(*self._cond_register_call(wid))
         try:
             depth = self._lock._release_save()
-        except LeaseLostError:
+        except (LeaseLostError, LockNotOwnedError, ValueError) as exc:
             self._cond_check(wid, 2)
-            raise
-        except (LockNotOwnedError, ValueError):
-            self._cond_check(wid, 2)
-            raise RuntimeError("cannot wait on un-acquired lock") from None
+            raise self._unowned(exc) from None
         try:
-            wake = self._wake_prefix + wid
-            limit = _waiters.WAIT_CHUNK
+            steps = self._cond_steps(wid, deadline)
+            reply = None
             while True:
-                left = deadline.remaining()
-                if left is not None and left <= 0:
-                    return self._cond_check(wid, 2)
-                chunk = limit if left is None else min(limit, left)
-                if self._blpop(wake, chunk) is not None:
-                    return True
-                if self._cond_check(wid, 1):
-                    return True
+                step = steps.send(reply)
+                if step[0] is _waiters.TRY:
+                    reply = self._cond_check(wid, step[1])
+                else:
+                    reply = self._blpop(step[1], step[2])
+        except StopIteration as stop:
+            return stop.value
         finally:
             self._lock._acquire_restore(depth)
+
+    async def wait_async(self, timeout: Optional[float] = None) -> bool:
+        """Awaitable ``wait()``: release the lock (taken with
+        ``acquire_async`` or ``async with``), wait without blocking the event
+        loop until notified or ``timeout`` seconds pass (never earlier), take
+        the lock back; False on timeout.  The lock is taken back even when
+        the wait is cancelled (as asyncio.Condition does), then the
+        CancelledError goes on; a notification the cancelled wait had
+        received is spent."""
+        import asyncio
+
+        from . import _aio
+
+        deadline = Deadline(True, timeout)
+        wid = secrets.token_hex(8)
+        lock = self._lock
+        with _aio.watch(self):
+            aclient = _aio.client(self._conn)
+            await self._script_async(*self._cond_register_call(wid))
+            try:
+                token, depth = await lock._release_async(True)
+            except (LeaseLostError, LockNotOwnedError, ValueError) as exc:
+                await self._script_async(*self._cond_check_call(wid, 2))
+                raise self._unowned(exc) from None
+            try:
+                steps = self._cond_steps(wid, deadline)
+                reply = None
+                while True:
+                    step = steps.send(reply)
+                    if step[0] is _waiters.TRY:
+                        reply = await self._script_async(*self._cond_check_call(wid, step[1]))
+                    else:
+                        reply = await _aio.bounded(self._conn, aclient.blpop(
+                            [step[1]], _waiters.server_seconds(step[2])), step[2])
+            except StopIteration as stop:
+                return stop.value
+            except asyncio.CancelledError:
+                await _aio.settle(self._script_async(*self._cond_check_call(wid, 2)))
+                raise
+            finally:
+                _, exc, cancelled = await _aio.settle(
+                    lock._acquire_count_async(token, depth, None))
+                if exc is not None:
+                    raise exc
+                if cancelled:
+                    raise asyncio.CancelledError
 
     def wait_for(self, predicate: Any, timeout: Optional[float] = None) -> Any:
         """Wait until ``predicate()`` is true, or ``timeout`` seconds pass;
         return the predicate's last value."""
         return wait_for(self.wait, predicate, timeout)
 
+    async def wait_for_async(self, predicate: Any, timeout: Optional[float] = None) -> Any:
+        """Awaitable ``wait_for()``: ``wait_async`` until ``predicate()`` is
+        true, or ``timeout`` seconds pass; the predicate's last value."""
+        steps = wait_for_steps(predicate, timeout)
+        try:
+            while True:
+                await self.wait_async(next(steps))
+        except StopIteration as stop:
+            return stop.value
+
+    async def __aenter__(self) -> bool:
+        return await self._lock.acquire_async()
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self._lock._release_async(False)
+
     def _check_owned(self, what: str) -> None:
         lock = self._lock
         if lock._is_owned():
             return
-        if claims_lock(lock._keys[0], thread_token()):
+        if claims_lock(lock._keys[0], lock._token()):
             raise lease_lost_error(lock, what)
         raise RuntimeError("cannot notify on un-acquired lock")
 
