@@ -163,6 +163,18 @@ TRY, BLOCK, SLEEP = "try", "block", "sleep"
 Step = Tuple[Any, ...]
 
 
+def run_steps(steps: Generator[Step, Any, Any], handlers: Dict[Any, Callable[..., Any]]) -> Any:
+    """Run a generator of steps ``(kind, *args)``, answering each with
+    ``handlers[kind](*args)``; what the generator returns."""
+    reply = None
+    try:
+        while True:
+            step = steps.send(reply)
+            reply = handlers[step[0]](*step[1:])
+    except StopIteration as stop:
+        return stop.value
+
+
 def lua(body: str) -> str:
     """A script: the waiter registry's functions, then ``body``."""
     return LUA_PRELUDE + body
@@ -296,20 +308,9 @@ class WaitingObject(RedisObject):
 
     def _wait_registered(self, attempt: Callable[[str, int], Tuple[bool, Any, Optional[float]]],
                          deadline: Deadline, wake_part: str) -> Tuple[bool, Any]:
-        steps = self._wait_steps(deadline, wake_part)
-        step = next(steps)
-        try:
-            while True:
-                reply = None
-                if step[0] is TRY:
-                    reply = attempt(step[1], step[2])
-                elif step[0] is SLEEP:
-                    time.sleep(step[1])
-                else:
-                    self._blpop(step[1], step[2], deadline.end is not None)
-                step = steps.send(reply)
-        except StopIteration as stop:
-            return stop.value
+        return run_steps(self._wait_steps(deadline, wake_part), {
+            TRY: attempt, SLEEP: time.sleep,
+            BLOCK: lambda key, seconds: self._blpop(key, seconds, deadline.end is not None)})
 
     def _attempt(self, build: Callable[[str, int], Tuple[str, List[Any], List[Any]]],
                  interpret: Callable[[Any], Tuple[bool, Any, Optional[float]]]

@@ -1207,16 +1207,9 @@ class Condition(WaitingObject):
             self._cond_check(wid, 2)
             raise self._unowned(exc) from None
         try:
-            steps = self._cond_steps(wid, deadline)
-            reply = None
-            while True:
-                step = steps.send(reply)
-                if step[0] is _waiters.TRY:
-                    reply = self._cond_check(wid, step[1])
-                else:
-                    reply = self._blpop(step[1], step[2])
-        except StopIteration as stop:
-            return stop.value
+            return _waiters.run_steps(self._cond_steps(wid, deadline), {
+                _waiters.TRY: lambda mode: self._cond_check(wid, mode),
+                _waiters.BLOCK: self._blpop})
         finally:
             self._lock._acquire_restore(depth)
 
