@@ -66,3 +66,11 @@ def notify_later(cond, pause, n):
         time.sleep(pause)
         with cond:
             cond.notify_all()
+
+
+def pass_barrier(barrier, out):
+    """Wait at the barrier; report the arrival index (or the error's name)."""
+    try:
+        out.put(barrier.wait(CHILD_TIMEOUT))
+    except Exception as exc:
+        out.put(type(exc).__name__)

@@ -17,8 +17,8 @@ import _redis_aio_helpers as helpers
 from _helpers import CHILD_TIMEOUT
 from interproc.backends.redis import _aio
 from interproc.backends.redis.queues import JoinableQueue, Queue, ShutDown, SimpleQueue
-from interproc.backends.redis.synchronize import (BoundedSemaphore, Condition, Event, Lock,
-                                                   RLock, Semaphore)
+from interproc.backends.redis.synchronize import (Barrier, BoundedSemaphore, Condition, Event,
+                                                   Lock, RLock, Semaphore)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -544,6 +544,63 @@ def test_condition_wait_async_timeout_cancel_and_misuse(conn, made, arun):
         # end of its ``async with`` released it.
         assert not cond._lock.locked()
         assert cond.statistics()["condition_waiters"] == 0
+
+    arun(main)
+
+
+# ------------------------------------------------------------------ barrier
+
+
+def test_barrier_wait_async_with_processes_and_tasks(conn, made, arun):
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    b = Barrier(conn, 4)
+    made.append(b)
+    out = ctx.Queue()
+
+    async def main():
+        children = [ctx.Process(target=helpers.pass_barrier, args=(b, out)) for _ in range(2)]
+        for c in children:
+            c.start()
+        mine = await asyncio.gather(b.wait_async(TIMEOUT), b.wait_async(TIMEOUT))
+        for c in children:
+            await asyncio.get_running_loop().run_in_executor(None, _join, c)
+        return list(mine)
+
+    mine = arun(main)
+    theirs = [out.get(timeout=CHILD_TIMEOUT) for _ in range(2)]
+    assert sorted(mine + theirs) == [0, 1, 2, 3]
+
+
+def test_barrier_wait_async_timeout_and_cancel_break_it(conn, made, arun):
+    import threading as _threading
+
+    b = Barrier(conn, 3)
+    made.append(b)
+
+    async def main():
+        t0 = time.monotonic()
+        with pytest.raises(_threading.BrokenBarrierError):
+            await b.wait_async(0.3)
+        assert time.monotonic() - t0 >= 0.3
+        assert b.broken
+        b.reset()
+        other = asyncio.ensure_future(b.wait_async(TIMEOUT))
+        cancelled = asyncio.ensure_future(b.wait_async(TIMEOUT))
+        await asyncio.sleep(0.2)
+        cancelled.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled
+        with pytest.raises(_threading.BrokenBarrierError):
+            await other
+        b.reset()
+        # An action runs once, in the last party.
+        ran = []
+        b2 = Barrier(conn, 2, action=lambda: ran.append(1))
+        made.append(b2)
+        assert sorted(await asyncio.gather(b2.wait_async(TIMEOUT), b2.wait_async(TIMEOUT))) == [0, 1]
+        assert ran == [1]
 
     arun(main)
 

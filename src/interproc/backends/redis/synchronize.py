@@ -1504,6 +1504,22 @@ class _ActionName(str):
         )
 
 
+#: The steps of a Barrier's passage besides BLOCK (``Barrier._barrier_steps``).
+_SCRIPT, _ACTION = "script", "action"
+
+
+class _Passage:
+    """How far one passage through a Barrier got."""
+
+    __slots__ = ("wid", "gen", "last", "releasing")
+
+    def __init__(self) -> None:
+        self.wid = secrets.token_hex(8)
+        self.gen: Optional[str] = None  # the round it arrived in
+        self.last = False  # the last party of its round
+        self.releasing = False  # the round's release was sent
+
+
 @register
 class Barrier(WaitingObject):
     """A barrier in Redis: ``multiprocessing.Barrier``.
@@ -1588,9 +1604,19 @@ class Barrier(WaitingObject):
 
     def wait(self, timeout: Optional[float] = None) -> int:
         """Wait for all parties; return this one's arrival index."""
-        deadline = Deadline(True, self._timeout if timeout is None else timeout)
+        return _waiters.run_steps(self._barrier_steps(self._deadline(timeout), _Passage()), {
+            _SCRIPT: self._script, _waiters.BLOCK: self._blpop, _ACTION: self._run_action_or_abort})
+
+    def _deadline(self, timeout: Optional[float]) -> Deadline:
+        return Deadline(True, self._timeout if timeout is None else timeout)
+
+    def _barrier_steps(self, deadline: Deadline, p: "_Passage") -> Any:
+        """One passage's steps, for ``wait`` and ``wait_async``: ``(_SCRIPT,
+        source, keys, args)`` (its reply), ``(BLOCK, wake key, seconds)`` and
+        ``(_ACTION, gen, wid)``; it returns the arrival index.  ``p`` keeps
+        how far it got, for a cancelled ``wait_async`` to clean up."""
         ttl = _waiters.REGISTRATION_TTL_MS
-        wid = secrets.token_hex(8)
+        wid = p.wid
         wake = self._wake_prefix + wid
         limit = _waiters.WAIT_CHUNK
 
@@ -1601,7 +1627,7 @@ class Barrier(WaitingObject):
         # Arrive; while the previous round is still finishing (its last
         # party running the action), wait for it to end.
         while True:
-            index, gen = self._script(_ARRIVE_LUA, self._keys, [
+            index, gen = yield (_SCRIPT, _ARRIVE_LUA, self._keys, [
                 self._parties, wid, 1, ttl, self._wake_prefix,
                 "0" if self._action is None else "1"])
             index, gen = int(index), gen.decode() if isinstance(gen, bytes) else str(gen)
@@ -1612,20 +1638,18 @@ class Barrier(WaitingObject):
             wait = chunk()
             if wait <= 0:
                 # A wait that times out breaks the barrier, as in threading.
-                self._script(_BARRIER_CHECK_LUA, self._keys, [gen, wid, 2, ttl, self._wake_prefix])
+                yield (_SCRIPT, _BARRIER_CHECK_LUA, self._keys, [gen, wid, 2, ttl, self._wake_prefix])
                 raise BrokenBarrierError
-            self._blpop(wake, wait)
-        if index + 1 == self._parties:
+            yield (_waiters.BLOCK, wake, wait)
+        p.gen, p.last = gen, index + 1 == self._parties
+        if p.last:
             runner = ""
             if self._action is not None:
                 runner = wid
-                try:
-                    self._run_action(gen, wid)
-                except BaseException:
-                    self._script(_BARRIER_ABORT_LUA, self._keys, [self._wake_prefix, wid])
-                    raise
-            if int(self._script(_BARRIER_RELEASE_LUA, self._keys,
-                                [gen, self._wake_prefix, runner])) < 0:
+                yield (_ACTION, gen, wid)
+            p.releasing = True
+            if int((yield (_SCRIPT, _BARRIER_RELEASE_LUA, self._keys,
+                           [gen, self._wake_prefix, runner]))) < 0:
                 raise BrokenBarrierError
             return index
         while True:
@@ -1633,14 +1657,76 @@ class Barrier(WaitingObject):
             if wait <= 0:
                 mode = 2
             else:
-                self._blpop(wake, wait)
+                yield (_waiters.BLOCK, wake, wait)
                 mode = 1
-            res = int(self._script(_BARRIER_CHECK_LUA, self._keys,
-                                   [gen, wid, mode, ttl, self._wake_prefix]))
+            res = int((yield (_SCRIPT, _BARRIER_CHECK_LUA, self._keys,
+                              [gen, wid, mode, ttl, self._wake_prefix])))
             if res == 1:
                 return index
             if res == -1:
                 raise BrokenBarrierError
+
+    def _run_action_or_abort(self, gen: str, wid: str) -> None:
+        """Run the action; if it fails, break the barrier for the others."""
+        try:
+            self._run_action(gen, wid)
+        except BaseException:
+            self._script(*self._abort_call(wid))
+            raise
+
+    def _abort_call(self, wid: str) -> Tuple[str, List[Any], List[Any]]:
+        return _BARRIER_ABORT_LUA, self._keys, [self._wake_prefix, wid]
+
+    async def wait_async(self, timeout: Optional[float] = None) -> int:
+        """Awaitable ``wait()``: wait without blocking the event loop for all
+        parties; this one's arrival index.  BrokenBarrierError as ``wait()``
+        (a timeout breaks the barrier).  The action, if any, runs in the
+        loop's thread in the last party to arrive.  Cancelled, the wait
+        breaks the barrier for the others of its round, as a timeout
+        does, unless the round had passed already."""
+        import asyncio
+
+        from . import _aio
+
+        p = _Passage()
+        deadline = self._deadline(timeout)
+        with _aio.watch(self):
+            aclient = _aio.client(self._conn)
+            steps = self._barrier_steps(deadline, p)
+            reply = None
+            try:
+                while True:
+                    step = steps.send(reply)
+                    if step[0] is _SCRIPT:
+                        reply, exc, cancelled = await _aio.settle(
+                            self._script_async(*step[1:], seconds=deadline.remaining()))
+                        if exc is None and step[1] is _ARRIVE_LUA and int(reply[0]) >= 0:
+                            p.gen = reply[1].decode() if isinstance(reply[1], bytes) else str(reply[1])
+                            p.last = int(reply[0]) + 1 == self._parties
+                        if cancelled:
+                            raise asyncio.CancelledError
+                        if exc is not None:
+                            raise exc
+                    elif step[0] is _waiters.BLOCK:
+                        reply = await _aio.bounded(self._conn, aclient.blpop(
+                            [step[1]], _waiters.server_seconds(step[2])), step[2], False)
+                    else:
+                        reply = None
+                        try:
+                            self._run_action(*step[1:])
+                        except BaseException:
+                            await _aio.settle(self._script_async(*self._abort_call(p.wid)))
+                            raise
+            except StopIteration as stop:
+                return stop.value
+            except asyncio.CancelledError:
+                if p.gen is not None and not p.releasing:
+                    # Arrived, the round not passed: break it, as a timeout would.
+                    await _aio.settle(self._script_async(*self._abort_call(p.wid)) if p.last else
+                                      self._script_async(_BARRIER_CHECK_LUA, self._keys, [
+                                          p.gen, p.wid, 2, _waiters.REGISTRATION_TTL_MS,
+                                          self._wake_prefix]))
+                raise
 
     def _run_action(self, gen: str, wid: str) -> None:
         """Run the action while this process's lease renewer refreshes the
