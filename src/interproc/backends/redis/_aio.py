@@ -208,7 +208,7 @@ class watch:
     handle cancels it (``closed_by_handle()``), and an error raised in the
     block is translated as the blocking form's would be."""
 
-    __slots__ = ("obj", "task", "loop", "closing")
+    __slots__ = ("obj", "task", "loop", "closing", "active")
 
     def __init__(self, obj: Any) -> None:
         obj._check()
@@ -216,15 +216,18 @@ class watch:
         self.task = asyncio.current_task()
         self.loop = asyncio.get_running_loop()
         self.closing = False
+        self.active = False
 
     def __enter__(self) -> "watch":
         waiters = self.obj.__dict__.get("_aio_waiters")
         if waiters is None:
             waiters = self.obj._aio_waiters = set()
         waiters.add(self)
+        self.active = True
         return self
 
     def __exit__(self, et: Any, ev: Any, tb: Any) -> bool:
+        self.active = False
         self.obj._aio_waiters.discard(self)
         if ev is None:
             return False
@@ -243,7 +246,13 @@ class watch:
         self.closing = True
         if self.task is not None and not self.loop.is_closed():
             with contextlib.suppress(RuntimeError):
-                self.loop.call_soon_threadsafe(self.task.cancel)
+                self.loop.call_soon_threadsafe(self._cancel)
+
+    def _cancel(self) -> None:
+        # In the loop: only a call still awaiting is cancelled (one that
+        # ended meanwhile has nothing left to end).
+        if self.active:
+            self.task.cancel()
 
 
 def is_gone_or_redis(exc: BaseException) -> bool:
