@@ -1,20 +1,12 @@
 """What the asyncio test modules share: the loops they run on and the
 fixtures that run them."""
 
-import asyncio
-
 import pytest
 
 from interproc import _aio
 
+import _aio_helpers as h
 from _helpers import TIMEOUT
-
-try:
-    import uvloop
-except ImportError:  # pragma: no cover
-    uvloop = None
-
-LOOPS = ["asyncio"] + (["uvloop"] if uvloop is not None else [])
 
 # How late an awaited timeout may end on a loaded machine: the loop's
 # timers are not real-time.  Early is never allowed.
@@ -28,13 +20,7 @@ def rings_only(monkeypatch):
     monkeypatch.setattr(_aio, "SWEEP", 3600.0)
 
 
-@pytest.fixture(params=LOOPS)
+@pytest.fixture(params=h.LOOPS)
 def arun(request):
     """Run a coroutine function to completion on a fresh loop of the kind."""
-    factory = asyncio.new_event_loop if request.param == "asyncio" else uvloop.new_event_loop
-
-    def run(coro_fn, *args):
-        with asyncio.Runner(loop_factory=factory) as runner:
-            return runner.run(asyncio.wait_for(coro_fn(*args), TIMEOUT))
-
-    return run
+    return h.runner(request.param, TIMEOUT)

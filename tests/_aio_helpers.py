@@ -36,6 +36,40 @@ def put_slowly(q, items, pause):
         time.sleep(pause)
 
 
+try:
+    import uvloop
+except ImportError:  # pragma: no cover
+    uvloop = None
+
+#: The event loops the asyncio tests run on.
+LOOPS = ["asyncio"] + (["uvloop"] if uvloop is not None else [])
+
+
+def runner(kind, timeout):
+    """A function that runs a coroutine function to completion, within
+    ``timeout`` seconds, on a fresh loop of ``kind`` (one of LOOPS): the
+    body of the tests' ``arun`` fixtures."""
+    factory = asyncio.new_event_loop if kind == "asyncio" else uvloop.new_event_loop
+
+    def run(coro_fn, *args):
+        with asyncio.Runner(loop_factory=factory) as r:
+            return r.run(asyncio.wait_for(coro_fn(*args), timeout))
+
+    return run
+
+
+async def cancelled_count(task, delay):
+    """Cancel ``task`` after ``delay`` seconds; the ``.count`` of the
+    CancelledError it then raises (AssertionError if it does not)."""
+    await asyncio.sleep(delay)
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError as exc:
+        return exc.count
+    raise AssertionError(f"{task!r} was not cancelled")
+
+
 class Ticker:
     """A task that counts the loop's turns: proof that it keeps running."""
 

@@ -441,12 +441,18 @@ class RedisObject:
         (``client.acks_of``)."""
         if self._closed:
             self._check()
-        conn = self._conn
+        source, keys, args = self._guarded(source, keys, args)
         try:
-            return conn.script(alive(source, self._expiring))([*keys, self._meta],
-                                                              [*args, *self._tail], None, acks)
+            return self._conn.script(source)(keys, args, None, acks)
         except BaseException as exc:
             self._raise(exc)
+
+    def _guarded(self, source: str, keys: Iterable[str],
+                 args: Iterable[Any]) -> Tuple[str, List[Any], List[Any]]:
+        """The script, keys and arguments that run ``source`` on this
+        handle's incarnation of the object (``alive``): what
+        :meth:`_script` sends, and the awaitable forms too."""
+        return alive(source, self._expiring), [*keys, self._meta], [*args, *self._tail]
 
     def _command(self, command: str, key: str, *args: Any) -> Any:
         """One Redis command on one key of this object, run as a script so
@@ -497,6 +503,10 @@ class RedisObject:
         """This handle can no longer be used (ValueError); the object and
         other handles stay."""
         self._closed = True
+        if self.__dict__.get("_aio_waiters"):
+            from ._aio import close_waiters
+
+            close_waiters(self)  # its awaiting calls raise ValueError
 
     def unlink(self) -> None:
         """Delete a named object's keys from Redis: the object is gone for

@@ -41,7 +41,7 @@ from __future__ import annotations
 import math
 import secrets
 import time
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Generator, List, Optional, Tuple
 
 from ._base import EXPIRY_CAPS, RedisObject, call
 from .client import NO_WAIT
@@ -158,9 +158,37 @@ EXPIRY_CAPS.append((_WAKE_EXPIRY,
                     f"redis.call('PEXPIRE', p .. wid, math.min({WAKE_TTL_MS}, tonumber(_ttl)))"))
 
 
+#: The steps of a wait (``WaitingObject._wait_steps``).
+TRY, BLOCK, SLEEP = "try", "block", "sleep"
+Step = Tuple[Any, ...]
+
+
+def run_steps(steps: Generator[Step, Any, Any], handlers: Dict[Any, Callable[..., Any]]) -> Any:
+    """Run a generator of steps ``(kind, *args)``, answering each with
+    ``handlers[kind](*args)``; what the generator returns."""
+    reply = None
+    try:
+        while True:
+            step = steps.send(reply)
+            reply = handlers[step[0]](*step[1:])
+    except StopIteration as stop:
+        return stop.value
+
+
 def lua(body: str) -> str:
     """A script: the waiter registry's functions, then ``body``."""
     return LUA_PRELUDE + body
+
+
+# A waiter that gave up between its attempts (cancelled): unregister it,
+# and wake the next waiter in its place, since a wake-up sent to it may
+# have been spent by a BLPOP it abandoned (a spurious one costs an attempt).
+# KEYS z, e.  ARGV wake prefix, wid.
+_FORGET_LUA = lua(NO_WAIT + """
+w_done(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
+w_wake(KEYS[1], KEYS[2], ARGV[1], 1)
+return 0
+""")
 
 
 def wait_timeout(timeout: Any) -> Optional[float]:
@@ -253,23 +281,113 @@ class WaitingObject(RedisObject):
         with self._conn.deadline(deadline.end):
             return self._wait_registered(attempt, deadline, wake_part)
 
-    def _wait_registered(self, attempt: Callable[[str, int], Tuple[bool, Any, Optional[float]]],
-                         deadline: Deadline, wake_part: str) -> Tuple[bool, Any]:
+    def _wait_steps(self, deadline: Deadline, wake_part: str) -> Generator[Step, Any, Tuple[bool, Any]]:
+        """The wait loop, as the steps it takes: ``(TRY, wid, mode)`` (its
+        reply: the attempt's ``(ok, value, bound)``), ``(BLOCK, wake key,
+        seconds)`` and ``(SLEEP, seconds)``; it returns ``(ok, value)``.
+        The blocking driver (:meth:`_wait_registered`) and the awaiting one
+        (:meth:`_wait_async`) both run it."""
+        if not deadline.waits:
+            ok, value, _ = yield (TRY, "", 0)
+            return ok, value
         wid = secrets.token_hex(8)
         wake = self._key(wake_part + wid)
-        ok, value, bound = attempt(wid, 1)
+        ok, value, bound = yield (TRY, wid, 1)
         while not ok:
             chunk = WAIT_CHUNK if bound is None else min(WAIT_CHUNK, bound)
             left = deadline.remaining()
             if left is not None:
                 if left <= SERVER_TIMER_SLACK:
-                    time.sleep(left)
-                    ok, value, _ = attempt(wid, 2)
+                    yield (SLEEP, left)
+                    ok, value, _ = yield (TRY, wid, 2)
                     break
                 chunk = min(chunk, left - SERVER_TIMER_SLACK)
-            self._blpop(wake, chunk, deadline.end is not None)
-            ok, value, bound = attempt(wid, 1)
+            yield (BLOCK, wake, chunk)
+            ok, value, bound = yield (TRY, wid, 1)
         return ok, value
+
+    def _wait_registered(self, attempt: Callable[[str, int], Tuple[bool, Any, Optional[float]]],
+                         deadline: Deadline, wake_part: str) -> Tuple[bool, Any]:
+        return run_steps(self._wait_steps(deadline, wake_part), {
+            TRY: attempt, SLEEP: time.sleep,
+            BLOCK: lambda key, seconds: self._blpop(key, seconds, deadline.end is not None)})
+
+    def _attempt(self, build: Callable[[str, int], Tuple[str, List[Any], List[Any]]],
+                 interpret: Callable[[Any], Tuple[bool, Any, Optional[float]]]
+                 ) -> Callable[[str, int], Tuple[bool, Any, Optional[float]]]:
+        """The blocking attempt of ``_wait`` made of ``build(wid, mode)``
+        (the script, keys and arguments) and ``interpret(reply)`` (the
+        attempt's result), the pieces :meth:`_wait_async` runs too."""
+        return lambda wid, mode: interpret(self._script(*build(wid, mode)))
+
+    async def _wait_async(self, build: Callable[[str, int], Tuple[str, List[Any], List[Any]]],
+                          interpret: Callable[[Any], Tuple[bool, Any, Optional[float]]],
+                          deadline: Deadline, wake_part: str,
+                          undo: Optional[Callable[[Any], Any]] = None) -> Tuple[bool, Any]:
+        """``_wait`` from an event loop: the same steps (:meth:`_wait_steps`)
+        and scripts, through the loop's asyncio client (``_aio``).
+
+        Cancelled, it lets an attempt that was on its way finish, then
+        gives back what that attempt obtained (``undo(value)``, awaited:
+        say, a lock taken) and forgets its registration, passing on any
+        wake-up it may have spent, before the CancelledError goes on."""
+        import asyncio
+
+        from . import _aio
+
+        with _aio.watch(self):
+            conn = self._conn
+            aclient = _aio.client(conn)
+            bounded = deadline.end is not None
+
+            async def attempt(wid: str, mode: int) -> Tuple[bool, Any, Optional[float]]:
+                return interpret(await self._script_async(*build(wid, mode),
+                                                          seconds=deadline.remaining()))
+
+            steps = self._wait_steps(deadline, wake_part)
+            step = next(steps)
+            registered = ""
+            try:
+                while True:
+                    reply = None
+                    if step[0] is TRY:
+                        reply, exc, cancelled = await _aio.settle(attempt(step[1], step[2]))
+                        registered = step[1] if exc is None and not reply[0] and step[2] == 1 else ""
+                        if cancelled and exc is None and reply[0] and undo is not None:
+                            await _aio.settle(undo(reply[1]))
+                        if cancelled:
+                            raise asyncio.CancelledError
+                        if exc is not None:
+                            raise exc
+                    elif step[0] is SLEEP:
+                        await asyncio.sleep(step[1])
+                    else:
+                        await _aio.bounded(conn, aclient.blpop([step[1]], server_seconds(step[2])),
+                                           step[2], bounded)
+                    step = steps.send(reply)
+            except StopIteration as stop:
+                return stop.value
+            except asyncio.CancelledError:
+                if registered:
+                    await _aio.settle(self._forget_async(aclient, wake_part, registered))
+                raise
+
+    async def _script_async(self, source: str, keys: List[Any], args: List[Any],
+                            seconds: Optional[float] = None) -> Any:
+        """:meth:`_script` through the running loop's asyncio client; its
+        errors untranslated (``_aio.watch`` translates them)."""
+        from . import _aio
+
+        source, keys, args = self._guarded(source, keys, args)
+        return await _aio.script(self._conn, _aio.client(self._conn), source, keys, args, seconds)
+
+    async def _forget_async(self, aclient: Any, wake_part: str, wid: str) -> None:
+        """Unregister a cancelled waiter and wake the next (``_FORGET_LUA``)."""
+        if not wake_part.endswith("k:"):
+            raise ValueError(f"not a wake key prefix: {wake_part!r}")
+        z = wake_part[:-2]
+        await self._script_async(_FORGET_LUA, [self._key(z), self._key(z + ".e")],
+                                 [self._key(wake_part), wid])
 
     # Deletes the wake keys of the waiters still registered (ARGV: one
     # prefix per registry, KEYS: its sorted set).

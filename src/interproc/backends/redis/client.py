@@ -1393,6 +1393,21 @@ class Connection:
                 c.close() if hasattr(c, "close") else c.disconnect()
             except Exception:
                 pass
+        from ._aio import forget_clients
+
+        for loop, c in forget_clients(self):
+            # Closed in their own loops (their sockets belong there).
+            try:
+                loop.call_soon_threadsafe(_close_async_client, c)
+            except RuntimeError:
+                pass  # that loop is closed: its sockets went with it
+
+
+def _close_async_client(c: Any) -> None:
+    import asyncio
+
+    task = asyncio.ensure_future(c.aclose())
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
 
 def _slot_migrating(exc: Any) -> bool:

@@ -95,7 +95,7 @@ import queue as _queue
 import secrets
 import threading
 import time
-from typing import Any, Iterable, List, Optional, Tuple
+from typing import Any, Generator, Iterable, List, Optional, Tuple
 
 from . import _waiters
 from . import client as _client
@@ -115,6 +115,8 @@ Empty = _queue.Empty
 #: Longest single BLMOVE of a waiting get, in seconds.  Items arrive at once; this only bounds how long one
 #: command stays on the server.
 GET_CHUNK = 10.0
+#: The steps of a take besides SLEEP (``_QueueBase._take_steps``).
+_NOW, _PIPE = "now", "pipe"
 #: A waiting get's last moments are waited locally (``_waiters.SERVER_TIMER_SLACK``).
 SERVER_TIMER_SLACK = _waiters.SERVER_TIMER_SLACK
 #: A consumer's processing list expires this long after its last take.
@@ -416,11 +418,57 @@ def _raise_error_reply(replies: List[Any]) -> None:
             raise r
 
 
+def _got(raw: List[bytes]) -> List[bytes]:
+    """A take's payloads; queue.Empty for none (its time ran out)."""
+    if not raw:
+        raise Empty
+    return raw
+
+
 def _taken(res: Any) -> List[bytes]:
     """The payloads of a take script's reply; ShutDown for its end flag."""
     if int(res[0]) and len(res) == 1:
         raise ShutDown("queue is shut down")
     return list(res[1:])
+
+
+class _Put:
+    """One put into a bounded queue, for ``_wait`` and ``_wait_async``: the
+    attempt's script call (``build``), what its reply means
+    (``interpret``), and the put's end (``outcome``)."""
+
+    __slots__ = ("q", "payloads", "done", "shut")
+
+    def __init__(self, q: "_QueueBase", payloads: List[bytes]) -> None:
+        self.q = q
+        self.payloads = payloads
+        self.done = 0
+        self.shut = False
+
+    def build(self, wid: str, mode: int) -> Tuple[str, List[Any], List[Any]]:
+        q = self.q
+        return _PUT_LUA, [q._items, q._tasks] + q._pw + [q._shut], [
+            q._maxsize, "1" if q._JOINABLE else "0", wid, mode,
+            _waiters.REGISTRATION_TTL_MS, q._pw_prefix, *self.payloads[self.done:]]
+
+    def interpret(self, n: Any) -> Tuple[bool, Any, Optional[float]]:
+        n = int(n)
+        if n < 0:
+            self.shut = True
+            return True, None, None
+        self.done += n
+        return self.done == len(self.payloads), None, None
+
+    def outcome(self, ok: bool, batch: bool) -> None:
+        """Raise ShutDown or Full as the put ended."""
+        if self.shut:
+            _shut_down(self.done, batch)
+        if not ok:
+            if batch:
+                exc = Full("queue is full")
+                exc.count = self.done  # type: ignore[attr-defined]
+                raise exc
+            raise Full
 
 
 class _Consumer:
@@ -492,6 +540,9 @@ class _QueueBase(WaitingObject):
         # recovered yet: the next take of any thread recovers them.
         self._unrecovered: List[_Consumer] = []
         self._unrecovered_lock = threading.Lock()
+        # Consumers of the awaitable takes that no take is using (one per
+        # take in progress: a loop's tasks take concurrently).
+        self._aio_idle: List[_Consumer] = []
 
     @property
     def maxsize(self) -> int:
@@ -509,37 +560,54 @@ class _QueueBase(WaitingObject):
         self._check()
         if not payloads:
             return
-        joinable = "1" if self._JOINABLE else "0"
         if self._maxsize == 0:
             # Unbounded: one round trip, and no waiter id (block and timeout
             # cannot matter).
-            if self._count(_PUT_UNBOUNDED_LUA, [self._items, self._tasks, self._shut],
-                           [joinable, *payloads]) < 0:
+            if self._count(*self._put_unbounded_call(payloads)) < 0:
                 _shut_down(0, batch)
             return
-        keys = [self._items, self._tasks] + self._pw + [self._shut]
-        done = [0]
-        shut = [False]
+        put = _Put(self, payloads)
+        ok, _ = self._wait(lambda wid, mode: put.interpret(self._count(*put.build(wid, mode))),
+                           Deadline(block, timeout), "pwk:")
+        put.outcome(ok, batch)
 
-        def attempt(wid: str, mode: int) -> Tuple[bool, Any, Optional[float]]:
-            n = self._count(_PUT_LUA, keys, [
-                self._maxsize, joinable, wid, mode,
-                _waiters.REGISTRATION_TTL_MS, self._pw_prefix, *payloads[done[0]:]])
-            if n < 0:
-                shut[0] = True
-                return True, None, None
-            done[0] += n
-            return done[0] == len(payloads), None, None
+    def _put_unbounded_call(self, payloads: List[bytes]) -> Tuple[str, List[Any], List[Any]]:
+        """The script, keys and arguments of an unbounded queue's put."""
+        return (_PUT_UNBOUNDED_LUA, [self._items, self._tasks, self._shut],
+                ["1" if self._JOINABLE else "0", *payloads])
 
-        ok, _ = self._wait(attempt, Deadline(block, timeout), "pwk:")
-        if shut[0]:
-            _shut_down(done[0], batch)
-        if not ok:
+    async def _put_payloads_async(self, payloads: List[bytes], timeout: Any, batch: bool) -> None:
+        """``_put_payloads`` from an event loop (``_wait_async``).  Cancelled,
+        it has put nothing, or (for a batch) says how many items went in,
+        in the CancelledError's ``.count``."""
+        import asyncio
+
+        from . import _aio
+
+        self._check()
+        if not payloads:
+            return
+        put = _Put(self, payloads)
+        try:
+            if self._maxsize == 0:
+                with _aio.watch(self):
+                    n, exc, cancelled = await _aio.settle(
+                        self._script_async(*self._put_unbounded_call(payloads)))
+                    if exc is None and n >= 0:
+                        put.done = int(n)
+                    if cancelled:
+                        raise asyncio.CancelledError
+                    if exc is not None:
+                        raise exc
+                if int(n) < 0:
+                    _shut_down(0, batch)
+                return
+            ok, _ = await self._wait_async(put.build, put.interpret, Deadline(True, timeout), "pwk:")
+        except asyncio.CancelledError as exc:
             if batch:
-                exc = Full("queue is full")
-                exc.count = done[0]  # type: ignore[attr-defined]
-                raise exc
-            raise Full
+                exc.count = put.done  # type: ignore[attr-defined]
+            raise
+        put.outcome(ok, batch)
 
     def _count(self, source: str, keys: List[str], args: List[Any], done: int = 1) -> int:
         """The number a script answers, at least ``done`` when it changed
@@ -561,6 +629,16 @@ class _QueueBase(WaitingObject):
         self._check()
         self._put_payloads([self._codec.dumps(obj)], block, timeout, False)
 
+    async def put_async(self, obj: Any, timeout: Optional[float] = None) -> None:
+        """Awaitable ``put()``: serialize ``obj`` now and append it, awaiting
+        room in a full bounded queue without blocking the event loop
+        (queue.Full after ``timeout`` seconds, never earlier; ShutDown as
+        ``put()``).  Cancelled, it has put nothing, or had put the item
+        when the cancellation came (a put already on its way to the server
+        is let finish)."""
+        self._check()
+        await self._put_payloads_async([self._codec.dumps(obj)], timeout, False)
+
     def put_nowait(self, obj: Any) -> None:
         self.put(obj, False)
 
@@ -573,6 +651,15 @@ class _QueueBase(WaitingObject):
         self._check()
         payloads = [self._codec.dumps(obj) for obj in items]
         self._put_payloads(payloads, block, timeout, True)
+
+    async def put_many_async(self, items: Iterable[Any], timeout: Optional[float] = None) -> None:
+        """Awaitable ``put_many()``: every item is serialized first, then put
+        in order as room allows.  queue.Full (after ``timeout``), ShutDown
+        and a CancelledError say in ``.count`` how many leading items went
+        in."""
+        self._check()
+        payloads = [self._codec.dumps(obj) for obj in items]
+        await self._put_payloads_async(payloads, timeout, True)
 
     # ------------------------------------------------------------ get
 
@@ -587,10 +674,8 @@ class _QueueBase(WaitingObject):
         """Put back what the failed take may have moved (``_RECOVER_LUA``);
         ``seconds`` bounds the wait for the server's reply."""
         # A queue that is gone gets nothing back: that would make it afresh.
-        keys = [c.proc, self._items, self._shut, self._tasks] + self._jw + [
-            c.prev, c.void, self._procs, self._meta]
-        args = ["1" if self._JOINABLE else "0", self._jw_prefix, self._proc_ttl, *self._tail]
-        script = self._conn.script(alive(_RECOVER_LUA, self._expiring))
+        source, keys, args = self._guarded(*self._recover_call(c))
+        script = self._conn.script(source)
         if seconds is None:
             call(self._conn, self._op(), script, keys, args)
         else:
@@ -598,24 +683,36 @@ class _QueueBase(WaitingObject):
                        lambda pipe: pipe.execute_command("EVAL", script.source, len(keys),
                                                          *keys, *args), True, ACKS_QUIET)
             _raise_error_reply(res)
+        self._recovered(c)
+
+    def _recover_call(self, c: _Consumer) -> Tuple[str, List[Any], List[Any]]:
+        """The script, keys and arguments of ``_recover`` (before ``_guarded``)."""
+        return (_RECOVER_LUA, [c.proc, self._items, self._shut, self._tasks] + self._jw + [
+            c.prev, c.void, self._procs], ["1" if self._JOINABLE else "0", self._jw_prefix,
+                                            self._proc_ttl])
+
+    def _recovered(self, c: _Consumer) -> None:
         c.recover = False
         c.retired = True
         with self._unrecovered_lock:
             if c in self._unrecovered:
                 self._unrecovered.remove(c)
 
+    def _register_call(self, c: _Consumer) -> Tuple[str, List[Any], List[Any]]:
+        """The script, keys and arguments of ``_register`` (before ``_guarded``)."""
+        return _REGISTER_CONSUMER_LUA, [self._procs, *c.lists], []
+
     def _register(self, c: _Consumer, seconds: Optional[float]) -> None:
         """List the consumer's processing lists in ``procs`` (what recovers
         them if it dies); ``seconds`` bounds the wait for the reply, the
         connecting of a thread's first client included."""
-        keys = [self._procs, *c.lists, self._meta]
-        source = alive(_REGISTER_CONSUMER_LUA, self._expiring)
+        source, keys, args = self._guarded(*self._register_call(c))
         try:
             if seconds is None:
-                self._conn.script(source)(keys, list(self._tail))
+                self._conn.script(source)(keys, args)
             else:
                 _raise_error_reply(self._conn.bounded(self._items, seconds, lambda pipe: (
-                    pipe.execute_command("EVAL", source, len(keys), *keys, *self._tail)),
+                    pipe.execute_command("EVAL", source, len(keys), *keys, *args)),
                     acks=ACKS_QUIET))
         except BaseException as exc:
             self._raise(exc)
@@ -646,16 +743,42 @@ class _QueueBase(WaitingObject):
             # blocking pipeline below, a queue that is gone would still
             # cost that pipeline's wait before its error came back.
             self._register(c, deadline.remaining() if bounded else None)
+        steps = self._take_steps(c, max_items, deadline)
+        step = next(steps)
+        while True:
+            try:
+                if step[0] is _NOW:
+                    source, keys_args, seconds = step[1:]
+                    if seconds is not None:
+                        reply = self._take_now_bounded(source, keys_args, seconds)
+                    else:
+                        reply = self._conn.script(source).execute(self._conn.client, *keys_args)
+                elif step[0] is _waiters.SLEEP:
+                    reply = time.sleep(step[1])
+                else:
+                    # One plain pipeline on the slot's node, never resent (client.bounded).
+                    reply = self._conn.bounded(self._items, step[2], step[1], step[3], ACKS_QUIET)
+                    _raise_error_reply(reply)
+            except BaseException as exc:
+                self._take_failed(c, exc, deadline)
+            try:
+                step = steps.send(reply)
+            except StopIteration as stop:
+                return stop.value
+
+    def _take_steps(self, c: _Consumer, max_items: int,
+                    deadline: Deadline) -> Generator[Tuple[Any, ...], Any, List[bytes]]:
+        """A take's steps, for ``_take`` and ``_take_async`` to run:
+        ``(_NOW, source, numkeys-keys-args, seconds)`` (the take without
+        waiting; its reply), ``(SLEEP, seconds)``, and ``(_PIPE, build,
+        seconds, bounded)`` (a plain pipeline: its replies); it returns
+        the payloads taken."""
+        more = max_items - 1
+        bounded = deadline.end is not None and deadline.waits
         # First without waiting: one script, one round trip.  Only an
         # empty queue makes the blocking take below necessary.
-        try:
-            source, keys_args = self._take_now(c, max_items)
-            if bounded:
-                res = self._take_now_bounded(source, keys_args, deadline.remaining())
-            else:
-                res = self._conn.script(source).execute(self._conn.client, *keys_args)
-        except BaseException as exc:
-            self._take_failed(c, exc, deadline)
+        source, keys_args = self._take_now(c, max_items)
+        res = yield (_NOW, source, keys_args, deadline.remaining() if bounded else None)
         got = _taken(res)
         if got or not deadline.waits or deadline.remaining() == 0:
             return got
@@ -667,7 +790,7 @@ class _QueueBase(WaitingObject):
                 # The server ends a blocking command on its timer, up to
                 # 100 ms late: the last moments are waited here, then the
                 # queue is looked at once more without blocking.
-                time.sleep(left)
+                yield (_waiters.SLEEP, left)
                 blocking = False
             wait = 0.0
             if blocking:
@@ -686,19 +809,84 @@ class _QueueBase(WaitingObject):
                                      c.proc, *self._pw, self._shut, c.void, self._meta, more,
                                      self._maxsize, self._pw_prefix, self._proc_ttl, *tail)
 
-            try:
-                # One plain pipeline on the slot's node, never resent (client.bounded).
-                res = self._conn.bounded(self._items, wait if blocking else
-                                         deadline.remaining() if bounded else None, build,
-                                         bounded, ACKS_QUIET)
-                _raise_error_reply(res)
-            except BaseException as exc:
-                self._take_failed(c, exc, deadline)
+            res = yield (_PIPE, build, wait if blocking else
+                         deadline.remaining() if bounded else None, bounded)
             got = _taken(res[-1])
             if got or not blocking:
                 return got
             if deadline.remaining() == 0:
                 return []
+
+    async def _take_async(self, max_items: int, deadline: Deadline) -> List[bytes]:
+        """``_take`` from an event loop: the same steps (``_take_steps``)
+        through the loop's asyncio client, by a consumer of its own.  A take
+        that fails or is cancelled puts back what it may have moved before
+        the error (or the CancelledError) goes on: its item is either
+        returned or back at the head of the queue."""
+        import asyncio
+
+        from . import _aio
+
+        with _aio.watch(self):
+            conn = self._conn
+            aclient = _aio.client(conn)
+            with self._unrecovered_lock:
+                others = list(self._unrecovered)
+            for other in others:
+                await self._recover_async(other)
+            c = self._idle_consumer()
+            try:
+                if not c.registered:
+                    await self._script_async(*self._register_call(c), seconds=deadline.remaining())
+                    c.registered = True
+            except BaseException:
+                self._aio_idle.append(c)
+                raise
+            c.n += 1
+            steps = self._take_steps(c, max_items, deadline)
+            try:
+                step = next(steps)
+                while True:
+                    if step[0] is _NOW:
+                        source, keys_args, seconds = step[1:]
+                        n = keys_args[0]
+                        reply = await _aio.script(conn, aclient, source, keys_args[1:n + 1],
+                                                  keys_args[n + 1:], seconds)
+                    elif step[0] is _waiters.SLEEP:
+                        reply = await asyncio.sleep(step[1])
+                    else:
+                        reply = await _aio.pipeline(conn, aclient, step[1], step[2], step[3])
+                        _raise_error_reply(reply)
+                    try:
+                        step = steps.send(reply)
+                    except StopIteration as stop:
+                        self._aio_idle.append(c)
+                        return stop.value
+            except ShutDown:
+                self._aio_idle.append(c)
+                raise
+            except BaseException as exc:
+                c.recover = True
+                if not isinstance(exc, _client.import_redis().exceptions.TimeoutError):
+                    # A server that did not answer would not answer this either.
+                    await _aio.settle(self._recover_async(c))
+                if c.recover:
+                    with self._unrecovered_lock:
+                        self._unrecovered.append(c)
+                raise
+
+    def _idle_consumer(self) -> _Consumer:
+        pid = os.getpid()
+        while self._aio_idle:
+            c = self._aio_idle.pop()
+            if c.pid == pid and not c.retired:
+                return c
+        return _Consumer(self._key("proc:" + secrets.token_hex(8)))
+
+    async def _recover_async(self, c: _Consumer) -> None:
+        """``_recover`` through the running loop's asyncio client."""
+        await self._script_async(*self._recover_call(c))
+        self._recovered(c)
 
     def _take_now(self, c: _Consumer, max_items: int) -> Tuple[str, List[Any]]:
         """The script of the take without waiting, and its number of keys,
@@ -777,12 +965,19 @@ class _QueueBase(WaitingObject):
         immediate shutdown), also for a get that was waiting."""
         self._check()
         if self._pending:
-            raw = [self._pending.pop(0)]
-        else:
-            raw = self._take(1, Deadline(block, timeout))
-            if not raw:
-                raise Empty
-        return self._decode(raw, False)
+            return self._decode([self._pending.pop(0)], False)
+        return self._decode(_got(self._take(1, Deadline(block, timeout))), False)
+
+    async def get_async(self, timeout: Optional[float] = None) -> Any:
+        """Awaitable ``get()``: remove and return the oldest item, waiting
+        without blocking the event loop; queue.Empty after ``timeout``
+        seconds (never earlier), ShutDown as ``get()``.  Cancelled, it has
+        taken nothing: an item on its way is put back at the head of the
+        queue.  ValueError if the handle is (or gets) closed."""
+        self._check()
+        if self._pending:
+            return self._decode([self._pending.pop(0)], False)
+        return self._decode(_got(await self._take_async(1, Deadline(True, timeout))), False)
 
     def get_nowait(self) -> Any:
         return self.get(False)
@@ -791,20 +986,32 @@ class _QueueBase(WaitingObject):
                  timeout: Optional[float] = None) -> List[Any]:
         """Wait, as get() does, for at least one item, then return every item
         present, at most ``max_items``, in one round trip."""
-        self._check()
-        if max_items is None:
-            n = 1 << 30
-        else:
-            n = operator.index(max_items)
-            if n < 1:
-                raise ValueError(f"max_items must be at least 1, not {n}")
+        n = self._many(max_items)
         if self._pending:
             raw, self._pending = self._pending[:n], self._pending[n:]
-        else:
-            raw = self._take(n, Deadline(block, timeout))
-            if not raw:
-                raise Empty
-        return self._decode(raw, True)
+            return self._decode(raw, True)
+        return self._decode(_got(self._take(n, Deadline(block, timeout))), True)
+
+    async def get_many_async(self, max_items: Optional[int] = None,
+                             timeout: Optional[float] = None) -> List[Any]:
+        """Awaitable ``get_many()``: await at least one item (queue.Empty
+        after ``timeout`` seconds), then return every item present, at most
+        ``max_items``.  Cancelled, it has taken nothing."""
+        n = self._many(max_items)
+        if self._pending:
+            raw, self._pending = self._pending[:n], self._pending[n:]
+            return self._decode(raw, True)
+        return self._decode(_got(await self._take_async(n, Deadline(True, timeout))), True)
+
+    def _many(self, max_items: Optional[int]) -> int:
+        """Check the handle and ``max_items``; how many to take at most."""
+        self._check()
+        if max_items is None:
+            return 1 << 30
+        n = operator.index(max_items)
+        if n < 1:
+            raise ValueError(f"max_items must be at least 1, not {n}")
+        return n
 
     # ------------------------------------------------------------ sizes
 
@@ -909,8 +1116,18 @@ class JoinableQueue(_QueueBase):
 
     def join(self) -> None:
         """Block until every item put so far has been marked done."""
-        def attempt(wid: str, mode: int) -> Tuple[bool, Any, Optional[float]]:
-            ok = self._script(_JOIN_LUA, [self._tasks] + self._jw, [
-                wid, mode, _waiters.REGISTRATION_TTL_MS, self._jw_prefix])
-            return bool(ok), None, None
-        self._wait(attempt, Deadline(True, None), "jwk:")
+        self._wait(self._attempt(self._join_call, _joined), Deadline(True, None), "jwk:")
+
+    async def join_async(self) -> None:
+        """Awaitable ``join()``: wait, without blocking the event loop, until
+        every item put so far has been marked done.  ValueError if the
+        handle is (or gets) closed."""
+        await self._wait_async(self._join_call, _joined, Deadline(True, None), "jwk:")
+
+    def _join_call(self, wid: str, mode: int) -> Tuple[str, List[Any], List[Any]]:
+        return _JOIN_LUA, [self._tasks] + self._jw, [
+            wid, mode, _waiters.REGISTRATION_TTL_MS, self._jw_prefix]
+
+
+def _joined(reply: Any) -> Tuple[bool, Any, Optional[float]]:
+    return bool(reply), None, None

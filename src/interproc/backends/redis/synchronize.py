@@ -63,13 +63,14 @@ from __future__ import annotations
 import operator
 import os
 import socket
+import sys
 import threading
 import time
 import warnings
 from threading import BrokenBarrierError
 from typing import Any, Dict, List, Optional, Tuple
 
-from ...synchronize import OwnerDiedWarning, wait_for
+from ...synchronize import OwnerDiedWarning, wait_for, wait_for_async
 import secrets
 
 from . import _waiters
@@ -535,10 +536,7 @@ class _LockBase(WaitingObject):
     def _try(self, token: str, count: int, wid: str, mode: int) -> Tuple[bool, Any, Optional[float]]:
         claimed = _renewer.claims(self._keys[0], token)
         try:
-            res = self._script(_ACQUIRE_LUA, self._keys, [
-                token, int(self._lease * 1000), "1" if self._REENTRANT else "0", wid, mode,
-                _waiters.REGISTRATION_TTL_MS, self._wake_prefix, count, f"{_HOST}:{os.getpid()}",
-                "1" if claimed else "0"])
+            res = self._script(*self._acquire_call(token, count, claimed, wid, mode))
         except ReplicationError as exc:
             res = exc.result
             if int(res[0]) == 1 and not claimed:
@@ -551,6 +549,19 @@ class _LockBase(WaitingObject):
                                   "runs out") from None
             # Not taken: the attempt wrote at most a waiter's registration.
             # A re-entry: the thread held the lock already.
+        return self._acquired(res)
+
+    def _acquire_call(self, token: str, count: int, claimed: bool, wid: str,
+                      mode: int) -> Tuple[str, List[Any], List[Any]]:
+        """The script, keys and arguments of one attempt to take the lock
+        (``_try``, ``acquire_async``)."""
+        return _ACQUIRE_LUA, self._keys, [
+            token, int(self._lease * 1000), "1" if self._REENTRANT else "0", wid, mode,
+            _waiters.REGISTRATION_TTL_MS, self._wake_prefix, count, f"{_HOST}:{os.getpid()}",
+            "1" if claimed else "0"]
+
+    def _acquired(self, res: Any) -> Tuple[bool, Any, Optional[float]]:
+        """What the reply of ``_acquire_call``'s script means, for ``_wait``."""
         status = int(res[0])
         if status == 1:
             return True, (int(res[1]), int(res[2])), None
@@ -567,19 +578,63 @@ class _LockBase(WaitingObject):
         for replicas (a failover that loses the release leaves the lock
         to its lease); whether that worked."""
         try:
-            self._script(_RELEASE_LUA, self._keys,
-                         [token, "1" if self._REENTRANT else "0", self._wake_prefix, "1", "0"],
-                         ACKS_NONE)
+            self._script(*self._release_call(token, True, False), ACKS_NONE)
             return True
         except Exception:
             return False
+
+    def _release_call(self, token: str, full: bool, nested: bool) -> Tuple[str, List[Any], List[Any]]:
+        """The script, keys and arguments of a release by ``token``."""
+        return _RELEASE_LUA, self._keys, [token, "1" if self._REENTRANT else "0", self._wake_prefix,
+                                          "1" if full else "0", "1" if nested else "0"]
 
     def _acquire_count(self, block: bool, timeout: Any, count: int) -> bool:
         token = thread_token()
         ok, taken = self._wait(lambda wid, mode: self._try(token, count, wid, mode),
                                Deadline(block, timeout), self._prefix + "wk:")
-        if not ok:
-            return False
+        return ok and self._took(token, count, taken)
+
+    async def acquire_async(self, timeout: Optional[float] = None) -> bool:
+        """Awaitable ``acquire()``: take the lock without blocking the event
+        loop; False after ``timeout`` seconds (never earlier).  The lock
+        then belongs to the running task, not the thread: the same task
+        may take an RLock again, and releases it with ``release()`` (or at
+        the end of ``async with``); other tasks and threads wait.
+        Cancelled, it holds nothing: an acquisition on its way when the
+        cancellation came is given back.  ValueError if the handle is (or
+        gets) closed."""
+        from ._aio import task_token
+
+        self._check()
+        return await self._acquire_count_async(task_token(), 1, timeout)
+
+    async def _acquire_count_async(self, token: str, count: int, timeout: Any) -> bool:
+        """``_acquire_count`` from an event loop, for ``token``."""
+        claimed = _renewer.claims(self._keys[0], token)
+        ok, taken = await self._wait_async(
+            lambda wid, mode: self._acquire_call(token, count, claimed, wid, mode), self._acquired,
+            Deadline(True, timeout), self._prefix + "wk:",
+            lambda _: self._script_async(*self._release_call(token, not claimed, claimed)))
+        return ok and self._took(token, count, taken)
+
+    async def __aenter__(self) -> bool:
+        return await self.acquire_async()
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self._release_async(False)
+
+    async def _release_async(self, full: bool) -> Tuple[str, int]:
+        """``_release`` from an event loop; the releasing token and depth."""
+        from ._aio import watch
+
+        token, key, nested = self._release_start(full)
+        with watch(self):
+            status, depth = await self._script_async(*self._release_call(token, full, nested))
+        return token, self._release_end(token, key, nested, int(status), int(depth))
+
+    def _took(self, token: str, count: int, taken: Any) -> bool:
+        """Keep an acquisition by ``token``: its lease renewed, ``owner_died``
+        and OwnerDiedWarning as the script said.  True."""
         died, fence = taken
         _renewer.add(self._conn, self._keys[0], token, self._lease, fence, count=count,
                      meta=self._meta)
@@ -587,7 +642,7 @@ class _LockBase(WaitingObject):
         if died:
             warnings.warn(OwnerDiedWarning(
                 f"the previous holder of {self!r} died (or lost its lease) while holding it; "
-                "the data it protected may be inconsistent"), stacklevel=3)
+                "the data it protected may be inconsistent"), stacklevel=4)
         return True
 
     def acquire(self, block: bool = True, timeout: Optional[float] = None) -> bool:
@@ -596,13 +651,30 @@ class _LockBase(WaitingObject):
         return self._acquire_count(block, timeout, 1)
 
     def _release(self, full: bool) -> int:
-        token = thread_token()
+        token, key, nested = self._release_start(full)
+        status, depth = (int(x) for x in self._script(*self._release_call(token, full, nested)))
+        return self._release_end(token, key, nested, status, depth)
+
+    def _release_start(self, full: bool) -> Tuple[str, str, bool]:
+        """Who releases (``_token``), the owner key, and whether the hold is nested."""
+        token = self._token()
         key = self._keys[0]
-        nested = self._REENTRANT and not full and _renewer.nested(key, token)
-        status, depth = (int(x) for x in self._script(
-            _RELEASE_LUA, self._keys,
-            [token, "1" if self._REENTRANT else "0", self._wake_prefix, "1" if full else "0",
-             "1" if nested else "0"]))
+        return token, key, self._REENTRANT and not full and _renewer.nested(key, token)
+
+    def _token(self) -> str:
+        """Who holds the lock when the caller does: the running asyncio
+        task if it took it with ``acquire_async``, else the thread."""
+        if "asyncio" in sys.modules:
+            from ._aio import task_token
+
+            tok = task_token(False)
+            if tok is not None and _renewer.claims(self._keys[0], tok):
+                return tok
+        return thread_token()
+
+    def _release_end(self, token: str, key: str, nested: bool, status: int, depth: int) -> int:
+        """What the release script's reply means: the depth released, or
+        the error to raise."""
         if status == 0:
             _renewer.remove(key, token)
             return depth
@@ -642,7 +714,7 @@ class _LockBase(WaitingObject):
         lost meanwhile: that is what lets the other system refuse it.  It
         is read from this process's memory, without a round trip."""
         self._check()
-        return _renewer.fence(self._keys[0], thread_token())
+        return _renewer.fence(self._keys[0], self._token())
 
     def release(self) -> None:
         """Release the lock (once, for an RLock).  Only the thread that holds
@@ -666,7 +738,7 @@ class _LockBase(WaitingObject):
 
     def _is_owned(self) -> bool:
         self._check()
-        return self._command("HGET", self._keys[0], "t") == thread_token().encode()
+        return self._command("HGET", self._keys[0], "t") == self._token().encode()
 
     def _release_save(self) -> int:
         return self._release(True)
@@ -763,6 +835,15 @@ return {redis.call('HGET', KEYS[1], 'v') or ARGV[1], w_count(KEYS[3])}
 """)
 
 
+def _sem_acquired(reply: Any) -> Tuple[bool, Any, Optional[float]]:
+    return bool(reply), None, None
+
+
+def _released(reply: Any) -> None:
+    if int(reply) < 0:
+        raise ValueError("semaphore or lock released too many times")
+
+
 @register
 class Semaphore(WaitingObject):
     """A counting semaphore in Redis: ``multiprocessing.Semaphore``.
@@ -793,24 +874,50 @@ class Semaphore(WaitingObject):
         """Take one unit; return whether it was taken."""
         def attempt(wid: str, mode: int) -> Tuple[bool, Any, Optional[float]]:
             try:
-                ok = self._script(_SEM_ACQUIRE_LUA, self._keys, [
-                    wid, mode, _waiters.REGISTRATION_TTL_MS, self._wake_prefix, self._initial])
+                ok = self._script(*self._acquire_call(wid, mode))
             except ReplicationError as exc:
                 ok = exc.result
                 if ok:
                     # As for a lock (_LockBase._try): the unit goes back.
                     raise _taken_back(exc, f"acquire() took a unit of {self!r}",
                                       self._give_back(), "the unit is lost") from None
-            return bool(ok), None, None
+            return _sem_acquired(ok)
         return self._wait(attempt, Deadline(block, timeout), "wk:")[0]
+
+    async def acquire_async(self, timeout: Optional[float] = None) -> bool:
+        """Awaitable ``acquire()``: take one unit without blocking the event
+        loop; False after ``timeout`` seconds (never earlier).  Cancelled,
+        it holds nothing: a unit taken on the way is given back.
+        ValueError if the handle is (or gets) closed."""
+        self._check()
+        return (await self._wait_async(
+            self._acquire_call, _sem_acquired, Deadline(True, timeout), "wk:",
+            lambda _: self._script_async(*self._release_call(1))))[0]
+
+    async def __aenter__(self) -> bool:
+        return await self.acquire_async()
+
+    async def __aexit__(self, *exc: Any) -> None:
+        from ._aio import watch
+
+        with watch(self):
+            _released(await self._script_async(*self._release_call(1)))
+
+    def _acquire_call(self, wid: str, mode: int) -> Tuple[str, List[Any], List[Any]]:
+        """The script, keys and arguments of one attempt to take a unit."""
+        return _SEM_ACQUIRE_LUA, self._keys, [
+            wid, mode, _waiters.REGISTRATION_TTL_MS, self._wake_prefix, self._initial]
+
+    def _release_call(self, n: int) -> Tuple[str, List[Any], List[Any]]:
+        """The script, keys and arguments that give back ``n`` units."""
+        return _SEM_RELEASE_LUA, self._keys, [
+            n, self._initial if self._BOUNDED else -1, self._initial, self._wake_prefix]
 
     def _give_back(self) -> bool:
         """Release a unit whose acquisition is not to be kept, without
         waiting for replicas; whether that worked."""
         try:
-            self._script(_SEM_RELEASE_LUA, self._keys, [
-                1, self._initial if self._BOUNDED else -1, self._initial, self._wake_prefix],
-                ACKS_NONE)
+            self._script(*self._release_call(1), ACKS_NONE)
             return True
         except Exception:
             return False
@@ -821,14 +928,12 @@ class Semaphore(WaitingObject):
         if n < 1:
             raise ValueError("n must be one or more")
         try:
-            res = self._script(_SEM_RELEASE_LUA, self._keys, [
-                n, self._initial if self._BOUNDED else -1, self._initial, self._wake_prefix])
+            res = self._script(*self._release_call(n))
         except ReplicationError as exc:
             if int(exc.result) >= 0:
                 raise
             res = exc.result  # refused: nothing written to wait for
-        if int(res) < 0:
-            raise ValueError("semaphore or lock released too many times")
+        _released(res)
 
     def get_value(self) -> int:
         self._check()
@@ -921,15 +1026,33 @@ class Event(WaitingObject):
     def wait(self, timeout: Optional[float] = None) -> bool:
         """Block until the flag is set, or ``timeout`` seconds pass; return
         True, or False on timeout."""
+        return self._wait(self._attempt(*self._wait_pieces()), Deadline(True, timeout), "wk:")[0]
+
+    async def wait_async(self, timeout: Optional[float] = None) -> bool:
+        """Awaitable ``wait()``: True once the flag is set (or was set while
+        waiting), False after ``timeout`` seconds (never earlier), without
+        blocking the event loop.  ValueError if the handle is (or gets)
+        closed."""
+        self._check()
+        return (await self._wait_async(*self._wait_pieces(), Deadline(True, timeout), "wk:"))[0]
+
+    def _wait_pieces(self) -> Tuple[Any, Any]:
+        """One wait's attempt: its script call and what the reply means
+        (the generation of the flag seen first is remembered: a ``set()``
+        after it wakes the waiter even if the flag was cleared since)."""
         seen = [""]
 
-        def attempt(wid: str, mode: int) -> Tuple[bool, Any, Optional[float]]:
-            ok, gen = self._script(_EVENT_WAIT_LUA, self._keys, [
-                wid, mode, _waiters.REGISTRATION_TTL_MS, self._wake_prefix, seen[0]])
+        def build(wid: str, mode: int) -> Tuple[str, List[Any], List[Any]]:
+            return _EVENT_WAIT_LUA, self._keys, [
+                wid, mode, _waiters.REGISTRATION_TTL_MS, self._wake_prefix, seen[0]]
+
+        def interpret(reply: Any) -> Tuple[bool, Any, Optional[float]]:
+            ok, gen = reply
             if not seen[0]:
                 seen[0] = gen.decode() if isinstance(gen, bytes) else str(gen)
             return bool(ok), None, None
-        return self._wait(attempt, Deadline(True, timeout), "wk:")[0]
+
+        return build, interpret
 
     def statistics(self) -> Dict[str, Any]:
         f, waiters = self._script(_EVENT_STATS_LUA, self._keys, [])
@@ -1040,48 +1163,123 @@ class Condition(WaitingObject):
         self._lock.release()
 
     def _cond_check(self, wid: str, mode: int) -> bool:
-        return bool(self._script(_COND_CHECK_LUA, self._keys,
-                                 [wid, mode, _waiters.REGISTRATION_TTL_MS, self._wake_prefix]))
+        return bool(self._script(*self._cond_check_call(wid, mode)))
+
+    def _cond_check_call(self, wid: str, mode: int) -> Tuple[str, List[Any], List[Any]]:
+        """Whether ``wid`` was notified; mode 1 refreshes its registration,
+        2 drops it."""
+        return _COND_CHECK_LUA, self._keys, [wid, mode, _waiters.REGISTRATION_TTL_MS,
+                                             self._wake_prefix]
+
+    def _cond_register_call(self, wid: str) -> Tuple[str, List[Any], List[Any]]:
+        return _COND_REGISTER_LUA, self._keys, [wid, _waiters.REGISTRATION_TTL_MS]
+
+    def _cond_steps(self, wid: str, deadline: Deadline) -> Any:
+        """A registered wait's steps until notified or timed out:
+        ``(TRY, mode)`` (its reply: whether notified) and ``(BLOCK, wake
+        key, seconds)`` (its reply: BLPOP's); it returns whether notified."""
+        wake = self._wake_prefix + wid
+        while True:
+            left = deadline.remaining()
+            if left is not None and left <= 0:
+                return bool((yield (_waiters.TRY, 2)))
+            chunk = _waiters.WAIT_CHUNK if left is None else min(_waiters.WAIT_CHUNK, left)
+            if (yield (_waiters.BLOCK, wake, chunk)) is not None:
+                return True
+            if (yield (_waiters.TRY, 1)):
+                return True
+
+    def _unowned(self, exc: BaseException) -> BaseException:
+        """What a wait on a lock the caller does not hold raises."""
+        if isinstance(exc, LeaseLostError):
+            return exc
+        return RuntimeError("cannot wait on un-acquired lock")
 
     def wait(self, timeout: Optional[float] = None) -> bool:
         """Release the lock, wait until notified or ``timeout`` seconds pass,
         take the lock back; return False on timeout."""
         deadline = Deadline(True, timeout)
         wid = secrets.token_hex(8)
-        self._script(_COND_REGISTER_LUA, self._keys, [wid, _waiters.REGISTRATION_TTL_MS])
+        self._script(*self._cond_register_call(wid))
         try:
             depth = self._lock._release_save()
-        except LeaseLostError:
+        except (LeaseLostError, LockNotOwnedError, ValueError) as exc:
             self._cond_check(wid, 2)
-            raise
-        except (LockNotOwnedError, ValueError):
-            self._cond_check(wid, 2)
-            raise RuntimeError("cannot wait on un-acquired lock") from None
+            raise self._unowned(exc) from None
         try:
-            wake = self._wake_prefix + wid
-            limit = _waiters.WAIT_CHUNK
-            while True:
-                left = deadline.remaining()
-                if left is not None and left <= 0:
-                    return self._cond_check(wid, 2)
-                chunk = limit if left is None else min(limit, left)
-                if self._blpop(wake, chunk) is not None:
-                    return True
-                if self._cond_check(wid, 1):
-                    return True
+            return _waiters.run_steps(self._cond_steps(wid, deadline), {
+                _waiters.TRY: lambda mode: self._cond_check(wid, mode),
+                _waiters.BLOCK: self._blpop})
         finally:
             self._lock._acquire_restore(depth)
+
+    async def wait_async(self, timeout: Optional[float] = None) -> bool:
+        """Awaitable ``wait()``: release the lock (taken with
+        ``acquire_async`` or ``async with``), wait without blocking the event
+        loop until notified or ``timeout`` seconds pass (never earlier), take
+        the lock back; False on timeout.  The lock is taken back even when
+        the wait is cancelled (as asyncio.Condition does), then the
+        CancelledError goes on; a notification the cancelled wait had
+        received is spent."""
+        import asyncio
+
+        from . import _aio
+
+        deadline = Deadline(True, timeout)
+        wid = secrets.token_hex(8)
+        lock = self._lock
+        with _aio.watch(self):
+            aclient = _aio.client(self._conn)
+            await self._script_async(*self._cond_register_call(wid))
+            try:
+                token, depth = await lock._release_async(True)
+            except (LeaseLostError, LockNotOwnedError, ValueError) as exc:
+                await self._script_async(*self._cond_check_call(wid, 2))
+                raise self._unowned(exc) from None
+            try:
+                steps = self._cond_steps(wid, deadline)
+                reply = None
+                while True:
+                    step = steps.send(reply)
+                    if step[0] is _waiters.TRY:
+                        reply = await self._script_async(*self._cond_check_call(wid, step[1]))
+                    else:
+                        reply = await _aio.bounded(self._conn, aclient.blpop(
+                            [step[1]], _waiters.server_seconds(step[2])), step[2])
+            except StopIteration as stop:
+                return stop.value
+            except asyncio.CancelledError:
+                await _aio.settle(self._script_async(*self._cond_check_call(wid, 2)))
+                raise
+            finally:
+                _, exc, cancelled = await _aio.settle(
+                    lock._acquire_count_async(token, depth, None))
+                if exc is not None:
+                    raise exc
+                if cancelled:
+                    raise asyncio.CancelledError
 
     def wait_for(self, predicate: Any, timeout: Optional[float] = None) -> Any:
         """Wait until ``predicate()`` is true, or ``timeout`` seconds pass;
         return the predicate's last value."""
         return wait_for(self.wait, predicate, timeout)
 
+    async def wait_for_async(self, predicate: Any, timeout: Optional[float] = None) -> Any:
+        """Awaitable ``wait_for()``: ``wait_async`` until ``predicate()`` is
+        true, or ``timeout`` seconds pass; the predicate's last value."""
+        return await wait_for_async(self.wait_async, predicate, timeout)
+
+    async def __aenter__(self) -> bool:
+        return await self._lock.acquire_async()
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self._lock._release_async(False)
+
     def _check_owned(self, what: str) -> None:
         lock = self._lock
         if lock._is_owned():
             return
-        if claims_lock(lock._keys[0], thread_token()):
+        if claims_lock(lock._keys[0], lock._token()):
             raise lease_lost_error(lock, what)
         raise RuntimeError("cannot notify on un-acquired lock")
 
@@ -1301,6 +1499,22 @@ class _ActionName(str):
         )
 
 
+#: The steps of a Barrier's passage besides BLOCK (``Barrier._barrier_steps``).
+_SCRIPT, _ACTION = "script", "action"
+
+
+class _Passage:
+    """How far one passage through a Barrier got."""
+
+    __slots__ = ("wid", "gen", "last", "releasing")
+
+    def __init__(self) -> None:
+        self.wid = secrets.token_hex(8)
+        self.gen: Optional[str] = None  # the round it arrived in
+        self.last = False  # the last party of its round
+        self.releasing = False  # the round's release was sent
+
+
 @register
 class Barrier(WaitingObject):
     """A barrier in Redis: ``multiprocessing.Barrier``.
@@ -1385,9 +1599,19 @@ class Barrier(WaitingObject):
 
     def wait(self, timeout: Optional[float] = None) -> int:
         """Wait for all parties; return this one's arrival index."""
-        deadline = Deadline(True, self._timeout if timeout is None else timeout)
+        return _waiters.run_steps(self._barrier_steps(self._deadline(timeout), _Passage()), {
+            _SCRIPT: self._script, _waiters.BLOCK: self._blpop, _ACTION: self._run_action_or_abort})
+
+    def _deadline(self, timeout: Optional[float]) -> Deadline:
+        return Deadline(True, self._timeout if timeout is None else timeout)
+
+    def _barrier_steps(self, deadline: Deadline, p: "_Passage") -> Any:
+        """One passage's steps, for ``wait`` and ``wait_async``: ``(_SCRIPT,
+        source, keys, args)`` (its reply), ``(BLOCK, wake key, seconds)`` and
+        ``(_ACTION, gen, wid)``; it returns the arrival index.  ``p`` keeps
+        how far it got, for a cancelled ``wait_async`` to clean up."""
         ttl = _waiters.REGISTRATION_TTL_MS
-        wid = secrets.token_hex(8)
+        wid = p.wid
         wake = self._wake_prefix + wid
         limit = _waiters.WAIT_CHUNK
 
@@ -1398,7 +1622,7 @@ class Barrier(WaitingObject):
         # Arrive; while the previous round is still finishing (its last
         # party running the action), wait for it to end.
         while True:
-            index, gen = self._script(_ARRIVE_LUA, self._keys, [
+            index, gen = yield (_SCRIPT, _ARRIVE_LUA, self._keys, [
                 self._parties, wid, 1, ttl, self._wake_prefix,
                 "0" if self._action is None else "1"])
             index, gen = int(index), gen.decode() if isinstance(gen, bytes) else str(gen)
@@ -1409,20 +1633,18 @@ class Barrier(WaitingObject):
             wait = chunk()
             if wait <= 0:
                 # A wait that times out breaks the barrier, as in threading.
-                self._script(_BARRIER_CHECK_LUA, self._keys, [gen, wid, 2, ttl, self._wake_prefix])
+                yield (_SCRIPT, _BARRIER_CHECK_LUA, self._keys, [gen, wid, 2, ttl, self._wake_prefix])
                 raise BrokenBarrierError
-            self._blpop(wake, wait)
-        if index + 1 == self._parties:
+            yield (_waiters.BLOCK, wake, wait)
+        p.gen, p.last = gen, index + 1 == self._parties
+        if p.last:
             runner = ""
             if self._action is not None:
                 runner = wid
-                try:
-                    self._run_action(gen, wid)
-                except BaseException:
-                    self._script(_BARRIER_ABORT_LUA, self._keys, [self._wake_prefix, wid])
-                    raise
-            if int(self._script(_BARRIER_RELEASE_LUA, self._keys,
-                                [gen, self._wake_prefix, runner])) < 0:
+                yield (_ACTION, gen, wid)
+            p.releasing = True
+            if int((yield (_SCRIPT, _BARRIER_RELEASE_LUA, self._keys,
+                           [gen, self._wake_prefix, runner]))) < 0:
                 raise BrokenBarrierError
             return index
         while True:
@@ -1430,14 +1652,76 @@ class Barrier(WaitingObject):
             if wait <= 0:
                 mode = 2
             else:
-                self._blpop(wake, wait)
+                yield (_waiters.BLOCK, wake, wait)
                 mode = 1
-            res = int(self._script(_BARRIER_CHECK_LUA, self._keys,
-                                   [gen, wid, mode, ttl, self._wake_prefix]))
+            res = int((yield (_SCRIPT, _BARRIER_CHECK_LUA, self._keys,
+                              [gen, wid, mode, ttl, self._wake_prefix])))
             if res == 1:
                 return index
             if res == -1:
                 raise BrokenBarrierError
+
+    def _run_action_or_abort(self, gen: str, wid: str) -> None:
+        """Run the action; if it fails, break the barrier for the others."""
+        try:
+            self._run_action(gen, wid)
+        except BaseException:
+            self._script(*self._abort_call(wid))
+            raise
+
+    def _abort_call(self, wid: str) -> Tuple[str, List[Any], List[Any]]:
+        return _BARRIER_ABORT_LUA, self._keys, [self._wake_prefix, wid]
+
+    async def wait_async(self, timeout: Optional[float] = None) -> int:
+        """Awaitable ``wait()``: wait without blocking the event loop for all
+        parties; this one's arrival index.  BrokenBarrierError as ``wait()``
+        (a timeout breaks the barrier).  The action, if any, runs in the
+        loop's thread in the last party to arrive.  Cancelled, the wait
+        breaks the barrier for the others of its round, as a timeout
+        does, unless the round had passed already."""
+        import asyncio
+
+        from . import _aio
+
+        p = _Passage()
+        deadline = self._deadline(timeout)
+        with _aio.watch(self):
+            aclient = _aio.client(self._conn)
+            steps = self._barrier_steps(deadline, p)
+            reply = None
+            try:
+                while True:
+                    step = steps.send(reply)
+                    if step[0] is _SCRIPT:
+                        reply, exc, cancelled = await _aio.settle(
+                            self._script_async(*step[1:], seconds=deadline.remaining()))
+                        if exc is None and step[1] is _ARRIVE_LUA and int(reply[0]) >= 0:
+                            p.gen = reply[1].decode() if isinstance(reply[1], bytes) else str(reply[1])
+                            p.last = int(reply[0]) + 1 == self._parties
+                        if cancelled:
+                            raise asyncio.CancelledError
+                        if exc is not None:
+                            raise exc
+                    elif step[0] is _waiters.BLOCK:
+                        reply = await _aio.bounded(self._conn, aclient.blpop(
+                            [step[1]], _waiters.server_seconds(step[2])), step[2], False)
+                    else:
+                        reply = None
+                        try:
+                            self._run_action(*step[1:])
+                        except BaseException:
+                            await _aio.settle(self._script_async(*self._abort_call(p.wid)))
+                            raise
+            except StopIteration as stop:
+                return stop.value
+            except asyncio.CancelledError:
+                if p.gen is not None and not p.releasing:
+                    # Arrived, the round not passed: break it, as a timeout would.
+                    await _aio.settle(self._script_async(*self._abort_call(p.wid)) if p.last else
+                                      self._script_async(_BARRIER_CHECK_LUA, self._keys, [
+                                          p.gen, p.wid, 2, _waiters.REGISTRATION_TTL_MS,
+                                          self._wake_prefix]))
+                raise
 
     def _run_action(self, gen: str, wid: str) -> None:
         """Run the action while this process's lease renewer refreshes the

@@ -1,0 +1,271 @@
+"""Awaiting Redis from an event loop: the awaitable forms' client and drivers.
+
+The awaitable methods (``get_async``, ``acquire_async``, ``wait_async``...)
+send the same Lua scripts and blocking commands as the blocking ones, with
+the same arguments and reply handling (the objects build each call and read
+each reply in methods both forms share; ``WaitingObject._wait_steps`` is the
+one wait loop, which a blocking and an awaiting driver both run), through
+redis-py's asyncio client instead of the thread's own:
+
+- **One client per connection and event loop** (:func:`client`), made on
+  first use in that loop: its own connection pool, so commands of one loop
+  never wait for another's.  It is closed when the loop shuts down
+  (``asyncio.run`` and ``asyncio.Runner`` close async generators then, and
+  one of them closes it), forgotten when the loop is closed (at the next
+  use of the connection from any loop) or garbage-collected, closed by
+  ``Connection.close()``, and never used after a fork.
+  Standalone servers and Redis Cluster (``redis.asyncio.RedisCluster``) are
+  served; Sentinel, TLS and ``replicas`` raise NotImplementedError.
+- **Bounded waits**: the client has no socket timeout of its own; each
+  command's reply is awaited for as long as the blocking form's would be
+  (``Connection.bounded``: its wait plus ``client.BLOCK_MARGIN``, or the
+  socket timeout), after which it fails with ServerTimeoutError.
+- **Cancellation**: a script that changes the object is never abandoned
+  half-way: :func:`settle` lets it finish (one round trip; it never
+  blocks in the server) and reports the cancellation afterwards, so that
+  the caller can undo or account for what it did.  A blocking command
+  (``BLPOP`` on a wake key, a queue's ``BLMOVE``) is abandoned: redis-py
+  drops its connection, the server then ends it, and the caller cleans up
+  (forgets its registration and passes a wake-up on; puts back what a
+  take may have moved).
+- **Close**: ``close()`` on a handle cancels its awaiting calls in every
+  loop (:func:`watch`), which then clean up as above and raise ValueError.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import weakref
+from typing import Any, Awaitable, Callable, List, Optional, Sequence, Tuple
+
+from . import client as _client
+
+__all__ = ["client", "settle", "bounded", "script", "pipeline", "watch", "task_token"]
+
+_task_tokens: "weakref.WeakKeyDictionary[Any, str]" = weakref.WeakKeyDictionary()
+
+
+def task_token(create: bool = True) -> Optional[str]:
+    """Who the running asyncio task is, for lock ownership (as
+    ``_base.thread_token`` is for a thread): random, made on first use
+    (``create``); None outside a task."""
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # no running loop in this thread
+        return None
+    if task is None:
+        return None
+    tok = _task_tokens.get(task)
+    if tok is None and create:
+        tok = _task_tokens[task] = f"{os.getpid()}:task:{secrets.token_hex(8)}"
+    return tok
+
+
+def client(conn: Any) -> Any:
+    """The asyncio client of ``conn`` in the running loop (made on first use)."""
+    loop = asyncio.get_running_loop()
+    conn._check_pid()
+    per_loop = conn.__dict__.get("_aio_clients")
+    if per_loop is None or per_loop[0] != os.getpid():
+        per_loop = conn._aio_clients = (os.getpid(), weakref.WeakKeyDictionary())
+    clients = per_loop[1]
+    made = clients.get(loop)
+    if made is None:
+        for other in [lp for lp in list(clients) if lp.is_closed()]:
+            clients.pop(other, None)  # its sockets went with the closed loop
+        c = _make_client(conn)
+        # An async generator that the loop closes when it shuts down
+        # (``asyncio.run`` and ``Runner`` call ``shutdown_asyncgens``), and
+        # that closes the client then: run to its yield, it is registered
+        # with the running loop.
+        closer = _close_with_loop(c)
+        try:
+            closer.__anext__().send(None)
+        except StopIteration:
+            pass
+        made = clients[loop] = (c, closer)
+    return made[0]
+
+
+async def _close_with_loop(c: Any) -> Any:
+    try:
+        yield
+    finally:
+        await c.aclose()
+
+
+def forget_clients(conn: Any) -> List[Tuple[Any, Any]]:
+    """Drop every asyncio client of ``conn``; (loop, client) pairs, for
+    closing in their loops (``Connection.close``)."""
+    per_loop = conn.__dict__.pop("_aio_clients", None)
+    if per_loop is None or per_loop[0] != os.getpid():
+        return []
+    return [(loop, made[0]) for loop, made in list(per_loop[1].items())]
+
+
+def _make_client(conn: Any) -> Any:
+    if conn.is_sentinel:
+        raise NotImplementedError(
+            "the awaitable methods do not serve Redis Sentinel connections yet; "
+            "use the blocking methods")
+    if conn.url.startswith("rediss"):
+        raise NotImplementedError(
+            "the awaitable methods do not serve TLS (rediss://) connections yet; "
+            "use the blocking methods")
+    if conn.replicas:
+        raise NotImplementedError(
+            "the awaitable methods do not wait for replicas (replicas=N) yet; "
+            "use the blocking methods")
+    _client.import_redis()
+    import redis.asyncio as aredis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
+    kw = conn._client_kwargs(retry=Retry(NoBackoff(), 0), socket_timeout=None)
+    cluster = conn._cluster if conn._cluster is not None else conn.is_cluster
+    if cluster:
+        kw.pop("db", None)
+        return aredis.RedisCluster.from_url(conn.url, **kw)
+    return aredis.Redis.from_url(conn.url, **kw)
+
+
+def _limit(conn: Any, seconds: Optional[float], caller_deadline: bool) -> Optional[float]:
+    """How long a reply is awaited (``client._bound_socket``'s reading)."""
+    own = _client._own_socket_timeout(conn._options)
+    if seconds is None:
+        return own
+    margin = (_client.BLOCK_MARGIN if caller_deadline or own is None
+              else max(own, _client.BLOCK_MARGIN))
+    return max(seconds, 0.0) + margin
+
+
+async def bounded(conn: Any, aw: Awaitable[Any], seconds: Optional[float],
+                  caller_deadline: bool = True) -> Any:
+    """Await a redis-py call whose server side may take ``seconds``; redis-py's
+    TimeoutError (ServerTimeoutError once translated) if no reply came within
+    the time ``Connection.bounded`` would allow."""
+    limit = _limit(conn, seconds, caller_deadline)
+    if limit is None:
+        return await aw
+    try:
+        async with asyncio.timeout(limit):
+            return await aw
+    except TimeoutError:
+        raise _client.import_redis().exceptions.TimeoutError(
+            f"no reply within {limit:g} s") from None
+
+
+async def script(conn: Any, aclient: Any, source: str, keys: Sequence[Any],
+                 args: Sequence[Any], seconds: Optional[float] = None) -> Any:
+    """Run a Lua script (EVALSHA, then EVAL if the server lacks it) on the
+    asyncio client, its reply awaited as ``bounded`` says; untranslated errors."""
+    s = conn.script(source)
+    n = len(keys)
+    try:
+        return await bounded(conn, aclient.evalsha(s.sha, n, *keys, *args), seconds)
+    except Exception as exc:
+        if not isinstance(exc, _client._no_script_error()):
+            raise
+    return await bounded(conn, aclient.eval(s.source, n, *keys, *args), seconds)
+
+
+async def pipeline(conn: Any, aclient: Any, build: Callable[[Any], None],
+                   seconds: Optional[float], caller_deadline: bool) -> List[Any]:
+    """What ``build(pipe)`` adds to a plain pipeline, sent once; the replies,
+    error replies as exception objects (``Connection.bounded``'s reading)."""
+    pipe = aclient.pipeline(transaction=False)
+    build(pipe)
+    return await bounded(conn, pipe.execute(raise_on_error=False), seconds, caller_deadline)
+
+
+async def settle(aw: Awaitable[Any]) -> Tuple[Any, Optional[BaseException], bool]:
+    """Await ``aw`` to its end even if the caller is cancelled meanwhile:
+    ``(result, exception, cancelled)``; the caller re-raises the
+    cancellation (``asyncio.CancelledError``) once it has dealt with the
+    result."""
+    task = asyncio.ensure_future(aw)
+    cancelled = False
+    while True:
+        try:
+            result = await asyncio.shield(task)
+            return result, None, cancelled
+        except asyncio.CancelledError:
+            if task.done():
+                if task.cancelled():
+                    return None, asyncio.CancelledError(), True
+                exc = task.exception()
+                # Finished as the cancellation came: its outcome is known.
+                return (task.result() if exc is None else None), exc, True
+            cancelled = True
+        except BaseException as exc:
+            return None, exc, cancelled
+
+
+class watch:
+    """``with watch(obj):`` around an awaitable method: ``close()`` on the
+    handle cancels it (``closed_by_handle()``), and an error raised in the
+    block is translated as the blocking form's would be."""
+
+    __slots__ = ("obj", "task", "loop", "closing", "active")
+
+    def __init__(self, obj: Any) -> None:
+        obj._check()
+        self.obj = obj
+        self.task = asyncio.current_task()
+        self.loop = asyncio.get_running_loop()
+        self.closing = False
+        self.active = False
+
+    def __enter__(self) -> "watch":
+        waiters = self.obj.__dict__.get("_aio_waiters")
+        if waiters is None:
+            waiters = self.obj._aio_waiters = set()
+        waiters.add(self)
+        self.active = True
+        return self
+
+    def __exit__(self, et: Any, ev: Any, tb: Any) -> bool:
+        self.active = False
+        self.obj._aio_waiters.discard(self)
+        if ev is None:
+            return False
+        if self.closing and isinstance(ev, asyncio.CancelledError):
+            if self.task is not None and hasattr(self.task, "uncancel"):
+                self.task.uncancel()
+            self.obj._check()  # ValueError: closed
+        if isinstance(ev, (asyncio.CancelledError, KeyboardInterrupt, SystemExit)):
+            return False
+        if is_gone_or_redis(ev):
+            self.obj._raise(ev)
+        return False
+
+    def cancel(self) -> None:
+        """Called by ``close()``, from any thread."""
+        self.closing = True
+        if self.task is not None and not self.loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                self.loop.call_soon_threadsafe(self._cancel)
+
+    def _cancel(self) -> None:
+        # In the loop: only a call still awaiting is cancelled (one that
+        # ended meanwhile has nothing left to end).
+        if self.active:
+            self.task.cancel()
+
+
+def is_gone_or_redis(exc: BaseException) -> bool:
+    """Whether ``exc`` is one that ``RedisObject._raise`` translates."""
+    from ._base import is_gone
+
+    if is_gone(exc):
+        return True
+    rexc = _client.import_redis().exceptions
+    return isinstance(exc, (rexc.RedisError, rexc.RedisClusterException))
+
+
+def close_waiters(obj: Any) -> None:
+    """End the awaiting calls of a handle being closed (ValueError)."""
+    for w in list(obj.__dict__.get("_aio_waiters", ())):
+        w.cancel()
