@@ -58,9 +58,12 @@ MANAGER_LIFECYCLE = ("start", "shutdown", "__enter__", "__exit__")
 
 #: ``shutdown``/``is_shutdown``: queue.Queue's (Python 3.13), across processes.
 _SHUTDOWN = ("shutdown", "is_shutdown")
+# The awaitable forms (docs/api.md, "asyncio").
+_QUEUE_ASYNC = ("get_async", "put_async", "get_many_async", "put_many_async")
 _QUEUE = ("put", "get", "put_nowait", "get_nowait", "put_many", "get_many", "qsize", "empty",
-          "full", "close", "join_thread", "cancel_join_thread") + _SHUTDOWN
-_LOCK = ("acquire", "release", "__enter__", "__exit__")
+          "full", "close", "join_thread", "cancel_join_thread") + _SHUTDOWN + _QUEUE_ASYNC
+_LOCK = ("acquire", "release", "__enter__", "__exit__", "acquire_async", "__aenter__",
+         "__aexit__")
 
 #: typeid -> public methods and properties its objects have.
 OBJECT_METHODS: Dict[str, Tuple[str, ...]] = {
@@ -83,12 +86,13 @@ OBJECT_METHODS: Dict[str, Tuple[str, ...]] = {
     "RLock": _LOCK,
     "Semaphore": _LOCK + ("get_value",),
     "BoundedSemaphore": _LOCK + ("get_value",),
-    "Condition": _LOCK + ("wait", "wait_for", "notify", "notify_all"),
-    "Event": ("set", "clear", "is_set", "wait"),
-    "Barrier": ("wait", "reset", "abort", "parties", "n_waiting", "broken"),
+    "Condition": _LOCK + ("wait", "wait_for", "notify", "notify_all", "wait_async",
+                          "wait_for_async"),
+    "Event": ("set", "clear", "is_set", "wait", "wait_async"),
+    "Barrier": ("wait", "reset", "abort", "parties", "n_waiting", "broken", "wait_async"),
     "Queue": _QUEUE,
-    "JoinableQueue": _QUEUE + ("task_done", "join"),
-    "SimpleQueue": ("put", "get", "empty", "close") + _SHUTDOWN,
+    "JoinableQueue": _QUEUE + ("task_done", "join", "join_async"),
+    "SimpleQueue": ("put", "get", "empty", "close") + _SHUTDOWN + _QUEUE_ASYNC,
     "Value": ("value", "get", "set", "get_lock", "get_obj"),
     "Array": ("__getitem__", "__setitem__", "__len__", "get_lock", "get_obj"),
 }

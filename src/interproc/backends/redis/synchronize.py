@@ -1269,6 +1269,10 @@ class Condition(WaitingObject):
         true, or ``timeout`` seconds pass; the predicate's last value."""
         return await wait_for_async(self.wait_async, predicate, timeout)
 
+    async def acquire_async(self, timeout: Optional[float] = None) -> bool:
+        """Await the condition's lock, as its ``acquire_async`` does."""
+        return await self._lock.acquire_async(timeout)
+
     async def __aenter__(self) -> bool:
         return await self._lock.acquire_async()
 
