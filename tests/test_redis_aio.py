@@ -660,3 +660,89 @@ def test_redis_cluster(redis_cluster_url):
     finally:
         for h in (q, lock, ev):
             h._destroy()
+
+
+# ------------------------------------------------- TLS and Sentinel servers
+
+
+def test_tls_connections(redis_tls_server):
+    """``rediss://``: the awaitable methods speak TLS with the connection's
+    options, and the server's certificate is checked as the blocking
+    client checks it."""
+    import redis
+
+    from interproc.backends.redis.client import Connection
+
+    ca = redis_tls_server.tls_files["ca"]
+    tconn = Connection.from_url(redis_tls_server.tls_url, ssl_ca_certs=ca)
+    q, lock = Queue(tconn), Lock(tconn)
+    try:
+        async def main():
+            await q.put_many_async([1, 2])
+            assert await q.get_many_async() == [1, 2]
+            getter = asyncio.ensure_future(q.get_async(timeout=TIMEOUT))
+            await asyncio.sleep(0.1)
+            q.put("x")
+            assert await getter == "x"
+            async with lock:
+                assert lock.locked()
+
+        asyncio.run(main())
+        unchecked = Connection.from_url(redis_tls_server.tls_url, cluster=False)
+
+        async def refused():
+            # The loop's client of a connection without the CA refuses the server.
+            with pytest.raises(redis.exceptions.ConnectionError, match="CERTIFICATE_VERIFY_FAILED"):
+                await _aio.client(unchecked).ping()
+
+        asyncio.run(refused())
+    finally:
+        q._destroy()
+        lock._destroy()
+
+
+def test_sentinel_master_is_found_and_followed_after_failover(private_redis, tmp_path):
+    """``redis+sentinel://``: the awaitable methods ask the Sentinel for the
+    master, and once it has promoted the replica of a killed master the
+    same handles go on against the new one; with ``replicas=1`` what
+    returned is there, and a write that now lacks its replica raises
+    ReplicationError."""
+    from interproc.backends.redis import local_server
+    from interproc.backends.redis.client import Connection
+    from interproc.backends.redis.errors import (ConnectionLostError, ReplicationError,
+                                                 ServerTimeoutError, UnreachableError)
+
+    master, replica = private_redis(), private_redis()
+    replica.replicate(master)
+    with local_server.RedisSentinel(str(tmp_path / "sentinel"), master) as sentinel:
+        sconn = Connection.from_url(sentinel.url, replicas=1, replica_timeout=0.5)
+        q, lock = Queue(sconn), Lock(sconn)
+
+        def promoted():
+            reply = local_server._commands(("127.0.0.1", sentinel.port), (
+                "SENTINEL", "get-master-addr-by-name", sentinel.service), timeout=1.0)[0]
+            return str(replica.port).encode() in reply
+
+        async def main():
+            await q.put_many_async(list(range(5)))
+            async with lock:
+                assert lock.locked()
+            assert await q.get_async(timeout=2) == 0
+            master.kill()
+            deadline = time.monotonic() + 20
+            while not promoted():
+                assert time.monotonic() < deadline, "Sentinel promoted no replica"
+                await asyncio.sleep(0.05)
+            while True:  # the first calls may still reach for the dead master
+                try:
+                    first = await q.get_async(timeout=2)
+                    break
+                except (ConnectionLostError, UnreachableError, ServerTimeoutError):
+                    assert time.monotonic() < deadline
+                    await asyncio.sleep(0.1)
+            assert [first] + await q.get_many_async(timeout=2) == [1, 2, 3, 4]
+            with pytest.raises(ReplicationError, match="only 0 of the 1 replica"):
+                await q.put_async("unreplicated")
+            assert await q.get_async(timeout=2) == "unreplicated"  # done all the same
+
+        asyncio.run(main())

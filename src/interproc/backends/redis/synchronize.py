@@ -544,9 +544,7 @@ class _LockBase(WaitingObject):
                 # another could take it too.  Raising while holding it
                 # would leave it held, unrenewed, by a caller that does
                 # not know; so it is released, and acquire() raises.
-                raise _taken_back(exc, f"acquire() took {self!r}", self._give_back(token),
-                                  f"the lock stays held until its lease ({self._lease:g} s) "
-                                  "runs out") from None
+                raise self._unacked(exc, self._give_back(token)) from None
             # Not taken: the attempt wrote at most a waiter's registration.
             # A re-entry: the thread held the lock already.
         return self._acquired(res)
@@ -572,6 +570,11 @@ class _LockBase(WaitingObject):
         pttl = int(res[1])
         # Wake up when the holder's lease would run out, to take over.
         return False, 0, (pttl / 1000.0 + 0.005) if pttl > 0 else 0.005
+
+    def _unacked(self, exc: ReplicationError, given_back: bool) -> ReplicationError:
+        """``exc`` for an acquisition too few replicas acknowledged."""
+        return _taken_back(exc, f"acquire() took {self!r}", given_back,
+                           f"the lock stays held until its lease ({self._lease:g} s) runs out")
 
     def _give_back(self, token: str) -> bool:
         """Release an acquisition that is not to be kept, without waiting
@@ -611,10 +614,17 @@ class _LockBase(WaitingObject):
     async def _acquire_count_async(self, token: str, count: int, timeout: Any) -> bool:
         """``_acquire_count`` from an event loop, for ``token``."""
         claimed = _renewer.claims(self._keys[0], token)
-        ok, taken = await self._wait_async(
-            lambda wid, mode: self._acquire_call(token, count, claimed, wid, mode), self._acquired,
-            Deadline(True, timeout), self._prefix + "wk:",
-            lambda _: self._script_async(*self._release_call(token, not claimed, claimed)))
+        try:
+            ok, taken = await self._wait_async(
+                lambda wid, mode: self._acquire_call(token, count, claimed, wid, mode),
+                self._acquired, Deadline(True, timeout), self._prefix + "wk:",
+                # Given back without waiting for replicas, as _give_back does.
+                lambda _: self._script_async(*self._release_call(token, not claimed, claimed),
+                                             acks=ACKS_NONE), claimed)
+        except ReplicationError as exc:
+            if not hasattr(exc, "given_back"):
+                raise
+            raise self._unacked(exc, exc.given_back) from None
         return ok and self._took(token, count, taken)
 
     async def __aenter__(self) -> bool:
@@ -879,8 +889,7 @@ class Semaphore(WaitingObject):
                 ok = exc.result
                 if ok:
                     # As for a lock (_LockBase._try): the unit goes back.
-                    raise _taken_back(exc, f"acquire() took a unit of {self!r}",
-                                      self._give_back(), "the unit is lost") from None
+                    raise self._unacked(exc, self._give_back()) from None
             return _sem_acquired(ok)
         return self._wait(attempt, Deadline(block, timeout), "wk:")[0]
 
@@ -890,9 +899,14 @@ class Semaphore(WaitingObject):
         it holds nothing: a unit taken on the way is given back.
         ValueError if the handle is (or gets) closed."""
         self._check()
-        return (await self._wait_async(
-            self._acquire_call, _sem_acquired, Deadline(True, timeout), "wk:",
-            lambda _: self._script_async(*self._release_call(1))))[0]
+        try:
+            return (await self._wait_async(
+                self._acquire_call, _sem_acquired, Deadline(True, timeout), "wk:",
+                lambda _: self._script_async(*self._release_call(1), acks=ACKS_NONE)))[0]
+        except ReplicationError as exc:
+            if not hasattr(exc, "given_back"):
+                raise
+            raise self._unacked(exc, exc.given_back) from None
 
     async def __aenter__(self) -> bool:
         return await self.acquire_async()
@@ -912,6 +926,11 @@ class Semaphore(WaitingObject):
         """The script, keys and arguments that give back ``n`` units."""
         return _SEM_RELEASE_LUA, self._keys, [
             n, self._initial if self._BOUNDED else -1, self._initial, self._wake_prefix]
+
+    def _unacked(self, exc: ReplicationError, given_back: bool) -> ReplicationError:
+        """``exc`` for a unit taken that too few replicas acknowledged."""
+        return _taken_back(exc, f"acquire() took a unit of {self!r}", given_back,
+                           "the unit is lost")
 
     def _give_back(self) -> bool:
         """Release a unit whose acquisition is not to be kept, without
