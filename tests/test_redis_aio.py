@@ -548,6 +548,40 @@ def test_condition_wait_async_timeout_cancel_and_misuse(conn, made, arun):
     arun(main)
 
 
+def test_a_cancelled_condition_waiter_passes_its_notification_on(conn, made, arun):
+    """notify(1) reaches the oldest of two waiting tasks, which is cancelled
+    while the notifier still holds the lock: once it holds the lock again
+    it passes the notification on, and the second waiter wakes."""
+    cond = Condition(conn)
+    made.append(cond)
+
+    async def main():
+        async def waiter(timeout):
+            async with cond:
+                return await cond.wait_async(timeout)
+
+        first = asyncio.ensure_future(waiter(TIMEOUT))
+        await asyncio.sleep(0.2)
+        second = asyncio.ensure_future(waiter(5.0))
+        await asyncio.sleep(0.2)
+        assert cond.statistics()["condition_waiters"] == 2
+        async with cond:
+            cond.notify(1)
+            assert cond.statistics()["condition_waiters"] == 1  # the oldest was taken
+            await asyncio.sleep(0.1)  # the first may be woken, or still in its BLPOP
+            first.cancel()
+            await asyncio.sleep(0.1)
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        t0 = time.monotonic()
+        assert await second is True  # notified, not timed out
+        assert time.monotonic() - t0 < 4.0
+        assert not cond._lock.locked()
+        assert cond.statistics()["condition_waiters"] == 0
+
+    arun(main)
+
+
 # ------------------------------------------------------------------ barrier
 
 

@@ -1239,7 +1239,9 @@ class Condition(WaitingObject):
         the lock back; False on timeout.  The lock is taken back even when
         the wait is cancelled (as asyncio.Condition does), then the
         CancelledError goes on; a notification the cancelled wait had
-        received is spent."""
+        received is passed on (``notify(1)`` once it holds the lock again,
+        as asyncio.Condition does from Python 3.13), so a cancellation
+        never swallows a notify (the next waiter may wake spuriously)."""
         import asyncio
 
         from . import _aio
@@ -1255,6 +1257,7 @@ class Condition(WaitingObject):
             except (LeaseLostError, LockNotOwnedError, ValueError) as exc:
                 await self._script_async(*self._cond_check_call(wid, 2))
                 raise self._unowned(exc) from None
+            notified = was_cancelled = False
             try:
                 steps = self._cond_steps(wid, deadline)
                 reply = None
@@ -1266,15 +1269,23 @@ class Condition(WaitingObject):
                         reply = await _aio.bounded(self._conn, aclient.blpop(
                             [step[1]], _waiters.server_seconds(step[2])), step[2])
             except StopIteration as stop:
+                notified = bool(stop.value)
                 return stop.value
             except asyncio.CancelledError:
-                await _aio.settle(self._script_async(*self._cond_check_call(wid, 2)))
+                was_cancelled = True
+                # Unregistered; 1 if a notify had taken the registration.
+                reply, _, _ = await _aio.settle(
+                    self._script_async(*self._cond_check_call(wid, 2)))
+                notified = bool(reply)
                 raise
             finally:
                 _, exc, cancelled = await _aio.settle(
                     lock._acquire_count_async(token, depth, None))
                 if exc is not None:
                     raise exc
+                if notified and (was_cancelled or cancelled):
+                    # The notification goes to the next waiter, under the lock.
+                    await _aio.settle(self._script_async(*self._notify_call(1)))
                 if cancelled:
                     raise asyncio.CancelledError
 
@@ -1305,12 +1316,16 @@ class Condition(WaitingObject):
     def notify(self, n: int = 1) -> None:
         """Wake up to ``n`` of the processes and threads waiting."""
         self._check_owned("notify()")
-        self._script(_COND_NOTIFY_LUA, self._keys, [self._wake_prefix, operator.index(n)])
+        self._script(*self._notify_call(operator.index(n)))
 
     def notify_all(self) -> None:
         """Wake every process and thread waiting."""
         self._check_owned("notify_all()")
-        self._script(_COND_NOTIFY_LUA, self._keys, [self._wake_prefix, -1])
+        self._script(*self._notify_call(-1))
+
+    def _notify_call(self, n: int) -> Tuple[str, List[Any], List[Any]]:
+        """The script, keys and arguments that wake ``n`` waiters (-1: all)."""
+        return _COND_NOTIFY_LUA, self._keys, [self._wake_prefix, n]
 
     def statistics(self) -> Dict[str, Any]:
         stats = self._lock.statistics()
