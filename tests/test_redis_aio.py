@@ -696,6 +696,57 @@ def test_redis_cluster(redis_cluster_url):
             h._destroy()
 
 
+# ------------------------------------------------------- containers' lock
+
+
+def test_containers_lock_held_by_a_task(start_method, conn, made, arun):
+    """``async with d.lock``: the task's own operations run as the holder's;
+    a plain operation from another task of the loop raises RuntimeError
+    instead of blocking the loop; a process waits for the lock, and
+    read-modify-writes of both under it lose no increment."""
+    from interproc.backends.redis.containers import RedisDict, RedisList, RedisSet
+
+    d, lst, st = RedisDict(conn), RedisList(conn), RedisSet(conn)
+    made.extend([d, lst, st])
+    d["n"] = 0
+    n = 15
+
+    async def main():
+        async with lst.lock, st.lock:
+            lst.append(1)
+            st.add("a")
+            assert lst[0] == 1 and "a" in st
+
+        async def other_task():
+            d["other"] = 1
+
+        async with d.lock:
+            d["k"] = "v"
+            assert d["k"] == "v"
+            with pytest.raises(RuntimeError, match="held by another task of this event loop"):
+                await asyncio.wait_for(other_task(), 5)
+        assert "other" not in d
+        await other_task()  # free again: it just runs
+        assert d["other"] == 1
+
+        child = start_method.Process(target=helpers.increment_under_lock,
+                                     args=(d, "n", n, 0.005))
+        child.start()
+        try:
+            while d["n"] == 0:  # the child has begun: the two interleave
+                await asyncio.sleep(0.005)
+            for _ in range(n):
+                async with d.lock:
+                    v = d["n"]
+                    await asyncio.sleep(0.005)
+                    d["n"] = v + 1
+        finally:
+            await asyncio.get_running_loop().run_in_executor(None, _join, child)
+
+    arun(main)
+    assert d["n"] == 2 * n
+
+
 # ------------------------------------------------- TLS and Sentinel servers
 
 

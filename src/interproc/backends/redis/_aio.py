@@ -52,7 +52,8 @@ from typing import Any, Awaitable, Callable, List, Optional, Sequence, Tuple
 
 from . import client as _client
 
-__all__ = ["client", "settle", "bounded", "script", "pipeline", "watch", "task_token"]
+__all__ = ["client", "settle", "bounded", "script", "pipeline", "watch", "task_token",
+           "held_by_a_task_of"]
 
 _task_tokens: "weakref.WeakKeyDictionary[Any, str]" = weakref.WeakKeyDictionary()
 
@@ -71,6 +72,15 @@ def task_token(create: bool = True) -> Optional[str]:
     if tok is None and create:
         tok = _task_tokens[task] = f"{os.getpid()}:task:{secrets.token_hex(8)}"
     return tok
+
+
+def held_by_a_task_of(loop: Any, key: str, claims: Callable[[str, str], bool]) -> bool:
+    """Whether a live task of ``loop`` holds the lock whose owner key is
+    ``key`` (``claims(key, token)``: as ``synchronize.claims_lock``)."""
+    for task, tok in list(_task_tokens.items()):
+        if not task.done() and task.get_loop() is loop and claims(key, tok):
+            return True
+    return False
 
 
 def client(conn: Any) -> Any:
