@@ -31,6 +31,16 @@ def arun(request):
     return h.runner(request.param, TIMEOUT)
 
 
+@pytest.fixture(params=["standalone", "cluster"])
+def any_conn(request):
+    """A backend Connection to the standalone server, or to the Redis Cluster."""
+    from interproc.backends.redis.client import Connection
+
+    if request.param == "standalone":
+        return request.getfixturevalue("conn")
+    return Connection.from_url(request.getfixturevalue("redis_cluster_url"))
+
+
 async def _cancel_soon(task, i, rng):
     """Cancel ``task`` after i % 7 turns of the loop (odd i) or a random
     delay of up to 4 ms (even i)."""
@@ -220,11 +230,12 @@ def test_join_async_waits_for_the_last_task_done_of_another_process(start_method
     assert arun(main) >= 0.3
 
 
-def test_cancelled_gets_and_puts_lose_and_duplicate_nothing(conn, made, arun):
+def test_cancelled_gets_and_puts_lose_and_duplicate_nothing(any_conn, made, arun):
     """Gets and puts cancelled at many points (after 0..N turns of the
     loop, or a random delay) while producers and consumers race on a
-    bounded queue: every item put is taken exactly once."""
-    q = Queue(conn, 4)
+    bounded queue: every item put is taken exactly once (standalone and
+    Redis Cluster)."""
+    q = Queue(any_conn, 4)
     made.append(q)
     rng = random.Random(1234)
     n = 150
@@ -273,14 +284,14 @@ def test_cancelled_gets_and_puts_lose_and_duplicate_nothing(conn, made, arun):
     assert q.empty()
 
 
-def test_a_consumer_killed_mid_await_loses_nothing(conn, made):
+def test_a_consumer_killed_mid_await_loses_nothing(any_conn, made):
     """SIGKILL a process whose coroutines await an item and a lock, at
     random moments: the items put afterwards all arrive, the lock is
-    free once its holder releases it."""
+    free once its holder releases it (standalone and Redis Cluster)."""
     import multiprocessing
 
     ctx = multiprocessing.get_context("fork")
-    q, lock = Queue(conn), Lock(conn)
+    q, lock = Queue(any_conn), Lock(any_conn)
     made.extend([q, lock])
     rng = random.Random(7)
     for round_ in range(4):
