@@ -74,3 +74,13 @@ def pass_barrier(barrier, out):
         out.put(barrier.wait(CHILD_TIMEOUT))
     except Exception as exc:
         out.put(type(exc).__name__)
+
+
+def increment_under_lock(d, key, n, pause):
+    """``d[key] += 1`` n times, each under ``with d.lock``, ``pause``
+    seconds between the read and the write."""
+    for _ in range(n):
+        with d.lock:
+            v = d[key]
+            time.sleep(pause)
+            d[key] = v + 1

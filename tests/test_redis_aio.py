@@ -31,6 +31,16 @@ def arun(request):
     return h.runner(request.param, TIMEOUT)
 
 
+@pytest.fixture(params=["standalone", "cluster"])
+def any_conn(request):
+    """A backend Connection to the standalone server, or to the Redis Cluster."""
+    from interproc.backends.redis.client import Connection
+
+    if request.param == "standalone":
+        return request.getfixturevalue("conn")
+    return Connection.from_url(request.getfixturevalue("redis_cluster_url"))
+
+
 async def _cancel_soon(task, i, rng):
     """Cancel ``task`` after i % 7 turns of the loop (odd i) or a random
     delay of up to 4 ms (even i)."""
@@ -220,11 +230,12 @@ def test_join_async_waits_for_the_last_task_done_of_another_process(start_method
     assert arun(main) >= 0.3
 
 
-def test_cancelled_gets_and_puts_lose_and_duplicate_nothing(conn, made, arun):
+def test_cancelled_gets_and_puts_lose_and_duplicate_nothing(any_conn, made, arun):
     """Gets and puts cancelled at many points (after 0..N turns of the
     loop, or a random delay) while producers and consumers race on a
-    bounded queue: every item put is taken exactly once."""
-    q = Queue(conn, 4)
+    bounded queue: every item put is taken exactly once (standalone and
+    Redis Cluster)."""
+    q = Queue(any_conn, 4)
     made.append(q)
     rng = random.Random(1234)
     n = 150
@@ -273,14 +284,14 @@ def test_cancelled_gets_and_puts_lose_and_duplicate_nothing(conn, made, arun):
     assert q.empty()
 
 
-def test_a_consumer_killed_mid_await_loses_nothing(conn, made):
+def test_a_consumer_killed_mid_await_loses_nothing(any_conn, made):
     """SIGKILL a process whose coroutines await an item and a lock, at
     random moments: the items put afterwards all arrive, the lock is
-    free once its holder releases it."""
+    free once its holder releases it (standalone and Redis Cluster)."""
     import multiprocessing
 
     ctx = multiprocessing.get_context("fork")
-    q, lock = Queue(conn), Lock(conn)
+    q, lock = Queue(any_conn), Lock(any_conn)
     made.extend([q, lock])
     rng = random.Random(7)
     for round_ in range(4):
@@ -548,6 +559,40 @@ def test_condition_wait_async_timeout_cancel_and_misuse(conn, made, arun):
     arun(main)
 
 
+def test_a_cancelled_condition_waiter_passes_its_notification_on(conn, made, arun):
+    """notify(1) reaches the oldest of two waiting tasks, which is cancelled
+    while the notifier still holds the lock: once it holds the lock again
+    it passes the notification on, and the second waiter wakes."""
+    cond = Condition(conn)
+    made.append(cond)
+
+    async def main():
+        async def waiter(timeout):
+            async with cond:
+                return await cond.wait_async(timeout)
+
+        first = asyncio.ensure_future(waiter(TIMEOUT))
+        await asyncio.sleep(0.2)
+        second = asyncio.ensure_future(waiter(5.0))
+        await asyncio.sleep(0.2)
+        assert cond.statistics()["condition_waiters"] == 2
+        async with cond:
+            cond.notify(1)
+            assert cond.statistics()["condition_waiters"] == 1  # the oldest was taken
+            await asyncio.sleep(0.1)  # the first may be woken, or still in its BLPOP
+            first.cancel()
+            await asyncio.sleep(0.1)
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        t0 = time.monotonic()
+        assert await second is True  # notified, not timed out
+        assert time.monotonic() - t0 < 4.0
+        assert not cond._lock.locked()
+        assert cond.statistics()["condition_waiters"] == 0
+
+    arun(main)
+
+
 # ------------------------------------------------------------------ barrier
 
 
@@ -660,3 +705,140 @@ def test_redis_cluster(redis_cluster_url):
     finally:
         for h in (q, lock, ev):
             h._destroy()
+
+
+# ------------------------------------------------------- containers' lock
+
+
+def test_containers_lock_held_by_a_task(start_method, conn, made, arun):
+    """``async with d.lock``: the task's own operations run as the holder's;
+    a plain operation from another task of the loop raises RuntimeError
+    instead of blocking the loop; a process waits for the lock, and
+    read-modify-writes of both under it lose no increment."""
+    from interproc.backends.redis.containers import RedisDict, RedisList, RedisSet
+
+    d, lst, st = RedisDict(conn), RedisList(conn), RedisSet(conn)
+    made.extend([d, lst, st])
+    d["n"] = 0
+    n = 15
+
+    async def main():
+        async with lst.lock, st.lock:
+            lst.append(1)
+            st.add("a")
+            assert lst[0] == 1 and "a" in st
+
+        async def other_task():
+            d["other"] = 1
+
+        async with d.lock:
+            d["k"] = "v"
+            assert d["k"] == "v"
+            with pytest.raises(RuntimeError, match="held by another task of this event loop"):
+                await asyncio.wait_for(other_task(), 5)
+        assert "other" not in d
+        await other_task()  # free again: it just runs
+        assert d["other"] == 1
+
+        child = start_method.Process(target=helpers.increment_under_lock,
+                                     args=(d, "n", n, 0.005))
+        child.start()
+        try:
+            while d["n"] == 0:  # the child has begun: the two interleave
+                await asyncio.sleep(0.005)
+            for _ in range(n):
+                async with d.lock:
+                    v = d["n"]
+                    await asyncio.sleep(0.005)
+                    d["n"] = v + 1
+        finally:
+            await asyncio.get_running_loop().run_in_executor(None, _join, child)
+
+    arun(main)
+    assert d["n"] == 2 * n
+
+
+# ------------------------------------------------- TLS and Sentinel servers
+
+
+def test_tls_connections(redis_tls_server):
+    """``rediss://``: the awaitable methods speak TLS with the connection's
+    options, and the server's certificate is checked as the blocking
+    client checks it."""
+    import redis
+
+    from interproc.backends.redis.client import Connection
+
+    ca = redis_tls_server.tls_files["ca"]
+    tconn = Connection.from_url(redis_tls_server.tls_url, ssl_ca_certs=ca)
+    q, lock = Queue(tconn), Lock(tconn)
+    try:
+        async def main():
+            await q.put_many_async([1, 2])
+            assert await q.get_many_async() == [1, 2]
+            getter = asyncio.ensure_future(q.get_async(timeout=TIMEOUT))
+            await asyncio.sleep(0.1)
+            q.put("x")
+            assert await getter == "x"
+            async with lock:
+                assert lock.locked()
+
+        asyncio.run(main())
+        unchecked = Connection.from_url(redis_tls_server.tls_url, cluster=False)
+
+        async def refused():
+            # The loop's client of a connection without the CA refuses the server.
+            with pytest.raises(redis.exceptions.ConnectionError, match="CERTIFICATE_VERIFY_FAILED"):
+                await _aio.client(unchecked).ping()
+
+        asyncio.run(refused())
+    finally:
+        q._destroy()
+        lock._destroy()
+
+
+def test_sentinel_master_is_found_and_followed_after_failover(private_redis, tmp_path):
+    """``redis+sentinel://``: the awaitable methods ask the Sentinel for the
+    master, and once it has promoted the replica of a killed master the
+    same handles go on against the new one; with ``replicas=1`` what
+    returned is there, and a write that now lacks its replica raises
+    ReplicationError."""
+    from interproc.backends.redis import local_server
+    from interproc.backends.redis.client import Connection
+    from interproc.backends.redis.errors import (ConnectionLostError, ReplicationError,
+                                                 ServerTimeoutError, UnreachableError)
+
+    master, replica = private_redis(), private_redis()
+    replica.replicate(master)
+    with local_server.RedisSentinel(str(tmp_path / "sentinel"), master) as sentinel:
+        sconn = Connection.from_url(sentinel.url, replicas=1, replica_timeout=0.5)
+        q, lock = Queue(sconn), Lock(sconn)
+
+        def promoted():
+            reply = local_server._commands(("127.0.0.1", sentinel.port), (
+                "SENTINEL", "get-master-addr-by-name", sentinel.service), timeout=1.0)[0]
+            return str(replica.port).encode() in reply
+
+        async def main():
+            await q.put_many_async(list(range(5)))
+            async with lock:
+                assert lock.locked()
+            assert await q.get_async(timeout=2) == 0
+            master.kill()
+            deadline = time.monotonic() + 20
+            while not promoted():
+                assert time.monotonic() < deadline, "Sentinel promoted no replica"
+                await asyncio.sleep(0.05)
+            while True:  # the first calls may still reach for the dead master
+                try:
+                    first = await q.get_async(timeout=2)
+                    break
+                except (ConnectionLostError, UnreachableError, ServerTimeoutError):
+                    assert time.monotonic() < deadline
+                    await asyncio.sleep(0.1)
+            assert [first] + await q.get_many_async(timeout=2) == [1, 2, 3, 4]
+            with pytest.raises(ReplicationError, match="only 0 of the 1 replica"):
+                await q.put_async("unreplicated")
+            assert await q.get_async(timeout=2) == "unreplicated"  # done all the same
+
+        asyncio.run(main())

@@ -295,3 +295,48 @@ def test_on_a_cluster_wait_goes_to_the_node_of_the_slot(failover_cluster):
                 q.put("on the master only")
         assert info.value.server == master.address
         assert q.get(timeout=5) == "fine" and q.get(timeout=5) == "on the master only"
+
+
+# ------------------------------------------------------- the awaitable forms
+
+
+def test_awaited_writes_wait_for_the_replica_as_blocking_ones_do(pair, manager, raw):
+    """``put_async``, ``acquire_async``... send WAIT after their scripts:
+    what they did is on the replica when they return; takes return what
+    they took even unacknowledged; an acquisition that is not
+    acknowledged is given back and raises, as ``acquire()`` does."""
+    import asyncio
+
+    _, replica_server = pair
+    _, replica = raw
+    q = manager.Queue(name=name())
+    lock = manager.Lock(name=name())
+    sem = manager.Semaphore(1, name=name())
+
+    async def main():
+        for i in range(3):
+            await q.put_async(i)
+            assert replica.llen(object_key(q.name, "items")) == i + 1
+        async with lock:
+            assert replica.hget(object_key(lock.name, "owner"), "t") is not None
+        assert replica.exists(object_key(lock.name, "owner")) == 0
+        assert await q.get_async(timeout=2) == 0
+        assert replica.llen(object_key(q.name, "items")) == 2
+        with frozen(replica_server):
+            start = time.monotonic()
+            with pytest.raises(ReplicationError, match="0 of the 1 replica") as info:
+                await q.put_async("kept")
+            assert time.monotonic() - start >= TIMEOUT * 0.9
+            assert info.value.acknowledged == 0
+            # Takes return what they took: raising would lose it.
+            assert await q.get_many_async(timeout=3) == [1, 2, "kept"]
+            with pytest.raises(ReplicationError, match="given back"):
+                await lock.acquire_async(timeout=2)
+            assert not lock.locked()
+            with pytest.raises(ReplicationError, match="given back"):
+                await sem.acquire_async(timeout=2)
+            assert sem.get_value() == 1
+        assert await lock.acquire_async(timeout=2)
+        lock.release()
+
+    asyncio.run(main())

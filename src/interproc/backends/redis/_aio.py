@@ -14,8 +14,17 @@ redis-py's asyncio client instead of the thread's own:
   one of them closes it), forgotten when the loop is closed (at the next
   use of the connection from any loop) or garbage-collected, closed by
   ``Connection.close()``, and never used after a fork.
-  Standalone servers and Redis Cluster (``redis.asyncio.RedisCluster``) are
-  served; Sentinel, TLS and ``replicas`` raise NotImplementedError.
+  Standalone servers (``redis://``, ``rediss://`` with the connection's
+  TLS options, ``unix://``), a master watched by Sentinel (redis-py's
+  ``redis.asyncio.sentinel``: each new connection asks the Sentinels for
+  the master, so one dropped by a failover is replaced by one to the
+  master they name then) and Redis Cluster (``redis.asyncio.RedisCluster``)
+  are served.
+- **Replicas** (``replicas=N``): a script, or a pipeline, whose ``acks``
+  is not ``ACKS_NONE`` is sent with ``WAIT`` after it in one pipeline, on
+  one connection, and its acknowledgements are judged as the blocking
+  form's (``Connection._check_acked``: ReplicationError for
+  ``ACKS_RAISE``).  Not yet on a Redis Cluster (NotImplementedError).
 - **Bounded waits**: the client has no socket timeout of its own; each
   command's reply is awaited for as long as the blocking form's would be
   (``Connection.bounded``: its wait plus ``client.BLOCK_MARGIN``, or the
@@ -35,6 +44,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import secrets
 import weakref
@@ -42,7 +52,8 @@ from typing import Any, Awaitable, Callable, List, Optional, Sequence, Tuple
 
 from . import client as _client
 
-__all__ = ["client", "settle", "bounded", "script", "pipeline", "watch", "task_token"]
+__all__ = ["client", "settle", "bounded", "script", "pipeline", "watch", "task_token",
+           "held_by_a_task_of"]
 
 _task_tokens: "weakref.WeakKeyDictionary[Any, str]" = weakref.WeakKeyDictionary()
 
@@ -61,6 +72,15 @@ def task_token(create: bool = True) -> Optional[str]:
     if tok is None and create:
         tok = _task_tokens[task] = f"{os.getpid()}:task:{secrets.token_hex(8)}"
     return tok
+
+
+def held_by_a_task_of(loop: Any, key: str, claims: Callable[[str, str], bool]) -> bool:
+    """Whether a live task of ``loop`` holds the lock whose owner key is
+    ``key`` (``claims(key, token)``: as ``synchronize.claims_lock``)."""
+    for task, tok in list(_task_tokens.items()):
+        if not task.done() and task.get_loop() is loop and claims(key, tok):
+            return True
+    return False
 
 
 def client(conn: Any) -> Any:
@@ -106,29 +126,53 @@ def forget_clients(conn: Any) -> List[Tuple[Any, Any]]:
 
 
 def _make_client(conn: Any) -> Any:
-    if conn.is_sentinel:
-        raise NotImplementedError(
-            "the awaitable methods do not serve Redis Sentinel connections yet; "
-            "use the blocking methods")
-    if conn.url.startswith("rediss"):
-        raise NotImplementedError(
-            "the awaitable methods do not serve TLS (rediss://) connections yet; "
-            "use the blocking methods")
-    if conn.replicas:
-        raise NotImplementedError(
-            "the awaitable methods do not wait for replicas (replicas=N) yet; "
-            "use the blocking methods")
     _client.import_redis()
     import redis.asyncio as aredis
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
 
     kw = conn._client_kwargs(retry=Retry(NoBackoff(), 0), socket_timeout=None)
+    if conn.is_sentinel:
+        from redis.asyncio.sentinel import Sentinel
+
+        hosts, sentinel_kw, kw = conn.sentinel_arguments(kw)
+        # The Sentinels' answers are awaited the connection's socket timeout.
+        sentinel_kw["socket_timeout"] = conn._client_kwargs()["socket_timeout"]
+        sentinel = Sentinel(hosts, sentinel_kwargs=sentinel_kw, **kw)
+        return sentinel.master_for(conn._sentinel_service()[0], redis_class=_sentinel_master_class(),
+                                   **kw)
     cluster = conn._cluster if conn._cluster is not None else conn.is_cluster
     if cluster:
+        if conn.replicas:
+            raise NotImplementedError(
+                "the awaitable methods do not wait for replicas (replicas=N) on a Redis "
+                "Cluster yet; use the blocking methods")
         kw.pop("db", None)
         return aredis.RedisCluster.from_url(conn.url, **kw)
     return aredis.Redis.from_url(conn.url, **kw)
+
+
+_SentinelMaster: Any = None
+
+
+def _sentinel_master_class() -> type:
+    """``redis.asyncio.Redis`` whose ``aclose()`` also closes the clients of
+    the Sentinels it asks (made by ``master_for``)."""
+    global _SentinelMaster
+    if _SentinelMaster is None:
+        import redis.asyncio as aredis
+
+        class SentinelMaster(aredis.Redis):
+            async def aclose(self, close_connection_pool: Optional[bool] = None) -> None:
+                """Close the master's connections, then the Sentinels'."""
+                await super().aclose(close_connection_pool)
+                manager = getattr(self.connection_pool, "sentinel_manager", None)
+                for s in getattr(manager, "sentinels", ()):
+                    with contextlib.suppress(Exception):
+                        await s.aclose()
+
+        _SentinelMaster = SentinelMaster
+    return _SentinelMaster
 
 
 def _limit(conn: Any, seconds: Optional[float], caller_deadline: bool) -> Optional[float]:
@@ -158,11 +202,17 @@ async def bounded(conn: Any, aw: Awaitable[Any], seconds: Optional[float],
 
 
 async def script(conn: Any, aclient: Any, source: str, keys: Sequence[Any],
-                 args: Sequence[Any], seconds: Optional[float] = None) -> Any:
+                 args: Sequence[Any], seconds: Optional[float] = None,
+                 acks: Optional[str] = None) -> Any:
     """Run a Lua script (EVALSHA, then EVAL if the server lacks it) on the
-    asyncio client, its reply awaited as ``bounded`` says; untranslated errors."""
+    asyncio client, its reply awaited as ``bounded`` says; untranslated errors.
+    With ``replicas``, a script whose ``acks`` (the call's, or its source's)
+    is not ``ACKS_NONE`` is followed by ``WAIT`` (``Script``'s reading)."""
     s = conn.script(source)
     n = len(keys)
+    acks = acks or s.acks
+    if conn.replicas and acks != _client.ACKS_NONE:
+        return await _acked_script(conn, aclient, s, keys, args, seconds, acks)
     try:
         return await bounded(conn, aclient.evalsha(s.sha, n, *keys, *args), seconds)
     except Exception as exc:
@@ -171,13 +221,54 @@ async def script(conn: Any, aclient: Any, source: str, keys: Sequence[Any],
     return await bounded(conn, aclient.eval(s.source, n, *keys, *args), seconds)
 
 
+async def _acked_script(conn: Any, aclient: Any, s: Any, keys: Sequence[Any],
+                        args: Sequence[Any], seconds: Optional[float], acks: str) -> Any:
+    """``script`` and ``WAIT`` in one pipeline (``Connection._run_acked``)."""
+    n = len(keys)
+    for command, body in (("EVALSHA", s.sha), ("EVAL", s.source)):
+        replies, acked = await _pipeline_acked(
+            conn, aclient, lambda pipe: pipe.execute_command(command, body, n, *keys, *args),
+            seconds, seconds is not None, True)
+        if not isinstance(replies[0], _client._no_script_error()):
+            break  # EVAL only when the server lacked it: nothing ran then
+    reply = replies[0]
+    if isinstance(reply, Exception):
+        raise reply
+    if acks == _client.ACKS_RAISE:
+        conn._check_acked(acked, _client.url_address(conn.url), [reply], reply)
+    return reply
+
+
 async def pipeline(conn: Any, aclient: Any, build: Callable[[Any], None],
-                   seconds: Optional[float], caller_deadline: bool) -> List[Any]:
+                   seconds: Optional[float], caller_deadline: bool,
+                   acks: str = _client.ACKS_NONE) -> List[Any]:
     """What ``build(pipe)`` adds to a plain pipeline, sent once; the replies,
-    error replies as exception objects (``Connection.bounded``'s reading)."""
+    error replies as exception objects (``Connection.bounded``'s reading,
+    ``acks`` included: with ``replicas``, ``WAIT`` goes last, and
+    ``ACKS_RAISE`` raises ReplicationError when too few acknowledged)."""
+    wait = bool(conn.replicas) and acks != _client.ACKS_NONE
+    replies, acked = await _pipeline_acked(conn, aclient, build, seconds, caller_deadline, wait)
+    if wait and acks == _client.ACKS_RAISE:
+        conn._check_acked(acked, _client.url_address(conn.url), replies, replies)
+    return replies
+
+
+async def _pipeline_acked(conn: Any, aclient: Any, build: Callable[[Any], None],
+                          seconds: Optional[float], caller_deadline: bool,
+                          wait: bool) -> Tuple[List[Any], Any]:
+    """``pipeline``'s work: the replies and WAIT's reply (None without ``wait``)."""
     pipe = aclient.pipeline(transaction=False)
     build(pipe)
-    return await bounded(conn, pipe.execute(raise_on_error=False), seconds, caller_deadline)
+    if wait:
+        # On the pipeline's one connection: WAIT answers for its writes.
+        timeout = conn.replica_timeout
+        pipe.execute_command("WAIT", conn.replicas, max(math.ceil(timeout * 1000), 1))
+        if seconds is None:
+            seconds, caller_deadline = timeout, False
+        else:
+            seconds += timeout
+    replies = await bounded(conn, pipe.execute(raise_on_error=False), seconds, caller_deadline)
+    return replies, (replies.pop() if wait else None)
 
 
 async def settle(aw: Awaitable[Any]) -> Tuple[Any, Optional[BaseException], bool]:

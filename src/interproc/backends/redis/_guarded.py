@@ -28,14 +28,22 @@ that finds the lock free costs one round trip.
   the operation; a single operation is one script, so it happened entirely
   or not at all, but the caller cannot tell which.
 - **Close**: a closed handle's operations raise ValueError.
+- **Tasks**: a lock taken by an asyncio task (``async with d.lock``,
+  ``acquire_async``) belongs to the task, and that task's operations run
+  as its holder's.  A plain operation from another task of the same event
+  loop while a task holds the lock raises RuntimeError instead of waiting:
+  waiting would block the loop, so the holder could never run to release
+  it.  Other threads and processes wait for it as usual.
 """
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Any, Dict, Tuple
 
 import redis
 
+from . import _aio
 from ._base import alive, thread_token
 from ._waiters import WaitingObject
 from .synchronize import (
@@ -118,16 +126,42 @@ class GuardedObject(WaitingObject):
         if self._closed:
             self._check()
         n = _NKEYS[source]
-        token = thread_token()
-        if claims_lock(self._keylist[0], token):
+        token, holds = self._caller()
+        if holds:
             return self._execute(source, n, _HOLDER + token, args)
         try:
             return self._execute(source, n, token, args)
         except _Locked:
             pass
         # Another holds the lock: wait for it, and run under it.
+        self._check_no_task_of_this_loop_holds()
         with self._lock:
             return self._execute(source, n, _HOLDER + token, args)
+
+    def _caller(self) -> Tuple[str, bool]:
+        """The caller's token and whether it holds the lock: the running
+        asyncio task's when the task acquired it (``async with d.lock``),
+        otherwise the thread's."""
+        key = self._keylist[0]
+        token = thread_token()
+        if claims_lock(key, token):
+            return token, True
+        if asyncio._get_running_loop() is not None:
+            task = _aio.task_token(create=False)
+            if task is not None and claims_lock(key, task):
+                return task, True
+        return token, False
+
+    def _check_no_task_of_this_loop_holds(self) -> None:
+        """RuntimeError if a task of the event loop running in this thread
+        holds the lock: waiting for it here would block the loop, so that
+        the holder could never run to release it."""
+        loop = asyncio._get_running_loop()
+        if loop is not None and _aio.held_by_a_task_of(loop, self._keylist[0], claims_lock):
+            raise RuntimeError(
+                "the containers' lock is held by another task of this event loop "
+                "(async with d.lock); await it with d.lock.acquire_async() instead of "
+                "waiting for it here")
 
     def _run_raw(self, source: str, *args: Any) -> Any:
         """Run ``source``, a script that ignores the object's lock (KEYS[1]
@@ -135,8 +169,8 @@ class GuardedObject(WaitingObject):
         except for a caller that acquired the lock: it is fenced as in every
         operation, so that a holder whose lease ran out cannot act through
         the raw object either."""
-        token = thread_token()
-        if claims_lock(self._keylist[0], token):
+        token, holds = self._caller()
+        if holds:
             fenced = _FENCED_RAW.get(source)
             if fenced is None:
                 fenced = _FENCED_RAW[source] = lua(source)

@@ -45,6 +45,7 @@ from typing import Any, Callable, Dict, Generator, List, Optional, Tuple
 
 from ._base import EXPIRY_CAPS, RedisObject, call
 from .client import NO_WAIT
+from .errors import ReplicationError
 from .keys import object_key
 
 #: Longest single server-side wait of a registered waiter, in seconds.  It
@@ -323,9 +324,17 @@ class WaitingObject(RedisObject):
     async def _wait_async(self, build: Callable[[str, int], Tuple[str, List[Any], List[Any]]],
                           interpret: Callable[[Any], Tuple[bool, Any, Optional[float]]],
                           deadline: Deadline, wake_part: str,
-                          undo: Optional[Callable[[Any], Any]] = None) -> Tuple[bool, Any]:
+                          undo: Optional[Callable[[Any], Any]] = None,
+                          keep_unacked: bool = False) -> Tuple[bool, Any]:
         """``_wait`` from an event loop: the same steps (:meth:`_wait_steps`)
         and scripts, through the loop's asyncio client (``_aio``).
+
+        With ``replicas``, an attempt that too few replicas acknowledged
+        (ReplicationError) goes on waiting if it obtained nothing (it
+        wrote at most a registration); if it obtained something, that is
+        given back (``undo``; ``exc.given_back`` says whether that
+        worked) and the error raised, unless ``keep_unacked`` (a
+        re-entry: the caller held it already).
 
         Cancelled, it lets an attempt that was on its way finish, then
         gives back what that attempt obtained (``undo(value)``, awaited:
@@ -341,8 +350,21 @@ class WaitingObject(RedisObject):
             bounded = deadline.end is not None
 
             async def attempt(wid: str, mode: int) -> Tuple[bool, Any, Optional[float]]:
-                return interpret(await self._script_async(*build(wid, mode),
-                                                          seconds=deadline.remaining()))
+                try:
+                    return interpret(await self._script_async(*build(wid, mode),
+                                                              seconds=deadline.remaining()))
+                except ReplicationError as exc:
+                    # With ``replicas``: as the blocking forms do, an
+                    # attempt that obtained nothing wrote at most a
+                    # registration, and goes on; one that obtained
+                    # something gives it back (``undo``) and raises.
+                    got = interpret(exc.result)
+                    if not got[0] or keep_unacked:
+                        return got
+                    if undo is not None:
+                        _, failed, _ = await _aio.settle(undo(got[1]))
+                        exc.given_back = failed is None  # type: ignore[attr-defined]
+                    raise
 
             steps = self._wait_steps(deadline, wake_part)
             step = next(steps)
@@ -373,13 +395,14 @@ class WaitingObject(RedisObject):
                 raise
 
     async def _script_async(self, source: str, keys: List[Any], args: List[Any],
-                            seconds: Optional[float] = None) -> Any:
+                            seconds: Optional[float] = None, acks: Optional[str] = None) -> Any:
         """:meth:`_script` through the running loop's asyncio client; its
         errors untranslated (``_aio.watch`` translates them)."""
         from . import _aio
 
         source, keys, args = self._guarded(source, keys, args)
-        return await _aio.script(self._conn, _aio.client(self._conn), source, keys, args, seconds)
+        return await _aio.script(self._conn, _aio.client(self._conn), source, keys, args, seconds,
+                                 acks)
 
     async def _forget_async(self, aclient: Any, wake_part: str, wid: str) -> None:
         """Unregister a cancelled waiter and wake the next (``_FORGET_LUA``)."""

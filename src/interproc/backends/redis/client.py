@@ -1162,15 +1162,24 @@ class Connection:
             redis = import_redis()
             from redis.sentinel import Sentinel
 
-            hosts, _, _ = sentinel_parts(self.url)
-            kw = self._client_kwargs()
-            # The Sentinels themselves: plain, without the master's credentials.
-            sentinel_kw = {k: v for k, v in kw.items() if k.startswith("socket_")}
-            sentinel_kw["retry"] = kw["retry"]
-            kw["ssl"] = self.url.startswith("rediss+")
+            hosts, sentinel_kw, kw = self.sentinel_arguments(self._client_kwargs())
             s = self._sentinel_obj = Sentinel(hosts, sentinel_kwargs=sentinel_kw, **kw)
             del redis
         return s
+
+    def sentinel_arguments(self, kw: Dict[str, Any]) -> Tuple[List[Tuple[str, int]], Dict[str, Any],
+                                                              Dict[str, Any]]:
+        """``(sentinels, sentinel_kwargs, connection kwargs)`` for a redis-py
+        Sentinel (blocking or asyncio) of this connection, from the master's
+        client kwargs ``kw``: the Sentinels themselves are asked plainly,
+        without the master's credentials, and the master is spoken to over
+        TLS for ``rediss+sentinel://``."""
+        hosts, _, _ = sentinel_parts(self.url)
+        kw = dict(kw)
+        sentinel_kw = {k: v for k, v in kw.items() if k.startswith("socket_")}
+        sentinel_kw["retry"] = kw["retry"]
+        kw["ssl"] = self.url.startswith("rediss+")
+        return hosts, sentinel_kw, kw
 
     def _sentinel_master(self) -> str:
         """``host:port`` of the master the Sentinels name now."""

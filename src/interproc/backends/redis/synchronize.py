@@ -544,9 +544,7 @@ class _LockBase(WaitingObject):
                 # another could take it too.  Raising while holding it
                 # would leave it held, unrenewed, by a caller that does
                 # not know; so it is released, and acquire() raises.
-                raise _taken_back(exc, f"acquire() took {self!r}", self._give_back(token),
-                                  f"the lock stays held until its lease ({self._lease:g} s) "
-                                  "runs out") from None
+                raise self._unacked(exc, self._give_back(token)) from None
             # Not taken: the attempt wrote at most a waiter's registration.
             # A re-entry: the thread held the lock already.
         return self._acquired(res)
@@ -572,6 +570,11 @@ class _LockBase(WaitingObject):
         pttl = int(res[1])
         # Wake up when the holder's lease would run out, to take over.
         return False, 0, (pttl / 1000.0 + 0.005) if pttl > 0 else 0.005
+
+    def _unacked(self, exc: ReplicationError, given_back: bool) -> ReplicationError:
+        """``exc`` for an acquisition too few replicas acknowledged."""
+        return _taken_back(exc, f"acquire() took {self!r}", given_back,
+                           f"the lock stays held until its lease ({self._lease:g} s) runs out")
 
     def _give_back(self, token: str) -> bool:
         """Release an acquisition that is not to be kept, without waiting
@@ -611,10 +614,17 @@ class _LockBase(WaitingObject):
     async def _acquire_count_async(self, token: str, count: int, timeout: Any) -> bool:
         """``_acquire_count`` from an event loop, for ``token``."""
         claimed = _renewer.claims(self._keys[0], token)
-        ok, taken = await self._wait_async(
-            lambda wid, mode: self._acquire_call(token, count, claimed, wid, mode), self._acquired,
-            Deadline(True, timeout), self._prefix + "wk:",
-            lambda _: self._script_async(*self._release_call(token, not claimed, claimed)))
+        try:
+            ok, taken = await self._wait_async(
+                lambda wid, mode: self._acquire_call(token, count, claimed, wid, mode),
+                self._acquired, Deadline(True, timeout), self._prefix + "wk:",
+                # Given back without waiting for replicas, as _give_back does.
+                lambda _: self._script_async(*self._release_call(token, not claimed, claimed),
+                                             acks=ACKS_NONE), claimed)
+        except ReplicationError as exc:
+            if not hasattr(exc, "given_back"):
+                raise
+            raise self._unacked(exc, exc.given_back) from None
         return ok and self._took(token, count, taken)
 
     async def __aenter__(self) -> bool:
@@ -879,8 +889,7 @@ class Semaphore(WaitingObject):
                 ok = exc.result
                 if ok:
                     # As for a lock (_LockBase._try): the unit goes back.
-                    raise _taken_back(exc, f"acquire() took a unit of {self!r}",
-                                      self._give_back(), "the unit is lost") from None
+                    raise self._unacked(exc, self._give_back()) from None
             return _sem_acquired(ok)
         return self._wait(attempt, Deadline(block, timeout), "wk:")[0]
 
@@ -890,9 +899,14 @@ class Semaphore(WaitingObject):
         it holds nothing: a unit taken on the way is given back.
         ValueError if the handle is (or gets) closed."""
         self._check()
-        return (await self._wait_async(
-            self._acquire_call, _sem_acquired, Deadline(True, timeout), "wk:",
-            lambda _: self._script_async(*self._release_call(1))))[0]
+        try:
+            return (await self._wait_async(
+                self._acquire_call, _sem_acquired, Deadline(True, timeout), "wk:",
+                lambda _: self._script_async(*self._release_call(1), acks=ACKS_NONE)))[0]
+        except ReplicationError as exc:
+            if not hasattr(exc, "given_back"):
+                raise
+            raise self._unacked(exc, exc.given_back) from None
 
     async def __aenter__(self) -> bool:
         return await self.acquire_async()
@@ -912,6 +926,11 @@ class Semaphore(WaitingObject):
         """The script, keys and arguments that give back ``n`` units."""
         return _SEM_RELEASE_LUA, self._keys, [
             n, self._initial if self._BOUNDED else -1, self._initial, self._wake_prefix]
+
+    def _unacked(self, exc: ReplicationError, given_back: bool) -> ReplicationError:
+        """``exc`` for a unit taken that too few replicas acknowledged."""
+        return _taken_back(exc, f"acquire() took a unit of {self!r}", given_back,
+                           "the unit is lost")
 
     def _give_back(self) -> bool:
         """Release a unit whose acquisition is not to be kept, without
@@ -1220,7 +1239,9 @@ class Condition(WaitingObject):
         the lock back; False on timeout.  The lock is taken back even when
         the wait is cancelled (as asyncio.Condition does), then the
         CancelledError goes on; a notification the cancelled wait had
-        received is spent."""
+        received is passed on (``notify(1)`` once it holds the lock again,
+        as asyncio.Condition does from Python 3.13), so a cancellation
+        never swallows a notify (the next waiter may wake spuriously)."""
         import asyncio
 
         from . import _aio
@@ -1236,6 +1257,7 @@ class Condition(WaitingObject):
             except (LeaseLostError, LockNotOwnedError, ValueError) as exc:
                 await self._script_async(*self._cond_check_call(wid, 2))
                 raise self._unowned(exc) from None
+            notified = was_cancelled = False
             try:
                 steps = self._cond_steps(wid, deadline)
                 reply = None
@@ -1247,15 +1269,23 @@ class Condition(WaitingObject):
                         reply = await _aio.bounded(self._conn, aclient.blpop(
                             [step[1]], _waiters.server_seconds(step[2])), step[2])
             except StopIteration as stop:
+                notified = bool(stop.value)
                 return stop.value
             except asyncio.CancelledError:
-                await _aio.settle(self._script_async(*self._cond_check_call(wid, 2)))
+                was_cancelled = True
+                # Unregistered; 1 if a notify had taken the registration.
+                reply, _, _ = await _aio.settle(
+                    self._script_async(*self._cond_check_call(wid, 2)))
+                notified = bool(reply)
                 raise
             finally:
                 _, exc, cancelled = await _aio.settle(
                     lock._acquire_count_async(token, depth, None))
                 if exc is not None:
                     raise exc
+                if notified and (was_cancelled or cancelled):
+                    # The notification goes to the next waiter, under the lock.
+                    await _aio.settle(self._script_async(*self._notify_call(1)))
                 if cancelled:
                     raise asyncio.CancelledError
 
@@ -1290,12 +1320,16 @@ class Condition(WaitingObject):
     def notify(self, n: int = 1) -> None:
         """Wake up to ``n`` of the processes and threads waiting."""
         self._check_owned("notify()")
-        self._script(_COND_NOTIFY_LUA, self._keys, [self._wake_prefix, operator.index(n)])
+        self._script(*self._notify_call(operator.index(n)))
 
     def notify_all(self) -> None:
         """Wake every process and thread waiting."""
         self._check_owned("notify_all()")
-        self._script(_COND_NOTIFY_LUA, self._keys, [self._wake_prefix, -1])
+        self._script(*self._notify_call(-1))
+
+    def _notify_call(self, n: int) -> Tuple[str, List[Any], List[Any]]:
+        """The script, keys and arguments that wake ``n`` waiters (-1: all)."""
+        return _COND_NOTIFY_LUA, self._keys, [self._wake_prefix, n]
 
     def statistics(self) -> Dict[str, Any]:
         stats = self._lock.statistics()
