@@ -1373,6 +1373,29 @@ static void deadline_after(ip_deadline_t *d, long ns)
     d->at.tv_nsec %= 1000000000L;
 }
 
+/* One party arrives: 1 when counted in, with its arrival index, its
+ * generation and the waiter slot it took; 0 when every party of
+ * generation *gen is in (the arrival must wait for the next one); -1 when
+ * the barrier is broken. */
+static int barrier_arrive(SyncCore *self, uint64_t key, uint64_t *index, uint64_t *gen, int *slot)
+{
+    ip_sync_hdr_t *h = self->hdr;
+    uint64_t cur = ld(&h->value);
+    for (;;) {
+        if (cur & B_BROKEN)
+            return -1;
+        *gen = B_GEN(cur);
+        if (B_COUNT(cur) >= self->maxvalue)
+            return 0;
+        if (__atomic_compare_exchange_n(&h->value, &cur, cur + 1, 0, __ATOMIC_ACQ_REL,
+                                        __ATOMIC_ACQUIRE))
+            break;
+    }
+    *index = B_COUNT(cur);
+    *slot = take_waiter_slot(self, B_TAG(*gen) | key, 0);
+    return 1;
+}
+
 /* _barrier_wait(timeout) -> (index, generation, slot, last).  Arrives and,
  * unless last, waits for the generation to end.  The last party gets its
  * slot back to hand to _barrier_release or _barrier_abort after the action. */
@@ -1387,29 +1410,22 @@ static PyObject *SyncCore_barrier_wait(SyncCore *self, PyObject *timeout)
         return leave(self, NULL);
     uint64_t parties = self->maxvalue;
     barrier_ctx c = {self, 0, key, 0};
-    uint64_t cur = ld(&h->value);
-    for (;;) {
-        if (cur & B_BROKEN)
-            return leave(self, broken_error());
-        if (B_COUNT(cur) < parties) {
-            if (__atomic_compare_exchange_n(&h->value, &cur, cur + 1, 0, __ATOMIC_ACQ_REL,
-                                            __ATOMIC_ACQUIRE))
-                break;
-            continue;
-        }
+    uint64_t index, gen;
+    int slot, arrived;
+    while ((arrived = barrier_arrive(self, key, &index, &gen, &slot)) == 0) {
         /* Every party of this generation is in and the last is finishing
          * it: join the next one, as threading does.  Not having arrived,
          * a party that gives up here breaks nothing. */
-        c.gen = B_GEN(cur);
+        c.gen = gen;
         int rc = ip_wait_for_spins(&h->ev, &d, barrier_attempt, &c, B_SPINS);
         if (rc == IP_WAIT_ERROR)
             return leave(self, NULL);
         if (rc == IP_WAIT_TIMEOUT)
             return leave(self, broken_error());
-        cur = ld(&h->value);
     }
-    uint64_t index = B_COUNT(cur), gen = B_GEN(cur), word = B_TAG(gen) | key;
-    int slot = take_waiter_slot(self, word, 0);
+    if (arrived < 0)
+        return leave(self, broken_error());
+    uint64_t word = B_TAG(gen) | key;
     if (index + 1 == parties)
         return leave(self, Py_BuildValue("(KKiO)", (unsigned long long)index,
                                          (unsigned long long)gen, slot, Py_True));
@@ -1460,25 +1476,15 @@ static PyObject *SyncCore_barrier_arrive(SyncCore *self, PyObject *Py_UNUSED(ign
 {
     if (enter(self) < 0)
         return NULL;
-    ip_sync_hdr_t *h = self->hdr;
     uint64_t key = ip_ident_get(&self->ident, self->fd, 1);
     if (key == 0)
         return leave(self, NULL);
-    uint64_t parties = self->maxvalue;
-    uint64_t cur = ld(&h->value);
-    for (;;) {
-        if (cur & B_BROKEN)
-            return leave(self, broken_error());
-        if (B_COUNT(cur) >= parties)
-            return leave(self, PyLong_FromUnsignedLongLong(B_GEN(cur)));
-        if (__atomic_compare_exchange_n(&h->value, &cur, cur + 1, 0, __ATOMIC_ACQ_REL,
-                                        __ATOMIC_ACQUIRE))
-            break;
-    }
-    uint64_t index = B_COUNT(cur), gen = B_GEN(cur);
-    int slot = take_waiter_slot(self, B_TAG(gen) | key, 0);
+    uint64_t index, gen;
+    int slot, arrived = barrier_arrive(self, key, &index, &gen, &slot);
+    if (arrived <= 0)
+        return leave(self, arrived < 0 ? broken_error() : PyLong_FromUnsignedLongLong(gen));
     return leave(self, Py_BuildValue("(KKiO)", (unsigned long long)index, (unsigned long long)gen,
-                                     slot, index + 1 == parties ? Py_True : Py_False));
+                                     slot, index + 1 == self->maxvalue ? Py_True : Py_False));
 }
 
 static int barrier_gen_arg(SyncCore *self, PyObject *arg, barrier_ctx *c)
