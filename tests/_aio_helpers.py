@@ -70,6 +70,14 @@ async def cancelled_count(task, delay):
     raise AssertionError(f"{task!r} was not cancelled")
 
 
+async def until(predicate):
+    """Await, turn by turn of 10 ms, until ``predicate()`` is true: for a
+    test to see a waiter registered before it acts (the test's own timeout
+    bounds it)."""
+    while not predicate():
+        await asyncio.sleep(0.01)
+
+
 class Ticker:
     """A task that counts the loop's turns: proof that it keeps running."""
 

@@ -134,8 +134,7 @@ def test_notify_wakes_the_oldest_and_notify_all_wakes_coroutines_threads_and_pro
         t.start()
         p = start(start_method, h.async_cond_wait_forever, cond, interproc.Event())
         # Both registered once they stand among the condition's waiters.
-        while cond.statistics()["condition_waiters"] < 3:
-            await asyncio.sleep(0.01)
+        await h.until(lambda: cond.statistics()["condition_waiters"] >= 3)
         async with cond:
             cond.notify_all()
         assert await b is True
@@ -262,8 +261,7 @@ def test_a_closed_condition_ends_its_awaiters_with_valueerror(arun):
                 await cond.wait_async()
 
         w = asyncio.create_task(waiter())
-        while cond.statistics()["condition_waiters"] < 1:
-            await asyncio.sleep(0.01)
+        await h.until(lambda: cond.statistics()["condition_waiters"] >= 1)
         cond.close()
         with pytest.raises(ValueError):
             await w
@@ -312,8 +310,7 @@ def test_barrier_timeout_breaks_it_for_everyone(start_method, arun):
 
     async def main():
         p = start(start_method, h.barrier_party, barrier, out)
-        while barrier.n_waiting < 1:
-            await asyncio.sleep(0.01)
+        await h.until(lambda: barrier.n_waiting >= 1)
         t = time.monotonic()
         with pytest.raises(threading.BrokenBarrierError):
             await barrier.wait_async(0.2)
@@ -331,8 +328,7 @@ def test_a_cancelled_party_breaks_the_barrier(arun):
 
     async def main():
         other = asyncio.create_task(barrier.wait_async())
-        while barrier.n_waiting < 1:
-            await asyncio.sleep(0.01)
+        await h.until(lambda: barrier.n_waiting >= 1)
         with pytest.raises(asyncio.TimeoutError):
             await asyncio.wait_for(barrier.wait_async(), 0.1)
         with pytest.raises(threading.BrokenBarrierError):
@@ -349,8 +345,7 @@ def test_a_reset_breaks_the_waiting_generation(arun):
 
     async def main():
         w = asyncio.create_task(barrier.wait_async())
-        while barrier.n_waiting < 1:
-            await asyncio.sleep(0.01)
+        await h.until(lambda: barrier.n_waiting >= 1)
         barrier.reset()
         with pytest.raises(threading.BrokenBarrierError):
             await w
@@ -371,8 +366,7 @@ def test_a_party_killed_while_waiting_breaks_the_barrier_for_an_awaiting_one(
 
     async def main():
         w = asyncio.create_task(barrier.wait_async())
-        while barrier.n_waiting < 2:
-            await asyncio.sleep(0.01)
+        await h.until(lambda: barrier.n_waiting >= 2)
         kill_and_reap(p)
         t = time.monotonic()
         with pytest.raises(threading.BrokenBarrierError):
