@@ -209,6 +209,14 @@ void *ip_segment_attach(int fd, uint32_t kind, uint64_t header_size, size_t *siz
         PyErr_SetFromErrno(PyExc_OSError);
         return NULL;
     }
+    /* The size that file_end is checked against is read after the header:
+     * a file grows before file_end records it, so a size read first could
+     * miss a growth the header then names. */
+    if (fstat(fd, &st) != 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return NULL;
+    }
+    size = (uint64_t)st.st_size;
     if (ip_seghdr_check(&probe, size, (int)kind) < 0)
         return NULL;
     if (probe.header_size != header_size || probe.initial_size < probe.header_size) {
@@ -743,8 +751,8 @@ static PyObject *segment_kind(PyObject *Py_UNUSED(m), PyObject *arg)
             return PyErr_SetFromErrno(PyExc_OSError);
         if ((uint64_t)st.st_size >= sizeof(ip_seghdr_t)) {
             ip_seghdr_t h;
-            if (pread(fd, &h, sizeof h, 0) != (ssize_t)sizeof h)
-                return PyErr_SetFromErrno(PyExc_OSError);
+            if (pread(fd, &h, sizeof h, 0) != (ssize_t)sizeof h || fstat(fd, &st) != 0)
+                return PyErr_SetFromErrno(PyExc_OSError); /* the size after the header: as above */
             if (h.magic == IP_MAGIC || h.magic != 0 || waited >= 100) {
                 if (ip_seghdr_check(&h, (uint64_t)st.st_size, 0) < 0)
                     return NULL;
