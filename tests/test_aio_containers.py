@@ -44,11 +44,18 @@ def test_another_task_awaits_the_lock_and_may_not_block_on_it(arun):
         async def other():
             with pytest.raises(RuntimeError, match="another task"):
                 lst.append("not now")  # it would wait for ever on its own loop
+            with pytest.raises(RuntimeError, match="another task"):
+                lst.lock.acquire()
+            with pytest.raises(RuntimeError, match="another task"):
+                with lst.lock:
+                    pass
             async with lst.lock:
                 order.append("other")
 
         async with lst.lock:
             lst.append(1)  # the holder's own operations enter
+            with lst.lock:  # and so does its blocking form, as a re-entry
+                lst.append(2)
             task = asyncio.create_task(other())
             await asyncio.sleep(0.05)
             assert not task.done()
@@ -58,7 +65,7 @@ def test_another_task_awaits_the_lock_and_may_not_block_on_it(arun):
         return order
 
     assert arun(main) == ["holder", "other"]
-    assert list(lst) == [1]
+    assert list(lst) == [1, 2]
 
 
 def held_by_a_process(start_method, seconds):

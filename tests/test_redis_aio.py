@@ -731,9 +731,19 @@ def test_containers_lock_held_by_a_task(start_method, conn, made, arun):
         async def other_task():
             d["other"] = 1
 
+        async def other_task_locking():
+            with d.lock:
+                d["other"] = 2
+
         async with d.lock:
             d["k"] = "v"
             assert d["k"] == "v"
+            with d.lock:  # the blocking form, in the holding task: a re-entry
+                d["k2"] = "v2"
+            # Another thread is not the loop's: it is told the lock is taken.
+            assert await asyncio.to_thread(d.lock.acquire, False) is False
+            with pytest.raises(RuntimeError, match="held by another task of this event loop"):
+                await asyncio.wait_for(asyncio.create_task(other_task_locking()), 5)
             # A task of its own: wait_for runs a coroutine in the caller's
             # task on Python 3.12 and later.
             with pytest.raises(RuntimeError, match="held by another task of this event loop"):

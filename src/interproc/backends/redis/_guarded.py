@@ -30,8 +30,10 @@ that finds the lock free costs one round trip.
 - **Close**: a closed handle's operations raise ValueError.
 - **Tasks**: a lock taken by an asyncio task (``async with d.lock``,
   ``acquire_async``) belongs to the task, and that task's operations run
-  as its holder's.  A plain operation from another task of the same event
-  loop while a task holds the lock raises RuntimeError instead of waiting:
+  as its holder's, and so does its blocking ``with d.lock:`` (a re-entry).
+  A plain operation, ``with d.lock:`` or ``d.lock.acquire()`` from another
+  task of the same event loop while a task holds the lock raises
+  RuntimeError instead of waiting:
   waiting would block the loop, so the holder could never run to release
   it.  Other threads and processes wait for it as usual.
 """
@@ -133,8 +135,8 @@ class GuardedObject(WaitingObject):
             return self._execute(source, n, token, args)
         except _Locked:
             pass
-        # Another holds the lock: wait for it, and run under it.
-        self._check_no_task_of_this_loop_holds()
+        # Another holds the lock: wait for it, and run under it (RuntimeError
+        # if that other is a task of this thread's event loop).
         with self._lock:
             return self._execute(source, n, _HOLDER + token, args)
 
@@ -151,17 +153,6 @@ class GuardedObject(WaitingObject):
             if task is not None and claims_lock(key, task):
                 return task, True
         return token, False
-
-    def _check_no_task_of_this_loop_holds(self) -> None:
-        """RuntimeError if a task of the event loop running in this thread
-        holds the lock: waiting for it here would block the loop, so that
-        the holder could never run to release it."""
-        loop = asyncio._get_running_loop()
-        if loop is not None and _aio.held_by_a_task_of(loop, self._keylist[0], claims_lock):
-            raise RuntimeError(
-                "the containers' lock is held by another task of this event loop "
-                "(async with d.lock); await it with d.lock.acquire_async() instead of "
-                "waiting for it here")
 
     def _run_raw(self, source: str, *args: Any) -> Any:
         """Run ``source``, a script that ignores the object's lock (KEYS[1]

@@ -592,7 +592,11 @@ class _LockBase(WaitingObject):
                                           "1" if full else "0", "1" if nested else "0"]
 
     def _acquire_count(self, block: bool, timeout: Any, count: int) -> bool:
-        token = thread_token()
+        # The running task's token when it holds the lock already
+        # (``async with d.lock``, then ``with d.lock``): it re-enters.
+        token = self._token()
+        if self._prefix and token == thread_token():
+            self._check_no_task_of_this_loop_holds()
         ok, taken = self._wait(lambda wid, mode: self._try(token, count, wid, mode),
                                Deadline(block, timeout), self._prefix + "wk:")
         return ok and self._took(token, count, taken)
@@ -670,6 +674,23 @@ class _LockBase(WaitingObject):
         token = self._token()
         key = self._keys[0]
         return token, key, self._REENTRANT and not full and _renewer.nested(key, token)
+
+    def _check_no_task_of_this_loop_holds(self) -> None:
+        """RuntimeError if a task of the event loop running in this thread
+        holds this lock (a container's or a Condition's own): waiting for
+        it here would block the loop, so that the holder could never run
+        to release it."""
+        if "asyncio" not in sys.modules:
+            return
+        import asyncio
+
+        from ._aio import held_by_a_task_of
+
+        loop = asyncio._get_running_loop()
+        if loop is not None and held_by_a_task_of(loop, self._keys[0], claims_lock):
+            raise RuntimeError(
+                "the lock is held by another task of this event loop (async with "
+                "d.lock); await it with acquire_async() instead of waiting for it here")
 
     def _token(self) -> str:
         """Who holds the lock when the caller does: the running asyncio
