@@ -340,3 +340,67 @@ def test_awaited_writes_wait_for_the_replica_as_blocking_ones_do(pair, manager, 
         lock.release()
 
     asyncio.run(main())
+
+
+def _replicas_of(cluster, key):
+    """``(master, its replica, another master's replica)`` of ``key``'s slot."""
+    master = cluster.server_for_slot(cluster.slot(key))
+    table = cluster.nodes_table()
+    master_id = next(r["id"] for r in table if r["port"] == master.port)
+    by_port = {s.port: s for s in cluster.servers}
+    its = next(by_port[r["port"]] for r in table if r["master"] == master_id)
+    other = next(by_port[r["port"]] for r in table if r["master"] not in ("-", master_id))
+    return master, its, other
+
+
+@pytest.mark.timeout(60)
+def test_on_a_cluster_awaited_writes_wait_on_the_node_of_the_slot(failover_cluster):
+    """The awaitable forms send WAIT to the node serving the object's slot,
+    on the connection that wrote: a frozen replica of that node's fails the
+    write (ReplicationError naming the node), one of another node's does
+    not; takes and acquisitions behave as on a single master; and a write
+    whose slot moves to another node meanwhile (a resharding) follows it
+    and is acknowledged by the new node's replica."""
+    import asyncio
+
+    from test_redis_faults import _SlotMigration
+
+    cluster = failover_cluster
+    with RedisManager(cluster.url, replicas=1, replica_timeout=TIMEOUT) as m:
+        q = m.Queue(name=name())
+        lock = m.Lock(name=name())
+        master, its, other = _replicas_of(cluster, object_key(q.name, "items"))
+
+        async def main():
+            with frozen(other):
+                await q.put_async("fine")
+            with frozen(its):
+                with pytest.raises(ReplicationError) as info:
+                    await q.put_async("on the master only")
+                assert info.value.server == master.address
+                # A take returns what it took, acknowledged or not.
+                assert await q.get_async(timeout=5) == "fine"
+            assert await q.get_async(timeout=5) == "on the master only"
+            async with lock:
+                assert lock.locked()
+            assert not lock.locked()
+            await q.put_async("before")
+            migration = _SlotMigration(cluster.url, q._meta)
+            try:
+                migration.start()
+                migration.move_keys()
+                asyncio.get_running_loop().call_later(1.0, migration.finish)
+                await q.put_async("during")  # refused (TRYAGAIN) until the slot moved
+                assert migration.finished
+                assert await q.get_async(timeout=5) == "before"
+                assert await q.get_async(timeout=5) == "during"
+                # The slot's new node waits for its own replica.
+                _, new_its, _ = _replicas_of(cluster, object_key(q.name, "items"))
+                with frozen(new_its):
+                    with pytest.raises(ReplicationError):
+                        await q.put_async("unacknowledged")
+                assert await q.get_async(timeout=5) == "unacknowledged"
+            finally:
+                migration.close()
+
+        asyncio.run(main())

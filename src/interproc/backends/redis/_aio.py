@@ -24,7 +24,12 @@ redis-py's asyncio client instead of the thread's own:
   is not ``ACKS_NONE`` is sent with ``WAIT`` after it in one pipeline, on
   one connection, and its acknowledgements are judged as the blocking
   form's (``Connection._check_acked``: ReplicationError for
-  ``ACKS_RAISE``).  Not yet on a Redis Cluster (NotImplementedError).
+  ``ACKS_RAISE``).  On a Redis Cluster that connection is one to the
+  node serving the key's slot, from a plain client per node
+  (``redis.asyncio.RedisCluster``'s pipelines spread their commands over
+  nodes, so a ``WAIT`` among them would answer for another connection's
+  writes); a redirected pipeline is sent again as the blocking form's is
+  (``client.Redirects``).
 - **Bounded waits**: the client has no socket timeout of its own; each
   command's reply is awaited for as long as the blocking form's would be
   (``Connection.bounded``: its wait plus ``client.BLOCK_MARGIN``, or the
@@ -143,12 +148,8 @@ def _make_client(conn: Any) -> Any:
                                    **kw)
     cluster = conn._cluster if conn._cluster is not None else conn.is_cluster
     if cluster:
-        if conn.replicas:
-            raise NotImplementedError(
-                "the awaitable methods do not wait for replicas (replicas=N) on a Redis "
-                "Cluster yet; use the blocking methods")
         kw.pop("db", None)
-        return aredis.RedisCluster.from_url(conn.url, **kw)
+        return _cluster_class().from_url(conn.url, **kw)
     return aredis.Redis.from_url(conn.url, **kw)
 
 
@@ -173,6 +174,58 @@ def _sentinel_master_class() -> type:
 
         _SentinelMaster = SentinelMaster
     return _SentinelMaster
+
+
+_Cluster: Any = None
+
+
+def _cluster_class() -> type:
+    """``redis.asyncio.RedisCluster`` that also keeps a plain client per
+    node, for a pipeline that must stay on one connection (``WAIT``), and
+    closes them with itself."""
+    global _Cluster
+    if _Cluster is None:
+        import redis.asyncio as aredis
+
+        class Cluster(aredis.RedisCluster):
+            node_clients: Optional[dict] = None
+            slots_stale = False
+
+            async def node_client(self, conn: Any, key: str) -> Tuple[str, Any]:
+                """The ``host:port`` of the node serving ``key``'s slot,
+                and a plain client of that node (made on first use)."""
+                if self.slots_stale:
+                    self.slots_stale = False
+                    await self.nodes_manager.initialize()
+                else:
+                    await self.initialize()
+                node = self.get_node_from_key(key)
+                address = f"{node.host}:{node.port}"
+                clients = self.node_clients
+                if clients is None:
+                    clients = self.node_clients = {}
+                made = clients.get(address)
+                if made is None:
+                    from redis.asyncio.retry import Retry
+                    from redis.backoff import NoBackoff
+
+                    kw = conn._client_kwargs(retry=Retry(NoBackoff(), 0), socket_timeout=None)
+                    kw.pop("db", None)
+                    scheme = "rediss" if conn.url.startswith("rediss") else "redis"
+                    made = clients[address] = aredis.Redis.from_url(
+                        f"{scheme}://{address}/0", **kw)
+                return address, made
+
+            async def aclose(self, *args: Any, **kwargs: Any) -> None:
+                """Close the cluster's connections, then the nodes' clients."""
+                await super().aclose(*args, **kwargs)
+                for c in list((self.node_clients or {}).values()):
+                    with contextlib.suppress(Exception):
+                        await c.aclose()
+                self.node_clients = None
+
+        _Cluster = Cluster
+    return _Cluster
 
 
 def _limit(conn: Any, seconds: Optional[float], caller_deadline: bool) -> Optional[float]:
@@ -226,8 +279,9 @@ async def _acked_script(conn: Any, aclient: Any, s: Any, keys: Sequence[Any],
     """``script`` and ``WAIT`` in one pipeline (``Connection._run_acked``)."""
     n = len(keys)
     for command, body in (("EVALSHA", s.sha), ("EVAL", s.source)):
-        replies, acked = await _pipeline_acked(
-            conn, aclient, lambda pipe: pipe.execute_command(command, body, n, *keys, *args),
+        replies, acked, node = await _pipeline_acked(
+            conn, aclient, keys[0] if n else "",
+            lambda pipe: pipe.execute_command(command, body, n, *keys, *args),
             seconds, seconds is not None, True)
         if not isinstance(replies[0], _client._no_script_error()):
             break  # EVAL only when the server lacked it: nothing ran then
@@ -235,40 +289,74 @@ async def _acked_script(conn: Any, aclient: Any, s: Any, keys: Sequence[Any],
     if isinstance(reply, Exception):
         raise reply
     if acks == _client.ACKS_RAISE:
-        conn._check_acked(acked, _client.url_address(conn.url), [reply], reply)
+        conn._check_acked(acked, node, [reply], reply)
     return reply
 
 
-async def pipeline(conn: Any, aclient: Any, build: Callable[[Any], None],
+async def pipeline(conn: Any, aclient: Any, key: str, build: Callable[[Any], None],
                    seconds: Optional[float], caller_deadline: bool,
                    acks: str = _client.ACKS_NONE) -> List[Any]:
-    """What ``build(pipe)`` adds to a plain pipeline, sent once; the replies,
-    error replies as exception objects (``Connection.bounded``'s reading,
-    ``acks`` included: with ``replicas``, ``WAIT`` goes last, and
-    ``ACKS_RAISE`` raises ReplicationError when too few acknowledged)."""
+    """What ``build(pipe)`` adds to a plain pipeline on ``key``'s slot, sent
+    once; the replies, error replies as exception objects
+    (``Connection.bounded``'s reading, ``acks`` included: with
+    ``replicas``, ``WAIT`` goes last, and ``ACKS_RAISE`` raises
+    ReplicationError when too few acknowledged)."""
     wait = bool(conn.replicas) and acks != _client.ACKS_NONE
-    replies, acked = await _pipeline_acked(conn, aclient, build, seconds, caller_deadline, wait)
+    replies, acked, node = await _pipeline_acked(conn, aclient, key, build, seconds,
+                                                 caller_deadline, wait)
     if wait and acks == _client.ACKS_RAISE:
-        conn._check_acked(acked, _client.url_address(conn.url), replies, replies)
+        conn._check_acked(acked, node, replies, replies)
     return replies
 
 
-async def _pipeline_acked(conn: Any, aclient: Any, build: Callable[[Any], None],
+async def _pipeline_acked(conn: Any, aclient: Any, key: str, build: Callable[[Any], None],
                           seconds: Optional[float], caller_deadline: bool,
-                          wait: bool) -> Tuple[List[Any], Any]:
-    """``pipeline``'s work: the replies and WAIT's reply (None without ``wait``)."""
-    pipe = aclient.pipeline(transaction=False)
-    build(pipe)
+                          wait: bool) -> Tuple[List[Any], Any, str]:
+    """``pipeline``'s work: the replies, WAIT's reply (None without
+    ``wait``) and the ``host:port`` of the server that answered."""
     if wait:
         # On the pipeline's one connection: WAIT answers for its writes.
         timeout = conn.replica_timeout
-        pipe.execute_command("WAIT", conn.replicas, max(math.ceil(timeout * 1000), 1))
+        wait_args = ("WAIT", conn.replicas, max(math.ceil(timeout * 1000), 1))
         if seconds is None:
             seconds, caller_deadline = timeout, False
         else:
             seconds += timeout
-    replies = await bounded(conn, pipe.execute(raise_on_error=False), seconds, caller_deadline)
-    return replies, (replies.pop() if wait else None)
+    if not (wait and isinstance(aclient, _cluster_class())):
+        pipe = aclient.pipeline(transaction=False)
+        build(pipe)
+        if wait:
+            pipe.execute_command(*wait_args)
+        replies = await bounded(conn, pipe.execute(raise_on_error=False), seconds,
+                                caller_deadline)
+        return replies, (replies.pop() if wait else None), _client.url_address(conn.url)
+    # A cluster's pipeline may use a connection per command: this one goes
+    # to the slot's node, on one connection of its own.
+    redirects = _client.Redirects(key, seconds, caller_deadline, conn._options)
+    rexc = _client.import_redis().exceptions
+    reconnects = 1
+    while True:
+        address, node = await aclient.node_client(conn, key)
+        pipe = node.pipeline(transaction=False)
+        build(pipe)
+        pipe.execute_command(*wait_args)
+        try:
+            replies = await bounded(conn, pipe.execute(raise_on_error=False), seconds,
+                                    caller_deadline)
+        except (rexc.ConnectionError, rexc.TimeoutError) as exc:
+            exc.interproc_node = address  # type: ignore[attr-defined]
+            aclient.slots_stale = True  # the node may be gone (a failover)
+            if (reconnects and _client._while_connecting(exc)
+                    and not isinstance(exc, rexc.TimeoutError)):
+                reconnects -= 1  # refused: nothing was sent (as client._bounded)
+                continue
+            raise
+        acked = replies.pop()
+        pause = redirects.pause(replies, address)
+        if pause is None:
+            return replies, acked, address
+        aclient.slots_stale = True
+        await asyncio.sleep(pause)
 
 
 async def settle(aw: Awaitable[Any]) -> Tuple[Any, Optional[BaseException], bool]:

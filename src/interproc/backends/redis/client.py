@@ -1259,11 +1259,8 @@ class Connection:
                 seconds += self._replica_timeout
             wait_args = ("WAIT", self._replicas, max(math.ceil(self._replica_timeout * 1000), 1))
         redis = import_redis()
-        redirected = (redis.exceptions.MovedError, redis.exceptions.AskError,
-                      redis.exceptions.TryAgainError)
+        redirects = Redirects(key, seconds, caller_deadline, self._options)
         reconnects = 1
-        attempt = 0
-        migration_deadline: Optional[float] = None
         while True:
             address, pool = self._pool_for(key)
             # One client per pool: making a redis-py client builds its table
@@ -1299,33 +1296,11 @@ class Connection:
             acked = replies.pop() if wait else None
             if not self._cluster:
                 return replies, acked, address
-            moved = [r for r in replies if _redirection(r, redirected)]
-            if not moved:
+            pause = redirects.pause(replies, address)
+            if pause is None:
                 return replies, acked, address
             self._slots_stale = True
-            if len(moved) < len(replies):
-                raise ConnectionLostError(
-                    f"the slot of {key!r} moved to another Redis Cluster node while "
-                    f"{address} ran part of a pipeline; it may or may not have taken "
-                    f"effect ({moved[0]})")
-            if all(_slot_migrating(r) for r in moved):
-                if migration_deadline is None:
-                    patience = (seconds if caller_deadline and seconds is not None
-                                else _migration_patience(self._options))
-                    migration_deadline = time.monotonic() + patience
-                if time.monotonic() < migration_deadline:
-                    time.sleep(MIGRATION_RETRY_INTERVAL)
-                    continue
-                attempt = REDIRECT_ATTEMPTS
-            attempt += 1
-            if attempt >= REDIRECT_ATTEMPTS:
-                exc = moved[0]
-                exc.interproc_node = address  # type: ignore[attr-defined]
-                raise UnreachableError(
-                    f"Redis Cluster node {address} kept redirecting or refusing the slot of "
-                    f"{key!r}: it is being migrated between nodes (while it is, Redis refuses "
-                    "a command on several keys of the slot), or the cluster is being "
-                    f"reconfigured; nothing ran ({exc})") from exc
+            time.sleep(pause)
 
     def _pool_for(self, key: str) -> Tuple[str, Any]:
         """The connection pool of the server, or of the node serving
@@ -1417,6 +1392,59 @@ def _close_async_client(c: Any) -> None:
 
     task = asyncio.ensure_future(c.aclose())
     task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+
+class Redirects:
+    """What the replies of a pipeline sent to the node serving ``key``'s
+    slot say about sending it again, attempt after attempt (one instance
+    per call): ``pause(replies, address)`` is None when they are final
+    (no redirection), else the seconds to wait before sending it again to
+    the node the refreshed slot table names.  Raises ConnectionLostError
+    when only part of the pipeline was redirected (the rest ran), and
+    UnreachableError when the slot kept moving or migrating past the
+    caller's patience (nothing ran)."""
+
+    __slots__ = ("key", "seconds", "caller_deadline", "options", "attempt", "migration_deadline")
+
+    def __init__(self, key: str, seconds: Optional[float], caller_deadline: bool,
+                 options: Dict[str, Any]) -> None:
+        self.key = key
+        self.seconds = seconds
+        self.caller_deadline = caller_deadline
+        self.options = options
+        self.attempt = 0
+        self.migration_deadline: Optional[float] = None
+
+    def pause(self, replies: List[Any], address: str) -> Optional[float]:
+        redis = import_redis()
+        moved = [r for r in replies if _redirection(r, (
+            redis.exceptions.MovedError, redis.exceptions.AskError,
+            redis.exceptions.TryAgainError))]
+        if not moved:
+            return None
+        if len(moved) < len(replies):
+            raise ConnectionLostError(
+                f"the slot of {self.key!r} moved to another Redis Cluster node while "
+                f"{address} ran part of a pipeline; it may or may not have taken "
+                f"effect ({moved[0]})")
+        if all(_slot_migrating(r) for r in moved):
+            if self.migration_deadline is None:
+                patience = (self.seconds if self.caller_deadline and self.seconds is not None
+                            else _migration_patience(self.options))
+                self.migration_deadline = time.monotonic() + patience
+            if time.monotonic() < self.migration_deadline:
+                return MIGRATION_RETRY_INTERVAL
+            self.attempt = REDIRECT_ATTEMPTS
+        self.attempt += 1
+        if self.attempt >= REDIRECT_ATTEMPTS:
+            exc = moved[0]
+            exc.interproc_node = address  # type: ignore[attr-defined]
+            raise UnreachableError(
+                f"Redis Cluster node {address} kept redirecting or refusing the slot of "
+                f"{self.key!r}: it is being migrated between nodes (while it is, Redis refuses "
+                "a command on several keys of the slot), or the cluster is being "
+                f"reconfigured; nothing ran ({exc})") from exc
+        return 0.0
 
 
 def _slot_migrating(exc: Any) -> bool:

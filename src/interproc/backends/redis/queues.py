@@ -855,8 +855,8 @@ class _QueueBase(WaitingObject):
                     elif step[0] is _waiters.SLEEP:
                         reply = await asyncio.sleep(step[1])
                     else:
-                        reply = await _aio.pipeline(conn, aclient, step[1], step[2], step[3],
-                                                    ACKS_QUIET)
+                        reply = await _aio.pipeline(conn, aclient, self._items, step[1],
+                                                    step[2], step[3], ACKS_QUIET)
                         _raise_error_reply(reply)
                     try:
                         step = steps.send(reply)
