@@ -30,7 +30,7 @@ help:
 	@echo "make test       build .venv and run the whole test suite"
 	@echo "make test-all   the suite, CPython's multiprocessing tests included, on Python 3.11 to 3.15 (.ci/test-matrix)"
 	@echo "make test-cpython  only CPython's own multiprocessing tests against interproc, per start method"
-	@echo "make bench      run the benchmarks, appending to benchmarks/RESULTS.md"
+	@echo "make bench      run the benchmarks, appending to benchmarks/RESULTS.md and drawing benchmarks/transfer-curve.png"
 	@echo "make sanitize   run the tests against an ASan/UBSan build of the core"
 	@echo "make fuzz       fuzz each target FUZZ_SECONDS (default $(FUZZ_SECONDS)) seconds; see fuzz/README.md"
 	@echo "make fuzz-ci    replay the corpora, then fuzz each target $(FUZZ_CI_SECONDS) seconds"
@@ -73,7 +73,7 @@ test-cpython: $(if $(CPYTHON_PY),,$(STAMP_TEST))
 	done; exit $$status
 
 bench: $(STAMP_BENCH)
-	$(VENV)/bin/interproc bench --append benchmarks/RESULTS.md $(BENCH_ARGS)
+	$(VENV)/bin/interproc bench --append benchmarks/RESULTS.md --plot benchmarks/transfer-curve.png $(BENCH_ARGS)
 
 # The sanitized build lives in a venv of its own, beside .venv.  ASan must be
 # the first library loaded, and

@@ -272,6 +272,35 @@ def test_bench_container_cases_smoke_run():
         assert text in result.stdout
 
 
+def test_bench_array_cases_smoke_run(tmp_path):
+    # A pattern picks both 1 GiB cases; --quick moves 1 MiB arrays in them.
+    # faster_fifo is in the bench extras only: without it, its column says
+    # skipped.  The picture needs matplotlib (bench extras) and is otherwise
+    # skipped with a note, without failing the run.
+    picture = tmp_path / "curve.png"
+    result = run("-m", "interproc", "bench", "--quick", "--case", "array-*-1g",
+                 "--plot", str(picture), timeout=120)
+    assert result.returncode == 0, result.stderr
+    for text in ("1 GiB array queue", "1 GiB array pipe", "interproc.Queue", "interproc.Pipe",
+                 "mp.Queue", "mp.Pipe", "SharedMemory + np.copyto by hand",
+                 "np.copyto in one process (floor)", "≥ 0.5× the np.copyto floor"):
+        assert text in result.stdout, (text, result.stdout)
+    assert "failed" not in result.stdout
+    assert "array-queue-1k" not in result.stderr
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert "no picture" in result.stderr
+    else:
+        assert picture.read_bytes().startswith(b"\x89PNG"), result.stderr
+
+
+def test_bench_case_pattern_that_matches_nothing_is_refused():
+    result = run("-m", "interproc", "bench", "--quick", "--case", "array-*-2g")
+    assert result.returncode == 2
+    assert "unknown case 'array-*-2g'" in result.stderr
+
+
 def test_bench_redis_cases_smoke_run():
     # Each Redis case starts and stops its own redis-server on loopback.
     import _redis_helpers

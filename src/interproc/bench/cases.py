@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import functools
 from dataclasses import dataclass
 from typing import Any, Callable, ContextManager, Iterator
 
-from . import adapters, aio, containers, latency, resources, sync, throughput
+from . import adapters, aio, arrays, containers, latency, resources, sync, throughput
 from . import redis as redis_cases
 from .runner import Sample, Series, Settings
 from .throughput import BYTES_32, MIB, OBJECT
@@ -124,7 +125,8 @@ def _streaming(
     def trial(adapter: Any, n: int, settings: Settings) -> Sample:
         elapsed = stream(adapter, n, settings, **options)
         if metric is GBPS:
-            return throughput.gigabytes_per_second(n, len(options["payload"]), elapsed)
+            size = throughput.payload_bytes(options["payload"])
+            return throughput.gigabytes_per_second(n, size, elapsed)
         return throughput.rate(n, elapsed)
 
     return trial
@@ -313,6 +315,7 @@ def all_cases(settings: Settings) -> list[Case]:
         *_container_cases(settings),
         *_redis_cases(),
         *_asyncio_cases(settings),
+        *_array_cases(settings),
     ]
 
 
@@ -495,6 +498,45 @@ def _asyncio_cases(settings: Settings) -> list[Case]:
     ]
 
 
+def _array_cases(settings: Settings) -> list[Case]:
+    """Queue, then pipe, throughput of float64 arrays, one case per size of `arrays.SIZES`."""
+    families = (  # in the order of arrays.KINDS
+        ("queue", "Queue put/get", "mp.Queue", throughput.stream,
+         lambda trial: (_queue("interproc", trial), _queue("mp", trial),
+                        _queue("faster_fifo", trial))),
+        ("pipe", "Pipe(duplex=False) send/recv", "mp.Pipe", throughput.pipe_stream,
+         lambda trial: (_pipe("interproc", "interproc_pipe", trial),
+                        _pipe("mp", "mp_pipe", trial))),
+    )
+    cases = []
+    for kind, calls, mp_peer, stream, contenders in families:
+        for tag, nbytes in arrays.SIZES.items():
+            payload = arrays.ArrayPayload(arrays.sized(nbytes, settings))
+            targets = []
+            if nbytes >= MIB:
+                targets.append(Target("mp", 5, f"≥ 5× {mp_peer}"))
+            if nbytes >= 16 * MIB:
+                targets.append(Target("copyto", 0.5, "≥ 0.5× the np.copyto floor"))
+            size = arrays.size_text(nbytes)
+            moved = size if payload.nbytes == nbytes else (
+                f"{arrays.size_text(payload.nbytes)} (--quick; {size} in a real run)")
+            cases.append(Case(
+                arrays.case_name(kind, tag), f"{size} array {kind}",
+                f"float64 numpy arrays of {moved}, one producer to one consumer, {calls}; "
+                f"vs a SharedMemory block copied by hand and one np.copyto (the floor)",
+                GBPS,
+                (*contenders(_streaming(GBPS, stream, payload=payload)),
+                 Contender("shm", "SharedMemory + np.copyto by hand", None,
+                           functools.partial(arrays.shared_memory_stream, payload=payload)),
+                 Contender("copyto", "np.copyto in one process (floor)", None,
+                           functools.partial(arrays.copyto_floor, payload=payload))),
+                tuple(targets),
+                quick_n=max(2, min(2000, 16 * MIB // payload.nbytes)),
+                around=arrays.needs_numpy,
+            ))
+    return cases
+
+
 def _module(key: str, trial: Callable[[str, int, Settings], Sample]) -> Contender:
     # No adapter: the trial builds the primitives itself from the module.
     name = "interproc" if key == "interproc" else "multiprocessing"
@@ -503,15 +545,17 @@ def _module(key: str, trial: Callable[[str, int, Settings], Sample]) -> Contende
 
 
 def select(cases: list[Case], wanted: list[str]) -> list[Case]:
-    """The cases named in ``wanted`` (names or 1-based numbers), in run order."""
+    """The cases named in ``wanted`` (names, 1-based numbers or shell-style
+    patterns such as ``array-*``), in run order."""
     if not wanted:
         return cases
     chosen = set()
     for word in wanted:
+        matching = {case.name for case in cases if fnmatch.fnmatchcase(case.name, word)}
         if word.isdigit() and 1 <= int(word) <= len(cases):
             chosen.add(cases[int(word) - 1].name)
-        elif any(case.name == word for case in cases):
-            chosen.add(word)
+        elif matching:
+            chosen |= matching
         else:
             names = ", ".join(case.name for case in cases)
             raise ValueError(f"unknown case {word!r}; choose from {names} (or 1-{len(cases)})")

@@ -7,6 +7,7 @@ import time
 
 from . import adapters
 from . import cases as cases_module
+from . import plot
 from . import redis as redis_cases
 from .machine import Machine, command_line, describe
 from .report import section
@@ -19,19 +20,23 @@ Measure interproc's Queue against multiprocessing.Queue, faster-fifo and
 hyperq, its Pipe against multiprocessing.Pipe and pyzmq, its synchronization
 primitives against multiprocessing's, its awaitable methods against
 run_in_executor and aiomultiprocess, its SharedDict and SharedList
-against multiprocessing's Manager proxies and UltraDict, and its Redis
-backend's queue and dict against the same operations written with redis-py;
-print medians and interproc/peer ratios against the project's targets, and
-optionally append them to a results file.
+against multiprocessing's Manager proxies and UltraDict, its Redis
+backend's queue and dict against the same operations written with redis-py,
+and its Queue and Pipe moving numpy arrays of 1 KiB to 1 GiB against
+multiprocessing's, faster-fifo, a hand-written SharedMemory copy and one
+np.copyto (the transfer curve, drawn with --plot); print medians and
+interproc/peer ratios against the project's targets, and optionally append
+them to a results file.
 
 Every trial runs in freshly forked processes (producers and consumers apart);
 implementations take turns trial by trial and the median is reported.  Sized
 cases first scale their item count so that one trial lasts --trial-seconds.
-A full run takes a minute or two and wants an otherwise idle machine; trust the
-ratios more than the absolute rates.  Peers that cannot be imported are
-skipped with a note.  The Redis cases start a throw-away redis-server on a
-free loopback port for each case (or use --redis-url), and are skipped when
-there is neither.
+A full run takes about ten minutes, most of it in the array cases (their
+1 GiB cases want about 7 GiB of free memory), and wants an otherwise idle
+machine; trust the ratios more than the absolute rates.  Peers that cannot
+be imported are skipped with a note.  The Redis cases start a throw-away
+redis-server on a free loopback port for each case (or use --redis-url),
+and are skipped when there is neither.
 """
 
 
@@ -44,12 +49,14 @@ def _parser(case_list: list[cases_module.Case]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="interproc bench",
         description=_DESCRIPTION,
-        epilog=f"cases:\n{listing}\n\nexample:\n  interproc bench --case ping-pong --trials 5",
+        epilog=f"cases:\n{listing}\n\nexamples:\n  interproc bench --case ping-pong --trials 5\n"
+        "  interproc bench --case 'array-*' --plot benchmarks/transfer-curve.png",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--case", action="append", default=[], metavar="NAME",
-        help="run only this case (name or number); repeat for several; default: all",
+        help="run only this case (name, number, or a quoted pattern such as 'array-*' or "
+        "'array-queue-*'); repeat for several; default: all",
     )
     parser.add_argument(
         "--trials", type=_positive_int, default=None, metavar="N",
@@ -82,6 +89,13 @@ def _parser(case_list: list[cases_module.Case]) -> argparse.ArgumentParser:
         "--append", metavar="FILE",
         help="also append the report as a new section to FILE (e.g. benchmarks/RESULTS.md); "
         "not with --quick",
+    )
+    parser.add_argument(
+        "--plot", metavar="PNG",
+        help="also draw the array cases' transfer curve (GB/s against item size, one line "
+        "per implementation, queue and pipe side by side) into PNG, e.g. "
+        "benchmarks/transfer-curve.png; needs matplotlib (bench extras), else skipped "
+        "with a note",
     )
     return parser
 
@@ -162,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     title = machine.when + (" (quick smoke run)" if settings.quick else "")
     text = section(title, facts, results, settings)
     print(text, end="")
+    if args.plot:
+        plot.transfer_curve(results, args.plot, title, settings, _log)
     failed = any(s.error for _, series in results for s in series)
     if args.append:
         try:

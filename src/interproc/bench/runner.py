@@ -173,6 +173,8 @@ def run_case(
         except TrialError as exc:
             s.error = str(exc)
             log(f"{case.name}: {s.label} failed while sizing: {exc}")
+        else:
+            log(f"{case.name}: {s.label} sized: {s.n:,} per trial")
 
     for number in range(1, settings.trials + 1):
         for s, trial in runnable:
