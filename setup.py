@@ -29,6 +29,7 @@ sources = [
     "src/interproc/_core/wait.c",
     "src/interproc/_core/ring.c",
     "src/interproc/_core/channel.c",
+    "src/interproc/_core/buffer.c",
     "src/interproc/_core/queue.c",
     "src/interproc/_core/connection.c",
     "src/interproc/_core/sync.c",

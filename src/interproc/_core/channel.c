@@ -4,6 +4,7 @@
  */
 #include "interproc.h"
 
+#include <errno.h>
 #include <string.h>
 
 static inline uint64_t ld(const uint64_t *p)
@@ -162,6 +163,28 @@ int ip_channel_shutdown(ip_channel_t *ch, int immediate)
 /* ------------------------------------------------------------------ */
 /* put                                                                 */
 
+/* Gives back the memory of big regions idle for a while (ip_ring_give_back)
+ * if the producers' lock is free now; never waits for it.  For a consumer
+ * about to sleep: a stream that stopped leaves nothing resident behind. */
+static void give_back_idle(ip_channel_t *ch)
+{
+    ip_ring_t *r = ch->view.ring;
+    int64_t now = ip_now_ns();
+    if (!ip_ring_idle_memory(&ch->view, now))
+        return;
+    int rc = pthread_mutex_trylock(&r->prod.lock);
+    if (rc == EOWNERDEAD) {
+        int bad = ip_ring_recover_producer(&ch->view);
+        ip_mutex_consistent(&r->prod.lock);
+        if (bad < 0)
+            PyErr_Clear(); /* reported to the next producer, as lock_side would */
+    } else if (rc != 0) {
+        return;
+    }
+    ip_ring_give_back(&ch->view, now);
+    ip_mutex_unlock(&r->prod.lock);
+}
+
 /* Copies payloads into the ring under prod.lock.  Returns how many went in;
  * *err is set when it stopped on a Python error rather than on maxsize. */
 static Py_ssize_t write_batch(ip_channel_t *ch, const ip_payload_t *payloads, Py_ssize_t n,
@@ -171,7 +194,7 @@ static Py_ssize_t write_batch(ip_channel_t *ch, const ip_payload_t *payloads, Py
     ip_txn_t t;
     ip_ring_produce_begin(v, &t);
     Py_ssize_t i = 0;
-    int again = 0;
+    int again = 0, switched = 0;
     *err = 0;
     while (i < n) {
         int full = ch->maxsize ? ip_ring_full(v, t.count, ch->maxsize) : 0;
@@ -193,10 +216,14 @@ static Py_ssize_t write_batch(ip_channel_t *ch, const ip_payload_t *payloads, Py
             continue;
         }
         again = 0;
+        switched |= t.other != IP_NO_REGION;
         ip_payload_write(&payloads[i], dst);
         i++;
     }
     *published += ip_ring_produce_commit(v, &t);
+    /* Regions change hands: a moment to give back those left idle. */
+    if (switched)
+        ip_ring_give_back(v, ip_now_ns());
     return i;
 }
 
@@ -302,17 +329,27 @@ static Py_ssize_t take_records(ip_channel_t *ch, Py_ssize_t max, uint64_t max_le
             failed = 1;
             break;
         }
+        /* A message with out-of-band buffers lands in a writable receive
+         * buffer: the receiver's object lies over its buffers, writable as
+         * the sender's were (ip_deserialize). */
         PyObject *b;
-        if (len >= IP_NOGIL_COPY) {
+        uint8_t *dst = NULL;
+        if (type == IP_REC_OOB)
+            b = ip_recv_buffer_new(len, &dst);
+        else if (len >= IP_NOGIL_COPY)
             b = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)len);
-            if (b) {
-                char *dst = PyBytes_AS_STRING(b);
+        else
+            b = PyBytes_FromStringAndSize((const char *)data, (Py_ssize_t)len);
+        if (b != NULL && (type == IP_REC_OOB || len >= IP_NOGIL_COPY)) {
+            if (dst == NULL)
+                dst = (uint8_t *)PyBytes_AS_STRING(b);
+            if (len >= IP_NOGIL_COPY) {
                 Py_BEGIN_ALLOW_THREADS
                 memcpy(dst, data, (size_t)len);
                 Py_END_ALLOW_THREADS
+            } else {
+                memcpy(dst, data, (size_t)len);
             }
-        } else {
-            b = PyBytes_FromStringAndSize((const char *)data, (Py_ssize_t)len);
         }
         if (b == NULL) {
             failed = 1; /* the record stays in the ring */
@@ -370,6 +407,10 @@ static int take_attempt(void *arg, int before_sleep, const uint64_t **watch, uin
         /* Nothing there: the owner may know that nothing ever will be. */
         if (before_sleep && c->ch->eof && c->ch->eof(c->ch->owner) < 0)
             return -1;
+        if (before_sleep) {
+            give_back_idle(c->ch);
+            ip_recv_buffers_trim();
+        }
         return 0;
     }
     c->taken = n;

@@ -479,7 +479,7 @@ static PyObject *ConnectionCore_send(ConnectionCore *self, PyObject *obj)
     if (check_writable(self) < 0)
         return leave(self, NULL);
     ip_payload_t p = {0};
-    PyObject *res = ip_payload_init(&p, obj) < 0 ? NULL : send_payload(self, &p);
+    PyObject *res = ip_payload_init_message(&p, obj) < 0 ? NULL : send_payload(self, &p);
     ip_payload_clear(&p);
     return leave(self, res);
 }

@@ -410,6 +410,7 @@ static int dkey_init(dkey_t *k, PyObject *key)
     kbuf_init(&k->enc);
     k->has_orig = 0;
     k->orig.obj = NULL;
+    k->orig.bufs = NULL;
     if (Py_IS_TYPE(key, &PyLong_Type)) {
         /* The commonest key, encoded as encode_int() would, without its calls. */
         int overflow;

@@ -813,6 +813,7 @@ int ip_value_init(ip_heap_t *hp, ip_value_t *v, PyObject *obj)
 {
     v->ref = v->ref_oid = 0;
     v->p.obj = NULL;
+    v->p.bufs = NULL;
     if ((PyObject_TypeCheck(obj, &ip_DictCore_Type) || PyObject_TypeCheck(obj, &ip_ListCore_Type))
         && ((ip_handle_t *)obj)->heap != NULL) {
         ip_heap_t *other = ((ip_handle_t *)obj)->heap;

@@ -4,6 +4,7 @@
  *   segment.c  shared-memory segments: memfd / POSIX shm, header validation
  *   wait.c     deadlines, futex waits, robust process-shared mutexes
  *   ring.c     the byte ring with its region chain and redo journals
+ *   buffer.c   the memory large messages are received into
  *   queue.c    the QueueCore Python type over one ring
  *   module.c   module state and functions
  *
@@ -21,7 +22,7 @@
 #include <time.h>
 
 #define IP_MAGIC 0x434f525052544e49ULL /* "INTRPROC" read little-endian */
-#define IP_LAYOUT_VERSION 4u
+#define IP_LAYOUT_VERSION 5u
 #define IP_CACHELINE 64
 #define IP_PAGE 4096u
 #define IP_SHM_PREFIX "/interproc."
@@ -77,6 +78,7 @@ typedef struct {
  * set for a negative or non-numeric timeout. */
 int ip_deadline_init(ip_deadline_t *d, int block, PyObject *timeout);
 int ip_deadline_passed(const ip_deadline_t *d);
+int64_t ip_now_ns(void); /* CLOCK_MONOTONIC: the same clock in every process */
 
 /* A number naming the calling thread, unique for the life of the process:
  * unlike a thread ident, never reused by a later thread. */
@@ -268,6 +270,7 @@ enum ip_rec_type {
     IP_REC_FWD = 4,    /* the stream continues in region `len` */
     IP_REC_PLAIN = 5,  /* payload is in the plain codec (plain.c) */
     IP_REC_RAW = 6,    /* payload is what Connection.send_bytes() was given */
+    IP_REC_OOB = 7,    /* payload is a pickle and its out-of-band buffers (ip_payload_t) */
 };
 
 typedef struct {
@@ -283,6 +286,9 @@ typedef struct {
     uint64_t cap;    /* power of two */
     uint64_t tail;   /* written by the producer side */
     uint64_t state;  /* generation << 1 | active */
+    /* A big region released with its memory kept: when (CLOCK_MONOTONIC
+     * ns); 0 when it holds no memory worth giving back (ip_ring_give_back). */
+    uint64_t idle_since;
 } ip_region_t;
 
 /* Redo journal of one side.  A side's critical section prepares every new
@@ -395,6 +401,12 @@ void ip_ring_advance(ip_txn_t *t, uint64_t len);
 uint32_t ip_ring_consume_commit(ip_ringview_t *v, ip_txn_t *t);
 
 uint64_t ip_ring_bytes_used(const ip_ringview_t *v);
+/* Whether a big region that holds nothing (free, or emptied) has kept its
+ * memory for IP_WARM_IDLE_NS by `now`: a hint, read without a lock. */
+int ip_ring_idle_memory(const ip_ringview_t *v, int64_t now);
+/* Gives back to the kernel the memory of those regions; called with
+ * prod.lock held, so that no producer picks or fills one meanwhile. */
+void ip_ring_give_back(ip_ringview_t *v, int64_t now);
 void ip_ringview_unmap(ip_ringview_t *v);
 /* The word that changes when the consumer's current region gets data. */
 const uint64_t *ip_ring_tail_word(const ip_ringview_t *v, const ip_txn_t *t);
@@ -518,6 +530,7 @@ typedef struct {
     PyObject *dumps;      /* pickle.dumps */
     PyObject *loads;      /* pickle.loads */
     PyObject *slow_dumps; /* ForkingPickler-based dumps for non-plain objects */
+    PyObject *message_dumps; /* the same, with out-of-band buffers: bytes or (bytes, tuple) */
     PyObject *protocol;   /* int */
     PyObject *Full;
     PyObject *Empty;
@@ -538,18 +551,41 @@ typedef struct {
     uint64_t len;
     uint32_t type;
     uint8_t inline_buf[IP_PAYLOAD_INLINE]; /* a small plain encoding, without a malloc */
+    /* IP_REC_OOB: `data` is the pickle, `pickle_len` bytes, and `bufs` a
+     * tuple of contiguous memoryviews, its out-of-band buffers, copied
+     * straight into the ring.  `len` is the whole record's length:
+     *   u64 pickle_len, u64 nbufs, u64 buffer_len[nbufs],
+     *   the pickle, then each buffer at the next IP_OOB_ALIGN boundary. */
+    PyObject *bufs;
+    uint64_t pickle_len;
 } ip_payload_t;
+
+#define IP_OOB_ALIGN 64u
 
 /* Serializes obj in the caller, so that an unpicklable object fails here;
  * -1 with an exception set, and nothing left to release.
- * ip_payload_clear() releases it either way. */
+ * ip_payload_clear() releases it either way.  The value stays in band:
+ * for stores that are read back as bytes (the shared heap). */
 int ip_payload_init(ip_payload_t *p, PyObject *obj);
+/* The same for a message through a channel (Queue, Connection): large
+ * contiguous buffers (NumPy arrays, bytearray, PickleBuffer...) travel
+ * out of band, copied once into the ring when it is written. */
+int ip_payload_init_message(ip_payload_t *p, PyObject *obj);
 /* Copies the payload's len bytes to dst.  Runs no Python code, allocates
  * nothing and cannot fail; releases the GIL around a large copy. */
 void ip_payload_write(const ip_payload_t *p, uint8_t *dst);
 void ip_payload_clear(ip_payload_t *p);
 /* Turns a record's payload, copied out of the ring, back into an object. */
 PyObject *ip_deserialize(uint32_t type, PyObject *payload);
+
+/* buffer.c: where an IP_REC_OOB message is copied out of the ring.  A new
+ * writable buffer object of `len` bytes (its memory at *data, not
+ * initialized), made without running Python code; NULL with an exception. */
+extern PyTypeObject ip_RecvBuffer_Type;
+PyObject *ip_recv_buffer_new(uint64_t len, uint8_t **data);
+/* Gives back the receive memory kept for the next message once it has been
+ * idle a while: for a receiver about to sleep. */
+void ip_recv_buffers_trim(void);
 
 /* plain.c */
 Py_ssize_t ip_plain_size(PyObject *obj); /* -1: not plain */

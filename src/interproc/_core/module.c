@@ -121,10 +121,47 @@ static int plain_snapshot(ip_payload_t *p, PyObject *obj, Py_ssize_t size)
     return 0;
 }
 
-int ip_payload_init(ip_payload_t *p, PyObject *obj)
+static inline uint64_t oob_align(uint64_t off)
+{
+    return (off + IP_OOB_ALIGN - 1) & ~(uint64_t)(IP_OOB_ALIGN - 1);
+}
+
+/* Takes what message_dumps returned for a message with out-of-band
+ * buffers: (pickle, tuple of memoryviews).  The views are the buffers as
+ * pickle's raw() gave them: one-dimensional, contiguous, unsigned bytes;
+ * they hold the exporters' buffers, which cannot be resized or freed while
+ * exported, so the lengths stay what they are now. */
+static int oob_snapshot(ip_payload_t *p, PyObject *res)
+{
+    PyObject *pickled = PyTuple_GET_ITEM(res, 0), *bufs = PyTuple_GET_ITEM(res, 1);
+    if (!PyBytes_CheckExact(pickled) || !PyTuple_CheckExact(bufs) || PyTuple_GET_SIZE(bufs) == 0) {
+        PyErr_SetString(PyExc_TypeError, "serializer returned a malformed (pickle, buffers) pair");
+        return -1;
+    }
+    Py_ssize_t n = PyTuple_GET_SIZE(bufs);
+    uint64_t len = 16 + 8 * (uint64_t)n + (uint64_t)PyBytes_GET_SIZE(pickled);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *mv = PyTuple_GET_ITEM(bufs, i);
+        if (!PyMemoryView_Check(mv) || !PyBuffer_IsContiguous(PyMemoryView_GET_BUFFER(mv), 'C')) {
+            PyErr_SetString(PyExc_TypeError, "an out-of-band buffer is not a contiguous memoryview");
+            return -1;
+        }
+        len = oob_align(len) + (uint64_t)PyMemoryView_GET_BUFFER(mv)->len;
+    }
+    p->obj = Py_NewRef(pickled);
+    p->data = PyBytes_AS_STRING(pickled);
+    p->pickle_len = (uint64_t)PyBytes_GET_SIZE(pickled);
+    p->bufs = Py_NewRef(bufs);
+    p->len = len;
+    p->type = IP_REC_OOB;
+    return 0;
+}
+
+static int payload_init(ip_payload_t *p, PyObject *obj, int message)
 {
     p->obj = NULL;
     p->data = NULL;
+    p->bufs = NULL;
     p->len = 0;
     p->type = IP_REC_PICKLE;
     if (PyBytes_CheckExact(obj)) {
@@ -153,7 +190,15 @@ int ip_payload_init(ip_payload_t *p, PyObject *obj)
         PyObject *args[2] = {obj, ip_state.protocol};
         res = PyObject_Vectorcall(ip_state.dumps, args, 2, NULL);
     } else {
-        res = PyObject_CallOneArg(ip_state.slow_dumps, obj);
+        /* Messages in band too until serialization configured them. */
+        PyObject *fn = message && ip_state.message_dumps ? ip_state.message_dumps
+                                                          : ip_state.slow_dumps;
+        res = PyObject_CallOneArg(fn, obj);
+    }
+    if (res != NULL && message && PyTuple_CheckExact(res) && PyTuple_GET_SIZE(res) == 2) {
+        int rc = oob_snapshot(p, res);
+        Py_DECREF(res);
+        return rc;
     }
     if (res != NULL && !PyBytes_CheckExact(res)) {
         PyErr_Format(PyExc_TypeError, "serializer returned %.100s, not bytes", Py_TYPE(res)->tp_name);
@@ -167,21 +212,136 @@ int ip_payload_init(ip_payload_t *p, PyObject *obj)
     return 0;
 }
 
-void ip_payload_write(const ip_payload_t *p, uint8_t *dst)
+int ip_payload_init(ip_payload_t *p, PyObject *obj)
 {
-    const char *src = p->data ? p->data : (const char *)p->inline_buf;
-    if (p->len >= IP_NOGIL_COPY) {
+    return payload_init(p, obj, 0);
+}
+
+int ip_payload_init_message(ip_payload_t *p, PyObject *obj)
+{
+    return payload_init(p, obj, 1);
+}
+
+static void copy(uint8_t *dst, const void *src, uint64_t len)
+{
+    if (len >= IP_NOGIL_COPY) {
         Py_BEGIN_ALLOW_THREADS
-        memcpy(dst, src, (size_t)p->len);
+        memcpy(dst, src, (size_t)len);
         Py_END_ALLOW_THREADS
     } else {
-        memcpy(dst, src, (size_t)p->len);
+        memcpy(dst, src, (size_t)len);
     }
+}
+
+/* The record's header and pickle, then each buffer in its place; the
+ * padding between them is zeroed, so no stale ring bytes travel on. */
+static void oob_write(const ip_payload_t *p, uint8_t *dst)
+{
+    Py_ssize_t n = PyTuple_GET_SIZE(p->bufs);
+    uint64_t head[2] = {p->pickle_len, (uint64_t)n};
+    memcpy(dst, head, sizeof head);
+    uint64_t off = sizeof head;
+    for (Py_ssize_t i = 0; i < n; i++, off += 8) {
+        const Py_buffer *b = PyMemoryView_GET_BUFFER(PyTuple_GET_ITEM(p->bufs, i));
+        uint64_t blen = (uint64_t)b->len;
+        memcpy(dst + off, &blen, 8);
+    }
+    memcpy(dst + off, p->data, (size_t)p->pickle_len);
+    off += p->pickle_len;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const Py_buffer *b = PyMemoryView_GET_BUFFER(PyTuple_GET_ITEM(p->bufs, i));
+        uint64_t start = oob_align(off);
+        memset(dst + off, 0, (size_t)(start - off));
+        copy(dst + start, b->buf, (uint64_t)b->len);
+        off = start + (uint64_t)b->len;
+    }
+}
+
+void ip_payload_write(const ip_payload_t *p, uint8_t *dst)
+{
+    if (p->type == IP_REC_OOB && p->bufs)
+        oob_write(p, dst);
+    else
+        copy(dst, p->data ? p->data : (const char *)p->inline_buf, p->len);
 }
 
 void ip_payload_clear(ip_payload_t *p)
 {
     Py_CLEAR(p->obj);
+    Py_CLEAR(p->bufs);
+}
+
+static PyObject *oob_corrupt(void)
+{
+    PyErr_SetString(ip_SegmentError, "queue data is corrupt (an out-of-band record's layout)");
+    return NULL;
+}
+
+/* Rebuilds a message from its IP_REC_OOB record, copied out of the ring
+ * into `payload`, a buffer of this process's own (ip_recv_buffer_new; so
+ * the layout, read once here, cannot change under the checks).  Each buffer is a slice of
+ * that copy, read-only where the sender's was: the receiver's object lies
+ * over it with no further copy. */
+static PyObject *oob_loads(PyObject *payload)
+{
+    Py_buffer view;
+    if (PyObject_GetBuffer(payload, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    const uint8_t *base = view.buf;
+    uint64_t len = (uint64_t)view.len, head[2];
+    PyObject *mv = NULL, *pickled = NULL, *bufs = NULL, *kw = NULL, *args = NULL, *res = NULL;
+    if (len < sizeof head) {
+        oob_corrupt();
+        goto done;
+    }
+    memcpy(head, base, sizeof head);
+    uint64_t plen = head[0], n = head[1], off = sizeof head;
+    if (n == 0 || n > (len - off) / 8 || plen > len - off - 8 * n) {
+        oob_corrupt();
+        goto done;
+    }
+    uint64_t descs = off;
+    off += 8 * n;
+    mv = PyMemoryView_FromObject(payload);
+    if (mv == NULL)
+        goto done;
+    pickled = PySequence_GetSlice(mv, (Py_ssize_t)off, (Py_ssize_t)(off + plen));
+    bufs = PyList_New((Py_ssize_t)n);
+    if (pickled == NULL || bufs == NULL)
+        goto done;
+    off += plen;
+    for (uint64_t i = 0; i < n; i++) {
+        uint64_t blen;
+        memcpy(&blen, base + descs + 8 * i, 8);
+        off = oob_align(off);
+        if (off > len || blen > len - off) {
+            oob_corrupt();
+            goto done;
+        }
+        /* Writable: the pickle itself makes it read-only where the
+         * sender's was (READONLY_BUFFER). */
+        PyObject *b = PySequence_GetSlice(mv, (Py_ssize_t)off, (Py_ssize_t)(off + blen));
+        if (b == NULL)
+            goto done;
+        PyList_SET_ITEM(bufs, (Py_ssize_t)i, b);
+        off += blen;
+    }
+    if (off != len) {
+        oob_corrupt();
+        goto done;
+    }
+    args = PyTuple_Pack(1, pickled);
+    kw = args ? Py_BuildValue("{s:O}", "buffers", bufs) : NULL;
+    if (kw != NULL)
+        res = PyObject_Call(ip_state.loads, args, kw);
+done:
+    Py_XDECREF(args);
+    Py_XDECREF(kw);
+    Py_XDECREF(bufs);
+    Py_XDECREF(pickled);
+    Py_XDECREF(mv);
+    PyBuffer_Release(&view);
+    return res;
 }
 
 PyObject *ip_deserialize(uint32_t type, PyObject *payload)
@@ -191,6 +351,8 @@ PyObject *ip_deserialize(uint32_t type, PyObject *payload)
     if (type == IP_REC_PLAIN)
         return ip_plain_read((const uint8_t *)PyBytes_AS_STRING(payload),
                              (uint64_t)PyBytes_GET_SIZE(payload));
+    if (type == IP_REC_OOB)
+        return oob_loads(payload);
     /* PICKLE, and RAW: what send_bytes() sent is unpickled by recv(), as in
      * multiprocessing. */
     return PyObject_CallOneArg(ip_state.loads, payload);
@@ -214,6 +376,18 @@ static PyObject *configure(PyObject *Py_UNUSED(m), PyObject *args)
     Py_XSETREF(ip_state.Full, Py_NewRef(full));
     Py_XSETREF(ip_state.Empty, Py_NewRef(empty));
     Py_XSETREF(ip_state.BufferTooShort, Py_NewRef(tooshort));
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(configure_messages_doc,
+"_configure_messages(message_dumps)\n--\n\n"
+"Install the serializer of messages through queues and pipes, which returns\n"
+"the pickle, or (pickle, out-of-band buffers).  Called once by\n"
+"interproc.serialization at import.");
+
+static PyObject *configure_messages(PyObject *Py_UNUSED(m), PyObject *dumps)
+{
+    Py_XSETREF(ip_state.message_dumps, Py_NewRef(dumps));
     Py_RETURN_NONE;
 }
 
@@ -299,6 +473,8 @@ static PyObject *layout(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored))
         {"rec.FWD", IP_REC_FWD},
         {"rec.PLAIN", IP_REC_PLAIN},
         {"rec.RAW", IP_REC_RAW},
+        {"rec.OOB", IP_REC_OOB},
+        {"oob.align", IP_OOB_ALIGN},
         {"max_regions", IP_MAX_REGIONS},
     };
 #undef F
@@ -321,6 +497,7 @@ static PyObject *layout(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored))
 static PyMethodDef module_methods[] = {
     {"_configure", configure, METH_VARARGS, configure_doc},
     {"_configure_shutdown", configure_shutdown, METH_O, configure_shutdown_doc},
+    {"_configure_messages", configure_messages, METH_O, configure_messages_doc},
     {"_layout", layout, METH_NOARGS, layout_doc},
     {NULL, NULL, 0, NULL},
 };
@@ -358,6 +535,8 @@ PyMODINIT_FUNC PyInit__core(void)
     Py_DECREF(closed_bases);
     if (ip_QueueClosedError == NULL
         || PyModule_AddObjectRef(m, "QueueClosedError", ip_QueueClosedError) < 0)
+        goto fail;
+    if (PyType_Ready(&ip_RecvBuffer_Type) < 0)
         goto fail;
     if (PyType_Ready(&ip_QueueCore_Type) < 0
         || PyModule_AddObjectRef(m, "QueueCore", (PyObject *)&ip_QueueCore_Type) < 0)

@@ -269,7 +269,7 @@ static PyObject *QueueCore_put(QueueCore *self, PyObject *const *args, Py_ssize_
     if (block < 0 || enter(self) < 0)
         return NULL;
     ip_payload_t payload = {0};
-    Py_ssize_t ok = ip_payload_init(&payload, vals[0]) < 0
+    Py_ssize_t ok = ip_payload_init_message(&payload, vals[0]) < 0
                         ? 0
                         : put_payloads(self, &payload, 1, block, vals[2], 0);
     ip_payload_clear(&payload);
@@ -315,7 +315,7 @@ static PyObject *QueueCore_put_many(QueueCore *self, PyObject *const *args, Py_s
     }
     /* Every item is serialized before any goes in: a bad one fails the call whole. */
     for (Py_ssize_t i = 0; i < n; i++) {
-        if (ip_payload_init(&payloads[i], PyTuple_GET_ITEM(seq, i)) < 0)
+        if (ip_payload_init_message(&payloads[i], PyTuple_GET_ITEM(seq, i)) < 0)
             goto done;
     }
     if (n == 0 || put_payloads(self, payloads, n, block, vals[2], 1) == n)
@@ -370,7 +370,7 @@ static PyObject *QueueCore_prepare(QueueCore *self, PyObject *items)
     if (pr == NULL)
         return PyErr_NoMemory();
     for (Py_ssize_t i = 0; i < n; i++) {
-        if (ip_payload_init(&pr->p[i], PyTuple_GET_ITEM(items, i)) < 0) {
+        if (ip_payload_init_message(&pr->p[i], PyTuple_GET_ITEM(items, i)) < 0) {
             prepared_release(pr); /* the ones before it */
             return NULL;
         }
@@ -438,7 +438,7 @@ static PyObject *QueueCore_put_prepared(QueueCore *self, PyObject *const *args, 
 static PyObject *QueueCore_put_or_prepare(QueueCore *self, PyObject *obj)
 {
     ip_payload_t p;
-    if (ip_payload_init(&p, obj) < 0)
+    if (ip_payload_init_message(&p, obj) < 0)
         return NULL;
     Py_ssize_t done = put_now(self, &p, 1, 0);
     if (done != 0) {

@@ -32,6 +32,9 @@
 #define ACTIVE 1ull
 /* Overflow regions up to this many times the base region are kept warm. */
 #define IP_WARM_FACTOR 4
+/* Bigger ones keep their memory while a stream uses them, and give it back
+ * once they have been free this long. */
+#define IP_WARM_IDLE_NS 1000000000LL
 /* A new region is at most this large unless one record needs more. */
 #define IP_GROW_CAP (1ull << 40)
 /* PAD and FWD records a reader may step over before it reaches a message:
@@ -233,27 +236,77 @@ static void apply_producer(ip_ring_t *r, const ip_journal_t *j)
     st32(&r->prod.cur, j->cur);
 }
 
+static inline int is_big(const ip_ringview_t *v, uint32_t i)
+{
+    return i != 0 && v->maps[i] && v->caps[i] > IP_WARM_FACTOR * v->caps[0];
+}
+
 static void release_region(ip_ringview_t *v, uint32_t i, uint64_t expected)
 {
     ip_region_t *rg = &v->ring->regions[i];
     /* A different state means a replay: it was released, maybe reused, already. */
     if (ld(&rg->state) != expected)
         return;
-    /* Big overflow regions give their memory back to the kernel.  The base
-     * region and the first overflow sizes stay warm: a stream that overflows
-     * steadily would otherwise fault every page in again on each lap.  Only
-     * an extent this process mapped, and so checked, is punched (a release
-     * replayed for a region never mapped here keeps its memory until reuse);
-     * freeing many pages takes a while, so without the GIL. */
-    if (i != 0 && v->maps[i] && v->caps[i] > IP_WARM_FACTOR * v->caps[0]) {
+    /* The base region and the first overflow sizes always stay warm.  A big
+     * one keeps its memory too while it is in use: a stream of large items
+     * would otherwise fault every page of it in again for each item, which
+     * cost a 100 MiB stream most of its speed.  It is given back once the
+     * region has been idle a while (ip_ring_give_back).  Stamped before
+     * the state frees it, so whoever sees it free sees since when. */
+    if (is_big(v, i)) {
+        int64_t now = ip_now_ns();
+        st(&rg->idle_since, now > 0 ? (uint64_t)now : 1);
+    }
+    /* Only now may a producer pick it up again. */
+    st(&rg->state, expected & ~ACTIVE);
+}
+
+/* Is region i big, mapped here, holding nothing (free, or in use but
+ * emptied: nothing is left to read there) and idle since long enough? */
+static int idle_memory(const ip_ringview_t *v, int i, int64_t now)
+{
+    const ip_region_t *rg = &v->ring->regions[i];
+    if (!is_big(v, (uint32_t)i))
+        return 0;
+    uint64_t since = ld(&rg->idle_since);
+    if (since == 0 || now - (int64_t)since < IP_WARM_IDLE_NS)
+        return 0;
+    return !(ld(&rg->state) & ACTIVE) || ld(&v->ring->heads[i]) == ld(&rg->tail);
+}
+
+/* The consumer emptied region i: since when it holds nothing. */
+static void stamp_emptied(ip_ringview_t *v, uint32_t i)
+{
+    if (i < IP_MAX_REGIONS && is_big(v, i)
+        && ld(&v->ring->heads[i]) == ld(&v->ring->regions[i].tail)) {
+        int64_t now = ip_now_ns();
+        st(&v->ring->regions[i].idle_since, now > 0 ? (uint64_t)now : 1);
+    }
+}
+
+int ip_ring_idle_memory(const ip_ringview_t *v, int64_t now)
+{
+    for (int i = 1; i < IP_MAX_REGIONS; i++)
+        if (idle_memory(v, i, now))
+            return 1;
+    return 0;
+}
+
+void ip_ring_give_back(ip_ringview_t *v, int64_t now)
+{
+    for (int i = 1; i < IP_MAX_REGIONS; i++) {
+        if (!idle_memory(v, i, now))
+            continue;
+        /* Only an extent this process mapped, and so checked, is punched;
+         * freeing many pages takes a while, so without the GIL.  A holder
+         * killed halfway leaves a free region partly given back: harmless. */
         int fd = v->fd;
         off_t off = (off_t)v->offs[i], len = (off_t)v->caps[i];
         Py_BEGIN_ALLOW_THREADS
         fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, len);
         Py_END_ALLOW_THREADS
+        st(&v->ring->regions[i].idle_since, 0);
     }
-    /* Only now may a producer pick it up again. */
-    st(&rg->state, expected & ~ACTIVE);
 }
 
 static void apply_consumer(ip_ringview_t *v, const ip_journal_t *j)
@@ -264,6 +317,7 @@ static void apply_consumer(ip_ringview_t *v, const ip_journal_t *j)
     st(&r->cons.count, j->count);
     if (j->other != IP_NO_REGION)
         release_region(v, j->other, j->other_state);
+    stamp_emptied(v, j->region);
 }
 
 static void apply(ip_ringview_t *v, const ip_side_t *side, const ip_journal_t *j)
@@ -645,6 +699,7 @@ int ip_ring_peek(ip_ringview_t *v, ip_txn_t *t, uint32_t *type, const uint8_t **
         case IP_REC_BYTES:
         case IP_REC_PLAIN:
         case IP_REC_RAW:
+        case IP_REC_OOB:
             /* phys <= cap - IP_REC_HDR: the position is aligned. */
             if (rlen > cap - phys - IP_REC_HDR)
                 return corrupt("record longer than its region");

@@ -56,6 +56,11 @@ static inline int64_t now_ns(void)
     return ts_ns(&t);
 }
 
+int64_t ip_now_ns(void)
+{
+    return now_ns();
+}
+
 static inline struct timespec ns_ts(int64_t ns)
 {
     struct timespec t = {.tv_sec = ns / 1000000000LL, .tv_nsec = ns % 1000000000LL};

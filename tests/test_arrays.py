@@ -1,0 +1,295 @@
+"""Large arrays through queues and pipes: out-of-band buffers.
+
+A message that holds large contiguous buffers (NumPy arrays, bytearray...)
+is pickled with pickle protocol 5's out-of-band buffers: each is copied
+once into the ring and once out of it, and the receiver's object is
+rebuilt over its copy.  What arrives must be what multiprocessing delivers:
+the same type, dtype, shape, strides and values.
+"""
+import multiprocessing
+import os
+import pickle
+import queue
+import random
+import signal
+import threading
+import time
+
+import pytest
+
+np = pytest.importorskip("numpy")
+
+import interproc  # noqa: E402
+from interproc import SegmentError, _core  # noqa: E402
+
+import _arrays_helpers as ah  # noqa: E402
+from test_hostile_queue import run_child  # noqa: E402
+from _helpers import (  # noqa: E402
+    CHILD_TIMEOUT, join_ok, kill_and_reap, new_seed, shm_path, start, wait_until)
+
+MiB = 1 << 20
+FORK = multiprocessing.get_context("fork")
+L = _core._layout()
+
+
+def same_as_multiprocessing(ours, theirs, original):
+    """``ours`` holds what ``theirs`` (through multiprocessing) holds, and
+    is exactly what pickle protocol 5 rebuilds: dtype, strides and
+    writability included.  Where multiprocessing pickles with protocol 4
+    (the default before Python 3.14) it makes a read-only array writable
+    and a big-endian one native; protocol 5 keeps both as they were."""
+    assert ah.describe(ours) == ah.describe(pickle.loads(pickle.dumps(original, protocol=5)))
+    if pickle.DEFAULT_PROTOCOL >= 5:
+        assert ah.describe(ours) == ah.describe(theirs)
+    else:
+        assert ah.contents(ours) == ah.contents(theirs)
+
+
+def test_arrays_arrive_as_multiprocessing_delivers_them(start_method):
+    q = interproc.Queue()
+    mp_q = start_method.Queue()
+    p = start(start_method, ah.put_samples, q, mp_q)
+    try:
+        for original in ah.samples():
+            ours = q.get(timeout=CHILD_TIMEOUT)
+            theirs = mp_q.get(timeout=CHILD_TIMEOUT)
+            same_as_multiprocessing(ours, theirs, original)
+    finally:
+        join_ok(p)
+
+
+def test_a_received_array_is_the_receivers_own():
+    """Writable where the sender's was, and it outlives the queue, the
+    sender's changes and the sender."""
+    q = interproc.Queue()
+    a = np.arange(MiB // 8, dtype=np.float64)
+    q.put(a)
+    a[:] = -1  # after put() returned: not seen
+    b = q.get()
+    q.close()
+    assert b.flags.writeable and b.flags.c_contiguous
+    assert b[0] == 0 and b[-1] == MiB // 8 - 1
+    b += 1
+    assert b[0] == 1
+    c = b.copy()
+    del b
+    assert c[-1] == MiB // 8
+
+
+def test_pipes_carry_arrays_both_ways(start_method):
+    a, b = interproc.Pipe()
+    p = start(start_method, ah.echo_arrays, b, 3)
+    try:
+        big = np.arange(3 * MiB // 8, dtype=np.float64).reshape(3, -1)
+        for msg in (big, np.asfortranarray(big), {"x": big[0], "n": 1}):
+            a.send(msg)
+            back = a.recv()
+            if isinstance(msg, np.ndarray):
+                assert np.array_equal(back, msg * 2)
+                assert back.flags.f_contiguous == msg.flags.f_contiguous
+            else:
+                assert np.array_equal(back["x"], big[0]) and back["n"] == 1
+    finally:
+        join_ok(p)
+
+
+def test_recv_bytes_of_a_message_with_buffers_is_its_pickle():
+    r, w = interproc.Pipe(duplex=False)
+    a = np.arange(MiB // 8, dtype=np.float64)
+    w.send(a)
+    assert np.array_equal(pickle.loads(r.recv_bytes()), a)
+    w.send_bytes(a)  # the memory itself, as multiprocessing sends it
+    assert r.recv_bytes() == a.tobytes()
+
+
+def test_batches_keep_order_and_maxsize_counts_items():
+    q = interproc.Queue(maxsize=3)
+    big = [np.full(MiB // 8, i, dtype=np.float64) for i in range(3)]
+    q.put_many([big[0], "small", big[1]])
+    with pytest.raises(queue.Full):
+        q.put_nowait(big[2])
+    got = q.get_many(max_items=3)
+    assert np.array_equal(got[0], big[0]) and got[1] == "small"
+    assert np.array_equal(got[2], big[1])
+    for kind in (interproc.SimpleQueue(), interproc.JoinableQueue()):
+        kind.put(big[2])
+        assert np.array_equal(kind.get(), big[2])
+        if isinstance(kind, interproc.JoinableQueue):
+            kind.task_done()
+
+
+def test_put_async_and_get_async_carry_arrays():
+    import asyncio
+
+    q = interproc.Queue(maxsize=1)
+    a = np.arange(2 * MiB // 8, dtype=np.float64)
+
+    async def main():
+        await q.put_async(a)
+        waiting = asyncio.ensure_future(q.put_async(a * 2))  # full: waits
+        first = await q.get_async(timeout=5)
+        await waiting
+        return first, await q.get_async(timeout=5)
+
+    first, second = asyncio.run(main())
+    assert np.array_equal(first, a) and np.array_equal(second, a * 2)
+
+
+def test_an_item_larger_than_any_region_so_far():
+    q = interproc.Queue(capacity_bytes=64 * 1024)
+    a = np.arange(300 * MiB // 8, dtype=np.float64)
+    q.put(a)
+    b = q.get(timeout=5)
+    assert b.shape == a.shape and b[12345] == 12345 and b[-1] == a[-1]
+
+
+def test_non_contiguous_buffers_travel_in_band():
+    q = interproc.Queue()
+    a = np.arange(MiB, dtype=np.int32).reshape(1024, 1024)[:, ::2]
+    q.put(pickle.PickleBuffer(bytearray(100_000)))
+    q.put(a)
+    assert bytes(q.get()) == bytes(100_000)
+    assert np.array_equal(q.get(), a)
+
+
+# ------------------------------------------------------------- crash safety
+
+
+@pytest.mark.timeout(120)
+def test_producers_killed_while_putting_arrays_lose_nothing_else():
+    """Producers SIGKILLed at random points while they copy 8 MiB arrays
+    in: every array a consumer gets is whole (all of it the number its
+    producer filled in), each producer's numbers arrive in order, and the
+    queue goes on working."""
+    seed = new_seed()
+    rng = random.Random(seed)
+    q = interproc.Queue(maxsize=4)
+    size = 8 * MiB
+    seen = {}
+    kills = 0
+    for producer in range(12):
+        p = start(FORK, ah.put_numbered, q, producer, 0, 1000, size)
+        deadline = time.monotonic() + rng.uniform(0.05, 0.3)
+        while time.monotonic() < deadline:
+            try:
+                a = q.get(timeout=0.05)
+            except queue.Empty:
+                continue
+            v = a[0]
+            assert (a == v).all(), f"seed {seed}: a torn array ({v} and others)"
+            who, seq = divmod(int(v), 1_000_000)
+            assert seq == seen.get(who, -1) + 1, f"seed {seed}: producer {who} skipped"
+            seen[who] = seq
+        kills += kill_and_reap(p) == -signal.SIGKILL
+    while True:
+        try:
+            a = q.get(timeout=0.5)
+        except queue.Empty:
+            break
+        who, seq = divmod(int(a[0]), 1_000_000)
+        assert (a == a[0]).all() and seq == seen.get(who, -1) + 1, f"seed {seed}"
+        seen[who] = seq
+    assert kills >= 6, f"seed {seed}: only {kills} producers were killed mid-stream"
+    q.put(np.ones(MiB))
+    assert q.get(timeout=5).sum() == MiB
+
+
+@pytest.mark.timeout(60)
+def test_a_consumer_killed_while_copying_an_array_out_leaves_it_or_takes_it():
+    """Killed while it copies a 64 MiB array out of the ring (under the
+    consumers' lock), a consumer either took the item or left it whole."""
+    seed = new_seed()
+    rng = random.Random(seed)
+    q = interproc.Queue()
+    size = 64 * MiB
+    for i in range(6):
+        q.put(np.full(size // 8, i, dtype=np.float64))
+        p = start(FORK, q.get)
+        time.sleep(rng.uniform(0, 0.05))
+        kill_and_reap(p)
+        try:
+            a = q.get(timeout=1)
+        except queue.Empty:
+            continue  # the child took it
+        assert (a == i).all(), f"seed {seed}"
+
+
+# ---------------------------------------------------------------- memory
+
+
+def test_a_stream_of_big_items_gives_its_memory_back_when_it_stops(unique_name):
+    """Big overflow regions stay warm while a stream uses them, and give
+    their memory back once it has stopped for a second and a consumer is
+    waiting."""
+    name = unique_name()
+    q = interproc.Queue(name=name, create=True, maxsize=2)
+    path = shm_path(name)
+    try:
+        a = np.ones(32 * MiB // 8)
+        for _ in range(6):
+            q.put(a)
+            q.get()
+        resident = os.stat(path).st_blocks * 512
+        assert resident >= 32 * MiB  # warm: not faulted in again per item
+        got = []
+        waiting = threading.Thread(target=lambda: got.append(q.get(timeout=30)))
+        waiting.start()
+        try:
+            wait_until(lambda: os.stat(path).st_blocks * 512 < 16 * MiB, timeout=20,
+                       what="the idle regions' memory to be given back")
+        finally:
+            q.put("wake up")
+            waiting.join()
+        assert got == ["wake up"]
+    finally:
+        q.close()
+        interproc.unlink(name)
+
+
+# ---------------------------------------------------------------- hostile
+
+
+# Each runs in a fresh interpreter: a reader misled by forged bytes must
+# end in an exception there, never in a signal here.
+FORGE = """
+import numpy as np
+q = Queue(capacity_bytes=1 << 20)
+q.put(np.arange(40_000, dtype=np.float64))
+seg, ring = queue_ring(q)
+head = ring.head(0)
+assert ring.record(0, head)[0] == L["rec.OOB"]
+payload = ring.region(0, "offset") + head % ring.region(0, "cap") + L["rec.size"]
+"""
+
+
+@pytest.mark.parametrize("field, value", [
+    (0, 1 << 62),        # a pickle longer than the record
+    (8, 0),              # no buffers
+    (8, 1 << 60),        # more buffer lengths than the record holds
+    (16, 1 << 40),       # the buffer runs past the record
+    (16, 8),             # the buffers end before the record does
+])
+def test_a_forged_out_of_band_layout_is_a_clear_error(field, value):
+    run_child(FORGE + f"""
+seg.u64(payload + {field}, {value})
+expect(SegmentError, q.get_nowait)
+q.put("next")
+assert q.get(timeout=5) == "next"
+""")
+
+
+def test_record_types_swapped_under_the_reader():
+    run_child(FORGE + """
+ring.record(0, head, type=L["rec.PICKLE"])  # its layout read as a pickle
+try:
+    q.get_nowait()
+except Exception as exc:
+    assert isinstance(exc, pickle.UnpicklingError), exc
+else:
+    raise AssertionError("a layout unpickled")
+q.put(b"\\xff" * 1000)
+ring.record(0, ring.head(0), type=L["rec.OOB"])  # bytes read as out-of-band
+expect(SegmentError, q.get_nowait)
+q.put("next")
+assert q.get(timeout=5) == "next"
+""")
