@@ -23,6 +23,7 @@ from .containers import Namespace, SharedDict, SharedList, SharedSet
 from .naming import ObjectInfo, SegmentError, attach, list_objects, unlink
 from .queues import Empty, Full, JoinableQueue, Queue, ShutDown, SimpleQueue
 from .sharedctypes import Array, RawArray, RawValue, Value, as_ndarray
+from .views import ItemView
 from .synchronize import (
     Barrier,
     BoundedSemaphore,
@@ -87,6 +88,7 @@ __all__ = [
     "Full",
     "Empty",
     "ShutDown",
+    "ItemView",
     "attach",
     "unlink",
     "list_objects",

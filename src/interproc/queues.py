@@ -15,6 +15,7 @@ import weakref
 from typing import Any, Iterable, List, Optional
 
 from . import _aio, _core, naming
+from .views import ItemView
 from . import serialization as _serialization  # noqa: F401  (installs the serializers)
 
 __all__ = ["Queue", "SimpleQueue", "JoinableQueue", "Full", "Empty", "ShutDown"]
@@ -156,6 +157,18 @@ class _QueueBase(_core.QueueCore):
         awaiting this handle raise that ValueError."""
         _aio.forget(self)
         super().close()
+
+    def get_view(self, block: bool = True, timeout: Optional[float] = None) -> ItemView:
+        """``get()``, with the item's large buffers read in place: an
+        :class:`~interproc.ItemView` whose ``value`` is the item, its NumPy
+        arrays (and other objects rebuilt over out-of-band buffers)
+        read-only views of the queue's shared memory, with no copy.  The
+        memory stays reserved until the view and everything rebuilt from
+        it are gone (``with``, ``release()``, ``del``); meanwhile the queue
+        goes on working, producers writing elsewhere (docs/api.md, "Large
+        arrays").  An item without such buffers is copied, as by ``get``.
+        Same blocking, timeout and exceptions as ``get``."""
+        return ItemView(self._get_view(block, timeout))
 
     # ------------------------------------------------------------ asyncio
 

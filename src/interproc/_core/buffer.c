@@ -176,3 +176,71 @@ void ip_recv_buffers_trim(void)
     if (kept.m.map != NULL && ip_now_ns() - kept.since >= IP_RECV_IDLE_NS)
         unmap_kept();
 }
+
+/* ------------------------------------------------------------------ */
+/* Messages read in place                                              */
+
+/* The payload of a message pinned in its ring region (ip_view_t),
+ * exported read-only.  It keeps its owner (the handle whose mapping holds
+ * the memory) open, and gives the pin back when it goes: the objects
+ * rebuilt over it hold it through their memoryviews, so the memory stays
+ * valid exactly as long as something can still read it. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *owner;
+    ip_ringview_t *ring;
+    void (*done)(PyObject *owner);
+    ip_view_t view;
+    pid_t pid;
+} SharedBuffer;
+
+static void SharedBuffer_dealloc(SharedBuffer *self)
+{
+    /* A copy inherited through fork pins nothing of its own. */
+    if (self->pid == getpid()) {
+        ip_ring_unpin(self->ring, self->view.region, self->view.slot, self->view.key);
+        self->done(self->owner);
+    }
+    Py_DECREF(self->owner);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int SharedBuffer_getbuffer(SharedBuffer *self, Py_buffer *view, int flags)
+{
+    return PyBuffer_FillInfo(view, (PyObject *)self, (void *)self->view.data,
+                             (Py_ssize_t)self->view.len, 1, flags);
+}
+
+static PyBufferProcs SharedBuffer_as_buffer = {
+    .bf_getbuffer = (getbufferproc)SharedBuffer_getbuffer,
+};
+
+PyTypeObject ip_SharedBuffer_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "interproc._core.SharedBuffer",
+    .tp_doc = PyDoc_STR("A message read in place in shared memory, read-only; the objects\n"
+                        "rebuilt from it lie over it, and keep it pinned."),
+    .tp_basicsize = sizeof(SharedBuffer),
+    .tp_dealloc = (destructor)SharedBuffer_dealloc,
+    .tp_as_buffer = &SharedBuffer_as_buffer,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+};
+
+PyObject *ip_view_decode(PyObject *owner, ip_ringview_t *ring, const ip_view_t *view,
+                         void (*done)(PyObject *owner))
+{
+    SharedBuffer *self = PyObject_New(SharedBuffer, &ip_SharedBuffer_Type);
+    if (self == NULL) {
+        ip_ring_unpin(ring, view->region, view->slot, view->key);
+        done(owner);
+        return NULL;
+    }
+    self->owner = Py_NewRef(owner);
+    self->ring = ring;
+    self->done = done;
+    self->view = *view;
+    self->pid = getpid();
+    PyObject *obj = ip_deserialize(IP_REC_OOB, (PyObject *)self);
+    Py_DECREF(self); /* the object holds it if it lies over it */
+    return obj;
+}

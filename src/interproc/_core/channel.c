@@ -289,8 +289,8 @@ Py_ssize_t ip_channel_put(ip_channel_t *ch, const ip_payload_t *payloads, Py_ssi
  * cons.lock.  Returns the number taken, or -1.  No object the garbage
  * collector tracks is made here, so no finalizer can run under the lock. */
 static Py_ssize_t take_records(ip_channel_t *ch, Py_ssize_t max, uint64_t max_len,
-                               PyObject **payloads, uint32_t *types, const uint64_t **watch,
-                               uint64_t *watch_val)
+                               PyObject **payloads, uint32_t *types, ip_view_t *view,
+                               const uint64_t **watch, uint64_t *watch_val)
 {
     ip_ringview_t *v = &ch->view;
     ip_txn_t t;
@@ -328,6 +328,26 @@ static Py_ssize_t take_records(ip_channel_t *ch, Py_ssize_t max, uint64_t max_le
             PyErr_SetString(PyExc_OSError, "bad message length");
             failed = 1;
             break;
+        }
+        /* Read in place: pinned, so that no producer writes over it and
+         * the region is not freed, until the view is given back.  Pinned
+         * before the commit that takes it: a producer that sees the new
+         * head sees the pin. */
+        if (view != NULL && type == IP_REC_OOB && view->key != 0) {
+            int slot = ip_ring_pin(v, t.region, view->key);
+            if (slot >= 0) {
+                view->data = data;
+                view->len = len;
+                view->region = t.region;
+                view->slot = slot;
+                payloads[n] = NULL;
+                types[n] = type;
+                n++;
+                again = 0;
+                ip_ring_advance(&t, len);
+                continue;
+            }
+            /* Every slot taken by live readers: a copy, as get() makes. */
         }
         /* A message with out-of-band buffers lands in a writable receive
          * buffer: the receiver's object lies over its buffers, writable as
@@ -375,6 +395,7 @@ typedef struct {
     uint64_t max_len;
     PyObject **payloads;
     uint32_t *types;
+    ip_view_t *view;
     Py_ssize_t taken;
     const ip_deadline_t *d;
 } take_ctx;
@@ -395,7 +416,8 @@ static int take_attempt(void *arg, int before_sleep, const uint64_t **watch, uin
         ip_mutex_unlock(&r->cons.lock);
         return -1;
     }
-    Py_ssize_t n = take_records(c->ch, c->max, c->max_len, c->payloads, c->types, watch, watch_val);
+    Py_ssize_t n = take_records(c->ch, c->max, c->max_len, c->payloads, c->types, c->view, watch,
+                                watch_val);
     ip_mutex_unlock(&r->cons.lock);
     if (n < 0)
         return -1;
@@ -424,7 +446,14 @@ static int take_attempt(void *arg, int before_sleep, const uint64_t **watch, uin
 Py_ssize_t ip_channel_take(ip_channel_t *ch, Py_ssize_t max, uint64_t max_len, PyObject **payloads,
                            uint32_t *types, const ip_deadline_t *d)
 {
-    take_ctx c = {ch, max, max_len, payloads, types, 0, d};
+    return ip_channel_take_view(ch, max, max_len, payloads, types, NULL, d);
+}
+
+Py_ssize_t ip_channel_take_view(ip_channel_t *ch, Py_ssize_t max, uint64_t max_len,
+                                PyObject **payloads, uint32_t *types, ip_view_t *view,
+                                const ip_deadline_t *d)
+{
+    take_ctx c = {ch, max, max_len, payloads, types, view, 0, d};
     int rc = ip_wait_for(&ch->view.ring->put_ev, d, take_attempt, &c);
     if (c.taken > 0)
         return c.taken;

@@ -257,6 +257,7 @@ int ip_segment_alloc(ip_seghdr_t *h, int fd, uint64_t size, uint64_t *offset);
 /* Ring                                                                */
 
 #define IP_MAX_REGIONS 32
+#define IP_PIN_SLOTS 4
 #define IP_NO_REGION 0xffffffffu
 #define IP_REC_HDR 16u
 /* Payloads at least this large are copied without the GIL. */
@@ -289,6 +290,12 @@ typedef struct {
     /* A big region released with its memory kept: when (CLOCK_MONOTONIC
      * ns); 0 when it holds no memory worth giving back (ip_ring_give_back). */
     uint64_t idle_since;
+    /* Processes reading a message in place here (Queue.get_view): their
+     * liveness keys, 0 for a free slot.  A pinned region is never written
+     * by a producer, nor freed: the consumer that leaves it stores its
+     * state in pinned_release instead, and the last unpin frees it. */
+    uint64_t pins[IP_PIN_SLOTS];
+    uint64_t pinned_release;
 } ip_region_t;
 
 /* Redo journal of one side.  A side's critical section prepares every new
@@ -352,6 +359,17 @@ typedef struct {
     uint64_t offs[IP_MAX_REGIONS]; /* ... and its file offset */
 } ip_ringview_t;
 
+/* A message read in place (Queue.get_view): its payload inside this
+ * process's mapping of its region, which stays pinned (ip_ring_pin) by
+ * `key`, this process's liveness key, until given back. */
+typedef struct {
+    uint64_t key;         /* in: who pins; 0: nothing is read in place */
+    const uint8_t *data;  /* out, for the record whose payload is NULL: */
+    uint64_t len;
+    uint32_t region;
+    int slot;
+} ip_view_t;
+
 /* An open transaction on one side of the ring, between lock and commit. */
 typedef struct {
     uint32_t region; /* IP_NO_REGION: the side's current region was corrupt */
@@ -410,6 +428,14 @@ void ip_ring_give_back(ip_ringview_t *v, int64_t now);
 void ip_ringview_unmap(ip_ringview_t *v);
 /* The word that changes when the consumer's current region gets data. */
 const uint64_t *ip_ring_tail_word(const ip_ringview_t *v, const ip_txn_t *t);
+/* Pins region i for a reader holding a message there in place, as the
+ * process whose liveness key is `key`: the pin slot, or -1 when every slot
+ * is taken by a live process.  Called with cons.lock held, before the
+ * commit that takes the message. */
+int ip_ring_pin(ip_ringview_t *v, uint32_t i, uint64_t key);
+/* Gives the pin back (any thread, no lock); the last one frees the region
+ * if the consumers left it meanwhile. */
+void ip_ring_unpin(ip_ringview_t *v, uint32_t i, int slot, uint64_t key);
 /* Producer: is a transaction at message count `in` up against maxsize?
  * 1 yes, 0 no, -1 with SegmentError when the counts are impossible. */
 int ip_ring_full(ip_ringview_t *v, uint64_t in, uint64_t maxsize);
@@ -586,6 +612,13 @@ PyObject *ip_recv_buffer_new(uint64_t len, uint8_t **data);
 /* Gives back the receive memory kept for the next message once it has been
  * idle a while: for a receiver about to sleep. */
 void ip_recv_buffers_trim(void);
+/* Rebuilds a message read in place (ip_channel_take_view) over its pinned
+ * payload.  Takes over one use of `owner`, the handle whose mapping holds
+ * it: done(owner) is called once the payload is no longer referenced (at
+ * once if this fails), after the pin was given back. */
+extern PyTypeObject ip_SharedBuffer_Type;
+PyObject *ip_view_decode(PyObject *owner, ip_ringview_t *ring, const ip_view_t *view,
+                         void (*done)(PyObject *owner));
 
 /* plain.c */
 Py_ssize_t ip_plain_size(PyObject *obj); /* -1: not plain */
@@ -649,6 +682,11 @@ Py_ssize_t ip_channel_put(ip_channel_t *ch, const ip_payload_t *payloads, Py_ssi
  * are the caller's all the same. */
 Py_ssize_t ip_channel_take(ip_channel_t *ch, Py_ssize_t max, uint64_t max_len, PyObject **payloads,
                            uint32_t *types, const ip_deadline_t *d);
+/* ip_channel_take, except that an out-of-band message is not copied but
+ * pinned where it is, described in *view, with a NULL payload (max 1). */
+Py_ssize_t ip_channel_take_view(ip_channel_t *ch, Py_ssize_t max, uint64_t max_len,
+                                PyObject **payloads, uint32_t *types, ip_view_t *view,
+                                const ip_deadline_t *d);
 /* Waits until a take would not block (data, or end of stream). */
 int ip_channel_wait_ready(ip_channel_t *ch, const ip_deadline_t *d);
 /* The channel's shutdown state (enum ip_shut_state), or -1 with

@@ -277,11 +277,12 @@ static PyObject *oob_corrupt(void)
     return NULL;
 }
 
-/* Rebuilds a message from its IP_REC_OOB record, copied out of the ring
- * into `payload`, a buffer of this process's own (ip_recv_buffer_new; so
- * the layout, read once here, cannot change under the checks).  Each buffer is a slice of
- * that copy, read-only where the sender's was: the receiver's object lies
- * over it with no further copy. */
+/* Rebuilds a message from its IP_REC_OOB record: `payload` is a copy of
+ * it of this process's own (ip_recv_buffer_new), or the record itself,
+ * read in place (ip_view_decode), which another process could change
+ * meanwhile.  So the layout is read once, into locals, and checked there,
+ * and the pickle is copied out.  Each buffer is a slice of the payload:
+ * the receiver's object lies over it with no further copy. */
 static PyObject *oob_loads(PyObject *payload)
 {
     Py_buffer view;
@@ -305,7 +306,8 @@ static PyObject *oob_loads(PyObject *payload)
     mv = PyMemoryView_FromObject(payload);
     if (mv == NULL)
         goto done;
-    pickled = PySequence_GetSlice(mv, (Py_ssize_t)off, (Py_ssize_t)(off + plen));
+    /* Copied: read in place, the pickle could change under the unpickler. */
+    pickled = PyBytes_FromStringAndSize((const char *)base + off, (Py_ssize_t)plen);
     bufs = PyList_New((Py_ssize_t)n);
     if (pickled == NULL || bufs == NULL)
         goto done;
@@ -536,7 +538,7 @@ PyMODINIT_FUNC PyInit__core(void)
     if (ip_QueueClosedError == NULL
         || PyModule_AddObjectRef(m, "QueueClosedError", ip_QueueClosedError) < 0)
         goto fail;
-    if (PyType_Ready(&ip_RecvBuffer_Type) < 0)
+    if (PyType_Ready(&ip_RecvBuffer_Type) < 0 || PyType_Ready(&ip_SharedBuffer_Type) < 0)
         goto fail;
     if (PyType_Ready(&ip_QueueCore_Type) < 0
         || PyModule_AddObjectRef(m, "QueueCore", (PyObject *)&ip_QueueCore_Type) < 0)

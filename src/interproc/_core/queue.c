@@ -29,6 +29,7 @@ typedef struct {
     int released;
     int active;   /* threads inside a method; resources go when it is 0 and closed */
     int pid_slot;
+    ip_ident_t ident;  /* this process's liveness key on the segment, for get_view's pins */
     PyObject *pending; /* list of (type, payload) taken from the ring but not yet returned */
     PyObject *weakreflist;
 } QueueCore;
@@ -43,6 +44,7 @@ static void release_resources(QueueCore *self)
     if (self->released)
         return;
     self->released = 1;
+    ip_ident_release(&self->ident);
     if (self->hdr) {
         ip_pids_unregister(self->hdr->pids, IP_MAX_PIDS, self->pid_slot);
         ip_ringview_unmap(&self->ch.view); /* nothing to do if attach failed before it was set up */
@@ -590,6 +592,49 @@ static PyObject *QueueCore_get(QueueCore *self, PyObject *const *args, Py_ssize_
     return leave(self, decode_records(self, &payload, &type, 1, 0));
 }
 
+/* A message read in place is one more use of the handle: its memory is
+ * this handle's mapping, which close() must leave until the use ends. */
+static void view_done(PyObject *owner)
+{
+    leave((QueueCore *)owner, NULL);
+}
+
+static const char *const get_view_names[] = {"block", "timeout"};
+
+/* _get_view(block=True, timeout=None): get(), with the buffers of an
+ * out-of-band message read in place, read-only (ip_view_decode). */
+static PyObject *QueueCore_get_view(QueueCore *self, PyObject *const *args, Py_ssize_t nargs,
+                                    PyObject *kwnames)
+{
+    PyObject *vals[2] = {Py_True, Py_None};
+    if (ip_parse_args("get_view", args, nargs, kwnames, get_view_names, 2, 0, vals) < 0)
+        return NULL;
+    int block = PyObject_IsTrue(vals[0]);
+    ip_deadline_t d;
+    if (block < 0 || ip_deadline_init(&d, block, vals[1]) < 0 || enter(self) < 0)
+        return NULL;
+    PyObject *payload = NULL;
+    uint32_t type;
+    if (self->pending) {
+        if (take_pending(self, 1, &payload, &type) <= 0)
+            return leave(self, NULL);
+        return leave(self, decode_records(self, &payload, &type, 1, 0));
+    }
+    ip_view_t view = {0};
+    view.key = ip_ident_get(&self->ident, self->fd, 1);
+    if (view.key == 0)
+        return leave(self, NULL);
+    Py_ssize_t n = ip_channel_take_view(&self->ch, 1, UINT64_MAX, &payload, &type, &view, &d);
+    if (n == 0)
+        PyErr_SetNone(ip_state.Empty);
+    if (n <= 0)
+        return leave(self, NULL);
+    if (payload != NULL)
+        return leave(self, decode_records(self, &payload, &type, 1, 0));
+    self->active++; /* the view's, ended by view_done */
+    return leave(self, ip_view_decode((PyObject *)self, &self->ch.view, &view, view_done));
+}
+
 static PyObject *QueueCore_get_nowait(QueueCore *self, PyObject *Py_UNUSED(ignored))
 {
     PyObject *args[1] = {Py_False};
@@ -1043,6 +1088,8 @@ static PyMethodDef QueueCore_methods[] = {
     {"get", (PyCFunction)(void (*)(void))QueueCore_get, METH_FASTCALL | METH_KEYWORDS, get_doc},
     {"put_nowait", (PyCFunction)QueueCore_put_nowait, METH_O,
      "put_nowait($self, obj, /)\n--\n\nput(obj, block=False)."},
+    {"_get_view", (PyCFunction)(void (*)(void))QueueCore_get_view, METH_FASTCALL | METH_KEYWORDS,
+     NULL},
     {"get_nowait", (PyCFunction)QueueCore_get_nowait, METH_NOARGS,
      "get_nowait($self, /)\n--\n\nget(block=False)."},
     {"put_many", (PyCFunction)(void (*)(void))QueueCore_put_many, METH_FASTCALL | METH_KEYWORDS,

@@ -241,12 +241,10 @@ static inline int is_big(const ip_ringview_t *v, uint32_t i)
     return i != 0 && v->maps[i] && v->caps[i] > IP_WARM_FACTOR * v->caps[0];
 }
 
-static void release_region(ip_ringview_t *v, uint32_t i, uint64_t expected)
+/* Makes region i, whose active state is `state`, free for producers. */
+static void free_region(ip_ringview_t *v, uint32_t i, uint64_t state)
 {
     ip_region_t *rg = &v->ring->regions[i];
-    /* A different state means a replay: it was released, maybe reused, already. */
-    if (ld(&rg->state) != expected)
-        return;
     /* The base region and the first overflow sizes always stay warm.  A big
      * one keeps its memory too while it is in use: a stream of large items
      * would otherwise fault every page of it in again for each item, which
@@ -258,7 +256,92 @@ static void release_region(ip_ringview_t *v, uint32_t i, uint64_t expected)
         st(&rg->idle_since, now > 0 ? (uint64_t)now : 1);
     }
     /* Only now may a producer pick it up again. */
-    st(&rg->state, expected & ~ACTIVE);
+    st(&rg->state, state & ~ACTIVE);
+}
+
+/* Whether a live process holds a view into region i.  The pins of dead
+ * ones are cleared on the way: a reader killed while holding a view pins
+ * nothing for longer than it takes the next look to notice. */
+static int pinned(ip_ringview_t *v, uint32_t i)
+{
+    ip_region_t *rg = &v->ring->regions[i];
+    int live = 0;
+    for (int k = 0; k < IP_PIN_SLOTS; k++) {
+        uint64_t key = __atomic_load_n(&rg->pins[k], __ATOMIC_SEQ_CST);
+        if (key == 0)
+            continue;
+        if (ip_key_alive(v->fd, key))
+            live = 1;
+        else
+            __atomic_compare_exchange_n(&rg->pins[k], &key, 0, 0, __ATOMIC_SEQ_CST,
+                                        __ATOMIC_SEQ_CST);
+    }
+    return live;
+}
+
+/* Without asking the kernel: any slot taken (the producers' test, on every
+ * message, where a dead pin only costs a region switch). */
+static int any_pin(const ip_ring_t *r, uint32_t i)
+{
+    const ip_region_t *rg = &r->regions[i];
+    for (int k = 0; k < IP_PIN_SLOTS; k++)
+        if (__atomic_load_n(&rg->pins[k], __ATOMIC_SEQ_CST))
+            return 1;
+    return 0;
+}
+
+/* The pinned_release hand-off: whoever clears it frees the region. */
+static void free_if_released(ip_ringview_t *v, uint32_t i)
+{
+    ip_region_t *rg = &v->ring->regions[i];
+    uint64_t state = __atomic_load_n(&rg->pinned_release, __ATOMIC_SEQ_CST);
+    if (state != 0 && !pinned(v, i)
+        && __atomic_compare_exchange_n(&rg->pinned_release, &state, 0, 0, __ATOMIC_SEQ_CST,
+                                       __ATOMIC_SEQ_CST)
+        && ld(&rg->state) == state)
+        free_region(v, i, state);
+}
+
+static void release_region(ip_ringview_t *v, uint32_t i, uint64_t expected)
+{
+    ip_region_t *rg = &v->ring->regions[i];
+    /* A different state means a replay: it was released, maybe reused, already. */
+    if (ld(&rg->state) != expected)
+        return;
+    if (!pinned(v, i)) {
+        free_region(v, i, expected);
+        return;
+    }
+    /* A reader holds a view here: the last unpin frees it.  Stored, then
+     * the pins read again: an unpin that came in between sees the store. */
+    __atomic_store_n(&rg->pinned_release, expected, __ATOMIC_SEQ_CST);
+    free_if_released(v, i);
+}
+
+int ip_ring_pin(ip_ringview_t *v, uint32_t i, uint64_t key)
+{
+    ip_region_t *rg = &v->ring->regions[i];
+    for (int pass = 0; pass < 2; pass++) {
+        for (int k = 0; k < IP_PIN_SLOTS; k++) {
+            uint64_t free_slot = 0;
+            if (__atomic_compare_exchange_n(&rg->pins[k], &free_slot, key, 0, __ATOMIC_SEQ_CST,
+                                            __ATOMIC_SEQ_CST))
+                return k;
+        }
+        if (pass == 0)
+            pinned(v, i); /* clears the slots of dead readers for a second look */
+    }
+    return -1;
+}
+
+void ip_ring_unpin(ip_ringview_t *v, uint32_t i, int slot, uint64_t key)
+{
+    if (i >= IP_MAX_REGIONS || slot < 0 || slot >= IP_PIN_SLOTS)
+        return;
+    ip_region_t *rg = &v->ring->regions[i];
+    uint64_t mine = key;
+    __atomic_compare_exchange_n(&rg->pins[slot], &mine, 0, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+    free_if_released(v, i);
 }
 
 /* Is region i big, mapped here, holding nothing (free, or in use but
@@ -269,7 +352,7 @@ static int idle_memory(const ip_ringview_t *v, int i, int64_t now)
     if (!is_big(v, (uint32_t)i))
         return 0;
     uint64_t since = ld(&rg->idle_since);
-    if (since == 0 || now - (int64_t)since < IP_WARM_IDLE_NS)
+    if (since == 0 || now - (int64_t)since < IP_WARM_IDLE_NS || any_pin(v->ring, (uint32_t)i))
         return 0;
     return !(ld(&rg->state) & ACTIVE) || ld(&v->ring->heads[i]) == ld(&rg->tail);
 }
@@ -531,8 +614,12 @@ uint8_t *ip_ring_reserve(ip_ringview_t *v, ip_txn_t *t, uint32_t type, uint64_t 
                 return NULL;
         }
         /* used <= cap - IP_REC_HDR, pad <= cap and need <= IP_MAX_RECORD:
-         * the sum cannot wrap. */
-        if (used + pad + need + IP_REC_HDR <= cap) {
+         * the sum cannot wrap.  A region a reader holds a view into is
+         * full for producers: the room the reader's message left is not
+         * theirs to write.  Read after the head, which the reader's pin
+         * comes before. */
+        if (used + pad + need + IP_REC_HDR <= cap
+            && (t->other != IP_NO_REGION || !any_pin(r, t->region))) {
             if (pad) {
                 ip_rec_t *p = (ip_rec_t *)(buf + phys);
                 p->type = IP_REC_PAD;
