@@ -109,7 +109,7 @@ sanitize: $(SAN_STAMP)
 CLANG ?= $(shell command -v clang-14 || command -v clang)
 LLVM_PROFDATA ?= $(shell command -v llvm-profdata-14 || command -v llvm-profdata)
 LLVM_COV ?= $(shell command -v llvm-cov-14 || command -v llvm-cov)
-FUZZ_TARGETS ?= segment plain key crossproc
+FUZZ_TARGETS ?= segment plain oob key crossproc
 FUZZ_SECONDS ?= 300
 FUZZ_CI_SECONDS ?= 45
 # Seconds one input may take before it counts as a hang.

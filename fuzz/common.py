@@ -104,14 +104,20 @@ _SAFE_GLOBALS = {
 } | {("copyreg", "_reconstructor"), ("collections", "OrderedDict")}
 
 
+def _check_global(module: str, name: str) -> None:
+    if (module, name) in _SAFE_GLOBALS or (module == "ctypes" and name.startswith("c_")):
+        return
+    raise pickle.UnpicklingError(f"global {module}.{name} refused while fuzzing")
+
+
 class _SafeUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in _SAFE_GLOBALS or (module == "ctypes" and name.startswith("c_")):
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"global {module}.{name} refused while fuzzing")
+        _check_global(module, name)
+        return super().find_class(module, name)
 
 
 real_loads = pickle.loads
+_MEMO_PUTS = ("PUT", "BINPUT", "LONG_BINPUT")
 
 
 def safe_loads(data: Any, **kwargs: Any) -> Any:
@@ -120,15 +126,93 @@ def safe_loads(data: Any, **kwargs: Any) -> Any:
         # pickletools reads every length field against the bytes really
         # there, so a forged length is refused here, before the unpickler
         # allocates what it says (which is pickle's business, not ours).
-        for _ in pickletools.genops(io.BytesIO(data)):
-            pass
-        return _SafeUnpickler(io.BytesIO(data), **kwargs).load()
+        # A memo index is not a length, but the unpickler grows its memo
+        # to it just the same: a pickler numbers its memo entries from 0,
+        # one per opcode at most, so none lies beyond the pickle's size.
+        for op, arg, _ in pickletools.genops(io.BytesIO(data)):
+            if op.name in _MEMO_PUTS and arg >= len(data):
+                raise pickle.UnpicklingError(f"memo index {arg} beyond a pickle of {len(data)} bytes")
+        return _unpickler(io.BytesIO(data), **kwargs).load()
     except pickle.UnpicklingError:
         raise
     except RecursionError:
         raise pickle.UnpicklingError("pickle nested too deeply") from None
     except Exception as exc:  # every other way garbage fails to unpickle
         raise pickle.UnpicklingError(f"{type(exc).__name__}: {exc}") from None
+
+
+class _ArrayUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
+    """The pure-Python unpickler, whose BUILD can be overridden, with the
+    same refusals, that never hands a state to `numpy.dtype.__setstate__`:
+    NumPy does not check a hostile one (a forged state can make it follow
+    a null pointer), which is NumPy's business, not ours.  A dtype's state
+    is accepted only when NumPy's public constructor makes a dtype with the
+    same arguments and that very state; the harness then uses that one."""
+
+    dispatch = dict(pickle._Unpickler.dispatch)  # type: ignore[attr-defined]
+
+    def find_class(self, module: str, name: str) -> Any:
+        _check_global(module, name)
+        return super().find_class(module, name)
+
+    def load_build(self) -> None:
+        numpy = sys.modules.get("numpy")  # no dtype without it
+        inst = self.stack[-2]  # under the state
+        if numpy is None or not isinstance(inst, numpy.dtype):
+            # Nor any other NumPy object's state (an array's, the dtype
+            # class's): arrays come from _frombuffer, built.
+            if isinstance(inst, type) or type(inst).__module__.split(".")[0] == "numpy":
+                raise pickle.UnpicklingError(f"BUILD of a {type(inst).__name__} refused while fuzzing")
+            return pickle._Unpickler.load_build(self)  # type: ignore[attr-defined]
+        state = self.stack.pop()
+        built = _dtype_with_state(inst, state)
+        self.stack[-1] = built
+        for key, value in list(self.memo.items()):
+            if value is inst:
+                self.memo[key] = built
+
+    dispatch[pickle.BUILD[0]] = load_build
+
+
+def _dtype_with_state(inst: Any, state: Any) -> Any:
+    import numpy
+
+    args, current = inst.__reduce__()[1:3]
+    if state == current:
+        return inst
+    if not isinstance(state, tuple) or len(state) != 8:
+        raise pickle.UnpicklingError("dtype state refused while fuzzing")
+    _, order, sub, names, fields, size, _, flags = state
+    if sub is not None:
+        made = numpy.dtype(tuple(sub))
+    elif names is not None:
+        spec = [fields[name] for name in names]
+        made = numpy.dtype({"names": list(names), "formats": [f[0] for f in spec],
+                            "offsets": [f[1] for f in spec],
+                            "titles": [f[2] if len(f) > 2 else None for f in spec],
+                            "itemsize": size}, align=bool(flags & 0x80))
+    else:
+        made = inst.newbyteorder(order)  # the other byte order
+    if made.__reduce__()[1:3] != (args, state):
+        raise pickle.UnpicklingError("dtype state refused while fuzzing")
+    return made
+
+
+_unpickler: type = _SafeUnpickler
+
+
+def allow_numpy_arrays() -> None:
+    """Let the unpickler rebuild NumPy arrays as protocol 5 pickles them:
+    `_frombuffer(buffer, dtype, shape, order)`, which lays an array over a
+    buffer it is given (NumPy refuses to lay a dtype holding object
+    references over raw memory), and `numpy.dtype`, whose states are
+    checked (_ArrayUnpickler).  For the `oob` target, whose records carry
+    arrays' buffers; nothing else NumPy offers is let through."""
+    global _unpickler
+    _SAFE_GLOBALS.update({("numpy._core.numeric", "_frombuffer"),  # NumPy 2
+                          ("numpy.core.numeric", "_frombuffer"),   # NumPy 1
+                          ("numpy", "dtype")})
+    _unpickler = _ArrayUnpickler
 
 
 def install_safe_loads() -> None:

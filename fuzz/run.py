@@ -26,7 +26,7 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-TARGETS = ("segment", "plain", "key", "crossproc")
+TARGETS = ("segment", "plain", "oob", "key", "crossproc")
 REPLAY_TIMEOUT = 60
 
 
