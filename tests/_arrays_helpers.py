@@ -78,3 +78,13 @@ def put_numbered(q, producer, first, n, size):
     for seq in range(first, first + n):
         a.fill(producer * 1_000_000 + seq)
         q.put(a)
+
+
+def hold_view(q, ready):
+    """Read an item in place and hold it until killed."""
+    import time
+
+    view = q.get_view()
+    assert not view.value.flags.writeable
+    ready.set()
+    time.sleep(3600)

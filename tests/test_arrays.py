@@ -12,6 +12,7 @@ import pickle
 import queue
 import random
 import signal
+import struct
 import threading
 import time
 
@@ -293,3 +294,112 @@ expect(SegmentError, q.get_nowait)
 q.put("next")
 assert q.get(timeout=5) == "next"
 """)
+
+
+# ------------------------------------------------------------ get_view
+
+
+def region_pins(q):
+    """Every pin slot of every region of ``q``'s ring, read from its segment."""
+    seg = open(f"/proc/self/fd/{q._fd}", "rb")
+    try:
+        data = seg.read(L["queue.size"])
+    finally:
+        seg.close()
+    base = L["queue.ring"] + L["ring.regions"]
+    return [struct.unpack_from("<4Q", data, base + i * L["region.size"] + L["region.pins"])
+            for i in range(32)]
+
+
+def pinned_regions(q):
+    return [i for i, slots in enumerate(region_pins(q)) if any(slots)]
+
+
+def test_get_view_reads_in_place_while_the_queue_goes_on():
+    q = interproc.Queue(maxsize=2)
+    a = np.arange(4 * MiB // 8, dtype=np.float64)
+    q.put(a)
+    view = q.get_view()
+    x = view.value
+    assert isinstance(view, interproc.ItemView)
+    assert not x.flags.writeable and np.array_equal(x, a)
+    with pytest.raises(ValueError):
+        x[0] = 1
+    assert len(pinned_regions(q)) == 1
+    # Producers go on, elsewhere: what the view shows never changes.
+    for i in range(20):
+        q.put(np.full_like(a, i))
+        assert (q.get() == i).all()
+        assert x[0] == 0 and x[-1] == a[-1]
+    view.release()
+    with pytest.raises(ValueError, match="released"):
+        view.value
+    assert pinned_regions(q)  # the array still lies over the memory
+    del x
+    assert pinned_regions(q) == []
+
+
+def test_with_releases_and_small_items_are_copied():
+    q = interproc.Queue()
+    q.put(np.ones(MiB // 8))
+    with q.get_view() as arr:
+        assert arr.sum() == MiB // 8
+        assert pinned_regions(q)
+    del arr  # the name bound by `as` held it after the block
+    assert pinned_regions(q) == []
+    q.put("small")
+    q.put(np.arange(10))
+    assert q.get_view().value == "small"
+    small = q.get_view().value
+    assert small.flags.writeable and pinned_regions(q) == []
+    with pytest.raises(queue.Empty):
+        q.get_view(timeout=0.01)
+
+
+def test_views_held_at_once_pin_a_few_regions_then_copy():
+    """A pinned region is full for producers, so each item read in place
+    while the earlier ones are held lands in a region of its own; past
+    eight pinned regions, get_view copies instead, and the stream keeps
+    the rest of the regions."""
+    q = interproc.Queue(capacity_bytes=1 * MiB)
+    views = []
+    for i in range(12):
+        q.put(np.full(64 * 1024, i, dtype=np.float64))  # 512 KiB each
+        views.append(q.get_view())
+    assert [v.value[0] for v in views] == list(range(12))
+    in_place = [not v.value.flags.writeable for v in views]
+    assert in_place == [True] * 8 + [False] * 4
+    assert len(pinned_regions(q)) == 8
+    for i in range(100):  # the queue goes on meanwhile
+        q.put(np.full(64 * 1024, i, dtype=np.float64))
+        assert q.get()[0] == i
+    del views[:]
+    assert pinned_regions(q) == []
+
+
+def test_a_view_keeps_the_memory_of_a_closed_handle():
+    q = interproc.Queue()
+    q.put(np.arange(MiB // 8, dtype=np.float64))
+    x = q.get_view().value
+    q.close()
+    assert x[-1] == MiB // 8 - 1  # mapped until the view goes
+    del x
+
+
+@pytest.mark.timeout(60)
+def test_a_reader_killed_while_holding_a_view_pins_nothing_for_long(start_method):
+    q = interproc.Queue(maxsize=2)
+    q.put(np.ones(8 * MiB // 8))
+    ready = start_method.Event()
+    p = start(start_method, ah.hold_view, q, ready)
+    try:
+        assert ready.wait(CHILD_TIMEOUT)
+        assert pinned_regions(q)
+    finally:
+        kill_and_reap(p)
+    # The stream goes on; the dead reader's pin is cleared when the region
+    # is next looked at, and its memory is used again.
+    for i in range(40):
+        q.put(np.full(8 * MiB // 8, i, dtype=np.float64))
+        assert q.get(timeout=5)[0] == i
+    wait_until(lambda: pinned_regions(q) == [], timeout=10, what="the dead reader's pin to go")

@@ -48,7 +48,7 @@ def dumps(obj: object) -> bytes:
 def dumps_message(obj: object) -> Union[bytes, Tuple[bytes, Tuple[memoryview, ...]]]:
     """``dumps`` for a message through a queue or pipe: the pickle alone,
     or, when ``obj`` holds large contiguous buffers that pickle protocol 5
-    can keep out of band (NumPy arrays, ``bytearray``, ``PickleBuffer``...),
+    can keep out of band (NumPy arrays, ``PickleBuffer``...),
     the pickle and those buffers as flat memoryviews, which the C core
     copies once, straight into shared memory (``loads(pickle,
     buffers=...)`` rebuilds the object)."""

@@ -198,7 +198,7 @@ static void SharedBuffer_dealloc(SharedBuffer *self)
 {
     /* A copy inherited through fork pins nothing of its own. */
     if (self->pid == getpid()) {
-        ip_ring_unpin(self->ring, self->view.region, self->view.slot, self->view.key);
+        ip_ring_unpin(self->ring, self->view.pins, self->view.region, self->view.key);
         self->done(self->owner);
     }
     Py_DECREF(self->owner);
@@ -231,7 +231,7 @@ PyObject *ip_view_decode(PyObject *owner, ip_ringview_t *ring, const ip_view_t *
 {
     SharedBuffer *self = PyObject_New(SharedBuffer, &ip_SharedBuffer_Type);
     if (self == NULL) {
-        ip_ring_unpin(ring, view->region, view->slot, view->key);
+        ip_ring_unpin(ring, view->pins, view->region, view->key);
         done(owner);
         return NULL;
     }

@@ -334,12 +334,10 @@ static Py_ssize_t take_records(ip_channel_t *ch, Py_ssize_t max, uint64_t max_le
          * before the commit that takes it: a producer that sees the new
          * head sees the pin. */
         if (view != NULL && type == IP_REC_OOB && view->key != 0) {
-            int slot = ip_ring_pin(v, t.region, view->key);
-            if (slot >= 0) {
+            if (ip_ring_pin(v, view->pins, t.region, view->key) == 0) {
                 view->data = data;
                 view->len = len;
                 view->region = t.region;
-                view->slot = slot;
                 payloads[n] = NULL;
                 types[n] = type;
                 n++;

@@ -258,6 +258,8 @@ int ip_segment_alloc(ip_seghdr_t *h, int fd, uint64_t size, uint64_t *offset);
 
 #define IP_MAX_REGIONS 32
 #define IP_PIN_SLOTS 4
+/* Regions that views may pin at once, of the IP_MAX_REGIONS. */
+#define IP_MAX_PINNED_REGIONS 8
 #define IP_NO_REGION 0xffffffffu
 #define IP_REC_HDR 16u
 /* Payloads at least this large are copied without the GIL. */
@@ -362,12 +364,20 @@ typedef struct {
 /* A message read in place (Queue.get_view): its payload inside this
  * process's mapping of its region, which stays pinned (ip_ring_pin) by
  * `key`, this process's liveness key, until given back. */
+/* A handle's pins: one slot per region however many of its views lie
+ * there, counted here.  Emptied in a forked child, whose key differs. */
+typedef struct {
+    pid_t pid;
+    uint32_t refs[IP_MAX_REGIONS];
+    int8_t slot[IP_MAX_REGIONS];
+} ip_pins_t;
+
 typedef struct {
     uint64_t key;         /* in: who pins; 0: nothing is read in place */
+    ip_pins_t *pins;      /* in: the handle's pins */
     const uint8_t *data;  /* out, for the record whose payload is NULL: */
     uint64_t len;
     uint32_t region;
-    int slot;
 } ip_view_t;
 
 /* An open transaction on one side of the ring, between lock and commit. */
@@ -428,14 +438,15 @@ void ip_ring_give_back(ip_ringview_t *v, int64_t now);
 void ip_ringview_unmap(ip_ringview_t *v);
 /* The word that changes when the consumer's current region gets data. */
 const uint64_t *ip_ring_tail_word(const ip_ringview_t *v, const ip_txn_t *t);
-/* Pins region i for a reader holding a message there in place, as the
- * process whose liveness key is `key`: the pin slot, or -1 when every slot
- * is taken by a live process.  Called with cons.lock held, before the
- * commit that takes the message. */
-int ip_ring_pin(ip_ringview_t *v, uint32_t i, uint64_t key);
-/* Gives the pin back (any thread, no lock); the last one frees the region
- * if the consumers left it meanwhile. */
-void ip_ring_unpin(ip_ringview_t *v, uint32_t i, int slot, uint64_t key);
+/* Pins region i for one more view of the handle whose pins are `p`, as
+ * the process whose liveness key is `key`: 0, or -1 when every slot is
+ * taken by live processes, or IP_MAX_PINNED_REGIONS regions are pinned.  Called with cons.lock held, before the commit
+ * that takes the message. */
+int ip_ring_pin(ip_ringview_t *v, ip_pins_t *p, uint32_t i, uint64_t key);
+/* One view of region i fewer (any thread, no lock); the handle's last one
+ * gives its slot back, and the last pin of all frees the region if the
+ * consumers left it meanwhile. */
+void ip_ring_unpin(ip_ringview_t *v, ip_pins_t *p, uint32_t i, uint64_t key);
 /* Producer: is a transaction at message count `in` up against maxsize?
  * 1 yes, 0 no, -1 with SegmentError when the counts are impossible. */
 int ip_ring_full(ip_ringview_t *v, uint64_t in, uint64_t maxsize);

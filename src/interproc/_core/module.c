@@ -431,6 +431,8 @@ static PyObject *layout(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored))
         F("queue.shut.state", ip_queue_hdr_t, shut.state),
         F("queue.shut.discarded", ip_queue_hdr_t, shut.discarded),
         F("queue.tasks_done", ip_queue_hdr_t, tasks_done),
+        F("region.pins", ip_region_t, pins),
+        F("region.pinned_release", ip_region_t, pinned_release),
         F("queue.ring", ip_queue_hdr_t, ring),
         S("queue.size", ip_queue_hdr_t),
         F("pipe.base_cap", ip_pipe_hdr_t, base_cap),

@@ -30,6 +30,7 @@ typedef struct {
     int active;   /* threads inside a method; resources go when it is 0 and closed */
     int pid_slot;
     ip_ident_t ident;  /* this process's liveness key on the segment, for get_view's pins */
+    ip_pins_t pins;    /* get_view's: which regions its views pin */
     PyObject *pending; /* list of (type, payload) taken from the ring but not yet returned */
     PyObject *weakreflist;
 } QueueCore;
@@ -620,7 +621,7 @@ static PyObject *QueueCore_get_view(QueueCore *self, PyObject *const *args, Py_s
             return leave(self, NULL);
         return leave(self, decode_records(self, &payload, &type, 1, 0));
     }
-    ip_view_t view = {0};
+    ip_view_t view = {.pins = &self->pins};
     view.key = ip_ident_get(&self->ident, self->fd, 1);
     if (view.key == 0)
         return leave(self, NULL);

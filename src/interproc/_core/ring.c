@@ -28,6 +28,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #define ACTIVE 1ull
 /* Overflow regions up to this many times the base region are kept warm. */
@@ -318,15 +319,39 @@ static void release_region(ip_ringview_t *v, uint32_t i, uint64_t expected)
     free_if_released(v, i);
 }
 
-int ip_ring_pin(ip_ringview_t *v, uint32_t i, uint64_t key)
+static void pins_check_pid(ip_pins_t *p)
 {
+    pid_t me = getpid();
+    if (p->pid != me) {
+        memset(p, 0, sizeof *p);
+        p->pid = me;
+    }
+}
+
+int ip_ring_pin(ip_ringview_t *v, ip_pins_t *p, uint32_t i, uint64_t key)
+{
+    pins_check_pid(p);
+    if (p->refs[i] > 0) {
+        p->refs[i]++;
+        return 0;
+    }
+    /* Producers leave a pinned region for another: past a few, views are
+     * refused (the reader copies) so that the stream keeps regions enough. */
+    int held = 0;
+    for (uint32_t k = 0; k < IP_MAX_REGIONS; k++)
+        held += any_pin(v->ring, k);
+    if (held >= IP_MAX_PINNED_REGIONS)
+        return -1;
     ip_region_t *rg = &v->ring->regions[i];
     for (int pass = 0; pass < 2; pass++) {
         for (int k = 0; k < IP_PIN_SLOTS; k++) {
             uint64_t free_slot = 0;
             if (__atomic_compare_exchange_n(&rg->pins[k], &free_slot, key, 0, __ATOMIC_SEQ_CST,
-                                            __ATOMIC_SEQ_CST))
-                return k;
+                                            __ATOMIC_SEQ_CST)) {
+                p->refs[i] = 1;
+                p->slot[i] = (int8_t)k;
+                return 0;
+            }
         }
         if (pass == 0)
             pinned(v, i); /* clears the slots of dead readers for a second look */
@@ -334,13 +359,16 @@ int ip_ring_pin(ip_ringview_t *v, uint32_t i, uint64_t key)
     return -1;
 }
 
-void ip_ring_unpin(ip_ringview_t *v, uint32_t i, int slot, uint64_t key)
+void ip_ring_unpin(ip_ringview_t *v, ip_pins_t *p, uint32_t i, uint64_t key)
 {
-    if (i >= IP_MAX_REGIONS || slot < 0 || slot >= IP_PIN_SLOTS)
+    if (i >= IP_MAX_REGIONS || p->pid != getpid() || p->refs[i] == 0 || --p->refs[i] > 0)
         return;
-    ip_region_t *rg = &v->ring->regions[i];
+    int slot = p->slot[i];
+    if (slot < 0 || slot >= IP_PIN_SLOTS)
+        return;
     uint64_t mine = key;
-    __atomic_compare_exchange_n(&rg->pins[slot], &mine, 0, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+    __atomic_compare_exchange_n(&v->ring->regions[i].pins[slot], &mine, 0, 0, __ATOMIC_SEQ_CST,
+                                __ATOMIC_SEQ_CST);
     free_if_released(v, i);
 }
 
