@@ -23,8 +23,9 @@ from .adapters import Sizing
 from .runner import CTX, Sample, Settings, TrialError, run_processes
 
 __all__ = [
-    "GIB", "KINDS", "KIB", "QUICK_CAP", "SIZES", "ArrayPayload", "case_name", "copyto_floor",
-    "curve_point", "needs_numpy", "shared_memory_stream", "size_text", "sized",
+    "GIB", "KINDS", "KIB", "QUICK_CAP", "SIZES", "VIEW_SIZES", "ArrayPayload", "case_name",
+    "copyto_floor", "curve_point", "needs_numpy", "receive_only", "shared_memory_stream",
+    "size_text", "sized",
 ]
 
 KIB = 1 << 10
@@ -35,6 +36,9 @@ GIB = 1 << 30
 SIZES = {"1k": KIB, "64k": 64 * KIB, "1m": MIB, "16m": 16 * MIB, "100m": 100 * MIB, "1g": GIB}
 #: The two families: one case per size through a Queue, one over a Pipe.
 KINDS = ("queue", "pipe")
+#: The sizes of the receive-alone cases (``array-view-*``): get_view's time
+#: should not grow with them.
+VIEW_SIZES = {"1m": MIB, "16m": 16 * MIB, "100m": 100 * MIB, "1g": GIB}
 #: With --quick every case moves arrays of at most this size: a smoke check
 #: of the code, not of the machine's memory.
 QUICK_CAP = MIB
@@ -210,4 +214,51 @@ def _copies(n: int, payload: ArrayPayload) -> float:
         copyto(target, source)
     elapsed = time.perf_counter() - start
     payload.check(target)
+    return elapsed
+
+
+def receive_only(adapter: Any, n: int, settings: Settings, *, payload: ArrayPayload,
+                 in_place: bool) -> Sample:
+    """GB/s of receiving alone from an ``interproc.Queue``: ``get_view()``
+    (the array read in place, its first and last elements read, the view
+    released) or ``get()`` (copied out).  The consumer times each call
+    from a moment the item is already there, waiting between calls
+    without the clock, so the producer's copy in does not count."""
+    import interproc
+
+    q = interproc.Queue(maxsize=2)
+    try:
+        jobs: list = [(_receive, (q, n, payload, in_place)), (_put_all, (q, n, payload))]
+        elapsed = run_processes(jobs, settings.timeout)[0]
+    finally:
+        q.close()
+    return throughput.gigabytes_per_second(n, payload.nbytes, elapsed)
+
+
+def _put_all(q: Any, n: int, payload: ArrayPayload) -> None:
+    item = payload.build()
+    for _ in range(n):
+        q.put(item)
+
+
+def _receive(q: Any, n: int, payload: ArrayPayload, in_place: bool) -> float:
+    clock, pause, qsize = time.perf_counter, time.sleep, q.qsize
+    elapsed = 0.0
+    for i in range(n):
+        while qsize() == 0:
+            pause(0.0002)
+        start = clock()
+        if in_place:
+            view = q.get_view()
+            a = view.value
+            a[0] + a[-1]
+            if i == n - 1:
+                payload.check(a)
+            del a
+            view.release()
+        else:
+            a = q.get()
+        elapsed += clock() - start
+    if not in_place:
+        payload.check(a)
     return elapsed

@@ -534,6 +534,30 @@ def _array_cases(settings: Settings) -> list[Case]:
                 quick_n=max(2, min(2000, 16 * MIB // payload.nbytes)),
                 around=arrays.needs_numpy,
             ))
+    for tag, nbytes in arrays.VIEW_SIZES.items():
+        payload = arrays.ArrayPayload(arrays.sized(nbytes, settings))
+        size = arrays.size_text(nbytes)
+        targets = (Target("copyto", 10, "≥ 10× the np.copyto floor"),) if tag == "100m" else ()
+        cases.append(Case(
+            arrays.case_name("view", tag), f"{size} array received in place",
+            f"the consumer's side alone: interproc.Queue.get_view() (read in place, first and "
+            f"last elements read, view released) vs get() (copied out), each timed once the "
+            f"item is there, float64 arrays of {arrays.size_text(payload.nbytes)}; "
+            f"vs one np.copyto of the same array",
+            GBPS,
+            (Contender("interproc", "interproc Queue.get_view()", None,
+                       functools.partial(arrays.receive_only, payload=payload, in_place=True)),
+             Contender("interproc_get", "interproc Queue.get()", None,
+                       functools.partial(arrays.receive_only, payload=payload, in_place=False)),
+             Contender("copyto", "np.copyto in one process (floor)", None,
+                       functools.partial(arrays.copyto_floor, payload=payload))),
+            targets,
+            quick_n=2,
+            # Sized by the receiving time alone, a trial would make the
+            # producer copy in thousands of items: 4 GiB of them at most.
+            n_max=max(4, 4 * arrays.GIB // payload.nbytes),
+            around=arrays.needs_numpy,
+        ))
     return cases
 
 
