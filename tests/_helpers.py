@@ -49,8 +49,10 @@ def shm_entries():
 
 
 # Names made by the unique_name fixture carry the pid of the run that made
-# them: what another test run on the machine creates meanwhile is not ours.
-OTHER_RUN_NAME = re.compile(re.escape(SHM_PREFIX) + r"t-(\d+)-")
+# them, and so do the fuzz targets' (fuzz-<target>-<pid>-<n>, made in the
+# shared /dev/shm where no private one can be mounted): what another test
+# or fuzz run on the machine creates meanwhile is not ours.
+OTHER_RUN_NAME = re.compile(re.escape(SHM_PREFIX) + r"(?:t|fuzz-[a-z]+)-(\d+)-")
 
 # multiprocessing's own named semaphores (Lock, Queue, Event of another
 # program, or of another test run): its resource tracker removes them, and
