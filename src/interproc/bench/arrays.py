@@ -113,6 +113,15 @@ class ArrayPayload(throughput.Recipe):
             raise TrialError(f"last item is not the float64 array of {self.count:,} "
                              f"elements that was sent: {shown:.80}")
 
+    @property
+    def warmup(self) -> int:
+        """Items received before the clock starts: as many as a queue holds,
+        and two more, so that every queue and pipe has gone round once (a
+        fresh ring, or a fresh buffer, is faulted in page by page on its
+        first lap) and what is timed is the stream."""
+        sizing = self.sizing()
+        return sizing.in_flight_bytes // sizing.item_bytes + 2
+
     def sizing(self) -> Sizing:
         """16 MiB in flight, as in the 1 MiB cases, but never less than 4 items
         (2 above 256 MiB): a bounded ``interproc.Queue`` gets that many as its
@@ -134,7 +143,8 @@ def needs_numpy(settings: Settings) -> Iterator[Settings]:
 
 def shared_memory_stream(adapter: Any, n: int, settings: Settings, *,
                          payload: ArrayPayload) -> Sample:
-    """GB/s of the hand-written pattern: copy into shared memory, copy out.
+    """GB/s of the hand-written pattern: copy into shared memory, copy out
+    (timed after the same warm-up items as the queues).
 
     One ``SharedMemory`` of two blocks, each viewed as a numpy array.  The
     producer waits for a free block, ``numpy.copyto``-s its array into it
@@ -151,7 +161,7 @@ def shared_memory_stream(adapter: Any, n: int, settings: Settings, *,
         barrier = CTX.Barrier(2)
         jobs: list = [
             (_copy_out, (block, free, full, barrier, n, payload)),
-            (_copy_in, (block, free, full, barrier, n, payload)),
+            (_copy_in, (block, free, full, barrier, n + payload.warmup, payload)),
         ]
         elapsed = run_processes(jobs, settings.timeout)[0]
     finally:
@@ -186,8 +196,12 @@ def _copy_out(block: Any, free: Any, full: Any, barrier: Any, n: int,
     views = _views(block, payload)
     acquire, release = full.acquire, free.release
     barrier.wait()
+    for i in range(payload.warmup):  # as the queues' first lap (ArrayPayload.warmup)
+        acquire()
+        views[i % _SLOTS].copy()
+        release()
     start = time.perf_counter()
-    for i in range(n):
+    for i in range(payload.warmup, payload.warmup + n):
         acquire()
         last = views[i % _SLOTS].copy()
         release()
