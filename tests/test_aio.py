@@ -207,8 +207,9 @@ def test_join_async_waits_for_the_last_task_done(start_method, arun):
     q.put_many(["a", "b"])
 
     async def main():
-        p = start(start_method, h.finish_tasks_later, q, 2, 0.2)
+        # Before the start: the child's delay may begin before start() returns.
         t0 = time.monotonic()
+        p = start(start_method, h.finish_tasks_later, q, 2, 0.2)
         await q.join_async()
         elapsed = time.monotonic() - t0
         join_ok(p)
