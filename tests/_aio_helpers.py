@@ -122,10 +122,15 @@ def async_acquire_and_report(lock, ready, out):
     run(main)
 
 
-def hold_then_release(lock, ready, seconds):
+def hold_then_release(lock, ready, seconds, released_at=None):
+    """Hold ``lock`` for ``seconds`` after setting ``ready``; with
+    ``released_at`` (a shared double), store ``time.monotonic()`` (one
+    clock for every process) just before letting go."""
     with lock:
         ready.set()
         time.sleep(seconds)
+        if released_at is not None:
+            released_at.value = time.monotonic()
 
 
 def set_later(ev, delay):
