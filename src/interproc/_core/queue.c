@@ -464,11 +464,12 @@ static PyObject *QueueCore_put_or_prepare(QueueCore *self, PyObject *obj)
 /* ------------------------------------------------------------------ */
 /* get                                                                 */
 
-/* Waits until at least one record can be taken, then takes up to max. */
+/* Waits until at least one record can be taken, then takes up to max
+ * (with `view`, one, read in place: ip_channel_take_view). */
 static Py_ssize_t get_records(QueueCore *self, Py_ssize_t max, PyObject **payloads, uint32_t *types,
-                              const ip_deadline_t *d)
+                              ip_view_t *view, const ip_deadline_t *d)
 {
-    Py_ssize_t n = ip_channel_take(&self->ch, max, UINT64_MAX, payloads, types, d);
+    Py_ssize_t n = ip_channel_take_view(&self->ch, max, UINT64_MAX, payloads, types, view, d);
     if (n == 0)
         PyErr_SetNone(ip_state.Empty);
     return n > 0 ? n : -1;
@@ -574,25 +575,6 @@ static Py_ssize_t take_pending(QueueCore *self, Py_ssize_t max, PyObject **paylo
 
 static const char *const get_names[] = {"block", "timeout"};
 
-static PyObject *QueueCore_get(QueueCore *self, PyObject *const *args, Py_ssize_t nargs,
-                               PyObject *kwnames)
-{
-    PyObject *vals[2] = {Py_True, Py_None};
-    if (ip_parse_args("get", args, nargs, kwnames, get_names, 2, 0, vals) < 0)
-        return NULL;
-    int block = PyObject_IsTrue(vals[0]);
-    ip_deadline_t d;
-    if (block < 0 || ip_deadline_init(&d, block, vals[1]) < 0 || enter(self) < 0)
-        return NULL;
-    PyObject *payload = NULL;
-    uint32_t type;
-    Py_ssize_t n = self->pending ? take_pending(self, 1, &payload, &type)
-                                 : get_records(self, 1, &payload, &type, &d);
-    if (n <= 0)
-        return leave(self, NULL);
-    return leave(self, decode_records(self, &payload, &type, 1, 0));
-}
-
 /* A message read in place is one more use of the handle: its memory is
  * this handle's mapping, which close() must leave until the use ends. */
 static void view_done(PyObject *owner)
@@ -600,15 +582,13 @@ static void view_done(PyObject *owner)
     leave((QueueCore *)owner, NULL);
 }
 
-static const char *const get_view_names[] = {"block", "timeout"};
-
-/* _get_view(block=True, timeout=None): get(), with the buffers of an
- * out-of-band message read in place, read-only (ip_view_decode). */
-static PyObject *QueueCore_get_view(QueueCore *self, PyObject *const *args, Py_ssize_t nargs,
-                                    PyObject *kwnames)
+/* get(), and _get_view() with `in_place`: the buffers of an out-of-band
+ * message read where they lie, read-only (ip_view_decode). */
+static PyObject *get_one(QueueCore *self, const char *fname, PyObject *const *args,
+                         Py_ssize_t nargs, PyObject *kwnames, int in_place)
 {
     PyObject *vals[2] = {Py_True, Py_None};
-    if (ip_parse_args("get_view", args, nargs, kwnames, get_view_names, 2, 0, vals) < 0)
+    if (ip_parse_args(fname, args, nargs, kwnames, get_names, 2, 0, vals) < 0)
         return NULL;
     int block = PyObject_IsTrue(vals[0]);
     ip_deadline_t d;
@@ -616,24 +596,34 @@ static PyObject *QueueCore_get_view(QueueCore *self, PyObject *const *args, Py_s
         return NULL;
     PyObject *payload = NULL;
     uint32_t type;
-    if (self->pending) {
-        if (take_pending(self, 1, &payload, &type) <= 0)
-            return leave(self, NULL);
-        return leave(self, decode_records(self, &payload, &type, 1, 0));
-    }
+    Py_ssize_t n;
     ip_view_t view = {.pins = &self->pins};
-    view.key = ip_ident_get(&self->ident, self->fd, 1);
-    if (view.key == 0)
-        return leave(self, NULL);
-    Py_ssize_t n = ip_channel_take_view(&self->ch, 1, UINT64_MAX, &payload, &type, &view, &d);
-    if (n == 0)
-        PyErr_SetNone(ip_state.Empty);
+    if (self->pending) {
+        n = take_pending(self, 1, &payload, &type);
+    } else {
+        if (in_place && (view.key = ip_ident_get(&self->ident, self->fd, 1)) == 0)
+            return leave(self, NULL);
+        n = get_records(self, 1, &payload, &type, in_place ? &view : NULL, &d);
+    }
     if (n <= 0)
         return leave(self, NULL);
     if (payload != NULL)
         return leave(self, decode_records(self, &payload, &type, 1, 0));
     self->active++; /* the view's, ended by view_done */
     return leave(self, ip_view_decode((PyObject *)self, &self->ch.view, &view, view_done));
+}
+
+static PyObject *QueueCore_get(QueueCore *self, PyObject *const *args, Py_ssize_t nargs,
+                               PyObject *kwnames)
+{
+    return get_one(self, "get", args, nargs, kwnames, 0);
+}
+
+/* _get_view(block=True, timeout=None) */
+static PyObject *QueueCore_get_view(QueueCore *self, PyObject *const *args, Py_ssize_t nargs,
+                                    PyObject *kwnames)
+{
+    return get_one(self, "get_view", args, nargs, kwnames, 1);
 }
 
 static PyObject *QueueCore_get_nowait(QueueCore *self, PyObject *Py_UNUSED(ignored))
