@@ -380,6 +380,37 @@ class SegmentFile:
         self.map.close()
 
 
+#: A ring record's header: type, reserved, payload length.
+REC = struct.Struct("<IIQ")
+
+
+def first_record(seg: SegmentFile) -> Tuple[int, int, int]:
+    """The offset, type and payload length of the record at the start of a
+    queue segment's base region: where a fresh queue's first put goes."""
+    at = seg.header_size()
+    rtype, _, rlen = REC.unpack_from(seg.map, at)
+    return at, rtype, rlen
+
+
+def record_of(value: Any, capacity: int, rtype: int) -> bytes:
+    """The payload of the record a fresh queue of ``capacity`` bytes makes
+    for ``value`` (AssertionError unless it is of type ``rtype``)."""
+    import interproc
+
+    q = interproc.Queue(capacity_bytes=capacity)
+    try:
+        q.put(value)
+        seg = SegmentFile.of_fd(q._fd)
+        try:
+            at, found, rlen = first_record(seg)
+            assert found == rtype, f"{value!r} travelled as record type {found}, not {rtype}"
+            return seg.read(at + REC.size, rlen)
+        finally:
+            seg.close()
+    finally:
+        q.close()
+
+
 _robust_head = 0
 
 

@@ -28,7 +28,8 @@ import struct
 import warnings
 from typing import Any, Dict, List
 
-from common import TRACE, Finding, SegmentFile, allow_numpy_arrays, documented_errors, trace
+from common import (REC, TRACE, Finding, SegmentFile, allow_numpy_arrays, documented_errors,
+                    first_record, record_of, trace)
 
 import interproc
 from interproc import _core, serialization
@@ -37,7 +38,6 @@ _LAYOUT = _core._layout()
 OOB = _LAYOUT["rec.OOB"]        # 7
 BYTES = _LAYOUT["rec.BYTES"]    # 2
 ALIGN = _LAYOUT["oob.align"]    # 64
-REC = struct.Struct("<IIQ")     # type, reserved, len
 assert REC.size == _LAYOUT["rec.size"], "harness out of date: the record header changed"
 CAPACITY = 1 << 16           # room for the largest input, in the base region
 
@@ -127,8 +127,7 @@ def TestOneInput(data: bytes) -> None:
             q.put(bytes(len(data)))  # a BYTES record of exactly len(data) bytes
             seg = SegmentFile.of_fd(q._fd)
             try:
-                at = seg.header_size()
-                rtype, _, rlen = REC.unpack_from(seg.map, at)
+                at, rtype, rlen = first_record(seg)
                 if rtype != BYTES or rlen != len(data):
                     raise RuntimeError(f"harness out of date: expected a BYTES record of {len(data)} "
                                        f"bytes at the start of the ring, found type {rtype}, "
@@ -202,19 +201,7 @@ def _seed_values() -> Dict[str, Any]:
 
 
 def _encoding(value: Any) -> bytes:
-    q = interproc.Queue(capacity_bytes=CAPACITY)
-    try:
-        q.put(value)
-        seg = SegmentFile.of_fd(q._fd)
-        try:
-            at = seg.header_size()
-            rtype, _, rlen = REC.unpack_from(seg.map, at)
-            assert rtype == OOB, f"{value!r} did not travel as an OOB record (type {rtype})"
-            rec = seg.read(at + REC.size, rlen)
-        finally:
-            seg.close()
-    finally:
-        q.close()
+    rec = record_of(value, CAPACITY, OOB)
     # The writer lays records out as this module's docstring says.
     plen, n, lens = _fields(rec)
     parts, off = [], 16 + 8 * n + plen

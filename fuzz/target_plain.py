@@ -18,12 +18,11 @@ import struct
 import warnings
 from typing import Dict
 
-from common import Finding, SegmentFile, documented_errors
+from common import REC, Finding, SegmentFile, documented_errors, first_record, record_of
 
 import interproc
 
 PLAIN = 5
-REC = struct.Struct("<IIQ")  # type, reserved, len
 CAPACITY = 1 << 16           # room for the largest plain payload, in the base region
 
 ALLOWED = documented_errors()
@@ -43,8 +42,7 @@ def TestOneInput(data: bytes) -> None:
             q.put("x" * max(len(data) - 6, 0))  # 's', kind, u32 n, n bytes: a PLAIN record
             seg = SegmentFile.of_fd(q._fd)
             try:
-                at = seg.header_size()
-                rtype, _, rlen = REC.unpack_from(seg.map, at)
+                at, rtype, rlen = first_record(seg)
                 if rtype != PLAIN or rlen != max(len(data), 6):
                     raise RuntimeError(f"harness out of date: expected a PLAIN record of {len(data)} "
                                        f"bytes at the start of the ring, found type {rtype}, "
@@ -88,19 +86,7 @@ SEED_VALUES = [
 
 
 def _encoding(value) -> bytes:
-    q = interproc.Queue(capacity_bytes=CAPACITY)
-    try:
-        q.put(value)
-        seg = SegmentFile.of_fd(q._fd)
-        try:
-            at = seg.header_size()
-            rtype, _, rlen = REC.unpack_from(seg.map, at)
-            assert rtype == PLAIN, f"{value!r} did not travel as a PLAIN record"
-            return seg.read(at + REC.size, rlen)
-        finally:
-            seg.close()
-    finally:
-        q.close()
+    return record_of(value, CAPACITY, PLAIN)
 
 
 def seeds() -> Dict[str, bytes]:
