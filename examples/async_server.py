@@ -17,6 +17,7 @@
 #   curl http://127.0.0.1:8000/primes/100000
 import argparse
 import asyncio
+import contextlib
 import itertools
 import multiprocessing
 import signal
@@ -41,10 +42,27 @@ def count_primes(limit):
     return sum(sieve)
 
 
+@contextlib.contextmanager
+def deaf_to_ctrl_c():
+    """Start the workers with Ctrl-C ignored from their first instruction.
+
+    Ctrl-C reaches the whole process group, but the server shuts the workers
+    down itself, with the None sentinel. A worker that ignored SIGINT in its
+    own code could still be interrupted while starting, before that line
+    runs. An ignored signal stays ignored across fork and exec, and the
+    forkserver hands its own disposition on, so the workers are started
+    while this process ignores it. (A blocked signal would not do: spawn
+    and the forkserver clear the mask.) A Ctrl-C in these few milliseconds
+    is lost; the next one works.
+    """
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def worker(jobs, results):
-    # Ctrl-C reaches the whole process group: the server shuts the workers
-    # down itself, with the None sentinel, so they ignore it.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
     for job_id, limit in iter(jobs.get, None):
         try:
             results.put((job_id, True, count_primes(limit)))
@@ -126,8 +144,9 @@ async def main(serve, port):
     jobs, results = interproc.Queue(), interproc.Queue()
     workers = [multiprocessing.Process(target=worker, args=(jobs, results))
                for _ in range(WORKERS)]
-    for p in workers:
-        p.start()
+    with deaf_to_ctrl_c():
+        for p in workers:
+            p.start()
     app = Server(jobs, results)
     dispatcher = asyncio.create_task(app.dispatch())
     server = await asyncio.start_server(app.handle, "127.0.0.1", port)

@@ -29,16 +29,21 @@ def run(*args, timeout=60):
 START_METHODS = ["fork", "spawn", "forkserver"]
 
 
-def run_under(method, path, timeout=60):
-    """Run the program at ``path`` as ``python path`` would, with ``method``
-    as the default start method, which the program does not choose itself."""
+def under_method(method, path, *args):
+    """The arguments that make ``python`` run the program at ``path`` as
+    ``python path args`` would, with ``method`` as the default start method,
+    which the program does not choose itself."""
     code = (
         "import multiprocessing, runpy, sys\n"
         f"multiprocessing.set_start_method({method!r})\n"
-        f"sys.argv = [{path!r}]\n"
+        f"sys.argv = {[path, *args]!r}\n"
         f"runpy.run_path({path!r}, run_name='__main__')\n"
     )
-    return run("-c", code, timeout=timeout)
+    return ["-c", code]
+
+
+def run_under(method, path, timeout=60):
+    return run(*under_method(method, path), timeout=timeout)
 
 
 def check_seed_output(stdout):
@@ -173,25 +178,29 @@ def test_example_runs_on_interproc_and_prints_exactly(example, method):
     assert result.stdout.splitlines() == EXACT_OUTPUTS[example]
 
 
-def test_async_server_example_stops_cleanly_on_ctrl_c():
+@pytest.mark.parametrize("method", START_METHODS)
+@pytest.mark.parametrize("when", ["while the workers start", "after a request"])
+def test_async_server_example_stops_cleanly_on_ctrl_c(method, when):
     import signal
     import urllib.request
 
     port = _free_port()
     # The default SIGINT handler, as in a terminal (a runner started in the
     # background may ignore SIGINT), and a process group of its own, so
-    # that Ctrl-C reaches the workers too, as a terminal's does.
+    # that Ctrl-C reaches the workers too, as a terminal's does. Sent at
+    # once, it finds the workers still starting under spawn and forkserver.
     proc = subprocess.Popen(
-        [sys.executable, os.path.join("examples", "async_server.py"), "--serve",
-         "--port", str(port)],
+        [sys.executable, *under_method(method, os.path.join("examples", "async_server.py"),
+                                       "--serve", "--port", str(port))],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         preexec_fn=lambda: (signal.signal(signal.SIGINT, signal.SIG_DFL), os.setsid()),
     )
     try:
         assert "serving on" in proc.stdout.readline()
-        url = f"http://127.0.0.1:{port}/primes/1000"
-        with urllib.request.urlopen(url, timeout=30) as response:
-            assert response.read() == b"primes below 1000: 168\n"
+        if when == "after a request":
+            url = f"http://127.0.0.1:{port}/primes/1000"
+            with urllib.request.urlopen(url, timeout=30) as response:
+                assert response.read() == b"primes below 1000: 168\n"
         os.killpg(proc.pid, signal.SIGINT)
         out, err = proc.communicate(timeout=30)
     finally:
