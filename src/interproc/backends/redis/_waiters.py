@@ -235,6 +235,16 @@ class Deadline:
             return None
         return max(self.end - time.monotonic(), 0.0)
 
+    def sleep_out(self) -> Generator[Step, Any, None]:
+        """``(SLEEP, seconds)`` steps until the deadline has passed by
+        ``time.monotonic``: an event loop's timer may end a sleep a little
+        early (uvloop's counts whole milliseconds), and a timeout must
+        never end before its time."""
+        left = self.remaining()
+        while left:
+            yield (SLEEP, left)
+            left = self.remaining()
+
 
 class WaitingObject(RedisObject):
     """A Redis object with waiter registries (see the module docstring).
@@ -299,7 +309,7 @@ class WaitingObject(RedisObject):
             left = deadline.remaining()
             if left is not None:
                 if left <= SERVER_TIMER_SLACK:
-                    yield (SLEEP, left)
+                    yield from deadline.sleep_out()
                     ok, value, _ = yield (TRY, wid, 2)
                     break
                 chunk = min(chunk, left - SERVER_TIMER_SLACK)

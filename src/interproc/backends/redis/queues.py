@@ -790,7 +790,7 @@ class _QueueBase(WaitingObject):
                 # The server ends a blocking command on its timer, up to
                 # 100 ms late: the last moments are waited here, then the
                 # queue is looked at once more without blocking.
-                yield (_waiters.SLEEP, left)
+                yield from deadline.sleep_out()
                 blocking = False
             wait = 0.0
             if blocking:
