@@ -46,8 +46,9 @@ def same_as_multiprocessing(ours, theirs, original):
         assert ah.contents(ours) == ah.contents(theirs)
 
 
-def test_arrays_arrive_as_multiprocessing_delivers_them(start_method):
-    q = interproc.Queue()
+def samples_arrive_as_through_multiprocessing(q, start_method):
+    """A child puts every sample into ``q`` and into a multiprocessing
+    queue; what ``q`` delivers is what multiprocessing's does."""
     mp_q = start_method.Queue()
     p = start(start_method, ah.put_samples, q, mp_q)
     try:
@@ -57,6 +58,10 @@ def test_arrays_arrive_as_multiprocessing_delivers_them(start_method):
             same_as_multiprocessing(ours, theirs, original)
     finally:
         join_ok(p)
+
+
+def test_arrays_arrive_as_multiprocessing_delivers_them(start_method):
+    samples_arrive_as_through_multiprocessing(interproc.Queue(), start_method)
 
 
 def test_a_received_array_is_the_receivers_own():

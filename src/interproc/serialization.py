@@ -21,13 +21,13 @@ import io
 import multiprocessing
 import pickle
 import queue
-from typing import List, Tuple, Union
+from typing import Callable, List, Tuple, Union
 
 from multiprocessing.reduction import ForkingPickler
 
 from . import _core
 
-__all__ = ["OUT_OF_BAND_MIN", "PROTOCOL", "dumps", "dumps_message", "loads"]
+__all__ = ["OUT_OF_BAND_MIN", "PROTOCOL", "dumps", "dumps_message", "loads", "out_of_band_collector"]
 
 #: Protocol 5 is the fastest for large buffers and is understood by every
 #: Python interproc supports.
@@ -45,13 +45,11 @@ def dumps(obj: object) -> bytes:
     return buf.getvalue()
 
 
-def dumps_message(obj: object) -> Union[bytes, Tuple[bytes, Tuple[memoryview, ...]]]:
-    """``dumps`` for a message through a queue or pipe: the pickle alone,
-    or, when ``obj`` holds large contiguous buffers that pickle protocol 5
-    can keep out of band (NumPy arrays, ``PickleBuffer``...),
-    the pickle and those buffers as flat memoryviews, which the C core
-    copies once, straight into shared memory (``loads(pickle,
-    buffers=...)`` rebuilds the object)."""
+def out_of_band_collector() -> Tuple[Callable[[pickle.PickleBuffer], bool], List[memoryview]]:
+    """A pickler's ``buffer_callback`` and the list it fills: the flat
+    memoryviews of the contiguous buffers of at least ``OUT_OF_BAND_MIN``
+    bytes, which stay out of band.  Smaller and non-contiguous buffers go
+    in band."""
     bufs: List[memoryview] = []
 
     def keep_apart(pb: pickle.PickleBuffer) -> bool:
@@ -64,6 +62,17 @@ def dumps_message(obj: object) -> Union[bytes, Tuple[bytes, Tuple[memoryview, ..
         bufs.append(raw)
         return False
 
+    return keep_apart, bufs
+
+
+def dumps_message(obj: object) -> Union[bytes, Tuple[bytes, Tuple[memoryview, ...]]]:
+    """``dumps`` for a message through a queue or pipe: the pickle alone,
+    or, when ``obj`` holds large contiguous buffers that pickle protocol 5
+    can keep out of band (NumPy arrays, ``PickleBuffer``...),
+    the pickle and those buffers as flat memoryviews, which the C core
+    copies once, straight into shared memory (``loads(pickle,
+    buffers=...)`` rebuilds the object)."""
+    keep_apart, bufs = out_of_band_collector()
     buf = io.BytesIO()
     # Positionally: ForkingPickler passes on positional arguments only, and
     # the C pickler takes buffer_callback as the fourth.

@@ -177,6 +177,49 @@ void ip_recv_buffers_trim(void)
         unmap_kept();
 }
 
+/* For the receivers written in Python (the Redis backend): the same warm
+ * memory, which the caller fills. */
+static PyObject *receive_buffer(PyObject *mod, PyObject *arg)
+{
+    (void)mod;
+    /* An exact int only: no __index__ of the caller's runs here. */
+    if (!PyLong_CheckExact(arg)) {
+        PyErr_Format(PyExc_TypeError, "receive_buffer() takes an int, not %.100s",
+                     Py_TYPE(arg)->tp_name);
+        return NULL;
+    }
+    Py_ssize_t len = PyLong_AsSsize_t(arg);
+    if (len == -1 && PyErr_Occurred())
+        return NULL;
+    if (len < 0) {
+        PyErr_SetString(PyExc_ValueError, "receive_buffer() takes a length of 0 or more");
+        return NULL;
+    }
+    uint8_t *data;
+    return ip_recv_buffer_new((uint64_t)len, &data);
+}
+
+static PyObject *trim_receive_buffers(PyObject *mod, PyObject *unused)
+{
+    (void)mod;
+    (void)unused;
+    ip_recv_buffers_trim();
+    Py_RETURN_NONE;
+}
+
+PyMethodDef ip_buffer_methods[] = {
+    {"receive_buffer", receive_buffer, METH_O,
+     PyDoc_STR("receive_buffer(n) -> writable buffer of n bytes, contents unset\n\n"
+               "The memory a queue receives a large message into: from 1 MiB a\n"
+               "mapping of its own with huge pages asked for, the last one freed\n"
+               "kept for the next message of a similar size.")},
+    {"trim_receive_buffers", trim_receive_buffers, METH_NOARGS,
+     PyDoc_STR("trim_receive_buffers()\n\n"
+               "Give back the kept receive mapping once it has been idle a second:\n"
+               "for a receiver about to wait.")},
+    {NULL, NULL, 0, NULL},
+};
+
 /* ------------------------------------------------------------------ */
 /* Messages read in place                                              */
 

@@ -6,6 +6,7 @@
 ip_state_t ip_state;
 
 extern PyMethodDef ip_segment_methods[];
+extern PyMethodDef ip_buffer_methods[];
 
 int ip_parse_args(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
                   const char *const *names, int nnames, int required, PyObject **vals)
@@ -519,7 +520,8 @@ PyMODINIT_FUNC PyInit__core(void)
     PyObject *m = PyModule_Create(&core_module);
     if (m == NULL)
         return NULL;
-    if (PyModule_AddFunctions(m, ip_segment_methods) < 0)
+    if (PyModule_AddFunctions(m, ip_segment_methods) < 0
+        || PyModule_AddFunctions(m, ip_buffer_methods) < 0)
         goto fail;
     ip_SegmentError = PyErr_NewExceptionWithDoc(
         "interproc.SegmentError",

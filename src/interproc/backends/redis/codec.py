@@ -23,6 +23,14 @@ Interface
     too, and ``loads`` refuses a payload signed for another place, or
     for none.  Without ``part``, or without an authkey, they change
     nothing.
+``codec.dumps_message(obj) -> bytes or list``
+    A queue item's payload: ``dumps(obj)``, or, under pickle, when ``obj``
+    holds large contiguous buffers (NumPy arrays and the like: see
+    ``interproc.serialization.OUT_OF_BAND_MIN``), the payload as a list of
+    pieces, the head (bytes) and then the buffers themselves, not copied.
+    Joined, the pieces are the payload that ``loads`` reads; the queue has
+    the server join them, so the buffers go from the sender's objects
+    straight to the socket.
 ``codec.options`` and ``codec.bind(context, scope=None)``
     ``codec.options`` is a picklable dict (``serializer``,
     ``authkey``) and ``Codec(**options)`` remakes the codec;
@@ -56,6 +64,14 @@ length, then its bytes) and the body.  ``F`` is never a header byte, so
 payloads signed with and without a place cannot pass for each other, and
 the length prefixes keep any two places apart.  Unsigned payloads are the
 same bytes with or without a place.
+
+A pickle with out-of-band buffers (``dumps_message``) has the header byte
+``o`` (``O`` signed, with the MAC of ``O``, the scope field and the body).
+Its body is: the pickle's length, the number of buffers ``n`` (at least
+one) and each buffer's length, all 8-byte little-endian; the pickle; the
+buffers, back to back.  The receiver copies the buffers once, into memory
+of its own, and unpickles over that copy: the objects are writable, unless
+the pickle itself marks a buffer read-only, as multiprocessing's would be.
 
 Raw signed data (``sign``): the 32-byte HMAC-SHA256 of ``b"R"``, the scope
 field, the part field (same length-prefixed form) and the data, then the
@@ -111,8 +127,10 @@ import hmac
 import io
 import json
 import pickle
-from typing import Any, Callable, Dict, List, Optional
+import struct
+from typing import Any, Callable, Dict, List, Optional, Union
 
+from ... import _core, serialization as _serialization
 from .errors import CorruptDataError, SignatureError
 
 __all__ = ["Codec", "register_ref", "read_ref", "REF_METHOD", "SERIALIZERS"]
@@ -128,8 +146,15 @@ PICKLE_PROTOCOL = 5
 
 MAC_SIZE = 32
 _HEADERS = {"pickle": b"p", "json": b"j", "msgpack": b"m"}
+#: A pickle with out-of-band buffers (unsigned; upper case signed).
+_OOB_HEADER = b"o"
+#: The receiver's copy puts each buffer at such a boundary, as the shared
+#: memory queues do: aligned for any dtype and for vector copies.
+_OOB_ALIGN = 64
 _SERIALIZER_OF = {h[0]: s for s, h in _HEADERS.items()}
 _SERIALIZER_OF.update({h.upper()[0]: s for s, h in _HEADERS.items()})
+_OOB_HEADS = (_OOB_HEADER[0], _OOB_HEADER.upper()[0])
+_SERIALIZER_OF.update({h: "pickle" for h in _OOB_HEADS})
 
 # json: a dict whose only key is this stands for a reference.  Keys of user
 # dicts that start with NUL get one more NUL, so they never look like it.
@@ -281,8 +306,8 @@ class _Pickler(pickle.Pickler):
 
 
 class _Unpickler(pickle.Unpickler):
-    def __init__(self, file: Any, codec: "Codec"):
-        super().__init__(file)
+    def __init__(self, file: Any, codec: "Codec", buffers: Any = None):
+        super().__init__(file, buffers=buffers)
         self._codec = codec
 
     def persistent_load(self, pid: Any) -> Any:
@@ -316,7 +341,7 @@ class Codec:
     """Serializer plus optional signing (see the module docstring)."""
 
     __slots__ = ("serializer", "authkey", "context", "scope", "_header", "_payload_mac",
-                 "_placed_mac", "_raw_mac")
+                 "_placed_mac", "_raw_mac", "_oob_header", "_oob_mac")
 
     def __init__(self, serializer: str = "pickle", authkey: Optional[bytes] = None, *,
                  context: Any = None, scope: Optional[str] = None):
@@ -338,6 +363,7 @@ class Codec:
         self.scope = scope
         h = _HEADERS[serializer]
         self._header = h.upper() if authkey else h
+        self._oob_header = _OOB_HEADER.upper() if authkey else _OOB_HEADER
         if authkey:
             # The MAC state after the fixed prefix, copied per value: one
             # HMAC per value, as before the scope and place were added.
@@ -347,10 +373,12 @@ class Codec:
             self._payload_mac.update(self._header + where)
             self._placed_mac = keyed.copy()
             self._placed_mac.update(_PLACED_DOMAIN + self._header + where)
+            self._oob_mac = keyed.copy()
+            self._oob_mac.update(self._oob_header + where)
             self._raw_mac = keyed
             self._raw_mac.update(_RAW_DOMAIN + where)
         else:
-            self._payload_mac = self._placed_mac = self._raw_mac = None
+            self._payload_mac = self._placed_mac = self._raw_mac = self._oob_mac = None
 
     @property
     def options(self) -> Dict[str, Any]:
@@ -382,10 +410,33 @@ class Codec:
     # -- encoding
 
     def dumps(self, obj: Any, part: Optional[str] = None, field: bytes = b"") -> bytes:
-        body = self._body(obj)
+        return self._payload(self._body(obj), part, field)
+
+    def _payload(self, body: bytes, part: Optional[str] = None, field: bytes = b"") -> bytes:
         if self._payload_mac is None:
             return self._header + body
         return self._header + self._mac(body, part, field) + body
+
+    def dumps_message(self, obj: Any) -> Union[bytes, List[Any]]:
+        """A queue item's payload: bytes, or the pieces of one (see the
+        module docstring) when ``obj`` holds large contiguous buffers."""
+        if self.serializer != "pickle" or type(obj) in _PICKLE_DIRECT:
+            return self.dumps(obj)
+        keep_apart, bufs = _serialization.out_of_band_collector()
+        out = io.BytesIO()
+        _Pickler(out, PICKLE_PROTOCOL, buffer_callback=keep_apart).dump(obj)
+        pickled = out.getvalue()
+        if not bufs:
+            return self._payload(pickled)
+        layout = struct.pack(f"<QQ{len(bufs)}Q", len(pickled), len(bufs), *(b.nbytes for b in bufs))
+        if self._oob_mac is None:
+            return [self._oob_header + layout + pickled, *bufs]
+        mac = self._oob_mac.copy()
+        mac.update(layout)
+        mac.update(pickled)
+        for b in bufs:
+            mac.update(b)
+        return [self._oob_header + mac.digest() + layout + pickled, *bufs]
 
     def _mac(self, body: bytes, part: Optional[str], field: bytes) -> bytes:
         if part is None:
@@ -463,6 +514,9 @@ class Codec:
         head = data[0]
         serializer = _SERIALIZER_OF.get(head)
         signed = 65 <= head <= 90  # upper case
+        oob = head in _OOB_HEADS
+        # An out-of-band payload is large: read through a view, not sliced.
+        view = memoryview(data) if oob else data
         if self.authkey is not None:
             if serializer is None or not signed:
                 raise SignatureError(
@@ -470,13 +524,21 @@ class Codec:
                 )
             if len(data) < 1 + MAC_SIZE:
                 raise SignatureError(f"truncated signature{where}")
-            mac, body = data[1:1 + MAC_SIZE], data[1 + MAC_SIZE:]
+            mac, body = data[1:1 + MAC_SIZE], view[1 + MAC_SIZE:]
             if serializer != self.serializer:
                 raise SignatureError(
                     f"payload{where} was written with serializer {serializer!r}; this codec reads "
                     f"{self.serializer!r}"
                 )
-            if not hmac.compare_digest(mac, self._mac(body, part, field)):
+            if oob:
+                if part is not None:
+                    raise SignatureError(f"payload{where} was signed as a queue item, not for a place")
+                expected = self._oob_mac.copy()
+                expected.update(body)
+                expected = expected.digest()
+            else:
+                expected = self._mac(body, part, field)
+            if not hmac.compare_digest(mac, expected):
                 place = "another object" if part is None else "another object or field"
                 raise SignatureError(
                     f"bad signature{where}: the payload was signed with another authkey, for "
@@ -490,13 +552,45 @@ class Codec:
                     f"signed payload{where}, but this codec has no authkey: give the authkey "
                     "the writer used"
                 )
-            body = data[1:]
+            body = view[1:]
         if serializer != self.serializer:
             raise CorruptDataError(
                 f"payload{where} was written with serializer {serializer!r}; this codec reads "
                 f"{self.serializer!r}"
             )
+        if oob:
+            return self._load_out_of_band(body, where)
         return self._load_body(body)
+
+    def _load_out_of_band(self, body: memoryview, where: str) -> Any:
+        """Unpickle a pickle with out-of-band buffers (see the module
+        docstring) over one copy of its buffers, made here."""
+        size = len(body)
+        if size < 16:
+            raise CorruptDataError(f"truncated out-of-band payload{where}")
+        plen, n = struct.unpack_from("<QQ", body)
+        if n == 0 or n > (size - 16) // 8:
+            raise CorruptDataError(f"out-of-band payload{where} with a bad buffer count ({n})")
+        lens = struct.unpack_from(f"<{n}Q", body, 16)
+        off = 16 + 8 * n
+        if plen > size - off or sum(lens) != size - off - plen:
+            raise CorruptDataError(f"out-of-band payload{where} whose lengths do not add up")
+        pickled = body[off:off + plen]
+        off += plen
+        starts = []
+        total = 0
+        for blen in lens:
+            total = -(-total // _OOB_ALIGN) * _OOB_ALIGN
+            starts.append(total)
+            total += blen
+        into = memoryview(_core.receive_buffer(total))
+        buffers = []
+        for start, blen in zip(starts, lens):
+            into[start:start + blen] = body[off:off + blen]
+            off += blen
+            # Writable: the pickle makes read-only what the sender's was.
+            buffers.append(into[start:start + blen])
+        return _Unpickler(io.BytesIO(pickled), self, buffers).load()
 
     def _load_body(self, body: bytes) -> Any:
         if self.serializer == "pickle":

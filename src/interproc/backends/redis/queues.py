@@ -105,6 +105,7 @@ from .errors import ReplicationError
 from ._waiters import Deadline, WaitingObject, lua
 from .keys import object_key
 
+from ... import _core
 from ...queues import ShutDown
 
 __all__ = ["Queue", "JoinableQueue", "SimpleQueue", "Full", "Empty", "ShutDown"]
@@ -122,24 +123,48 @@ SERVER_TIMER_SLACK = _waiters.SERVER_TIMER_SLACK
 #: A consumer's processing list expires this long after its last take.
 PROC_TTL_MS = 3_600_000
 
+# The payloads of a put, ARGV from `first` on.  A payload of pieces (an
+# item with out-of-band buffers: Codec.dumps_message) comes as '+k' and its
+# k pieces, and is joined here, so that its sender sends the buffers from
+# its objects and never joins them itself (_payload_args).  '+' is never a
+# payload's first byte.
+_JOINED_LUA = """
+local function q_joined(first)
+  local out, i, last = {}, first, #ARGV
+  while i <= last do
+    local a = ARGV[i]
+    if string.byte(a, 1) == 43 then
+      local k = tonumber(string.sub(a, 2))
+      out[#out + 1] = table.concat(ARGV, '', i + 1, i + k)
+      i = i + 1 + k
+    else
+      out[#out + 1] = a
+      i = i + 1
+    end
+  end
+  return out
+end
+"""
+
 # KEYS items, tasks, z, e, shut.  ARGV maxsize, joinable, wid, mode, ttl,
 # prefix, payloads...  Appends as many payloads as fit; returns how many,
 # or -1 (and unregisters the waiter) once the queue is shut down.
-_PUT_LUA = lua("""
+_PUT_LUA = lua(_JOINED_LUA + """
 local items, tasks, z, e = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local maxsize, wid, mode, p = tonumber(ARGV[1]), ARGV[3], tonumber(ARGV[4]), ARGV[6]
 if redis.call('EXISTS', KEYS[5]) == 1 then
   w_done(z, e, p, wid)
   return -1
 end
-local n = #ARGV - 6
+local payloads = q_joined(7)
+local n = #payloads
 local room = n
 if maxsize > 0 then
   -- The end marker of a shut-down queue is never there: puts stop first.
   room = math.max(math.min(n, maxsize - redis.call('LLEN', items)), 0)
 end
-for i = 7, 6 + room, 1000 do
-  redis.call('RPUSH', items, unpack(ARGV, i, math.min(i + 999, 6 + room)))
+for i = 1, room, 1000 do
+  redis.call('RPUSH', items, unpack(payloads, i, math.min(i + 999, room)))
 end
 if room > 0 and ARGV[2] == '1' then redis.call('INCRBY', tasks, room) end
 if room == n then w_done(z, e, p, wid) else w_fail(z, e, p, wid, mode, tonumber(ARGV[5])) end
@@ -149,11 +174,12 @@ return room
 # An unbounded queue's put: it never waits, so there is no waiter to
 # register, forget or wake.  KEYS items, tasks, shut.  ARGV joinable,
 # payloads...  Returns how many went in, or -1 once the queue is shut down.
-_PUT_UNBOUNDED_LUA = creates() + """
+_PUT_UNBOUNDED_LUA = creates() + _JOINED_LUA + """
 if redis.call('EXISTS', KEYS[3]) == 1 then return -1 end
-local n, len = #ARGV - 1, 0
-for i = 2, #ARGV, 1000 do
-  len = redis.call('RPUSH', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+local payloads = q_joined(2)
+local n, len = #payloads, 0
+for i = 1, n, 1000 do
+  len = redis.call('RPUSH', KEYS[1], unpack(payloads, i, math.min(i + 999, n)))
 end
 -- An expiring queue's items list or count made afresh gets its expiry.
 if _ttl and len == n then redis.call('PEXPIRE', KEYS[1], _ttl) end
@@ -418,6 +444,19 @@ def _raise_error_reply(replies: List[Any]) -> None:
             raise r
 
 
+def _payload_args(payloads: List[Any]) -> List[Any]:
+    """The script arguments of ``payloads``: one of pieces as ``+k`` and
+    its ``k`` pieces, for the script to join (``q_joined``)."""
+    args: List[Any] = []
+    for p in payloads:
+        if type(p) is list:
+            args.append(b"+%d" % len(p))
+            args.extend(p)
+        else:
+            args.append(p)
+    return args
+
+
 def _got(raw: List[bytes]) -> List[bytes]:
     """A take's payloads; queue.Empty for none (its time ran out)."""
     if not raw:
@@ -449,7 +488,7 @@ class _Put:
         q = self.q
         return _PUT_LUA, [q._items, q._tasks] + q._pw + [q._shut], [
             q._maxsize, "1" if q._JOINABLE else "0", wid, mode,
-            _waiters.REGISTRATION_TTL_MS, q._pw_prefix, *self.payloads[self.done:]]
+            _waiters.REGISTRATION_TTL_MS, q._pw_prefix, *_payload_args(self.payloads[self.done:])]
 
     def interpret(self, n: Any) -> Tuple[bool, Any, Optional[float]]:
         n = int(n)
@@ -574,7 +613,7 @@ class _QueueBase(WaitingObject):
     def _put_unbounded_call(self, payloads: List[bytes]) -> Tuple[str, List[Any], List[Any]]:
         """The script, keys and arguments of an unbounded queue's put."""
         return (_PUT_UNBOUNDED_LUA, [self._items, self._tasks, self._shut],
-                ["1" if self._JOINABLE else "0", *payloads])
+                ["1" if self._JOINABLE else "0", *_payload_args(payloads)])
 
     async def _put_payloads_async(self, payloads: List[bytes], timeout: Any, batch: bool) -> None:
         """``_put_payloads`` from an event loop (``_wait_async``).  Cancelled,
@@ -627,7 +666,7 @@ class _QueueBase(WaitingObject):
         queue is full (queue.Full when it gives up).  ShutDown once the queue
         is shut down, also for a put waiting for room."""
         self._check()
-        self._put_payloads([self._codec.dumps(obj)], block, timeout, False)
+        self._put_payloads([self._codec.dumps_message(obj)], block, timeout, False)
 
     async def put_async(self, obj: Any, timeout: Optional[float] = None) -> None:
         """Awaitable ``put()``: serialize ``obj`` now and append it, awaiting
@@ -637,7 +676,7 @@ class _QueueBase(WaitingObject):
         when the cancellation came (a put already on its way to the server
         is let finish)."""
         self._check()
-        await self._put_payloads_async([self._codec.dumps(obj)], timeout, False)
+        await self._put_payloads_async([self._codec.dumps_message(obj)], timeout, False)
 
     def put_nowait(self, obj: Any) -> None:
         self.put(obj, False)
@@ -649,7 +688,7 @@ class _QueueBase(WaitingObject):
         queue, queue.Full's ``.count`` says how many leading items went in;
         stopped by a shutdown, ShutDown's ``.count`` does."""
         self._check()
-        payloads = [self._codec.dumps(obj) for obj in items]
+        payloads = [self._codec.dumps_message(obj) for obj in items]
         self._put_payloads(payloads, block, timeout, True)
 
     async def put_many_async(self, items: Iterable[Any], timeout: Optional[float] = None) -> None:
@@ -658,7 +697,7 @@ class _QueueBase(WaitingObject):
         and a CancelledError say in ``.count`` how many leading items went
         in."""
         self._check()
-        payloads = [self._codec.dumps(obj) for obj in items]
+        payloads = [self._codec.dumps_message(obj) for obj in items]
         await self._put_payloads_async(payloads, timeout, True)
 
     # ------------------------------------------------------------ get
@@ -756,6 +795,9 @@ class _QueueBase(WaitingObject):
                 elif step[0] is _waiters.SLEEP:
                     reply = time.sleep(step[1])
                 else:
+                    # About to wait: the memory kept for the next large
+                    # item goes back once it has been idle a while.
+                    _core.trim_receive_buffers()
                     # One plain pipeline on the slot's node, never resent (client.bounded).
                     reply = self._conn.bounded(self._items, step[2], step[1], step[3], ACKS_QUIET)
                     _raise_error_reply(reply)
