@@ -408,3 +408,22 @@ def test_a_reader_killed_while_holding_a_view_pins_nothing_for_long(start_method
         q.put(np.full(8 * MiB // 8, i, dtype=np.float64))
         assert q.get(timeout=5)[0] == i
     wait_until(lambda: pinned_regions(q) == [], timeout=10, what="the dead reader's pin to go")
+
+
+@pytest.mark.parametrize("size", [0, 100, MiB - 1, MiB, 3 * MiB + 5])
+def test_a_receive_buffer_is_writable_memory_of_the_size_asked(size):
+    buf = _core.receive_buffer(size)
+    view = memoryview(buf)
+    assert len(buf) == len(view) == view.nbytes == size and not view.readonly
+    view[:] = b"\x5a" * size
+    assert bytes(view) == b"\x5a" * size
+    del view, buf
+    _core.trim_receive_buffers()
+
+
+@pytest.mark.parametrize("size, error", [(-1, ValueError), (1 << 70, OverflowError),
+                                         (1 << 62, MemoryError), (2.0, TypeError),
+                                         (True, TypeError)])
+def test_a_receive_buffer_of_a_bad_size_is_a_clear_error(size, error):
+    with pytest.raises(error):
+        _core.receive_buffer(size)
