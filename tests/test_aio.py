@@ -606,7 +606,12 @@ def test_event_wait_async(start_method, arun):
 def test_a_coroutine_a_thread_and_a_process_share_one_queue(start_method, arun):
     """Items put one by one, slowly, while a coroutine, a thread of the
     same process and another process all wait: each gets a share, and
-    every item goes to exactly one."""
+    every item goes to exactly one.
+
+    A futex sleeper wakes sooner than a loop does (much sooner under a
+    sanitizer or on a loaded machine), so were both woken for every item
+    the coroutine would hardly ever be served; a signal gives the loops
+    their turns instead (wait.c, wake_waiters)."""
     q, out = interproc.Queue(), interproc.Queue()
     n = 240
     by_thread, by_coroutine = [], []
@@ -648,10 +653,10 @@ def test_a_coroutine_a_thread_and_a_process_share_one_queue(start_method, arun):
     by_process = arun(main)
     assert sorted(by_thread + by_coroutine + by_process) == list(range(n))
     shares = [len(by_thread), len(by_coroutine), len(by_process)]
-    # Who wins each item depends on the scheduler (a loaded machine favours
-    # the futex sleepers, whose wake-up is shorter): the promise is that no
-    # kind of waiter starves, not an even split.
-    assert min(shares) >= n // 80, f"thread, coroutine, process got {shares}"
+    # Each kind has about a third of the turns; a turn can still go to
+    # another (a sleeper at the end of its slice takes what a slow loop
+    # was rung for), so the promise is a fair share, not an even split.
+    assert min(shares) >= n // 10, f"thread, coroutine, process got {shares}"
 
 
 # ------------------------------------------------------------------ Connection

@@ -472,13 +472,36 @@ PyObject *ip_set_task_owner_hook(PyObject *Py_UNUSED(cls), PyObject *hook)
     Py_RETURN_NONE;
 }
 
+/* Wakes the sleepers a signal that found waiters is for.  A loop's bell and
+ * a futex sleeper woken by the same signal race for what it announces, and
+ * whichever runs first wins: the sleeper, woken by the kernel, almost
+ * always, so a coroutine waiting beside a thread or another process would
+ * hardly ever be served (and the other way round on a machine too loaded
+ * to run the sleeper soon).  So a signal for one waiter goes to one kind:
+ * the loops get turns in proportion to their registrations among the
+ * waiters, and on a loop's turn only the bells ring; on the sleepers' turn
+ * the bells ring only if no sleeper was there to wake (a count left by a
+ * sleeper that died, or one about to sleep, whose FUTEX_WAIT then fails
+ * and which tries again).  A turn whose waiter does not take what it was
+ * woken for (a slow loop, a cancelled coroutine, a sleeper interrupted)
+ * leaves it to the next signal or to the sleepers' next slice. */
+static void wake_waiters(ip_event_t *ev, int n)
+{
+    uint32_t seq = __atomic_add_fetch(&ev->seq, 1, __ATOMIC_SEQ_CST);
+    uint32_t waiters = __atomic_load_n(&ev->waiters, __ATOMIC_SEQ_CST);
+    uint32_t bells = __atomic_load_n(&ev->bells, __ATOMIC_SEQ_CST);
+    if (n == 1 && bells != 0 && waiters > bells && seq % waiters < bells) {
+        ring_bells(ev);
+        return;
+    }
+    if (futex(&ev->seq, FUTEX_WAKE, (uint32_t)n, NULL, 0) < n)
+        ring_bells(ev);
+}
+
 void ip_event_wake(ip_event_t *ev, int n)
 {
-    if (__atomic_load_n(&ev->waiters, __ATOMIC_SEQ_CST)) {
-        __atomic_add_fetch(&ev->seq, 1, __ATOMIC_SEQ_CST);
-        futex(&ev->seq, FUTEX_WAKE, (uint32_t)n, NULL, 0);
-        ring_bells(ev);
-    }
+    if (__atomic_load_n(&ev->waiters, __ATOMIC_SEQ_CST))
+        wake_waiters(ev, n);
 }
 
 void ip_event_signal(ip_event_t *ev, int n)
@@ -487,11 +510,8 @@ void ip_event_signal(ip_event_t *ev, int n)
      * sleeper orders its count before its last try the same way, so one of
      * the two always sees the other. */
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
-    if (__atomic_load_n(&ev->waiters, __ATOMIC_RELAXED)) {
-        __atomic_add_fetch(&ev->seq, 1, __ATOMIC_SEQ_CST);
-        futex(&ev->seq, FUTEX_WAKE, (uint32_t)n, NULL, 0);
-        ring_bells(ev);
-    }
+    if (__atomic_load_n(&ev->waiters, __ATOMIC_RELAXED))
+        wake_waiters(ev, n);
 }
 
 /* Spins while *word == expected: a few rounds with the GIL, then up to
