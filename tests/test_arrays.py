@@ -361,6 +361,52 @@ def test_with_releases_and_small_items_are_copied():
         q.get_view(timeout=0.01)
 
 
+def test_get_view_async_awaits_an_item_from_another_process_and_reads_it_in_place(start_method):
+    import asyncio
+
+    q = interproc.Queue()
+    a = np.arange(4 * MiB // 8, dtype=np.float64)
+
+    async def main():
+        waiting = asyncio.ensure_future(q.get_view_async(timeout=CHILD_TIMEOUT))
+        await asyncio.sleep(0.05)
+        assert not waiting.done()
+        p = start(start_method, ah.put_numbered, q, 0, 0, 1, a.nbytes)
+        try:
+            return await waiting
+        finally:
+            join_ok(p)
+
+    view = asyncio.run(main())
+    x = view.value
+    assert not x.flags.writeable and (x == 0).all() and x.shape == a.shape
+    assert len(pinned_regions(q)) == 1
+    view.release()
+    del x
+    assert pinned_regions(q) == []
+
+
+def test_get_view_async_cancelled_or_timed_out_takes_and_pins_nothing():
+    import asyncio
+
+    q = interproc.Queue()
+
+    async def main():
+        waiting = asyncio.ensure_future(q.get_view_async())
+        await asyncio.sleep(0.05)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        with pytest.raises(queue.Empty):
+            await q.get_view_async(timeout=0.05)
+        q.put(np.ones(MiB // 8))
+        with await q.get_view_async(timeout=0) as arr:  # present: no wait
+            return float(arr.sum())
+
+    assert asyncio.run(main()) == MiB // 8
+    assert pinned_regions(q) == [] and q.empty()
+
+
 def test_views_held_at_once_pin_a_few_regions_then_copy():
     """A pinned region is full for producers, so each item read in place
     while the earlier ones are held lands in a region of its own; past

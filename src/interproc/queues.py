@@ -187,6 +187,24 @@ class _QueueBase(_core.QueueCore):
             raise Empty
         return got
 
+    async def get_view_async(self, timeout: Optional[float] = None) -> ItemView:
+        """``get_view()`` for a coroutine: await the oldest item, as
+        ``get_async`` does, and read its large buffers in place.  Cancelled,
+        it has taken nothing and pins nothing."""
+
+        def attempt() -> Any:
+            try:
+                return self._get_view(False)
+            except Empty:
+                return _aio.NOTHING
+
+        got = attempt()  # an item present costs no coroutine of wait_until's
+        if got is _aio.NOTHING:
+            got = await _aio.wait_until(self, _ITEMS, attempt, timeout)
+            if got is _aio.NOTHING:
+                raise Empty
+        return ItemView(got)
+
     async def get_many_async(self, max_items: Optional[int] = None,
                              timeout: Optional[float] = None) -> List[Any]:
         """``get_many()`` for a coroutine: await at least one item, then
