@@ -897,6 +897,7 @@ class _QueueBase(WaitingObject):
                     elif step[0] is _waiters.SLEEP:
                         reply = await asyncio.sleep(step[1])
                     else:
+                        _core.trim_receive_buffers()  # about to wait, as in _take
                         reply = await _aio.pipeline(conn, aclient, self._items, step[1],
                                                     step[2], step[3], ACKS_QUIET)
                         _raise_error_reply(reply)
