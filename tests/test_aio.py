@@ -659,6 +659,39 @@ def test_a_coroutine_a_thread_and_a_process_share_one_queue(start_method, arun):
     assert min(shares) >= n // 10, f"thread, coroutine, process got {shares}"
 
 
+def test_items_rung_to_a_busy_loop_go_to_a_sleeping_thread(arun):
+    """A loop whose turn it is but that cannot run (here its thread is
+    blocked on purpose) never holds items back from a thread that sleeps
+    on the same queue: the thread finds them at its next slice, if not
+    at the next signal."""
+    q = interproc.Queue()
+    n = 6
+    by_thread = []
+    all_taken = threading.Event()
+
+    def thread_consumer():
+        while len(by_thread) < n:
+            by_thread.append(q.get(timeout=TIMEOUT))
+        all_taken.set()
+
+    async def main():
+        t = threading.Thread(target=thread_consumer)
+        t.start()
+        waiting = asyncio.ensure_future(q.get_async())
+        await asyncio.sleep(0.2)  # registered, and the thread asleep
+        producer = threading.Thread(target=h.put_slowly, args=(q, range(n), 0.1))
+        producer.start()
+        # The loop's thread blocks: whatever is rung to it waits.
+        assert all_taken.wait(TIMEOUT)
+        producer.join()
+        t.join()
+        q.put("for the coroutine")
+        return await asyncio.wait_for(waiting, TIMEOUT)
+
+    assert arun(main) == "for the coroutine"
+    assert by_thread == list(range(n))
+
+
 # ------------------------------------------------------------------ Connection
 
 def test_recv_async_gets_what_another_process_sends(start_method, arun):
