@@ -446,7 +446,10 @@ def _raise_error_reply(replies: List[Any]) -> None:
 
 def _payload_args(payloads: List[Any]) -> List[Any]:
     """The script arguments of ``payloads``: one of pieces as ``+k`` and
-    its ``k`` pieces, for the script to join (``q_joined``)."""
+    its ``k`` pieces, for the script to join (``q_joined``).  Without
+    such a payload (the usual put), ``payloads`` themselves."""
+    if not any(type(p) is list for p in payloads):
+        return payloads
     args: List[Any] = []
     for p in payloads:
         if type(p) is list:
