@@ -149,6 +149,30 @@ def test_an_item_larger_than_any_region_so_far():
     assert b.shape == a.shape and b[12345] == 12345 and b[-1] == a[-1]
 
 
+@pytest.mark.parametrize("kind", ["queue", "pipe"])
+def test_items_around_the_size_copied_past_the_cache_arrive_byte_for_byte(kind):
+    """From 16 MiB a received copy is written with non-temporal stores, in
+    64-byte lines after an unaligned head: every length and start around
+    that size arrives exact, as arrays (copied into a page-aligned receive
+    buffer) and as bytes (into a bytes object, whose data is not aligned)."""
+    rng = random.Random(new_seed())
+    if kind == "queue":
+        q = interproc.Queue()
+        send, recv = q.put, lambda: q.get(timeout=CHILD_TIMEOUT)
+    else:
+        r, w = interproc.Pipe(duplex=False)
+        send, recv = w.send, r.recv
+    noise = np.frombuffer(rng.randbytes(16 * MiB + 4096), dtype=np.uint8)
+    for length in (16 * MiB - 1, 16 * MiB, 16 * MiB + 1, 16 * MiB + 63, 16 * MiB + 65):
+        start = rng.randrange(64)
+        a = noise[start:start + length]
+        send(a)
+        send(a.tobytes())
+        b = recv()
+        assert b.dtype == a.dtype and b.shape == a.shape and np.array_equal(a, b), (length, start)
+        assert recv() == a.tobytes(), (length, start)
+
+
 def test_non_contiguous_buffers_travel_in_band():
     q = interproc.Queue()
     a = np.arange(MiB, dtype=np.int32).reshape(1024, 1024)[:, ::2]

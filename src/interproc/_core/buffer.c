@@ -20,6 +20,9 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
+#if defined(__x86_64__)
+#include <emmintrin.h>
+#endif
 
 /* Smaller messages land in a bytearray: malloc serves them well. */
 #define IP_RECV_MAPPED_MIN (1u << 20)
@@ -219,6 +222,52 @@ PyMethodDef ip_buffer_methods[] = {
                "for a receiver about to wait.")},
     {NULL, NULL, 0, NULL},
 };
+
+/* ------------------------------------------------------------------ */
+/* Copies                                                              */
+
+#if defined(__x86_64__)
+/* Non-temporal stores: the destination's lines are written whole, not read
+ * first, and do not take the cache from the data still to be read. */
+static void copy_streaming(uint8_t *dst, const uint8_t *src, size_t len)
+{
+    size_t head = (size_t)(-(uintptr_t)dst & 63);
+    memcpy(dst, src, head);
+    dst += head;
+    src += head;
+    len -= head;
+    for (; len >= 64; len -= 64, dst += 64, src += 64) {
+        __m128i a = _mm_loadu_si128((const __m128i *)src);
+        __m128i b = _mm_loadu_si128((const __m128i *)(src + 16));
+        __m128i c = _mm_loadu_si128((const __m128i *)(src + 32));
+        __m128i d = _mm_loadu_si128((const __m128i *)(src + 48));
+        _mm_stream_si128((__m128i *)dst, a);
+        _mm_stream_si128((__m128i *)(dst + 16), b);
+        _mm_stream_si128((__m128i *)(dst + 32), c);
+        _mm_stream_si128((__m128i *)(dst + 48), d);
+    }
+    /* Non-temporal stores are not ordered by the release store that later
+     * publishes the message: the fence makes them visible before it. */
+    _mm_sfence();
+    memcpy(dst, src, len);
+}
+#endif
+
+void ip_bulk_copy(uint8_t *dst, const void *src, uint64_t len)
+{
+    if (len < IP_NOGIL_COPY) {
+        memcpy(dst, src, (size_t)len);
+        return;
+    }
+    Py_BEGIN_ALLOW_THREADS
+#if defined(__x86_64__)
+    if (len >= IP_STREAM_COPY)
+        copy_streaming(dst, src, (size_t)len);
+    else
+#endif
+        memcpy(dst, src, (size_t)len);
+    Py_END_ALLOW_THREADS
+}
 
 /* ------------------------------------------------------------------ */
 /* Messages read in place                                              */

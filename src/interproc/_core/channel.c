@@ -361,13 +361,7 @@ static Py_ssize_t take_records(ip_channel_t *ch, Py_ssize_t max, uint64_t max_le
         if (b != NULL && (type == IP_REC_OOB || len >= IP_NOGIL_COPY)) {
             if (dst == NULL)
                 dst = (uint8_t *)PyBytes_AS_STRING(b);
-            if (len >= IP_NOGIL_COPY) {
-                Py_BEGIN_ALLOW_THREADS
-                memcpy(dst, data, (size_t)len);
-                Py_END_ALLOW_THREADS
-            } else {
-                memcpy(dst, data, (size_t)len);
-            }
+            ip_bulk_copy(dst, data, len);
         }
         if (b == NULL) {
             failed = 1; /* the record stays in the ring */

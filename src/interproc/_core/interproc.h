@@ -264,6 +264,7 @@ int ip_segment_alloc(ip_seghdr_t *h, int fd, uint64_t size, uint64_t *offset);
 #define IP_REC_HDR 16u
 /* Payloads at least this large are copied without the GIL. */
 #define IP_NOGIL_COPY 262144u
+#define IP_STREAM_COPY (16u << 20)
 #define IP_REC_ALIGN 16u
 
 enum ip_rec_type {
@@ -623,6 +624,15 @@ PyObject *ip_recv_buffer_new(uint64_t len, uint8_t **data);
 /* Gives back the receive memory kept for the next message once it has been
  * idle a while: for a receiver about to sleep. */
 void ip_recv_buffers_trim(void);
+/* Copies len bytes: into the ring, or out of it.  Releases the GIL from
+ * IP_NOGIL_COPY up.  From IP_STREAM_COPY up it writes past the cache, as
+ * memcpy does only from a size it derives from the cache the CPU reports
+ * (often the whole socket's, or a virtual machine's invention): at that
+ * size the sender's data, the ring's bytes and the receiver's copy no
+ * longer fit in a core's share of cache together, and filling it with the
+ * destination only evicts the data still to be read, and reads each
+ * destination line before overwriting it. */
+void ip_bulk_copy(uint8_t *dst, const void *src, uint64_t len);
 /* Rebuilds a message read in place (ip_channel_take_view) over its pinned
  * payload.  Takes over one use of `owner`, the handle whose mapping holds
  * it: done(owner) is called once the payload is no longer referenced (at

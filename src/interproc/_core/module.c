@@ -223,17 +223,6 @@ int ip_payload_init_message(ip_payload_t *p, PyObject *obj)
     return payload_init(p, obj, 1);
 }
 
-static void copy(uint8_t *dst, const void *src, uint64_t len)
-{
-    if (len >= IP_NOGIL_COPY) {
-        Py_BEGIN_ALLOW_THREADS
-        memcpy(dst, src, (size_t)len);
-        Py_END_ALLOW_THREADS
-    } else {
-        memcpy(dst, src, (size_t)len);
-    }
-}
-
 /* The record's header and pickle, then each buffer in its place; the
  * padding between them is zeroed, so no stale ring bytes travel on. */
 static void oob_write(const ip_payload_t *p, uint8_t *dst)
@@ -253,7 +242,7 @@ static void oob_write(const ip_payload_t *p, uint8_t *dst)
         const Py_buffer *b = PyMemoryView_GET_BUFFER(PyTuple_GET_ITEM(p->bufs, i));
         uint64_t start = oob_align(off);
         memset(dst + off, 0, (size_t)(start - off));
-        copy(dst + start, b->buf, (uint64_t)b->len);
+        ip_bulk_copy(dst + start, b->buf, (uint64_t)b->len);
         off = start + (uint64_t)b->len;
     }
 }
@@ -263,7 +252,7 @@ void ip_payload_write(const ip_payload_t *p, uint8_t *dst)
     if (p->type == IP_REC_OOB && p->bufs)
         oob_write(p, dst);
     else
-        copy(dst, p->data ? p->data : (const char *)p->inline_buf, p->len);
+        ip_bulk_copy(dst, p->data ? p->data : (const char *)p->inline_buf, p->len);
 }
 
 void ip_payload_clear(ip_payload_t *p)
