@@ -151,10 +151,11 @@ def test_an_item_larger_than_any_region_so_far():
 
 @pytest.mark.parametrize("kind", ["queue", "pipe"])
 def test_items_around_the_size_copied_past_the_cache_arrive_byte_for_byte(kind):
-    """From 16 MiB a received copy is written with non-temporal stores, in
-    64-byte lines after an unaligned head: every length and start around
-    that size arrives exact, as arrays (copied into a page-aligned receive
-    buffer) and as bytes (into a bytes object, whose data is not aligned)."""
+    """From 16 MiB both copies, into the ring and out of it, are written
+    with non-temporal stores, in 64-byte lines after an unaligned head:
+    every length and start around that size arrives exact, as arrays
+    (copied out into a page-aligned receive buffer) and as bytes (into a
+    bytes object, whose data is not aligned)."""
     rng = random.Random(new_seed())
     if kind == "queue":
         q = interproc.Queue()
